@@ -1,0 +1,93 @@
+"""Enrolments of contacts in flows, and the flow versions they run on."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, insert, select, update
+
+from . import orm
+
+Row = dict[str, Any]
+
+
+class EnrollmentRepository:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def remember_version(self, name: str, version: str, source_file: str, source: str, now: datetime) -> None:
+        exists = self.conn.execute(select(orm.flow_versions.c.id).where(and_(
+            orm.flow_versions.c.name == name, orm.flow_versions.c.version == version
+        ))).first()
+        if exists is None:
+            self.conn.execute(insert(orm.flow_versions).values(
+                name=name, version=version, source_file=source_file, source=source, loaded_at=now
+            ))
+
+    def version_source(self, name: str, version: str) -> Row | None:
+        row = self.conn.execute(select(orm.flow_versions).where(and_(
+            orm.flow_versions.c.name == name, orm.flow_versions.c.version == version
+        ))).mappings().first()
+        return dict(row) if row else None
+
+    def create(self, org_id: int, contact_id: int, flow_name: str, flow_version: str,
+               event: Mapping[str, Any], now: datetime) -> int:
+        return int(self.conn.execute(insert(orm.enrollments).values(
+            org_id=org_id, contact_id=contact_id, flow_name=flow_name, flow_version=flow_version,
+            pc=0, status="active", next_run_at=now, event_json=json.dumps(dict(event), default=str),
+            started_at=now,
+        )).inserted_primary_key[0])
+
+    def get(self, enrollment_id: int) -> Row | None:
+        row = self.conn.execute(select(orm.enrollments).where(orm.enrollments.c.id == enrollment_id)).mappings().first()
+        return dict(row) if row else None
+
+    def for_contact(self, contact_id: int, statuses: tuple[str, ...] = ("active", "paused")) -> list[Row]:
+        q = select(orm.enrollments).where(and_(
+            orm.enrollments.c.contact_id == contact_id, orm.enrollments.c.status.in_(statuses)
+        )).order_by(orm.enrollments.c.id)
+        return [dict(r) for r in self.conn.execute(q).mappings()]
+
+    def any_for(self, contact_id: int, flow_name: str, statuses: tuple[str, ...]) -> bool:
+        q = select(orm.enrollments.c.id).where(and_(
+            orm.enrollments.c.contact_id == contact_id, orm.enrollments.c.flow_name == flow_name,
+            orm.enrollments.c.status.in_(statuses),
+        )).limit(1)
+        return self.conn.execute(q).first() is not None
+
+    def claim_due(self, now: datetime, limit: int, skip_locked: bool) -> list[Row]:
+        q = select(orm.enrollments).where(and_(
+            orm.enrollments.c.status == "active", orm.enrollments.c.next_run_at <= now
+        )).order_by(orm.enrollments.c.next_run_at, orm.enrollments.c.id).limit(limit)
+        if skip_locked:
+            q = q.with_for_update(skip_locked=True)
+        return [dict(r) for r in self.conn.execute(q).mappings()]
+
+    def move(self, enrollment_id: int, pc: int, next_run_at: datetime | None) -> None:
+        self.conn.execute(update(orm.enrollments).where(orm.enrollments.c.id == enrollment_id)
+                          .values(pc=pc, next_run_at=next_run_at))
+
+    def end(self, enrollment_id: int, status: str, reason: str, now: datetime) -> None:
+        self.conn.execute(update(orm.enrollments).where(orm.enrollments.c.id == enrollment_id)
+                          .values(status=status, end_reason=reason, ended_at=now, next_run_at=None))
+
+    def pause(self, enrollment_id: int, reason: str) -> None:
+        self.conn.execute(update(orm.enrollments).where(orm.enrollments.c.id == enrollment_id)
+                          .values(status="paused", end_reason=reason))
+
+    def resume(self, enrollment_id: int, now: datetime) -> None:
+        self.conn.execute(update(orm.enrollments).where(orm.enrollments.c.id == enrollment_id)
+                          .values(status="active", end_reason=None, next_run_at=now))
+
+    def log_step(self, enrollment_id: int, pc: int, step: str, outcome: str, now: datetime) -> None:
+        self.conn.execute(insert(orm.enrollment_steps).values(
+            enrollment_id=enrollment_id, pc=pc, step=step, outcome=outcome, at=now
+        ))
+
+    def history(self, enrollment_id: int) -> list[Row]:
+        q = select(orm.enrollment_steps).where(orm.enrollment_steps.c.enrollment_id == enrollment_id) \
+            .order_by(orm.enrollment_steps.c.id)
+        return [dict(r) for r in self.conn.execute(q).mappings()]

@@ -1,0 +1,267 @@
+"""The schema, declared once with SQLModel.
+
+SQLModel gives readable table classes for the schema and for admin paths; hot paths use the same
+tables through SQLAlchemy Core (`Model.__table__`), which measured ~4x cheaper per insert.
+Every lookup the service layer makes has an index here.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Column, DateTime, Dialect, Index, Text, UniqueConstraint
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Stores UTC without a zone (the same on SQLite and PostgreSQL) and hands back aware UTC."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database; pass aware UTC")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        return value.replace(tzinfo=UTC)
+
+
+class OrgRow(SQLModel, table=True):
+    __tablename__ = "orgs"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str
+    parent_id: int | None = Field(default=None, foreign_key="orgs.id", index=True)
+    settings_json: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))
+    created_at: datetime = Field(sa_type=UtcDateTime)
+
+
+class OrgNumberRow(SQLModel, table=True):
+    """The org's own numbers and sender addresses: inbound messages find their org by `To`."""
+
+    __tablename__ = "org_numbers"
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: int = Field(foreign_key="orgs.id", index=True)
+    number: str = Field(unique=True)
+
+
+class AgentRow(SQLModel, table=True):
+    __tablename__ = "agents"
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: int = Field(foreign_key="orgs.id", index=True)
+    name: str
+    role: str  # agent | supervisor | admin
+    token_hash: str = Field(unique=True)
+    created_at: datetime = Field(sa_type=UtcDateTime)
+
+
+class ContactRow(SQLModel, table=True):
+    __tablename__ = "contacts"
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: int = Field(foreign_key="orgs.id", index=True)
+    name: str = ""
+    time_zone: str | None = None
+    region: str | None = None
+    fields_json: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))
+    active: bool = False
+    do_not_call: bool = False
+    marketing_allowed: bool = True
+    dnd_all: bool = False
+    dnd_channels: str = ""  # comma-separated channels
+    created_at: datetime = Field(sa_type=UtcDateTime)
+    updated_at: datetime = Field(sa_type=UtcDateTime)
+
+
+class AddressRow(SQLModel, table=True):
+    __tablename__ = "addresses"
+    __table_args__ = (UniqueConstraint("org_id", "value", name="uq_address_org_value"),)
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: int = Field(foreign_key="orgs.id")
+    contact_id: int = Field(foreign_key="contacts.id", index=True)
+    kind: str  # phone | email
+    value: str  # E.164 or normalised email
+
+
+class ConsentRow(SQLModel, table=True):
+    """One consent machine instance: (org, address, channel). Keyed by address, not contact, so
+    an opt-out from a number that belongs to no contact yet is still kept."""
+
+    __tablename__ = "consents"
+    __table_args__ = (
+        UniqueConstraint("org_id", "address", "channel", name="uq_consent_org_address_channel"),
+        Index("ix_consents_state_opted_in_at", "state", "opted_in_at"),
+        Index("ix_consents_state_requested_at", "state", "requested_at"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: int = Field(foreign_key="orgs.id")
+    contact_id: int | None = Field(default=None, foreign_key="contacts.id", index=True)
+    address: str
+    channel: str
+    state: str = "unknown"
+    awaiting_pin: bool = False
+    opted_in_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    requested_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    opted_out_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    method: str | None = None
+    version: int = 0
+    opt_out_confirmation_sent: bool = False
+    pin_hash: str | None = None
+    pin_expires_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    pin_attempts: int = 0
+    updated_at: datetime = Field(sa_type=UtcDateTime)
+
+
+class LedgerRow(SQLModel, table=True):
+    """Append-only. `hash` = sha256(prev_hash + canonical content); `seq` is contiguous per org,
+    so an edited, reordered or deleted entry breaks the chain (see `optflow ledger verify`)."""
+
+    __tablename__ = "ledger"
+    __table_args__ = (
+        UniqueConstraint("org_id", "seq", name="uq_ledger_org_seq"),
+        Index("ix_ledger_org_contact", "org_id", "contact_id"),
+        Index("ix_ledger_org_address", "org_id", "address"),
+        Index("ix_ledger_org_recorded", "org_id", "recorded_at"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: int = Field(foreign_key="orgs.id")
+    seq: int
+    contact_id: int | None = None
+    channel: str
+    address: str
+    from_state: str
+    to_state: str
+    trigger: str
+    method: str | None = None
+    actor_kind: str
+    actor_id: str | None = None
+    source_message_id: str | None = None
+    evidence: str | None = Field(default=None, sa_column=Column(Text))
+    occurred_at: datetime = Field(sa_type=UtcDateTime)
+    recorded_at: datetime = Field(sa_type=UtcDateTime)
+    prev_hash: str
+    hash: str
+
+
+class LedgerHeadRow(SQLModel, table=True):
+    """The last entry of each org's chain. Locked (`FOR UPDATE`) while appending, so concurrent
+    writers on PostgreSQL extend the chain one at a time; it also reveals a deleted tail."""
+
+    __tablename__ = "ledger_heads"
+    org_id: int = Field(primary_key=True, foreign_key="orgs.id")
+    seq: int = 0
+    hash: str = ""
+
+
+class MessageRow(SQLModel, table=True):
+    """Every message in and out. Outbound rows with status `queued` are the outbox."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        UniqueConstraint("org_id", "direction", "provider_id", name="uq_message_provider_id"),
+        Index("ix_messages_outbox", "status", "not_before"),
+        Index("ix_messages_org_contact", "org_id", "contact_id"),
+        Index("ix_messages_org_address_channel", "org_id", "address", "channel", "direction"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: int = Field(foreign_key="orgs.id")
+    contact_id: int | None = None
+    direction: str  # in | out
+    audience: str = "customer"  # customer | employee
+    channel: str
+    address: str  # the customer's address
+    org_address: str | None = None  # the org's number / sender
+    body: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    subject: str | None = None
+    purpose: str = "conversational"
+    kind: str = "normal"  # optflow.domain.policy.MessageKind
+    status: str  # received|held|delivered|unassociated|queued|sent|failed|denied|cancelled|replied
+    intent: str | None = None
+    provider_id: str | None = None
+    reply_text: str | None = Field(default=None, sa_column=Column(Text))
+    agent_id: int | None = None
+    enrollment_id: int | None = None
+    not_before: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    attempts: int = 0
+    last_error: str | None = None
+    created_at: datetime = Field(sa_type=UtcDateTime)
+    sent_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+
+
+class FlowVersionRow(SQLModel, table=True):
+    """Each version of a flow an enrolment ever started on: enrolments finish on their version."""
+
+    __tablename__ = "flow_versions"
+    __table_args__ = (UniqueConstraint("name", "version", name="uq_flow_version"),)
+    id: int | None = Field(default=None, primary_key=True)
+    name: str
+    version: str
+    source_file: str
+    source: str = Field(sa_column=Column(Text, nullable=False))
+    loaded_at: datetime = Field(sa_type=UtcDateTime)
+
+
+class EnrollmentRow(SQLModel, table=True):
+    __tablename__ = "enrollments"
+    __table_args__ = (
+        Index("ix_enrollments_due", "status", "next_run_at"),
+        Index("ix_enrollments_contact", "contact_id", "status"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: int = Field(foreign_key="orgs.id")
+    contact_id: int = Field(foreign_key="contacts.id")
+    flow_name: str
+    flow_version: str
+    pc: int = 0
+    status: str = "active"  # active | paused | done | cancelled
+    next_run_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    event_json: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))
+    started_at: datetime = Field(sa_type=UtcDateTime)
+    ended_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    end_reason: str | None = None
+
+
+class EnrollmentStepRow(SQLModel, table=True):
+    """The history of an enrolment: one row per executed step."""
+
+    __tablename__ = "enrollment_steps"
+    id: int | None = Field(default=None, primary_key=True)
+    enrollment_id: int = Field(foreign_key="enrollments.id", index=True)
+    pc: int
+    step: str
+    outcome: str
+    at: datetime = Field(sa_type=UtcDateTime)
+
+
+orgs = OrgRow.__table__
+org_numbers = OrgNumberRow.__table__
+agents = AgentRow.__table__
+contacts = ContactRow.__table__
+addresses = AddressRow.__table__
+consents = ConsentRow.__table__
+ledger = LedgerRow.__table__
+ledger_heads = LedgerHeadRow.__table__
+messages = MessageRow.__table__
+flow_versions = FlowVersionRow.__table__
+enrollments = EnrollmentRow.__table__
+enrollment_steps = EnrollmentStepRow.__table__
+metadata = SQLModel.metadata
+
+
+class AppMetaRow(SQLModel, table=True):
+    """Installation-wide values shared by every process (e.g. the token-signing secret)."""
+
+    __tablename__ = "app_meta"
+    key: str = Field(primary_key=True)
+    value: str
+
+
+app_meta = AppMetaRow.__table__

@@ -1,0 +1,396 @@
+"""Repositories over one SQLAlchemy Core connection (the unit of work's transaction).
+
+Core rather than ORM sessions: every inbound message passes through here, and a Core statement
+costs a fraction of a Session round trip (see DESIGN.md, "Performance").
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, func, insert, or_, select, update
+
+from ..domain import ledger as ledger_chain
+from ..domain.model import Channel, Consent, DndSettings, NotFound, State, TransitionRecord
+from ..domain.settings import OrgSettings, resolve
+from . import orm
+
+Row = dict[str, Any]
+
+
+def _row(result: Any) -> Row | None:
+    mapping = result.mappings().first()
+    return dict(mapping) if mapping is not None else None
+
+
+class OrgRepository:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def get(self, org_id: int) -> Row:
+        row = _row(self.conn.execute(select(orm.orgs).where(orm.orgs.c.id == org_id)))
+        if row is None:
+            raise NotFound(f"no org with id {org_id}", code="org_not_found")
+        return row
+
+    def first_id(self) -> int | None:
+        return self.conn.execute(select(func.min(orm.orgs.c.id))).scalar()
+
+    def all(self) -> list[Row]:
+        return [dict(r) for r in self.conn.execute(select(orm.orgs).order_by(orm.orgs.c.id)).mappings()]
+
+    def create(self, name: str, now: datetime, parent_id: int | None = None,
+               settings: Mapping[str, Any] | None = None) -> int:
+        raw = dict(settings or {})
+        if parent_id is not None:
+            self.get(parent_id)
+        self._validate(parent_id, raw)
+        org_id = self.conn.execute(
+            insert(orm.orgs).values(name=name, parent_id=parent_id, settings_json=json.dumps(raw), created_at=now)
+        ).inserted_primary_key[0]
+        self.conn.execute(insert(orm.ledger_heads).values(org_id=org_id, seq=0, hash=ledger_chain.GENESIS))
+        return int(org_id)
+
+    def raw_chain(self, org_id: int) -> list[dict[str, Any]]:
+        """Own settings of the org and its ancestors, root first."""
+        chain: list[dict[str, Any]] = []
+        seen: set[int] = set()
+        current: int | None = org_id
+        while current is not None and current not in seen:
+            seen.add(current)
+            row = self.get(current)
+            chain.append(json.loads(row["settings_json"] or "{}"))
+            current = row["parent_id"]
+        return list(reversed(chain))
+
+    def _validate(self, parent_id: int | None, own: Mapping[str, Any]) -> OrgSettings:
+        parents = self.raw_chain(parent_id) if parent_id is not None else []
+        return resolve([*parents, own])
+
+    def settings(self, org_id: int) -> OrgSettings:
+        return _cached_resolve(json.dumps(self.raw_chain(org_id), sort_keys=True))
+
+    def own_settings(self, org_id: int) -> dict[str, Any]:
+        return json.loads(self.get(org_id)["settings_json"] or "{}")
+
+    def replace_settings(self, org_id: int, own: Mapping[str, Any]) -> OrgSettings:
+        """Validate the resulting settings (with inheritance) before storing anything."""
+        row = self.get(org_id)
+        resolved = self._validate(row["parent_id"], own)
+        for child in self.conn.execute(select(orm.orgs.c.id).where(orm.orgs.c.parent_id == org_id)).scalars():
+            resolve([*self.raw_chain(org_id)[:-1], own, *self.raw_chain(child)[-1:]])
+        self.conn.execute(update(orm.orgs).where(orm.orgs.c.id == org_id).values(settings_json=json.dumps(dict(own))))
+        return resolved
+
+    def add_number(self, org_id: int, number: str) -> None:
+        self.conn.execute(insert(orm.org_numbers).values(org_id=org_id, number=number))
+
+    def numbers(self, org_id: int) -> list[str]:
+        q = select(orm.org_numbers.c.number).where(orm.org_numbers.c.org_id == org_id).order_by(orm.org_numbers.c.id)
+        return list(self.conn.execute(q).scalars())
+
+    def find_by_number(self, number: str) -> int | None:
+        q = select(orm.org_numbers.c.org_id).where(orm.org_numbers.c.number == number)
+        return self.conn.execute(q).scalar()
+
+
+_RESOLVE_CACHE: dict[str, OrgSettings] = {}
+
+
+def _cached_resolve(chain_json: str) -> OrgSettings:
+    """Settings validation costs far more than reading the rows; reuse results per content."""
+    settings = _RESOLVE_CACHE.get(chain_json)
+    if settings is None:
+        if len(_RESOLVE_CACHE) > 1024:
+            _RESOLVE_CACHE.clear()
+        settings = resolve(json.loads(chain_json))
+        _RESOLVE_CACHE[chain_json] = settings
+    return settings
+
+
+class AgentRepository:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def create(self, org_id: int, name: str, role: str, token_hash: str, now: datetime) -> int:
+        return int(self.conn.execute(
+            insert(orm.agents).values(org_id=org_id, name=name, role=role, token_hash=token_hash, created_at=now)
+        ).inserted_primary_key[0])
+
+    def by_token_hash(self, token_hash: str) -> Row | None:
+        return _row(self.conn.execute(select(orm.agents).where(orm.agents.c.token_hash == token_hash)))
+
+    def get(self, agent_id: int) -> Row | None:
+        return _row(self.conn.execute(select(orm.agents).where(orm.agents.c.id == agent_id)))
+
+    def for_org(self, org_id: int) -> list[Row]:
+        q = select(orm.agents).where(orm.agents.c.org_id == org_id).order_by(orm.agents.c.id)
+        return [dict(r) for r in self.conn.execute(q).mappings()]
+
+
+def dnd_of(contact: Mapping[str, Any]) -> DndSettings:
+    channels = frozenset(Channel(c) for c in (contact.get("dnd_channels") or "").split(",") if c)
+    return DndSettings(all_channels=bool(contact.get("dnd_all")), channels=channels)
+
+
+class ContactRepository:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def create(self, org_id: int, now: datetime, name: str = "", time_zone: str | None = None,
+               region: str | None = None, fields: Mapping[str, Any] | None = None,
+               marketing_allowed: bool = True) -> int:
+        return int(self.conn.execute(insert(orm.contacts).values(
+            org_id=org_id, name=name, time_zone=time_zone, region=region,
+            fields_json=json.dumps(dict(fields or {})), marketing_allowed=marketing_allowed,
+            created_at=now, updated_at=now,
+        )).inserted_primary_key[0])
+
+    def get(self, org_id: int, contact_id: int) -> Row:
+        row = _row(self.conn.execute(
+            select(orm.contacts).where(and_(orm.contacts.c.id == contact_id, orm.contacts.c.org_id == org_id))
+        ))
+        if row is None:
+            raise NotFound(f"no contact with id {contact_id}", code="contact_not_found")
+        return row
+
+    def update(self, contact_id: int, now: datetime, **values: Any) -> None:
+        if "fields" in values:
+            values["fields_json"] = json.dumps(values.pop("fields"))
+        self.conn.execute(update(orm.contacts).where(orm.contacts.c.id == contact_id).values(updated_at=now, **values))
+
+    def set_dnd(self, contact_id: int, now: datetime, dnd: DndSettings) -> None:
+        self.update(contact_id, now, dnd_all=dnd.all_channels,
+                    dnd_channels=",".join(sorted(c.value for c in dnd.channels)))
+
+    def find_by_address(self, org_id: int, value: str) -> int | None:
+        q = select(orm.addresses.c.contact_id).where(
+            and_(orm.addresses.c.org_id == org_id, orm.addresses.c.value == value)
+        )
+        return self.conn.execute(q).scalar()
+
+    def add_address(self, org_id: int, contact_id: int, kind: str, value: str) -> None:
+        self.conn.execute(insert(orm.addresses).values(org_id=org_id, contact_id=contact_id, kind=kind, value=value))
+
+    def addresses(self, contact_id: int) -> list[Row]:
+        q = select(orm.addresses).where(orm.addresses.c.contact_id == contact_id).order_by(orm.addresses.c.id)
+        return [dict(r) for r in self.conn.execute(q).mappings()]
+
+    def search(self, org_id: int, *, address: str | None = None, name: str | None = None,
+               limit: int = 50, offset: int = 0) -> list[Row]:
+        q = select(orm.contacts).where(orm.contacts.c.org_id == org_id)
+        if address:
+            q = q.where(orm.contacts.c.id.in_(
+                select(orm.addresses.c.contact_id).where(
+                    and_(orm.addresses.c.org_id == org_id, orm.addresses.c.value == address)
+                )
+            ))
+        if name:
+            q = q.where(orm.contacts.c.name.ilike(f"%{name}%"))
+        q = q.order_by(orm.contacts.c.id).limit(limit).offset(offset)
+        return [dict(r) for r in self.conn.execute(q).mappings()]
+
+
+_CONSENT_FIELDS = (
+    "state", "awaiting_pin", "opted_in_at", "requested_at", "opted_out_at", "method", "version",
+    "opt_out_confirmation_sent", "pin_hash", "pin_expires_at", "pin_attempts", "contact_id",
+)
+
+
+def consent_from_row(row: Mapping[str, Any]) -> Consent:
+    return Consent(
+        channel=Channel(row["channel"]), address=row["address"], state=State(row["state"]),
+        awaiting_pin=bool(row["awaiting_pin"]), opted_in_at=row["opted_in_at"],
+        requested_at=row["requested_at"], opted_out_at=row["opted_out_at"], method=row["method"],
+        id=row["id"], contact_id=row["contact_id"], org_id=row["org_id"], version=row["version"],
+        opt_out_confirmation_sent=bool(row["opt_out_confirmation_sent"]), pin_hash=row["pin_hash"],
+        pin_expires_at=row["pin_expires_at"], pin_attempts=row["pin_attempts"],
+    )
+
+
+class ConsentRepository:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def get(self, org_id: int, address: str, channel: Channel, *, lock: bool = False) -> Consent:
+        """The stored consent, or a new `unknown` one (saved by `save`)."""
+        q = select(orm.consents).where(and_(
+            orm.consents.c.org_id == org_id, orm.consents.c.address == address,
+            orm.consents.c.channel == channel.value,
+        ))
+        if lock:
+            q = q.with_for_update()
+        row = _row(self.conn.execute(q))
+        if row is None:
+            return Consent(channel=channel, address=address, org_id=org_id)
+        return consent_from_row(row)
+
+    def save(self, consent: Consent, now: datetime) -> None:
+        values = {name: getattr(consent, name) for name in _CONSENT_FIELDS}
+        values["state"] = State(consent.state).value
+        values["updated_at"] = now
+        if consent.id is None:
+            consent.id = int(self.conn.execute(insert(orm.consents).values(
+                org_id=consent.org_id, address=consent.address, channel=consent.channel.value, **values
+            )).inserted_primary_key[0])
+        else:
+            self.conn.execute(update(orm.consents).where(orm.consents.c.id == consent.id).values(**values))
+
+    def for_addresses(self, org_id: int, addresses: Sequence[str]) -> list[Consent]:
+        if not addresses:
+            return []
+        q = select(orm.consents).where(and_(
+            orm.consents.c.org_id == org_id, orm.consents.c.address.in_(list(addresses))
+        )).order_by(orm.consents.c.id)
+        return [consent_from_row(r) for r in self.conn.execute(q).mappings()]
+
+    def attach_contact(self, org_id: int, address: str, contact_id: int) -> None:
+        self.conn.execute(update(orm.consents).where(and_(
+            orm.consents.c.org_id == org_id, orm.consents.c.address == address
+        )).values(contact_id=contact_id))
+
+    def due_for_expiry(self, org_id: int, channel: Channel, opted_in_before: datetime, limit: int) -> list[Consent]:
+        q = select(orm.consents).where(and_(
+            orm.consents.c.state == State.OPTED_IN.value, orm.consents.c.opted_in_at < opted_in_before,
+            orm.consents.c.org_id == org_id, orm.consents.c.channel == channel.value,
+        )).order_by(orm.consents.c.opted_in_at).limit(limit)
+        return [consent_from_row(r) for r in self.conn.execute(q).mappings()]
+
+    def due_for_lapse(self, org_id: int, requested_before: datetime, limit: int) -> list[Consent]:
+        q = select(orm.consents).where(and_(
+            orm.consents.c.state == State.REQUESTED.value, orm.consents.c.requested_at < requested_before,
+            orm.consents.c.org_id == org_id,
+        )).order_by(orm.consents.c.requested_at).limit(limit)
+        return [consent_from_row(r) for r in self.conn.execute(q).mappings()]
+
+
+class LedgerRepository:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def append(self, org_id: int, contact_id: int | None, record: TransitionRecord) -> Row:
+        return self.append_change(
+            org_id, contact_id, channel=record.channel.value, address=record.address,
+            from_state=State(record.from_state).value, to_state=State(record.to_state).value,
+            trigger=record.trigger.value, method=record.method, actor_kind=record.actor.kind.value,
+            actor_id=record.actor.id, source_message_id=record.source_message_id,
+            evidence=record.evidence, occurred_at=record.occurred_at, recorded_at=record.recorded_at,
+        )
+
+    def append_change(self, org_id: int, contact_id: int | None, **change: Any) -> Row:
+        """Append one entry to the org's chain. Also used for contact-level changes that are not
+        consent transitions (DND, marketing permission), with their own trigger names."""
+        head = _row(self.conn.execute(
+            select(orm.ledger_heads).where(orm.ledger_heads.c.org_id == org_id).with_for_update()
+        ))
+        if head is None:
+            self.conn.execute(insert(orm.ledger_heads).values(org_id=org_id, seq=0, hash=ledger_chain.GENESIS))
+            head = {"seq": 0, "hash": ledger_chain.GENESIS}
+        fields: Row = {"org_id": org_id, "seq": head["seq"] + 1, "contact_id": contact_id, **change}
+        fields["prev_hash"] = head["hash"]
+        fields["hash"] = ledger_chain.entry_hash(head["hash"], fields)
+        fields["id"] = self.conn.execute(insert(orm.ledger).values(**fields)).inserted_primary_key[0]
+        self.conn.execute(update(orm.ledger_heads).where(orm.ledger_heads.c.org_id == org_id)
+                          .values(seq=fields["seq"], hash=fields["hash"]))
+        return fields
+
+    def for_contact(self, org_id: int, contact_id: int, addresses: Iterable[str] = ()) -> list[Row]:
+        cond = orm.ledger.c.contact_id == contact_id
+        addrs = list(addresses)
+        if addrs:
+            cond = or_(cond, orm.ledger.c.address.in_(addrs))
+        q = select(orm.ledger).where(and_(orm.ledger.c.org_id == org_id, cond)).order_by(orm.ledger.c.seq)
+        return [dict(r) for r in self.conn.execute(q).mappings()]
+
+    def entries(self, org_id: int, since: datetime | None = None, until: datetime | None = None) -> list[Row]:
+        q = select(orm.ledger).where(orm.ledger.c.org_id == org_id)
+        if since is not None:
+            q = q.where(orm.ledger.c.recorded_at >= since)
+        if until is not None:
+            q = q.where(orm.ledger.c.recorded_at < until)
+        return [dict(r) for r in self.conn.execute(q.order_by(orm.ledger.c.seq)).mappings()]
+
+    def verify(self, org_id: int) -> list[ledger_chain.ChainProblem]:
+        head = _row(self.conn.execute(select(orm.ledger_heads).where(orm.ledger_heads.c.org_id == org_id)))
+        rows = self.conn.execute(
+            select(orm.ledger).where(orm.ledger.c.org_id == org_id).order_by(orm.ledger.c.seq, orm.ledger.c.id)
+        ).mappings()
+        return ledger_chain.verify_chain(
+            org_id, (dict(r) for r in rows),
+            head["seq"] if head else None, head["hash"] if head else None,
+        )
+
+
+class MessageRepository:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def add(self, **values: Any) -> int:
+        return int(self.conn.execute(insert(orm.messages).values(**values)).inserted_primary_key[0])
+
+    def get(self, message_id: int) -> Row | None:
+        return _row(self.conn.execute(select(orm.messages).where(orm.messages.c.id == message_id)))
+
+    def find_inbound(self, org_id: int, provider_id: str) -> Row | None:
+        return _row(self.conn.execute(select(orm.messages).where(and_(
+            orm.messages.c.org_id == org_id, orm.messages.c.direction == "in",
+            orm.messages.c.provider_id == provider_id,
+        ))))
+
+    def set(self, message_id: int, **values: Any) -> None:
+        self.conn.execute(update(orm.messages).where(orm.messages.c.id == message_id).values(**values))
+
+    def held(self, org_id: int, address: str, channel: Channel) -> list[Row]:
+        q = select(orm.messages).where(and_(
+            orm.messages.c.org_id == org_id, orm.messages.c.address == address,
+            orm.messages.c.channel == channel.value, orm.messages.c.status == "held",
+        )).order_by(orm.messages.c.id)
+        return [dict(r) for r in self.conn.execute(q).mappings()]
+
+    def has_outbound(self, org_id: int, address: str, channel: Channel) -> bool:
+        q = select(orm.messages.c.id).where(and_(
+            orm.messages.c.org_id == org_id, orm.messages.c.address == address,
+            orm.messages.c.channel == channel.value, orm.messages.c.direction == "out",
+            orm.messages.c.audience == "customer", orm.messages.c.status.in_(("queued", "sent", "replied")),
+        )).limit(1)
+        return self.conn.execute(q).first() is not None
+
+    def recent_sends(self, org_id: int, contact_id: int, channels: Iterable[Channel], since: datetime) -> list[datetime]:
+        q = select(orm.messages.c.sent_at).where(and_(
+            orm.messages.c.org_id == org_id, orm.messages.c.contact_id == contact_id,
+            orm.messages.c.direction == "out", orm.messages.c.status == "sent",
+            orm.messages.c.channel.in_([c.value for c in channels]), orm.messages.c.sent_at >= since,
+        ))
+        return [t for t in self.conn.execute(q).scalars() if t is not None]
+
+    def for_contact(self, org_id: int, contact_id: int, limit: int = 100) -> list[Row]:
+        q = select(orm.messages).where(and_(
+            orm.messages.c.org_id == org_id, orm.messages.c.contact_id == contact_id
+        )).order_by(orm.messages.c.id.desc()).limit(limit)
+        return [dict(r) for r in self.conn.execute(q).mappings()]
+
+    def unassociated(self, org_id: int) -> list[Row]:
+        q = select(orm.messages).where(and_(
+            orm.messages.c.org_id == org_id, orm.messages.c.status == "unassociated"
+        )).order_by(orm.messages.c.id)
+        return [dict(r) for r in self.conn.execute(q).mappings()]
+
+    def queued_for(self, org_id: int, address: str, channels: Iterable[Channel]) -> list[int]:
+        q = select(orm.messages.c.id).where(and_(
+            orm.messages.c.org_id == org_id, orm.messages.c.address == address,
+            orm.messages.c.direction == "out", orm.messages.c.status == "queued",
+            orm.messages.c.channel.in_([c.value for c in channels]),
+        ))
+        return list(self.conn.execute(q).scalars())
+
+    def claim_due(self, now: datetime, limit: int, skip_locked: bool) -> list[Row]:
+        q = select(orm.messages).where(and_(
+            orm.messages.c.status == "queued",
+            or_(orm.messages.c.not_before.is_(None), orm.messages.c.not_before <= now),
+        )).order_by(orm.messages.c.id).limit(limit)
+        if skip_locked:
+            q = q.with_for_update(skip_locked=True)
+        return [dict(r) for r in self.conn.execute(q).mappings()]

@@ -1,0 +1,108 @@
+"""Builds the running system: engine, templates, senders, flows, bus, dispatcher. Called once per
+process by an entry point; importing optflow builds nothing."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import Engine, insert, select
+
+from .adapters import db, orm
+from .adapters.senders import ConsoleSender, Router, Sender, SmtpSender, TwilioSender, WebhookSender
+from .adapters.templates import TemplateRenderer
+from .config import Config
+from .domain.model import Channel
+from .service_layer.dispatcher import Dispatcher
+from .service_layer.flow_engine import FlowEngine, load_flow_directory
+from .service_layer.handlers import Services
+from .service_layer.messagebus import MessageBus
+
+log = logging.getLogger("optflow")
+
+DEFAULT_ORG_NAME = "Demo organisation"
+DEFAULT_ORG_NUMBER = "+12025550123"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def random_pin() -> str:
+    return f"{secrets.randbelow(10**6):06d}"
+
+
+def repository_flows_dir() -> Path | None:
+    candidate = Path.cwd() / "flows"
+    return candidate if candidate.is_dir() else None
+
+
+@dataclass
+class System:
+    config: Config
+    engine: Engine
+    services: Services
+    bus: MessageBus
+    dispatcher: Dispatcher
+    flows: FlowEngine
+    clock: Callable[[], datetime]
+    secret: str
+
+    def close(self) -> None:
+        self.dispatcher.sender.close()
+        self.engine.dispose()
+
+
+def installation_secret(engine: Engine, configured: str | None) -> str:
+    """The secret that signs unsubscribe tokens: configured, or generated once and stored so
+    every process of the installation shares it."""
+    if configured:
+        return configured
+    with engine.begin() as conn:
+        value = conn.execute(select(orm.app_meta.c.value).where(orm.app_meta.c.key == "secret")).scalar()
+        if value is None:
+            value = secrets.token_urlsafe(32)
+            conn.execute(insert(orm.app_meta).values(key="secret", value=value))
+    return str(value)
+
+
+def build_sender(config: Config, console_stream: object | None = None) -> Sender:
+    console = ConsoleSender(console_stream) if console_stream is not None else ConsoleSender()  # type: ignore[arg-type]
+    routes: dict[Channel, Sender] = {channel: console for channel in Channel}
+    if config.twilio_account_sid and config.twilio_auth_token and (config.twilio_from or config.twilio_messaging_service_sid):
+        twilio = TwilioSender(config.twilio_account_sid, config.twilio_auth_token, from_number=config.twilio_from,
+                              messaging_service_sid=config.twilio_messaging_service_sid,
+                              base_url=config.twilio_api_base_url)
+        routes[Channel.TEXT] = twilio
+        routes[Channel.WHATSAPP] = twilio
+    if config.smtp_host and config.smtp_from:
+        routes[Channel.EMAIL] = SmtpSender(config.smtp_host, config.smtp_from, port=config.smtp_port,
+                                           username=config.smtp_username, password=config.smtp_password,
+                                           starttls=config.smtp_starttls)
+    if config.chat_webhook_url and config.chat_webhook_secret:
+        routes[Channel.CHAT] = WebhookSender(config.chat_webhook_url, config.chat_webhook_secret)
+    return Router(routes)
+
+
+def bootstrap(config: Config | None = None, *, clock: Callable[[], datetime] = utc_now,
+              sender: Sender | None = None, pin_digits: Callable[[], str] = random_pin,
+              create_schema: bool = True, engine: Engine | None = None) -> System:
+    config = config or Config.from_env()
+    engine = engine or db.make_engine(config.database_url)
+    if create_schema:
+        db.create_schema(engine)
+    renderer = TemplateRenderer(config.template_dir)
+    flows_dir = config.flows_dir or repository_flows_dir()
+    flows = load_flow_directory(flows_dir, renderer)
+    services = Services(renderer=renderer, pin_digits=pin_digits, flows=None, public_url=config.public_url)
+    engine_flows = FlowEngine(flows, services, flows_dir)
+    services.flows = engine_flows
+    secret = installation_secret(engine, config.secret)
+    bus = MessageBus(engine, services, clock)
+    dispatcher = Dispatcher(engine, services, sender or build_sender(config), secret, config.public_url)
+    engine_flows.dispatcher_url = dispatcher.unsubscribe_url
+    return System(config, engine, services, bus, dispatcher, engine_flows, clock, secret)

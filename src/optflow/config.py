@@ -1,0 +1,65 @@
+"""Configuration from flags and the environment. Read once, in bootstrap, never at import."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+@dataclass
+class Config:
+    database_url: str | None = None
+    public_url: str = "http://127.0.0.1:8000"
+    flows_dir: Path | None = None
+    template_dir: Path | None = None
+    secret: str | None = None
+    skip_signature_check: bool = False
+    twilio_account_sid: str | None = None
+    twilio_auth_token: str | None = None
+    twilio_from: str | None = None
+    twilio_messaging_service_sid: str | None = None
+    twilio_api_base_url: str | None = None
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_from: str | None = None
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = False
+    chat_webhook_url: str | None = None
+    chat_webhook_secret: str | None = None
+    max_body_bytes: int = 64 * 1024
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Config:
+        flows = _env("OPTFLOW_FLOWS_DIR")
+        config = cls(
+            database_url=_env("DATABASE_URL"),
+            public_url=_env("OPTFLOW_PUBLIC_URL", "http://127.0.0.1:8000") or "http://127.0.0.1:8000",
+            flows_dir=Path(flows) if flows else None,
+            secret=_env("OPTFLOW_SECRET"),
+            skip_signature_check=_env("OPTFLOW_SKIP_SIGNATURE_CHECK") == "1",
+            twilio_account_sid=_env("TWILIO_ACCOUNT_SID"),
+            twilio_auth_token=_env("TWILIO_AUTH_TOKEN"),
+            twilio_from=_env("TWILIO_FROM_NUMBER"),
+            twilio_messaging_service_sid=_env("TWILIO_MESSAGING_SERVICE_SID"),
+            twilio_api_base_url=_env("TWILIO_API_BASE_URL"),
+            smtp_host=_env("SMTP_HOST"),
+            smtp_port=int(_env("SMTP_PORT", "25") or 25),
+            smtp_from=_env("SMTP_FROM"),
+            smtp_username=_env("SMTP_USERNAME"),
+            smtp_password=_env("SMTP_PASSWORD"),
+            smtp_starttls=_env("SMTP_STARTTLS") == "1",
+            chat_webhook_url=_env("CHAT_WEBHOOK_URL"),
+            chat_webhook_secret=_env("CHAT_WEBHOOK_SECRET"),
+        )
+        for key, value in overrides.items():
+            if value is not None:
+                setattr(config, key, value)
+        return config

@@ -1,0 +1,77 @@
+"""Normalising the addresses customers are reached at: phone numbers to E.164, emails to one form."""
+
+from __future__ import annotations
+
+import re
+
+import phonenumbers
+
+from .model import Channel, InvalidInput
+
+PHONE_CHANNELS = frozenset({Channel.TEXT, Channel.CALL, Channel.WHATSAPP})
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_WHATSAPP_PREFIX = "whatsapp:"
+
+
+def normalize_phone(raw: str, default_region: str = "US") -> str:
+    """E.164 form of a valid number; `InvalidInput` naming the input otherwise."""
+    text = (raw or "").strip()
+    if text.lower().startswith(_WHATSAPP_PREFIX):
+        text = text[len(_WHATSAPP_PREFIX):]
+    try:
+        number = phonenumbers.parse(text, default_region)
+    except phonenumbers.NumberParseException as exc:
+        raise InvalidInput(f"{raw!r} is not a phone number ({exc})", code="invalid_phone") from exc
+    if not phonenumbers.is_valid_number(number):
+        raise InvalidInput(f"{raw!r} is not a valid phone number", code="invalid_phone")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def normalize_email(raw: str) -> str:
+    text = (raw or "").strip()
+    if not _EMAIL.match(text):
+        raise InvalidInput(f"{raw!r} is not an email address", code="invalid_email")
+    local, _, domain = text.rpartition("@")
+    return f"{local}@{domain.lower()}"
+
+
+def looks_like_email(raw: str) -> bool:
+    return "@" in raw
+
+
+def normalize(raw: str, default_region: str = "US") -> tuple[str, str]:
+    """(kind, value) for a phone number or email address."""
+    if looks_like_email(raw):
+        return "email", normalize_email(raw)
+    return "phone", normalize_phone(raw, default_region)
+
+
+def normalize_for_channel(raw: str, channel: Channel, default_region: str = "US") -> str:
+    if channel is Channel.EMAIL:
+        return normalize_email(raw)
+    if channel in PHONE_CHANNELS:
+        return normalize_phone(raw, default_region)
+    # chat: an opaque user id from the gateway, or a phone number
+    text = (raw or "").strip()
+    if not text:
+        raise InvalidInput("an empty chat address", code="invalid_address")
+    try:
+        return normalize_phone(text, default_region)
+    except InvalidInput:
+        return text
+
+
+def parse_channel(raw: str) -> Channel:
+    try:
+        return Channel((raw or "").strip().lower())
+    except ValueError:
+        raise InvalidInput(
+            f"unknown channel {raw!r}: use one of " + ", ".join(c.value for c in Channel),
+            code="unknown_channel",
+        ) from None
+
+
+def channels_for_kind(kind: str) -> tuple[Channel, ...]:
+    if kind == "email":
+        return (Channel.EMAIL,)
+    return (Channel.TEXT, Channel.CALL, Channel.WHATSAPP)

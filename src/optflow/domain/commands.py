@@ -1,0 +1,159 @@
+"""Commands: what entry points ask the service layer to do. One handler each, one transaction each."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from .model import Actor, Channel, Purpose
+
+
+@dataclass(frozen=True)
+class Command:
+    pass
+
+
+@dataclass(frozen=True)
+class ReceiveInbound(Command):
+    """A customer's message from a webhook. `org_id` None: find the org by the `to` number."""
+
+    channel: Channel
+    from_address: str
+    to_address: str
+    body: str
+    provider_id: str | None = None
+    opt_out_type: str | None = None  # Twilio Advanced Opt-Out: STOP | START | HELP
+    org_id: int | None = None
+
+
+@dataclass(frozen=True)
+class CreateContact(Command):
+    org_id: int
+    name: str = ""
+    phones: tuple[str, ...] = ()
+    emails: tuple[str, ...] = ()
+    time_zone: str | None = None
+    region: str | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+    marketing_allowed: bool = True
+
+
+@dataclass(frozen=True)
+class UpdateContact(Command):
+    org_id: int
+    contact_id: int
+    name: str | None = None
+    time_zone: str | None = None
+    region: str | None = None
+    fields: dict[str, Any] | None = None
+    add_phones: tuple[str, ...] = ()
+    add_emails: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ContactAction(Command):
+    """Base of the agent actions on one contact's channel."""
+
+    org_id: int
+    contact_id: int
+    channel: Channel
+    actor: Actor
+    address: str | None = None  # which of the contact's addresses; None: the first that fits
+
+
+@dataclass(frozen=True)
+class RequestOptIn(ContactAction):
+    quick: bool = False  # "quick opt-in": the customer's YES opts in without a PIN
+    reason: str = "agent"  # agent | payment_plan | supervisor_link | flow | event
+
+
+@dataclass(frozen=True)
+class RecordOptIn(ContactAction):
+    method: str = ""
+    occurred_at: datetime | None = None
+    evidence: str | None = None
+
+
+@dataclass(frozen=True)
+class ConfirmPin(ContactAction):
+    pin: str = ""
+
+
+@dataclass(frozen=True)
+class Reauthorize(ContactAction):
+    method: str = "text"
+    occurred_at: datetime | None = None
+    evidence: str | None = None
+
+
+@dataclass(frozen=True)
+class SendReauthRequest(ContactAction):
+    """"Text Reauth": ask the customer to confirm an ageing consent; their YES reauthorises."""
+
+
+@dataclass(frozen=True)
+class OptOut(ContactAction):
+    all_channels: bool = False
+    method: str = "agent"
+    evidence: str | None = None
+
+
+@dataclass(frozen=True)
+class ResetConsent(ContactAction):
+    """The number was reassigned: the old consent does not carry over."""
+
+    evidence: str | None = None
+
+
+@dataclass(frozen=True)
+class SetDnd(Command):
+    org_id: int
+    contact_id: int
+    actor: Actor
+    on: bool
+    channels: tuple[Channel, ...] = ()  # empty with all_channels
+    all_channels: bool = False
+
+
+@dataclass(frozen=True)
+class SetMarketing(Command):
+    org_id: int
+    contact_id: int
+    actor: Actor
+    allowed: bool
+
+
+@dataclass(frozen=True)
+class SendMessage(Command):
+    """An employee's one-to-one message (or a transactional one) to a contact."""
+
+    org_id: int
+    contact_id: int
+    channel: Channel
+    body: str
+    actor: Actor
+    purpose: Purpose = Purpose.CONVERSATIONAL
+    subject: str | None = None
+    address: str | None = None
+
+
+@dataclass(frozen=True)
+class LinkUnassociated(Command):
+    """A supervisor links a number that wrote in to a contact; this sends the opt-in request."""
+
+    org_id: int
+    message_id: int
+    contact_id: int
+    actor: Actor
+
+
+@dataclass(frozen=True)
+class RecordEvent(Command):
+    """A business event (payment_plan.created, pipeline.stage_changed ...) for flows to react to."""
+
+    org_id: int
+    name: str
+    contact_id: int
+    data: dict[str, Any] = field(default_factory=dict)
+    actor: Actor | None = None

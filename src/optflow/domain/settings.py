@@ -1,0 +1,119 @@
+"""An org's settings: validated data, inherited from the parent org key by key.
+
+Stored as JSON on the org row holding only what the org set itself; `resolve` merges the chain
+from the root down, so a sub-organisation inherits everything it does not override.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .machine import DEFAULT_CONSENT_METHODS
+from .model import Channel, Mode, Purpose
+
+
+class CapSetting(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = ""
+    limit: int = Field(ge=1, le=10_000)
+    window_hours: float = Field(gt=0, le=24 * 366)
+    channels: list[Channel] = Field(min_length=1)
+    purposes: list[Purpose] = Field(default_factory=lambda: list(Purpose))
+
+    @property
+    def window(self) -> timedelta:
+        return timedelta(hours=self.window_hours)
+
+
+DEBT_COLLECTION_CAP = CapSetting(
+    name="reg_f_7_in_7", limit=7, window_hours=7 * 24, channels=[Channel.CALL]
+)
+
+
+class OrgSettings(BaseModel):
+    """Every setting with its default. Unknown keys are refused so a typo never silently
+    does nothing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    program_name: str = "optflow messages"
+    help_contact: str = "reply HELP"
+    message_frequency: str = "Msg frequency varies"
+    business_type: str = "general"
+    modes: dict[Channel, Mode] = Field(default_factory=dict)
+    pin_required: bool = False
+    pin_ttl_minutes: int = Field(default=10, ge=1, le=24 * 60)
+    pin_max_attempts: int = Field(default=5, ge=1, le=20)
+    stop_applies_to_all_channels: bool = False
+    consent_methods: list[str] = Field(default_factory=lambda: list(DEFAULT_CONSENT_METHODS))
+    keywords: dict[str, dict[str, list[str]]] = Field(default_factory=dict)
+    templates: dict[str, str] = Field(default_factory=dict)
+    reauth_days: dict[Channel, int] = Field(default_factory=dict)
+    request_lapse_days: int = Field(default=30, ge=1, le=3650)
+    quiet_hours: bool = True
+    quiet_hours_purposes: list[Purpose] = Field(default_factory=lambda: list(Purpose))
+    caps: list[CapSetting] = Field(default_factory=list)
+    preset: Literal["none", "debt_collection"] = "none"
+    group_messaging: dict[Channel, bool] = Field(default_factory=dict)
+    twilio_auth_token: str | None = None
+    chat_secret: str | None = None
+    unsubscribe_secret: str | None = None
+
+    @field_validator("consent_methods")
+    @classmethod
+    def _methods_not_empty(cls, value: list[str]) -> list[str]:
+        cleaned = [m.strip() for m in value if m.strip()]
+        if not cleaned:
+            raise ValueError("at least one consent method is needed")
+        return cleaned
+
+    @field_validator("reauth_days")
+    @classmethod
+    def _positive_periods(cls, value: dict[Channel, int]) -> dict[Channel, int]:
+        for channel, days in value.items():
+            if days < 1:
+                raise ValueError(f"re-authorisation period for {channel.value} must be at least 1 day")
+        return value
+
+    @model_validator(mode="after")
+    def _group_messaging_needs_no_consent_mode(self) -> OrgSettings:
+        for channel, enabled in self.group_messaging.items():
+            if enabled and self.mode(channel) is Mode.CONSENT:
+                raise ValueError(
+                    f"group messaging cannot be enabled on {channel.value} while it runs in consent mode"
+                )
+        return self
+
+    def mode(self, channel: Channel) -> Mode:
+        return self.modes.get(channel, Mode.CONSENT)
+
+    def reauth_period(self, channel: Channel) -> timedelta | None:
+        days = self.reauth_days.get(channel)
+        return timedelta(days=days) if days else None
+
+    def effective_caps(self) -> list[CapSetting]:
+        caps = list(self.caps)
+        if self.preset == "debt_collection" and not any(c.name == DEBT_COLLECTION_CAP.name for c in caps):
+            caps.append(DEBT_COLLECTION_CAP)
+        return caps
+
+
+def merge(chain: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Merge raw settings from the root org down to the org itself. Mappings merge key by key
+    (so a sub-org may override one template or one channel's mode); other values replace."""
+    merged: dict[str, Any] = {}
+    for raw in chain:
+        for key, value in raw.items():
+            if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+                merged[key] = {**merged[key], **value}
+            else:
+                merged[key] = value
+    return merged
+
+
+def resolve(chain: Iterable[Mapping[str, Any]]) -> OrgSettings:
+    return OrgSettings.model_validate(merge(chain))

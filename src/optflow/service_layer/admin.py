@@ -1,0 +1,108 @@
+"""Administration: orgs, their numbers and settings, agents and their tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import Engine
+
+from ..adapters.templates import TemplateRenderer
+from ..domain.addresses import normalize_for_channel
+from ..domain.model import Channel, InvalidInput, TransitionRefused
+from ..domain.settings import OrgSettings
+from .unit_of_work import UnitOfWork
+
+ROLES = ("agent", "supervisor", "admin")
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class NewAgent:
+    id: int
+    org_id: int
+    name: str
+    role: str
+    token: str  # shown once; only its hash is stored
+
+
+def settings_error(exc: ValidationError) -> InvalidInput:
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"]) or "settings"
+        parts.append(f"{where}: {error['msg']}")
+    return InvalidInput("invalid settings: " + "; ".join(parts), code="invalid_settings")
+
+
+def check_templates(renderer: TemplateRenderer, templates: Mapping[str, str]) -> None:
+    for name, source in templates.items():
+        problem = renderer.check_override(name, source)
+        if problem:
+            raise InvalidInput(f"template {name}: {problem}", code="invalid_template")
+
+
+def create_org(uow: UnitOfWork, name: str, now: datetime, parent_id: int | None = None,
+               settings: Mapping[str, Any] | None = None, numbers: tuple[str, ...] = ()) -> int:
+    if not name.strip():
+        raise InvalidInput("an org needs a name", code="name_required")
+    try:
+        org_id = uow.orgs.create(name.strip(), now, parent_id, settings)
+    except ValidationError as exc:
+        raise settings_error(exc) from None
+    for number in numbers:
+        add_number(uow, org_id, number)
+    return org_id
+
+
+def add_number(uow: UnitOfWork, org_id: int, number: str) -> str:
+    value = normalize_for_channel(number, Channel.TEXT)
+    owner = uow.orgs.find_by_number(value)
+    if owner is not None:
+        raise TransitionRefused(f"{value} already belongs to org {owner}", code="number_taken")
+    uow.orgs.add_number(org_id, value)
+    return value
+
+
+def update_settings(uow: UnitOfWork, renderer: TemplateRenderer, org_id: int, changes: Mapping[str, Any],
+                    replace: bool = False) -> OrgSettings:
+    """Apply `changes` to the org's own settings (key by key unless `replace`), validating the
+    result with inheritance before anything is stored."""
+    own = {} if replace else uow.orgs.own_settings(org_id)
+    own.update(changes)
+    check_templates(renderer, own.get("templates") or {})
+    try:
+        return uow.orgs.replace_settings(org_id, own)
+    except ValidationError as exc:
+        raise settings_error(exc) from None
+
+
+def add_agent(uow: UnitOfWork, org_id: int, name: str, role: str, now: datetime) -> NewAgent:
+    if role not in ROLES:
+        raise InvalidInput(f"unknown role {role!r}: use one of {', '.join(ROLES)}", code="unknown_role")
+    if not name.strip():
+        raise InvalidInput("an agent needs a name", code="name_required")
+    uow.orgs.get(org_id)
+    token = "of_" + secrets.token_urlsafe(24)
+    agent_id = uow.agents.create(org_id, name.strip(), role, token_hash(token), now)
+    return NewAgent(agent_id, org_id, name.strip(), role, token)
+
+
+def ensure_default_setup(engine: Engine, now: datetime, org_name: str, number: str) -> NewAgent | None:
+    """First run: a default org with a demo number and an admin token. Returns the new admin,
+    or None when the installation already has an org."""
+    with UnitOfWork(engine) as uow:
+        if uow.orgs.first_id() is not None:
+            return None
+        org_id = create_org(uow, org_name, now, numbers=(number,),
+                            settings={"twilio_auth_token": secrets.token_hex(16)})
+        admin = add_agent(uow, org_id, "admin", "admin", now)
+        uow.commit()
+        return admin

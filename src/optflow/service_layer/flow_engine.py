@@ -1,0 +1,395 @@
+"""Running drip flows: enrolling contacts, executing due steps, and taking contacts out.
+
+Enrolments are rows with a program counter (`pc`) into the flow's compiled program and a
+`next_run_at`. A periodic job claims due rows in batches (`FOR UPDATE SKIP LOCKED` on PostgreSQL,
+so several processes share the work; SQLite has a single writer) and runs each enrolment until
+it reaches a wait, a deferral or its end. No scheduler job per contact or step.
+
+An enrolment finishes on the flow version it started with: every version ever enrolled is kept
+in `flow_versions`, and a row whose version differs from the loaded file runs its own program.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from jinja2 import StrictUndefined
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from sqlalchemy import Engine
+
+from ..adapters.flow_loader import FlowValidationError, content_templates, load_flow_text, load_flows
+from ..adapters.templates import TEMPLATE_NAMES, TemplateRenderer
+from ..domain import commands as c
+from ..domain import flows as f
+from ..domain.model import Actor, ActorKind, Channel, DomainError, State
+from ..domain.policy import Allow, Defer, MessageKind
+from .unit_of_work import UnitOfWork
+
+if TYPE_CHECKING:
+    from .handlers import Services
+
+log = logging.getLogger("optflow.flows")
+
+FLOW_ACTOR_KIND = ActorKind.SYSTEM
+MAX_STEPS_PER_RUN = 200
+
+
+def known_templates(flows_dir: Path | None) -> set[str]:
+    names = set(TEMPLATE_NAMES)
+    if flows_dir is not None and flows_dir.is_dir():
+        names |= set(content_templates(flows_dir))
+    return names
+
+
+def load_flow_directory(flows_dir: Path | None, renderer: TemplateRenderer) -> dict[str, f.Flow]:
+    """Every flow of the directory, or `FlowValidationError` naming each problem: the server
+    refuses to start on an invalid flow rather than run half of them."""
+    if flows_dir is None or not flows_dir.is_dir():
+        return {}
+    return load_flows(flows_dir, known_templates(flows_dir))
+
+
+@dataclass
+class FlowRunReport:
+    enrollments: int = 0
+    steps: int = 0
+    sent: int = 0
+    deferred: int = 0
+    skipped: int = 0
+    finished: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class FlowEngine:
+    def __init__(self, flows: Mapping[str, f.Flow], services: Services, flows_dir: Path | None) -> None:
+        self.flows = dict(flows)
+        self.services = services
+        self.flows_dir = flows_dir
+        self._versions: dict[tuple[str, str], f.Flow | None] = {}
+        self._content_env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, trim_blocks=True,
+                                                          lstrip_blocks=True, autoescape=False)
+        self._content: dict[str, Any] = {}
+        self._content_paths = content_templates(flows_dir) if flows_dir is not None and flows_dir.is_dir() else {}
+        self.dispatcher_url: Callable[[int, str, Channel], str] | None = None
+        self.webhook_timeout = 5.0
+
+    # ---------------------------------------------------------------- versions and templates
+
+    def remember_versions(self, engine: Engine, now: datetime) -> None:
+        with UnitOfWork(engine) as uow:
+            for flow in self.flows.values():
+                source = Path(flow.source_file).read_text(encoding="utf-8") if Path(flow.source_file).is_file() else ""
+                uow.enrollments.remember_version(flow.name, flow.version, flow.source_file, source, now)
+            uow.commit()
+
+    def flow_for(self, uow: UnitOfWork, name: str, version: str) -> f.Flow | None:
+        current = self.flows.get(name)
+        if current is not None and current.version == version:
+            return current
+        key = (name, version)
+        if key not in self._versions:
+            row = uow.enrollments.version_source(name, version)
+            flow = None
+            if row is not None:
+                try:
+                    flow = load_flow_text(row["source"], row["source_file"], known_templates(self.flows_dir))
+                except FlowValidationError as exc:
+                    log.error("flow %s version %s no longer loads: %s", name, version, exc)
+            self._versions[key] = flow
+        return self._versions[key]
+
+    def render_content(self, name: str, variables: Mapping[str, object], settings: Any) -> str:
+        if name in TEMPLATE_NAMES:
+            from .handlers import render
+
+            return render(self.services, settings, name, dict(variables))
+        template = self._content.get(name)
+        if template is None:
+            path = self._content_paths.get(name)
+            if path is None:
+                raise DomainError(f"unknown flow template {name!r}", code="unknown_template")
+            template = self._content_env.from_string(path.read_text(encoding="utf-8"))
+            self._content[name] = template
+        return str(template.render(**variables)).strip()
+
+    # ---------------------------------------------------------------- enrolling
+
+    def _allowed_to_enroll(self, uow: UnitOfWork, flow: f.Flow, contact_id: int) -> bool:
+        if flow.reenroll == "always":
+            return True
+        statuses = ("active", "paused") if flow.reenroll == "after_exit" else ("active", "paused", "done", "cancelled")
+        return not uow.enrollments.any_for(contact_id, flow.name, statuses)
+
+    def enroll(self, uow: UnitOfWork, org_id: int, contact_id: int, flow: f.Flow, data: Mapping[str, Any],
+               now: datetime, run_now: bool = True) -> int | None:
+        if not self._allowed_to_enroll(uow, flow, contact_id):
+            return None
+        source = Path(flow.source_file).read_text(encoding="utf-8") if Path(flow.source_file).is_file() else ""
+        uow.enrollments.remember_version(flow.name, flow.version, flow.source_file, source, now)
+        enrollment_id = uow.enrollments.create(org_id, contact_id, flow.name, flow.version, data, now)
+        uow.enrollments.log_step(enrollment_id, 0, "enrolled", "started", now)
+        if run_now:
+            row = uow.enrollments.get(enrollment_id)
+            assert row is not None
+            self.execute(uow, row, now, FlowRunReport())
+        return enrollment_id
+
+    def enroll_manual(self, uow: UnitOfWork, org_id: int, contact_id: int, flow_name: str,
+                      now: datetime, data: Mapping[str, Any] | None = None) -> int:
+        flow = self.flows.get(flow_name)
+        if flow is None:
+            raise DomainError(f"no flow named {flow_name!r}", code="unknown_flow")
+        uow.contacts.get(org_id, contact_id)
+        enrollment_id = self.enroll(uow, org_id, contact_id, flow, data or {}, now)
+        if enrollment_id is None:
+            raise DomainError(f"contact {contact_id} may not enrol in {flow_name!r} again "
+                              f"(re-enrolment policy {flow.reenroll!r})", code="already_enrolled")
+        return enrollment_id
+
+    def _trigger(self, uow: UnitOfWork, org_id: int, contact_id: int, kind: str, name: str,
+                 data: Mapping[str, Any], now: datetime) -> list[int]:
+        enrolled = []
+        for flow in self.flows.values():
+            if f.trigger_matches(flow, kind, name, data):
+                enrollment_id = self.enroll(uow, org_id, contact_id, flow, {"kind": kind, "name": name, **data}, now)
+                if enrollment_id is not None:
+                    enrolled.append(enrollment_id)
+        return enrolled
+
+    def _exit(self, uow: UnitOfWork, contact_id: int, now: datetime,
+              matches: Callable[[f.ExitCondition], bool], reason: str) -> None:
+        for row in uow.enrollments.for_contact(contact_id):
+            flow = self.flow_for(uow, row["flow_name"], row["flow_version"])
+            if flow is not None and any(matches(cond) for cond in flow.exit_when):
+                uow.enrollments.end(row["id"], "done", reason, now)
+                uow.enrollments.log_step(row["id"], row["pc"], "exit", reason, now)
+
+    # ---------------------------------------------------------------- hooks called by handlers
+
+    def event(self, uow: UnitOfWork, org_id: int, contact_id: int, name: str, data: Mapping[str, Any],
+              now: datetime) -> list[int]:
+        self._exit(uow, contact_id, now,
+                   lambda cond: cond.kind == f.ExitKind.EVENT and cond.name == name
+                   and all(str(data.get(k)) == str(v) for k, v in cond.when),  # event data arrives as JSON
+                   f"event {name}")
+        return self._trigger(uow, org_id, contact_id, "event", name, data, now)
+
+    def consent_changed(self, uow: UnitOfWork, org_id: int, contact_id: int, channel: Channel, state: State,
+                        now: datetime) -> None:
+        self._exit(uow, contact_id, now,
+                   lambda cond: cond.kind == f.ExitKind.CONSENT and cond.name == state.value
+                   and cond.channel in (None, channel),
+                   f"consent {state.value} on {channel.value}")
+        if state is not State.OPTED_OUT:
+            self._trigger(uow, org_id, contact_id, "consent", state.value, {"channel": channel.value}, now)
+
+    def keyword(self, uow: UnitOfWork, org_id: int, contact_id: int, text: str, channel: Channel,
+                now: datetime) -> None:
+        self._trigger(uow, org_id, contact_id, "keyword", text, {"channel": channel.value}, now)
+
+    def contact_replied(self, uow: UnitOfWork, org_id: int, contact_id: int, now: datetime) -> None:
+        self._exit(uow, contact_id, now, lambda cond: cond.kind == f.ExitKind.REPLIED, "contact replied")
+
+    def channels_blocked(self, uow: UnitOfWork, org_id: int, contact_id: int, channels: Collection[Channel] | None,
+                         now: datetime, *, reason: str, pause: bool = False) -> None:
+        """Opt-out or DND: every enrolment whose remaining steps need a blocked channel is
+        cancelled (opt-out) or paused (DND); `channels=None` (everything) ends them all."""
+        for row in uow.enrollments.for_contact(contact_id, ("active", "paused")):
+            flow = self.flow_for(uow, row["flow_name"], row["flow_version"])
+            needs = f.remaining_channels(flow, min(row["pc"], len(flow.program))) if flow else frozenset(Channel)
+            if channels is None or needs & set(channels):
+                if pause and channels is not None:
+                    uow.enrollments.pause(row["id"], reason)
+                    uow.enrollments.log_step(row["id"], row["pc"], "paused", reason, now)
+                else:
+                    uow.enrollments.end(row["id"], "cancelled", reason, now)
+                    uow.enrollments.log_step(row["id"], row["pc"], "cancelled", reason, now)
+
+    def channels_unblocked(self, uow: UnitOfWork, org_id: int, contact_id: int, now: datetime) -> None:
+        """DND lifted: paused enrolments whose channels are free again carry on."""
+        from ..adapters.repository import dnd_of
+
+        contact = uow.contacts.get(org_id, contact_id)
+        dnd = dnd_of(contact)
+        for row in uow.enrollments.for_contact(contact_id, ("paused",)):
+            flow = self.flow_for(uow, row["flow_name"], row["flow_version"])
+            if flow is None:
+                continue
+            needs = f.remaining_channels(flow, min(row["pc"], len(flow.program)))
+            if not any(dnd.blocks(ch) for ch in needs):
+                uow.enrollments.resume(row["id"], now)
+                uow.enrollments.log_step(row["id"], row["pc"], "resumed", "do not disturb lifted", now)
+
+    def remove(self, uow: UnitOfWork, org_id: int, contact_id: int, enrollment_id: int, now: datetime,
+               actor: Actor) -> None:
+        row = uow.enrollments.get(enrollment_id)
+        if row is None or row["contact_id"] != contact_id or row["org_id"] != org_id:
+            raise DomainError(f"contact {contact_id} has no enrolment {enrollment_id}", code="enrollment_not_found")
+        if row["status"] not in ("active", "paused"):
+            raise DomainError(f"enrolment {enrollment_id} already ended ({row['status']})", code="enrollment_ended")
+        uow.enrollments.end(enrollment_id, "cancelled", f"removed by {actor}", now)
+        uow.enrollments.log_step(enrollment_id, row["pc"], "removed", f"removed by {actor}", now)
+
+    # ---------------------------------------------------------------- running due steps
+
+    def run_due(self, engine: Engine, now: datetime, batch: int = 500, max_batches: int = 1000) -> FlowRunReport:
+        report = FlowRunReport()
+        for _ in range(max_batches):
+            with UnitOfWork(engine) as uow:
+                rows = uow.enrollments.claim_due(now, batch, uow.skip_locked)
+                for row in rows:
+                    self.execute(uow, row, now, report)
+                uow.commit()
+            report.enrollments += len(rows)
+            if len(rows) < batch:
+                break
+        return report
+
+    def execute(self, uow: UnitOfWork, row: dict[str, Any], now: datetime, report: FlowRunReport) -> None:
+        """Run one enrolment from its pc until a wait, a deferral or the end. Everything it does
+        lands in the caller's transaction, with the step advance."""
+        flow = self.flow_for(uow, row["flow_name"], row["flow_version"])
+        enrollment_id, pc = row["id"], row["pc"]
+        if flow is None:
+            uow.enrollments.end(enrollment_id, "cancelled", "flow version no longer available", now)
+            report.errors.append(f"enrolment {enrollment_id}: flow {row['flow_name']} {row['flow_version']} missing")
+            return
+        org_id, contact_id = row["org_id"], row["contact_id"]
+        contact = uow.contacts.get(org_id, contact_id)
+        event = json.loads(row["event_json"] or "{}")
+        for _ in range(MAX_STEPS_PER_RUN):
+            if pc >= len(flow.program):
+                uow.enrollments.end(enrollment_id, "done", "completed", now)
+                report.finished += 1
+                return
+            instruction = flow.program[pc]
+            report.steps += 1
+            label = instruction.step_label or f"pc {pc}"
+            if isinstance(instruction, f.WaitFor | f.WaitUntil):
+                until = f.next_wait_until(instruction, now, contact["time_zone"])
+                uow.enrollments.move(enrollment_id, pc + 1, until)
+                uow.enrollments.log_step(enrollment_id, pc, label, f"waiting until {until.isoformat()}", now)
+                return
+            if isinstance(instruction, f.Jump):
+                pc = instruction.target
+                continue
+            if isinstance(instruction, f.JumpUnless):
+                facts = self._facts(uow, org_id, contact, event)
+                pc = pc + 1 if f.evaluate(instruction.condition, facts) else instruction.target
+                continue
+            outcome, deferred_until = self._act(uow, flow, row, instruction, contact, event, now, report)
+            uow.enrollments.log_step(enrollment_id, pc, label, outcome, now)
+            if deferred_until is not None:
+                uow.enrollments.move(enrollment_id, pc, deferred_until)
+                report.deferred += 1
+                return
+            current = uow.enrollments.get(enrollment_id)
+            if current is None or current["status"] not in ("active",):
+                return  # the step itself ended or paused this enrolment (opt-out, DND, remove)
+            if f.ends_enrolment(instruction):
+                uow.enrollments.end(enrollment_id, "done", "removed from flows", now)
+                report.finished += 1
+                return
+            pc += 1
+        uow.enrollments.move(enrollment_id, pc, now)
+
+    def _facts(self, uow: UnitOfWork, org_id: int, contact: Mapping[str, Any], event: Mapping[str, Any]) -> f.Facts:
+        states: dict[Channel, State] = {}
+        for consent in uow.consents.for_addresses(org_id, [a["value"] for a in uow.contacts.addresses(contact["id"])]):
+            if consent.channel not in states or consent.state is State.OPTED_OUT:
+                states[consent.channel] = consent.state
+        fields = {**json.loads(contact.get("fields_json") or "{}"), "name": contact["name"],
+                  "marketing_allowed": bool(contact["marketing_allowed"])}
+        return f.Facts(consent_states=states, contact=fields, event=event, time_zone=contact["time_zone"])
+
+    def _act(self, uow: UnitOfWork, flow: f.Flow, row: Mapping[str, Any], instruction: f.Instruction,
+             contact: Mapping[str, Any], event: Mapping[str, Any], now: datetime,
+             report: FlowRunReport) -> tuple[str, datetime | None]:
+        from . import handlers as h
+
+        org_id, contact_id = int(row["org_id"]), int(row["contact_id"])
+        actor = Actor(FLOW_ACTOR_KIND, f"flow:{flow.name}")
+        try:
+            if isinstance(instruction, f.Send):
+                return self._send(uow, flow, row, instruction, contact, event, now, report)
+            if isinstance(instruction, f.RequestOptIn):
+                h.request_opt_in(c.RequestOptIn(org_id, contact_id, instruction.channel, actor, reason="flow"),
+                                 uow, self.services, now)
+                return "opt-in request queued", None
+            if isinstance(instruction, f.ReauthorizeRequest):
+                h.send_reauth_request(c.SendReauthRequest(org_id, contact_id, instruction.channel, actor),
+                                      uow, self.services, now)
+                return "re-authorisation request queued", None
+            if isinstance(instruction, f.OptOut):
+                if instruction.channels is None:
+                    h.opt_out(c.OptOut(org_id, contact_id, Channel.TEXT, actor, all_channels=True, method="flow",
+                                       evidence=f"flow {flow.name}"), uow, self.services, now)
+                else:
+                    for channel in sorted(instruction.channels):
+                        h.opt_out(c.OptOut(org_id, contact_id, channel, actor, method="flow",
+                                           evidence=f"flow {flow.name}"), uow, self.services, now)
+                return "opted out", None
+            if isinstance(instruction, f.SetDnd):
+                h.set_dnd(c.SetDnd(org_id, contact_id, actor, on=True,
+                                   channels=tuple(sorted(instruction.channels or ())),
+                                   all_channels=instruction.channels is None), uow, self.services, now)
+                return "do not disturb set", None
+            if isinstance(instruction, f.RemoveFromFlows):
+                for other in uow.enrollments.for_contact(contact_id):
+                    if other["id"] != row["id"]:
+                        uow.enrollments.end(other["id"], "cancelled", f"removed by flow {flow.name}", now)
+                return "removed from other flows", None
+            if isinstance(instruction, f.Webhook):
+                return self._webhook(instruction, flow, row, contact, event), None
+        except DomainError as exc:
+            report.skipped += 1
+            return f"skipped: {exc}", None
+        raise AssertionError(f"unhandled instruction {instruction!r}")
+
+    def _send(self, uow: UnitOfWork, flow: f.Flow, row: Mapping[str, Any], step: f.Send,
+              contact: Mapping[str, Any], event: Mapping[str, Any], now: datetime,
+              report: FlowRunReport) -> tuple[str, datetime | None]:
+        from . import handlers as h
+
+        org_id, contact_id = int(row["org_id"]), int(row["contact_id"])
+        settings = uow.orgs.settings(org_id)
+        try:
+            address = h._contact_address(uow, contact_id, step.channel, None)
+        except DomainError as exc:
+            report.skipped += 1
+            return f"skipped: {exc}", None
+        consent = uow.consents.get(org_id, address, step.channel)
+        decision = h.policy_decision(uow, settings, dict(contact), consent, step.purpose, MessageKind.NORMAL, now)
+        if isinstance(decision, Defer):
+            return f"deferred: {decision.reason}", decision.until
+        if not isinstance(decision, Allow):
+            report.skipped += 1
+            return f"skipped: {decision.reason}", None
+        variables = h.template_variables(uow, org_id, settings, step.channel, dict(contact), None,
+                                         event=dict(event))
+        body = self.render_content(step.template, variables, settings)
+        if step.channel is Channel.EMAIL and step.purpose.value == "marketing" and self.dispatcher_url:
+            footer_vars = {**variables, "unsubscribe_url": self.dispatcher_url(org_id, address, step.channel)}
+            body = f"{body}\n\n{h.render(self.services, settings, 'email/marketing_footer', footer_vars)}"
+        h.queue_to_customer(uow, org_id, contact_id, step.channel, address, body, now, kind=MessageKind.NORMAL,
+                            purpose=step.purpose, subject=step.subject, enrollment_id=int(row["id"]))
+        report.sent += 1
+        return f"queued {step.template} on {step.channel.value}", None
+
+    def _webhook(self, step: f.Webhook, flow: f.Flow, row: Mapping[str, Any], contact: Mapping[str, Any],
+                 event: Mapping[str, Any]) -> str:
+        payload = {"flow": flow.name, "enrollment_id": row["id"], "contact_id": row["contact_id"],
+                   "event": dict(event), **dict(step.body)}
+        try:
+            response = httpx.post(step.url, json=payload, timeout=self.webhook_timeout)
+        except httpx.HTTPError as exc:
+            return f"webhook failed: {exc.__class__.__name__}"
+        return f"webhook answered {response.status_code}"
+

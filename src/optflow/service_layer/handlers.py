@@ -1,0 +1,768 @@
+"""One handler per command. Each runs inside the caller's unit of work and never commits: the
+message bus commits once the handler and the events it raised are done, so a consent change,
+its ledger entry, its outbox rows and the enrolments it cancels land together or not at all."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from ..adapters.templates import TemplateRenderer
+from ..domain import commands as c
+from ..domain import pin as pins
+from ..domain.addresses import channels_for_kind, normalize, normalize_for_channel
+from ..domain.keywords import Classification, KeywordTable
+from ..domain.machine import TransitionContext, fire
+from ..domain.model import (
+    CUSTOMER,
+    SYSTEM,
+    Actor,
+    ActorKind,
+    Channel,
+    Consent,
+    DndSettings,
+    DomainError,
+    Intent,
+    InvalidInput,
+    Mode,
+    NotFound,
+    Purpose,
+    State,
+    TransitionRecord,
+    TransitionRefused,
+    Trigger,
+)
+from ..domain.policy import Allow, Decision, Defer, Deny, MessageKind, PolicySettings, Recipient, SendRequest
+from ..domain.policy import FrequencyCap, decide
+from ..domain.settings import OrgSettings
+from ..adapters.repository import dnd_of
+from .unit_of_work import UnitOfWork
+
+if TYPE_CHECKING:
+    from .flow_engine import FlowEngine
+
+log = logging.getLogger("optflow.handlers")
+
+CONFIRMED_CHANNELS = frozenset({Channel.TEXT, Channel.WHATSAPP, Channel.CHAT, Channel.EMAIL})
+OPT_OUT_TYPES = {"STOP": Intent.OPT_OUT, "START": Intent.OPT_IN, "HELP": Intent.HELP}
+
+
+@dataclass
+class Services:
+    """What handlers need besides the unit of work; built once in bootstrap."""
+
+    renderer: TemplateRenderer
+    pin_digits: Callable[[], str]
+    flows: FlowEngine | None = None
+    public_url: str = "http://127.0.0.1:8000"
+    _keyword_tables: dict[str, KeywordTable] = field(default_factory=dict)
+
+    def keywords(self, settings: OrgSettings) -> KeywordTable:
+        key = json.dumps(settings.keywords, sort_keys=True)
+        table = self._keyword_tables.get(key)
+        if table is None:
+            table = KeywordTable.default().with_additions(settings.keywords) if settings.keywords \
+                else KeywordTable.default()
+            self._keyword_tables[key] = table
+        return table
+
+
+@dataclass(frozen=True)
+class InboundResult:
+    org_id: int
+    message_id: int
+    intent: Intent
+    state: State
+    channel: Channel
+    address: str
+    replies: tuple[str, ...]
+    duplicate: bool = False
+    contact_id: int | None = None
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    contact_id: int
+    channel: Channel | None
+    state: State | None
+    status: str = "ok"
+    message_id: int | None = None
+    detail: str | None = None
+    ledger_ids: tuple[int, ...] = ()
+
+
+# ---------------------------------------------------------------------------------------------
+# building blocks
+
+
+def policy_settings(settings: OrgSettings) -> PolicySettings:
+    return PolicySettings(
+        modes=dict(settings.modes),
+        quiet_hours=settings.quiet_hours,
+        quiet_hours_purposes=frozenset(settings.quiet_hours_purposes),
+        caps=tuple(
+            FrequencyCap(limit=cap.limit, window=cap.window, channels=frozenset(cap.channels),
+                         purposes=frozenset(cap.purposes), name=cap.name)
+            for cap in settings.effective_caps()
+        ),
+    )
+
+
+def recipient_of(contact: dict[str, Any] | None) -> Recipient:
+    if contact is None:
+        return Recipient(dnd=DndSettings())
+    return Recipient(
+        dnd=dnd_of(contact), marketing_allowed=bool(contact["marketing_allowed"]),
+        time_zone=contact["time_zone"], region=contact["region"],
+    )
+
+
+def template_variables(uow: UnitOfWork, org_id: int, settings: OrgSettings, channel: Channel,
+                       contact: dict[str, Any] | None, actor: Actor | None, **extra: Any) -> dict[str, Any]:
+    org = uow.orgs.get(org_id)
+    employee = ""
+    if actor is not None and actor.kind is ActorKind.AGENT and actor.id and actor.id.isdigit():
+        agent = uow.agents.get(int(actor.id))
+        employee = agent["name"] if agent else ""
+    return {
+        "org_name": org["name"], "program_name": settings.program_name,
+        "employee_name": employee or org["name"], "contact_name": (contact or {}).get("name") or "",
+        "channel": channel.value, "help_contact": settings.help_contact,
+        "message_frequency": settings.message_frequency, "stop_word": "STOP", "start_word": "START",
+        "help_word": "HELP", "yes_word": "YES", **extra,
+    }
+
+
+def render(svc: Services, settings: OrgSettings, name: str, variables: dict[str, Any]) -> str:
+    rendered = svc.renderer.render(name, variables, settings.templates.get(name))
+    if rendered.used_fallback:
+        log.error("org template override %s is broken, used the default: %s", name, rendered.error)
+    return rendered.text
+
+
+def transition(uow: UnitOfWork, svc: Services, consent: Consent, trigger: Trigger, ctx: TransitionContext,
+               contact_id: int | None) -> TransitionRecord:
+    """Fire, store the consent, write the ledger entry, and apply what follows from the new state."""
+    record = fire(consent, trigger, ctx)
+    if record.to_state is not State.OPTED_OUT:
+        consent.opt_out_confirmation_sent = False
+    if contact_id is not None and consent.contact_id is None:
+        consent.contact_id = contact_id
+    uow.consents.save(consent, ctx.now)
+    uow.ledger.append(consent.org_id or 0, consent.contact_id, record)
+    if consent.contact_id is not None and consent.channel is Channel.CALL:
+        if record.to_state is State.OPTED_IN:
+            uow.contacts.update(consent.contact_id, ctx.now, active=True, do_not_call=False)
+        elif record.to_state is State.OPTED_OUT:
+            uow.contacts.update(consent.contact_id, ctx.now, active=False, do_not_call=True)
+    if record.to_state is State.OPTED_OUT:
+        _stop_everything_queued(uow, consent.org_id or 0, consent.address, (consent.channel,), ctx.now)
+        if svc.flows is not None and consent.contact_id is not None:
+            svc.flows.channels_blocked(uow, consent.org_id or 0, consent.contact_id, {consent.channel},
+                                       ctx.now, reason=f"opted out of {consent.channel.value}")
+    if svc.flows is not None and consent.contact_id is not None and record.from_state != record.to_state:
+        svc.flows.consent_changed(uow, consent.org_id or 0, consent.contact_id, consent.channel,
+                                  record.to_state, ctx.now)
+    return record
+
+
+def _stop_everything_queued(uow: UnitOfWork, org_id: int, address: str, channels: Iterable[Channel],
+                            now: datetime) -> None:
+    for message_id in uow.messages.queued_for(org_id, address, channels):
+        row = uow.messages.get(message_id)
+        if row and row["kind"] != MessageKind.OPT_OUT_CONFIRMATION.value:
+            uow.messages.set(message_id, status="cancelled", last_error="recipient opted out")
+
+
+def queue_to_customer(uow: UnitOfWork, org_id: int, contact_id: int | None, channel: Channel, address: str,
+                      body: str, now: datetime, *, kind: MessageKind, purpose: Purpose,
+                      not_before: datetime | None = None, agent_id: int | None = None,
+                      subject: str | None = None, enrollment_id: int | None = None) -> int:
+    return uow.messages.add(
+        org_id=org_id, contact_id=contact_id, direction="out", audience="customer", channel=channel.value,
+        address=address, body=body, subject=subject, purpose=purpose.value, kind=kind.value,
+        status="queued", not_before=not_before or now, created_at=now, agent_id=agent_id,
+        enrollment_id=enrollment_id,
+    )
+
+
+def notify_employee(uow: UnitOfWork, svc: Services, org_id: int, settings: OrgSettings, contact: dict[str, Any] | None,
+                    channel: Channel, address: str, template: str, now: datetime, actor: Actor | None = None,
+                    **extra: Any) -> int:
+    body = render(svc, settings, template, template_variables(uow, org_id, settings, channel, contact, actor, **extra))
+    log.info("to employee about %s: %s", address, body)
+    return uow.messages.add(
+        org_id=org_id, contact_id=(contact or {}).get("id"), direction="out", audience="employee",
+        channel=channel.value, address=address, body=body, purpose=Purpose.CONVERSATIONAL.value,
+        kind=MessageKind.NORMAL.value, status="delivered", created_at=now, sent_at=now,
+    )
+
+
+def policy_decision(uow: UnitOfWork, settings: OrgSettings, contact: dict[str, Any] | None, consent: Consent,
+                    purpose: Purpose, kind: MessageKind, now: datetime, *,
+                    confirmation_sent: bool | None = None) -> Decision:
+    recent: Sequence[datetime] = ()
+    caps = policy_settings(settings).caps
+    if contact is not None and caps and kind is MessageKind.NORMAL:
+        longest = max(cap.window for cap in caps)
+        recent = uow.messages.recent_sends(consent.org_id or 0, contact["id"],
+                                           {ch for cap in caps for ch in cap.channels}, now - longest)
+    request = SendRequest(
+        channel=consent.channel, address=consent.address, purpose=purpose, now=now,
+        consent_state=consent.state, kind=kind, opted_out_at=consent.opted_out_at,
+        opt_out_confirmation_sent=consent.opt_out_confirmation_sent if confirmation_sent is None
+        else confirmation_sent,
+        recent_sends=tuple(recent),
+    )
+    return decide(request, recipient_of(contact), policy_settings(settings))
+
+
+def _contact_address(uow: UnitOfWork, contact_id: int, channel: Channel, wanted: str | None) -> str:
+    rows = uow.contacts.addresses(contact_id)
+    if wanted:
+        value = normalize_for_channel(wanted, channel)
+        if not any(r["value"] == value for r in rows):
+            raise InvalidInput(f"{wanted!r} is not an address of contact {contact_id}", code="unknown_address")
+        return value
+    kind = "email" if channel is Channel.EMAIL else "phone"
+    for row in rows:
+        if row["kind"] == kind:
+            return str(row["value"])
+    raise InvalidInput(
+        f"contact {contact_id} has no {'email address' if kind == 'email' else 'phone number'} "
+        f"for the {channel.value} channel", code="no_address",
+    )
+
+
+def release_held(uow: UnitOfWork, svc: Services, org_id: int, settings: OrgSettings, contact: dict[str, Any] | None,
+                 consent: Consent, now: datetime) -> list[str]:
+    """After YES: the employee's held messages go out; the customer's held messages reach the
+    employee. Returns the bodies of the customer's held messages."""
+    delivered: list[str] = []
+    for row in uow.messages.held(org_id, consent.address, consent.channel):
+        if row["direction"] == "out":
+            uow.messages.set(row["id"], status="queued", not_before=now)
+        else:
+            uow.messages.set(row["id"], status="delivered")
+            delivered.append(row["body"])
+    return delivered
+
+
+# ---------------------------------------------------------------------------------------------
+# inbound
+
+
+def _record_reply(uow: UnitOfWork, org_id: int, contact_id: int | None, consent: Consent, body: str,
+                  kind: MessageKind, now: datetime, replies: list[str], settings: OrgSettings,
+                  contact: dict[str, Any] | None) -> None:
+    """A reply to the customer goes back in the webhook response; it is recorded as sent."""
+    decision = policy_decision(uow, settings, contact, consent, Purpose.CONVERSATIONAL, kind, now,
+                               confirmation_sent=False if kind is MessageKind.OPT_OUT_CONFIRMATION else None)
+    status = "replied" if isinstance(decision, Allow) else "denied"
+    uow.messages.add(
+        org_id=org_id, contact_id=contact_id, direction="out", audience="customer", channel=consent.channel.value,
+        address=consent.address, body=body, purpose=Purpose.CONVERSATIONAL.value, kind=kind.value,
+        status=status, created_at=now, sent_at=now if status == "replied" else None,
+        last_error=None if isinstance(decision, Allow) else getattr(decision, "reason", None),
+    )
+    if isinstance(decision, Allow):
+        replies.append(body)
+        if kind is MessageKind.OPT_OUT_CONFIRMATION:
+            consent.opt_out_confirmation_sent = True
+            uow.consents.save(consent, now)
+
+
+def classify_inbound(svc: Services, settings: OrgSettings, body: str, opt_out_type: str | None) -> Classification:
+    result = svc.keywords(settings).classify(body)
+    forced = OPT_OUT_TYPES.get((opt_out_type or "").strip().upper())
+    if forced is not None and forced is not result.intent:
+        return Classification(intent=forced, matched=f"OptOutType={opt_out_type}", language=None)
+    return result
+
+
+def receive_inbound(cmd: c.ReceiveInbound, uow: UnitOfWork, svc: Services, now: datetime) -> InboundResult:
+    org_id = cmd.org_id
+    if org_id is None:
+        to = normalize_for_channel(cmd.to_address, cmd.channel)
+        org_id = uow.orgs.find_by_number(to)
+        if org_id is None:
+            raise NotFound(f"no org owns {cmd.to_address!r}", code="unknown_number")
+    address = normalize_for_channel(cmd.from_address, cmd.channel)
+    if cmd.provider_id:
+        seen = uow.messages.find_inbound(org_id, cmd.provider_id)
+        if seen is not None:
+            consent = uow.consents.get(org_id, address, cmd.channel)
+            return InboundResult(org_id, seen["id"], Intent(seen["intent"] or Intent.OTHER), consent.state,
+                                 cmd.channel, address, tuple(json.loads(seen["reply_text"] or "[]")),
+                                 duplicate=True, contact_id=seen["contact_id"])
+    settings = uow.orgs.settings(org_id)
+    contact_id = uow.contacts.find_by_address(org_id, address)
+    contact = uow.contacts.get(org_id, contact_id) if contact_id is not None else None
+    classification = classify_inbound(svc, settings, cmd.body, cmd.opt_out_type)
+    intent = classification.intent
+    message_id = uow.messages.add(
+        org_id=org_id, contact_id=contact_id, direction="in", audience="customer", channel=cmd.channel.value,
+        address=address, org_address=cmd.to_address, body=cmd.body, status="received", intent=intent.value,
+        provider_id=cmd.provider_id, created_at=now,
+    )
+    consent = uow.consents.get(org_id, address, cmd.channel, lock=True)
+    actor = Actor(ActorKind.CUSTOMER, address)
+    source = cmd.provider_id or f"message:{message_id}"
+    replies: list[str] = []
+    status = "delivered" if contact is not None else "unassociated"
+
+    def variables(**extra: Any) -> dict[str, Any]:
+        return template_variables(uow, org_id, settings, cmd.channel, contact, None, **extra)
+
+    def ctx(**kw: Any) -> TransitionContext:
+        return TransitionContext(actor=actor, now=now, source_message_id=source,
+                                 allowed_methods=tuple(settings.consent_methods), **kw)
+
+    if intent is Intent.OPT_OUT:
+        channels = _opt_out_channels(uow, settings, org_id, contact_id, consent)
+        for target in channels:
+            target_consent = consent if target.channel is consent.channel and target.address == consent.address \
+                else uow.consents.get(org_id, target.address, target.channel, lock=True)
+            transition(uow, svc, target_consent, Trigger.OPT_OUT,
+                       ctx(method="keyword", evidence=cmd.body[:500]), contact_id)
+        if not consent.opt_out_confirmation_sent:
+            _record_reply(uow, org_id, contact_id, consent,
+                          render(svc, settings, "customer/opt_out_confirmation", variables()),
+                          MessageKind.OPT_OUT_CONFIRMATION, now, replies, settings, contact)
+        if contact is not None:
+            notify_employee(uow, svc, org_id, settings, contact, cmd.channel, address,
+                            "employee/contact_opted_out", now, reason=f'replied "{cmd.body.strip()[:40]}"')
+    elif intent is Intent.OPT_IN:
+        replies_kind = MessageKind.OPT_IN_CONFIRMATION
+        if consent.state in (State.OPTED_IN, State.REAUTH_DUE):
+            transition(uow, svc, consent, Trigger.REAUTHORIZE, ctx(method="keyword", evidence=cmd.body[:500]),
+                       contact_id)
+            body = render(svc, settings, "customer/opt_in_confirmation", variables())
+        else:
+            pin_required = settings.pin_required and consent.method != "quick_opt_in" and contact is not None
+            transition(uow, svc, consent, Trigger.ACCEPT,
+                       ctx(method="keyword", evidence=cmd.body[:500], pin_required=pin_required,
+                           customer_initiated=True), contact_id)
+            if consent.awaiting_pin:
+                digits = svc.pin_digits()
+                pins.issue(consent, digits, now, timedelta(minutes=settings.pin_ttl_minutes))
+                uow.consents.save(consent, now)
+                body = render(svc, settings, "customer/pin", variables(pin=digits,
+                                                                       pin_valid_minutes=settings.pin_ttl_minutes))
+                replies_kind = MessageKind.PIN
+                notify_employee(uow, svc, org_id, settings, contact, cmd.channel, address, "employee/pin_sent", now)
+            else:
+                body = render(svc, settings, "customer/opt_in_confirmation", variables())
+                held = release_held(uow, svc, org_id, settings, contact, consent, now)
+                if contact is not None:
+                    notify_employee(uow, svc, org_id, settings, contact, cmd.channel, address,
+                                    "employee/contact_opted_in", now, held_message="\n".join(held))
+        _record_reply(uow, org_id, contact_id, consent, body, replies_kind, now, replies, settings, contact)
+    elif intent is Intent.HELP:
+        _record_reply(uow, org_id, contact_id, consent, render(svc, settings, "customer/help", variables()),
+                      MessageKind.HELP_REPLY, now, replies, settings, contact)
+    elif contact is not None:
+        mode = settings.mode(cmd.channel)
+        if consent.state is State.OPTED_OUT or (mode is Mode.CONSENT and consent.state is not State.OPTED_IN):
+            if mode is Mode.CONSENT:
+                status = "held"
+            if consent.state in (State.UNKNOWN, State.REAUTH_DUE, State.OPTED_OUT):
+                transition(uow, svc, consent, Trigger.REQUEST_OPT_IN,
+                           ctx(customer_initiated=True, evidence=cmd.body[:500]), contact_id)
+                _record_reply(uow, org_id, contact_id, consent,
+                              render(svc, settings, "customer/opt_in_request.customer_started", variables()),
+                              MessageKind.OPT_IN_REQUEST, now, replies, settings, contact)
+    uow.messages.set(message_id, status=status, reply_text=json.dumps(replies),
+                     contact_id=contact_id)
+    if svc.flows is not None and contact_id is not None:
+        if intent is not Intent.OPT_OUT:
+            svc.flows.keyword(uow, org_id, contact_id, cmd.body, cmd.channel, now)
+        svc.flows.contact_replied(uow, org_id, contact_id, now)
+    return InboundResult(org_id, message_id, intent, consent.state, cmd.channel, address, tuple(replies),
+                         contact_id=contact_id)
+
+
+@dataclass(frozen=True)
+class _Target:
+    address: str
+    channel: Channel
+
+
+def _opt_out_channels(uow: UnitOfWork, settings: OrgSettings, org_id: int, contact_id: int | None,
+                      consent: Consent) -> list[_Target]:
+    """STOP applies to the channel it came in on, or, when the org says so, to every channel of
+    the contact."""
+    targets = [_Target(consent.address, consent.channel)]
+    if settings.stop_applies_to_all_channels:
+        targets.extend(t for t in _all_targets(uow, contact_id, consent.address)
+                       if (t.address, t.channel) != (consent.address, consent.channel))
+    return targets
+
+
+def _all_targets(uow: UnitOfWork, contact_id: int | None, fallback_address: str) -> list[_Target]:
+    if contact_id is None:
+        kind, _ = normalize(fallback_address) if "@" in fallback_address else ("phone", fallback_address)
+        return [_Target(fallback_address, ch) for ch in channels_for_kind(kind)]
+    targets = []
+    for row in uow.contacts.addresses(contact_id):
+        for channel in channels_for_kind(row["kind"]):
+            targets.append(_Target(row["value"], channel))
+    return targets
+
+
+# ---------------------------------------------------------------------------------------------
+# contacts
+
+
+def _add_addresses(uow: UnitOfWork, org_id: int, contact_id: int, phones: Iterable[str], emails: Iterable[str]) -> None:
+    for kind, raw in [*(("phone", p) for p in phones), *(("email", e) for e in emails)]:
+        value = normalize_for_channel(raw, Channel.TEXT if kind == "phone" else Channel.EMAIL)
+        owner = uow.contacts.find_by_address(org_id, value)
+        if owner is not None and owner != contact_id:
+            raise TransitionRefused(f"{value} already belongs to contact {owner}", code="address_taken")
+        if owner is None:
+            uow.contacts.add_address(org_id, contact_id, kind, value)
+            uow.consents.attach_contact(org_id, value, contact_id)
+
+
+def create_contact(cmd: c.CreateContact, uow: UnitOfWork, svc: Services, now: datetime) -> ActionResult:
+    uow.orgs.get(cmd.org_id)
+    settings = uow.orgs.settings(cmd.org_id)
+    contact_id = uow.contacts.create(cmd.org_id, now, name=cmd.name, time_zone=_check_zone(cmd.time_zone),
+                                     region=_check_region(cmd.region), fields=cmd.fields,
+                                     marketing_allowed=cmd.marketing_allowed)
+    _add_addresses(uow, cmd.org_id, contact_id, cmd.phones, cmd.emails)
+    if svc.flows is not None:
+        svc.flows.event(uow, cmd.org_id, contact_id, "contact.created", {}, now)
+    for row in uow.contacts.addresses(contact_id):
+        for channel in channels_for_kind(row["kind"]):
+            if settings.mode(channel) is Mode.AUTO:
+                consent = uow.consents.get(cmd.org_id, row["value"], channel, lock=True)
+                if consent.state is not State.OPTED_OUT:
+                    transition(uow, svc, consent, Trigger.RECORD_OPT_IN,
+                               TransitionContext(actor=SYSTEM, now=now, method="auto",
+                                                 evidence=f"auto opt-in for business type {settings.business_type}",
+                                                 allowed_methods=("auto",)), contact_id)
+    return ActionResult(contact_id, None, None, status="created")
+
+
+def _check_zone(zone: str | None) -> str | None:
+    if not zone:
+        return None
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidInput(f"unknown time zone {zone!r}", code="unknown_time_zone") from None
+    return zone
+
+
+def _check_region(region: str | None) -> str | None:
+    if not region:
+        return None
+    code = region.strip().upper()
+    if len(code) != 2 or not code.isalpha():
+        raise InvalidInput(f"region must be a two-letter US state code, not {region!r}", code="invalid_region")
+    return code
+
+
+def update_contact(cmd: c.UpdateContact, uow: UnitOfWork, svc: Services, now: datetime) -> ActionResult:
+    uow.contacts.get(cmd.org_id, cmd.contact_id)
+    values: dict[str, Any] = {}
+    if cmd.name is not None:
+        values["name"] = cmd.name
+    if cmd.time_zone is not None:
+        values["time_zone"] = _check_zone(cmd.time_zone)
+    if cmd.region is not None:
+        values["region"] = _check_region(cmd.region)
+    if cmd.fields is not None:
+        values["fields"] = cmd.fields
+    if values:
+        uow.contacts.update(cmd.contact_id, now, **values)
+    _add_addresses(uow, cmd.org_id, cmd.contact_id, cmd.add_phones, cmd.add_emails)
+    return ActionResult(cmd.contact_id, None, None, status="updated")
+
+
+# ---------------------------------------------------------------------------------------------
+# agent actions
+
+
+def _load(uow: UnitOfWork, cmd: c.ContactAction) -> tuple[dict[str, Any], OrgSettings, Consent]:
+    contact = uow.contacts.get(cmd.org_id, cmd.contact_id)
+    address = _contact_address(uow, cmd.contact_id, cmd.channel, cmd.address)
+    consent = uow.consents.get(cmd.org_id, address, cmd.channel, lock=True)
+    return contact, uow.orgs.settings(cmd.org_id), consent
+
+
+def _agent_id(actor: Actor) -> int | None:
+    return int(actor.id) if actor.kind is ActorKind.AGENT and actor.id and actor.id.isdigit() else None
+
+
+def _refuse_if_denied(decision: Decision) -> None:
+    if isinstance(decision, Deny):
+        raise TransitionRefused(decision.reason, code=decision.code)
+
+
+def request_opt_in(cmd: c.RequestOptIn, uow: UnitOfWork, svc: Services, now: datetime) -> ActionResult:
+    contact, settings, consent = _load(uow, cmd)
+    if consent.state is State.OPTED_OUT:
+        # Let the machine refuse it with its reason (only the customer can reopen).
+        fire(consent, Trigger.REQUEST_OPT_IN, TransitionContext(actor=cmd.actor, now=now))
+    decision = policy_decision(uow, settings, contact, consent, Purpose.CONVERSATIONAL, MessageKind.OPT_IN_REQUEST, now)
+    _refuse_if_denied(decision)
+    if consent.state is State.OPTED_IN:
+        raise TransitionRefused(f"{consent.address} is already opted in to {consent.channel.value}",
+                                code="already_opted_in")
+    transition(uow, svc, consent, Trigger.REQUEST_OPT_IN,
+               TransitionContext(actor=cmd.actor, now=now, evidence=cmd.reason), cmd.contact_id)
+    if cmd.quick:
+        consent.method = "quick_opt_in"
+        uow.consents.save(consent, now)
+    body = render(svc, settings, "customer/opt_in_request.employee_started",
+                  template_variables(uow, cmd.org_id, settings, cmd.channel, contact, cmd.actor))
+    message_id = queue_to_customer(uow, cmd.org_id, cmd.contact_id, cmd.channel, consent.address, body, now,
+                                   kind=MessageKind.OPT_IN_REQUEST, purpose=Purpose.CONVERSATIONAL,
+                                   not_before=decision.until if isinstance(decision, Defer) else None,
+                                   agent_id=_agent_id(cmd.actor))
+    if cmd.actor.kind is ActorKind.AGENT:
+        notify_employee(uow, svc, cmd.org_id, settings, contact, cmd.channel, consent.address,
+                        "employee/opt_in_request_sent", now, cmd.actor)
+    return ActionResult(cmd.contact_id, cmd.channel, consent.state, status="requested", message_id=message_id)
+
+
+def record_opt_in(cmd: c.RecordOptIn, uow: UnitOfWork, svc: Services, now: datetime) -> ActionResult:
+    contact, settings, consent = _load(uow, cmd)
+    transition(uow, svc, consent, Trigger.RECORD_OPT_IN, TransitionContext(
+        actor=cmd.actor, now=now, occurred_at=cmd.occurred_at, method=cmd.method, evidence=cmd.evidence,
+        allowed_methods=tuple(settings.consent_methods)), cmd.contact_id)
+    release_held(uow, svc, cmd.org_id, settings, contact, consent, now)
+    return ActionResult(cmd.contact_id, cmd.channel, consent.state, status="opted_in")
+
+
+def confirm_pin(cmd: c.ConfirmPin, uow: UnitOfWork, svc: Services, now: datetime) -> ActionResult:
+    contact, settings, consent = _load(uow, cmd)
+    try:
+        pins.check(consent, cmd.pin, now, settings.pin_max_attempts)
+    except pins.PinRejected:
+        uow.consents.save(consent, now)  # the failed attempt counts even though the action fails
+        uow.commit_on_error = True
+        raise
+    transition(uow, svc, consent, Trigger.CONFIRM_PIN, TransitionContext(
+        actor=cmd.actor, now=now, method="pin", evidence="PIN read out by the customer"), cmd.contact_id)
+    variables = template_variables(uow, cmd.org_id, settings, cmd.channel, contact, cmd.actor)
+    queue_to_customer(uow, cmd.org_id, cmd.contact_id, cmd.channel, consent.address,
+                      render(svc, settings, "customer/opt_in_confirmation", variables), now,
+                      kind=MessageKind.OPT_IN_CONFIRMATION, purpose=Purpose.CONVERSATIONAL)
+    held = release_held(uow, svc, cmd.org_id, settings, contact, consent, now)
+    notify_employee(uow, svc, cmd.org_id, settings, contact, cmd.channel, consent.address,
+                    "employee/contact_opted_in", now, cmd.actor, held_message="\n".join(held))
+    return ActionResult(cmd.contact_id, cmd.channel, consent.state, status="opted_in")
+
+
+def reauthorize(cmd: c.Reauthorize, uow: UnitOfWork, svc: Services, now: datetime) -> ActionResult:
+    _, settings, consent = _load(uow, cmd)
+    transition(uow, svc, consent, Trigger.REAUTHORIZE, TransitionContext(
+        actor=cmd.actor, now=now, occurred_at=cmd.occurred_at, method=cmd.method, evidence=cmd.evidence,
+        allowed_methods=tuple(settings.consent_methods)), cmd.contact_id)
+    return ActionResult(cmd.contact_id, cmd.channel, consent.state, status="reauthorized")
+
+
+def send_reauth_request(cmd: c.SendReauthRequest, uow: UnitOfWork, svc: Services, now: datetime) -> ActionResult:
+    contact, settings, consent = _load(uow, cmd)
+    if consent.state not in (State.OPTED_IN, State.REAUTH_DUE):
+        raise TransitionRefused(
+            f"re-authorisation needs an existing consent; {consent.address} is {consent.state.value} "
+            f"on {consent.channel.value}", code="invalid_transition")
+    decision = policy_decision(uow, settings, contact, consent, Purpose.CONVERSATIONAL, MessageKind.OPT_IN_REQUEST, now)
+    _refuse_if_denied(decision)
+    body = render(svc, settings, "customer/reauth_request",
+                  template_variables(uow, cmd.org_id, settings, cmd.channel, contact, cmd.actor))
+    message_id = queue_to_customer(uow, cmd.org_id, cmd.contact_id, cmd.channel, consent.address, body, now,
+                                   kind=MessageKind.OPT_IN_REQUEST, purpose=Purpose.CONVERSATIONAL,
+                                   not_before=decision.until if isinstance(decision, Defer) else None,
+                                   agent_id=_agent_id(cmd.actor))
+    return ActionResult(cmd.contact_id, cmd.channel, consent.state, status="reauth_requested", message_id=message_id)
+
+
+def opt_out(cmd: c.OptOut, uow: UnitOfWork, svc: Services, now: datetime) -> ActionResult:
+    """Never fails for a business reason: only an unknown contact or address stops it."""
+    contact = uow.contacts.get(cmd.org_id, cmd.contact_id)
+    settings = uow.orgs.settings(cmd.org_id)
+    if cmd.all_channels:
+        targets = _all_targets(uow, cmd.contact_id, "")
+    else:
+        targets = [_Target(_contact_address(uow, cmd.contact_id, cmd.channel, cmd.address), cmd.channel)]
+    state: State | None = None
+    for target in targets:
+        consent = uow.consents.get(cmd.org_id, target.address, target.channel, lock=True)
+        transition(uow, svc, consent, Trigger.OPT_OUT, TransitionContext(
+            actor=cmd.actor, now=now, method=cmd.method, evidence=cmd.evidence), cmd.contact_id)
+        if target.channel is cmd.channel:
+            state = consent.state
+        if target.channel in CONFIRMED_CHANNELS and not consent.opt_out_confirmation_sent:
+            body = render(svc, settings, "customer/opt_out_confirmation",
+                          template_variables(uow, cmd.org_id, settings, target.channel, contact, cmd.actor))
+            queue_to_customer(uow, cmd.org_id, cmd.contact_id, target.channel, consent.address, body, now,
+                              kind=MessageKind.OPT_OUT_CONFIRMATION, purpose=Purpose.CONVERSATIONAL)
+            consent.opt_out_confirmation_sent = True
+            uow.consents.save(consent, now)
+    if cmd.all_channels and svc.flows is not None:
+        svc.flows.channels_blocked(uow, cmd.org_id, cmd.contact_id, None, now, reason="opted out of every channel")
+    return ActionResult(cmd.contact_id, cmd.channel, state or State.OPTED_OUT, status="opted_out")
+
+
+def reset_consent(cmd: c.ResetConsent, uow: UnitOfWork, svc: Services, now: datetime) -> ActionResult:
+    _, _, consent = _load(uow, cmd)
+    transition(uow, svc, consent, Trigger.RESET, TransitionContext(
+        actor=cmd.actor, now=now, evidence=cmd.evidence or "number reassigned"), cmd.contact_id)
+    return ActionResult(cmd.contact_id, cmd.channel, consent.state, status="reset")
+
+
+def set_dnd(cmd: c.SetDnd, uow: UnitOfWork, svc: Services, now: datetime) -> ActionResult:
+    contact = uow.contacts.get(cmd.org_id, cmd.contact_id)
+    if not cmd.all_channels and not cmd.channels:
+        raise InvalidInput("say which channels, or all_channels", code="channels_required")
+    current = dnd_of(contact)
+    if cmd.all_channels:
+        new = DndSettings(all_channels=cmd.on, channels=frozenset() if not cmd.on else current.channels)
+        if not cmd.on:
+            new = DndSettings(all_channels=False, channels=frozenset())
+    else:
+        channels = set(current.channels)
+        channels = channels | set(cmd.channels) if cmd.on else channels - set(cmd.channels)
+        new = DndSettings(all_channels=current.all_channels, channels=frozenset(channels))
+    uow.contacts.set_dnd(cmd.contact_id, now, new)
+    label = "all" if cmd.all_channels else ",".join(sorted(ch.value for ch in cmd.channels))
+    uow.ledger.append_change(
+        cmd.org_id, cmd.contact_id, channel=label, address="", from_state=_dnd_label(current),
+        to_state=_dnd_label(new), trigger="dnd_on" if cmd.on else "dnd_off", method="agent",
+        actor_kind=cmd.actor.kind.value, actor_id=cmd.actor.id, source_message_id=None, evidence=None,
+        occurred_at=now, recorded_at=now,
+    )
+    if cmd.on:
+        blocked = set(Channel) if cmd.all_channels else set(cmd.channels)
+        for row in uow.contacts.addresses(cmd.contact_id):
+            _stop_everything_queued(uow, cmd.org_id, row["value"], blocked, now)
+        if svc.flows is not None:
+            svc.flows.channels_blocked(uow, cmd.org_id, cmd.contact_id, None if cmd.all_channels else blocked,
+                                       now, reason="do not disturb", pause=True)
+    elif svc.flows is not None:
+        svc.flows.channels_unblocked(uow, cmd.org_id, cmd.contact_id, now)
+    return ActionResult(cmd.contact_id, None, None, status="dnd_on" if cmd.on else "dnd_off")
+
+
+def _dnd_label(dnd: DndSettings) -> str:
+    if dnd.all_channels:
+        return "dnd:all"
+    return "dnd:" + ",".join(sorted(ch.value for ch in dnd.channels)) if dnd.channels else "dnd:none"
+
+
+def set_marketing(cmd: c.SetMarketing, uow: UnitOfWork, svc: Services, now: datetime) -> ActionResult:
+    contact = uow.contacts.get(cmd.org_id, cmd.contact_id)
+    uow.contacts.update(cmd.contact_id, now, marketing_allowed=cmd.allowed)
+    uow.ledger.append_change(
+        cmd.org_id, cmd.contact_id, channel="all", address="",
+        from_state="marketing:" + ("on" if contact["marketing_allowed"] else "off"),
+        to_state="marketing:" + ("on" if cmd.allowed else "off"),
+        trigger="marketing_on" if cmd.allowed else "marketing_off", method="agent",
+        actor_kind=cmd.actor.kind.value, actor_id=cmd.actor.id, source_message_id=None, evidence=None,
+        occurred_at=now, recorded_at=now,
+    )
+    return ActionResult(cmd.contact_id, None, None, status="marketing_on" if cmd.allowed else "marketing_off")
+
+
+def send_message(cmd: c.SendMessage, uow: UnitOfWork, svc: Services, now: datetime) -> ActionResult:
+    if not cmd.body.strip():
+        raise InvalidInput("the message body is empty", code="empty_body")
+    contact = uow.contacts.get(cmd.org_id, cmd.contact_id)
+    settings = uow.orgs.settings(cmd.org_id)
+    address = _contact_address(uow, cmd.contact_id, cmd.channel, cmd.address)
+    consent = uow.consents.get(cmd.org_id, address, cmd.channel, lock=True)
+    decision = policy_decision(uow, settings, contact, consent, cmd.purpose, MessageKind.NORMAL, now)
+    mode = settings.mode(cmd.channel)
+    agent_id = _agent_id(cmd.actor)
+    if isinstance(decision, Deny) and decision.code in ("no_consent", "reauth_due") \
+            and mode is Mode.CONSENT and cmd.purpose is Purpose.CONVERSATIONAL:
+        message_id = uow.messages.add(
+            org_id=cmd.org_id, contact_id=cmd.contact_id, direction="out", audience="customer",
+            channel=cmd.channel.value, address=address, body=cmd.body, subject=cmd.subject,
+            purpose=cmd.purpose.value, kind=MessageKind.NORMAL.value, status="held", created_at=now,
+            agent_id=agent_id,
+        )
+        if consent.state is not State.REQUESTED:
+            request_opt_in(c.RequestOptIn(cmd.org_id, cmd.contact_id, cmd.channel, cmd.actor, address,
+                                          reason="first message"), uow, svc, now)
+        return ActionResult(cmd.contact_id, cmd.channel, consent.state, status="held", message_id=message_id,
+                            detail="held until the customer replies YES; the opt-in request was sent")
+    _refuse_if_denied(decision)
+    body = cmd.body
+    if mode is Mode.DISCLAIMER and not uow.messages.has_outbound(cmd.org_id, address, cmd.channel):
+        notice = render(svc, settings, "customer/disclaimer",
+                        template_variables(uow, cmd.org_id, settings, cmd.channel, contact, cmd.actor))
+        body = f"{body}\n\n{notice}"
+    message_id = queue_to_customer(uow, cmd.org_id, cmd.contact_id, cmd.channel, address, body, now,
+                                   kind=MessageKind.NORMAL, purpose=cmd.purpose,
+                                   not_before=decision.until if isinstance(decision, Defer) else None,
+                                   agent_id=agent_id, subject=cmd.subject)
+    return ActionResult(cmd.contact_id, cmd.channel, consent.state,
+                        status="deferred" if isinstance(decision, Defer) else "queued", message_id=message_id,
+                        detail=decision.reason if isinstance(decision, Defer) else None)
+
+
+def link_unassociated(cmd: c.LinkUnassociated, uow: UnitOfWork, svc: Services, now: datetime) -> ActionResult:
+    message = uow.messages.get(cmd.message_id)
+    if message is None or message["org_id"] != cmd.org_id or message["direction"] != "in":
+        raise NotFound(f"no inbound message with id {cmd.message_id}", code="message_not_found")
+    if message["status"] != "unassociated":
+        raise TransitionRefused(f"message {cmd.message_id} is not waiting in the unassociated queue",
+                                code="not_unassociated")
+    uow.contacts.get(cmd.org_id, cmd.contact_id)
+    channel = Channel(message["channel"])
+    address = message["address"]
+    kind = "email" if channel is Channel.EMAIL else "phone"
+    _add_addresses(uow, cmd.org_id, cmd.contact_id, [address] if kind == "phone" else [],
+                   [address] if kind == "email" else [])
+    for row in uow.messages.unassociated(cmd.org_id):
+        if row["address"] == address:
+            uow.messages.set(row["id"], status="delivered", contact_id=cmd.contact_id)
+    consent = uow.consents.get(cmd.org_id, address, channel)
+    if consent.state in (State.OPTED_IN, State.OPTED_OUT):
+        return ActionResult(cmd.contact_id, channel, consent.state, status="linked")
+    result = request_opt_in(c.RequestOptIn(cmd.org_id, cmd.contact_id, channel, cmd.actor, address,
+                                           reason="supervisor_link"), uow, svc, now)
+    return ActionResult(cmd.contact_id, channel, result.state, status="linked", message_id=result.message_id)
+
+
+def record_event(cmd: c.RecordEvent, uow: UnitOfWork, svc: Services, now: datetime) -> ActionResult:
+    if not cmd.name or len(cmd.name) > 100:
+        raise InvalidInput("an event needs a name of at most 100 characters", code="invalid_event")
+    uow.contacts.get(cmd.org_id, cmd.contact_id)
+    enrolled: list[int] = []
+    if svc.flows is not None:
+        enrolled = svc.flows.event(uow, cmd.org_id, cmd.contact_id, cmd.name, cmd.data, now)
+    return ActionResult(cmd.contact_id, None, None, status="recorded",
+                        detail=f"enrolled in {len(enrolled)} flow(s)" if enrolled else "no flow matched")
+
+
+HANDLERS: dict[type, Callable[..., Any]] = {
+    c.ReceiveInbound: receive_inbound,
+    c.CreateContact: create_contact,
+    c.UpdateContact: update_contact,
+    c.RequestOptIn: request_opt_in,
+    c.RecordOptIn: record_opt_in,
+    c.ConfirmPin: confirm_pin,
+    c.Reauthorize: reauthorize,
+    c.SendReauthRequest: send_reauth_request,
+    c.OptOut: opt_out,
+    c.ResetConsent: reset_consent,
+    c.SetDnd: set_dnd,
+    c.SetMarketing: set_marketing,
+    c.SendMessage: send_message,
+    c.LinkUnassociated: link_unassociated,
+    c.RecordEvent: record_event,
+}

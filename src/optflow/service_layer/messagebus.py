@@ -1,0 +1,106 @@
+"""The message bus: every command is handled in one unit of work and committed once.
+
+It also keeps the promise that matters most: an opt-out is never lost. If handling an inbound
+message fails for any reason that is not a business refusal (a broken template, a bug, a
+database hiccup) and the message asks to stop, the opt-out alone is recorded in a fresh
+transaction before the error goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from ..domain import commands as c
+from ..domain.addresses import normalize_for_channel
+from ..domain.machine import TransitionContext, fire
+from ..domain.model import Actor, ActorKind, DomainError, Intent, NotFound, Trigger
+from .handlers import HANDLERS, Services, classify_inbound
+from .unit_of_work import UnitOfWork
+
+log = logging.getLogger("optflow.bus")
+
+RETRIES = 3
+
+
+class MessageBus:
+    def __init__(self, engine: Engine, services: Services, clock: Callable[[], datetime]) -> None:
+        self.engine = engine
+        self.services = services
+        self.clock = clock
+
+    def uow(self) -> UnitOfWork:
+        return UnitOfWork(self.engine)
+
+    def handle(self, command: c.Command, now: datetime | None = None) -> Any:
+        handler = HANDLERS[type(command)]
+        for attempt in range(1, RETRIES + 1):
+            at = now or self.clock()
+            try:
+                with self.uow() as uow:
+                    try:
+                        result = handler(command, uow, self.services, at)
+                    except DomainError:
+                        if uow.commit_on_error:
+                            uow.commit()
+                        raise
+                    uow.commit()
+                return result
+            except DomainError:
+                raise
+            except (IntegrityError, OperationalError) as exc:
+                # A concurrent writer created the same row (or held the lock): run again on
+                # fresh reads. A replayed webhook then finds its own first copy.
+                if attempt == RETRIES:
+                    self._save_opt_out(command, at, exc)
+                    raise
+                log.warning("retrying %s after %s", type(command).__name__, exc.__class__.__name__)
+                time.sleep(0.01 * attempt)
+            except Exception as exc:
+                self._save_opt_out(command, at, exc)
+                raise
+        raise AssertionError("unreachable")
+
+    def handle_in(self, uow: UnitOfWork, command: c.Command, now: datetime) -> Any:
+        """Run a command inside a transaction the caller owns (group commit, flows)."""
+        return HANDLERS[type(command)](command, uow, self.services, now)
+
+    def _save_opt_out(self, command: c.Command, now: datetime, error: BaseException) -> None:
+        if not isinstance(command, c.ReceiveInbound):
+            return
+        try:
+            save_opt_out_only(self.engine, self.services, command, now)
+        except Exception:
+            log.exception("could not record the opt-out of %s after %r", command.from_address, error)
+
+
+def save_opt_out_only(engine: Engine, services: Services, command: c.ReceiveInbound, now: datetime) -> bool:
+    """The last line of defence: record an inbound opt-out with nothing but the machine and the
+    ledger (no templates, no replies, no flows). True if an opt-out was recorded."""
+    with UnitOfWork(engine) as uow:
+        org_id = command.org_id
+        if org_id is None:
+            org_id = uow.orgs.find_by_number(normalize_for_channel(command.to_address, command.channel))
+            if org_id is None:
+                raise NotFound(f"no org owns {command.to_address!r}", code="unknown_number")
+        settings = uow.orgs.settings(org_id)
+        if classify_inbound(services, settings, command.body, command.opt_out_type).intent is not Intent.OPT_OUT:
+            return False
+        address = normalize_for_channel(command.from_address, command.channel)
+        consent = uow.consents.get(org_id, address, command.channel, lock=True)
+        contact_id = uow.contacts.find_by_address(org_id, address)
+        record = fire(consent, Trigger.OPT_OUT, TransitionContext(
+            actor=Actor(ActorKind.CUSTOMER, address), now=now, method="keyword",
+            evidence=command.body[:500], source_message_id=command.provider_id))
+        consent.contact_id = consent.contact_id or contact_id
+        uow.consents.save(consent, now)
+        uow.ledger.append(org_id, consent.contact_id, record)
+        uow.commit()
+    log.error("recorded the opt-out of %s on %s through the fallback path", address, command.channel.value)
+    return True

@@ -1,0 +1,76 @@
+"""The unit of work: one database transaction and the repositories that work inside it."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+from sqlalchemy import Connection, Engine
+
+from ..adapters.repository import (
+    AgentRepository,
+    ConsentRepository,
+    ContactRepository,
+    LedgerRepository,
+    MessageRepository,
+    OrgRepository,
+)
+from ..adapters.enrollments import EnrollmentRepository
+
+
+class UnitOfWork:
+    """`with uow:` opens a transaction; `commit()` makes it durable; leaving without commit
+    rolls everything back.
+
+    Built on an engine it owns its connection. Built on an existing connection (`nested=True`)
+    it runs inside a SAVEPOINT of a larger transaction: that is how the group-commit batcher
+    runs many inbound messages in one durable commit while keeping each message's failure to
+    itself.
+    """
+
+    def __init__(self, engine: Engine | None = None, *, connection: Connection | None = None) -> None:
+        if (engine is None) == (connection is None):
+            raise ValueError("give an engine or a connection")
+        self.engine = engine
+        self._outer = connection
+        self.conn: Connection
+        self._tx: Any = None
+        self.events: list[object] = []
+        self.skip_locked = False
+        # Set by a handler whose refusal must still be stored (a wrong PIN counts as an attempt).
+        self.commit_on_error = False
+
+    def __enter__(self) -> UnitOfWork:
+        if self._outer is not None:
+            self.conn = self._outer
+            self._tx = self.conn.begin_nested()
+        else:
+            assert self.engine is not None
+            self.conn = self.engine.connect()
+            self._tx = self.conn.begin()
+        self.skip_locked = self.conn.dialect.name == "postgresql"
+        self.orgs = OrgRepository(self.conn)
+        self.agents = AgentRepository(self.conn)
+        self.contacts = ContactRepository(self.conn)
+        self.consents = ConsentRepository(self.conn)
+        self.ledger = LedgerRepository(self.conn)
+        self.messages = MessageRepository(self.conn)
+        self.enrollments = EnrollmentRepository(self.conn)
+        self.events = []
+        self.commit_on_error = False
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        try:
+            if self._tx is not None and self._tx.is_active:
+                self._tx.rollback()
+        finally:
+            if self._outer is None:
+                self.conn.close()
+
+    def commit(self) -> None:
+        self._tx.commit()
+
+    def rollback(self) -> None:
+        self._tx.rollback()
