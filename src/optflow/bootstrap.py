@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TextIO
 
 from sqlalchemy import Engine, insert, select
 
@@ -70,8 +71,8 @@ def installation_secret(engine: Engine, configured: str | None) -> str:
     return str(value)
 
 
-def build_sender(config: Config, console_stream: object | None = None) -> Sender:
-    console = ConsoleSender(console_stream) if console_stream is not None else ConsoleSender()  # type: ignore[arg-type]
+def build_sender(config: Config, console_stream: TextIO | None = None) -> Sender:
+    console = ConsoleSender(console_stream)
     routes: dict[Channel, Sender] = {channel: console for channel in Channel}
     if config.twilio_account_sid and config.twilio_auth_token and (config.twilio_from or config.twilio_messaging_service_sid):
         twilio = TwilioSender(config.twilio_account_sid, config.twilio_auth_token, from_number=config.twilio_from,

@@ -577,6 +577,7 @@ def test_seven_calls_in_seven_days_defer_the_eighth_until_the_first_ages_out() -
     decision = decide(request(channel=Channel.CALL, recent_sends=calls, now=now), recipient(), capped)
     assert isinstance(decision, Defer)
     assert decision.until == first + timedelta(days=7)
+    assert decision.until.tzinfo is UTC
     assert decision.codes == (DeferCode.FREQUENCY_CAP,)
     assert "reg_f_7_in_7" in decision.reason
     assert (

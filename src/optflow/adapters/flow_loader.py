@@ -4,9 +4,10 @@ Flows are written by marketing teams, so the loader reports every problem of a f
 words each one for the person who wrote the YAML (see docs/flows.md for the language).
 
 YAML is read with YAML 1.2 scalars: only `true`/`false` are booleans (`yes`, `no`, `on`, `off`
-are words), `10:00` is text rather than the base-60 number 600, `010` is text and dates stay
-text. Every mapping and list remembers the lines of its entries, and duplicate keys are errors
-instead of the later one silently winning.
+are words), `10:00` is text rather than the base-60 number 600, a number with a leading zero
+(`02134`, a postcode) is text rather than octal, and dates stay text. Every mapping and list
+remembers the lines of its entries, and duplicate keys are errors instead of the later one
+silently winning (a `<<: *anchor` merge may still be overridden, as YAML intends).
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
 _DURATION = re.compile(r"^(\d+)([mhdw])$")
 _ISO_DURATION = re.compile(r"^P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$")
 _UNIT = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
+_CHANNELS_HELP = "write 'all' or a list such as [text, email]"
 _CLOCK = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 # Names people reach for that are not optflow's channel names.
 _CHANNEL_HINTS = {"sms": "text", "mms": "text", "phone": "call", "voice": "call", "mail": "email"}
@@ -135,27 +137,33 @@ _add_resolver("bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF")
 _add_resolver("int", r"^[-+]?(?:0|[1-9][0-9]*)$", "-+0123456789")
 _add_resolver(
     "float",
-    r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$",
+    r"^[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?$|^[-+]?[0-9]+[eE][-+]?[0-9]+$"
+    r"|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$",
     "-+0123456789.",
 )
 _add_resolver("null", r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""])
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 _add_resolver("merge", r"^(?:<<)$", "<")
 
 
 def _construct_map(loader: _FlowYamlLoader, node: yaml.MappingNode) -> _Map:
-    loader.flatten_mapping(node)
-    mapping = _Map(node.start_mark.line + 1)
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        line = key_node.start_mark.line + 1
-        if not isinstance(key, str | int | float | bool | None):
+    own_keys: set[tuple[str, str]] = set()
+    for key_node, _ in node.value:
+        if not isinstance(key_node, yaml.ScalarNode):
             raise yaml.constructor.ConstructorError(
                 None, None, "a key must be a plain word or number", key_node.start_mark
             )
-        if key in mapping:
-            loader.duplicate_keys.append((line, str(key)))
+        if key_node.tag == _MERGE_TAG:
+            continue
+        if (key_node.tag, key_node.value) in own_keys:
+            loader.duplicate_keys.append((key_node.start_mark.line + 1, key_node.value))
+        own_keys.add((key_node.tag, key_node.value))
+    loader.flatten_mapping(node)  # `<<: *anchor` merges come first, so the mapping's own keys win
+    mapping = _Map(node.start_mark.line + 1)
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
         mapping[key] = loader.construct_object(value_node, deep=True)
-        mapping.key_lines[key] = line
+        mapping.key_lines[key] = key_node.start_mark.line + 1
     return mapping
 
 
@@ -293,11 +301,15 @@ class _FileChecker:
         self.error(line, step, f"{what} must be a mapping, found {_type_name(value)}")
         return None
 
-    def only_keys(self, mapping: _Map, allowed: Sequence[str], step: str | None, what: str) -> None:
+    def only_keys(
+        self, mapping: _Map, allowed: Sequence[str], step: str | None, what: str, within: str = ""
+    ) -> None:
+        """Report keys outside `allowed`: "unknown {what} 'x'{within}", with a suggestion."""
         for key in mapping:
             if key not in allowed:
                 name = str(key)
-                self.error(mapping.line_of(key), step, f"unknown {what} '{name}'{_hint(name, allowed)}")
+                hint = _hint(name, allowed)
+                self.error(mapping.line_of(key), step, f"unknown {what} '{name}'{within}{hint}")
 
     def equalities(self, value: Any, line: int, step: str | None, what: str) -> dict[str, Scalar] | None:
         mapping = self.mapping(value, line, step, what)
@@ -358,10 +370,11 @@ class _FileChecker:
     def name(self, doc: _Map) -> str | None:
         name = self.text(doc, "name", None)
         if name is not None and not NAME_PATTERN.match(name):
+            suggestion = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")[:100] or "welcome_drip"
             self.error(
                 doc.line_of("name"), None,
-                f"name '{name}' must be lowercase letters, digits, '_' or '-' (at most 100), "
-                "starting with a letter or digit",
+                f"name '{name}' may only use lowercase letters, digits, '_' and '-', at most 100 of "
+                f"them (such as '{suggestion}')",
             )
             return None
         return name
@@ -385,8 +398,11 @@ class _FileChecker:
         if len(found) > 1:
             self.error(mapping.line, where, f"a trigger has one kind; found {_quoted(found)}")
             return None
+        if not mapping:
+            self.error(line, where, f"the trigger is empty (expected {_one_of(kinds)})")
+            return None
         if not found:
-            unknown = str(next(iter(mapping), ""))
+            unknown = str(next(iter(mapping)))
             self.error(mapping.line_of(unknown), where, f"unknown trigger '{unknown}'{_hint(unknown, kinds)}")
             return None
         kind = TriggerKind(found[0])
@@ -396,7 +412,7 @@ class _FileChecker:
             TriggerKind.KEYWORD: ("keyword", "channel"),
             TriggerKind.MANUAL: ("manual",),
         }[kind]
-        self.only_keys(mapping, allowed, where, f"field of a {kind.value} trigger")
+        self.only_keys(mapping, allowed, where, "field", f" in a {kind.value} trigger")
         channel = self.channel(mapping, "channel", where) if "channel" in mapping else None
         if kind is TriggerKind.MANUAL:
             return FlowTrigger(kind)
@@ -448,7 +464,7 @@ class _FileChecker:
         if mapping is None:
             return None
         if "event" in mapping:
-            self.only_keys(mapping, ("event", "when"), where, "field of an event exit")
+            self.only_keys(mapping, ("event", "when"), where, "field", " in an event exit")
             name = self.text(mapping, "event", where)
             when = (self.equalities(mapping["when"], mapping.line_of("when"), where, "'when'")
                     if "when" in mapping else {})
@@ -456,7 +472,7 @@ class _FileChecker:
                 return None
             return ExitCondition(ExitKind.EVENT, name, None, equalities(when))
         if "consent" in mapping:
-            self.only_keys(mapping, ("consent", "channel"), where, "field of a consent exit")
+            self.only_keys(mapping, ("consent", "channel"), where, "field", " in a consent exit")
             state = self.choice(mapping["consent"], [s.value for s in State], "consent state",
                                 mapping.line_of("consent"), where)
             channel = self.channel(mapping, "channel", where) if "channel" in mapping else None
@@ -543,11 +559,14 @@ class _FileChecker:
         return step if len(self.errors) == errors_before else None
 
     def settings(self, body: Any, line: int, where: str, kind: str, fields: Sequence[str]) -> _Map | None:
+        """The mapping of a step's (or sub-setting's) fields. A field missing from it is reported on
+        `line`, the line that introduces the settings, rather than on the first field present."""
         if not isinstance(body, _Map):
             self.error(line, where, f"'{kind}' takes settings as a mapping ({', '.join(fields)}); "
                                     f"found {_type_name(body)}")
             return None
-        self.only_keys(body, fields, where, f"field of '{kind}'")
+        self.only_keys(body, fields, where, "field", f" in '{kind}'")
+        body.line = line
         return body
 
     def wait(self, body: Any, line: int, where: str, label: str) -> WaitFor | WaitUntil | None:
@@ -642,14 +661,14 @@ class _FileChecker:
         if settings is None:
             return False, None
         if "channels" not in settings:
-            self.error(settings.line, where, "missing 'channels' (write 'all' or a list such as [text])")
+            self.error(settings.line, where, f"missing 'channels' ({_CHANNELS_HELP})")
             return False, None
         value, value_line = settings["channels"], settings.line_of("channels")
         if value == "all":
             return True, None
         listed = value if isinstance(value, _Seq) else [value]
         if not listed:
-            self.error(value_line, where, "'channels' lists no channel (write 'all' or such as [text])")
+            self.error(value_line, where, f"'channels' lists no channel ({_CHANNELS_HELP})")
             return False, None
         channels = [self.channel_value(item, value_line, where) for item in listed]
         if None in channels:
@@ -818,7 +837,9 @@ def _check_text(
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
-        checker.error(line, None, f"YAML syntax error: {exc.problem or exc.context}")
+        problem = exc.problem or exc.context
+        checker.error(line, None, f"YAML syntax error: {problem} (check the indentation and quoting "
+                                  "on this line and the one above)")
         return None, checker.errors, None
     finally:
         loader.dispose()
@@ -829,7 +850,8 @@ def _check_text(
         checker.error(line, None, f"duplicate key '{key}' (YAML would silently keep only the last one)")
     version = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
     flow, name_line = checker.flow(doc, version)
-    return flow, checker.errors, name_line
+    errors = sorted(checker.errors, key=lambda error: error.line or 0)
+    return flow, errors, name_line
 
 
 def load_flow_text(text: str, file: str, known_templates: Collection[str]) -> Flow:

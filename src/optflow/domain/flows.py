@@ -141,10 +141,10 @@ Condition = ConsentCondition | ContactCondition | EventCondition
 class Facts:
     """What conditions and waits look at, gathered by the dispatcher for one enrolment."""
 
-    consent_states: Mapping[Channel, State]
-    contact: Mapping[str, object]
-    event: Mapping[str, object]
-    time_zone: str | None
+    consent_states: Mapping[Channel, State]  # a channel without a consent is `unknown`
+    contact: Mapping[str, object]  # the contact's fields, for `if: {contact: ...}`
+    event: Mapping[str, object]  # the data of the event that enrolled the contact
+    time_zone: str | None  # the contact's IANA zone, for waits; None = UTC
 
 
 def evaluate(condition: Condition, facts: Facts) -> bool:
@@ -340,6 +340,8 @@ class Flow:
     channels: frozenset[Channel] = field(init=False)
 
     def __post_init__(self) -> None:
+        if self.reenroll not in set(Reenroll):
+            raise InvalidInput(f"unknown reenroll policy {self.reenroll!r}")
         _check_program(self.program)
         object.__setattr__(self, "channels", channels_of(self.program))
 
@@ -357,8 +359,9 @@ def _reachable(program: Sequence[Instruction], pc: int) -> list[Instruction]:
 
 
 def remaining_channels(flow: Flow, pc: int) -> frozenset[Channel]:
-    """Channels that some instruction reachable from `pc` sends on. An opt-out or DND on one of
-    them cancels the enrolment; on any other channel it leaves the enrolment alone."""
+    """Channels that some instruction reachable from `pc` (the next one the enrolment will run)
+    sends on, whatever the conditions will say. An opt-out or DND on one of them cancels the
+    enrolment; on any other channel it leaves the enrolment alone."""
     _check_pc(flow, pc)
     return channels_of(_reachable(flow.program, pc))
 

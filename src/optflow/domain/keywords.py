@@ -1,24 +1,26 @@
 """Classify an inbound text message as an opt-out, an opt-in, a request for help, or anything else.
 
 Every inbound message passes through here first, so the classifier is pure, table-driven and
-precompiled: a `KeywordTable` turns its entries into two dictionaries and a few regular expressions
-once, and `classify` then costs a handful of microseconds.
+precompiled: a `KeywordTable` turns its entries into a dictionary and two regular expressions per
+intent once, and `classify` then costs a few microseconds.
 
 How a message is read
 ---------------------
 The text is *normalised*: case folded, accents removed ("arrêt" -> "arret"), apostrophes and
-masking characters dropped ("don't" -> "dont", "f**k" -> "fk", "opt-out" -> "optout"), every other
-punctuation mark turned into a space, emoji kept as words of their own (without variation
-selectors or skin tones). For matching, runs of a repeated character are then collapsed on both
-sides ("STOPPPP" and "stooop" -> "stop"; the keyword "yes" has no run, "too" would become "to" on
-both sides) and a word repeated back to back counts once ("stop stop stop", "🛑🛑🛑").
+masking characters dropped ("don't" -> "dont", "f**k" -> "fk"), every other punctuation mark turned
+into a space (hyphens too: "opt-out" -> "opt out", "retirez-moi" -> "retirez moi"), emoji kept as
+words of their own, without variation selectors or skin tones. For matching, runs of a repeated
+character are then collapsed on both sides ("STOPPPP" and "stooop" -> "stop"; the keyword "yes"
+has no run, "too" would become "to" on both sides), a word repeated back to back counts once
+("stop stop stop", "🛑🛑🛑"), and an emoji the table does not know is decoration ("stop 😡").
 
 An entry of the table matches in one of two ways:
 
 * **whole message** (the default): the message is the entry, possibly surrounded by courtesy
-  words ("please", "thanks", "ok", "I want to", "por favor", "svp", ...) and by other keywords of
-  any intent ("yes stop"). Messages longer than `MAX_WORDS` words never match this way, and a
-  keyword used inside a sentence ("can you stop by at 5?") does not either.
+  words ("please", "thanks", "ok", "I want to", "por favor", "svp", ...), by refusals and
+  questions around an opt-out ("no thanks", "who is this?", "how do I"), and by single-entry
+  keywords of any intent ("yes stop"). A keyword used inside a sentence ("can you stop by at 5?")
+  does not match, nor does any message longer than `MAX_WORDS` words.
 * **anywhere** (the entry is written between "..."): the phrase may appear anywhere in a message
   of any length. Reserved for requests that cannot mean anything else ("stop texting me",
   "remove me from your list", "no me escriban más").
@@ -50,7 +52,8 @@ MAX_WORDS = 12
 ANY_LANGUAGE = "*"
 """Language key for entries that belong to no language, such as emoji; they report language None."""
 
-ANYWHERE_MARK = "..."
+ANYWHERE_MARKS = ("...", "…")
+"""Written on both sides of an entry that may appear anywhere in a message."""
 
 # Opt-out first: a message that asks to stop is honoured whatever else it says. Help beats opt-in
 # because consent has to be unambiguous.
@@ -78,7 +81,7 @@ _OPT_OUT_OBJECTS = "(me|us|this number|my number|my phone)"
 _LIST = (
     "[your|ur|this|the|that|these|all|all your|all of your|any|any of your] "
     "[mailing|texting|text|sms|contact|call|calling|marketing|messaging|email|phone] "
-    "(list|lists|contacts|database|system|records)"
+    "(list|lists|contacts|database|system|records|group|group chat|chat|thread|conversation)"
 )
 _PROFANE = "(f|fk|fck|fuk|fuc|fuck|fu|fuq|fing|fking|fkn|fkin|fcking|fuking|fukin|fuckin|fucking)"
 
@@ -88,7 +91,7 @@ DEFAULT_ENTRIES: Mapping[str, Mapping[str, tuple[str, ...]]] = {
             # The FCC's seven, the carriers' and the debt-collection product's keywords.
             "stop", "quit", "end", "revoke", "opt out", "cancel", "unsubscribe",
             "stopall", "stop all", "optout", "opt-out", "remove", "unsub",
-            "delete", "go away", "leave", "cease", "block", "halt",
+            "delete", "go away", "leave", "cease", "block", "halt", "enough", "no more",
             f"{_PROFANE} (off|you|u|yourself)",
             # Short plain requests: whole message only.
             "(stop|quit|cease|end|halt) [all] [the|these|those|your|ur|all the|all these|all your] "
@@ -98,6 +101,8 @@ DEFAULT_ENTRIES: Mapping[str, Mapping[str, tuple[str, ...]]] = {
             "[texts|messages|these]",
             "stop (it|this|that)",
             "(unsubscribe|unsub|remove|delete|erase|block) (me|us|my number|this number)",
+            "(opt out|optout|unsubscribe|unsub) (of|from) [all|these|the|your|this] "
+            "(texts|messages|text messages|sms|calls|emails|list|alerts|notifications)",
             "take (me|us|my number|this number) off",
             "(remove|delete|erase|take) (me|us|my number|this number|my info|my information|my details) "
             f"(from|off|off of|out of) {_LIST}",
@@ -121,7 +126,8 @@ DEFAULT_ENTRIES: Mapping[str, Mapping[str, tuple[str, ...]]] = {
             "... (stop|quit|cease) (texting|txting|messaging|msging|contacting|bothering|harassing"
             f"|spamming|pestering) {_OPT_OUT_OBJECTS} ...",
             "... (stop|quit|cease) sending (me|us) (texts|messages|text messages|sms|these) ...",
-            f"... (remove|delete|erase|take) (me|us|my number|this number) (from|off|off of|out of) {_LIST} ...",
+            "... (remove|delete|erase|take) (me|us|my number|this number) (from|off|off of|out of) "
+            f"{_LIST} ...",
             f"... (do not|dont|dnt|never) (text|txt|message|msg|contact|sms) {_OPT_OUT_OBJECTS} ...",
             "... (unsubscribe|unsub) me ...",
             "... opt (me|us|my number|this number) out ...",
@@ -143,7 +149,8 @@ DEFAULT_ENTRIES: Mapping[str, Mapping[str, tuple[str, ...]]] = {
         "opt_out": (
             "alto", "para", "parar", "pare", "paren", "cancelar", "basta", "ya basta", "no más",
             "detener", "no más mensajes", "(darme|dame|denme|dar) de baja",
-            "no [me] (mandes|manden|envíes|envíen|escribas|escriban|llames|llamen|contactes|contacten)"
+            "no [me] (mandes|manden|envíes|envíen|escribas|escriban|llames|llamen|contactes|contacten"
+            "|molestes|molesten)"
             " [más] [mensajes]",
             "... no me (escribas|escriban|escriba|mandes|manden|mande|envíes|envíen|envíe|contactes"
             "|contacten|molestes|molesten) más ...",
@@ -166,6 +173,8 @@ DEFAULT_ENTRIES: Mapping[str, Mapping[str, tuple[str, ...]]] = {
             "|me déranger) ...",
             "... (retirez|enlevez|supprimez|rayez|retire|enlève|supprime) moi de "
             "(la|votre|ta|cette|vos|tes) liste ...",
+            "... ne plus (m'envoyer|m'écrire|me contacter|me texter|me déranger) ...",
+            "... ne veux plus [recevoir] (de|vos|ces) (messages|sms|textos) ...",
             "... (je veux|j'aimerais|je voudrais|je souhaite) me désabonner ...",
             "... (désabonnez|désinscrivez|désabonne|désinscris) moi ...",
             "... (laissez|laisse) moi tranquille ...",
@@ -181,20 +190,24 @@ DEFAULT_ENTRIES: Mapping[str, Mapping[str, tuple[str, ...]]] = {
 # Words that may surround a whole-message entry without changing what it asks for.
 COURTESY_WORDS: tuple[str, ...] = (
     "(please|pls|plz|plez|plse|kindly|now|right now|asap|immediately|already|again|anymore|any more"
-    "|ever|for good|forever|just|and|seriously|sorry)",
+    "|ever|for good|forever|just|and|but|seriously|sorry)",
     "(thanks|thank (you|u)|thx|thanx|tks|ty|ok|okay|k|kk|hi|hello|hey|dear|sir|maam|bye|goodbye)",
+    "have a (nice|good|great) (day|one|evening|weekend)",
     "(i said|i told you|i already said)",
-    "(i|we) (want|wish|need|would like|d like) to",
-    "(id|i would|we would) like",
+    "(i|we) (want|wish|need|would like) to",
+    "(id|wed) like to",
+    "(i|we) wanna",
     "(can|could|would|will) (you|u) [please]",
     "(you can|you may|go ahead and)",
     "(por favor|porfa|porfavor|favor de|gracias|muchas gracias|hola|ya|ahora|ahora mismo|quiero)",
     "(s'il vous plaît|s'il te plaît|svp|stp|merci|merci beaucoup|bonjour|salut|maintenant|je veux)",
 )
 
-# Refusals that may precede or follow an opt-out ("no thanks, stop") but never count as consent.
-REFUSAL_WORDS: tuple[str, ...] = (
+# Words that may surround an opt-out or a request for help ("no thanks, stop", "who is this? stop",
+# "how do I unsubscribe?") but never consent.
+REFUSALS_AND_QUESTIONS: tuple[str, ...] = (
     "(no|nope|nah|no thanks|no thank you|not interested|no gracias|non merci|non)",
+    "(who is this|who are you|whos this|how (do|can) (i|we)|how to)",
 )
 
 
@@ -204,7 +217,7 @@ REFUSAL_WORDS: tuple[str, ...] = (
 
 _DELETED = (
     "'’‘`´ʼ"  # apostrophes: "don't" -> "dont", "m'envoyez" -> "menvoyez"
-    "*#@$%^~_-‐"  # masks and joiners: "f**k" -> "fk", "opt-out" -> "optout"
+    "*#@$%^~_"  # masking characters: "f**k" -> "fk", "f#@% off" -> "f off"
     "\u00ad\u200b\u200c\u200d\u2060\ufeff"  # soft hyphen, zero-width characters
 )
 _INVISIBLE_RANGES = (
@@ -217,8 +230,10 @@ _INVISIBLE_RANGES = (
     (0xFE20, 0xFE2F),
 )
 # Letters and digits form words; each pictograph is a word of its own; everything else separates.
-_WORDS = re.compile(r"[^\W_]+|[\u2190-\u2bff\U0001f000-\U0001faff]")
-_RUNS = re.compile(r"(.)\1+")
+_PICTOGRAPHS = "\u2190-\u2bff\U0001f000-\U0001faff"  # arrows, symbols, dingbats, emoji
+_WORDS = re.compile(rf"[^\W_]+|[{_PICTOGRAPHS}]")
+_PICTOGRAPH = re.compile(rf"[{_PICTOGRAPHS}]")
+_REPEATED = re.compile(r"(.)(?=\1)")  # a character the same character follows
 
 
 class _Normaliser:
@@ -256,7 +271,7 @@ def normalise(text: str) -> str:
 
 
 def _collapse(normalised: str) -> str:
-    return _RUNS.sub(r"\1", normalised)
+    return _REPEATED.sub("", normalised)
 
 
 # --------------------------------------------------------------------------------------------
@@ -267,68 +282,101 @@ _SYNTAX = re.compile(r"[()\[\]|]|[^()\[\]|]+")
 
 
 @dataclass(frozen=True)
+class _Piece:
+    """Part of a compiled entry: a regex over collapsed words, each followed by one space."""
+
+    source: str
+    first: frozenset[str]  # the words it can begin with
+    optional: bool  # whether it can match no word at all
+
+
+@dataclass(frozen=True)
 class _CompiledEntry:
-    source: str  # regex over collapsed words, each followed by one space
+    source: str
+    first: frozenset[str]
     plain: str | None  # the normalised entry when it has no syntax, for dictionary lookup
     anywhere: bool
     words: frozenset[str]  # collapsed words it uses
 
 
-def _compile_entry(entry: object, where: str) -> _CompiledEntry:
-    if not isinstance(entry, str):
-        raise InvalidInput(f"{where}: entry {entry!r} is not text")
+def _compile_entry(entry: str, where: str) -> _CompiledEntry:
     text = entry.strip()
     if not text:
         raise InvalidInput(f"{where}: empty entry")
-    starts, ends = text.startswith(("...", "…")), text.endswith(("...", "…"))
-    if starts != ends or (starts and len(text.strip(".… ")) == 0):
+    starts, ends = text.startswith(ANYWHERE_MARKS), text.endswith(ANYWHERE_MARKS)
+    anywhere_text = text.strip(".… ")
+    if starts != ends or (starts and not anywhere_text):
         raise InvalidInput(
             f"{where}: entry {entry!r}: write '...' on both sides of a phrase that may appear anywhere"
         )
     if starts:
-        text = text.strip(".… ")
-    words: set[str] = set()
+        text = anywhere_text
     parts = _SYNTAX.findall(text)
+    if not normalise(" ".join(part for part in parts if part not in "()[]|")):
+        raise InvalidInput(f"{where}: entry {entry!r} needs at least one word that is not optional")
+    words: set[str] = set()
     try:
-        source, end = _compile_alternatives(parts, 0, None, words)
+        piece, _ = _parse(parts, 0, None, words)
     except ValueError as problem:
         raise InvalidInput(f"{where}: entry {entry!r}: {problem}") from None
-    assert end == len(parts)
-    if not words or re.fullmatch(source, ""):
+    if piece.optional:
         raise InvalidInput(f"{where}: entry {entry!r} needs at least one word that is not optional")
     plain = None if any(p in "()[]|" for p in parts) else normalise(text)
-    return _CompiledEntry(source, plain, starts, frozenset(words))
+    return _CompiledEntry(piece.source, piece.first, plain, starts, frozenset(words))
 
 
-def _compile_alternatives(
-    parts: list[str], position: int, closer: str | None, words: set[str]
-) -> tuple[str, int]:
-    """Compile parts from `position` up to `closer` (or the end); return the regex and the next position."""
-    alternatives: list[str] = [""]
+def _parse(parts: list[str], position: int, closer: str | None, words: set[str]) -> tuple[_Piece, int]:
+    """Compile `parts` from `position` up to `closer` (or the end); return it and the next position."""
+    alternatives: list[_Piece] = []
+    pieces: list[_Piece] = []
+
+    def close_alternative() -> None:
+        if not pieces:
+            raise ValueError("empty alternative (use [...] for optional words)")
+        alternatives.append(_sequence(pieces))
+        pieces.clear()
+
     while position < len(parts):
         part = parts[position]
         position += 1
         if part == "|":
-            if not alternatives[-1]:
-                raise ValueError("empty alternative (use [...] for optional words)")
-            alternatives.append("")
+            close_alternative()
         elif part in ")]":
             if part != closer:
                 raise ValueError(f"unexpected {part!r}")
-            break
+            close_alternative()
+            return _choice(alternatives, optional=part == "]"), position
         elif part in "([":
-            inner, position = _compile_alternatives(parts, position, ")" if part == "(" else "]", words)
-            alternatives[-1] += f"(?:{inner})" + ("?" if part == "[" else "")
+            inner, position = _parse(parts, position, ")" if part == "(" else "]", words)
+            pieces.append(inner)
         else:
-            for word in _collapse(normalise(part)).split():
-                words.add(word)
-                alternatives[-1] += re.escape(word) + " "
-    else:
-        if closer is not None:
-            raise ValueError(f"missing {closer!r}")
-    if not alternatives[-1]:
-        raise ValueError("empty alternative (use [...] for optional words)")
-    return "|".join(alternatives), position
+            chunk = _collapse(normalise(part)).split()
+            if chunk:
+                words.update(chunk)
+                source = "".join(re.escape(word) + " " for word in chunk)
+                pieces.append(_Piece(source, frozenset(chunk[:1]), optional=False))
+    if closer is not None:
+        raise ValueError(f"missing {closer!r}")
+    close_alternative()
+    return _choice(alternatives, optional=False), position
+
+
+def _sequence(pieces: list[_Piece]) -> _Piece:
+    first: set[str] = set()
+    optional = True
+    for piece in pieces:
+        if optional:
+            first |= piece.first
+        optional = optional and piece.optional
+    return _Piece("".join(piece.source for piece in pieces), frozenset(first), optional)
+
+
+def _choice(alternatives: list[_Piece], optional: bool) -> _Piece:
+    if len(alternatives) == 1 and not optional:
+        return alternatives[0]
+    source = _group(a.source for a in alternatives) + ("?" if optional else "")
+    first = frozenset().union(*(a.first for a in alternatives))
+    return _Piece(source, first, optional or any(a.optional for a in alternatives))
 
 
 def _group(sources: Iterable[str]) -> str:
@@ -338,6 +386,37 @@ def _group(sources: Iterable[str]) -> str:
 # --------------------------------------------------------------------------------------------
 # The table
 # --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Matcher:
+    """The compiled patterns of one intent, with the words a match must begin with (a cheap pre-check)."""
+
+    intent: Intent
+    whole: re.Pattern[str] | None
+    whole_starts: frozenset[str]
+    anywhere: re.Pattern[str] | None
+    anywhere_starts: frozenset[str]
+
+    @classmethod
+    def build(cls, intent: Intent, entries: list[tuple[int, _CompiledEntry]], surround: str) -> _Matcher:
+        anywhere = [(group, entry) for group, entry in entries if entry.anywhere]
+        whole_core, anywhere_core = _core(entries), _core(anywhere)
+        return cls(
+            intent,
+            re.compile(f"^ {surround}*{whole_core}{surround}*$") if entries else None,
+            frozenset().union(*(entry.first for _, entry in entries)),
+            re.compile(f" {anywhere_core}") if anywhere else None,
+            frozenset().union(*(entry.first for _, entry in anywhere)),
+        )
+
+
+def _core(entries: list[tuple[int, _CompiledEntry]]) -> str:
+    """The entries, one named group per language block, so a match tells which language it was."""
+    blocks: dict[int, list[str]] = {}
+    for group, entry in entries:
+        blocks.setdefault(group, []).append(entry.source)
+    return _group(f"(?P<l{group}>{'|'.join(sources)})" for group, sources in blocks.items())
 
 
 class KeywordTable:
@@ -366,42 +445,27 @@ class KeywordTable:
                     vocabulary |= item.words
                     if item.plain is not None:
                         self._add_keyword(item.plain, Classification(intent, item.plain, reported))
-        fillers = {intent: [_compile_entry(e, "courtesy words") for e in COURTESY_WORDS] for intent in PRIORITY}
-        for intent in (Intent.OPT_OUT, Intent.HELP):
-            fillers[intent] += [_compile_entry(e, "refusal words") for e in REFUSAL_WORDS]
+        courtesy = [_compile_entry(entry, "keywords: courtesy words") for entry in COURTESY_WORDS]
+        refusals = [_compile_entry(entry, "keywords: refusals") for entry in REFUSALS_AND_QUESTIONS]
+        fillers = {intent: courtesy + (refusals if intent != Intent.OPT_IN else []) for intent in PRIORITY}
         for items in fillers.values():
             for item in items:
                 vocabulary |= item.words
         self._vocabulary = frozenset(vocabulary)
-        any_entry = [item.source for items in compiled.values() for _, item in items]
-        # Per intent, in priority order: the whole-message pattern and the anywhere pattern.
-        self._matchers: list[tuple[Intent, re.Pattern[str] | None, re.Pattern[str] | None]] = []
-        for intent in PRIORITY:
-            surround = _group([f.source for f in fillers[intent]] + any_entry)
-            whole_core = self._core(compiled[intent], anywhere_only=False)
-            anywhere_core = self._core(compiled[intent], anywhere_only=True)
-            self._matchers.append((
-                intent,
-                re.compile(f"^ {surround}*{whole_core}{surround}*$") if whole_core else None,
-                re.compile(f" {anywhere_core}") if anywhere_core else None,
-            ))
-
-    @staticmethod
-    def _core(items: list[tuple[int, _CompiledEntry]], anywhere_only: bool) -> str:
-        """One named group per language block, so the match tells which language it was."""
-        blocks: dict[int, list[str]] = {}
-        for group, item in items:
-            if item.anywhere or not anywhere_only:
-                blocks.setdefault(group, []).append(item.source)
-        return _group(f"(?P<l{group}>{'|'.join(sources)})" for group, sources in blocks.items()) if blocks else ""
+        # Around a whole-message entry: courtesy words and the plain keywords of every intent.
+        keywords = [item.source for items in compiled.values() for _, item in items if item.plain is not None]
+        self._matchers = [
+            _Matcher.build(intent, compiled[intent], _group([f.source for f in fillers[intent]] + keywords))
+            for intent in PRIORITY
+        ]
 
     def _add_keyword(self, plain: str, result: Classification) -> None:
         collapsed = _collapse(plain)
         earlier = self._exact.get(collapsed)
         if earlier is not None and earlier.intent != result.intent:
             raise InvalidInput(
-                f"{result.language or ANY_LANGUAGE}/{result.intent.value}: {plain!r} is already an "
-                f"{earlier.intent.value} keyword ({earlier.language or ANY_LANGUAGE})"
+                f"keywords: {result.language or ANY_LANGUAGE}/{result.intent.value}: {plain!r} is already "
+                f"a keyword for {earlier.intent.value} ({earlier.language or ANY_LANGUAGE})"
             )
         if earlier is None:
             self._exact[collapsed] = result
@@ -418,12 +482,15 @@ class KeywordTable:
 
         This table is left as it was. Raises InvalidInput naming the bad language, intent or entry.
         """
-        merged = {language: dict(by_intent) for language, by_intent in self._entries.items()}
+        merged = {
+            language: {intent.value: entries for intent, entries in by_intent.items()}
+            for language, by_intent in self._entries.items()
+        }
         for language, by_intent in _validated(additions).items():
             target = merged.setdefault(language, {})
             for intent, entries in by_intent.items():
-                known = target.get(intent, ())
-                target[intent] = known + tuple(e for e in dict.fromkeys(entries) if e not in known)
+                known = target.get(intent.value, ())
+                target[intent.value] = known + tuple(e for e in dict.fromkeys(entries) if e not in known)
         return KeywordTable(merged)
 
     def as_dict(self) -> dict[str, dict[str, list[str]]]:
@@ -438,49 +505,69 @@ class KeywordTable:
         found = self._exact.get(normalised)
         if found is not None:
             return found
-        if not normalised:
-            return OTHER
-        words = _collapse(normalised).split(" ")
-        distinct = [word for i, word in enumerate(words) if i == 0 or word != words[i - 1]]
+        words = _collapse(normalised).split()
+        kept = self._significant(words, normalised.isascii())
+        distinct = [words[i] for i in kept]
         key = " ".join(distinct)
         found = self._exact.get(key)
         if found is not None:
             return found
+        if not distinct:
+            return OTHER
         padded = f" {key} "
         whole = len(distinct) <= MAX_WORDS and self._vocabulary.issuperset(distinct)
-        for intent, whole_pattern, anywhere_pattern in self._matchers:
-            match = whole_pattern.match(padded) if whole and whole_pattern is not None else None
-            if match is None and anywhere_pattern is not None:
-                match = anywhere_pattern.search(padded)
+        for matcher in self._matchers:
+            match = None
+            if whole and matcher.whole and not matcher.whole_starts.isdisjoint(distinct):
+                match = matcher.whole.match(padded)
+            if match is None and matcher.anywhere and not matcher.anywhere_starts.isdisjoint(distinct):
+                match = matcher.anywhere.search(padded)
             if match is not None:
-                return self._result(intent, match, normalised, words)
+                return self._result(matcher.intent, match, normalised.split(), kept)
         return OTHER
 
-    def _result(self, intent: Intent, match: re.Match[str], normalised: str, words: list[str]) -> Classification:
+    def _significant(self, words: list[str], plain_text: bool) -> list[int]:
+        """The indexes of the words that matching looks at.
+
+        A word repeated back to back counts once ("stop stop", "🛑🛑"), and a pictograph the table
+        does not know is decoration ("stop 😡", "🙏 please stop").
+        """
+        if plain_text:
+            return [i for i in range(len(words)) if i == 0 or words[i] != words[i - 1]]
+        kept: list[int] = []
+        for i, word in enumerate(words):
+            if not self._decoration(word) and (not kept or word != words[kept[-1]]):
+                kept.append(i)
+        return kept
+
+    def _decoration(self, word: str) -> bool:
+        return word not in self._vocabulary and _PICTOGRAPH.fullmatch(word) is not None
+
+    def _result(
+        self, intent: Intent, match: re.Match[str], normalised_words: list[str], kept: list[int]
+    ) -> Classification:
+        """What matched: the table's keyword when the match is one, else the customer's words.
+
+        Matching sees collapsed words; the report shows the words as written ("stop texting me",
+        not "stop texing me"), from the first to the last matched word, without decoration.
+        """
         group = match.lastgroup
         assert group is not None  # every core alternative sits in a named language group
         span = match.group(group).strip()
         matched = self._canonical.get(span)
         if matched is None:
-            # The padded text has one space before each distinct word: count them to find the first.
+            # The padded text has one space before each word: count them to find the first.
             first = match.string.count(" ", 0, match.start(group)) - 1
-            matched = _original_words(normalised.split(" "), words, first, span.count(" ") + 1)
+            last = first + span.count(" ")
+            written = normalised_words[kept[first] : kept[last] + 1]
+            matched = " ".join(word for word in written if not self._decoration(word))
         return Classification(intent, matched, self._languages[int(group[1:])])
 
 
-def _original_words(normalised_words: list[str], collapsed_words: list[str], first: int, count: int) -> str:
-    """The normalised (not collapsed) words behind `count` distinct words matched from `first`.
-
-    Matching sees the collapsed words without back-to-back repeats; the report shows the words as
-    the customer wrote them ("stop texting me", not "stop texing me").
-    """
-    kept = [i for i, word in enumerate(collapsed_words) if i == 0 or word != collapsed_words[i - 1]]
-    return " ".join(normalised_words[kept[first] : kept[first + count - 1] + 1])
-
-
-def _validated(entries: Mapping[str, Mapping[str, Iterable[str]]]) -> dict[str, dict[Intent, tuple[str, ...]]]:
-    """Check the shape, language codes and intent names of `entries`; entries themselves are checked
-    when compiled."""
+def _validated(
+    entries: Mapping[str, Mapping[str, Iterable[str]]],
+) -> dict[str, dict[Intent, tuple[str, ...]]]:
+    """Check the shape, language codes and intent names of `entries` (entries are checked when compiled)."""
     if not isinstance(entries, Mapping):
         raise InvalidInput("keywords: expected a mapping of language -> intent -> words or phrases")
     result: dict[str, dict[Intent, tuple[str, ...]]] = {}

@@ -37,6 +37,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import phonenumbers
 from phonenumbers import timezone as phone_time_zones
 
+from .addresses import PHONE_CHANNELS
 from .model import Channel, DndSettings, InvalidInput, Mode, Purpose, State
 
 
@@ -72,7 +73,6 @@ OPT_OUT_CONFIRMATION_WINDOW = timedelta(minutes=5)
 
 # Kinds the business starts. The others answer the customer's own message and never wait.
 _DEFERRABLE_KINDS = frozenset({MessageKind.NORMAL, MessageKind.OPT_IN_REQUEST})
-_PHONE_CHANNELS = frozenset({Channel.TEXT, Channel.CALL, Channel.WHATSAPP})
 
 
 @dataclass(frozen=True)
@@ -294,7 +294,7 @@ def _cap_threshold(
     if len(counted) < cap.limit:
         return now, len(counted)
     # Enough of the oldest must age out that `limit - 1` remain.
-    return counted[len(counted) - cap.limit] + cap.window, len(counted)
+    return (counted[len(counted) - cap.limit] + cap.window).astimezone(UTC), len(counted)
 
 
 # --- quiet hours -------------------------------------------------------------------------------
@@ -393,7 +393,7 @@ def _wall_time_readings(day: date, wall_time: time, tz: ZoneInfo) -> tuple[datet
 
 
 def _open_moment_in_zone(zone: str, region: str | None, at: datetime) -> datetime | None:
-    """The earliest moment at or after `at` inside `zone`'s window, or None within the horizon."""
+    """The earliest moment at or after `at` inside `zone`'s window; None if the horizon holds none."""
     day = at.astimezone(_zone(zone)).date()
     last_day = day + _SEARCH_HORIZON
     while day <= last_day:
@@ -461,7 +461,7 @@ def region_for(address: str, channel: Channel, recipient: Recipient) -> str | No
 
 
 def _is_phone(address: str, channel: Channel) -> bool:
-    return channel in _PHONE_CHANNELS or (channel is Channel.CHAT and address.startswith("+"))
+    return channel in PHONE_CHANNELS or (channel is Channel.CHAT and address.startswith("+"))
 
 
 @functools.lru_cache(maxsize=1024)
@@ -534,7 +534,7 @@ def _quiet_hours_reason(zones: Sequence[str], region: str | None, at: datetime, 
     )
     return (
         f"quiet hours: it is {local_at:%a %H:%M} in {zone}, outside {window}{scope}{spread}; "
-        f"the message may go at {local_opening:%a %Y-%m-%d %H:%M} {zone} time"
+        f"the message may go at {local_opening:%a %Y-%m-%d %H:%M} {zone} time ({opening:%H:%M} UTC)"
     )
 
 

@@ -206,8 +206,9 @@ def policy_decision(uow: UnitOfWork, settings: OrgSettings, contact: dict[str, A
                     purpose: Purpose, kind: MessageKind, now: datetime, *,
                     confirmation_sent: bool | None = None) -> Decision:
     recent: Sequence[datetime] = ()
-    caps = policy_settings(settings).caps
-    if contact is not None and caps and kind is MessageKind.NORMAL:
+    caps = [cap for cap in policy_settings(settings).caps if consent.channel in cap.channels]
+    if contact is not None and caps and kind in (MessageKind.NORMAL, MessageKind.OPT_IN_REQUEST):
+        # Only caps that count this channel matter, so the sends counted are on their channels.
         longest = max(cap.window for cap in caps)
         recent = uow.messages.recent_sends(consent.org_id or 0, contact["id"],
                                            {ch for cap in caps for ch in cap.channels}, now - longest)

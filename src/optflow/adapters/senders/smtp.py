@@ -90,7 +90,7 @@ def build_email(message: OutboundMessage, from_address: str) -> EmailMessage:
             mail["Subject"] = message.subject
         mail["Date"] = formatdate(usegmt=True)
         mail["Message-ID"] = message_id_for(message, from_address)
-        if message.unsubscribe_url:
+        if message.purpose is Purpose.MARKETING:
             mail["List-Unsubscribe"] = list_unsubscribe_value(message)
             mail["List-Unsubscribe-Post"] = ONE_CLICK_POST_VALUE
     except ValueError as exc:  # e.g. a line break smuggled into an address or the subject

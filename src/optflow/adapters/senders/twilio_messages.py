@@ -51,7 +51,7 @@ class TwilioSender(Sender):
         timeout: float = 10.0,
     ) -> None:
         default_identity = messaging_service_sid or from_number
-        if default_identity is None:
+        if not default_identity:
             raise ValueError("TwilioSender needs a from_number or a messaging_service_sid")
         self._default_identity = default_identity
         self._http = TwilioHttpClient(timeout=timeout)

@@ -1,0 +1,3 @@
+from optflow.entrypoints.cli import main
+
+main(prog_name="optflow")

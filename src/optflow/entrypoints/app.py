@@ -1,0 +1,84 @@
+"""The Sanic application factory. There is no module-level app: `create_app(config)` builds one,
+and each worker process builds its own `System` (engine, bus) when it starts."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sanic import Request, Sanic
+from sanic.response import HTTPResponse, json
+
+from ..bootstrap import System, bootstrap
+from ..config import Config
+from ..domain import commands as c
+from ..service_layer.handlers import InboundResult
+from .errors import install_error_handlers
+
+log = logging.getLogger("optflow.app")
+
+APP_NAME = "optflow"
+
+
+class InboundGateway:
+    """Hands inbound messages to the bus. Kept behind one awaitable so the webhook code does not
+    care whether messages are committed one by one or in groups."""
+
+    def __init__(self, system: System) -> None:
+        self.system = system
+
+    async def submit(self, command: c.ReceiveInbound) -> InboundResult:
+        result: InboundResult = self.system.bus.handle(command)
+        return result
+
+
+def create_app(config: Config | None = None, system: System | None = None, *, name: str = APP_NAME,
+               scheduler: bool = False) -> Sanic:
+    """Build the app. `system` lets tests inject a prepared one (fake clock or sender);
+    `scheduler=True` runs the periodic jobs in one Sanic-managed process beside the workers."""
+    from sanic_ext import Extend
+
+    config = config or Config.from_env()
+    app = Sanic(name)
+    app.config.REQUEST_MAX_SIZE = config.max_body_bytes
+    app.config.FALLBACK_ERROR_FORMAT = "json"
+    app.config.OAS_UI_DEFAULT = "swagger"
+    app.config.OAS_URI_TO_UI = "/docs"
+    app.config.API_TITLE = "optflow"
+    app.config.API_VERSION = "1"
+    app.config.API_DESCRIPTION = "Consent and opt-in workflow engine: agent, supervisor and admin API."
+    app.ctx.config = config
+    Extend(app)
+    install_error_handlers(app)
+
+    from .api import api_blueprint
+    from .webhooks import webhooks_blueprint
+
+    app.blueprint(webhooks_blueprint())
+    app.blueprint(api_blueprint())
+
+    @app.before_server_start
+    async def start_system(app: Sanic, _: Any = None) -> None:
+        app.ctx.system = system or bootstrap(config, create_schema=False)
+        app.ctx.inbound = InboundGateway(app.ctx.system)
+
+    @app.after_server_stop
+    async def stop_system(app: Sanic, _: Any = None) -> None:
+        if system is None and getattr(app.ctx, "system", None) is not None:
+            app.ctx.system.close()
+
+    @app.get("/healthz")
+    async def healthz(request: Request) -> HTTPResponse:
+        """Liveness and database reachability."""
+        with request.app.ctx.system.bus.uow() as uow:
+            uow.orgs.first_id()
+        return json({"status": "ok"})
+
+    if scheduler:
+        from .scheduler import run_scheduler
+
+        @app.main_process_ready
+        async def start_scheduler(app: Sanic, _: Any = None) -> None:
+            app.manager.manage("optflow-scheduler", run_scheduler, {"config": config})
+
+    return app

@@ -1,0 +1,329 @@
+"""The `optflow` command line. Each command translates its arguments into a command for the bus
+(or an admin call) and prints the outcome; bad input gets one clear line, never a traceback."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from ..config import Config
+from ..domain import commands as c
+from ..domain.model import Actor, ActorKind, Channel, DomainError
+from ..service_layer.unit_of_work import UnitOfWork
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+CLI_ACTOR = Actor(ActorKind.AGENT, "cli")
+
+
+def friendly_errors(func: F) -> F:
+    """Turn refusals and bad input into one line on stderr and exit status 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from pydantic import ValidationError
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from ..adapters.flow_loader import FlowValidationError
+
+        try:
+            return func(*args, **kwargs)
+        except DomainError as exc:
+            raise click.ClickException(f"{exc} [{exc.code}]") from None
+        except FlowValidationError as exc:
+            raise click.ClickException("invalid flows:\n" + "\n".join(f"  {e}" for e in exc.errors)) from None
+        except ValidationError as exc:
+            raise click.ClickException(str(exc)) from None
+        except SQLAlchemyError as exc:
+            raise click.ClickException(f"database error: {exc.__class__.__name__}: {str(exc).splitlines()[0]}") from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def parse_time(value: str | None, name: str = "time") -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO-8601 date-time (e.g. 2027-03-01T09:00:00Z)",
+                                 param_hint=name) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def parse_channel(value: str) -> Channel:
+    try:
+        return Channel(value.lower())
+    except ValueError:
+        raise click.BadParameter(f"unknown channel {value!r}: use one of {', '.join(ch.value for ch in Channel)}",
+                                 param_hint="channel") from None
+
+
+class Ctx:
+    def __init__(self, database: str | None, flows_dir: str | None) -> None:
+        self.database = database
+        self.flows_dir = Path(flows_dir) if flows_dir else None
+
+    def config(self, **extra: Any) -> Config:
+        return Config.from_env(database_url=self.database, flows_dir=self.flows_dir, **extra)
+
+    @functools.cached_property
+    def system(self) -> Any:
+        from ..bootstrap import bootstrap
+
+        return bootstrap(self.config())
+
+    def org_id(self, org: int | None) -> int:
+        if org is not None:
+            return org
+        with UnitOfWork(self.system.engine) as uow:
+            first = uow.orgs.first_id()
+        if first is None:
+            raise click.ClickException("no org yet: run `optflow init` first")
+        return int(first)
+
+    @contextmanager
+    def uow(self) -> Iterator[UnitOfWork]:
+        with UnitOfWork(self.system.engine) as uow:
+            yield uow
+
+
+pass_ctx = click.make_pass_decorator(Ctx)
+
+
+@click.group()
+@click.option("--database", envvar="DATABASE_URL", help="SQLAlchemy URL (default: sqlite:///optflow.db).")
+@click.option("--flows", "flows_dir", envvar="OPTFLOW_FLOWS_DIR", help="Directory of flow YAML files.")
+@click.option("-v", "--verbose", is_flag=True, help="Log what happens.")
+@click.pass_context
+def main(ctx: click.Context, database: str | None, flows_dir: str | None, verbose: bool) -> None:
+    """optflow: consent and opt-in workflows for conversational messaging."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ctx.obj = Ctx(database, flows_dir)
+
+
+# ------------------------------------------------------------------------------------- setup
+
+
+@main.command()
+@click.option("--org-name", default="Demo organisation", show_default=True)
+@click.option("--number", default="+12025550123", show_default=True, help="The org's texting number.")
+@pass_ctx
+@friendly_errors
+def init(obj: Ctx, org_name: str, number: str) -> None:
+    """Create the database and, on first run, a default org with an admin token."""
+    from ..service_layer.admin import ensure_default_setup
+
+    system = obj.system
+    admin = ensure_default_setup(system.engine, system.clock(), org_name, number)
+    if admin is None:
+        click.echo("already initialised; nothing changed")
+        return
+    click.echo(f"created org {admin.org_id} ({org_name}) with number {number}")
+    click.echo(f"admin API token (shown once): {admin.token}")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="OPTFLOW_HOST")
+@click.option("--port", default=8000, show_default=True, type=int, envvar="OPTFLOW_PORT")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64), envvar="OPTFLOW_WORKERS")
+@click.option("--public-url", envvar="OPTFLOW_PUBLIC_URL",
+              help="The URL Twilio calls (behind a proxy it differs from the request URL).")
+@click.option("--no-scheduler", is_flag=True, help="Do not run the periodic jobs in this node.")
+@click.option("--dev-skip-signatures", is_flag=True,
+              help="DEVELOPMENT ONLY: accept webhooks without a valid signature.")
+@pass_ctx
+@friendly_errors
+def serve(obj: Ctx, host: str, port: int, workers: int, public_url: str | None, no_scheduler: bool,
+          dev_skip_signatures: bool) -> None:
+    """Run the web server (webhooks, API) and, in one managed process, the scheduler."""
+    from sanic import Sanic
+    from sanic.worker.loader import AppLoader
+
+    from ..bootstrap import DEFAULT_ORG_NAME, DEFAULT_ORG_NUMBER
+    from ..service_layer.admin import ensure_default_setup
+    from .app import create_app
+    from .webhooks import curl_example
+
+    config = obj.config(public_url=public_url or f"http://{host}:{port}",
+                        skip_signature_check=dev_skip_signatures or None)
+    system = obj.system
+    admin = ensure_default_setup(system.engine, system.clock(), DEFAULT_ORG_NAME, DEFAULT_ORG_NUMBER)
+    click.echo(f"optflow listening on http://{host}:{port} ({workers} worker{'s' if workers > 1 else ''}, "
+               f"database {system.engine.url.render_as_string(hide_password=True)})")
+    if admin is not None:
+        click.echo(f"first run: created org {admin.org_id} with number {DEFAULT_ORG_NUMBER}")
+        click.echo(f"admin API token (shown once): {admin.token}")
+    click.echo("API docs: " + f"http://{host}:{port}/docs")
+    click.echo("try it:\n" + curl_example(system, config))
+    system.close()
+    loader = AppLoader(factory=functools.partial(create_app, config, scheduler=not no_scheduler))
+    app = loader.load()
+    app.prepare(host=host, port=port, workers=workers, access_log=False, motd=False)
+    Sanic.serve(primary=app, app_loader=loader)
+
+
+@main.command()
+@pass_ctx
+@friendly_errors
+def worker(obj: Ctx) -> None:
+    """Run only the periodic jobs (outbox, flows, consent clock), for a node without web traffic."""
+    from .scheduler import run_scheduler
+
+    obj.system  # creates the schema if needed
+    run_scheduler(obj.config())
+
+
+@main.command("run-due")
+@click.option("--at", "at", help="The moment to run as (ISO-8601); default now.")
+@pass_ctx
+@friendly_errors
+def run_due_command(obj: Ctx, at: str | None) -> None:
+    """Run every periodic job once: consent clock, flows, outbox."""
+    from .scheduler import run_due
+
+    now = parse_time(at, "--at") or obj.system.clock()
+    report = run_due(obj.system, now)
+    click.echo(f"at {now.isoformat()}:")
+    click.echo(f"  consent clock: {report.sweep.expired} expired to reauth_due, {report.sweep.lapsed} requests lapsed")
+    click.echo(f"  flows: {report.flows.enrollments} enrolments, {report.flows.steps} steps, "
+               f"{report.flows.sent} messages queued, {report.flows.deferred} deferred, "
+               f"{report.flows.skipped} skipped, {report.flows.finished} finished")
+    click.echo(f"  outbox: {report.outbox.sent} sent, {report.outbox.deferred} deferred, "
+               f"{report.outbox.denied} denied, {report.outbox.retried} to retry, {report.outbox.failed} failed")
+
+
+@main.command()
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to a file instead of stdout.")
+def diagram(output: str | None) -> None:
+    """Print the consent machine as a Mermaid state diagram."""
+    from ..domain.machine import mermaid_diagram
+
+    text = mermaid_diagram()
+    if output:
+        Path(output).write_text(text, encoding="utf-8")
+    else:
+        click.echo(text, nl=False)
+
+
+# ------------------------------------------------------------------------------------- orgs, agents
+
+
+@main.group()
+def orgs() -> None:
+    """Organisations and their settings."""
+
+
+@orgs.command("add")
+@click.argument("name")
+@click.option("--parent", type=int, help="Parent org id (settings are inherited).")
+@click.option("--number", "numbers", multiple=True, help="A texting number of the org (repeatable).")
+@click.option("--settings", "settings_json", help="Settings as JSON.")
+@pass_ctx
+@friendly_errors
+def orgs_add(obj: Ctx, name: str, parent: int | None, numbers: tuple[str, ...], settings_json: str | None) -> None:
+    from ..service_layer.admin import create_org
+
+    settings = _json_arg(settings_json, "--settings")
+    with obj.uow() as uow:
+        org_id = create_org(uow, name, obj.system.clock(), parent, settings, numbers)
+        uow.commit()
+    click.echo(f"created org {org_id}")
+
+
+@orgs.command("show")
+@click.option("--org", type=int)
+@pass_ctx
+@friendly_errors
+def orgs_show(obj: Ctx, org: int | None) -> None:
+    org_id = obj.org_id(org)
+    with obj.uow() as uow:
+        row = uow.orgs.get(org_id)
+        settings = uow.orgs.settings(org_id)
+        numbers = uow.orgs.numbers(org_id)
+    click.echo(json.dumps({"id": org_id, "name": row["name"], "parent_id": row["parent_id"], "numbers": numbers,
+                           "settings": settings.model_dump(mode="json", exclude={"twilio_auth_token", "chat_secret",
+                                                                                 "unsubscribe_secret"})}, indent=2))
+
+
+@orgs.command("set")
+@click.argument("settings_json")
+@click.option("--org", type=int)
+@pass_ctx
+@friendly_errors
+def orgs_set(obj: Ctx, settings_json: str, org: int | None) -> None:
+    """Change settings: a JSON object of the keys to change."""
+    from ..service_layer.admin import update_settings
+
+    changes = _json_arg(settings_json, "SETTINGS_JSON") or {}
+    org_id = obj.org_id(org)
+    with obj.uow() as uow:
+        update_settings(uow, obj.system.services.renderer, org_id, changes)
+        uow.commit()
+    click.echo(f"updated settings of org {org_id}: {', '.join(sorted(changes)) or 'nothing'}")
+
+
+def _json_arg(text: str | None, name: str) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}", param_hint=name) from None
+    if not isinstance(value, dict):
+        raise click.BadParameter("must be a JSON object", param_hint=name)
+    return value
+
+
+@main.group()
+def agents() -> None:
+    """Agents, supervisors and admins, and their API tokens."""
+
+
+@agents.command("add")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["agent", "supervisor", "admin"]), default="agent", show_default=True)
+@click.option("--org", type=int)
+@pass_ctx
+@friendly_errors
+def agents_add(obj: Ctx, name: str, role: str, org: int | None) -> None:
+    """Create an agent and print its API token (shown once)."""
+    from ..service_layer.admin import add_agent
+
+    org_id = obj.org_id(org)
+    with obj.uow() as uow:
+        agent = add_agent(uow, org_id, name, role, obj.system.clock())
+        uow.commit()
+    click.echo(f"created {role} {agent.name} (id {agent.id}) in org {org_id}")
+    click.echo(f"API token (shown once): {agent.token}")
+
+
+@agents.command("list")
+@click.option("--org", type=int)
+@pass_ctx
+@friendly_errors
+def agents_list(obj: Ctx, org: int | None) -> None:
+    with obj.uow() as uow:
+        for row in uow.agents.for_org(obj.org_id(org)):
+            click.echo(f"{row['id']:>5}  {row['role']:<10}  {row['name']}")
+
+
+from .cli_contacts import register as _register_contacts  # noqa: E402
+from .cli_flows import register as _register_flows  # noqa: E402
+
+_register_contacts(main)
+_register_flows(main)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main(prog_name="optflow")
+

@@ -1,0 +1,352 @@
+"""`optflow contacts|consent|ledger|simulate`: the agent actions from a terminal."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..domain import commands as c
+from ..domain.model import Actor, ActorKind, Channel, DomainError
+from .cli import CLI_ACTOR, Ctx, friendly_errors, parse_channel, parse_time, pass_ctx
+
+
+def _contact_json(obj: Ctx, org_id: int, contact_id: int) -> dict[str, Any]:
+    with obj.uow() as uow:
+        contact = uow.contacts.get(org_id, contact_id)
+        addresses = uow.contacts.addresses(contact_id)
+        consents = uow.consents.for_addresses(org_id, [a["value"] for a in addresses])
+    return {
+        "id": contact_id, "name": contact["name"], "time_zone": contact["time_zone"], "region": contact["region"],
+        "active": bool(contact["active"]), "do_not_call": bool(contact["do_not_call"]),
+        "marketing_allowed": bool(contact["marketing_allowed"]),
+        "dnd": {"all": bool(contact["dnd_all"]), "channels": [ch for ch in contact["dnd_channels"].split(",") if ch]},
+        "addresses": [{"kind": a["kind"], "value": a["value"]} for a in addresses],
+        "consents": [{"channel": k.channel.value, "address": k.address, "state": k.state.value,
+                      "awaiting_pin": k.awaiting_pin,
+                      "opted_in_at": k.opted_in_at.isoformat() if k.opted_in_at else None,
+                      "method": k.method} for k in consents],
+    }
+
+
+def _ledger_lines(rows: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for row in rows:
+        actor = row["actor_kind"] + (f":{row['actor_id']}" if row["actor_id"] else "")
+        when = row["occurred_at"].isoformat(timespec="seconds")
+        recorded = row["recorded_at"].isoformat(timespec="seconds")
+        lines.append(
+            f"#{row['seq']:<4} {when}  {row['channel']:<8} {row['address'] or '-':<18} "
+            f"{row['from_state']} -> {row['to_state']}  ({row['trigger']}"
+            f"{', ' + row['method'] if row['method'] else ''}) by {actor}"
+            + (f"  recorded {recorded}" if recorded != when else "")
+            + (f"  evidence: {row['evidence']}" if row["evidence"] else "")
+        )
+    return lines
+
+
+def register(main: click.Group) -> None:  # noqa: C901 - a list of small commands
+    @main.group()
+    def contacts() -> None:
+        """Contacts: add, show, import."""
+
+    @contacts.command("add")
+    @click.option("--name", default="")
+    @click.option("--phone", "phones", multiple=True)
+    @click.option("--email", "emails", multiple=True)
+    @click.option("--time-zone")
+    @click.option("--region", help="US state code, for state quiet-hour rules.")
+    @click.option("--no-marketing", is_flag=True, help="The contact declined marketing.")
+    @click.option("--org", type=int)
+    @pass_ctx
+    @friendly_errors
+    def contacts_add(obj: Ctx, name: str, phones: tuple[str, ...], emails: tuple[str, ...], time_zone: str | None,
+                     region: str | None, no_marketing: bool, org: int | None) -> None:
+        if not phones and not emails:
+            raise click.UsageError("give at least one --phone or --email")
+        result = obj.system.bus.handle(c.CreateContact(obj.org_id(org), name=name, phones=phones, emails=emails,
+                                                       time_zone=time_zone, region=region,
+                                                       marketing_allowed=not no_marketing))
+        click.echo(f"created contact {result.contact_id}")
+
+    @contacts.command("show")
+    @click.argument("contact")
+    @click.option("--org", type=int)
+    @pass_ctx
+    @friendly_errors
+    def contacts_show(obj: Ctx, contact: str, org: int | None) -> None:
+        """CONTACT is an id, a phone number or an email address."""
+        org_id = obj.org_id(org)
+        click.echo(json.dumps(_contact_json(obj, org_id, _resolve_contact(obj, org_id, contact)), indent=2))
+
+    @contacts.command("import")
+    @click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+    @click.option("--org", type=int)
+    @click.option("--rejects", type=click.Path(dir_okay=False, path_type=Path),
+                  help="Write rejected rows with their reason to this CSV file.")
+    @pass_ctx
+    @friendly_errors
+    def contacts_import(obj: Ctx, csv_file: Path, org: int | None, rejects: Path | None) -> None:
+        """Import contacts from CSV with columns name, phone, email (more phones/emails separated
+        by ';'), and optionally time_zone, region, marketing (yes/no). Each row is its own
+        transaction: a bad row is reported and skipped, the others are kept."""
+        org_id = obj.org_id(org)
+        text = csv_file.read_text(encoding="utf-8-sig")
+        reader = csv.DictReader(io.StringIO(text))
+        if not reader.fieldnames or not ({"phone", "email"} & {f.strip().lower() for f in reader.fieldnames}):
+            raise click.ClickException(f"{csv_file}: the header must have a 'phone' or 'email' column")
+        rows = list(reader)
+        created, rejected = 0, []
+        with click.progressbar(rows, label=f"importing {len(rows)} rows", file=click.get_text_stream("stderr")) as bar:
+            for line, raw in enumerate(bar, start=2):
+                row = {(k or "").strip().lower(): (v or "").strip() for k, v in raw.items()}
+                phones = tuple(p for p in row.get("phone", "").split(";") if p.strip())
+                emails = tuple(e for e in row.get("email", "").split(";") if e.strip())
+                try:
+                    if not phones and not emails:
+                        raise DomainError("no phone or email", code="no_address")
+                    obj.system.bus.handle(c.CreateContact(
+                        org_id, name=row.get("name", ""), phones=phones, emails=emails,
+                        time_zone=row.get("time_zone") or None, region=row.get("region") or None,
+                        marketing_allowed=row.get("marketing", "yes").lower() not in ("no", "n", "false", "0")))
+                    created += 1
+                except DomainError as exc:
+                    rejected.append((line, raw, str(exc)))
+        click.echo(f"imported {created} contact{'s' if created != 1 else ''}, rejected {len(rejected)}")
+        for line, _, reason in rejected[:50]:
+            click.echo(f"  line {line}: {reason}")
+        if len(rejected) > 50:
+            click.echo(f"  ... and {len(rejected) - 50} more")
+        if rejects and rejected:
+            with rejects.open("w", newline="", encoding="utf-8") as out:
+                writer = csv.writer(out)
+                fields = list(rows[0].keys()) if rows else []
+                writer.writerow(["line", *fields, "reason"])
+                for line, raw, reason in rejected:
+                    writer.writerow([line, *(raw.get(f, "") for f in fields), reason])
+            click.echo(f"rejected rows written to {rejects}")
+
+    @main.command("consent")
+    @click.argument("action", type=click.Choice([
+        "request", "quick", "record", "confirm-pin", "reauthorize", "text-reauth", "opt-out", "reset",
+        "dnd-on", "dnd-off", "marketing-on", "marketing-off"]))
+    @click.argument("contact")
+    @click.option("--channel", default="text", show_default=True)
+    @click.option("--all-channels", is_flag=True, help="opt-out / dnd: every channel.")
+    @click.option("--method", help="record / reauthorize: how consent was obtained.")
+    @click.option("--at", "at", help="record / reauthorize: when consent was given (ISO-8601).")
+    @click.option("--evidence", help="record / reauthorize / opt-out: free text kept in the ledger.")
+    @click.option("--pin", help="confirm-pin: the code the customer read out.")
+    @click.option("--org", type=int)
+    @pass_ctx
+    @friendly_errors
+    def consent(obj: Ctx, action: str, contact: str, channel: str, all_channels: bool, method: str | None,
+                at: str | None, evidence: str | None, pin: str | None, org: int | None) -> None:
+        """Agent actions on a contact (id, phone or email)."""
+        org_id = obj.org_id(org)
+        contact_id = _resolve_contact(obj, org_id, contact)
+        ch = parse_channel(channel)
+        when = parse_time(at, "--at")
+        actor = CLI_ACTOR
+        command: c.Command
+        if action in ("request", "quick"):
+            command = c.RequestOptIn(org_id, contact_id, ch, actor, quick=action == "quick")
+        elif action == "record":
+            command = c.RecordOptIn(org_id, contact_id, ch, actor, method=method or "", occurred_at=when,
+                                    evidence=evidence)
+        elif action == "confirm-pin":
+            command = c.ConfirmPin(org_id, contact_id, ch, actor, pin=pin or "")
+        elif action == "reauthorize":
+            command = c.Reauthorize(org_id, contact_id, ch, actor, method=method or "verbal", occurred_at=when,
+                                    evidence=evidence)
+        elif action == "text-reauth":
+            command = c.SendReauthRequest(org_id, contact_id, ch, actor)
+        elif action == "opt-out":
+            command = c.OptOut(org_id, contact_id, ch, actor, all_channels=all_channels, evidence=evidence)
+        elif action == "reset":
+            command = c.ResetConsent(org_id, contact_id, ch, actor, evidence=evidence)
+        elif action in ("dnd-on", "dnd-off"):
+            command = c.SetDnd(org_id, contact_id, actor, on=action == "dnd-on",
+                               channels=() if all_channels else (ch,), all_channels=all_channels)
+        else:
+            command = c.SetMarketing(org_id, contact_id, actor, allowed=action == "marketing-on")
+        result = obj.system.bus.handle(command)
+        state = f", {result.channel.value} is now {result.state.value}" if result.state and result.channel else ""
+        click.echo(f"contact {contact_id}: {result.status}{state}" + (f" ({result.detail})" if result.detail else ""))
+
+    @main.group()
+    def ledger() -> None:
+        """The consent ledger: show, verify."""
+
+    @ledger.command("show")
+    @click.argument("contact", required=False)
+    @click.option("--org", type=int)
+    @pass_ctx
+    @friendly_errors
+    def ledger_show(obj: Ctx, contact: str | None, org: int | None) -> None:
+        """Entries of one contact (id, phone or email), or of the whole org."""
+        org_id = obj.org_id(org)
+        with obj.uow() as uow:
+            if contact:
+                contact_id = _resolve_contact(obj, org_id, contact)
+                addresses = [a["value"] for a in uow.contacts.addresses(contact_id)]
+                rows = uow.ledger.for_contact(org_id, contact_id, addresses)
+            else:
+                rows = uow.ledger.entries(org_id)
+        for line in _ledger_lines(rows) or ["no entries"]:
+            click.echo(line)
+
+    @ledger.command("verify")
+    @click.option("--org", type=int, help="One org (default: every org).")
+    @pass_ctx
+    @friendly_errors
+    def ledger_verify(obj: Ctx, org: int | None) -> None:
+        """Check the hash chain: report any edited, reordered or deleted entry. Exit 1 if any."""
+        with obj.uow() as uow:
+            org_ids = [org] if org is not None else [row["id"] for row in uow.orgs.all()]
+            problems = [p for org_id in org_ids for p in uow.ledger.verify(org_id)]
+            counts = {org_id: len(uow.ledger.entries(org_id)) for org_id in org_ids}
+        for problem in problems:
+            click.echo(f"TAMPERED: {problem}", err=True)
+        if problems:
+            raise click.ClickException(f"the ledger fails verification: {len(problems)} problem(s)")
+        click.echo("ledger intact: " + ", ".join(f"org {o}: {n} entries" for o, n in counts.items()))
+
+    @main.command()
+    @click.option("--channel", default="text", show_default=True)
+    @click.option("--pin", "pin_required", is_flag=True, help="The org asks for a PIN after YES.")
+    @click.option("--mode", type=click.Choice(["consent", "disclaimer", "auto"]), default="consent", show_default=True)
+    def simulate(channel: str, pin_required: bool, mode: str) -> None:
+        """A terminal conversation on a throwaway in-memory database: type as the customer and
+        see the replies, the employee's notifications and the consent state after each message."""
+        run_simulation(parse_channel(channel), pin_required, mode)
+
+
+def _resolve_contact(obj: Ctx, org_id: int, text: str) -> int:
+    if text.isdigit():
+        return int(text)
+    from ..domain.addresses import normalize
+
+    _, value = normalize(text)
+    with obj.uow() as uow:
+        contact_id = uow.contacts.find_by_address(org_id, value)
+    if contact_id is None:
+        raise DomainError(f"no contact has the address {value}", code="contact_not_found")
+    return contact_id
+
+
+SIMULATE_HELP = """Type what the customer texts (YES, HELP, STOP, START, anything). Commands:
+  /request        the agent sends an opt-in request
+  /send TEXT      the agent writes to the customer
+  /pin CODE       the agent confirms the PIN the customer read out
+  /optout         the agent opts the customer out
+  /ledger         show the ledger so far
+  /quit           leave"""
+
+
+def run_simulation(channel: Channel, pin_required: bool, mode: str) -> None:
+    from ..adapters.senders import ConsoleSender
+    from ..bootstrap import bootstrap
+    from ..config import Config
+    from ..service_layer.admin import add_agent, create_org
+
+    customer_number, org_number = "+14155552671", "+12025550123"
+    sink = io.StringIO()
+    system = bootstrap(Config(database_url="sqlite://"), sender=ConsoleSender(sink))
+    now = datetime.now(UTC)
+    with system.bus.uow() as uow:
+        org_id = create_org(uow, "Acme Motors", now, numbers=(org_number,),
+                            settings={"pin_required": pin_required, "modes": {channel.value: mode},
+                                      "program_name": "Acme Motors service", "quiet_hours": False})
+        agent = add_agent(uow, org_id, "Dana", "agent", now)
+        uow.commit()
+    address = "sam@example.com" if channel is Channel.EMAIL else customer_number
+    contact_id = system.bus.handle(c.CreateContact(
+        org_id, name="Sam", phones=(customer_number,), emails=("sam@example.com",))).contact_id
+    actor = Actor(ActorKind.AGENT, str(agent.id))
+    seen_employee: set[int] = set()
+    click.echo(f"Simulating a {channel.value} conversation in {mode} mode between Sam ({address}) and "
+               f"Dana at Acme Motors{' with a PIN step' if pin_required else ''}.")
+    click.echo(SIMULATE_HELP)
+
+    def show_state() -> None:
+        with system.bus.uow() as uow:
+            consent = uow.consents.get(org_id, address, channel)
+        extra = " (awaiting PIN)" if consent.awaiting_pin else ""
+        click.echo(click.style(f"  [state: {channel.value} {consent.state.value}{extra}]", fg="cyan"))
+
+    def show_outbound() -> None:
+        system.dispatcher.run(datetime.now(UTC))
+        for line in sink.getvalue().splitlines():
+            click.echo(click.style(f"  to Sam: {line}", fg="green"))
+        sink.seek(0)
+        sink.truncate()
+        with system.bus.uow() as uow:
+            rows = uow.messages.for_contact(org_id, contact_id, limit=50)
+        for row in reversed(rows):
+            if row["audience"] == "employee" and row["id"] not in seen_employee:
+                seen_employee.add(row["id"])
+                click.echo(click.style(f"  to Dana: {row['body']}", fg="yellow"))
+
+    sid = 0
+    stdin = click.get_text_stream("stdin")
+    interactive = stdin.isatty()
+    while True:
+        if interactive:
+            click.echo("Sam> ", nl=False)
+        line = stdin.readline()
+        if not line:
+            break
+        text = line.rstrip("\n")
+        if not interactive:
+            click.echo(f"Sam> {text}")
+        try:
+            if text.startswith("/"):
+                verb, _, rest = text[1:].partition(" ")
+                if verb == "quit":
+                    break
+                if verb == "help":
+                    click.echo(SIMULATE_HELP)
+                    continue
+                if verb == "ledger":
+                    with system.bus.uow() as uow:
+                        rows = uow.ledger.for_contact(org_id, contact_id, [customer_number, "sam@example.com"])
+                    for entry in _ledger_lines(rows):
+                        click.echo("  " + entry)
+                    continue
+                command: c.Command
+                if verb == "request":
+                    command = c.RequestOptIn(org_id, contact_id, channel, actor)
+                elif verb == "send":
+                    command = c.SendMessage(org_id, contact_id, channel, rest, actor)
+                elif verb == "pin":
+                    command = c.ConfirmPin(org_id, contact_id, channel, actor, pin=rest)
+                elif verb == "optout":
+                    command = c.OptOut(org_id, contact_id, channel, actor)
+                else:
+                    click.echo(f"  unknown command /{verb}; /help lists them")
+                    continue
+                result = system.bus.handle(command)
+                click.echo(f"  (Dana: {result.status}{' - ' + result.detail if result.detail else ''})")
+            else:
+                sid += 1
+                result = system.bus.handle(c.ReceiveInbound(channel, address, org_number, text, f"SIM{sid}",
+                                                            org_id=org_id))
+                click.echo(click.style(f"  [understood as: {result.intent.value}]", fg="magenta"))
+                for reply in result.replies:
+                    click.echo(click.style(f"  to Sam: {reply}", fg="green"))
+        except DomainError as exc:
+            click.echo(click.style(f"  refused: {exc}", fg="red"))
+        show_outbound()
+        show_state()
+    with system.bus.uow() as uow:
+        rows = uow.ledger.for_contact(org_id, contact_id, [customer_number, "sam@example.com"])
+    click.echo("Ledger:")
+    for entry in _ledger_lines(rows) or ["no entries"]:
+        click.echo("  " + entry)
+    system.close()

@@ -1,0 +1,88 @@
+"""`optflow flows ...`: validate flow files, list them, and manage a contact's enrolments."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .cli import CLI_ACTOR, Ctx, friendly_errors, pass_ctx
+
+
+def register(main: click.Group) -> None:
+    @main.group()
+    def flows() -> None:
+        """Drip flows: validate, list, enrol, remove."""
+
+    @flows.command("validate")
+    @click.argument("path", required=False, type=click.Path(exists=True, path_type=Path))
+    def validate(path: Path | None) -> None:
+        """Check every flow file under PATH (default ./flows); exit 1 on any error."""
+        from ..adapters.flow_loader import validate_path
+        from ..service_layer.flow_engine import known_templates
+
+        target = path or Path("flows")
+        if not target.exists():
+            raise click.ClickException(f"{target} does not exist")
+        flows_dir = target if target.is_dir() else target.parent
+        errors = validate_path(target, known_templates(flows_dir))
+        for error in errors:
+            click.echo(str(error), err=True)
+        if errors:
+            raise click.ClickException(f"{len(errors)} error{'s' if len(errors) != 1 else ''} in {target}")
+        click.echo(f"{target}: all flows are valid")
+
+    @flows.command("list")
+    @pass_ctx
+    @friendly_errors
+    def list_flows(obj: Ctx) -> None:
+        for flow in sorted(obj.system.flows.flows.values(), key=lambda fl: fl.name):
+            trigger = f"{flow.trigger.kind.value}:{flow.trigger.name or ''}"
+            click.echo(f"{flow.name:<28} {flow.version}  {trigger:<36} {flow.source_file}")
+
+    @flows.command("enrollments")
+    @click.argument("contact_id", type=int)
+    @click.option("--org", type=int)
+    @click.option("--all", "show_all", is_flag=True, help="Also ended enrolments.")
+    @pass_ctx
+    @friendly_errors
+    def enrollments(obj: Ctx, contact_id: int, org: int | None, show_all: bool) -> None:
+        """A contact's enrolments."""
+        statuses = ("active", "paused", "done", "cancelled") if show_all else ("active", "paused")
+        with obj.uow() as uow:
+            uow.contacts.get(obj.org_id(org), contact_id)
+            rows = uow.enrollments.for_contact(contact_id, statuses)
+        if not rows:
+            click.echo("no enrolments")
+        for row in rows:
+            due = row["next_run_at"].isoformat() if row["next_run_at"] else "-"
+            click.echo(f"{row['id']:>6}  {row['flow_name']:<28} {row['status']:<9} step {row['pc']:<3} "
+                       f"next {due}  {row['end_reason'] or ''}")
+
+    @flows.command("enroll")
+    @click.argument("contact_id", type=int)
+    @click.argument("flow_name")
+    @click.option("--org", type=int)
+    @pass_ctx
+    @friendly_errors
+    def enroll(obj: Ctx, contact_id: int, flow_name: str, org: int | None) -> None:
+        """Enrol a contact in a flow by hand."""
+        system = obj.system
+        with obj.uow() as uow:
+            enrollment_id = system.flows.enroll_manual(uow, obj.org_id(org), contact_id, flow_name, system.clock())
+            uow.commit()
+        click.echo(f"enrolled contact {contact_id} in {flow_name} (enrolment {enrollment_id})")
+
+    @flows.command("remove")
+    @click.argument("contact_id", type=int)
+    @click.argument("enrollment_id", type=int)
+    @click.option("--org", type=int)
+    @pass_ctx
+    @friendly_errors
+    def remove(obj: Ctx, contact_id: int, enrollment_id: int, org: int | None) -> None:
+        """Take a contact out of one enrolment."""
+        system = obj.system
+        with obj.uow() as uow:
+            system.flows.remove(uow, obj.org_id(org), contact_id, enrollment_id, system.clock(), CLI_ACTOR)
+            uow.commit()
+        click.echo(f"removed enrolment {enrollment_id}")

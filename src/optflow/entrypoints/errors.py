@@ -1,0 +1,63 @@
+"""One error format for the whole HTTP surface: `{"error": {"code": ..., "message": ...}}`."""
+
+from __future__ import annotations
+
+import logging
+
+from sanic import Request, Sanic
+from sanic.exceptions import SanicException
+from sanic.response import HTTPResponse, json
+
+from ..domain.model import DomainError, InvalidInput, NotFound, TransitionRefused
+
+log = logging.getLogger("optflow.http")
+
+
+class ApiError(SanicException):
+    """An HTTP error with a stable machine-readable code."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message, status_code=status)
+        self.code = code
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> HTTPResponse:
+    return json({"error": {"code": code, "message": message}}, status=status, headers=headers)
+
+
+def status_for(exc: DomainError) -> int:
+    if isinstance(exc, NotFound):
+        return 404
+    if isinstance(exc, InvalidInput):
+        return 422
+    if isinstance(exc, TransitionRefused):
+        return 409
+    return 409
+
+
+def install_error_handlers(app: Sanic) -> None:
+    @app.exception(DomainError)
+    async def domain_error(request: Request, exc: DomainError) -> HTTPResponse:
+        return error_response(status_for(exc), exc.code, str(exc))
+
+    @app.exception(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> HTTPResponse:
+        return error_response(exc.status_code, exc.code, str(exc))
+
+    @app.exception(SanicException)
+    async def sanic_error(request: Request, exc: SanicException) -> HTTPResponse:
+        status = exc.status_code
+        code = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+                405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type",
+                503: "unavailable"}.get(status, "error")
+        headers = {}
+        if status == 405:
+            route = getattr(request, "route", None)
+            methods = sorted(getattr(route, "methods", ()) or ())
+            headers["Allow"] = ", ".join(methods) if methods else "GET"
+        return error_response(status, code, str(exc) or code.replace("_", " "), headers or None)
+
+    @app.exception(Exception)
+    async def unexpected(request: Request, exc: Exception) -> HTTPResponse:
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return error_response(500, "internal_error", "something went wrong on our side; it was logged")

@@ -1,0 +1,139 @@
+"""Shared fixtures: real databases (SQLite always, PostgreSQL when one is configured), a fixed
+clock, a recording sender, and a bootstrapped system on top of them."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+
+from optflow.adapters import db
+from optflow.adapters.senders import OutboundMessage, RecipientUnsubscribed, Sender, SendResult, TransientSendError
+from optflow.bootstrap import System, bootstrap
+from optflow.config import Config
+from optflow.domain.model import Channel
+from optflow.service_layer import admin
+
+REPO = Path(__file__).resolve().parents[1]
+POSTGRES_URL = os.environ.get("OPTFLOW_TEST_POSTGRES_URL")
+
+
+def postgres_url_or_skip() -> str:
+    if POSTGRES_URL:
+        return POSTGRES_URL
+    if os.environ.get("CI"):
+        pytest.fail("CI must run the PostgreSQL tests: OPTFLOW_TEST_POSTGRES_URL is not set")
+    pytest.skip("no PostgreSQL configured (set OPTFLOW_TEST_POSTGRES_URL)")
+
+
+def _truncate(engine: Engine) -> None:
+    from optflow.adapters import orm
+
+    with engine.begin() as conn:
+        names = ", ".join(t.name for t in orm.metadata.sorted_tables)
+        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """The same tests on both databases. SQLite is a real file in WAL mode."""
+    if request.param == "sqlite":
+        eng = db.make_engine(f"sqlite:///{tmp_path / 'test.db'}")
+        db.create_schema(eng)
+    else:
+        eng = db.make_engine(postgres_url_or_skip())
+        db.create_schema(eng)
+        _truncate(eng)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
+    eng = db.make_engine(f"sqlite:///{tmp_path / 'test.db'}")
+    db.create_schema(eng)
+    yield eng
+    eng.dispose()
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> datetime:
+        self.now += timedelta(**delta)
+        return self.now
+
+
+class RecordingSender(Sender):
+    """A fake of the `Sender` port: keeps what it was asked to send; can be told to fail."""
+
+    channels = frozenset(Channel)
+
+    def __init__(self) -> None:
+        self.sent: list[OutboundMessage] = []
+        self.unsubscribed: set[str] = set()
+        self.transient_failures = 0
+
+    def send(self, message: OutboundMessage) -> SendResult:
+        if self.transient_failures:
+            self.transient_failures -= 1
+            raise TransientSendError("provider busy")
+        if message.to in self.unsubscribed:
+            raise RecipientUnsubscribed("Attempt to send to unsubscribed recipient", code="21610")
+        self.sent.append(message)
+        return SendResult(provider_id=f"fake-{message.id}")
+
+    def to(self, address: str) -> list[OutboundMessage]:
+        return [m for m in self.sent if m.to == address]
+
+
+# Monday 23 November 2026, 18:00 UTC = 10:00 in San Francisco, 13:00 in New York: inside every
+# quiet-hours window of the continental US.
+START = datetime(2026, 11, 23, 18, 0, tzinfo=UTC)
+ORG_NUMBER = "+12025550123"
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(START)
+
+
+@pytest.fixture
+def sender() -> RecordingSender:
+    return RecordingSender()
+
+
+def make_system(engine: Engine, clock: Clock, sender: RecordingSender, flows_dir: Path | None = None) -> System:
+    return bootstrap(Config(database_url=str(engine.url), flows_dir=flows_dir or REPO / "flows",
+                            secret="test-secret"),
+                     clock=clock, sender=sender, pin_digits=lambda: "123456", engine=engine)
+
+
+@pytest.fixture
+def system(sqlite_engine: Engine, clock: Clock, sender: RecordingSender) -> System:
+    return make_system(sqlite_engine, clock, sender)
+
+
+def new_org(system: System, name: str = "Acme", number: str = ORG_NUMBER, **settings: object) -> int:
+    with system.bus.uow() as uow:
+        org_id = admin.create_org(uow, name, system.clock(), numbers=(number,) if number else (),
+                                  settings={"program_name": f"{name} alerts", **settings})
+        uow.commit()
+    return org_id
+
+
+def new_agent(system: System, org_id: int, role: str = "agent", name: str = "Alice") -> admin.NewAgent:
+    with system.bus.uow() as uow:
+        agent = admin.add_agent(uow, org_id, name, role, system.clock())
+        uow.commit()
+    return agent

@@ -1,0 +1,141 @@
+"""End-to-end fixtures: the real `optflow serve` in a subprocess on 127.0.0.1, driven over HTTP.
+
+The database is prepared through the library before the server starts (org with a known Twilio
+auth token and chat secret, one token per role); each test then makes its own contacts with
+fresh phone numbers so tests never see each other's state.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from twilio.request_validator import RequestValidator
+
+from optflow.adapters import db
+from optflow.service_layer import admin
+from optflow.service_layer.unit_of_work import UnitOfWork
+
+REPO = Path(__file__).resolve().parents[2]
+TWILIO_TOKEN = "e2e-twilio-auth-token-0123456789"
+CHAT_SECRET = "e2e-chat-secret"
+ORG_NUMBER = "+12025550123"
+_numbers = itertools.count(100)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def fresh_number() -> str:
+    """A valid, unused US number for one test (415-555-01xx style numbers are valid)."""
+    n = next(_numbers)
+    return f"+1415{(2000000 + n * 7) % 10000000:07d}"
+
+
+@dataclass
+class Server:
+    base_url: str
+    org_id: int
+    tokens: dict[str, str]
+    database_url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    twilio_token: str = TWILIO_TOKEN
+    chat_secret: str = CHAT_SECRET
+    org_number: str = ORG_NUMBER
+    _sids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    def client(self, role: str | None = "agent") -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.tokens[role]}"} if role else {}
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=15)
+
+    def next_sid(self) -> str:
+        return f"SM{next(self._sids):032x}"
+
+    def twilio_post(self, params: dict[str, str], *, path: str = "/webhooks/twilio/sms",
+                    signature: str | None = None, sign_params: dict[str, str] | None = None) -> httpx.Response:
+        """POST a form like Twilio does, signed over the public URL with the org's token."""
+        url = self.base_url + path
+        sig = signature if signature is not None else RequestValidator(self.twilio_token).compute_signature(
+            url, sign_params if sign_params is not None else params)
+        headers = {"X-Twilio-Signature": sig} if sig else {}
+        with httpx.Client(timeout=15) as client:
+            return client.post(url, data=params, headers=headers)
+
+    def sms(self, from_number: str, body: str, sid: str | None = None, **extra: str) -> httpx.Response:
+        params = {"From": from_number, "To": self.org_number, "Body": body, "MessageSid": sid or self.next_sid(),
+                  "AccountSid": "AC" + "0" * 32, "NumMedia": "0", **extra}
+        return self.twilio_post(params)
+
+
+def _start(tmp: Path, extra_env: dict[str, str] | None = None) -> Server:
+    database_url = f"sqlite:///{tmp / 'e2e.db'}"
+    engine = db.make_engine(database_url)
+    db.create_schema(engine)
+    now = datetime.now(UTC)
+    with UnitOfWork(engine) as uow:
+        org_id = admin.create_org(uow, "E2E Motors", now, numbers=(ORG_NUMBER,), settings={
+            "twilio_auth_token": TWILIO_TOKEN, "chat_secret": CHAT_SECRET, "quiet_hours": False,
+            "program_name": "E2E Motors alerts"})
+        tokens = {role: admin.add_agent(uow, org_id, f"{role} one", role, now).token
+                  for role in ("agent", "supervisor", "admin")}
+        uow.commit()
+    engine.dispose()
+    port = free_port()
+    log_path = tmp / "server.log"
+    env = {**os.environ, "OPTFLOW_FLOWS_DIR": str(REPO / "flows"), **(extra_env or {})}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "optflow", "--database", database_url, "serve", "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "1"],
+        stdout=log_path.open("wb"), stderr=subprocess.STDOUT, env=env, cwd=tmp,
+        start_new_session=True,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError("optflow serve exited:\n" + log_path.read_text())
+        try:
+            if httpx.get(base_url + "/healthz", timeout=1).status_code == 200:
+                return Server(base_url, org_id, tokens, database_url, process, log_path)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    _stop(process)
+    raise RuntimeError("optflow serve did not answer /healthz within 30 s:\n" + log_path.read_text())
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = _start(tmp_path_factory.mktemp("e2e"))
+    yield srv
+    _stop(srv.process)
+
+
+@pytest.fixture
+def number() -> str:
+    return fresh_number()
