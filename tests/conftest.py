@@ -23,11 +23,34 @@ POSTGRES_URL = os.environ.get("OPTFLOW_TEST_POSTGRES_URL")
 
 
 def postgres_url_or_skip() -> str:
+    """The PostgreSQL URL for this test process: each pytest-xdist worker gets its own database."""
     if POSTGRES_URL:
-        return POSTGRES_URL
+        return _database_per_worker(POSTGRES_URL)
     if os.environ.get("CI"):
         pytest.fail("CI must run the PostgreSQL tests: OPTFLOW_TEST_POSTGRES_URL is not set")
     pytest.skip("no PostgreSQL configured (set OPTFLOW_TEST_POSTGRES_URL)")
+
+
+_created: dict[str, str] = {}
+
+
+def _database_per_worker(base_url: str) -> str:
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker:
+        return base_url
+    if worker not in _created:
+        from sqlalchemy import create_engine
+        from sqlalchemy.engine import make_url
+
+        url = make_url(base_url)
+        name = f"{url.database}_{worker}"
+        admin_engine = create_engine(url, isolation_level="AUTOCOMMIT")
+        with admin_engine.connect() as conn:
+            if not conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).scalar():
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+        admin_engine.dispose()
+        _created[worker] = url.set(database=name).render_as_string(hide_password=False)
+    return _created[worker]
 
 
 def _truncate(engine: Engine) -> None:

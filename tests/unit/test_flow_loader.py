@@ -243,7 +243,8 @@ EXPECTED: dict[str, list[str]] = {
         "{file}: the file is not UTF-8 text",
     ],
     "reserved_keyword.yaml": [
-        "{file}:3: trigger: keyword 'STOP' is reserved: it opts a contact out or in, or asks for help",
+        "{file}:3: trigger: keyword 'STOP' is reserved: every inbound message like it is an opt-out, so a "
+        "flow cannot start on it",
     ],
     "several_errors.yaml": [
         "{file}:4: unknown purpose 'promo' (expected marketing or transactional)",
@@ -452,6 +453,18 @@ def test_defaults_and_explicit_settings() -> None:
 def test_an_empty_trigger_says_which_kinds_exist() -> None:
     assert errors_of("name: test\ntrigger: {}\nsteps:\n  - wait: 1d\n") == [
         "flows/test.yaml:2: trigger: the trigger is empty (expected event, consent, keyword or manual)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("keyword", "meaning"), [("Arrêt", "an opt-out"), ("unstop", "an opt-in"), ("info", "a request for help")]
+)
+def test_keyword_triggers_cannot_take_over_what_the_classifier_reads_as_consent_or_help(
+    keyword: str, meaning: str
+) -> None:
+    assert errors_of(f"name: test\ntrigger: {{keyword: {keyword}}}\nsteps:\n  - wait: 1d\n") == [
+        f"flows/test.yaml:2: trigger: keyword '{keyword}' is reserved: every inbound message like it is "
+        f"{meaning}, so a flow cannot start on it"
     ]
 
 

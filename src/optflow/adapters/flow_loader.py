@@ -25,7 +25,6 @@ from urllib.parse import urlsplit
 import yaml
 
 from optflow.domain.flows import (
-    RESERVED_KEYWORDS,
     WEEKDAYS,
     Condition,
     ConsentCondition,
@@ -54,7 +53,8 @@ from optflow.domain.flows import (
     ends_enrolment,
     equalities,
 )
-from optflow.domain.model import Channel, Purpose, State
+from optflow.domain.keywords import KeywordTable
+from optflow.domain.model import Channel, Intent, Purpose, State
 
 FLOW_FILE_PATTERNS = ("*.yaml", "*.yml")
 CONTENT_TEMPLATE_DIR = "templates"
@@ -72,6 +72,13 @@ _ISO_DURATION = re.compile(r"^P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(
 _UNIT = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
 _CHANNELS_HELP = "write 'all' or a list such as [text, email]"
 _CLOCK = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
+# A keyword trigger may not take over a word the classifier already gives a meaning to (STOP,
+# START, HELP and their kin in every language of the default table).
+_RESERVED_MEANINGS = {
+    Intent.OPT_OUT: "an opt-out",
+    Intent.OPT_IN: "an opt-in",
+    Intent.HELP: "a request for help",
+}
 # Names people reach for that are not optflow's channel names.
 _CHANNEL_HINTS = {"sms": "text", "mms": "text", "phone": "call", "voice": "call", "mail": "email"}
 
@@ -424,14 +431,15 @@ class _FileChecker:
         if name is None:
             return None
         if kind is TriggerKind.KEYWORD:
-            keyword = " ".join(name.split()).casefold()
-            if keyword in RESERVED_KEYWORDS:
+            meaning = _RESERVED_MEANINGS.get(KeywordTable.default().classify(name).intent)
+            if meaning is not None:
                 self.error(
                     mapping.line_of("keyword"), where,
-                    f"keyword '{name}' is reserved: it opts a contact out or in, or asks for help",
+                    f"keyword '{name}' is reserved: every inbound message like it is {meaning}, so a "
+                    "flow cannot start on it",
                 )
                 return None
-            return FlowTrigger(kind, keyword, channel)
+            return FlowTrigger(kind, " ".join(name.split()).casefold(), channel)
         when: dict[str, Scalar] = {}
         if "when" in mapping:
             checked = self.equalities(mapping["when"], mapping.line_of("when"), where, "'when'")

@@ -31,8 +31,9 @@ def normalize_email(raw: str) -> str:
     text = (raw or "").strip()
     if not _EMAIL.match(text):
         raise InvalidInput(f"{raw!r} is not an email address", code="invalid_email")
-    local, _, domain = text.rpartition("@")
-    return f"{local}@{domain.lower()}"
+    # Mailbox names are case-insensitive at every provider that matters; one form avoids two
+    # consents for the same person.
+    return text.lower()
 
 
 def looks_like_email(raw: str) -> bool:

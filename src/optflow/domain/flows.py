@@ -39,17 +39,6 @@ Equalities = tuple[tuple[str, Scalar], ...]
 
 WEEKDAYS: tuple[str, ...] = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
-# Words a keyword trigger may not use: they opt out, opt in or ask for help, and that meaning must
-# never be taken over by a marketing flow. The classifier's own tables are the full list; these are
-# the ones a flow author is likely to try.
-RESERVED_KEYWORDS: frozenset[str] = frozenset(
-    {
-        "stop", "stopall", "unsubscribe", "cancel", "end", "quit", "revoke", "optout", "opt out",
-        "start", "unstop", "yes", "help", "info",
-    }
-)
-
-
 class TriggerKind(enum.StrEnum):
     EVENT = "event"
     CONSENT = "consent"

@@ -18,7 +18,7 @@ An entry of the table matches in one of two ways:
 
 * **whole message** (the default): the message is the entry, possibly surrounded by courtesy
   words ("please", "thanks", "ok", "I want to", "por favor", "svp", ...), by refusals and
-  questions around an opt-out ("no thanks", "who is this?", "how do I"), and by single-entry
+  questions around an opt-out ("no thanks", "who is this?", "how do I"), and by the plain
   keywords of any intent ("yes stop"). A keyword used inside a sentence ("can you stop by at 5?")
   does not match, nor does any message longer than `MAX_WORDS` words.
 * **anywhere** (the entry is written between "..."): the phrase may appear anywhere in a message
@@ -220,7 +220,7 @@ _DELETED = (
     "*#@$%^~_"  # masking characters: "f**k" -> "fk", "f#@% off" -> "f off"
     "\u00ad\u200b\u200c\u200d\u2060\ufeff"  # soft hyphen, zero-width characters
 )
-_INVISIBLE_RANGES = (
+_DROPPED_RANGES = (
     (0xFE00, 0xFE0F),  # variation selectors: "⛔️" -> "⛔"
     (0x1F3FB, 0x1F3FF),  # skin-tone modifiers: "🖕🏽" -> "🖕"
     (0x0300, 0x036F),  # combining marks left by NFKD: "é" -> "e"
@@ -241,7 +241,7 @@ class _Normaliser:
 
     def __init__(self) -> None:
         deleted: dict[int, str | None] = {ord(c): None for c in _DELETED}
-        for first, last in _INVISIBLE_RANGES:
+        for first, last in _DROPPED_RANGES:
             deleted.update(dict.fromkeys(range(first, last + 1)))
         self._unicode_table = deleted
         self._ascii_table: dict[int, str | None] = {}
@@ -292,6 +292,8 @@ class _Piece:
 
 @dataclass(frozen=True)
 class _CompiledEntry:
+    """One entry of the table, ready to be joined into its intent's patterns."""
+
     source: str
     first: frozenset[str]
     plain: str | None  # the normalised entry when it has no syntax, for dictionary lookup

@@ -122,10 +122,11 @@ class FlowEngine:
     # ---------------------------------------------------------------- enrolling
 
     def _allowed_to_enroll(self, uow: UnitOfWork, flow: f.Flow, contact_id: int) -> bool:
-        if flow.reenroll == "always":
-            return True
-        statuses = ("active", "paused") if flow.reenroll == "after_exit" else ("active", "paused", "done", "cancelled")
-        return not uow.enrollments.any_for(contact_id, flow.name, statuses)
+        return f.may_enroll(
+            flow,
+            has_active=uow.enrollments.any_for(contact_id, flow.name, ("active", "paused")),
+            has_ended=uow.enrollments.any_for(contact_id, flow.name, ("done", "cancelled")),
+        )
 
     def enroll(self, uow: UnitOfWork, org_id: int, contact_id: int, flow: f.Flow, data: Mapping[str, Any],
                now: datetime, run_now: bool = True) -> int | None:
@@ -163,11 +164,11 @@ class FlowEngine:
                     enrolled.append(enrollment_id)
         return enrolled
 
-    def _exit(self, uow: UnitOfWork, contact_id: int, now: datetime,
-              matches: Callable[[f.ExitCondition], bool], reason: str) -> None:
+    def _exit(self, uow: UnitOfWork, contact_id: int, now: datetime, kind: str, name: str | None,
+              data: Mapping[str, Any], reason: str) -> None:
         for row in uow.enrollments.for_contact(contact_id):
             flow = self.flow_for(uow, row["flow_name"], row["flow_version"])
-            if flow is not None and any(matches(cond) for cond in flow.exit_when):
+            if flow is not None and f.exit_matches(flow, kind, name, data):
                 uow.enrollments.end(row["id"], "done", reason, now)
                 uow.enrollments.log_step(row["id"], row["pc"], "exit", reason, now)
 
@@ -175,17 +176,12 @@ class FlowEngine:
 
     def event(self, uow: UnitOfWork, org_id: int, contact_id: int, name: str, data: Mapping[str, Any],
               now: datetime) -> list[int]:
-        self._exit(uow, contact_id, now,
-                   lambda cond: cond.kind == f.ExitKind.EVENT and cond.name == name
-                   and all(str(data.get(k)) == str(v) for k, v in cond.when),  # event data arrives as JSON
-                   f"event {name}")
+        self._exit(uow, contact_id, now, "event", name, data, f"event {name}")
         return self._trigger(uow, org_id, contact_id, "event", name, data, now)
 
     def consent_changed(self, uow: UnitOfWork, org_id: int, contact_id: int, channel: Channel, state: State,
                         now: datetime) -> None:
-        self._exit(uow, contact_id, now,
-                   lambda cond: cond.kind == f.ExitKind.CONSENT and cond.name == state.value
-                   and cond.channel in (None, channel),
+        self._exit(uow, contact_id, now, "consent", state.value, {"channel": channel},
                    f"consent {state.value} on {channel.value}")
         if state is not State.OPTED_OUT:
             self._trigger(uow, org_id, contact_id, "consent", state.value, {"channel": channel.value}, now)
@@ -195,7 +191,7 @@ class FlowEngine:
         self._trigger(uow, org_id, contact_id, "keyword", text, {"channel": channel.value}, now)
 
     def contact_replied(self, uow: UnitOfWork, org_id: int, contact_id: int, now: datetime) -> None:
-        self._exit(uow, contact_id, now, lambda cond: cond.kind == f.ExitKind.REPLIED, "contact replied")
+        self._exit(uow, contact_id, now, "contact_replied", None, {}, "contact replied")
 
     def channels_blocked(self, uow: UnitOfWork, org_id: int, contact_id: int, channels: Collection[Channel] | None,
                          now: datetime, *, reason: str, pause: bool = False) -> None:
@@ -261,43 +257,36 @@ class FlowEngine:
             uow.enrollments.end(enrollment_id, "cancelled", "flow version no longer available", now)
             report.errors.append(f"enrolment {enrollment_id}: flow {row['flow_name']} {row['flow_version']} missing")
             return
-        org_id, contact_id = row["org_id"], row["contact_id"]
-        contact = uow.contacts.get(org_id, contact_id)
+        org_id = row["org_id"]
+        contact = uow.contacts.get(org_id, row["contact_id"])
         event = json.loads(row["event_json"] or "{}")
         for _ in range(MAX_STEPS_PER_RUN):
-            if pc >= len(flow.program):
+            plan = f.plan_step(flow, pc, self._facts(uow, org_id, contact, event), now)
+            if plan.wake_at is not None:
+                uow.enrollments.move(enrollment_id, plan.next_pc, plan.wake_at)
+                uow.enrollments.log_step(enrollment_id, plan.next_pc - 1, "wait",
+                                         f"waiting until {plan.wake_at.isoformat()}", now)
+                return
+            if plan.action is None:
                 uow.enrollments.end(enrollment_id, "done", "completed", now)
                 report.finished += 1
                 return
-            instruction = flow.program[pc]
+            at = plan.next_pc - 1
             report.steps += 1
-            label = instruction.step_label or f"pc {pc}"
-            if isinstance(instruction, f.WaitFor | f.WaitUntil):
-                until = f.next_wait_until(instruction, now, contact["time_zone"])
-                uow.enrollments.move(enrollment_id, pc + 1, until)
-                uow.enrollments.log_step(enrollment_id, pc, label, f"waiting until {until.isoformat()}", now)
-                return
-            if isinstance(instruction, f.Jump):
-                pc = instruction.target
-                continue
-            if isinstance(instruction, f.JumpUnless):
-                facts = self._facts(uow, org_id, contact, event)
-                pc = pc + 1 if f.evaluate(instruction.condition, facts) else instruction.target
-                continue
-            outcome, deferred_until = self._act(uow, flow, row, instruction, contact, event, now, report)
-            uow.enrollments.log_step(enrollment_id, pc, label, outcome, now)
+            outcome, deferred_until = self._act(uow, flow, row, plan.action, contact, event, now, report)
+            uow.enrollments.log_step(enrollment_id, at, plan.action.step_label or f"pc {at}", outcome, now)
             if deferred_until is not None:
-                uow.enrollments.move(enrollment_id, pc, deferred_until)
+                uow.enrollments.move(enrollment_id, at, deferred_until)
                 report.deferred += 1
                 return
             current = uow.enrollments.get(enrollment_id)
-            if current is None or current["status"] not in ("active",):
+            if current is None or current["status"] != "active":
                 return  # the step itself ended or paused this enrolment (opt-out, DND, remove)
-            if f.ends_enrolment(instruction):
-                uow.enrollments.end(enrollment_id, "done", "removed from flows", now)
+            if plan.finished:
+                uow.enrollments.end(enrollment_id, "done", "completed", now)
                 report.finished += 1
                 return
-            pc += 1
+            pc = plan.next_pc
         uow.enrollments.move(enrollment_id, pc, now)
 
     def _facts(self, uow: UnitOfWork, org_id: int, contact: Mapping[str, Any], event: Mapping[str, Any]) -> f.Facts:

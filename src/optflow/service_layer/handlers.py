@@ -380,7 +380,7 @@ def receive_inbound(cmd: c.ReceiveInbound, uow: UnitOfWork, svc: Services, now: 
     uow.messages.set(message_id, status=status, reply_text=json.dumps(replies),
                      contact_id=contact_id)
     if svc.flows is not None and contact_id is not None:
-        if intent is not Intent.OPT_OUT:
+        if intent is Intent.OTHER:
             svc.flows.keyword(uow, org_id, contact_id, cmd.body, cmd.channel, now)
         svc.flows.contact_replied(uow, org_id, contact_id, now)
     return InboundResult(org_id, message_id, intent, consent.state, cmd.channel, address, tuple(replies),

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The whole test suite: lint, types, unit/service/integration/end-to-end tests on SQLite and a
+# throwaway PostgreSQL, then schemathesis against the live server's OpenAPI document.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-.venv/bin}
+export PATH="$BIN:$PATH"
+
+echo "== ruff"; "$BIN/ruff" check src tests
+echo "== mypy"; "$BIN/mypy"
+if [ -x scripts/schemathesis.sh ]; then
+    echo "== schemathesis"; scripts/schemathesis.sh
+fi
+echo "== pytest"
+scripts/with-postgres.sh "$BIN/python" -m pytest -q -n 2 --dist loadfile -p no:cacheprovider "$@"

@@ -1,0 +1,413 @@
+"""Request and response bodies of the REST API, as pydantic models.
+
+They serve twice: the API validates every request body against them (strictly: a JSON string is
+never taken for a number or a boolean), and sanic-ext publishes their JSON schemas as the
+components of the OpenAPI document, so the document cannot drift from what the code accepts.
+
+The published schemas are OpenAPI 3.0 (what sanic-ext emits), which says "may be null" with
+`nullable: true` rather than JSON Schema's `{"type": "null"}`; `ApiModel` converts.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import DEFAULT_REF_TEMPLATE, GenerateJsonSchema, JsonSchemaMode
+
+from ..domain.model import Channel, Mode, Purpose, State
+from ..domain.settings import CapSetting, OrgSettings
+
+# Database ids are signed 64-bit integers; anything outside can name no row.
+MAX_ID = 2**63 - 1
+
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+Name = Annotated[str, Field(max_length=200)]
+Text = Annotated[str, Field(max_length=2000)]
+Address = Annotated[str, Field(min_length=1, max_length=320)]
+Phone = Annotated[str, Field(min_length=1, max_length=64)]
+Email = Annotated[str, Field(min_length=1, max_length=320)]
+Method = Annotated[str, Field(min_length=1, max_length=64)]
+TimeZone = Annotated[str, Field(max_length=64)]
+# A US state code (for state quiet-hour rules); empty clears it on PATCH.
+Region = Annotated[str, Field(pattern=r"^([A-Za-z]{2})?$")]
+
+
+def _openapi30(node: Any) -> Any:
+    """Rewrite a pydantic (JSON Schema 2020-12) schema into the OpenAPI 3.0 dialect."""
+    if isinstance(node, list):
+        return [_openapi30(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    node = {key: _openapi30(value) for key, value in node.items()}
+    variants = node.get("anyOf")
+    if isinstance(variants, list) and {"type": "null"} in variants:
+        rest = [v for v in variants if v != {"type": "null"}]
+        del node["anyOf"]
+        if len(rest) == 1 and "$ref" in rest[0]:
+            node["allOf"] = rest
+        elif len(rest) == 1:
+            node = {**rest[0], **node}
+        else:
+            node["anyOf"] = rest
+        node["nullable"] = True
+    for bound, plain in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if isinstance(node.get(bound), int | float) and not isinstance(node.get(bound), bool):
+            node[plain] = node[bound]
+            node[bound] = True
+    if "const" in node:
+        node["enum"] = [node.pop("const")]
+    return node
+
+
+class OpenApi30Schema(GenerateJsonSchema):
+    def generate(self, schema: Any, mode: JsonSchemaMode = "validation") -> dict[str, Any]:
+        return dict(_openapi30(super().generate(schema, mode)))
+
+
+class ApiModel(BaseModel):
+    """Base of every API body: unknown keys are refused (a typo never silently does nothing)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @classmethod
+    def model_json_schema(  # type: ignore[override]
+        cls, by_alias: bool | None = None, ref_template: str = DEFAULT_REF_TEMPLATE,
+        schema_generator: type[GenerateJsonSchema] = OpenApi30Schema, mode: JsonSchemaMode = "validation",
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        return super().model_json_schema(by_alias=by_alias, ref_template=ref_template,
+                                         schema_generator=schema_generator, mode=mode, **kwargs)
+
+
+# ------------------------------------------------------------------------------------ errors
+
+
+class ErrorDetail(ApiModel):
+    code: str = Field(description="Stable, machine-readable reason, e.g. `opted_out`, `dnd`, `invalid_phone`.")
+    message: str = Field(description="What went wrong, in words a person can act on.")
+
+
+class ErrorOut(ApiModel):
+    error: ErrorDetail
+
+
+# ------------------------------------------------------------------------------------ contacts
+
+
+class ContactIn(ApiModel):
+    name: Name = ""
+    phones: list[Phone] = Field(default_factory=list, max_length=20,
+                                description="Phone numbers in any common format; stored as E.164.")
+    emails: list[Email] = Field(default_factory=list, max_length=20)
+    time_zone: TimeZone | None = Field(default=None, description="IANA zone, e.g. America/Chicago.")
+    region: Region | None = Field(default=None, description="US state code, for state quiet-hour rules.")
+    fields: dict[str, Any] = Field(default_factory=dict, description="Your own data about the contact.")
+    marketing_allowed: bool = True
+
+
+class ContactPatch(ApiModel):
+    """Only the keys present change. `time_zone` or `region` set to null or "" clear them;
+    addresses are only ever added here (a number that was reassigned is reset, not removed)."""
+
+    name: Name | None = None
+    time_zone: TimeZone | None = None
+    region: Region | None = None
+    fields: dict[str, Any] | None = Field(default=None, description="Replaces the whole object.")
+    add_phones: list[Phone] = Field(default_factory=list, max_length=20)
+    add_emails: list[Email] = Field(default_factory=list, max_length=20)
+
+
+class AddressOut(ApiModel):
+    kind: str = Field(description="`phone` or `email`.")
+    value: str
+
+
+class ConsentOut(ApiModel):
+    channel: Channel
+    address: str
+    state: State
+    awaiting_pin: bool = Field(description="The customer said YES and the org waits for the PIN.")
+    method: str | None
+    requested_at: datetime | None
+    opted_in_at: datetime | None = Field(description="When the current consent was given (reauth clock).")
+    opted_out_at: datetime | None
+
+
+class DndOut(ApiModel):
+    all_channels: bool
+    channels: list[Channel]
+
+
+class ContactOut(ApiModel):
+    id: int
+    name: str
+    time_zone: str | None
+    region: str | None
+    fields: dict[str, Any]
+    active: bool = Field(description="Reachable: set by an opt-in on calls, cleared by an opt-out.")
+    do_not_call: bool
+    marketing_allowed: bool
+    dnd: DndOut
+    addresses: list[AddressOut]
+    consents: list[ConsentOut] = Field(description="One entry per address and channel it can be reached on.")
+    created_at: datetime
+    updated_at: datetime
+
+
+class ContactListOut(ApiModel):
+    contacts: list[ContactOut]
+    limit: int
+    offset: int
+
+
+# ------------------------------------------------------------------------------------ agent actions
+
+
+class ChannelIn(ApiModel):
+    channel: Channel
+    address: Address | None = Field(default=None, description="Which of the contact's addresses; default "
+                                                              "the first that fits the channel.")
+
+
+class OptInRequestIn(ChannelIn):
+    quick: bool = Field(default=False, description="The customer's YES opts in without a PIN step.")
+
+
+class ManualOptInIn(ChannelIn):
+    method: Method = Field(description="How consent was obtained: one of the org's `consent_methods`.")
+    occurred_at: datetime | None = Field(default=None, description="When consent was given; default now. "
+                                                                    "A date-time without offset is UTC.")
+    evidence: Text | None = None
+
+
+class PinIn(ChannelIn):
+    pin: str = Field(min_length=1, max_length=20, description="The code the customer read out.")
+
+
+class OptOutIn(ApiModel):
+    channel: Channel | None = None
+    address: Address | None = None
+    all_channels: bool = Field(default=False, description="Every channel of every address of the contact.")
+    evidence: Text | None = None
+
+
+class ResetIn(ChannelIn):
+    evidence: Text | None = None
+
+
+class DndIn(ApiModel):
+    on: bool
+    channels: list[Channel] = Field(default_factory=list, max_length=len(Channel))
+    all_channels: bool = False
+
+
+class MarketingIn(ApiModel):
+    allowed: bool
+
+
+class ActionOut(ApiModel):
+    contact_id: int
+    channel: Channel | None
+    state: State | None = Field(description="The consent state of the channel after the action.")
+    status: str = Field(description="What happened, e.g. `requested`, `opted_in`, `dnd_on`.")
+    message_id: int | None = Field(description="The message the action queued, if any.")
+    detail: str | None
+    contact: ContactOut
+
+
+class LedgerEntryOut(ApiModel):
+    seq: int
+    channel: str
+    address: str
+    from_state: str
+    to_state: str
+    trigger: str
+    method: str | None
+    actor_kind: str
+    actor_id: str | None
+    source_message_id: str | None
+    evidence: str | None
+    occurred_at: datetime = Field(description="When the customer consented or opted out.")
+    recorded_at: datetime = Field(description="When optflow recorded it.")
+    hash: str
+
+
+class LedgerOut(ApiModel):
+    entries: list[LedgerEntryOut]
+
+
+class MessageOut(ApiModel):
+    id: int
+    contact_id: int | None
+    direction: str = Field(description="`in` or `out`.")
+    audience: str = Field(description="`customer` or `employee` (notes to the agent).")
+    channel: str
+    address: str
+    body: str
+    subject: str | None
+    purpose: str
+    kind: str
+    status: str
+    intent: str | None
+    created_at: datetime
+    not_before: datetime | None
+    sent_at: datetime | None
+    last_error: str | None
+
+
+class MessageListOut(ApiModel):
+    messages: list[MessageOut]
+
+
+class EnrollmentStepOut(ApiModel):
+    step: str
+    outcome: str
+    at: datetime
+
+
+class EnrollmentOut(ApiModel):
+    id: int
+    flow: str
+    flow_version: str
+    status: str = Field(description="`active`, `paused`, `done` or `cancelled`.")
+    next_run_at: datetime | None
+    started_at: datetime
+    ended_at: datetime | None
+    end_reason: str | None
+    steps: list[EnrollmentStepOut]
+
+
+class EnrollmentListOut(ApiModel):
+    enrollments: list[EnrollmentOut]
+
+
+class EnrollIn(ApiModel):
+    flow: str = Field(min_length=1, max_length=100, description="The flow's name.")
+    data: dict[str, Any] = Field(default_factory=dict, description="Event data the flow's steps may use.")
+
+
+# ------------------------------------------------------------------------------------ messages, events
+
+
+class MessageIn(ApiModel):
+    contact_id: Id
+    channel: Channel
+    body: str = Field(min_length=1, max_length=5000)
+    purpose: Purpose = Purpose.CONVERSATIONAL
+    subject: str | None = Field(default=None, max_length=300, description="Email only.")
+    address: Address | None = None
+
+
+class SendOut(ApiModel):
+    message_id: int
+    contact_id: int
+    channel: Channel
+    status: str = Field(description="`queued`, `deferred` (quiet hours, caps) or `held` (until the "
+                                    "customer's YES; the opt-in request went out).")
+    state: State | None
+    detail: str | None
+
+
+class EventIn(ApiModel):
+    name: str = Field(min_length=1, max_length=100, description="e.g. `payment_plan.created`.")
+    contact_id: Id
+    data: dict[str, Any] = Field(default_factory=dict, description="e.g. `{\"stage\": \"discontinued\"}`.")
+
+
+class EventOut(ApiModel):
+    name: str
+    contact_id: int
+    status: str
+    detail: str | None
+    enrollments: list[EnrollmentOut] = Field(description="The enrolments the event started, with the "
+                                                          "steps they already ran.")
+
+
+class UnassociatedListOut(ApiModel):
+    messages: list[MessageOut]
+
+
+class LinkIn(ApiModel):
+    contact_id: Id
+
+
+# ------------------------------------------------------------------------------------ settings
+
+
+class SettingsOut(ApiModel):
+    org_id: int
+    name: str
+    numbers: list[str]
+    settings: OrgSettings = Field(description="Resolved (inherited and defaulted). Secrets read `********`.")
+
+
+class SettingsPatch(ApiModel):
+    """A JSON merge patch (RFC 7396) of the org's own settings: present keys replace, objects
+    merge key by key, null removes the org's own value (the inherited or default one applies)."""
+
+    program_name: str | None = Field(default=None, max_length=200)
+    help_contact: str | None = Field(default=None, max_length=200)
+    message_frequency: str | None = Field(default=None, max_length=200)
+    business_type: str | None = Field(default=None, max_length=100)
+    modes: dict[Channel, Mode | None] | None = Field(default=None, description="Per channel: consent, "
+                                                                              "disclaimer or auto.")
+    pin_required: bool | None = None
+    pin_ttl_minutes: int | None = None
+    pin_max_attempts: int | None = None
+    stop_applies_to_all_channels: bool | None = None
+    consent_methods: list[str] | None = None
+    keywords: dict[str, dict[str, list[str] | None] | None] | None = Field(
+        default=None, description="Per language, per intent (opt_out, opt_in, help): extra keywords.")
+    templates: dict[str, str | None] | None = Field(default=None, description="Template overrides by name.")
+    reauth_days: dict[Channel, int | None] | None = Field(
+        default=None, description="Contact control rules: days after which a consent must be renewed.")
+    request_lapse_days: int | None = None
+    quiet_hours: bool | None = None
+    quiet_hours_purposes: list[Purpose] | None = None
+    caps: list[CapSetting] | None = None
+    preset: str | None = Field(default=None, description="`none` or `debt_collection`.")
+    group_messaging: dict[Channel, bool | None] | None = None
+    twilio_auth_token: str | None = Field(default=None, max_length=200)
+    chat_secret: str | None = Field(default=None, max_length=200)
+    unsubscribe_secret: str | None = Field(default=None, max_length=200)
+
+
+# ------------------------------------------------------------------------------------ reports
+
+
+class ReportCounts(ApiModel):
+    opt_ins: int
+    opt_outs: int
+    requests: int
+    reauthorizations: int
+
+
+class ConversionCounts(ReportCounts):
+    requested_addresses: int = Field(description="Distinct addresses asked for consent in the period.")
+    converted: int = Field(description="Of those, how many opted in after the request.")
+    conversion_rate: float | None = Field(description="converted / requested_addresses; null if none.")
+
+
+class ChannelReport(ConversionCounts):
+    channel: Channel
+    mode: Mode = Field(description="The channel's mode in the org's current settings.")
+
+
+class ModeReport(ConversionCounts):
+    mode: Mode
+
+
+class MethodReport(ReportCounts):
+    channel: Channel
+    method: str | None = Field(description="e.g. keyword, pin, paper_form; null for requests.")
+
+
+class ConsentReportOut(ApiModel):
+    date_from: str = Field(description="First day included (UTC).")
+    date_to: str = Field(description="Last day included (UTC).")
+    totals: ConversionCounts
+    by_channel: list[ChannelReport]
+    by_mode: list[ModeReport]
+    by_method: list[MethodReport]

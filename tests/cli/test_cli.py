@@ -1,0 +1,105 @@
+"""The `optflow` command line, run as a user would: a real process on a real database file."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, update
+
+from optflow.adapters import orm
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def optflow(tmp_path: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
+           "OPTFLOW_FLOWS_DIR": str(REPO / "flows")}
+    return subprocess.run([sys.executable, "-m", "optflow", *args], input=stdin, capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=120)
+
+
+def test_simulate_shows_a_whole_conversation_and_the_ledger(tmp_path: Path) -> None:
+    run = optflow(tmp_path, "simulate", stdin="/request\nYES\nHELP\nSTOP\nSTART\n")
+    assert run.returncode == 0, run.stderr
+    out = run.stdout
+    for expected in ("Reply YES", "[state: text requested]", "[understood as: opt_in]", "[state: text opted_in]",
+                     "[understood as: help]", "[understood as: opt_out]", "[state: text opted_out]",
+                     "to Dana: Sam opted out", "Ledger:", "requested -> opted_in", "opted_in -> opted_out",
+                     "opted_out -> opted_in"):
+        assert expected in out, f"{expected!r} missing from:\n{out}"
+    assert out.index("opted_in -> opted_out") < out.index("opted_out -> opted_in")
+
+
+def test_simulate_with_a_pin(tmp_path: Path) -> None:
+    run = optflow(tmp_path, "simulate", "--pin", stdin="/request\nyes\n/pin 000000\n")
+    assert "(awaiting PIN)" in run.stdout and "refused: wrong code" in run.stdout
+
+
+def test_init_contacts_consent_and_ledger(tmp_path: Path) -> None:
+    init = optflow(tmp_path, "init")
+    assert init.returncode == 0 and "admin API token" in init.stdout
+    assert "already initialised" in optflow(tmp_path, "init").stdout
+    add = optflow(tmp_path, "contacts", "add", "--name", "Sam", "--phone", "(415) 555-2671", "--email", "Sam@Example.COM")
+    assert add.returncode == 0, add.stderr
+    record = optflow(tmp_path, "consent", "record", "+14155552671", "--method", "paper_form",
+                     "--at", "2026-11-01T10:00:00Z", "--evidence", "form #7")
+    assert "opted_in" in record.stdout, record.stderr
+    shown = optflow(tmp_path, "contacts", "show", "sam@example.com")
+    assert '"state": "opted_in"' in shown.stdout and "+14155552671" in shown.stdout
+    ledger = optflow(tmp_path, "ledger", "show", "1")
+    assert "unknown -> opted_in" in ledger.stdout and "paper_form" in ledger.stdout and "form #7" in ledger.stdout
+    assert "2026-11-01T10:00:00" in ledger.stdout
+    verify = optflow(tmp_path, "ledger", "verify")
+    assert verify.returncode == 0 and "ledger intact" in verify.stdout
+
+
+def test_ledger_verify_reports_tampering(tmp_path: Path) -> None:
+    optflow(tmp_path, "init")
+    optflow(tmp_path, "contacts", "add", "--phone", "+14155552671")
+    optflow(tmp_path, "consent", "opt-out", "1")
+    engine = create_engine(f"sqlite:///{tmp_path / 'cli.db'}")
+    with engine.begin() as conn:
+        conn.execute(update(orm.ledger).values(to_state="opted_in"))
+    engine.dispose()
+    verify = optflow(tmp_path, "ledger", "verify")
+    assert verify.returncode == 1
+    assert "TAMPERED" in verify.stderr and "edited" in verify.stderr
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("contacts", "add", "--phone", "not a number"), "'not a number' is not a phone number"),
+    (("consent", "record", "1", "--channel", "fax"), "unknown channel 'fax'"),
+    (("consent", "record", "1"), "a manual opt-in needs a method"),
+    (("consent", "request", "42"), "no contact with id 42"),
+    (("consent", "record", "1", "--method", "verbal", "--at", "yesterday"), "not an ISO-8601 date-time"),
+])
+def test_bad_input_gets_one_clear_line(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
+    optflow(tmp_path, "init")
+    optflow(tmp_path, "contacts", "add", "--phone", "+14155552671")
+    before = optflow(tmp_path, "ledger", "show").stdout
+    run = optflow(tmp_path, *args)
+    assert run.returncode != 0
+    assert message in run.stderr
+    assert "Traceback" not in run.stderr
+    assert optflow(tmp_path, "ledger", "show").stdout == before
+
+
+def test_contacts_import_reports_rejected_rows(tmp_path: Path) -> None:
+    optflow(tmp_path, "init")
+    csv_file = tmp_path / "contacts.csv"
+    csv_file.write_text("name,phone,email\nAna,+14155550101,ana@example.com\nBad,12,\nBo,,bo@example.com\n"
+                        "Dup,+14155550101,\n", encoding="utf-8")
+    run = optflow(tmp_path, "contacts", "import", str(csv_file), "--rejects", str(tmp_path / "rejects.csv"))
+    assert run.returncode == 0, run.stderr
+    assert "imported 2 contacts, rejected 2" in run.stdout
+    assert "line 3:" in run.stdout and "line 5:" in run.stdout and "already belongs" in run.stdout
+    assert (tmp_path / "rejects.csv").read_text().count("\n") == 3
+
+
+def test_diagram_prints_mermaid(tmp_path: Path) -> None:
+    run = optflow(tmp_path, "diagram")
+    assert run.stdout.startswith("stateDiagram-v2") and "opted_in --> opted_out: opt_out" in run.stdout
