@@ -74,7 +74,8 @@ def installation_secret(engine: Engine, configured: str | None) -> str:
 def build_sender(config: Config, console_stream: TextIO | None = None) -> Sender:
     console = ConsoleSender(console_stream)
     routes: dict[Channel, Sender] = {channel: console for channel in Channel}
-    if config.twilio_account_sid and config.twilio_auth_token and (config.twilio_from or config.twilio_messaging_service_sid):
+    twilio_identity = config.twilio_from or config.twilio_messaging_service_sid
+    if config.twilio_account_sid and config.twilio_auth_token and twilio_identity:
         twilio = TwilioSender(config.twilio_account_sid, config.twilio_auth_token, from_number=config.twilio_from,
                               messaging_service_sid=config.twilio_messaging_service_sid,
                               base_url=config.twilio_api_base_url)

@@ -43,7 +43,8 @@ def test_init_contacts_consent_and_ledger(tmp_path: Path) -> None:
     init = optflow(tmp_path, "init")
     assert init.returncode == 0 and "admin API token" in init.stdout
     assert "already initialised" in optflow(tmp_path, "init").stdout
-    add = optflow(tmp_path, "contacts", "add", "--name", "Sam", "--phone", "(415) 555-2671", "--email", "Sam@Example.COM")
+    add = optflow(tmp_path, "contacts", "add", "--name", "Sam", "--phone", "(415) 555-2671",
+                  "--email", "Sam@Example.COM")
     assert add.returncode == 0, add.stderr
     record = optflow(tmp_path, "consent", "record", "+14155552671", "--method", "paper_form",
                      "--at", "2026-11-01T10:00:00Z", "--evidence", "form #7")

@@ -7,13 +7,12 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import Engine, delete, select, text, update
 
+from conftest import START
 from optflow.adapters import orm
 from optflow.domain.machine import TransitionContext, fire
 from optflow.domain.model import CUSTOMER, Actor, ActorKind, Channel, State, Trigger
 from optflow.service_layer import admin
 from optflow.service_layer.unit_of_work import UnitOfWork
-
-from conftest import START
 
 AGENT = Actor(ActorKind.AGENT, "1")
 
@@ -76,11 +75,9 @@ def test_one_consent_per_address_and_channel(engine: Engine) -> None:
         uow.consents.save(uow.consents.get(org_id, "+14155552671", Channel.TEXT), START)
         uow.consents.save(uow.consents.get(org_id, "+14155552671", Channel.CALL), START)
         uow.commit()
-    with UnitOfWork(engine) as uow, pytest.raises(IntegrityError):
-        fresh = orm.ConsentRow  # a second row for the same key must be refused by the database
+    with UnitOfWork(engine) as uow, pytest.raises(IntegrityError):  # a second row for the same key
         uow.conn.execute(orm.consents.insert().values(org_id=org_id, address="+14155552671", channel="text",
                                                       state="unknown", updated_at=START))
-        del fresh
 
 
 def test_intact_ledger_verifies(engine: Engine) -> None:
@@ -170,7 +167,8 @@ def test_every_lookup_path_has_an_index(engine: Engine) -> None:
 def test_sub_org_inherits_settings_key_by_key(engine: Engine) -> None:
     with UnitOfWork(engine) as uow:
         parent = admin.create_org(uow, "Parent", START, settings={
-            "program_name": "Parent alerts", "modes": {"text": "disclaimer", "email": "disclaimer"}, "pin_required": True})
+            "program_name": "Parent alerts", "modes": {"text": "disclaimer", "email": "disclaimer"},
+            "pin_required": True})
         child = admin.create_org(uow, "Child", START, parent_id=parent, settings={"modes": {"email": "consent"}})
         settings = uow.orgs.settings(child)
         uow.commit()

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
 from sqlalchemy import select
 
+from conftest import ORG_NUMBER, Clock, RecordingSender, new_agent, new_org
 from optflow.adapters import orm
 from optflow.bootstrap import System
 from optflow.domain import commands as c
@@ -22,8 +21,6 @@ from optflow.domain.model import (
     State,
     TransitionRefused,
 )
-
-from conftest import ORG_NUMBER, Clock, RecordingSender, new_agent, new_org
 
 PHONE = "+14155552671"  # San Francisco
 EMAIL = "sam@example.com"

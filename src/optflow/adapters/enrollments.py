@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, insert, select, update
 
 from . import orm
+from .repository import new_id
 
 Row = dict[str, Any]
 
@@ -35,11 +36,11 @@ class EnrollmentRepository:
 
     def create(self, org_id: int, contact_id: int, flow_name: str, flow_version: str,
                event: Mapping[str, Any], now: datetime) -> int:
-        return int(self.conn.execute(insert(orm.enrollments).values(
+        return new_id(self.conn.execute(insert(orm.enrollments).values(
             org_id=org_id, contact_id=contact_id, flow_name=flow_name, flow_version=flow_version,
             pc=0, status="active", next_run_at=now, event_json=json.dumps(dict(event), default=str),
             started_at=now,
-        )).inserted_primary_key[0])
+        )))
 
     def get(self, enrollment_id: int) -> Row | None:
         row = self.conn.execute(select(orm.enrollments).where(orm.enrollments.c.id == enrollment_id)).mappings().first()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Dialect, Index, Text, UniqueConstraint
+from sqlalchemy import Column, DateTime, Dialect, Index, Table, Text, UniqueConstraint
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -34,6 +34,11 @@ class UtcDateTime(TypeDecorator[datetime]):
         if isinstance(value, str):
             value = datetime.fromisoformat(value)
         return value.replace(tzinfo=UTC)
+
+
+def _table(model: type[SQLModel]) -> Table:
+    table: Table = model.__table__  # type: ignore[attr-defined]  # set by SQLModel's metaclass
+    return table
 
 
 class OrgRow(SQLModel, table=True):
@@ -241,18 +246,18 @@ class EnrollmentStepRow(SQLModel, table=True):
     at: datetime = Field(sa_type=UtcDateTime)
 
 
-orgs = OrgRow.__table__
-org_numbers = OrgNumberRow.__table__
-agents = AgentRow.__table__
-contacts = ContactRow.__table__
-addresses = AddressRow.__table__
-consents = ConsentRow.__table__
-ledger = LedgerRow.__table__
-ledger_heads = LedgerHeadRow.__table__
-messages = MessageRow.__table__
-flow_versions = FlowVersionRow.__table__
-enrollments = EnrollmentRow.__table__
-enrollment_steps = EnrollmentStepRow.__table__
+orgs = _table(OrgRow)
+org_numbers = _table(OrgNumberRow)
+agents = _table(AgentRow)
+contacts = _table(ContactRow)
+addresses = _table(AddressRow)
+consents = _table(ConsentRow)
+ledger = _table(LedgerRow)
+ledger_heads = _table(LedgerHeadRow)
+messages = _table(MessageRow)
+flow_versions = _table(FlowVersionRow)
+enrollments = _table(EnrollmentRow)
+enrollment_steps = _table(EnrollmentStepRow)
 metadata = SQLModel.metadata
 
 
@@ -264,4 +269,4 @@ class AppMetaRow(SQLModel, table=True):
     value: str
 
 
-app_meta = AppMetaRow.__table__
+app_meta = _table(AppMetaRow)

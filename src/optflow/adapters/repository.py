@@ -21,6 +21,11 @@ from . import orm
 Row = dict[str, Any]
 
 
+def new_id(result: Any) -> int:
+    """The primary key of the row an INSERT just created."""
+    return int(result.inserted_primary_key[0])
+
+
 def _row(result: Any) -> Row | None:
     mapping = result.mappings().first()
     return dict(mapping) if mapping is not None else None
@@ -48,9 +53,9 @@ class OrgRepository:
         if parent_id is not None:
             self.get(parent_id)
         self._validate(parent_id, raw)
-        org_id = self.conn.execute(
-            insert(orm.orgs).values(name=name, parent_id=parent_id, settings_json=json.dumps(raw), created_at=now)
-        ).inserted_primary_key[0]
+        org_id = new_id(self.conn.execute(insert(orm.orgs).values(
+            name=name, parent_id=parent_id, settings_json=json.dumps(raw), created_at=now)
+        ))
         self.conn.execute(insert(orm.ledger_heads).values(org_id=org_id, seq=0, hash=ledger_chain.GENESIS))
         return int(org_id)
 
@@ -116,9 +121,9 @@ class AgentRepository:
         self.conn = conn
 
     def create(self, org_id: int, name: str, role: str, token_hash: str, now: datetime) -> int:
-        return int(self.conn.execute(
+        return new_id(self.conn.execute(
             insert(orm.agents).values(org_id=org_id, name=name, role=role, token_hash=token_hash, created_at=now)
-        ).inserted_primary_key[0])
+        ))
 
     def by_token_hash(self, token_hash: str) -> Row | None:
         return _row(self.conn.execute(select(orm.agents).where(orm.agents.c.token_hash == token_hash)))
@@ -143,11 +148,11 @@ class ContactRepository:
     def create(self, org_id: int, now: datetime, name: str = "", time_zone: str | None = None,
                region: str | None = None, fields: Mapping[str, Any] | None = None,
                marketing_allowed: bool = True) -> int:
-        return int(self.conn.execute(insert(orm.contacts).values(
+        return new_id(self.conn.execute(insert(orm.contacts).values(
             org_id=org_id, name=name, time_zone=time_zone, region=region,
             fields_json=json.dumps(dict(fields or {})), marketing_allowed=marketing_allowed,
             created_at=now, updated_at=now,
-        )).inserted_primary_key[0])
+        )))
 
     def get(self, org_id: int, contact_id: int) -> Row:
         row = _row(self.conn.execute(
@@ -200,7 +205,7 @@ _CONSENT_FIELDS = (
 )
 
 
-def consent_from_row(row: Mapping[str, Any]) -> Consent:
+def consent_from_row(row: Any) -> Consent:
     return Consent(
         channel=Channel(row["channel"]), address=row["address"], state=State(row["state"]),
         awaiting_pin=bool(row["awaiting_pin"]), opted_in_at=row["opted_in_at"],
@@ -233,9 +238,9 @@ class ConsentRepository:
         values["state"] = State(consent.state).value
         values["updated_at"] = now
         if consent.id is None:
-            consent.id = int(self.conn.execute(insert(orm.consents).values(
+            consent.id = new_id(self.conn.execute(insert(orm.consents).values(
                 org_id=consent.org_id, address=consent.address, channel=consent.channel.value, **values
-            )).inserted_primary_key[0])
+            )))
         else:
             self.conn.execute(update(orm.consents).where(orm.consents.c.id == consent.id).values(**values))
 
@@ -292,7 +297,7 @@ class LedgerRepository:
         fields: Row = {"org_id": org_id, "seq": head["seq"] + 1, "contact_id": contact_id, **change}
         fields["prev_hash"] = head["hash"]
         fields["hash"] = ledger_chain.entry_hash(head["hash"], fields)
-        fields["id"] = self.conn.execute(insert(orm.ledger).values(**fields)).inserted_primary_key[0]
+        fields["id"] = new_id(self.conn.execute(insert(orm.ledger).values(**fields)))
         self.conn.execute(update(orm.ledger_heads).where(orm.ledger_heads.c.org_id == org_id)
                           .values(seq=fields["seq"], hash=fields["hash"]))
         return fields
@@ -329,7 +334,7 @@ class MessageRepository:
         self.conn = conn
 
     def add(self, **values: Any) -> int:
-        return int(self.conn.execute(insert(orm.messages).values(**values)).inserted_primary_key[0])
+        return new_id(self.conn.execute(insert(orm.messages).values(**values)))
 
     def get(self, message_id: int) -> Row | None:
         return _row(self.conn.execute(select(orm.messages).where(orm.messages.c.id == message_id)))
@@ -358,7 +363,8 @@ class MessageRepository:
         )).limit(1)
         return self.conn.execute(q).first() is not None
 
-    def recent_sends(self, org_id: int, contact_id: int, channels: Iterable[Channel], since: datetime) -> list[datetime]:
+    def recent_sends(self, org_id: int, contact_id: int, channels: Iterable[Channel],
+                     since: datetime) -> list[datetime]:
         q = select(orm.messages.c.sent_at).where(and_(
             orm.messages.c.org_id == org_id, orm.messages.c.contact_id == contact_id,
             orm.messages.c.direction == "out", orm.messages.c.status == "sent",

@@ -14,6 +14,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 GENESIS = "0" * 64
 
@@ -71,7 +72,7 @@ class ChainProblem:
 
 def verify_chain(
     org_id: int,
-    entries: Iterable[Mapping[str, object]],
+    entries: Iterable[Mapping[str, Any]],
     head_seq: int | None,
     head_hash: str | None,
 ) -> list[ChainProblem]:
@@ -81,8 +82,8 @@ def verify_chain(
     prev_hash = GENESIS
     last_seq, last_hash = 0, GENESIS
     for entry in entries:
-        seq = int(entry["seq"])  # type: ignore[call-overload]
-        entry_id = entry.get("id")  # type: ignore[assignment]
+        seq = int(entry["seq"])
+        entry_id = entry.get("id")
         if seq != expected_seq:
             if seq > expected_seq:
                 missing = f"{expected_seq}" if seq == expected_seq + 1 else f"{expected_seq}-{seq - 1}"

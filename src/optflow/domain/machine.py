@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import cast
 
 from transitions import EventData, Machine, MachineError
 
@@ -63,6 +64,10 @@ class TransitionContext:
         return self.occurred_at or self.now
 
 
+def _consent(event: EventData) -> Consent:
+    return cast(Consent, event.model)
+
+
 def _customer_may_reopen(event: EventData) -> bool:
     ctx: TransitionContext = event.kwargs["ctx"]
     return ctx.customer_initiated or ctx.actor.kind is ActorKind.CUSTOMER
@@ -73,21 +78,21 @@ def _pin_required(event: EventData) -> bool:
 
 
 def _awaiting_pin(event: EventData) -> bool:
-    return bool(event.model.awaiting_pin)
+    return _consent(event).awaiting_pin
 
 
 def _mark_requested(event: EventData) -> None:
-    consent: Consent = event.model
+    consent = _consent(event)
     consent.requested_at = event.kwargs["ctx"].when
     consent.awaiting_pin = False
 
 
 def _mark_awaiting_pin(event: EventData) -> None:
-    event.model.awaiting_pin = True
+    _consent(event).awaiting_pin = True
 
 
 def _mark_opted_in(event: EventData) -> None:
-    consent: Consent = event.model
+    consent = _consent(event)
     ctx: TransitionContext = event.kwargs["ctx"]
     consent.opted_in_at = ctx.when
     consent.method = ctx.method
@@ -95,13 +100,13 @@ def _mark_opted_in(event: EventData) -> None:
 
 
 def _mark_opted_out(event: EventData) -> None:
-    consent: Consent = event.model
+    consent = _consent(event)
     consent.opted_out_at = event.kwargs["ctx"].when
     consent.awaiting_pin = False
 
 
 def _clear(event: EventData) -> None:
-    consent: Consent = event.model
+    consent = _consent(event)
     consent.awaiting_pin = False
     consent.requested_at = None
     if event.event.name == Trigger.RESET:
@@ -214,7 +219,8 @@ def fire(consent: Consent, trigger: Trigger, ctx: TransitionContext) -> Transiti
     if trigger in (Trigger.RECORD_OPT_IN, Trigger.REAUTHORIZE) and ctx.actor.kind is ActorKind.AGENT:
         _check_manual_opt_in(ctx)
     from_state = State(consent.state)
-    consent.state = from_state.value  # transitions reads enum members by name: hand it the plain value
+    # transitions reads enum members by their name: hand it the plain value, restore the enum after.
+    setattr(consent, "state", from_state.value)  # noqa: B010
     try:
         moved = machine().events[trigger.value].trigger(consent, ctx=ctx)
     except MachineError as exc:

@@ -52,8 +52,10 @@ def create_app(config: Config | None = None, system: System | None = None, *, na
     install_error_handlers(app)
 
     from .api import api_blueprint
+    from .metrics import metrics_blueprint
     from .webhooks import webhooks_blueprint
 
+    app.blueprint(metrics_blueprint())
     app.blueprint(webhooks_blueprint())
     app.blueprint(api_blueprint())
 

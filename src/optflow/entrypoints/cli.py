@@ -15,7 +15,6 @@ from typing import Any, TypeVar
 import click
 
 from ..config import Config
-from ..domain import commands as c
 from ..domain.model import Actor, ActorKind, Channel, DomainError
 from ..service_layer.unit_of_work import UnitOfWork
 
@@ -43,7 +42,8 @@ def friendly_errors(func: F) -> F:
         except ValidationError as exc:
             raise click.ClickException(str(exc)) from None
         except SQLAlchemyError as exc:
-            raise click.ClickException(f"database error: {exc.__class__.__name__}: {str(exc).splitlines()[0]}") from None
+            first_line = str(exc).splitlines()[0]
+            raise click.ClickException(f"database error: {exc.__class__.__name__}: {first_line}") from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -152,6 +152,7 @@ def serve(obj: Ctx, host: str, port: int, workers: int, public_url: str | None, 
     from ..bootstrap import DEFAULT_ORG_NAME, DEFAULT_ORG_NUMBER
     from ..service_layer.admin import ensure_default_setup
     from .app import create_app
+    from .metrics import multiprocess_directory
     from .webhooks import curl_example
 
     config = obj.config(public_url=public_url or f"http://{host}:{port}",
@@ -164,12 +165,16 @@ def serve(obj: Ctx, host: str, port: int, workers: int, public_url: str | None, 
         click.echo(f"first run: created org {admin.org_id} with number {DEFAULT_ORG_NUMBER}")
         click.echo(f"admin API token (shown once): {admin.token}")
     click.echo("API docs: " + f"http://{host}:{port}/docs")
+    click.echo(f"metrics: http://{host}:{port}/metrics")
+    if config.skip_signature_check:
+        click.echo("WARNING: --dev-skip-signatures: webhook signatures are not checked; development only")
     click.echo("try it:\n" + curl_example(system, config))
     system.close()
-    loader = AppLoader(factory=functools.partial(create_app, config, scheduler=not no_scheduler))
-    app = loader.load()
-    app.prepare(host=host, port=port, workers=workers, access_log=False, motd=False)
-    Sanic.serve(primary=app, app_loader=loader)
+    with multiprocess_directory():
+        loader = AppLoader(factory=functools.partial(create_app, config, scheduler=not no_scheduler))
+        app = loader.load()
+        app.prepare(host=host, port=port, workers=workers, access_log=False, motd=False)
+        Sanic.serve(primary=app, app_loader=loader)
 
 
 @main.command()
@@ -179,7 +184,7 @@ def worker(obj: Ctx) -> None:
     """Run only the periodic jobs (outbox, flows, consent clock), for a node without web traffic."""
     from .scheduler import run_scheduler
 
-    obj.system  # creates the schema if needed
+    obj.system.close()  # bootstrapping once creates the schema if needed
     run_scheduler(obj.config())
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,7 @@ def _ledger_lines(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def register(main: click.Group) -> None:  # noqa: C901 - a list of small commands
+def register(main: click.Group) -> None:
     @main.group()
     def contacts() -> None:
         """Contacts: add, show, import."""
@@ -102,7 +103,7 @@ def register(main: click.Group) -> None:  # noqa: C901 - a list of small command
             raise click.ClickException(f"{csv_file}: the header must have a 'phone' or 'email' column")
         rows = list(reader)
         created, rejected = 0, []
-        with click.progressbar(rows, label=f"importing {len(rows)} rows", file=click.get_text_stream("stderr")) as bar:
+        with click.progressbar(rows, label=f"importing {len(rows)} rows", file=sys.stderr) as bar:
             for line, raw in enumerate(bar, start=2):
                 row = {(k or "").strip().lower(): (v or "").strip() for k, v in raw.items()}
                 phones = tuple(p for p in row.get("phone", "").split(";") if p.strip())
@@ -294,7 +295,7 @@ def run_simulation(channel: Channel, pin_required: bool, mode: str) -> None:
                 click.echo(click.style(f"  to Dana: {row['body']}", fg="yellow"))
 
     sid = 0
-    stdin = click.get_text_stream("stdin")
+    stdin = sys.stdin
     interactive = stdin.isatty()
     while True:
         if interactive:

@@ -107,7 +107,7 @@ class ServerMetrics:
     """The metrics of one web worker: the registry a scrape renders, and the webhook timings."""
 
     def __init__(self, engine: Callable[[], Engine]) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry = CollectorRegistry()
         multiprocess = bool(os.environ.get(MULTIPROC_ENV))
         if multiprocess:
             MultiProcessCollector(self.registry)

@@ -1,1 +1,335 @@
-"""Placeholder replaced by the webhooks module."""
+"""Inbound webhooks: Twilio SMS/WhatsApp, signed chat gateways, and one-click unsubscribe.
+
+Each route authenticates the caller, turns the request into a command, hands it to the bus
+(through `app.ctx.inbound` for customer messages) and renders the answer. De-duplication,
+classification, the consent transition and the reply all happen in the service layer.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import secrets
+import shlex
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sanic import Blueprint, Request, Sanic
+from sanic.response import HTTPResponse
+from sanic.response import html as html_response
+from sanic.response import json as json_response
+from twilio.request_validator import RequestValidator
+from twilio.twiml.messaging_response import MessagingResponse
+
+from ..adapters.senders.webhook import verify_webhook_signature
+from ..bootstrap import System
+from ..config import Config
+from ..domain import commands as c
+from ..domain.addresses import normalize_for_channel
+from ..domain.machine import TransitionContext
+from ..domain.model import Actor, ActorKind, Channel, InvalidInput, NotFound, State, Trigger
+from ..domain.settings import OrgSettings
+from ..domain.tokens import UnsubscribeTarget, read_token
+from ..service_layer.handlers import InboundResult, transition
+from ..service_layer.unit_of_work import UnitOfWork
+from .errors import ApiError
+
+log = logging.getLogger("optflow.webhooks")
+
+TWILIO_PATH = "/webhooks/twilio/sms"
+CHAT_PATH = "/webhooks/chat"
+TWILIO_SIGNATURE_HEADER = "X-Twilio-Signature"
+CHAT_SIGNATURE_HEADER = "X-Optflow-Signature"
+WHATSAPP_PREFIX = "whatsapp:"
+ONE_CLICK_ACTOR = Actor(ActorKind.SYSTEM, "one-click")
+ONE_CLICK_METHOD = "one_click_unsubscribe"
+CHAT_CHANNELS = {"chat": Channel.CHAT, "whatsapp": Channel.WHATSAPP}
+DEMO_CUSTOMER_NUMBER = "+14155550100"
+
+
+def webhooks_blueprint() -> Blueprint:
+    bp = Blueprint("webhooks")
+
+    @bp.before_server_start
+    async def warn_when_unsigned(app: Sanic, _: Any = None) -> None:
+        if app.ctx.config.skip_signature_check:
+            log.warning("webhook signatures are NOT checked (--dev-skip-signatures): anyone who can reach "
+                        "this server can opt contacts in and out; never run like this in production")
+
+    @bp.on_request
+    async def start_timer(request: Request) -> None:
+        request.ctx.started = time.perf_counter()
+
+    @bp.on_response
+    async def record_timing(request: Request, response: HTTPResponse) -> None:
+        started = getattr(request.ctx, "started", None)
+        if started is not None and request.route is not None:
+            request.app.ctx.metrics.webhook_answered(request.route.name.rpartition(".")[2], response.status,
+                                                     time.perf_counter() - started)
+
+    @bp.post(TWILIO_PATH, name="twilio_sms")
+    async def twilio_sms(request: Request) -> HTTPResponse:
+        """Twilio's inbound message webhook (SMS, and WhatsApp when `From` starts with
+        `whatsapp:`). Answers TwiML: one <Message> per reply."""
+        # Twilio signs every parameter it sends, empty ones included.
+        form = request.get_form(keep_blank_values=True) or {}
+        to = _required(form, "To")
+        org_id, settings = _org_for_number(request, to)
+        config: Config = request.app.ctx.config
+        if not config.skip_signature_check:
+            _check_twilio_signature(request, settings.twilio_auth_token or config.twilio_auth_token, form)
+        sender = _required(form, "From")
+        body = _required(form, "Body")
+        channel = Channel.WHATSAPP if sender.lower().startswith(WHATSAPP_PREFIX) else Channel.TEXT
+        result: InboundResult = await request.app.ctx.inbound.submit(c.ReceiveInbound(
+            channel=channel, from_address=sender, to_address=to, body=body,
+            provider_id=form.get("MessageSid") or None, opt_out_type=form.get("OptOutType") or None,
+            org_id=org_id))
+        reply = MessagingResponse()
+        for text in result.replies:
+            reply.message(text)
+        return HTTPResponse(reply.to_xml(), content_type="text/xml; charset=utf-8")
+
+    @bp.post(CHAT_PATH, name="chat")
+    async def chat(request: Request) -> HTTPResponse:
+        """A chat or WhatsApp gateway's inbound message: JSON signed with X-Optflow-Signature."""
+        media_type = (request.headers.get("content-type") or "").partition(";")[0].strip().lower()
+        if media_type != "application/json" and not media_type.endswith("+json"):
+            raise ApiError(415, "unsupported_media_type", "send the message as application/json")
+        config: Config = request.app.ctx.config
+        signature = request.headers.get(CHAT_SIGNATURE_HEADER)
+        if not signature and not config.skip_signature_check:
+            raise ApiError(403, "forbidden", f"missing {CHAT_SIGNATURE_HEADER} header")
+        message = _chat_message(request.body)
+        org_id, settings = _org_for_number(request, message.to)
+        if not config.skip_signature_check:
+            _check_chat_signature(settings.chat_secret or config.chat_webhook_secret, request.body, signature)
+        result: InboundResult = await request.app.ctx.inbound.submit(c.ReceiveInbound(
+            channel=message.channel, from_address=message.sender, to_address=message.to, body=message.text,
+            provider_id=message.message_id, org_id=org_id))
+        return json_response({"intent": result.intent.value, "state": result.state.value,
+                              "replies": list(result.replies), "duplicate": result.duplicate})
+
+    @bp.get("/unsubscribe/<token:str>", name="unsubscribe_page")
+    async def unsubscribe_page(request: Request, token: str) -> HTTPResponse:
+        """The page behind an unsubscribe link. A GET changes nothing (mail scanners open links);
+        the button POSTs to the same URL."""
+        system: System = request.app.ctx.system
+        found = _unsubscribe_target(system, token)
+        if found is None:
+            return _invalid_link_page()
+        target, org_name = found
+        return _confirm_page(target, org_name)
+
+    @bp.post("/unsubscribe/<token:str>", name="unsubscribe")
+    async def unsubscribe(request: Request, token: str) -> HTTPResponse:
+        """RFC 8058 one-click unsubscribe (and the page's own button). The signed token is the only
+        credential; any POST to it opts out, because mail scanners prefetch with GET, never POST."""
+        system: System = request.app.ctx.system
+        found = _unsubscribe_target(system, token)
+        if found is None:
+            return _invalid_link_page()
+        target, org_name = found
+        unsubscribe_address(system, target)
+        return _done_page(target, org_name)
+
+    return bp
+
+
+# ------------------------------------------------------------------------------------- Twilio
+
+
+def _required(form: Mapping[str, Any], name: str) -> str:
+    value = form.get(name)
+    if value is None:
+        raise ApiError(400, "missing_field", f"the form field {name!r} is required")
+    return str(value)
+
+
+def _org_for_number(request: Request, number: str) -> tuple[int, OrgSettings]:
+    """The org that owns `number` (E.164, with or without `whatsapp:`) and its settings."""
+    e164 = normalize_for_channel(number, Channel.TEXT)
+    with request.app.ctx.system.bus.uow() as uow:
+        org_id = uow.orgs.find_by_number(e164)
+        if org_id is None:
+            raise NotFound(f"no org owns the number {e164}", code="unknown_number")
+        return int(org_id), uow.orgs.settings(org_id)
+
+
+def public_url_of(request: Request, config: Config) -> str:
+    """The URL the provider called and signed: the configured public base URL, the path and the
+    query string as received. Behind a proxy or TLS terminator `request.url` is a different URL."""
+    return config.public_url.rstrip("/") + request.raw_url.decode("utf-8", "replace")
+
+
+def _check_twilio_signature(request: Request, auth_token: str | None, form: Mapping[str, Any]) -> None:
+    signature = request.headers.get(TWILIO_SIGNATURE_HEADER)
+    if not signature:
+        raise ApiError(403, "forbidden", f"missing {TWILIO_SIGNATURE_HEADER} header")
+    if not auth_token:
+        raise ApiError(403, "forbidden", "no Twilio auth token is configured for this number's org")
+    url = public_url_of(request, request.app.ctx.config)
+    if not RequestValidator(auth_token).validate(url, form, signature):
+        log.warning("rejected a Twilio webhook with a wrong signature (signed URL should be %s)", url)
+        raise ApiError(403, "forbidden", f"invalid {TWILIO_SIGNATURE_HEADER}")
+
+
+# ------------------------------------------------------------------------------------- chat
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    channel: Channel
+    sender: str
+    to: str
+    text: str
+    message_id: str
+
+
+def _chat_message(raw: bytes) -> ChatMessage:
+    try:
+        payload = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ApiError(400, "bad_request", f"the body is not valid JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise ApiError(400, "bad_request", "the body must be a JSON object")
+    fields: dict[str, str] = {}
+    for name in ("channel", "from", "to", "text", "message_id"):
+        value = payload.get(name)
+        if name == "message_id" and isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str):
+            raise ApiError(400, "missing_field", f"the field {name!r} is required and must be a string")
+        fields[name] = value
+    channel = CHAT_CHANNELS.get(fields["channel"].strip().lower())
+    if channel is None:
+        raise InvalidInput(f"unsupported channel {fields['channel']!r}: use chat or whatsapp", code="unknown_channel")
+    if not fields["message_id"].strip():
+        raise InvalidInput("message_id must not be empty: it is how a retried message is recognised",
+                           code="invalid_message_id")
+    return ChatMessage(channel, fields["from"], fields["to"], fields["text"], fields["message_id"])
+
+
+def _check_chat_signature(secret: str | None, body: bytes, signature: str | None) -> None:
+    if not secret:
+        raise ApiError(403, "forbidden", "chat webhooks are not set up for this number's org (no chat_secret)")
+    if not verify_webhook_signature(secret, body, signature):
+        raise ApiError(403, "forbidden", f"invalid {CHAT_SIGNATURE_HEADER}")
+
+
+# ------------------------------------------------------------------------------------- unsubscribe
+
+
+def _unsubscribe_target(system: System, token: str) -> tuple[UnsubscribeTarget, str] | None:
+    """The target of a genuine token and its org's name; None for a forged or stale link."""
+    try:
+        target = read_token(system.secret, token)
+    except InvalidInput:
+        return None
+    with system.bus.uow() as uow:
+        try:
+            org = uow.orgs.get(target.org_id)
+        except NotFound:
+            return None
+    return target, str(org["name"])
+
+
+def unsubscribe_address(system: System, target: UnsubscribeTarget) -> None:
+    """Opt the address out on the token's channel, once (a mail provider may POST twice).
+
+    The contact owning the address goes through the `OptOut` command like any other opt-out
+    (confirmation, enrolments, the org's every-channel rule). An address no contact owns has
+    only its consent row, which takes the transition directly.
+    """
+    with system.bus.uow() as uow:
+        consent = uow.consents.get(target.org_id, target.address, target.channel)
+        if consent.state is State.OPTED_OUT:
+            return
+        contact_id = uow.contacts.find_by_address(target.org_id, target.address)
+        every_channel = uow.orgs.settings(target.org_id).stop_applies_to_all_channels
+    if contact_id is not None:
+        system.bus.handle(c.OptOut(
+            org_id=target.org_id, contact_id=contact_id, channel=target.channel, actor=ONE_CLICK_ACTOR,
+            address=target.address, all_channels=every_channel, method=ONE_CLICK_METHOD,
+            evidence="unsubscribe link (RFC 8058 one-click POST)"))
+        return
+    with UnitOfWork(system.engine) as uow:
+        consent = uow.consents.get(target.org_id, target.address, target.channel, lock=True)
+        transition(uow, system.services, consent, Trigger.OPT_OUT, TransitionContext(
+            actor=ONE_CLICK_ACTOR, now=system.clock(), method=ONE_CLICK_METHOD,
+            evidence="unsubscribe link (RFC 8058 one-click POST)"), None)
+        uow.commit()
+
+
+def _channel_words(channel: Channel) -> str:
+    return {Channel.EMAIL: "emails", Channel.CALL: "calls", Channel.TEXT: "text messages",
+            Channel.WHATSAPP: "WhatsApp messages", Channel.CHAT: "chat messages"}[channel]
+
+
+def _confirm_page(target: UnsubscribeTarget, org_name: str) -> HTTPResponse:
+    return _page("Unsubscribe", f"""
+<h1>Stop these messages?</h1>
+<p>Press the button to stop {_channel_words(target.channel)} from <strong>{html.escape(org_name)}</strong>
+to <strong>{html.escape(target.address)}</strong>.</p>
+<form method="post">
+  <input type="hidden" name="List-Unsubscribe" value="One-Click">
+  <button type="submit">Unsubscribe</button>
+</form>""")
+
+
+def _done_page(target: UnsubscribeTarget, org_name: str) -> HTTPResponse:
+    return _page("Unsubscribed", f"""
+<h1>You are unsubscribed</h1>
+<p>{html.escape(target.address)} will get no more {_channel_words(target.channel)} from
+<strong>{html.escape(org_name)}</strong>. You can close this page.</p>""")
+
+
+def _invalid_link_page() -> HTTPResponse:
+    return _page("Link not valid", """
+<h1>This link does not work</h1>
+<p>It may have been cut short or changed. Copy the whole link from the message, or reply STOP
+to a text message from the sender.</p>""", status=404)
+
+
+def _page(title: str, content: str, status: int = 200) -> HTTPResponse:
+    return html_response(f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="robots" content="noindex"><title>{html.escape(title)}</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:32rem;margin:3rem auto;padding:0 1rem;line-height:1.5}}
+button{{font-size:1rem;padding:.6rem 1.2rem}}</style></head>
+<body>{content}
+</body></html>
+""", status=status)
+
+
+# ------------------------------------------------------------------------------------- banner
+
+
+def curl_example(system: System, config: Config) -> str:
+    """Ready-to-paste commands for the startup banner: a Twilio-style STOP for the default org,
+    signed now with that org's auth token over the public URL, and a health check."""
+    base = config.public_url.rstrip("/")
+    health = f"curl -sS {shlex.quote(base + '/healthz')}"
+    with UnitOfWork(system.engine) as uow:
+        org_id = uow.orgs.first_id()
+        numbers = uow.orgs.numbers(org_id) if org_id is not None else []
+        token = (uow.orgs.settings(org_id).twilio_auth_token if org_id is not None else None) \
+            or config.twilio_auth_token
+    if not numbers:
+        return f"  {health}\n  (no org with a number yet: run `optflow init` to post a test message)"
+    url = base + TWILIO_PATH
+    params = {"From": DEMO_CUSTOMER_NUMBER, "To": numbers[0], "Body": "STOP",
+              "MessageSid": "SM" + secrets.token_hex(16), "AccountSid": "AC" + "0" * 32}
+    lines = [f"curl -sS -X POST {shlex.quote(url)}"]
+    if token:
+        signature = RequestValidator(token).compute_signature(url, params)
+        lines.append(f"-H {shlex.quote(f'{TWILIO_SIGNATURE_HEADER}: {signature}')}")
+    lines.extend(f"--data-urlencode {shlex.quote(f'{key}={value}')}" for key, value in params.items())
+    post = " \\\n    ".join(lines)
+    note = "" if token else "\n  (the org has no Twilio auth token, so this is unsigned: it works only with " \
+                            "--dev-skip-signatures)"
+    return f"  # a customer texts STOP to {numbers[0]}; the answer is TwiML\n  {post}{note}\n" \
+           f"  # health\n  {health}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Engine, and_, update
 
@@ -115,14 +116,14 @@ class Dispatcher:
             uow.commit()
         return ready
 
-    def _outbound(self, row: dict[str, object], channel: Channel) -> OutboundMessage:
+    def _outbound(self, row: dict[str, Any], channel: Channel) -> OutboundMessage:
         purpose = Purpose(str(row["purpose"]))
         unsubscribe = None
         if channel is Channel.EMAIL and purpose is Purpose.MARKETING:
             unsubscribe = self.unsubscribe_url(int(str(row["org_id"])), str(row["address"]), channel)
         return OutboundMessage(
             id=int(str(row["id"])), org_id=int(str(row["org_id"])), channel=channel, to=str(row["address"]),
-            body=str(row["body"]), purpose=purpose, subject=row["subject"] and str(row["subject"]) or None,
+            body=str(row["body"]), purpose=purpose, subject=(row["subject"] and str(row["subject"])) or None,
             unsubscribe_url=unsubscribe,
         )
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from ..adapters.repository import dnd_of
 from ..adapters.templates import TemplateRenderer
 from ..domain import commands as c
 from ..domain import pin as pins
@@ -18,14 +19,12 @@ from ..domain.addresses import channels_for_kind, normalize, normalize_for_chann
 from ..domain.keywords import Classification, KeywordTable
 from ..domain.machine import TransitionContext, fire
 from ..domain.model import (
-    CUSTOMER,
     SYSTEM,
     Actor,
     ActorKind,
     Channel,
     Consent,
     DndSettings,
-    DomainError,
     Intent,
     InvalidInput,
     Mode,
@@ -36,10 +35,19 @@ from ..domain.model import (
     TransitionRefused,
     Trigger,
 )
-from ..domain.policy import Allow, Decision, Defer, Deny, MessageKind, PolicySettings, Recipient, SendRequest
-from ..domain.policy import FrequencyCap, decide
+from ..domain.policy import (
+    Allow,
+    Decision,
+    Defer,
+    Deny,
+    FrequencyCap,
+    MessageKind,
+    PolicySettings,
+    Recipient,
+    SendRequest,
+    decide,
+)
 from ..domain.settings import OrgSettings
-from ..adapters.repository import dnd_of
 from .unit_of_work import UnitOfWork
 
 if TYPE_CHECKING:

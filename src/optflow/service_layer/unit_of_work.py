@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
+from ..adapters.enrollments import EnrollmentRepository
 from ..adapters.repository import (
     AgentRepository,
     ConsentRepository,
@@ -15,7 +16,6 @@ from ..adapters.repository import (
     MessageRepository,
     OrgRepository,
 )
-from ..adapters.enrollments import EnrollmentRepository
 
 
 class UnitOfWork:

@@ -1,0 +1,269 @@
+"""Messages, business events, the unassociated queue, org settings and reports: /api/v1/..."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Mapping
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from sanic import Blueprint, Request
+from sanic.response import HTTPResponse, text
+from sanic_ext.extensions.openapi import openapi
+
+from ..domain import commands as c
+from ..domain.model import Channel, InvalidInput
+from ..domain.settings import OrgSettings
+from ..service_layer.admin import update_settings
+from ..service_layer.handlers import ActionResult
+from ..service_layer.reports import ConsentReport, Counts, consent_report
+from .api_common import (
+    caller_of,
+    contact_out,
+    enrollment_out,
+    id_param,
+    message_out,
+    path_id,
+    query_date,
+    query_param,
+    read_body,
+    respond,
+    route,
+    system_of,
+)
+from .errors import ApiError
+from .schemas import (
+    ActionOut,
+    ChannelReport,
+    ConsentReportOut,
+    ConversionCounts,
+    EventIn,
+    EventOut,
+    LinkIn,
+    MessageIn,
+    MethodReport,
+    ModeReport,
+    SendOut,
+    SettingsOut,
+    SettingsPatch,
+    UnassociatedListOut,
+)
+
+SECRET_SETTINGS = ("twilio_auth_token", "chat_secret", "unsubscribe_secret")
+REDACTED = "********"
+REPORT_DEFAULT_DAYS = 30
+CSV_COLUMNS = ("channel", "mode", "method", "opt_ins", "opt_outs", "requests", "reauthorizations",
+               "requested_addresses", "converted", "conversion_rate")
+
+
+def merge_patch(target: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """RFC 7396: objects merge key by key, null removes, anything else replaces."""
+    merged = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, Mapping):
+            current = merged.get(key)
+            merged[key] = merge_patch(current if isinstance(current, Mapping) else {}, value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def redacted(settings: OrgSettings) -> OrgSettings:
+    return settings.model_copy(update={key: REDACTED if getattr(settings, key) else None for key in SECRET_SETTINGS})
+
+
+def report_period(request: Request, today: date) -> tuple[date, date]:
+    """`from` and `to` are UTC days, both included; default the last 30 days."""
+    last = query_date(request, "to") or today
+    first = query_date(request, "from") or last - timedelta(days=REPORT_DEFAULT_DAYS - 1)
+    if first > last:
+        raise InvalidInput(f"from ({first}) is after to ({last})", code="invalid_period")
+    return first, last
+
+
+def _day_start(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+def _conversion(counts: Counts) -> dict[str, Any]:
+    return {"opt_ins": counts.opt_ins, "opt_outs": counts.opt_outs, "requests": counts.requests,
+            "reauthorizations": counts.reauthorizations, "requested_addresses": counts.requested_addresses,
+            "converted": counts.converted, "conversion_rate": counts.conversion_rate}
+
+
+def report_out(report: ConsentReport, first: date, last: date) -> ConsentReportOut:
+    return ConsentReportOut(
+        date_from=first.isoformat(), date_to=last.isoformat(),
+        totals=ConversionCounts(**_conversion(report.totals)),
+        by_channel=[ChannelReport(channel=ch, mode=report.modes[ch], **_conversion(counts))
+                    for ch, counts in report.by_channel.items()],
+        by_mode=[ModeReport(mode=mode, **_conversion(counts)) for mode, counts in report.by_mode.items()],
+        by_method=[MethodReport(channel=m.channel, method=m.method, opt_ins=m.counts.opt_ins,
+                                opt_outs=m.counts.opt_outs, requests=m.counts.requests,
+                                reauthorizations=m.counts.reauthorizations) for m in report.by_method],
+    )
+
+
+def report_csv(report: ConsentReport) -> str:
+    """One row per channel and method, then the channel's total (method `*`, with its
+    conversion), and a last row for everything."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(CSV_COLUMNS)
+
+    def row(channel: str, mode: str, method: str, counts: Counts, conversion: bool) -> None:
+        rate = counts.conversion_rate
+        writer.writerow([channel, mode, method, counts.opt_ins, counts.opt_outs, counts.requests,
+                         counts.reauthorizations,
+                         counts.requested_addresses if conversion else "", counts.converted if conversion else "",
+                         "" if rate is None or not conversion else rate])
+
+    for channel, counts in report.by_channel.items():
+        mode = report.modes[channel].value
+        for m in report.by_method:
+            if m.channel is channel:
+                row(channel.value, mode, m.method or "", m.counts, conversion=False)
+        row(channel.value, mode, "*", counts, conversion=True)
+    row("*", "*", "*", report.totals, conversion=True)
+    return out.getvalue()
+
+
+def register(bp: Blueprint) -> None:
+    # ------------------------------------------------------------------------------ messages, events
+
+    @bp.post("/messages")
+    @route("agent", body=MessageIn, ok=(202, SendOut, "Accepted: queued, deferred or held."), errors=(404, 409),
+           tag="messages")
+    async def send_message(request: Request) -> HTTPResponse:
+        """Send a message from an employee to a contact.
+
+        The send policy decides: refused with 409 and its reason as `error.code` (`opted_out`,
+        `dnd`, `no_consent`, `marketing_declined`, ...); `deferred` until quiet hours end or a
+        frequency cap allows; in consent mode without consent yet, `held` until the customer
+        replies YES, and the opt-in request goes out.
+        """
+        body = read_body(request, MessageIn)
+        caller = caller_of(request)
+        result: ActionResult = system_of(request).bus.handle(c.SendMessage(
+            caller.org_id, body.contact_id, body.channel, body.body, caller.actor, purpose=body.purpose,
+            subject=body.subject, address=body.address))
+        assert result.message_id is not None and result.channel is not None
+        return respond(SendOut(message_id=result.message_id, contact_id=result.contact_id, channel=result.channel,
+                               status=result.status, state=result.state, detail=result.detail), 202)
+
+    @bp.post("/events")
+    @route("agent", body=EventIn, ok=(202, EventOut, "Recorded; the enrolments it started."), errors=(404,),
+           tag="events")
+    async def record_event(request: Request) -> HTTPResponse:
+        """Tell optflow about a business event (`payment_plan.created`, `pipeline.stage_changed`
+        with `data.stage`, `lead.created`, ...). Flows triggered by it enrol the contact and run
+        their first steps at once."""
+        body = read_body(request, EventIn)
+        caller = caller_of(request)
+        system = system_of(request)
+        statuses = ("active", "paused", "done", "cancelled")
+        with system.bus.uow() as uow:
+            uow.contacts.get(caller.org_id, body.contact_id)
+            before = {r["id"] for r in uow.enrollments.for_contact(body.contact_id, statuses)}
+        result: ActionResult = system.bus.handle(c.RecordEvent(caller.org_id, body.name, body.contact_id, body.data,
+                                                               caller.actor))
+        with system.bus.uow() as uow:
+            started = [enrollment_out(uow, r) for r in uow.enrollments.for_contact(body.contact_id, statuses)
+                       if r["id"] not in before]
+        return respond(EventOut(name=body.name, contact_id=body.contact_id, status=result.status,
+                                detail=result.detail, enrollments=started), 202)
+
+    # ------------------------------------------------------------------------------ unassociated queue
+
+    @bp.get("/unassociated")
+    @route("supervisor", ok=(200, UnassociatedListOut, "Waiting messages, oldest first."), tag="unassociated")
+    async def unassociated(request: Request) -> HTTPResponse:
+        """Messages from addresses that belong to no contact, waiting for a supervisor to link them."""
+        with system_of(request).bus.uow() as uow:
+            rows = uow.messages.unassociated(caller_of(request).org_id)
+        return respond(UnassociatedListOut(messages=[message_out(r) for r in rows]))
+
+    @bp.post("/unassociated/<message_id:int>/link")
+    @route("supervisor", body=LinkIn, ok=(200, ActionOut, "Linked; the opt-in request was queued."),
+           errors=(404, 409), params=(id_param("message_id", "The waiting inbound message."),),
+           tag="unassociated")
+    async def link(request: Request, message_id: int) -> HTTPResponse:
+        """Link the sender of a waiting message to a contact: the address joins the contact, its
+        waiting messages reach the contact's history, and an opt-in request goes out unless the
+        address already opted in or out."""
+        path_id(message_id, "message")
+        body = read_body(request, LinkIn)
+        caller = caller_of(request)
+        system = system_of(request)
+        result: ActionResult = system.bus.handle(c.LinkUnassociated(caller.org_id, message_id, body.contact_id,
+                                                                    caller.actor))
+        with system.bus.uow() as uow:
+            contact = contact_out(uow, caller.org_id, body.contact_id)
+        return respond(ActionOut(contact_id=result.contact_id, channel=result.channel, state=result.state,
+                                 status=result.status, message_id=result.message_id, detail=result.detail,
+                                 contact=contact))
+
+    # ------------------------------------------------------------------------------ settings
+
+    def settings_out(request: Request) -> SettingsOut:
+        org_id = caller_of(request).org_id
+        with system_of(request).bus.uow() as uow:
+            row = uow.orgs.get(org_id)
+            return SettingsOut(org_id=org_id, name=row["name"], numbers=uow.orgs.numbers(org_id),
+                               settings=redacted(uow.orgs.settings(org_id)))
+
+    @bp.get("/settings")
+    @route("admin", ok=(200, SettingsOut, "The org's resolved settings."), tag="settings")
+    async def get_settings(request: Request) -> HTTPResponse:
+        """The org's settings as they apply (own values, then the parent org's, then defaults).
+        Secrets are never shown."""
+        return respond(settings_out(request))
+
+    @bp.patch("/settings")
+    @route("admin", body=SettingsPatch, ok=(200, SettingsOut, "The settings after the change."), tag="settings")
+    async def patch_settings(request: Request) -> HTTPResponse:
+        """Change the org's settings with a JSON merge patch: present keys replace, objects merge
+        key by key (one template, one channel's mode), null removes the org's own value.
+
+        The result is validated as a whole before anything is stored: an invalid value is refused
+        with 422 naming the field, as is group messaging on a channel in consent mode, and a
+        template override that does not render.
+        """
+        patch = read_body(request, SettingsPatch).model_dump(mode="json", exclude_unset=True)
+        org_id = caller_of(request).org_id
+        system = system_of(request)
+        with system.bus.uow() as uow:
+            merged = merge_patch(uow.orgs.own_settings(org_id), patch)
+            update_settings(uow, system.services.renderer, org_id, merged, replace=True)
+            uow.commit()
+        return respond(settings_out(request))
+
+    # ------------------------------------------------------------------------------ reports
+
+    @bp.get("/reports/consent")
+    @route("supervisor", ok=(200, {"application/json": openapi.Component(ConsentReportOut), "text/csv": str},
+                             "Counts as JSON, or as CSV with `format=csv`."), errors=(400, 422), tag="reports",
+           params=(query_param("from", openapi.Date(), "First day (UTC), included; default 29 days before `to`."),
+                   query_param("to", openapi.Date(), "Last day (UTC), included; default today."),
+                   query_param("format", openapi.String(enum=["json", "csv"], default="json"), "json or csv.")))
+    async def consent_report_route(request: Request) -> HTTPResponse:
+        """Opt-ins, opt-outs, opt-in requests, re-authorisations and conversion (requests that
+        became opt-ins) by channel, method and mode, from the ledger."""
+        fmt = request.args.get("format") or "json"
+        if fmt not in ("json", "csv"):
+            raise ApiError(422, "invalid_input", f"format must be json or csv, not {fmt!r}")
+        system = system_of(request)
+        org_id = caller_of(request).org_id
+        first, last = report_period(request, system.clock().astimezone(UTC).date())
+        since = _day_start(first)
+        until = _day_start(last) + timedelta(days=1) if last < date.max else datetime.max.replace(tzinfo=UTC)
+        with system.bus.uow() as uow:
+            settings = uow.orgs.settings(org_id)
+            report = consent_report(uow.conn, org_id, since, until, {ch: settings.mode(ch) for ch in Channel})
+        if fmt == "csv":
+            return text(report_csv(report), content_type="text/csv; charset=utf-8", headers={
+                "Content-Disposition": f'attachment; filename="consent-{first}-{last}.csv"'})
+        return respond(report_out(report, first, last))
