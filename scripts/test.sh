@@ -6,6 +6,12 @@ cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
 export PATH="$BIN:$PATH"
 
+if ! command -v chromium >/dev/null && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
+    echo "== installing Debian's chromium for the browser tests"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+        || echo "could not install chromium" >&2
+fi
+
 echo "== ruff"; "$BIN/ruff" check src tests
 echo "== mypy"; "$BIN/mypy"
 if [ -x scripts/schemathesis.sh ]; then

@@ -18,12 +18,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
-from optflow.adapters import db
+from optflow.adapters import db, orm
+from optflow.bootstrap import System, bootstrap
+from optflow.config import Config
+from optflow.domain.model import Actor, ActorKind, Channel, Consent
 from optflow.service_layer import admin
 from optflow.service_layer.unit_of_work import UnitOfWork
 
@@ -139,3 +144,62 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 @pytest.fixture
 def number() -> str:
     return fresh_number()
+
+
+@dataclass(frozen=True)
+class TestOrg:
+    """An org made for one test, with its own texting number and one agent."""
+
+    __test__ = False  # not a test class, whatever its name says
+    id: int
+    number: str
+    agent: Actor
+
+
+@dataclass
+class Library:
+    """optflow as a library on the running server's database: how tests set up state the HTTP
+    surface does not (yet) offer, and how they look at what the server wrote."""
+
+    system: System
+
+    def new_number(self) -> str:
+        return fresh_number()
+
+    def handle(self, command: object) -> Any:
+        return self.system.bus.handle(command)
+
+    def new_org(self, **settings: Any) -> TestOrg:
+        """An org with the e2e Twilio token and chat secret, no quiet hours (tests run at any
+        hour), and `settings` on top. The running server reads settings per request."""
+        number = fresh_number()
+        now = datetime.now(UTC)
+        with UnitOfWork(self.system.engine) as uow:
+            org_id = admin.create_org(uow, f"Org {number}", now, numbers=(number,), settings={
+                "twilio_auth_token": TWILIO_TOKEN, "chat_secret": CHAT_SECRET, "quiet_hours": False, **settings})
+            agent = admin.add_agent(uow, org_id, "Dana", "agent", now)
+            uow.commit()
+        return TestOrg(org_id, number, Actor(ActorKind.AGENT, str(agent.id)))
+
+    def consent(self, org_id: int, address: str, channel: Channel = Channel.TEXT) -> Consent:
+        with UnitOfWork(self.system.engine) as uow:
+            return uow.consents.get(org_id, address, channel)
+
+    def ledger(self, org_id: int, address: str) -> list[dict[str, Any]]:
+        with UnitOfWork(self.system.engine) as uow:
+            return [row for row in uow.ledger.entries(org_id) if row["address"] == address]
+
+    def messages(self, org_id: int, address: str, **where: Any) -> list[dict[str, Any]]:
+        """Messages to and from `address` (and notes to the employee about it), oldest first."""
+        query = select(orm.messages).where(orm.messages.c.org_id == org_id, orm.messages.c.address == address)
+        for column, value in where.items():
+            query = query.where(orm.messages.c[column] == value)
+        with self.system.engine.connect() as conn:
+            return [dict(row) for row in conn.execute(query.order_by(orm.messages.c.id)).mappings()]
+
+
+@pytest.fixture(scope="session")
+def library(server: Server) -> Iterator[Library]:
+    system = bootstrap(Config(database_url=server.database_url, flows_dir=REPO / "flows"), create_schema=False)
+    yield Library(system)
+    system.close()

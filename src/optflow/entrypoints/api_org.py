@@ -237,7 +237,10 @@ def register(bp: Blueprint) -> None:
         system = system_of(request)
         with system.bus.uow() as uow:
             merged = merge_patch(uow.orgs.own_settings(org_id), patch)
-            update_settings(uow, system.services.renderer, org_id, merged, replace=True)
+            resolved = update_settings(uow, system.services.renderer, org_id, merged, replace=True)
+            # Keywords are compiled when the first message arrives; a bad one must be refused
+            # now, not break inbound handling (and STOP) later.
+            system.services.keywords(resolved)
             uow.commit()
         return respond(settings_out(request))
 

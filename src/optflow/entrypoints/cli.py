@@ -245,6 +245,22 @@ def orgs_add(obj: Ctx, name: str, parent: int | None, numbers: tuple[str, ...], 
     click.echo(f"created org {org_id}")
 
 
+@orgs.command("add-number")
+@click.argument("number")
+@click.option("--org", type=int)
+@pass_ctx
+@friendly_errors
+def orgs_add_number(obj: Ctx, number: str, org: int | None) -> None:
+    """Add a texting number to an org: inbound messages to it belong to that org."""
+    from ..service_layer.admin import add_number
+
+    org_id = obj.org_id(org)
+    with obj.uow() as uow:
+        value = add_number(uow, org_id, number)
+        uow.commit()
+    click.echo(f"org {org_id} now answers {value}")
+
+
 @orgs.command("show")
 @click.option("--org", type=int)
 @pass_ctx

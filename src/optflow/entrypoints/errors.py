@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from sanic import Request, Sanic
+from sanic.constants import HTTP_METHODS
 from sanic.exceptions import SanicException
 from sanic.response import HTTPResponse, json
 
@@ -35,6 +36,19 @@ def status_for(exc: DomainError) -> int:
     return 409
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """The methods the request's path answers to. Sanic names them in its 405 only for static
+    paths; for a path with parameters ask the router method by method (RFC 9110 wants `Allow`)."""
+    found: list[str] = []
+    for method in HTTP_METHODS:
+        try:
+            request.app.router.get(request.path, method, request.headers.get("host"))
+        except SanicException:
+            continue
+        found.append(str(method))
+    return found or ["GET"]
+
+
 def install_error_handlers(app: Sanic) -> None:
     @app.exception(DomainError)
     async def domain_error(request: Request, exc: DomainError) -> HTTPResponse:
@@ -52,9 +66,7 @@ def install_error_handlers(app: Sanic) -> None:
                 503: "unavailable"}.get(status, "error")
         headers = {}
         if status == 405:
-            route = getattr(request, "route", None)
-            methods = sorted(getattr(route, "methods", ()) or ())
-            headers["Allow"] = ", ".join(methods) if methods else "GET"
+            headers["Allow"] = (exc.headers or {}).get("Allow") or ", ".join(allowed_methods(request))
         return error_response(status, code, str(exc) or code.replace("_", " "), headers or None)
 
     @app.exception(Exception)

@@ -73,6 +73,9 @@ class FlowEngine:
         self.services = services
         self.flows_dir = flows_dir
         self._versions: dict[tuple[str, str], f.Flow | None] = {}
+        self._sources: dict[tuple[str, str], str] = {}
+        for flow in self.flows.values():
+            self._source(flow)
         self._content_env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, trim_blocks=True,
                                                           lstrip_blocks=True, autoescape=False)
         self._content: dict[str, Any] = {}
@@ -85,9 +88,17 @@ class FlowEngine:
     def remember_versions(self, engine: Engine, now: datetime) -> None:
         with UnitOfWork(engine) as uow:
             for flow in self.flows.values():
-                source = Path(flow.source_file).read_text(encoding="utf-8") if Path(flow.source_file).is_file() else ""
-                uow.enrollments.remember_version(flow.name, flow.version, flow.source_file, source, now)
+                uow.enrollments.remember_version(flow.name, flow.version, flow.source_file, self._source(flow), now)
             uow.commit()
+
+    def _source(self, flow: f.Flow) -> str:
+        """The YAML a flow version was loaded from, read when the engine starts: it is stored with
+        the first enrolment on that version so the version can be rebuilt after the file changes."""
+        key = (flow.name, flow.version)
+        if key not in self._sources:
+            path = Path(flow.source_file)
+            self._sources[key] = path.read_text(encoding="utf-8") if path.is_file() else ""
+        return self._sources[key]
 
     def flow_for(self, uow: UnitOfWork, name: str, version: str) -> f.Flow | None:
         current = self.flows.get(name)
@@ -132,8 +143,7 @@ class FlowEngine:
                now: datetime, run_now: bool = True) -> int | None:
         if not self._allowed_to_enroll(uow, flow, contact_id):
             return None
-        source = Path(flow.source_file).read_text(encoding="utf-8") if Path(flow.source_file).is_file() else ""
-        uow.enrollments.remember_version(flow.name, flow.version, flow.source_file, source, now)
+        uow.enrollments.remember_version(flow.name, flow.version, flow.source_file, self._source(flow), now)
         enrollment_id = uow.enrollments.create(org_id, contact_id, flow.name, flow.version, data, now)
         uow.enrollments.log_step(enrollment_id, 0, "enrolled", "started", now)
         if run_now:

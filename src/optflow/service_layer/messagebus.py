@@ -82,25 +82,36 @@ class MessageBus:
 
 def save_opt_out_only(engine: Engine, services: Services, command: c.ReceiveInbound, now: datetime) -> bool:
     """The last line of defence: record an inbound opt-out with nothing but the machine and the
-    ledger (no templates, no replies, no flows). True if an opt-out was recorded."""
+    ledger (no templates, no replies, no flows), in a transaction of its own. True if an opt-out
+    was recorded."""
     with UnitOfWork(engine) as uow:
-        org_id = command.org_id
+        recorded = record_opt_out_only(uow, services, command, now)
+        if recorded:
+            uow.commit()
+    if recorded:
+        log.error("recorded the opt-out of %s on %s through the fallback path", command.from_address,
+                  command.channel.value)
+    return recorded
+
+
+def record_opt_out_only(uow: UnitOfWork, services: Services, command: c.ReceiveInbound, now: datetime) -> bool:
+    """`save_opt_out_only` inside the caller's unit of work (the group-commit batcher runs it in
+    a savepoint of the batch's transaction); the caller commits. True if it is an opt-out."""
+    org_id = command.org_id
+    if org_id is None:
+        org_id = uow.orgs.find_by_number(normalize_for_channel(command.to_address, command.channel))
         if org_id is None:
-            org_id = uow.orgs.find_by_number(normalize_for_channel(command.to_address, command.channel))
-            if org_id is None:
-                raise NotFound(f"no org owns {command.to_address!r}", code="unknown_number")
-        settings = uow.orgs.settings(org_id)
-        if classify_inbound(services, settings, command.body, command.opt_out_type).intent is not Intent.OPT_OUT:
-            return False
-        address = normalize_for_channel(command.from_address, command.channel)
-        consent = uow.consents.get(org_id, address, command.channel, lock=True)
-        contact_id = uow.contacts.find_by_address(org_id, address)
-        record = fire(consent, Trigger.OPT_OUT, TransitionContext(
-            actor=Actor(ActorKind.CUSTOMER, address), now=now, method="keyword",
-            evidence=command.body[:500], source_message_id=command.provider_id))
-        consent.contact_id = consent.contact_id or contact_id
-        uow.consents.save(consent, now)
-        uow.ledger.append(org_id, consent.contact_id, record)
-        uow.commit()
-    log.error("recorded the opt-out of %s on %s through the fallback path", address, command.channel.value)
+            raise NotFound(f"no org owns {command.to_address!r}", code="unknown_number")
+    settings = uow.orgs.settings(org_id)
+    if classify_inbound(services, settings, command.body, command.opt_out_type).intent is not Intent.OPT_OUT:
+        return False
+    address = normalize_for_channel(command.from_address, command.channel)
+    consent = uow.consents.get(org_id, address, command.channel, lock=True)
+    contact_id = uow.contacts.find_by_address(org_id, address)
+    record = fire(consent, Trigger.OPT_OUT, TransitionContext(
+        actor=Actor(ActorKind.CUSTOMER, address), now=now, method="keyword",
+        evidence=command.body[:500], source_message_id=command.provider_id))
+    consent.contact_id = consent.contact_id or contact_id
+    uow.consents.save(consent, now)
+    uow.ledger.append(org_id, consent.contact_id, record)
     return True

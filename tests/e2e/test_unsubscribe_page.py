@@ -1,0 +1,83 @@
+"""The one-click unsubscribe page in a real browser (Debian's Chromium driven by Playwright):
+opening the link changes nothing; pressing the button opts the address out."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from optflow.adapters import db, orm
+from optflow.domain import commands as c
+from optflow.domain.model import Actor, ActorKind, Channel, State
+from optflow.domain.tokens import UnsubscribeTarget, make_token
+from optflow.service_layer.unit_of_work import UnitOfWork
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def _require_browser() -> None:
+    import os
+
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the browser tests: Debian's chromium is not installed")
+        pytest.skip("no chromium here (apt-get install chromium)")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    _require_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def _state(database_url: str, org_id: int, email: str) -> State:
+    engine = db.make_engine(database_url)
+    try:
+        with UnitOfWork(engine) as uow:
+            return uow.consents.get(org_id, email, Channel.EMAIL).state
+    finally:
+        engine.dispose()
+
+
+def test_one_click_page_confirms_before_anything_changes(server, browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from optflow.bootstrap import bootstrap
+    from optflow.config import Config
+
+    email = f"reader{datetime.now(UTC).timestamp():.0f}@example.com"
+    system = bootstrap(Config(database_url=server.database_url), create_schema=False)
+    try:
+        contact = system.bus.handle(c.CreateContact(server.org_id, name="Reader", emails=(email,))).contact_id
+        system.bus.handle(c.RecordOptIn(server.org_id, contact, Channel.EMAIL, Actor(ActorKind.AGENT, "1"),
+                                        method="web_form"))
+        with system.engine.connect() as conn:
+            secret = conn.execute(select(orm.app_meta.c.value).where(orm.app_meta.c.key == "secret")).scalar()
+    finally:
+        system.close()
+    token = make_token(str(secret), UnsubscribeTarget(server.org_id, email, Channel.EMAIL))
+    page = browser.new_page()  # type: ignore[attr-defined]
+    response = page.goto(f"{server.base_url}/unsubscribe/{token}")
+    assert response.status == 200
+    page.screenshot(path=str(tmp_path / "before.png"), full_page=True)
+    assert _state(server.database_url, server.org_id, email) is State.OPTED_IN, "a GET must change nothing"
+    buttons = page.locator("button")
+    assert buttons.count() == 1
+    buttons.first.click()
+    page.wait_for_load_state()
+    page.screenshot(path=str(tmp_path / "after.png"), full_page=True)
+    assert _state(server.database_url, server.org_id, email) is State.OPTED_OUT
+    assert "unsubscribed" in page.content().lower()
+    forged = page.goto(f"{server.base_url}/unsubscribe/{token[:-4]}AAAA")
+    assert forged.status in (400, 404)
+    page.close()
