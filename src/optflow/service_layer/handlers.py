@@ -517,6 +517,17 @@ def _refuse_if_denied(decision: Decision) -> None:
         raise TransitionRefused(decision.reason, code=decision.code)
 
 
+def _queue_request(uow: UnitOfWork, svc: Services, cmd: c.ContactAction, contact: dict[str, Any],
+                   settings: OrgSettings, consent: Consent, decision: Decision, template: str, now: datetime) -> int:
+    """Queue an opt-in or re-authorisation request, at the moment the policy allows it."""
+    body = render(svc, settings, template, template_variables(uow, cmd.org_id, settings, cmd.channel, contact,
+                                                              cmd.actor))
+    return queue_to_customer(uow, cmd.org_id, cmd.contact_id, cmd.channel, consent.address, body, now,
+                             kind=MessageKind.OPT_IN_REQUEST, purpose=Purpose.CONVERSATIONAL,
+                             not_before=decision.until if isinstance(decision, Defer) else None,
+                             agent_id=_agent_id(cmd.actor))
+
+
 def request_opt_in(cmd: c.RequestOptIn, uow: UnitOfWork, svc: Services, now: datetime) -> ActionResult:
     contact, settings, consent = _load(uow, cmd)
     if consent.state is State.OPTED_OUT:
@@ -532,12 +543,8 @@ def request_opt_in(cmd: c.RequestOptIn, uow: UnitOfWork, svc: Services, now: dat
     if cmd.quick:
         consent.method = "quick_opt_in"
         uow.consents.save(consent, now)
-    body = render(svc, settings, "customer/opt_in_request.employee_started",
-                  template_variables(uow, cmd.org_id, settings, cmd.channel, contact, cmd.actor))
-    message_id = queue_to_customer(uow, cmd.org_id, cmd.contact_id, cmd.channel, consent.address, body, now,
-                                   kind=MessageKind.OPT_IN_REQUEST, purpose=Purpose.CONVERSATIONAL,
-                                   not_before=decision.until if isinstance(decision, Defer) else None,
-                                   agent_id=_agent_id(cmd.actor))
+    message_id = _queue_request(uow, svc, cmd, contact, settings, consent, decision,
+                                "customer/opt_in_request.employee_started", now)
     if cmd.actor.kind is ActorKind.AGENT:
         notify_employee(uow, svc, cmd.org_id, settings, contact, cmd.channel, consent.address,
                         "employee/opt_in_request_sent", now, cmd.actor)
@@ -589,12 +596,7 @@ def send_reauth_request(cmd: c.SendReauthRequest, uow: UnitOfWork, svc: Services
             f"on {consent.channel.value}", code="invalid_transition")
     decision = policy_decision(uow, settings, contact, consent, Purpose.CONVERSATIONAL, MessageKind.OPT_IN_REQUEST, now)
     _refuse_if_denied(decision)
-    body = render(svc, settings, "customer/reauth_request",
-                  template_variables(uow, cmd.org_id, settings, cmd.channel, contact, cmd.actor))
-    message_id = queue_to_customer(uow, cmd.org_id, cmd.contact_id, cmd.channel, consent.address, body, now,
-                                   kind=MessageKind.OPT_IN_REQUEST, purpose=Purpose.CONVERSATIONAL,
-                                   not_before=decision.until if isinstance(decision, Defer) else None,
-                                   agent_id=_agent_id(cmd.actor))
+    message_id = _queue_request(uow, svc, cmd, contact, settings, consent, decision, "customer/reauth_request", now)
     return ActionResult(cmd.contact_id, cmd.channel, consent.state, status="reauth_requested", message_id=message_id)
 
 
@@ -647,12 +649,9 @@ def set_dnd(cmd: c.SetDnd, uow: UnitOfWork, svc: Services, now: datetime) -> Act
         new = DndSettings(all_channels=current.all_channels, channels=frozenset(channels))
     uow.contacts.set_dnd(cmd.contact_id, now, new)
     label = "all" if cmd.all_channels else ",".join(sorted(ch.value for ch in cmd.channels))
-    uow.ledger.append_change(
-        cmd.org_id, cmd.contact_id, channel=label, address="", from_state=_dnd_label(current),
-        to_state=_dnd_label(new), trigger="dnd_on" if cmd.on else "dnd_off", method="agent",
-        actor_kind=cmd.actor.kind.value, actor_id=cmd.actor.id, source_message_id=None, evidence=None,
-        occurred_at=now, recorded_at=now,
-    )
+    _ledger_contact_change(uow, cmd.org_id, cmd.contact_id, cmd.actor, now, channel=label,
+                           from_state=_dnd_label(current), to_state=_dnd_label(new),
+                           trigger="dnd_on" if cmd.on else "dnd_off")
     if cmd.on:
         blocked = set(Channel) if cmd.all_channels else set(cmd.channels)
         for row in uow.contacts.addresses(cmd.contact_id):
@@ -665,6 +664,16 @@ def set_dnd(cmd: c.SetDnd, uow: UnitOfWork, svc: Services, now: datetime) -> Act
     return ActionResult(cmd.contact_id, None, None, status="dnd_on" if cmd.on else "dnd_off")
 
 
+def _ledger_contact_change(uow: UnitOfWork, org_id: int, contact_id: int, actor: Actor, now: datetime, *,
+                           channel: str, from_state: str, to_state: str, trigger: str) -> None:
+    """A contact-level change that is not a consent transition (DND, marketing permission)."""
+    uow.ledger.append_change(
+        org_id, contact_id, channel=channel, address="", from_state=from_state, to_state=to_state,
+        trigger=trigger, method=actor.kind.value, actor_kind=actor.kind.value, actor_id=actor.id,
+        source_message_id=None, evidence=None, occurred_at=now, recorded_at=now,
+    )
+
+
 def _dnd_label(dnd: DndSettings) -> str:
     if dnd.all_channels:
         return "dnd:all"
@@ -674,14 +683,10 @@ def _dnd_label(dnd: DndSettings) -> str:
 def set_marketing(cmd: c.SetMarketing, uow: UnitOfWork, svc: Services, now: datetime) -> ActionResult:
     contact = uow.contacts.get(cmd.org_id, cmd.contact_id)
     uow.contacts.update(cmd.contact_id, now, marketing_allowed=cmd.allowed)
-    uow.ledger.append_change(
-        cmd.org_id, cmd.contact_id, channel="all", address="",
-        from_state="marketing:" + ("on" if contact["marketing_allowed"] else "off"),
-        to_state="marketing:" + ("on" if cmd.allowed else "off"),
-        trigger="marketing_on" if cmd.allowed else "marketing_off", method="agent",
-        actor_kind=cmd.actor.kind.value, actor_id=cmd.actor.id, source_message_id=None, evidence=None,
-        occurred_at=now, recorded_at=now,
-    )
+    _ledger_contact_change(uow, cmd.org_id, cmd.contact_id, cmd.actor, now, channel="all",
+                           from_state="marketing:" + ("on" if contact["marketing_allowed"] else "off"),
+                           to_state="marketing:" + ("on" if cmd.allowed else "off"),
+                           trigger="marketing_on" if cmd.allowed else "marketing_off")
     return ActionResult(cmd.contact_id, None, None, status="marketing_on" if cmd.allowed else "marketing_off")
 
 
