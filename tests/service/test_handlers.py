@@ -389,3 +389,24 @@ def test_sweeps_expire_old_consents_and_lapse_unanswered_requests(system: System
     clock.advance(days=150)
     assert sweep_consents(system.engine, system.services, clock()).expired == 1
     assert state(system, org, "+14155550155") is State.REAUTH_DUE
+
+
+def test_stop_works_even_with_broken_stored_keywords(system: System) -> None:
+    org = new_org(system, "Odd", "+12025550111")
+    with system.engine.begin() as conn:  # stored behind validation's back
+        conn.execute(orm.orgs.update().where(orm.orgs.c.id == org).values(
+            settings_json='{"keywords": {"en": {"not_an_intent": ["x"]}}}'))
+    result = system.bus.handle(c.ReceiveInbound(Channel.TEXT, PHONE, "+12025550111", "STOP", "SMk"))
+    assert result.state is State.OPTED_OUT
+
+
+def test_keyword_additions_are_checked_before_they_are_stored(system: System, org: int) -> None:
+    from optflow.service_layer.admin import update_settings
+
+    with system.bus.uow() as uow, pytest.raises(InvalidInput) as refused:
+        update_settings(uow, system.services.renderer, org, {"keywords": {"en": {"not_an_intent": ["x"]}}})
+    assert "not_an_intent" in str(refused.value)
+    with system.bus.uow() as uow:
+        update_settings(uow, system.services.renderer, org, {"keywords": {"es": {"opt_out": ["baja"]}}})
+        uow.commit()
+    assert sms(system, "BAJA", "SMbaja").intent is Intent.OPT_OUT

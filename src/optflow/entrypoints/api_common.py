@@ -11,6 +11,7 @@ Status codes for bad input, everywhere:
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping
 from datetime import date
 from typing import Any, TypeVar
@@ -21,9 +22,10 @@ from sanic.response import HTTPResponse
 from sanic.response import json as json_response
 from sanic_ext.extensions.openapi import openapi
 
+from ..adapters.repository import dnd_of
 from ..bootstrap import System
 from ..domain.addresses import channels_for_kind
-from ..domain.model import Channel, Consent, NotFound
+from ..domain.model import Consent, NotFound
 from ..service_layer.unit_of_work import UnitOfWork
 from .auth import RANK, Caller, require
 from .errors import ApiError
@@ -46,9 +48,6 @@ Handler = Callable[..., Any]
 SECURITY_SCHEME = "token"
 JSON_TYPES = ("application/json", "application/merge-patch+json")
 
-# Pydantic error types that mean "the JSON value has the wrong type" (400) rather than "the
-# value breaks a rule" (422).
-_TYPE_ERRORS = ("json_invalid", "json_type", "model_type", "model_attributes_type", "dataclass_type")
 
 ERROR_DESCRIPTIONS = {
     400: "Malformed JSON, or a value of the wrong type.",
@@ -76,10 +75,12 @@ def caller_of(request: Request) -> Caller:
 
 
 def _is_type_error(error: Mapping[str, Any]) -> bool:
+    """Whether a pydantic error means "not JSON, or the wrong JSON type" (400) rather than "the
+    value breaks a rule" (422): `json_invalid`, `string_type`, `int_type`, `datetime_parsing` ..."""
     kind = str(error["type"])
     if kind in ("enum", "literal_error"):  # the choices are strings: anything else is the wrong type
         return not isinstance(error.get("input"), str)
-    return kind in _TYPE_ERRORS or kind.endswith(("_type", "_parsing"))
+    return kind == "json_invalid" or kind.endswith(("_type", "_parsing"))
 
 
 def describe_errors(exc: ValidationError) -> str:
@@ -115,24 +116,35 @@ def path_id(value: int, what: str) -> int:
     return value
 
 
+_INTEGER = re.compile(r"-?[0-9]+")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def query_value(request: Request, name: str) -> str | None:
+    """A query parameter as sent: None when absent, "" when sent empty (`?to=`)."""
+    value = request.get_args(keep_blank_values=True).get(name)
+    return None if value is None else str(value)
+
+
 def query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.args.get(name)
-    if raw is None or raw == "":
+    raw = query_value(request, name)
+    if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(400, "bad_request", f"{name} must be an integer, not {raw!r}") from None
+    if not _INTEGER.fullmatch(raw):
+        raise ApiError(400, "bad_request", f"{name} must be an integer, not {raw!r}")
+    value = int(raw)
     if not low <= value <= high:
         raise ApiError(422, "invalid_input", f"{name} must be between {low} and {high}")
     return value
 
 
 def query_date(request: Request, name: str) -> date | None:
-    raw = request.args.get(name)
-    if raw is None or raw == "":
+    raw = query_value(request, name)
+    if raw is None:
         return None
     try:
+        if not _DATE.fullmatch(raw):
+            raise ValueError(raw)
         return date.fromisoformat(raw)
     except ValueError:
         raise ApiError(400, "bad_request", f"{name} must be a date like 2027-03-01, not {raw!r}") from None
@@ -197,6 +209,7 @@ def contact_out(uow: UnitOfWork, org_id: int, contact_id: int) -> ContactOut:
     """The contact with its addresses and the consent of every (address, channel) it can be
     reached on (`unknown` where nothing was ever recorded)."""
     row = uow.contacts.get(org_id, contact_id)
+    dnd = dnd_of(row)
     addresses = uow.contacts.addresses(contact_id)
     stored = {(k.address, k.channel): k for k in uow.consents.for_addresses(org_id, [a["value"] for a in addresses])}
     consents = []
@@ -209,8 +222,7 @@ def contact_out(uow: UnitOfWork, org_id: int, contact_id: int) -> ContactOut:
         id=row["id"], name=row["name"], time_zone=row["time_zone"], region=row["region"],
         fields=json.loads(row["fields_json"] or "{}"), active=bool(row["active"]),
         do_not_call=bool(row["do_not_call"]), marketing_allowed=bool(row["marketing_allowed"]),
-        dnd=DndOut(all_channels=bool(row["dnd_all"]),
-                   channels=[Channel(ch) for ch in (row["dnd_channels"] or "").split(",") if ch]),
+        dnd=DndOut(all_channels=dnd.all_channels, channels=sorted(dnd.channels)),
         addresses=[AddressOut(kind=a["kind"], value=a["value"]) for a in addresses],
         consents=[_consent_out(k) for k in consents],
         created_at=row["created_at"], updated_at=row["updated_at"],

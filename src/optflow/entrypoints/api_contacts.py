@@ -19,6 +19,7 @@ from .api_common import (
     path_id,
     query_int,
     query_param,
+    query_value,
     read_body,
     respond,
     route,
@@ -66,11 +67,10 @@ def _action(request: Request, command: c.Command, contact_id: int, *, hide_chann
 
 
 def _flow_error(exc: DomainError) -> DomainError:
-    """The flow engine raises plain `DomainError`s; give them the status their meaning has."""
-    if exc.code == "enrollment_not_found":
+    """The flow engine raises plain `DomainError`s; give them the status their meaning has (a
+    flow or enrolment that does not exist is a 404, like an unknown contact)."""
+    if exc.code in ("enrollment_not_found", "unknown_flow"):
         return NotFound(str(exc), code=exc.code)
-    if exc.code == "unknown_flow":
-        return InvalidInput(str(exc), code=exc.code)
     return exc
 
 
@@ -114,7 +114,7 @@ def register(bp: Blueprint) -> None:
         caller = caller_of(request)
         limit = query_int(request, "limit", 50, 1, 100)
         offset = query_int(request, "offset", 0, 0, 1_000_000)
-        phone, email, name = (request.args.get(k) or None for k in ("phone", "email", "name"))
+        phone, email, name = (query_value(request, k) or None for k in ("phone", "email", "name"))
         for key, value, longest in (("phone", phone, 64), ("email", email, 320), ("name", name, 200)):
             if value is not None and len(value) > longest:
                 raise InvalidInput(f"{key} is longer than {longest} characters", code="invalid_input")
@@ -133,8 +133,11 @@ def register(bp: Blueprint) -> None:
     @bp.get("/contacts/<contact_id:int>")
     @route("agent", ok=(200, ContactOut, "The contact."), errors=(404,), params=(CONTACT,), tag=TAG)
     async def get_contact(request: Request, contact_id: int) -> HTTPResponse:
-        """A contact with its addresses, the consent state of each channel, do-not-disturb and
-        the active / do-not-call / marketing flags."""
+        """Get a contact.
+
+        With its addresses, the consent state of each (address, channel), do-not-disturb and the
+        active / do-not-call / marketing flags.
+        """
         with system_of(request).bus.uow() as uow:
             return respond(contact_out(uow, caller_of(request).org_id, path_id(contact_id, "contact")))
 
@@ -148,11 +151,14 @@ def register(bp: Blueprint) -> None:
         given = body.model_fields_set
         caller = caller_of(request)
         system = system_of(request)
+        # The command reads None as "unchanged": a null sent for a key means "clear it".
         system.bus.handle(c.UpdateContact(
-            caller.org_id, contact_id, name=body.name,
+            caller.org_id, contact_id,
+            name=(body.name or "") if "name" in given else None,
             time_zone=(body.time_zone or "") if "time_zone" in given else None,
             region=(body.region or "") if "region" in given else None,
-            fields=body.fields, add_phones=tuple(body.add_phones), add_emails=tuple(body.add_emails)))
+            fields=(body.fields or {}) if "fields" in given else None,
+            add_phones=tuple(body.add_phones), add_emails=tuple(body.add_emails)))
         with system.bus.uow() as uow:
             return respond(contact_out(uow, caller.org_id, contact_id))
 
@@ -264,8 +270,10 @@ def register(bp: Blueprint) -> None:
     @route("agent", body=ResetIn, ok=(200, ActionOut, "The consent is back to unknown."), errors=action_errors,
            params=(CONTACT,), tag=ACTIONS_TAG)
     async def reset(request: Request, contact_id: int) -> HTTPResponse:
-        """Reset a consent to `unknown`: the number was reassigned to someone else, so the old
-        consent does not carry over."""
+        """Reset a consent to `unknown`.
+
+        For a number that was reassigned to someone else: the old consent does not carry over.
+        """
         path_id(contact_id, "contact")
         body = read_body(request, ResetIn)
         caller = caller_of(request)
@@ -305,8 +313,11 @@ def register(bp: Blueprint) -> None:
     @route("agent", ok=(200, LedgerOut, "Ledger entries, oldest first."), errors=(404,), params=(CONTACT,),
            tag=TAG)
     async def ledger(request: Request, contact_id: int) -> HTTPResponse:
-        """The contact's consent ledger: every change, who made it, how, when it happened and when
-        it was recorded. Includes entries for its addresses from before they were linked."""
+        """The contact's consent ledger.
+
+        Every change: who made it, how, when it happened and when it was recorded. Includes the
+        entries of its addresses from before they were linked to the contact.
+        """
         caller = caller_of(request)
         with system_of(request).bus.uow() as uow:
             uow.contacts.get(caller.org_id, path_id(contact_id, "contact"))
@@ -348,8 +359,10 @@ def register(bp: Blueprint) -> None:
     @route("agent", body=EnrollIn, ok=(201, EnrollmentOut, "Enrolled; the first steps already ran."),
            errors=(404, 409), params=(CONTACT,), tag=TAG)
     async def enroll(request: Request, contact_id: int) -> HTTPResponse:
-        """Enrol the contact in a flow by hand. Refused (409) when the flow's re-enrolment rule
-        says no."""
+        """Enrol the contact in a flow by hand.
+
+        The flow's first steps run at once. Refused (409) when the flow's re-enrolment rule says no.
+        """
         path_id(contact_id, "contact")
         body = read_body(request, EnrollIn)
         caller = caller_of(request)

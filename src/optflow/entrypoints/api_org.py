@@ -27,6 +27,7 @@ from .api_common import (
     path_id,
     query_date,
     query_param,
+    query_value,
     read_body,
     respond,
     route,
@@ -158,21 +159,19 @@ def register(bp: Blueprint) -> None:
     @route("agent", body=EventIn, ok=(202, EventOut, "Recorded; the enrolments it started."), errors=(404,),
            tag="events")
     async def record_event(request: Request) -> HTTPResponse:
-        """Tell optflow about a business event (`payment_plan.created`, `pipeline.stage_changed`
-        with `data.stage`, `lead.created`, ...). Flows triggered by it enrol the contact and run
-        their first steps at once."""
+        """Record a business event for the flows.
+
+        For example `payment_plan.created`, `lead.created`, or `pipeline.stage_changed` with
+        `data.stage`. Flows triggered by it enrol the contact and run their first steps at once.
+        """
         body = read_body(request, EventIn)
         caller = caller_of(request)
         system = system_of(request)
-        statuses = ("active", "paused", "done", "cancelled")
-        with system.bus.uow() as uow:
-            uow.contacts.get(caller.org_id, body.contact_id)
-            before = {r["id"] for r in uow.enrollments.for_contact(body.contact_id, statuses)}
         result: ActionResult = system.bus.handle(c.RecordEvent(caller.org_id, body.name, body.contact_id, body.data,
                                                                caller.actor))
         with system.bus.uow() as uow:
-            started = [enrollment_out(uow, r) for r in uow.enrollments.for_contact(body.contact_id, statuses)
-                       if r["id"] not in before]
+            started = [enrollment_out(uow, row) for row in
+                       (uow.enrollments.get(enrollment_id) for enrollment_id in result.enrollment_ids) if row]
         return respond(EventOut(name=body.name, contact_id=body.contact_id, status=result.status,
                                 detail=result.detail, enrollments=started), 202)
 
@@ -181,7 +180,10 @@ def register(bp: Blueprint) -> None:
     @bp.get("/unassociated")
     @route("supervisor", ok=(200, UnassociatedListOut, "Waiting messages, oldest first."), tag="unassociated")
     async def unassociated(request: Request) -> HTTPResponse:
-        """Messages from addresses that belong to no contact, waiting for a supervisor to link them."""
+        """Messages waiting to be linked.
+
+        Messages from addresses that belong to no contact, waiting for a supervisor to link them.
+        """
         with system_of(request).bus.uow() as uow:
             rows = uow.messages.unassociated(caller_of(request).org_id)
         return respond(UnassociatedListOut(messages=[message_out(r) for r in rows]))
@@ -191,9 +193,11 @@ def register(bp: Blueprint) -> None:
            errors=(404, 409), params=(id_param("message_id", "The waiting inbound message."),),
            tag="unassociated")
     async def link(request: Request, message_id: int) -> HTTPResponse:
-        """Link the sender of a waiting message to a contact: the address joins the contact, its
-        waiting messages reach the contact's history, and an opt-in request goes out unless the
-        address already opted in or out."""
+        """Link the sender of a waiting message to a contact.
+
+        The address joins the contact, its waiting messages join the contact's history, and an
+        opt-in request goes out unless the address already opted in or out.
+        """
         path_id(message_id, "message")
         body = read_body(request, LinkIn)
         caller = caller_of(request)
@@ -218,15 +222,20 @@ def register(bp: Blueprint) -> None:
     @bp.get("/settings")
     @route("admin", ok=(200, SettingsOut, "The org's resolved settings."), tag="settings")
     async def get_settings(request: Request) -> HTTPResponse:
-        """The org's settings as they apply (own values, then the parent org's, then defaults).
-        Secrets are never shown."""
+        """The org's settings.
+
+        As they apply: the org's own values, then its parent's, then the defaults. Secrets are
+        never shown.
+        """
         return respond(settings_out(request))
 
     @bp.patch("/settings")
     @route("admin", body=SettingsPatch, ok=(200, SettingsOut, "The settings after the change."), tag="settings")
     async def patch_settings(request: Request) -> HTTPResponse:
-        """Change the org's settings with a JSON merge patch: present keys replace, objects merge
-        key by key (one template, one channel's mode), null removes the org's own value.
+        """Change the org's settings.
+
+        A JSON merge patch: present keys replace, objects merge key by key (one template, one
+        channel's mode), null removes the org's own value.
 
         The result is validated as a whole before anything is stored: an invalid value is refused
         with 422 naming the field, as is group messaging on a channel in consent mode, and a
@@ -253,9 +262,13 @@ def register(bp: Blueprint) -> None:
                    query_param("to", openapi.Date(), "Last day (UTC), included; default today."),
                    query_param("format", openapi.String(enum=["json", "csv"], default="json"), "json or csv.")))
     async def consent_report_route(request: Request) -> HTTPResponse:
-        """Opt-ins, opt-outs, opt-in requests, re-authorisations and conversion (requests that
-        became opt-ins) by channel, method and mode, from the ledger."""
-        fmt = request.args.get("format") or "json"
+        """Consent report.
+
+        Opt-ins, opt-outs, opt-in requests, re-authorisations and conversion (requests that
+        became opt-ins) by channel, method and mode, counted from the ledger.
+        """
+        fmt = query_value(request, "format")
+        fmt = "json" if fmt is None else fmt
         if fmt not in ("json", "csv"):
             raise ApiError(422, "invalid_input", f"format must be json or csv, not {fmt!r}")
         system = system_of(request)

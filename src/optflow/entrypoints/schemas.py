@@ -11,7 +11,7 @@ The published schemas are OpenAPI 3.0 (what sanic-ext emits), which says "may be
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import DEFAULT_REF_TEMPLATE, GenerateJsonSchema, JsonSchemaMode
@@ -52,6 +52,8 @@ def _openapi30(node: Any) -> Any:
         else:
             node["anyOf"] = rest
         node["nullable"] = True
+        if isinstance(node.get("enum"), list) and None not in node["enum"]:
+            node["enum"] = [*node["enum"], None]  # OpenAPI 3.0.3: an enum must list null to allow it
     for bound, plain in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
         if isinstance(node.get(bound), int | float) and not isinstance(node.get(bound), bool):
             node[plain] = node[bound]
@@ -108,8 +110,8 @@ class ContactIn(ApiModel):
 
 
 class ContactPatch(ApiModel):
-    """Only the keys present change. `time_zone` or `region` set to null or "" clear them;
-    addresses are only ever added here (a number that was reassigned is reset, not removed)."""
+    """Only the keys present change; a key set to null clears it. Addresses are only ever added
+    here (a number that was reassigned gets its consent reset, it is not removed)."""
 
     name: Name | None = None
     time_zone: TimeZone | None = None
@@ -343,35 +345,45 @@ class SettingsOut(ApiModel):
     settings: OrgSettings = Field(description="Resolved (inherited and defaulted). Secrets read `********`.")
 
 
+Label = Annotated[str, Field(max_length=200)]
+Secret = Annotated[str, Field(max_length=200)]
+# A consent method or keyword: some text that is not only spaces.
+Word = Annotated[str, Field(min_length=1, max_length=100, pattern=r"\S")]
+KeywordIntent = Literal["opt_out", "opt_in", "help"]
+
+
 class SettingsPatch(ApiModel):
     """A JSON merge patch (RFC 7396) of the org's own settings: present keys replace, objects
-    merge key by key, null removes the org's own value (the inherited or default one applies)."""
+    merge key by key, null removes the org's own value (the inherited or default one applies).
+    The bounds below are those of the settings themselves; rules across settings (group messaging
+    needs a channel out of consent mode) and template overrides are checked on the result."""
 
-    program_name: str | None = Field(default=None, max_length=200)
-    help_contact: str | None = Field(default=None, max_length=200)
-    message_frequency: str | None = Field(default=None, max_length=200)
-    business_type: str | None = Field(default=None, max_length=100)
+    program_name: Label | None = None
+    help_contact: Label | None = None
+    message_frequency: Label | None = None
+    business_type: Label | None = None
     modes: dict[Channel, Mode | None] | None = Field(default=None, description="Per channel: consent, "
                                                                               "disclaimer or auto.")
     pin_required: bool | None = None
-    pin_ttl_minutes: int | None = None
-    pin_max_attempts: int | None = None
+    pin_ttl_minutes: Annotated[int, Field(ge=1, le=24 * 60)] | None = None
+    pin_max_attempts: Annotated[int, Field(ge=1, le=20)] | None = None
     stop_applies_to_all_channels: bool | None = None
-    consent_methods: list[str] | None = None
-    keywords: dict[str, dict[str, list[str] | None] | None] | None = Field(
-        default=None, description="Per language, per intent (opt_out, opt_in, help): extra keywords.")
+    consent_methods: Annotated[list[Word], Field(min_length=1, max_length=50)] | None = Field(
+        default=None, description="The methods a manual opt-in may name.")
+    keywords: dict[str, dict[KeywordIntent, list[Word] | None] | None] | None = Field(
+        default=None, description="Per language code (e.g. `es`), per intent: extra keywords.")
     templates: dict[str, str | None] | None = Field(default=None, description="Template overrides by name.")
-    reauth_days: dict[Channel, int | None] | None = Field(
+    reauth_days: dict[Channel, Annotated[int, Field(ge=1, le=36_500)] | None] | None = Field(
         default=None, description="Contact control rules: days after which a consent must be renewed.")
-    request_lapse_days: int | None = None
+    request_lapse_days: Annotated[int, Field(ge=1, le=3650)] | None = None
     quiet_hours: bool | None = None
     quiet_hours_purposes: list[Purpose] | None = None
     caps: list[CapSetting] | None = None
-    preset: str | None = Field(default=None, description="`none` or `debt_collection`.")
+    preset: Literal["none", "debt_collection"] | None = None
     group_messaging: dict[Channel, bool | None] | None = None
-    twilio_auth_token: str | None = Field(default=None, max_length=200)
-    chat_secret: str | None = Field(default=None, max_length=200)
-    unsubscribe_secret: str | None = Field(default=None, max_length=200)
+    twilio_auth_token: Secret | None = None
+    chat_secret: Secret | None = None
+    unsubscribe_secret: Secret | None = None
 
 
 # ------------------------------------------------------------------------------------ reports

@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 
 from ..adapters.templates import TemplateRenderer
 from ..domain.addresses import normalize_for_channel
+from ..domain.keywords import KeywordTable
 from ..domain.model import Channel, InvalidInput, TransitionRefused
 from ..domain.settings import OrgSettings
 from .unit_of_work import UnitOfWork
@@ -49,10 +50,19 @@ def check_templates(renderer: TemplateRenderer, templates: Mapping[str, str]) ->
             raise InvalidInput(f"template {name}: {problem}", code="invalid_template")
 
 
+def check_keywords(keywords: Mapping[str, Any]) -> None:
+    """Org keyword additions must build a classifier table: a bad entry stored now would break
+    every inbound message of the org later, STOP included."""
+    if not isinstance(keywords, Mapping):
+        raise InvalidInput("keywords must map languages to intents to words", code="invalid_settings")
+    KeywordTable.default().with_additions(keywords)
+
+
 def create_org(uow: UnitOfWork, name: str, now: datetime, parent_id: int | None = None,
                settings: Mapping[str, Any] | None = None, numbers: tuple[str, ...] = ()) -> int:
     if not name.strip():
         raise InvalidInput("an org needs a name", code="name_required")
+    check_keywords((settings or {}).get("keywords") or {})
     try:
         org_id = uow.orgs.create(name.strip(), now, parent_id, settings)
     except ValidationError as exc:
@@ -78,6 +88,7 @@ def update_settings(uow: UnitOfWork, renderer: TemplateRenderer, org_id: int, ch
     own = {} if replace else uow.orgs.own_settings(org_id)
     own.update(changes)
     check_templates(renderer, own.get("templates") or {})
+    check_keywords(own.get("keywords") or {})
     try:
         return uow.orgs.replace_settings(org_id, own)
     except ValidationError as exc:

@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Collection, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +29,7 @@ from ..adapters.flow_loader import FlowValidationError, content_templates, load_
 from ..adapters.templates import TEMPLATE_NAMES, TemplateRenderer
 from ..domain import commands as c
 from ..domain import flows as f
-from ..domain.model import Actor, ActorKind, Channel, DomainError, State
+from ..domain.model import Actor, ActorKind, Channel, DomainError, NotFound, State
 from ..domain.policy import Allow, Defer, MessageKind
 from .unit_of_work import UnitOfWork
 
@@ -39,6 +40,12 @@ log = logging.getLogger("optflow.flows")
 
 FLOW_ACTOR_KIND = ActorKind.SYSTEM
 MAX_STEPS_PER_RUN = 200
+RETRY_AFTER = timedelta(hours=1)  # an enrolment whose step failed unexpectedly is tried again after this
+
+# The enrolment whose step is being performed. Its own `opt_out` or `set_dnd` step must not end
+# it (the `discontinued` flow opts out, then sets DND, then removes the contact from flows);
+# a message it might still send on a closed channel is refused by the policy like any other.
+_performing: ContextVar[int | None] = ContextVar("optflow_performing_enrollment", default=None)
 
 
 def known_templates(flows_dir: Path | None) -> set[str]:
@@ -149,14 +156,14 @@ class FlowEngine:
         if run_now:
             row = uow.enrollments.get(enrollment_id)
             assert row is not None
-            self.execute(uow, row, now, FlowRunReport())
+            self._execute_isolated(uow, row, now, FlowRunReport())
         return enrollment_id
 
     def enroll_manual(self, uow: UnitOfWork, org_id: int, contact_id: int, flow_name: str,
                       now: datetime, data: Mapping[str, Any] | None = None) -> int:
         flow = self.flows.get(flow_name)
         if flow is None:
-            raise DomainError(f"no flow named {flow_name!r}", code="unknown_flow")
+            raise NotFound(f"no flow named {flow_name!r}", code="unknown_flow")
         uow.contacts.get(org_id, contact_id)
         enrollment_id = self.enroll(uow, org_id, contact_id, flow, data or {}, now)
         if enrollment_id is None:
@@ -208,6 +215,8 @@ class FlowEngine:
         """Opt-out or DND: every enrolment whose remaining steps need a blocked channel is
         cancelled (opt-out) or paused (DND); `channels=None` (everything) ends them all."""
         for row in uow.enrollments.for_contact(contact_id, ("active", "paused")):
+            if row["id"] == _performing.get():
+                continue
             flow = self.flow_for(uow, row["flow_name"], row["flow_version"])
             needs = f.remaining_channels(flow, min(row["pc"], len(flow.program))) if flow else frozenset(Channel)
             if channels is None or needs & set(channels):
@@ -237,7 +246,7 @@ class FlowEngine:
                actor: Actor) -> None:
         row = uow.enrollments.get(enrollment_id)
         if row is None or row["contact_id"] != contact_id or row["org_id"] != org_id:
-            raise DomainError(f"contact {contact_id} has no enrolment {enrollment_id}", code="enrollment_not_found")
+            raise NotFound(f"contact {contact_id} has no enrolment {enrollment_id}", code="enrollment_not_found")
         if row["status"] not in ("active", "paused"):
             raise DomainError(f"enrolment {enrollment_id} already ended ({row['status']})", code="enrollment_ended")
         uow.enrollments.end(enrollment_id, "cancelled", f"removed by {actor}", now)
@@ -251,12 +260,29 @@ class FlowEngine:
             with UnitOfWork(engine) as uow:
                 rows = uow.enrollments.claim_due(now, batch, uow.skip_locked)
                 for row in rows:
-                    self.execute(uow, row, now, report)
+                    self._execute_isolated(uow, row, now, report)
                 uow.commit()
             report.enrollments += len(rows)
             if len(rows) < batch:
                 break
         return report
+
+    def _execute_isolated(self, uow: UnitOfWork, row: dict[str, Any], now: datetime, report: FlowRunReport) -> None:
+        """`execute` inside a savepoint. A step that fails unexpectedly (a content template that
+        no longer renders, say) undoes only this enrolment's work and is tried again from the same
+        step after RETRY_AFTER, so it neither blocks the rest of the batch on every tick nor fails
+        the business event that enrolled the contact."""
+        try:
+            with uow.conn.begin_nested():
+                self.execute(uow, row, now, report)
+        except Exception as exc:
+            log.exception("enrolment %s (flow %s) failed at step %s", row["id"], row["flow_name"], row["pc"])
+            retry_at = now + RETRY_AFTER
+            problem = f"{type(exc).__name__}: {exc}"
+            uow.enrollments.move(row["id"], row["pc"], retry_at)
+            uow.enrollments.log_step(row["id"], row["pc"], "error",
+                                     f"{problem}; trying again at {retry_at.isoformat()}", now)
+            report.errors.append(f"enrolment {row['id']}: {problem}")
 
     def execute(self, uow: UnitOfWork, row: dict[str, Any], now: datetime, report: FlowRunReport) -> None:
         """Run one enrolment from its pc until a wait, a deferral or the end. Everything it does
@@ -283,7 +309,11 @@ class FlowEngine:
                 return
             at = plan.next_pc - 1
             report.steps += 1
-            outcome, deferred_until = self._act(uow, flow, row, plan.action, contact, event, now, report)
+            performing = _performing.set(enrollment_id)
+            try:
+                outcome, deferred_until = self._act(uow, flow, row, plan.action, contact, event, now, report)
+            finally:
+                _performing.reset(performing)
             uow.enrollments.log_step(enrollment_id, at, plan.action.step_label or f"pc {at}", outcome, now)
             if deferred_until is not None:
                 uow.enrollments.move(enrollment_id, at, deferred_until)

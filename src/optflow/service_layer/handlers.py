@@ -25,6 +25,7 @@ from ..domain.model import (
     Channel,
     Consent,
     DndSettings,
+    DomainError,
     Intent,
     InvalidInput,
     Mode,
@@ -73,8 +74,14 @@ class Services:
         key = json.dumps(settings.keywords, sort_keys=True)
         table = self._keyword_tables.get(key)
         if table is None:
-            table = KeywordTable.default().with_additions(settings.keywords) if settings.keywords \
-                else KeywordTable.default()
+            table = KeywordTable.default()
+            if settings.keywords:
+                try:
+                    table = table.with_additions(settings.keywords)
+                except DomainError:
+                    # Settings are checked when saved; a bad stored entry must still never stop
+                    # the default keywords (STOP above all) from working.
+                    log.exception("org keyword additions are invalid; using the default keywords")
             self._keyword_tables[key] = table
         return table
 
@@ -100,7 +107,7 @@ class ActionResult:
     status: str = "ok"
     message_id: int | None = None
     detail: str | None = None
-    ledger_ids: tuple[int, ...] = ()
+    enrollment_ids: tuple[int, ...] = ()  # enrolments a business event started
 
 
 # ---------------------------------------------------------------------------------------------
@@ -760,7 +767,8 @@ def record_event(cmd: c.RecordEvent, uow: UnitOfWork, svc: Services, now: dateti
     if svc.flows is not None:
         enrolled = svc.flows.event(uow, cmd.org_id, cmd.contact_id, cmd.name, cmd.data, now)
     return ActionResult(cmd.contact_id, None, None, status="recorded",
-                        detail=f"enrolled in {len(enrolled)} flow(s)" if enrolled else "no flow matched")
+                        detail=f"enrolled in {len(enrolled)} flow(s)" if enrolled else "no flow matched",
+                        enrollment_ids=tuple(enrolled))
 
 
 HANDLERS: dict[type, Callable[..., Any]] = {

@@ -94,7 +94,7 @@ def consent_report(conn: Connection, org_id: int, since: datetime, until: dateti
         )
         .where(in_period, ledger.c.trigger.in_(COUNTED_TRIGGERS), ledger.c.channel.in_(known_channels))
         .group_by(ledger.c.channel, ledger.c.method)
-        .order_by(ledger.c.channel, ledger.c.method)
+        .order_by(ledger.c.channel, ledger.c.method.asc().nulls_first())
     )
 
     later = ledger.alias("later")
