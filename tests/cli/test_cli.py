@@ -51,7 +51,7 @@ def test_init_contacts_consent_and_ledger(tmp_path: Path) -> None:
     assert "opted_in" in record.stdout, record.stderr
     shown = optflow(tmp_path, "contacts", "show", "sam@example.com")
     assert '"state": "opted_in"' in shown.stdout and "+14155552671" in shown.stdout
-    ledger = optflow(tmp_path, "ledger", "show", "1")
+    ledger = optflow(tmp_path, "ledger", "show", "+14155552671")
     assert "unknown -> opted_in" in ledger.stdout and "paper_form" in ledger.stdout and "form #7" in ledger.stdout
     assert "2026-11-01T10:00:00" in ledger.stdout
     verify = optflow(tmp_path, "ledger", "verify")

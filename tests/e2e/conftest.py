@@ -28,6 +28,7 @@ from twilio.request_validator import RequestValidator
 from optflow.adapters import db, orm
 from optflow.bootstrap import System, bootstrap
 from optflow.config import Config
+from optflow.domain.commands import Command
 from optflow.domain.model import Actor, ActorKind, Channel, Consent
 from optflow.service_layer import admin
 from optflow.service_layer.unit_of_work import UnitOfWork
@@ -166,7 +167,7 @@ class Library:
     def new_number(self) -> str:
         return fresh_number()
 
-    def handle(self, command: object) -> Any:
+    def handle(self, command: Command) -> Any:
         return self.system.bus.handle(command)
 
     def new_org(self, **settings: Any) -> TestOrg:

@@ -9,22 +9,24 @@ where a rule needs a shape the shipped ones do not have.
 
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import Engine, select
 
+from conftest import ORG_NUMBER, START, Clock, RecordingSender, make_system, new_agent, new_org
 from optflow.adapters import orm
 from optflow.adapters.senders import OutboundMessage
 from optflow.bootstrap import System
 from optflow.domain import commands as c
 from optflow.domain.model import Actor, ActorKind, Channel, State
 from optflow.entrypoints import scheduler
+from optflow.service_layer.flow_engine import RETRY_AFTER
 from optflow.service_layer.messagebus import save_opt_out_only
-
-from conftest import ORG_NUMBER, START, Clock, RecordingSender, make_system, new_agent, new_org
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 PHONE = "+12125550111"  # New York
@@ -87,7 +89,7 @@ def system(engine: Engine, clock: Clock, sender: RecordingSender) -> System:
 
 
 @pytest.fixture
-def test_flows(engine: Engine, clock: Clock, sender: RecordingSender) -> System:
+def fixture_flows(engine: Engine, clock: Clock, sender: RecordingSender) -> System:
     """The fixture flows of tests/fixtures/flows_engine, on SQLite and on PostgreSQL."""
     return make_system(engine, clock, sender, FIXTURES / "flows_engine")
 
@@ -188,12 +190,9 @@ def test_welcome_drip_asks_for_text_consent_and_skips_the_texts_without_it(
     assert journey.at(WELCOME_EMAIL_AT) == ["email:welcome_email"]
 
 
-@pytest.mark.xfail(strict=True, reason="receive_inbound tells the flows that the contact replied for YES, STOP "
-                                       "and HELP too, so `exit_when: contact_replied` ends the drip on the very "
-                                       "YES it asked for (docs/flows.md: only an ordinary message is a reply)")
 def test_yes_to_the_drips_opt_in_request_carries_the_drip_on(
         system: System, clock: Clock, sender: RecordingSender) -> None:
-    org, agent, contact = setup_contact(system)
+    org, _, contact = setup_contact(system)
     journey = Journey(system, clock, sender)
     system.bus.handle(c.RecordEvent(org, "lead.created", contact, {}))
     assert journey.at(START) == ["text:opt_in_request"]
@@ -216,11 +215,9 @@ def test_an_ordinary_reply_ends_the_welcome_drip(system: System, clock: Clock, s
 # ------------------------------------------------------------------------- quiet hours and DST
 
 
-def new_york(*args: int) -> datetime:
+def new_york(year: int, month: int, day: int, hour: int, minute: int) -> datetime:
     """A New York wall time as an aware UTC instant."""
-    from zoneinfo import ZoneInfo
-
-    return datetime(*args, tzinfo=ZoneInfo(NEW_YORK)).astimezone(UTC)  # type: ignore[misc]
+    return datetime(year, month, day, hour, minute, tzinfo=ZoneInfo(NEW_YORK)).astimezone(UTC)
 
 
 @pytest.mark.parametrize(("booked_local", "wake_utc", "send_utc"), [
@@ -232,25 +229,26 @@ def new_york(*args: int) -> datetime:
     ((2027, 3, 13, 15, 0), datetime(2027, 3, 14, 10, 30, tzinfo=UTC), datetime(2027, 3, 14, 12, 0, tzinfo=UTC)),
 ], ids=["day-before-fall-back", "fall-back-day", "day-before-spring-forward", "spring-forward-day"])
 def test_a_send_due_at_0630_local_waits_for_0800_local_across_dst(
-        test_flows: System, clock: Clock, sender: RecordingSender, booked_local: tuple[int, ...],
+        fixture_flows: System, clock: Clock, sender: RecordingSender, booked_local: tuple[int, ...],
         wake_utc: datetime, send_utc: datetime) -> None:
     clock.now = new_york(*booked_local)
-    org, agent, contact = setup_contact(test_flows)
-    opt_in(test_flows, org, agent, contact, Channel.TEXT)
-    journey = Journey(test_flows, clock, sender)
-    test_flows.bus.handle(c.RecordEvent(org, "appointment.booked", contact, {}))
-    row = only_enrollment(test_flows, contact, "morning_note")
+    org, agent, contact = setup_contact(fixture_flows)
+    opt_in(fixture_flows, org, agent, contact, Channel.TEXT)
+    journey = Journey(fixture_flows, clock, sender)
+    fixture_flows.bus.handle(c.RecordEvent(org, "appointment.booked", contact, {}))
+    row = only_enrollment(fixture_flows, contact, "morning_note")
     assert row["next_run_at"] == wake_utc, "the wait ends at 06:30 local"
 
     assert journey.at(wake_utc) == [], "06:30 is inside quiet hours"
-    row = only_enrollment(test_flows, contact, "morning_note")
+    row = only_enrollment(fixture_flows, contact, "morning_note")
     assert (row["status"], row["next_run_at"]) == ("active", send_utc), "deferred to 08:00 local"
-    assert steps(test_flows, row["id"])[-1][1].startswith("deferred: ")
-    assert outbox(test_flows, contact) == [], "nothing is queued while the step is deferred"
+    assert steps(fixture_flows, row["id"])[-1][1].startswith("deferred: ")
+    assert outbox(fixture_flows, contact) == [], "nothing is queued while the step is deferred"
 
     assert journey.at(send_utc - MINUTE) == []
-    assert journey.at(send_utc) == ["text:MORNING-NOTE:"]
-    row = only_enrollment(test_flows, contact, "morning_note")
+    assert journey.at(send_utc) == ["text:MORNING-NOTE"]
+    assert outbox(fixture_flows, contact)[-1]["sent_at"] == send_utc
+    row = only_enrollment(fixture_flows, contact, "morning_note")
     assert (row["status"], row["ended_at"]) == ("done", send_utc)
 
 
@@ -258,60 +256,77 @@ def test_a_send_due_at_0630_local_waits_for_0800_local_across_dst(
 
 
 def test_stop_after_the_last_text_leaves_the_emails_to_go(
-        test_flows: System, clock: Clock, sender: RecordingSender) -> None:
-    org, agent, contact = setup_contact(test_flows)
-    opt_in(test_flows, org, agent, contact, Channel.TEXT, Channel.EMAIL)
-    journey = Journey(test_flows, clock, sender)
-    test_flows.bus.handle(c.RecordEvent(org, "signup.completed", contact, {}))
+        fixture_flows: System, clock: Clock, sender: RecordingSender) -> None:
+    org, agent, contact = setup_contact(fixture_flows)
+    opt_in(fixture_flows, org, agent, contact, Channel.TEXT, Channel.EMAIL)
+    journey = Journey(fixture_flows, clock, sender)
+    fixture_flows.bus.handle(c.RecordEvent(org, "signup.completed", contact, {}))
     assert journey.at(START) == ["text:DRIP-TEXT-1"]
     assert journey.at(DAY_1) == ["text:DRIP-TEXT-2"]
 
-    stop = sms(test_flows, "STOP", "SMstop")
+    stop = sms(fixture_flows, "STOP", "SMstop")
     assert stop.state is State.OPTED_OUT
-    assert consent_state(test_flows, org, EMAIL, Channel.EMAIL) is State.OPTED_IN
-    assert only_enrollment(test_flows, contact, "texts_then_emails")["status"] == "active"
+    assert consent_state(fixture_flows, org, EMAIL, Channel.EMAIL) is State.OPTED_IN
+    assert only_enrollment(fixture_flows, contact, "texts_then_emails")["status"] == "active"
     assert journey.at(START + timedelta(days=2)) == ["email:DRIP-EMAIL-1"]
     assert journey.at(DAY_3) == ["email:DRIP-EMAIL-2"]
-    assert only_enrollment(test_flows, contact, "texts_then_emails")["status"] == "done"
+    assert only_enrollment(fixture_flows, contact, "texts_then_emails")["status"] == "done"
 
 
-def test_stop_before_a_text_ends_the_drip_that_still_needs_texts(
-        test_flows: System, clock: Clock, sender: RecordingSender) -> None:
-    """docs/flows.md: an opt-out ends every enrolment whose remaining steps would still send on
-    that channel, so the emails after the last text do not go either."""
-    org, agent, contact = setup_contact(test_flows)
-    opt_in(test_flows, org, agent, contact, Channel.TEXT, Channel.EMAIL)
-    journey = Journey(test_flows, clock, sender)
-    test_flows.bus.handle(c.RecordEvent(org, "signup.completed", contact, {}))
+def test_stop_halfway_skips_the_remaining_texts_and_the_emails_still_go(
+        fixture_flows: System, clock: Clock, sender: RecordingSender) -> None:
+    """docs/flows.md: after a STOP to the texts, the drip's text steps are skipped (and said so
+    in its history) while its emails still go, because email consent stands."""
+    org, agent, contact = setup_contact(fixture_flows)
+    opt_in(fixture_flows, org, agent, contact, Channel.TEXT, Channel.EMAIL)
+    journey = Journey(fixture_flows, clock, sender)
+    fixture_flows.bus.handle(c.RecordEvent(org, "signup.completed", contact, {}))
     assert journey.at(START) == ["text:DRIP-TEXT-1"]
 
-    sms(test_flows, "stop", "SMstop")
-    row = only_enrollment(test_flows, contact, "texts_then_emails")
+    sms(fixture_flows, "stop", "SMstop")
+    assert only_enrollment(fixture_flows, contact, "texts_then_emails")["status"] == "active"
+    assert journey.at(DAY_1) == [], "no further text"
+    row = only_enrollment(fixture_flows, contact, "texts_then_emails")
+    assert any(outcome.startswith("skipped:") and "opted out" in outcome
+               for _, outcome in steps(fixture_flows, row["id"]))
+    assert journey.at(START + timedelta(days=2)) == ["email:DRIP-EMAIL-1"]
+    assert journey.at(DAY_3) == ["email:DRIP-EMAIL-2"]
+    assert only_enrollment(fixture_flows, contact, "texts_then_emails")["status"] == "done"
+
+
+def test_stop_to_the_only_channel_a_drip_uses_ends_it(
+        fixture_flows: System, clock: Clock, sender: RecordingSender) -> None:
+    org, agent, contact = setup_contact(fixture_flows)
+    opt_in(fixture_flows, org, agent, contact, Channel.TEXT, Channel.EMAIL)
+    journey = Journey(fixture_flows, clock, sender)
+    fixture_flows.bus.handle(c.RecordEvent(org, "signup.completed", contact, {}))
+    assert journey.at(START) == ["text:DRIP-TEXT-1"]
+    fixture_flows.bus.handle(c.OptOut(org, contact, Channel.EMAIL, agent))
+    assert only_enrollment(fixture_flows, contact, "texts_then_emails")["status"] == "active"
+    sms(fixture_flows, "stop", "SMstop")  # now nothing is left open for its remaining steps
+    row = only_enrollment(fixture_flows, contact, "texts_then_emails")
     assert (row["status"], row["end_reason"]) == ("cancelled", "opted out of text")
-    assert steps(test_flows, row["id"])[-1] == ("cancelled", "opted out of text")
+    assert steps(fixture_flows, row["id"])[-1] == ("cancelled", "opted out of text")
     for day in range(1, 5):
-        assert journey.at(START + timedelta(days=day)) == []
+        assert [m for m in journey.at(START + timedelta(days=day)) if "confirmation" not in m] == []
 
 
 def test_stop_applied_to_every_channel_stops_the_emails_too(
-        test_flows: System, clock: Clock, sender: RecordingSender) -> None:
-    org, agent, contact = setup_contact(test_flows, stop_applies_to_all_channels=True)
-    opt_in(test_flows, org, agent, contact, Channel.TEXT, Channel.EMAIL)
-    journey = Journey(test_flows, clock, sender)
-    test_flows.bus.handle(c.RecordEvent(org, "signup.completed", contact, {}))
+        fixture_flows: System, clock: Clock, sender: RecordingSender) -> None:
+    org, agent, contact = setup_contact(fixture_flows, stop_applies_to_all_channels=True)
+    opt_in(fixture_flows, org, agent, contact, Channel.TEXT, Channel.EMAIL)
+    journey = Journey(fixture_flows, clock, sender)
+    fixture_flows.bus.handle(c.RecordEvent(org, "signup.completed", contact, {}))
     assert journey.at(START) == ["text:DRIP-TEXT-1"]
     assert journey.at(DAY_1) == ["text:DRIP-TEXT-2"]
 
-    sms(test_flows, "STOP", "SMstop")
-    assert consent_state(test_flows, org, EMAIL, Channel.EMAIL) is State.OPTED_OUT
-    assert journey.at(START + timedelta(days=2)) == ["email:opt_out_confirmation"]
+    sms(fixture_flows, "STOP", "SMstop")
+    assert consent_state(fixture_flows, org, EMAIL, Channel.EMAIL) is State.OPTED_OUT
+    assert journey.at(START + timedelta(days=2)) == []
     assert journey.at(DAY_3) == []
-    assert only_enrollment(test_flows, contact, "texts_then_emails")["status"] == "cancelled"
+    assert only_enrollment(fixture_flows, contact, "texts_then_emails")["status"] == "cancelled"
 
 
-@pytest.mark.xfail(strict=True, reason="receive_inbound tells the flows that the contact replied for a STOP "
-                                       "too, so the welcome drip's `exit_when: contact_replied` ends it and the "
-                                       "email never goes")
 def test_stop_after_the_welcome_texts_leaves_the_welcome_email_to_go(
         system: System, clock: Clock, sender: RecordingSender) -> None:
     org, agent, contact = setup_contact(system)
@@ -345,35 +360,255 @@ def test_dnd_on_every_channel_stops_everything_even_what_is_already_queued(
 
 
 def test_dnd_on_one_channel_pauses_the_drip_and_lifting_it_resumes_on_schedule(
-        test_flows: System, clock: Clock, sender: RecordingSender) -> None:
-    org, agent, contact = setup_contact(test_flows)
-    opt_in(test_flows, org, agent, contact, Channel.TEXT, Channel.EMAIL)
-    journey = Journey(test_flows, clock, sender)
-    test_flows.bus.handle(c.RecordEvent(org, "signup.completed", contact, {}))
+        fixture_flows: System, clock: Clock, sender: RecordingSender) -> None:
+    org, agent, contact = setup_contact(fixture_flows)
+    opt_in(fixture_flows, org, agent, contact, Channel.TEXT, Channel.EMAIL)
+    journey = Journey(fixture_flows, clock, sender)
+    fixture_flows.bus.handle(c.RecordEvent(org, "signup.completed", contact, {}))
     assert journey.at(START) == ["text:DRIP-TEXT-1"]
 
     clock.now = START + timedelta(hours=1)
-    test_flows.bus.handle(c.SetDnd(org, contact, agent, on=True, channels=(Channel.TEXT,)))
-    row = only_enrollment(test_flows, contact, "texts_then_emails")
+    fixture_flows.bus.handle(c.SetDnd(org, contact, agent, on=True, channels=(Channel.TEXT,)))
+    row = only_enrollment(fixture_flows, contact, "texts_then_emails")
     assert (row["status"], row["end_reason"]) == ("paused", "do not disturb")
     assert journey.at(START + timedelta(hours=2)) == []
 
-    test_flows.bus.handle(c.SetDnd(org, contact, agent, on=False, channels=(Channel.TEXT,)))
-    assert only_enrollment(test_flows, contact, "texts_then_emails")["status"] == "active"
+    fixture_flows.bus.handle(c.SetDnd(org, contact, agent, on=False, channels=(Channel.TEXT,)))
+    assert only_enrollment(fixture_flows, contact, "texts_then_emails")["status"] == "active"
     assert journey.at(START + timedelta(hours=3)) == [], "lifting DND does not cut the wait short"
     assert journey.at(DAY_1) == ["text:DRIP-TEXT-2"]
 
 
 def test_dnd_on_one_channel_held_past_a_wake_up_sends_once_lifted(
-        test_flows: System, clock: Clock, sender: RecordingSender) -> None:
-    org, agent, contact = setup_contact(test_flows)
-    opt_in(test_flows, org, agent, contact, Channel.TEXT, Channel.EMAIL)
-    journey = Journey(test_flows, clock, sender)
-    test_flows.bus.handle(c.RecordEvent(org, "signup.completed", contact, {}))
+        fixture_flows: System, clock: Clock, sender: RecordingSender) -> None:
+    org, agent, contact = setup_contact(fixture_flows)
+    opt_in(fixture_flows, org, agent, contact, Channel.TEXT, Channel.EMAIL)
+    journey = Journey(fixture_flows, clock, sender)
+    fixture_flows.bus.handle(c.RecordEvent(org, "signup.completed", contact, {}))
     assert journey.at(START) == ["text:DRIP-TEXT-1"]
-    test_flows.bus.handle(c.SetDnd(org, contact, agent, on=True, channels=(Channel.TEXT,)))
+    fixture_flows.bus.handle(c.SetDnd(org, contact, agent, on=True, channels=(Channel.TEXT,)))
     assert journey.at(DAY_1) == [] and journey.at(DAY_1 + timedelta(hours=2)) == []
 
     clock.now = DAY_1 + timedelta(hours=3)
-    test_flows.bus.handle(c.SetDnd(org, contact, agent, on=False, channels=(Channel.TEXT,)))
+    fixture_flows.bus.handle(c.SetDnd(org, contact, agent, on=False, channels=(Channel.TEXT,)))
     assert journey.at(clock.now) == ["text:DRIP-TEXT-2"]
+
+
+# ----------------------------------------------------------------------------- flow versions
+
+
+def test_a_flow_edited_while_contacts_are_enrolled_keeps_each_on_its_version(
+        engine: Engine, clock: Clock, sender: RecordingSender) -> None:
+    before = make_system(engine, clock, sender, FIXTURES / "flows_v1")
+    org, agent, early = setup_contact(before)
+    late = before.bus.handle(c.CreateContact(org, name="Lee", phones=("+12125550122",),
+                                             time_zone=NEW_YORK)).contact_id
+    opt_in(before, org, agent, early, Channel.TEXT)
+    opt_in(before, org, agent, late, Channel.TEXT)
+    journey = Journey(before, clock, sender)
+    before.bus.handle(c.RecordEvent(org, "account.opened", early, {}))
+    assert journey.at(START) == ["text:ONBOARDING-FIRST"]
+
+    after = make_system(engine, clock, sender, FIXTURES / "flows_v2")  # the redeploy, same database
+    assert before.flows.flows["onboarding"].version != after.flows.flows["onboarding"].version
+    journey = Journey(after, clock, sender)
+    clock.now = START + timedelta(hours=1)
+    after.bus.handle(c.RecordEvent(org, "account.opened", late, {}))
+    assert journey.at(clock.now) == ["text:ONBOARDING-FIRST"]
+
+    assert journey.at(DAY_1) == ["text:ONBOARDING-V1-FOLLOW-UP"], "enrolled on version 1: its one-day wait"
+    assert journey.at(START + timedelta(days=2)) == []
+    assert journey.at(START + timedelta(days=2, hours=1)) == ["text:ONBOARDING-V2-FOLLOW-UP"]
+    first, second = only_enrollment(after, early, "onboarding"), only_enrollment(after, late, "onboarding")
+    assert first["flow_version"] == before.flows.flows["onboarding"].version
+    assert second["flow_version"] == after.flows.flows["onboarding"].version
+    assert (first["status"], second["status"]) == ("done", "done")
+    assert steps(after, first["id"])[-1] == ("follow_up_v1", "queued onboarding_v1_follow_up on text")
+    assert steps(after, second["id"])[-1] == ("follow_up_v2", "queued onboarding_v2_follow_up on text")
+
+
+def test_a_step_that_fails_to_render_waits_for_a_fix_without_blocking_anything_else(
+        engine: Engine, clock: Clock, sender: RecordingSender, tmp_path: Path) -> None:
+    flows_dir = tmp_path / "flows"
+    shutil.copytree(FIXTURES / "flows_template_error", flows_dir)
+    broken = make_system(engine, clock, sender, flows_dir)
+    org, agent, contact = setup_contact(broken)
+    opt_in(broken, org, agent, contact, Channel.TEXT)
+    journey = Journey(broken, clock, sender)
+
+    result = broken.bus.handle(c.RecordEvent(org, "member.joined", contact, {}))
+    assert result.detail == "enrolled in 2 flow(s)", "the event is recorded although one flow failed"
+    assert journey.at(START) == ["text:MEMBER-WELCOME"]
+    note = only_enrollment(broken, contact, "member_note")
+    assert (note["status"], note["pc"], note["next_run_at"]) == ("active", 0, START + RETRY_AFTER)
+    assert steps(broken, note["id"])[-1] == (
+        "error", f"UndefinedError: 'member_number' is undefined; trying again at {(START + RETRY_AFTER).isoformat()}")
+
+    clock.now = START + RETRY_AFTER
+    report = scheduler.run_due(broken, clock.now)
+    assert journey.received() == ["text:MEMBER-WELCOME"], "the rest of the batch went on"
+    assert len(report.flows.errors) == 1 and "member_number" in report.flows.errors[0]
+
+    (flows_dir / "templates" / "member_note.j2").write_text("MEMBER-NOTE for you.\n", encoding="utf-8")
+    fixed = make_system(engine, clock, sender, flows_dir)  # the fix, deployed
+    journey = Journey(fixed, clock, sender)
+    assert journey.at(START + 2 * RETRY_AFTER - MINUTE) == []
+    assert journey.at(START + 2 * RETRY_AFTER) == ["text:MEMBER-NOTE"]
+    assert only_enrollment(fixed, contact, "member_note")["status"] == "done"
+
+
+# ------------------------------------------------------------------ consent clock and reminder
+
+
+def test_reauth_sweep_starts_the_reminder_flow_and_yes_restarts_the_clock(
+        system: System, clock: Clock, sender: RecordingSender) -> None:
+    clock.now = START - timedelta(days=181)
+    org, agent, contact = setup_contact(system, reauth_days={"text": 180})
+    opt_in(system, org, agent, contact, Channel.TEXT)
+    journey = Journey(system, clock, sender)
+    assert journey.at(START - timedelta(days=1)) == [], "180 days old is not yet too old"
+    assert consent_state(system, org, PHONE, Channel.TEXT) is State.OPTED_IN
+
+    assert journey.at(START) == ["text:reauth_request"]
+    assert consent_state(system, org, PHONE, Channel.TEXT) is State.REAUTH_DUE
+    reminder = only_enrollment(system, contact, "reauth_reminder")
+    assert reminder["status"] == "active"
+
+    clock.now = START + timedelta(hours=2)
+    reply = sms(system, "YES", "SMreauth")
+    assert reply.state is State.OPTED_IN
+    with system.bus.uow() as uow:
+        assert uow.consents.get(org, PHONE, Channel.TEXT).opted_in_at == clock.now
+    reminder = only_enrollment(system, contact, "reauth_reminder")
+    assert (reminder["status"], reminder["end_reason"]) == ("done", "consent opted_in on text")
+    assert journey.at(START + timedelta(days=4)) == [], "no reminder after the customer confirmed"
+
+    restarted = START + timedelta(hours=2, days=180)
+    assert journey.at(restarted) == [] and consent_state(system, org, PHONE, Channel.TEXT) is State.OPTED_IN
+    assert journey.at(restarted + timedelta(hours=1)) == ["text:reauth_request"], "due again, and asked again"
+    assert len([row for row in enrollments(system, contact) if row["flow_name"] == "reauth_reminder"]) == 2
+
+
+def test_reauth_reminder_asks_once_more_after_three_days_without_an_answer(
+        system: System, clock: Clock, sender: RecordingSender) -> None:
+    clock.now = START - timedelta(days=181)
+    org, agent, contact = setup_contact(system, reauth_days={"text": 180})
+    opt_in(system, org, agent, contact, Channel.TEXT)
+    journey = Journey(system, clock, sender)
+    assert journey.at(START) == ["text:reauth_request"]
+    assert journey.at(DAY_3 - MINUTE) == []
+    assert journey.at(DAY_3) == ["text:reauth_request"]
+    row = only_enrollment(system, contact, "reauth_reminder")
+    assert (row["status"], steps(system, row["id"])[-1]) == ("done", ("reminder", "re-authorisation request queued"))
+
+
+# ------------------------------------------------------------------------------ payment plans
+
+
+def test_payment_plan_flow_asks_for_consent_and_reminds_after_two_days(
+        system: System, clock: Clock, sender: RecordingSender) -> None:
+    org, _, contact = setup_contact(system)
+    journey = Journey(system, clock, sender)
+    system.bus.handle(c.RecordEvent(org, "payment_plan.created", contact, {"plan": "P-1"}))
+    assert journey.at(START) == ["text:opt_in_request"]
+    assert journey.at(START + timedelta(days=2) - MINUTE) == []
+    assert journey.at(START + timedelta(days=2)) == ["text:opt_in_request"]
+    row = only_enrollment(system, contact, "payment_plan_opt_in")
+    assert (row["status"], steps(system, row["id"])[-1]) == ("done", ("reminder", "opt-in request queued"))
+
+
+def test_payment_plan_flow_stops_asking_once_the_customer_says_yes(
+        system: System, clock: Clock, sender: RecordingSender) -> None:
+    org, _, contact = setup_contact(system)
+    journey = Journey(system, clock, sender)
+    system.bus.handle(c.RecordEvent(org, "payment_plan.created", contact, {}))
+    assert journey.at(START) == ["text:opt_in_request"]
+    sms(system, "yes", "SMyes")
+    assert journey.at(START + timedelta(days=2)) == []
+    assert only_enrollment(system, contact, "payment_plan_opt_in")["status"] == "done"
+
+
+@pytest.mark.parametrize("channel_state", ["opted_in", "opted_out"])
+def test_payment_plan_flow_does_not_ask_a_contact_who_already_answered(
+        system: System, clock: Clock, sender: RecordingSender, channel_state: str) -> None:
+    org, agent, contact = setup_contact(system)
+    if channel_state == "opted_in":
+        opt_in(system, org, agent, contact, Channel.TEXT)
+    else:
+        sms(system, "STOP", "SMstop")
+    journey = Journey(system, clock, sender)
+    system.bus.handle(c.RecordEvent(org, "payment_plan.created", contact, {}))
+    for day in (0, 2, 4):
+        assert journey.at(START + timedelta(days=day)) == []
+    assert [m for m in outbox(system, contact) if m["kind"] == "opt_in_request"] == []
+    row = only_enrollment(system, contact, "payment_plan_opt_in")
+    assert (row["status"], row["end_reason"]) == ("done", "completed")
+    assert consent_state(system, org, PHONE, Channel.TEXT).value == channel_state
+
+
+# ----------------------------------------------------------------------------- discontinued
+
+
+def test_discontinued_opts_out_everywhere_sets_dnd_and_ends_every_flow(
+        system: System, clock: Clock, sender: RecordingSender) -> None:
+    org, agent, contact = setup_contact(system)
+    opt_in(system, org, agent, contact, Channel.TEXT, Channel.EMAIL)
+    journey = Journey(system, clock, sender)
+    system.bus.handle(c.RecordEvent(org, "lead.created", contact, {}))
+    assert journey.at(DAY_1) == ["text:welcome_1"]
+
+    system.bus.handle(c.RecordEvent(org, "pipeline.stage_changed", contact, {"stage": "won"}))
+    assert only_enrollment(system, contact, "welcome_drip")["status"] == "active", "only `discontinued` matches"
+    system.bus.handle(c.RecordEvent(org, "pipeline.stage_changed", contact, {"stage": "discontinued"}))
+
+    for address, channel in ((PHONE, Channel.TEXT), (PHONE, Channel.CALL), (PHONE, Channel.WHATSAPP),
+                             (EMAIL, Channel.EMAIL)):
+        assert consent_state(system, org, address, channel) is State.OPTED_OUT, channel
+    with system.bus.uow() as uow:
+        contact_row = uow.contacts.get(org, contact)
+    assert contact_row["dnd_all"] and contact_row["do_not_call"]
+    rows = {row["flow_name"]: row for row in enrollments(system, contact)}
+    assert rows["welcome_drip"]["status"] == "cancelled"
+    assert (rows["discontinued"]["status"], rows["discontinued"]["end_reason"]) == ("done", "completed")
+    assert steps(system, rows["discontinued"]["id"]) == [
+        ("enrolled", "started"), ("steps[0]", "opted out"), ("steps[1]", "do not disturb set"),
+        ("steps[2]", "removed from other flows")]
+    # An opt-out made by a flow sends no confirmation: nothing at all goes.
+    assert journey.at(DAY_1 + MINUTE) == []
+    for day in range(2, 15):
+        assert journey.at(START + timedelta(days=day)) == []
+
+
+# ------------------------------------------------------------------ the dispatcher's re-check
+
+
+def test_a_drip_message_still_in_the_outbox_is_not_sent_after_a_stop(
+        system: System, clock: Clock, sender: RecordingSender) -> None:
+    org, agent, contact = setup_contact(system)
+    opt_in(system, org, agent, contact, Channel.TEXT, Channel.EMAIL)
+    journey = Journey(system, clock, sender)
+    system.bus.handle(c.RecordEvent(org, "lead.created", contact, {}))
+    clock.now = DAY_1
+    system.flows.run_due(system.engine, DAY_1)
+    assert [(m["kind"], m["status"]) for m in outbox(system, contact)] == [("normal", "queued")]
+    sms(system, "STOP", "SMstop")
+    assert journey.at(DAY_1 + MINUTE) == []
+    assert outbox(system, contact)[0]["status"] == "cancelled"
+
+
+def test_the_dispatcher_asks_the_policy_again_before_sending_a_queued_drip_message(
+        system: System, clock: Clock, sender: RecordingSender) -> None:
+    """The opt-out here arrives by the bus's last-resort path, which records the opt-out and
+    nothing else: the queued drip text stays queued, and only the dispatcher stands in its way."""
+    org, agent, contact = setup_contact(system)
+    opt_in(system, org, agent, contact, Channel.TEXT, Channel.EMAIL)
+    journey = Journey(system, clock, sender)
+    system.bus.handle(c.RecordEvent(org, "lead.created", contact, {}))
+    clock.now = DAY_1
+    system.flows.run_due(system.engine, DAY_1)
+    assert save_opt_out_only(system.engine, system.services,
+                             c.ReceiveInbound(Channel.TEXT, PHONE, ORG_NUMBER, "STOP", "SMstop"), DAY_1)
+    assert [(m["kind"], m["status"]) for m in outbox(system, contact)] == [("normal", "queued")]
+    assert journey.at(DAY_1 + MINUTE) == []
+    [message] = outbox(system, contact)
+    assert message["status"] == "denied" and "opted out" in message["last_error"]

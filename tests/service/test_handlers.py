@@ -117,6 +117,7 @@ def test_opt_out_confirmation_goes_once(system: System, org: int, contact: int) 
 
 def test_agent_opt_out_confirmation_only_within_five_minutes(system: System, org: int, agent: Actor, contact: int,
                                                              sender: RecordingSender, clock: Clock) -> None:
+    system.bus.handle(c.RecordOptIn(org, contact, Channel.TEXT, agent, method="verbal"))
     system.bus.handle(c.OptOut(org, contact, Channel.TEXT, agent))
     clock.advance(minutes=6)
     report = system.dispatcher.run(clock())
@@ -125,6 +126,7 @@ def test_agent_opt_out_confirmation_only_within_five_minutes(system: System, org
 
 def test_agent_opt_out_confirmation_is_sent_inside_the_window(system: System, org: int, agent: Actor, contact: int,
                                                               sender: RecordingSender, clock: Clock) -> None:
+    system.bus.handle(c.RecordOptIn(org, contact, Channel.TEXT, agent, method="verbal"))
     system.bus.handle(c.OptOut(org, contact, Channel.TEXT, agent))
     clock.advance(minutes=2)
     system.dispatcher.run(clock())
@@ -325,6 +327,9 @@ def test_opt_out_survives_a_crash_in_the_rest_of_the_pipeline(system: System, or
         sms(system, "STOP", "SMcrash")
     assert state(system, org) is State.OPTED_OUT
     assert ledger(system, org)[-1]["trigger"] == "opt_out"
+    monkeypatch.undo()
+    retry = sms(system, "STOP", "SMcrash")  # the provider retries after the error
+    assert retry.duplicate and [e["trigger"] for e in ledger(system, org)] == ["opt_out"]
 
 
 def test_unknown_number_goes_to_the_unassociated_queue_and_linking_requests_opt_in(
@@ -410,3 +415,16 @@ def test_keyword_additions_are_checked_before_they_are_stored(system: System, or
         update_settings(uow, system.services.renderer, org, {"keywords": {"es": {"opt_out": ["baja"]}}})
         uow.commit()
     assert sms(system, "BAJA", "SMbaja").intent is Intent.OPT_OUT
+
+
+def test_no_confirmation_for_a_channel_never_used_or_an_opt_out_by_the_system(
+        system: System, org: int, agent: Actor, contact: int, sender: RecordingSender) -> None:
+    system.bus.handle(c.RecordOptIn(org, contact, Channel.TEXT, agent, method="verbal"))
+    system.bus.handle(c.OptOut(org, contact, Channel.TEXT, agent, all_channels=True))
+    system.dispatcher.run(system.clock())
+    assert [(m.channel, m.to) for m in sender.sent] == [(Channel.TEXT, PHONE)], "email had no consent to end"
+    other = system.bus.handle(c.CreateContact(org, phones=("+14155550177",))).contact_id
+    system.bus.handle(c.RecordOptIn(org, other, Channel.TEXT, agent, method="verbal"))
+    system.bus.handle(c.OptOut(org, other, Channel.TEXT, Actor(ActorKind.SYSTEM, "flow:x")))
+    system.dispatcher.run(system.clock())
+    assert sender.to("+14155550177") == []

@@ -9,12 +9,11 @@ import pytest
 from freezegun import freeze_time
 from sqlalchemy import Engine
 
+from conftest import REPO, RecordingSender, new_org
 from optflow.bootstrap import bootstrap, utc_now
 from optflow.config import Config
 from optflow.domain import commands as c
 from optflow.domain.model import Actor, ActorKind, Channel, Purpose
-
-from conftest import REPO, RecordingSender, new_org
 
 NY = "+12125550100"
 

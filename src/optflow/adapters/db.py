@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import threading
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool, StaticPool
 
 from . import orm
 
 DEFAULT_URL = "sqlite:///optflow.db"
+READ_ONLY = "optflow_read_only"  # execution option of a connection whose transactions only read
+BUSY_TIMEOUT_S = 30
 
 
 def database_url(explicit: str | None = None) -> str:
@@ -35,10 +40,74 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _sqlite_begin_immediate(conn: Any) -> None:
-    # Take the write lock when the transaction starts: two writers never deadlock on a lock
-    # upgrade, they queue on busy_timeout instead.
+class WriterLock:
+    """Queues the write transactions of every optflow process and thread on one SQLite file, and
+    wakes the next writer the moment the previous one commits.
+
+    SQLite alone makes a blocked writer poll: its busy handler sleeps 1, 2, 5, 10 ... up to
+    100 ms between tries, so with two web workers committing in turn most of the time went to
+    sleeping while the database was free (docs/performance.md). Here a writer waits on a mutex
+    (threads of one process) and then on an exclusive `flock` of `<database>-writer`
+    (processes), both of which hand over at once; BEGIN IMMEDIATE then finds the database
+    free. Other programs writing the file still meet SQLite's own lock and busy timeout.
+    """
+
+    def __init__(self, database_path: str) -> None:
+        self.path = database_path + "-writer"
+        self._mutex = threading.Lock()
+        self._fd: int | None = None
+        self._holder: int | None = None  # id() of the DBAPI connection whose transaction holds it
+
+    def acquire(self, dbapi_connection: Any) -> None:
+        if not self._mutex.acquire(timeout=BUSY_TIMEOUT_S):
+            raise OperationalError("BEGIN IMMEDIATE", None, OSError(
+                f"database is locked: another write transaction of this process held it {BUSY_TIMEOUT_S} s"))
+        try:
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._mutex.release()
+            raise
+        self._holder = id(dbapi_connection)
+
+    def release(self, dbapi_connection: Any) -> None:
+        """After the transaction of `dbapi_connection` (or of the pool's proxy of it) ended; does
+        nothing if it held no lock."""
+        if self._holder != id(getattr(dbapi_connection, "dbapi_connection", dbapi_connection)):
+            return
+        self._holder = None
+        assert self._fd is not None
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        self._mutex.release()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    """A read-only unit of work (`READ_ONLY`) starts a deferred transaction: in WAL mode it
+    reads a snapshot without blocking or waiting for writers. Any other takes the write lock
+    when it starts, so two writers never deadlock on a lock upgrade: they queue instead."""
+    if conn.get_execution_options().get(READ_ONLY):
+        conn.exec_driver_sql("BEGIN")
+        return
+    lock = writer_lock(conn.engine)
+    if lock is not None:
+        lock.acquire(conn.connection.dbapi_connection)
     conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def writer_lock(engine: Engine) -> WriterLock | None:
+    lock: WriterLock | None = engine.dialect.__dict__.get("optflow_writer_lock")
+    return lock
+
+
+def _release_after(lock: WriterLock, end: Any) -> Any:
+    def end_then_release(dbapi_connection: Any) -> None:
+        try:
+            end(dbapi_connection)
+        finally:
+            lock.release(dbapi_connection)
+
+    return end_then_release
 
 
 def make_engine(url: str | None = None, *, pool_size: int = 5) -> Engine:
@@ -51,7 +120,14 @@ def make_engine(url: str | None = None, *, pool_size: int = 5) -> Engine:
             poolclass=StaticPool if memory else NullPool if os.environ.get("OPTFLOW_SQLITE_NULLPOOL") else None,
         )
         event.listen(engine, "connect", _sqlite_pragmas)
-        event.listen(engine, "begin", _sqlite_begin_immediate)
+        event.listen(engine, "begin", _sqlite_begin)
+        if not memory and engine.url.database:
+            # Released right after the DBAPI commit or rollback: SQLAlchemy has no event after them.
+            lock = WriterLock(os.path.abspath(engine.url.database))
+            dialect: Any = engine.dialect
+            dialect.optflow_writer_lock = lock
+            dialect.do_commit = _release_after(lock, dialect.do_commit)
+            dialect.do_rollback = _release_after(lock, dialect.do_rollback)
         return engine
     return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
 

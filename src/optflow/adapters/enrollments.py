@@ -7,17 +7,40 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, insert, select, update
 
 from . import orm
 from .repository import new_id
 
 Row = dict[str, Any]
 
+# Built once (see repository.py): enrolments are read and moved on every inbound message and
+# every due step. WHERE parameters are prefixed with `w_`, apart from the SET columns.
+_ENROLLMENT = select(orm.enrollments).where(orm.enrollments.c.id == bindparam("w_id"))
+_INSERT_ENROLLMENT = insert(orm.enrollments)
+_UPDATE_ENROLLMENT = update(orm.enrollments).where(orm.enrollments.c.id == bindparam("w_id"))
+_FOR_CONTACT = select(orm.enrollments).where(and_(
+    orm.enrollments.c.contact_id == bindparam("w_contact_id"),
+    orm.enrollments.c.status.in_(bindparam("w_statuses", expanding=True)),
+)).order_by(orm.enrollments.c.id)
+_ANY_FOR = select(orm.enrollments.c.id).where(and_(
+    orm.enrollments.c.contact_id == bindparam("w_contact_id"), orm.enrollments.c.flow_name == bindparam("w_flow"),
+    orm.enrollments.c.status.in_(bindparam("w_statuses", expanding=True)),
+)).limit(1)
+_INSERT_STEP = insert(orm.enrollment_steps)
+
 
 class EnrollmentRepository:
+    """Enrolments and flow versions. A contact's enrolments, once read, are kept until this
+    repository changes an enrolment: handling one inbound message asks for them up to three
+    times (flow exits on the consent change, the opt-out's cancellations, the reply exit)."""
+
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+        self._for_contact: dict[tuple[int, tuple[str, ...]], list[Row]] = {}
+
+    def _changed(self) -> None:
+        self._for_contact.clear()
 
     def remember_version(self, name: str, version: str, source_file: str, source: str, now: datetime) -> None:
         exists = self.conn.execute(select(orm.flow_versions.c.id).where(and_(
@@ -36,28 +59,28 @@ class EnrollmentRepository:
 
     def create(self, org_id: int, contact_id: int, flow_name: str, flow_version: str,
                event: Mapping[str, Any], now: datetime) -> int:
-        return new_id(self.conn.execute(insert(orm.enrollments).values(
-            org_id=org_id, contact_id=contact_id, flow_name=flow_name, flow_version=flow_version,
-            pc=0, status="active", next_run_at=now, event_json=json.dumps(dict(event), default=str),
-            started_at=now,
-        )))
+        self._changed()
+        return new_id(self.conn.execute(_INSERT_ENROLLMENT, {
+            "org_id": org_id, "contact_id": contact_id, "flow_name": flow_name, "flow_version": flow_version,
+            "pc": 0, "status": "active", "next_run_at": now, "event_json": json.dumps(dict(event), default=str),
+            "started_at": now,
+        }))
 
     def get(self, enrollment_id: int) -> Row | None:
-        row = self.conn.execute(select(orm.enrollments).where(orm.enrollments.c.id == enrollment_id)).mappings().first()
+        row = self.conn.execute(_ENROLLMENT, {"w_id": enrollment_id}).mappings().first()
         return dict(row) if row else None
 
     def for_contact(self, contact_id: int, statuses: tuple[str, ...] = ("active", "paused")) -> list[Row]:
-        q = select(orm.enrollments).where(and_(
-            orm.enrollments.c.contact_id == contact_id, orm.enrollments.c.status.in_(statuses)
-        )).order_by(orm.enrollments.c.id)
-        return [dict(r) for r in self.conn.execute(q).mappings()]
+        key = (contact_id, statuses)
+        rows = self._for_contact.get(key)
+        if rows is None:
+            params = {"w_contact_id": contact_id, "w_statuses": list(statuses)}
+            rows = self._for_contact[key] = [dict(r) for r in self.conn.execute(_FOR_CONTACT, params).mappings()]
+        return [dict(r) for r in rows]
 
     def any_for(self, contact_id: int, flow_name: str, statuses: tuple[str, ...]) -> bool:
-        q = select(orm.enrollments.c.id).where(and_(
-            orm.enrollments.c.contact_id == contact_id, orm.enrollments.c.flow_name == flow_name,
-            orm.enrollments.c.status.in_(statuses),
-        )).limit(1)
-        return self.conn.execute(q).first() is not None
+        params = {"w_contact_id": contact_id, "w_flow": flow_name, "w_statuses": list(statuses)}
+        return self.conn.execute(_ANY_FOR, params).first() is not None
 
     def claim_due(self, now: datetime, limit: int, skip_locked: bool) -> list[Row]:
         q = select(orm.enrollments).where(and_(
@@ -68,25 +91,32 @@ class EnrollmentRepository:
         return [dict(r) for r in self.conn.execute(q).mappings()]
 
     def move(self, enrollment_id: int, pc: int, next_run_at: datetime | None) -> None:
-        self.conn.execute(update(orm.enrollments).where(orm.enrollments.c.id == enrollment_id)
-                          .values(pc=pc, next_run_at=next_run_at))
+        self._changed()
+        self.conn.execute(_UPDATE_ENROLLMENT, {"w_id": enrollment_id, "pc": pc, "next_run_at": next_run_at})
 
     def end(self, enrollment_id: int, status: str, reason: str, now: datetime) -> None:
-        self.conn.execute(update(orm.enrollments).where(orm.enrollments.c.id == enrollment_id)
-                          .values(status=status, end_reason=reason, ended_at=now, next_run_at=None))
+        self._changed()
+        self.conn.execute(_UPDATE_ENROLLMENT, {"w_id": enrollment_id, "status": status, "end_reason": reason,
+                                               "ended_at": now, "next_run_at": None})
 
     def pause(self, enrollment_id: int, reason: str) -> None:
+        self._changed()
         self.conn.execute(update(orm.enrollments).where(orm.enrollments.c.id == enrollment_id)
                           .values(status="paused", end_reason=reason))
 
     def resume(self, enrollment_id: int, now: datetime) -> None:
+        """Active again. A wait (or deferral) still running keeps its wake-up time; one that
+        ended while the enrolment was paused is due at once."""
+        self._changed()
+        wake = self.conn.execute(select(orm.enrollments.c.next_run_at)
+                                 .where(orm.enrollments.c.id == enrollment_id)).scalar()
         self.conn.execute(update(orm.enrollments).where(orm.enrollments.c.id == enrollment_id)
-                          .values(status="active", end_reason=None, next_run_at=now))
+                          .values(status="active", end_reason=None,
+                                  next_run_at=wake if wake is not None and wake > now else now))
 
     def log_step(self, enrollment_id: int, pc: int, step: str, outcome: str, now: datetime) -> None:
-        self.conn.execute(insert(orm.enrollment_steps).values(
-            enrollment_id=enrollment_id, pc=pc, step=step, outcome=outcome, at=now
-        ))
+        self.conn.execute(_INSERT_STEP, {"enrollment_id": enrollment_id, "pc": pc, "step": step, "outcome": outcome,
+                                         "at": now})
 
     def history(self, enrollment_id: int) -> list[Row]:
         q = select(orm.enrollment_steps).where(orm.enrollment_steps.c.enrollment_id == enrollment_id) \

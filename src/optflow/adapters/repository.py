@@ -1,7 +1,9 @@
 """Repositories over one SQLAlchemy Core connection (the unit of work's transaction).
 
 Core rather than ORM sessions: every inbound message passes through here, and a Core statement
-costs a fraction of a Session round trip (see DESIGN.md, "Performance").
+costs a fraction of a Session round trip (see DESIGN.md, "Performance"). The statements of the
+hot paths are built once, at import, with bound parameters: building a statement and computing
+its cache key costs several times more than running it (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
 
 from ..domain import ledger as ledger_chain
 from ..domain.model import Channel, Consent, DndSettings, NotFound, State, TransitionRecord
@@ -31,14 +33,67 @@ def _row(result: Any) -> Row | None:
     return dict(mapping) if mapping is not None else None
 
 
+# Prebuilt statements. Parameters of WHERE clauses are prefixed with `w_` so they never clash
+# with the column names an UPDATE takes its SET clause from (the other keys of the parameters).
+_ORG = select(orm.orgs).where(orm.orgs.c.id == bindparam("w_id"))
+_ORG_BY_NUMBER = select(orm.org_numbers.c.org_id).where(orm.org_numbers.c.number == bindparam("w_number"))
+_AGENT = select(orm.agents).where(orm.agents.c.id == bindparam("w_id"))
+_CONTACT = select(orm.contacts).where(and_(orm.contacts.c.id == bindparam("w_id"),
+                                           orm.contacts.c.org_id == bindparam("w_org_id")))
+_UPDATE_CONTACT = update(orm.contacts).where(orm.contacts.c.id == bindparam("w_id"))
+_CONTACT_BY_ADDRESS = select(orm.addresses.c.contact_id).where(and_(
+    orm.addresses.c.org_id == bindparam("w_org_id"), orm.addresses.c.value == bindparam("w_value")))
+_ADDRESSES = select(orm.addresses).where(orm.addresses.c.contact_id == bindparam("w_contact_id")) \
+    .order_by(orm.addresses.c.id)
+_CONSENT = select(orm.consents).where(and_(
+    orm.consents.c.org_id == bindparam("w_org_id"), orm.consents.c.address == bindparam("w_address"),
+    orm.consents.c.channel == bindparam("w_channel")))
+_CONSENT_LOCKED = _CONSENT.with_for_update()
+_INSERT_CONSENT = insert(orm.consents)
+_UPDATE_CONSENT = update(orm.consents).where(orm.consents.c.id == bindparam("w_id"))
+_LEDGER_HEAD_LOCKED = select(orm.ledger_heads).where(orm.ledger_heads.c.org_id == bindparam("w_org_id")) \
+    .with_for_update()
+_INSERT_LEDGER = insert(orm.ledger)
+_UPDATE_LEDGER_HEAD = update(orm.ledger_heads).where(orm.ledger_heads.c.org_id == bindparam("w_org_id"))
+_INSERT_MESSAGE = insert(orm.messages)
+_MESSAGE = select(orm.messages).where(orm.messages.c.id == bindparam("w_id"))
+_UPDATE_MESSAGE = update(orm.messages).where(orm.messages.c.id == bindparam("w_id"))
+_INBOUND_BY_PROVIDER_ID = select(orm.messages).where(and_(
+    orm.messages.c.org_id == bindparam("w_org_id"), orm.messages.c.direction == "in",
+    orm.messages.c.provider_id == bindparam("w_provider_id")))
+_HELD = select(orm.messages).where(and_(
+    orm.messages.c.org_id == bindparam("w_org_id"), orm.messages.c.address == bindparam("w_address"),
+    orm.messages.c.channel == bindparam("w_channel"), orm.messages.c.status == "held",
+)).order_by(orm.messages.c.id)
+_QUEUED_FOR = select(orm.messages.c.id).where(and_(
+    orm.messages.c.org_id == bindparam("w_org_id"), orm.messages.c.address == bindparam("w_address"),
+    orm.messages.c.direction == "out", orm.messages.c.status == "queued",
+    orm.messages.c.channel.in_(bindparam("w_channels", expanding=True)),
+))
+_RECENT_SENDS = select(orm.messages.c.sent_at).where(and_(
+    orm.messages.c.org_id == bindparam("w_org_id"), orm.messages.c.contact_id == bindparam("w_contact_id"),
+    orm.messages.c.direction == "out", orm.messages.c.status == "sent",
+    orm.messages.c.channel.in_(bindparam("w_channels", expanding=True)),
+    orm.messages.c.sent_at >= bindparam("w_since"),
+))
+
+
 class OrgRepository:
+    """Orgs and their settings. Rows read once stay for the rest of the unit of work: one
+    inbound message needs its org's row for the settings and again for every message it renders,
+    and only this repository's own writes change it."""
+
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+        self._rows: dict[int, Row] = {}
 
     def get(self, org_id: int) -> Row:
-        row = _row(self.conn.execute(select(orm.orgs).where(orm.orgs.c.id == org_id)))
+        row = self._rows.get(org_id)
         if row is None:
-            raise NotFound(f"no org with id {org_id}", code="org_not_found")
+            row = _row(self.conn.execute(_ORG, {"w_id": org_id}))
+            if row is None:
+                raise NotFound(f"no org with id {org_id}", code="org_not_found")
+            self._rows[org_id] = row
         return row
 
     def first_id(self) -> int | None:
@@ -88,6 +143,7 @@ class OrgRepository:
         for child in self.conn.execute(select(orm.orgs.c.id).where(orm.orgs.c.parent_id == org_id)).scalars():
             resolve([*self.raw_chain(org_id)[:-1], own, *self.raw_chain(child)[-1:]])
         self.conn.execute(update(orm.orgs).where(orm.orgs.c.id == org_id).values(settings_json=json.dumps(dict(own))))
+        self._rows.clear()
         return resolved
 
     def add_number(self, org_id: int, number: str) -> None:
@@ -98,8 +154,7 @@ class OrgRepository:
         return list(self.conn.execute(q).scalars())
 
     def find_by_number(self, number: str) -> int | None:
-        q = select(orm.org_numbers.c.org_id).where(orm.org_numbers.c.number == number)
-        return self.conn.execute(q).scalar()
+        return self.conn.execute(_ORG_BY_NUMBER, {"w_number": number}).scalar()
 
 
 _RESOLVE_CACHE: dict[str, OrgSettings] = {}
@@ -129,7 +184,7 @@ class AgentRepository:
         return _row(self.conn.execute(select(orm.agents).where(orm.agents.c.token_hash == token_hash)))
 
     def get(self, agent_id: int) -> Row | None:
-        return _row(self.conn.execute(select(orm.agents).where(orm.agents.c.id == agent_id)))
+        return _row(self.conn.execute(_AGENT, {"w_id": agent_id}))
 
     def for_org(self, org_id: int) -> list[Row]:
         q = select(orm.agents).where(orm.agents.c.org_id == org_id).order_by(orm.agents.c.id)
@@ -155,9 +210,7 @@ class ContactRepository:
         )))
 
     def get(self, org_id: int, contact_id: int) -> Row:
-        row = _row(self.conn.execute(
-            select(orm.contacts).where(and_(orm.contacts.c.id == contact_id, orm.contacts.c.org_id == org_id))
-        ))
+        row = _row(self.conn.execute(_CONTACT, {"w_id": contact_id, "w_org_id": org_id}))
         if row is None:
             raise NotFound(f"no contact with id {contact_id}", code="contact_not_found")
         return row
@@ -165,24 +218,20 @@ class ContactRepository:
     def update(self, contact_id: int, now: datetime, **values: Any) -> None:
         if "fields" in values:
             values["fields_json"] = json.dumps(values.pop("fields"))
-        self.conn.execute(update(orm.contacts).where(orm.contacts.c.id == contact_id).values(updated_at=now, **values))
+        self.conn.execute(_UPDATE_CONTACT, {"w_id": contact_id, "updated_at": now, **values})
 
     def set_dnd(self, contact_id: int, now: datetime, dnd: DndSettings) -> None:
         self.update(contact_id, now, dnd_all=dnd.all_channels,
                     dnd_channels=",".join(sorted(c.value for c in dnd.channels)))
 
     def find_by_address(self, org_id: int, value: str) -> int | None:
-        q = select(orm.addresses.c.contact_id).where(
-            and_(orm.addresses.c.org_id == org_id, orm.addresses.c.value == value)
-        )
-        return self.conn.execute(q).scalar()
+        return self.conn.execute(_CONTACT_BY_ADDRESS, {"w_org_id": org_id, "w_value": value}).scalar()
 
     def add_address(self, org_id: int, contact_id: int, kind: str, value: str) -> None:
         self.conn.execute(insert(orm.addresses).values(org_id=org_id, contact_id=contact_id, kind=kind, value=value))
 
     def addresses(self, contact_id: int) -> list[Row]:
-        q = select(orm.addresses).where(orm.addresses.c.contact_id == contact_id).order_by(orm.addresses.c.id)
-        return [dict(r) for r in self.conn.execute(q).mappings()]
+        return [dict(r) for r in self.conn.execute(_ADDRESSES, {"w_contact_id": contact_id}).mappings()]
 
     def search(self, org_id: int, *, address: str | None = None, name: str | None = None,
                limit: int = 50, offset: int = 0) -> list[Row]:
@@ -222,13 +271,8 @@ class ConsentRepository:
 
     def get(self, org_id: int, address: str, channel: Channel, *, lock: bool = False) -> Consent:
         """The stored consent, or a new `unknown` one (saved by `save`)."""
-        q = select(orm.consents).where(and_(
-            orm.consents.c.org_id == org_id, orm.consents.c.address == address,
-            orm.consents.c.channel == channel.value,
-        ))
-        if lock:
-            q = q.with_for_update()
-        row = _row(self.conn.execute(q))
+        row = _row(self.conn.execute(_CONSENT_LOCKED if lock else _CONSENT,
+                                     {"w_org_id": org_id, "w_address": address, "w_channel": channel.value}))
         if row is None:
             return Consent(channel=channel, address=address, org_id=org_id)
         return consent_from_row(row)
@@ -238,11 +282,11 @@ class ConsentRepository:
         values["state"] = State(consent.state).value
         values["updated_at"] = now
         if consent.id is None:
-            consent.id = new_id(self.conn.execute(insert(orm.consents).values(
-                org_id=consent.org_id, address=consent.address, channel=consent.channel.value, **values
-            )))
+            consent.id = new_id(self.conn.execute(_INSERT_CONSENT, {
+                "org_id": consent.org_id, "address": consent.address, "channel": consent.channel.value, **values,
+            }))
         else:
-            self.conn.execute(update(orm.consents).where(orm.consents.c.id == consent.id).values(**values))
+            self.conn.execute(_UPDATE_CONSENT, {"w_id": consent.id, **values})
 
     def for_addresses(self, org_id: int, addresses: Sequence[str]) -> list[Consent]:
         if not addresses:
@@ -288,18 +332,15 @@ class LedgerRepository:
     def append_change(self, org_id: int, contact_id: int | None, **change: Any) -> Row:
         """Append one entry to the org's chain. Also used for contact-level changes that are not
         consent transitions (DND, marketing permission), with their own trigger names."""
-        head = _row(self.conn.execute(
-            select(orm.ledger_heads).where(orm.ledger_heads.c.org_id == org_id).with_for_update()
-        ))
+        head = _row(self.conn.execute(_LEDGER_HEAD_LOCKED, {"w_org_id": org_id}))
         if head is None:
             self.conn.execute(insert(orm.ledger_heads).values(org_id=org_id, seq=0, hash=ledger_chain.GENESIS))
             head = {"seq": 0, "hash": ledger_chain.GENESIS}
         fields: Row = {"org_id": org_id, "seq": head["seq"] + 1, "contact_id": contact_id, **change}
         fields["prev_hash"] = head["hash"]
         fields["hash"] = ledger_chain.entry_hash(head["hash"], fields)
-        fields["id"] = new_id(self.conn.execute(insert(orm.ledger).values(**fields)))
-        self.conn.execute(update(orm.ledger_heads).where(orm.ledger_heads.c.org_id == org_id)
-                          .values(seq=fields["seq"], hash=fields["hash"]))
+        fields["id"] = new_id(self.conn.execute(_INSERT_LEDGER, fields))
+        self.conn.execute(_UPDATE_LEDGER_HEAD, {"w_org_id": org_id, "seq": fields["seq"], "hash": fields["hash"]})
         return fields
 
     def for_contact(self, org_id: int, contact_id: int, addresses: Iterable[str] = ()) -> list[Row]:
@@ -334,26 +375,20 @@ class MessageRepository:
         self.conn = conn
 
     def add(self, **values: Any) -> int:
-        return new_id(self.conn.execute(insert(orm.messages).values(**values)))
+        return new_id(self.conn.execute(_INSERT_MESSAGE, values))
 
     def get(self, message_id: int) -> Row | None:
-        return _row(self.conn.execute(select(orm.messages).where(orm.messages.c.id == message_id)))
+        return _row(self.conn.execute(_MESSAGE, {"w_id": message_id}))
 
     def find_inbound(self, org_id: int, provider_id: str) -> Row | None:
-        return _row(self.conn.execute(select(orm.messages).where(and_(
-            orm.messages.c.org_id == org_id, orm.messages.c.direction == "in",
-            orm.messages.c.provider_id == provider_id,
-        ))))
+        return _row(self.conn.execute(_INBOUND_BY_PROVIDER_ID, {"w_org_id": org_id, "w_provider_id": provider_id}))
 
     def set(self, message_id: int, **values: Any) -> None:
-        self.conn.execute(update(orm.messages).where(orm.messages.c.id == message_id).values(**values))
+        self.conn.execute(_UPDATE_MESSAGE, {"w_id": message_id, **values})
 
     def held(self, org_id: int, address: str, channel: Channel) -> list[Row]:
-        q = select(orm.messages).where(and_(
-            orm.messages.c.org_id == org_id, orm.messages.c.address == address,
-            orm.messages.c.channel == channel.value, orm.messages.c.status == "held",
-        )).order_by(orm.messages.c.id)
-        return [dict(r) for r in self.conn.execute(q).mappings()]
+        params = {"w_org_id": org_id, "w_address": address, "w_channel": channel.value}
+        return [dict(r) for r in self.conn.execute(_HELD, params).mappings()]
 
     def has_outbound(self, org_id: int, address: str, channel: Channel) -> bool:
         q = select(orm.messages.c.id).where(and_(
@@ -365,12 +400,9 @@ class MessageRepository:
 
     def recent_sends(self, org_id: int, contact_id: int, channels: Iterable[Channel],
                      since: datetime) -> list[datetime]:
-        q = select(orm.messages.c.sent_at).where(and_(
-            orm.messages.c.org_id == org_id, orm.messages.c.contact_id == contact_id,
-            orm.messages.c.direction == "out", orm.messages.c.status == "sent",
-            orm.messages.c.channel.in_([c.value for c in channels]), orm.messages.c.sent_at >= since,
-        ))
-        return [t for t in self.conn.execute(q).scalars() if t is not None]
+        params = {"w_org_id": org_id, "w_contact_id": contact_id, "w_channels": [c.value for c in channels],
+                  "w_since": since}
+        return [t for t in self.conn.execute(_RECENT_SENDS, params).scalars() if t is not None]
 
     def for_contact(self, org_id: int, contact_id: int, limit: int = 100) -> list[Row]:
         q = select(orm.messages).where(and_(
@@ -385,12 +417,8 @@ class MessageRepository:
         return [dict(r) for r in self.conn.execute(q).mappings()]
 
     def queued_for(self, org_id: int, address: str, channels: Iterable[Channel]) -> list[int]:
-        q = select(orm.messages.c.id).where(and_(
-            orm.messages.c.org_id == org_id, orm.messages.c.address == address,
-            orm.messages.c.direction == "out", orm.messages.c.status == "queued",
-            orm.messages.c.channel.in_([c.value for c in channels]),
-        ))
-        return list(self.conn.execute(q).scalars())
+        params = {"w_org_id": org_id, "w_address": address, "w_channels": [c.value for c in channels]}
+        return list(self.conn.execute(_QUEUED_FOR, params).scalars())
 
     def claim_due(self, now: datetime, limit: int, skip_locked: bool) -> list[Row]:
         q = select(orm.messages).where(and_(

@@ -100,6 +100,20 @@ class OptOut(ContactAction):
 
 
 @dataclass(frozen=True)
+class OptOutAddress(Command):
+    """Opt an address out on a channel whether or not a contact owns it (one-click unsubscribe).
+
+    The request itself was the customer's confirmation, so no confirmation message is sent."""
+
+    org_id: int
+    address: str
+    channel: Channel
+    actor: Actor
+    method: str
+    evidence: str | None = None
+
+
+@dataclass(frozen=True)
 class ResetConsent(ContactAction):
     """The number was reassigned: the old consent does not carry over."""
 

@@ -14,6 +14,7 @@ from ..config import Config
 from ..domain import commands as c
 from ..service_layer.handlers import InboundResult
 from .errors import install_error_handlers
+from .inbound_batcher import InboundBatcher
 
 log = logging.getLogger("optflow.app")
 
@@ -22,14 +23,21 @@ APP_NAME = "optflow"
 
 class InboundGateway:
     """Hands inbound messages to the bus. Kept behind one awaitable so the webhook code does not
-    care whether messages are committed one by one or in groups."""
+    care how messages are committed: here, in groups (`InboundBatcher`), each answered only
+    after its group's commit."""
 
     def __init__(self, system: System) -> None:
         self.system = system
+        self.batcher = InboundBatcher(system.bus)
+
+    def start(self) -> None:
+        self.batcher.start()
 
     async def submit(self, command: c.ReceiveInbound) -> InboundResult:
-        result: InboundResult = self.system.bus.handle(command)
-        return result
+        return await self.batcher.submit(command)
+
+    async def close(self) -> None:
+        await self.batcher.close()
 
 
 def create_app(config: Config | None = None, system: System | None = None, *, name: str = APP_NAME,
@@ -63,9 +71,12 @@ def create_app(config: Config | None = None, system: System | None = None, *, na
     async def start_system(app: Sanic, _: Any = None) -> None:
         app.ctx.system = system or bootstrap(config, create_schema=False)
         app.ctx.inbound = InboundGateway(app.ctx.system)
+        app.ctx.inbound.start()
 
     @app.after_server_stop
     async def stop_system(app: Sanic, _: Any = None) -> None:
+        if getattr(app.ctx, "inbound", None) is not None:
+            await app.ctx.inbound.close()
         if system is None and getattr(app.ctx, "system", None) is not None:
             app.ctx.system.close()
 

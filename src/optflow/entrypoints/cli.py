@@ -24,7 +24,7 @@ CLI_ACTOR = Actor(ActorKind.AGENT, "cli")
 
 
 def friendly_errors(func: F) -> F:
-    """Turn refusals and bad input into one line on stderr and exit status 2."""
+    """Turn refusals and bad input into one line on stderr and exit status 1."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -333,8 +333,9 @@ def agents_add(obj: Ctx, name: str, role: str, org: int | None) -> None:
 @pass_ctx
 @friendly_errors
 def agents_list(obj: Ctx, org: int | None) -> None:
+    org_id = obj.org_id(org)  # before the transaction: SQLite allows one writer at a time
     with obj.uow() as uow:
-        for row in uow.agents.for_org(obj.org_id(org)):
+        for row in uow.agents.for_org(org_id):
             click.echo(f"{row['id']:>5}  {row['role']:<10}  {row['name']}")
 
 

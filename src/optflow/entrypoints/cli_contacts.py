@@ -192,9 +192,9 @@ def register(main: click.Group) -> None:
     def ledger_show(obj: Ctx, contact: str | None, org: int | None) -> None:
         """Entries of one contact (id, phone or email), or of the whole org."""
         org_id = obj.org_id(org)
+        contact_id = _resolve_contact(obj, org_id, contact) if contact else None  # one transaction at a time
         with obj.uow() as uow:
-            if contact:
-                contact_id = _resolve_contact(obj, org_id, contact)
+            if contact_id is not None:
                 addresses = [a["value"] for a in uow.contacts.addresses(contact_id)]
                 rows = uow.ledger.for_contact(org_id, contact_id, addresses)
             else:

@@ -49,8 +49,9 @@ def register(main: click.Group) -> None:
     def enrollments(obj: Ctx, contact_id: int, org: int | None, show_all: bool) -> None:
         """A contact's enrolments."""
         statuses = ("active", "paused", "done", "cancelled") if show_all else ("active", "paused")
+        org_id = obj.org_id(org)  # before the unit of work: on SQLite a second transaction would wait for it
         with obj.uow() as uow:
-            uow.contacts.get(obj.org_id(org), contact_id)
+            uow.contacts.get(org_id, contact_id)
             rows = uow.enrollments.for_contact(contact_id, statuses)
         if not rows:
             click.echo("no enrolments")
@@ -68,8 +69,9 @@ def register(main: click.Group) -> None:
     def enroll(obj: Ctx, contact_id: int, flow_name: str, org: int | None) -> None:
         """Enrol a contact in a flow by hand."""
         system = obj.system
+        org_id = obj.org_id(org)
         with obj.uow() as uow:
-            enrollment_id = system.flows.enroll_manual(uow, obj.org_id(org), contact_id, flow_name, system.clock())
+            enrollment_id = system.flows.enroll_manual(uow, org_id, contact_id, flow_name, system.clock())
             uow.commit()
         click.echo(f"enrolled contact {contact_id} in {flow_name} (enrolment {enrollment_id})")
 
@@ -82,7 +84,8 @@ def register(main: click.Group) -> None:
     def remove(obj: Ctx, contact_id: int, enrollment_id: int, org: int | None) -> None:
         """Take a contact out of one enrolment."""
         system = obj.system
+        org_id = obj.org_id(org)
         with obj.uow() as uow:
-            system.flows.remove(uow, obj.org_id(org), contact_id, enrollment_id, system.clock(), CLI_ACTOR)
+            system.flows.remove(uow, org_id, contact_id, enrollment_id, system.clock(), CLI_ACTOR)
             uow.commit()
         click.echo(f"removed enrolment {enrollment_id}")

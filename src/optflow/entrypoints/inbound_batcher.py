@@ -27,9 +27,9 @@ once, and only then resolves the futures. The savepoint keeps each message's fai
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -55,7 +55,7 @@ class _Pending:
     future: asyncio.Future[InboundResult]
     result: InboundResult | None = None
     error: BaseException | None = None
-    fallback_opt_out: bool = field(default=False)
+    fallback_opt_out: bool = False
 
 
 class InboundBatcher:
@@ -99,10 +99,8 @@ class InboundBatcher:
             self._take_and_commit()
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
             self._task = None
 
     # ------------------------------------------------------------------------------ consumer
@@ -213,9 +211,3 @@ class InboundBatcher:
                 pending.result = self.bus.handle(pending.command)
             except Exception as exc:
                 pending.error = exc
-
-
-def stats(batcher: InboundBatcher) -> dict[str, Any]:
-    """Batches and messages committed so far, and the mean batch size."""
-    return {"batches": batcher.batches, "messages": batcher.messages,
-            "mean_batch": batcher.messages / batcher.batches if batcher.batches else 0.0}

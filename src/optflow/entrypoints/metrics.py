@@ -31,6 +31,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from sanic import Blueprint, Request, Sanic
 from sanic.response import HTTPResponse
+from sanic_ext import openapi
 from sqlalchemy import Engine, Select, and_, func, select
 
 from ..adapters import orm
@@ -136,6 +137,7 @@ def metrics_blueprint() -> Blueprint:
         app.ctx.metrics = ServerMetrics(lambda: app.ctx.system.engine)
 
     @bp.get("/metrics", name="metrics")
+    @openapi.exclude()
     async def metrics(request: Request) -> HTTPResponse:
         """Prometheus text exposition format. Rendered in a thread: the database counts must not
         hold up the webhooks this worker is serving."""

@@ -21,6 +21,7 @@ from sanic import Blueprint, Request, Sanic
 from sanic.response import HTTPResponse
 from sanic.response import html as html_response
 from sanic.response import json as json_response
+from sanic_ext import openapi
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
@@ -29,11 +30,10 @@ from ..bootstrap import System
 from ..config import Config
 from ..domain import commands as c
 from ..domain.addresses import normalize_for_channel
-from ..domain.machine import TransitionContext
-from ..domain.model import Actor, ActorKind, Channel, InvalidInput, NotFound, State, Trigger
+from ..domain.model import Actor, ActorKind, Channel, InvalidInput, NotFound
 from ..domain.settings import OrgSettings
 from ..domain.tokens import UnsubscribeTarget, read_token
-from ..service_layer.handlers import InboundResult, transition
+from ..service_layer.handlers import InboundResult
 from ..service_layer.unit_of_work import UnitOfWork
 from .errors import ApiError
 
@@ -71,11 +71,12 @@ def webhooks_blueprint() -> Blueprint:
                                                      time.perf_counter() - started)
 
     @bp.post(TWILIO_PATH, name="twilio_sms")
+    @openapi.exclude()
     async def twilio_sms(request: Request) -> HTTPResponse:
         """Twilio's inbound message webhook (SMS, and WhatsApp when `From` starts with
         `whatsapp:`). Answers TwiML: one <Message> per reply."""
         # Twilio signs every parameter it sends, empty ones included.
-        form = request.get_form(keep_blank_values=True) or {}
+        form: Mapping[str, Any] = request.get_form(keep_blank_values=True) or {}
         to = _required(form, "To")
         org_id, settings = _org_for_number(request, to)
         config: Config = request.app.ctx.config
@@ -94,6 +95,7 @@ def webhooks_blueprint() -> Blueprint:
         return HTTPResponse(reply.to_xml(), content_type="text/xml; charset=utf-8")
 
     @bp.post(CHAT_PATH, name="chat")
+    @openapi.exclude()
     async def chat(request: Request) -> HTTPResponse:
         """A chat or WhatsApp gateway's inbound message: JSON signed with X-Optflow-Signature."""
         media_type = (request.headers.get("content-type") or "").partition(";")[0].strip().lower()
@@ -114,6 +116,7 @@ def webhooks_blueprint() -> Blueprint:
                               "replies": list(result.replies), "duplicate": result.duplicate})
 
     @bp.get("/unsubscribe/<token:str>", name="unsubscribe_page")
+    @openapi.exclude()
     async def unsubscribe_page(request: Request, token: str) -> HTTPResponse:
         """The page behind an unsubscribe link. A GET changes nothing (mail scanners open links);
         the button POSTs to the same URL."""
@@ -125,6 +128,7 @@ def webhooks_blueprint() -> Blueprint:
         return _confirm_page(target, org_name)
 
     @bp.post("/unsubscribe/<token:str>", name="unsubscribe")
+    @openapi.exclude()
     async def unsubscribe(request: Request, token: str) -> HTTPResponse:
         """RFC 8058 one-click unsubscribe (and the page's own button). The signed token is the only
         credential; any POST to it opts out, because mail scanners prefetch with GET, never POST."""
@@ -238,30 +242,10 @@ def _unsubscribe_target(system: System, token: str) -> tuple[UnsubscribeTarget, 
 
 
 def unsubscribe_address(system: System, target: UnsubscribeTarget) -> None:
-    """Opt the address out on the token's channel, once (a mail provider may POST twice).
-
-    The contact owning the address goes through the `OptOut` command like any other opt-out
-    (confirmation, enrolments, the org's every-channel rule). An address no contact owns has
-    only its consent row, which takes the transition directly.
-    """
-    with system.bus.uow() as uow:
-        consent = uow.consents.get(target.org_id, target.address, target.channel)
-        if consent.state is State.OPTED_OUT:
-            return
-        contact_id = uow.contacts.find_by_address(target.org_id, target.address)
-        every_channel = uow.orgs.settings(target.org_id).stop_applies_to_all_channels
-    if contact_id is not None:
-        system.bus.handle(c.OptOut(
-            org_id=target.org_id, contact_id=contact_id, channel=target.channel, actor=ONE_CLICK_ACTOR,
-            address=target.address, all_channels=every_channel, method=ONE_CLICK_METHOD,
-            evidence="unsubscribe link (RFC 8058 one-click POST)"))
-        return
-    with UnitOfWork(system.engine) as uow:
-        consent = uow.consents.get(target.org_id, target.address, target.channel, lock=True)
-        transition(uow, system.services, consent, Trigger.OPT_OUT, TransitionContext(
-            actor=ONE_CLICK_ACTOR, now=system.clock(), method=ONE_CLICK_METHOD,
-            evidence="unsubscribe link (RFC 8058 one-click POST)"), None)
-        uow.commit()
+    """Opt the address out on the token's channel, once (a mail provider may POST twice)."""
+    system.bus.handle(c.OptOutAddress(target.org_id, target.address, target.channel, ONE_CLICK_ACTOR,
+                                      method=ONE_CLICK_METHOD,
+                                      evidence="unsubscribe link (RFC 8058 one-click POST)"))
 
 
 def _channel_words(channel: Channel) -> str:

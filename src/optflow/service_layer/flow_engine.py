@@ -212,20 +212,33 @@ class FlowEngine:
 
     def channels_blocked(self, uow: UnitOfWork, org_id: int, contact_id: int, channels: Collection[Channel] | None,
                          now: datetime, *, reason: str, pause: bool = False) -> None:
-        """Opt-out or DND: every enrolment whose remaining steps need a blocked channel is
-        cancelled (opt-out) or paused (DND); `channels=None` (everything) ends them all."""
-        for row in uow.enrollments.for_contact(contact_id, ("active", "paused")):
+        """Opt-out or DND on some channels; `channels=None` (everything) ends every enrolment.
+
+        DND on a channel pauses every enrolment whose remaining steps would send on it, until it
+        is lifted. An opt-out of a channel cancels the enrolments that have nothing left to send
+        on any channel still open to the contact; an enrolment that still has steps on another
+        open channel carries on, and its steps on the closed channel are skipped by the policy
+        (a drip's emails still go after a STOP to its texts)."""
+        rows = uow.enrollments.for_contact(contact_id, ("active", "paused"))
+        closed = set(channels or ()) | (self._opted_out_channels(uow, org_id, contact_id) if rows else set())
+        for row in rows:
             if row["id"] == _performing.get():
                 continue
             flow = self.flow_for(uow, row["flow_name"], row["flow_version"])
             needs = f.remaining_channels(flow, min(row["pc"], len(flow.program))) if flow else frozenset(Channel)
-            if channels is None or needs & set(channels):
+            touched = channels is None or bool(needs & set(channels))
+            if touched and (channels is None or pause or needs <= closed):
                 if pause and channels is not None:
                     uow.enrollments.pause(row["id"], reason)
                     uow.enrollments.log_step(row["id"], row["pc"], "paused", reason, now)
                 else:
                     uow.enrollments.end(row["id"], "cancelled", reason, now)
                     uow.enrollments.log_step(row["id"], row["pc"], "cancelled", reason, now)
+
+    def _opted_out_channels(self, uow: UnitOfWork, org_id: int, contact_id: int) -> set[Channel]:
+        addresses = [a["value"] for a in uow.contacts.addresses(contact_id)]
+        return {consent.channel for consent in uow.consents.for_addresses(org_id, addresses)
+                if consent.state is State.OPTED_OUT}
 
     def channels_unblocked(self, uow: UnitOfWork, org_id: int, contact_id: int, now: datetime) -> None:
         """DND lifted: paused enrolments whose channels are free again carry on."""
@@ -374,6 +387,7 @@ class FlowEngine:
                 for other in uow.enrollments.for_contact(contact_id):
                     if other["id"] != row["id"]:
                         uow.enrollments.end(other["id"], "cancelled", f"removed by flow {flow.name}", now)
+                        uow.enrollments.log_step(other["id"], other["pc"], "removed", f"by flow {flow.name}", now)
                 return "removed from other flows", None
             if isinstance(instruction, f.Webhook):
                 return self._webhook(instruction, flow, row, contact, event), None

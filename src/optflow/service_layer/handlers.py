@@ -394,10 +394,10 @@ def receive_inbound(cmd: c.ReceiveInbound, uow: UnitOfWork, svc: Services, now: 
                               MessageKind.OPT_IN_REQUEST, now, replies, settings, contact)
     uow.messages.set(message_id, status=status, reply_text=json.dumps(replies),
                      contact_id=contact_id)
-    if svc.flows is not None and contact_id is not None:
-        if intent is Intent.OTHER:
-            svc.flows.keyword(uow, org_id, contact_id, cmd.body, cmd.channel, now)
+    if svc.flows is not None and contact_id is not None and intent is Intent.OTHER:
+        # Only an ordinary message is a reply: STOP, YES and HELP have their own meaning.
         svc.flows.contact_replied(uow, org_id, contact_id, now)
+        svc.flows.keyword(uow, org_id, contact_id, cmd.body, cmd.channel, now)
     return InboundResult(org_id, message_id, intent, consent.state, cmd.channel, address, tuple(replies),
                          contact_id=contact_id)
 
@@ -607,6 +607,14 @@ def send_reauth_request(cmd: c.SendReauthRequest, uow: UnitOfWork, svc: Services
     return ActionResult(cmd.contact_id, cmd.channel, consent.state, status="reauth_requested", message_id=message_id)
 
 
+def _confirms_opt_out(actor: Actor, channel: Channel, previous: State) -> bool:
+    """The one confirmation of an opt-out goes when a person asked for it (the customer, or an
+    agent on their behalf) on a channel we were actually messaging them on: not for an opt-out a
+    flow or the system made, and not on a channel that never had a consent."""
+    return (actor.kind is not ActorKind.SYSTEM and channel in CONFIRMED_CHANNELS
+            and previous in (State.REQUESTED, State.OPTED_IN, State.REAUTH_DUE))
+
+
 def opt_out(cmd: c.OptOut, uow: UnitOfWork, svc: Services, now: datetime) -> ActionResult:
     """Never fails for a business reason: only an unknown contact or address stops it."""
     contact = uow.contacts.get(cmd.org_id, cmd.contact_id)
@@ -618,11 +626,11 @@ def opt_out(cmd: c.OptOut, uow: UnitOfWork, svc: Services, now: datetime) -> Act
     state: State | None = None
     for target in targets:
         consent = uow.consents.get(cmd.org_id, target.address, target.channel, lock=True)
-        transition(uow, svc, consent, Trigger.OPT_OUT, TransitionContext(
+        record = transition(uow, svc, consent, Trigger.OPT_OUT, TransitionContext(
             actor=cmd.actor, now=now, method=cmd.method, evidence=cmd.evidence), cmd.contact_id)
         if target.channel is cmd.channel:
             state = consent.state
-        if target.channel in CONFIRMED_CHANNELS and not consent.opt_out_confirmation_sent:
+        if _confirms_opt_out(cmd.actor, target.channel, record.from_state) and not consent.opt_out_confirmation_sent:
             body = render(svc, settings, "customer/opt_out_confirmation",
                           template_variables(uow, cmd.org_id, settings, target.channel, contact, cmd.actor))
             queue_to_customer(uow, cmd.org_id, cmd.contact_id, target.channel, consent.address, body, now,
@@ -632,6 +640,24 @@ def opt_out(cmd: c.OptOut, uow: UnitOfWork, svc: Services, now: datetime) -> Act
     if cmd.all_channels and svc.flows is not None:
         svc.flows.channels_blocked(uow, cmd.org_id, cmd.contact_id, None, now, reason="opted out of every channel")
     return ActionResult(cmd.contact_id, cmd.channel, state or State.OPTED_OUT, status="opted_out")
+
+
+def opt_out_address(cmd: c.OptOutAddress, uow: UnitOfWork, svc: Services, now: datetime) -> ActionResult | None:
+    """Opt one address out (and, when the org says STOP means everything, every channel of its
+    contact). Repeating it records nothing more. Returns None when no contact owns the address."""
+    contact_id = uow.contacts.find_by_address(cmd.org_id, cmd.address)
+    settings = uow.orgs.settings(cmd.org_id)
+    targets = [_Target(cmd.address, cmd.channel)]
+    if settings.stop_applies_to_all_channels and contact_id is not None:
+        targets += [t for t in _all_targets(uow, contact_id, cmd.address) if t != targets[0]]
+    for target in targets:
+        consent = uow.consents.get(cmd.org_id, target.address, target.channel, lock=True)
+        if consent.state is not State.OPTED_OUT:
+            transition(uow, svc, consent, Trigger.OPT_OUT, TransitionContext(
+                actor=cmd.actor, now=now, method=cmd.method, evidence=cmd.evidence), contact_id)
+    if contact_id is None:
+        return None
+    return ActionResult(contact_id, cmd.channel, State.OPTED_OUT, status="opted_out")
 
 
 def reset_consent(cmd: c.ResetConsent, uow: UnitOfWork, svc: Services, now: datetime) -> ActionResult:
@@ -781,6 +807,7 @@ HANDLERS: dict[type, Callable[..., Any]] = {
     c.Reauthorize: reauthorize,
     c.SendReauthRequest: send_reauth_request,
     c.OptOut: opt_out,
+    c.OptOutAddress: opt_out_address,
     c.ResetConsent: reset_consent,
     c.SetDnd: set_dnd,
     c.SetMarketing: set_marketing,

@@ -35,8 +35,9 @@ class MessageBus:
         self.services = services
         self.clock = clock
 
-    def uow(self) -> UnitOfWork:
-        return UnitOfWork(self.engine)
+    def uow(self, *, read_only: bool = False) -> UnitOfWork:
+        """A unit of work on the bus's engine; `read_only` for lookups (see `UnitOfWork`)."""
+        return UnitOfWork(self.engine, read_only=read_only)
 
     def handle(self, command: c.Command, now: datetime | None = None) -> Any:
         handler = HANDLERS[type(command)]
@@ -114,4 +115,10 @@ def record_opt_out_only(uow: UnitOfWork, services: Services, command: c.ReceiveI
     consent.contact_id = consent.contact_id or contact_id
     uow.consents.save(consent, now)
     uow.ledger.append(org_id, consent.contact_id, record)
+    if command.provider_id and uow.messages.find_inbound(org_id, command.provider_id) is None:
+        # Keep the message too, so the provider's retry of it is recognised as a duplicate.
+        uow.messages.add(org_id=org_id, contact_id=consent.contact_id, direction="in", audience="customer",
+                         channel=command.channel.value, address=address, org_address=command.to_address,
+                         body=command.body, status="received", intent=Intent.OPT_OUT.value,
+                         provider_id=command.provider_id, reply_text="[]", created_at=now)
     return True

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
+from ..adapters import db
 from ..adapters.enrollments import EnrollmentRepository
 from ..adapters.repository import (
     AgentRepository,
@@ -26,12 +27,17 @@ class UnitOfWork:
     it runs inside a SAVEPOINT of a larger transaction: that is how the group-commit batcher
     runs many inbound messages in one durable commit while keeping each message's failure to
     itself.
+
+    `read_only=True` is for lookups that write nothing: on SQLite such a unit of work reads a
+    snapshot without taking the write lock, so it neither waits for writers nor holds them up.
     """
 
-    def __init__(self, engine: Engine | None = None, *, connection: Connection | None = None) -> None:
+    def __init__(self, engine: Engine | None = None, *, connection: Connection | None = None,
+                 read_only: bool = False) -> None:
         if (engine is None) == (connection is None):
             raise ValueError("give an engine or a connection")
         self.engine = engine
+        self.read_only = read_only
         self._outer = connection
         self.conn: Connection
         self._tx: Any = None
@@ -47,6 +53,8 @@ class UnitOfWork:
         else:
             assert self.engine is not None
             self.conn = self.engine.connect()
+            if self.read_only:
+                self.conn.execution_options(**{db.READ_ONLY: True})
             self._tx = self.conn.begin()
         self.skip_locked = self.conn.dialect.name == "postgresql"
         self.orgs = OrgRepository(self.conn)

@@ -1,0 +1,1 @@
+"""optflow's benchmark suite: `python -m bench` (see docs/performance.md)."""
