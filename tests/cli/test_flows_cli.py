@@ -161,3 +161,15 @@ def test_enrolment_commands_refuse_bad_input_in_one_line(cli: Cli) -> None:
     assert "not an ISO-8601 date-time" in refused(cli("run-due", "--at", "tomorrow"))
     listing = ok(cli("flows", "list"))
     assert listing.startswith("bulk_reminder ") and "manual:" in listing
+
+
+def test_enrol_from_a_csv_file_reports_each_rejected_row(cli: Cli, tmp_path: Path) -> None:
+    csv_file = tmp_path / "enrol.csv"
+    csv_file.write_text(f"phone,note\n{SAM},first\n+12125550199,nobody\n,empty\n{SAM},again\n", encoding="utf-8")
+    out = ok(cli("flows", "enroll-csv", "bulk_reminder", str(csv_file)))
+    assert out.splitlines()[0] == "enrolled 1 contact in bulk_reminder, rejected 3"
+    assert "line 3: no contact has the address +12125550199" in out
+    assert "line 4: no contact_id, phone or email" in out
+    assert "line 5: contact 1 may not enrol in 'bulk_reminder' again" in out
+    assert "outbox: 1 sent" in ok(cli("run-due", "--at", START.isoformat()))
+    assert "no flow named 'nope'" in refused(cli("flows", "enroll-csv", "nope", str(csv_file)))

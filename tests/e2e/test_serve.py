@@ -144,8 +144,10 @@ def test_serve_works_from_an_empty_directory_and_stops_on_sigterm(tmp_path: Path
         system = bootstrap(Config(database_url=f"sqlite:///{tmp_path / 'optflow.db'}"), create_schema=False)
         try:
             contact = system.bus.handle(c.CreateContact(org_id=1, name="Lee", phones=("+14155550142",))).contact_id
-            system.bus.handle(c.OptOut(org_id=1, contact_id=contact, channel=Channel.TEXT,
-                                       actor=Actor(ActorKind.AGENT, "1")))
+            agent = Actor(ActorKind.AGENT, "1")
+            system.bus.handle(c.RecordOptIn(org_id=1, contact_id=contact, channel=Channel.TEXT, actor=agent,
+                                            method="verbal"))
+            system.bus.handle(c.OptOut(org_id=1, contact_id=contact, channel=Channel.TEXT, actor=agent))
         finally:
             system.close()
         deadline = time.monotonic() + 10

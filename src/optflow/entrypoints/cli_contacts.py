@@ -83,7 +83,7 @@ def register(main: click.Group) -> None:
     def contacts_show(obj: Ctx, contact: str, org: int | None) -> None:
         """CONTACT is an id, a phone number or an email address."""
         org_id = obj.org_id(org)
-        click.echo(json.dumps(_contact_json(obj, org_id, _resolve_contact(obj, org_id, contact)), indent=2))
+        click.echo(json.dumps(_contact_json(obj, org_id, resolve_contact(obj, org_id, contact)), indent=2))
 
     @contacts.command("import")
     @click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
@@ -150,7 +150,7 @@ def register(main: click.Group) -> None:
                 at: str | None, evidence: str | None, pin: str | None, org: int | None) -> None:
         """Agent actions on a contact (id, phone or email)."""
         org_id = obj.org_id(org)
-        contact_id = _resolve_contact(obj, org_id, contact)
+        contact_id = resolve_contact(obj, org_id, contact)
         ch = parse_channel(channel)
         when = parse_time(at, "--at")
         actor = CLI_ACTOR
@@ -192,7 +192,7 @@ def register(main: click.Group) -> None:
     def ledger_show(obj: Ctx, contact: str | None, org: int | None) -> None:
         """Entries of one contact (id, phone or email), or of the whole org."""
         org_id = obj.org_id(org)
-        contact_id = _resolve_contact(obj, org_id, contact) if contact else None  # one transaction at a time
+        contact_id = resolve_contact(obj, org_id, contact) if contact else None  # one transaction at a time
         with obj.uow() as uow:
             if contact_id is not None:
                 addresses = [a["value"] for a in uow.contacts.addresses(contact_id)]
@@ -228,7 +228,7 @@ def register(main: click.Group) -> None:
         run_simulation(parse_channel(channel), pin_required, mode)
 
 
-def _resolve_contact(obj: Ctx, org_id: int, text: str) -> int:
+def resolve_contact(obj: Ctx, org_id: int, text: str) -> int:
     if text.isdigit():
         return int(text)
     from ..domain.addresses import normalize

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import click
 
+from ..domain.model import DomainError
 from .cli import CLI_ACTOR, Ctx, friendly_errors, pass_ctx
 
 
@@ -74,6 +76,43 @@ def register(main: click.Group) -> None:
             enrollment_id = system.flows.enroll_manual(uow, org_id, contact_id, flow_name, system.clock())
             uow.commit()
         click.echo(f"enrolled contact {contact_id} in {flow_name} (enrolment {enrollment_id})")
+
+    @flows.command("enroll-csv")
+    @click.argument("flow_name")
+    @click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+    @click.option("--org", type=int)
+    @pass_ctx
+    @friendly_errors
+    def enroll_csv(obj: Ctx, flow_name: str, csv_file: Path, org: int | None) -> None:
+        """Enrol the contacts of a CSV file (a column `contact_id`, `phone` or `email`) in a flow.
+
+        Each row is its own transaction; rows that cannot be enrolled are reported with the reason."""
+        from .cli_contacts import resolve_contact
+
+        system = obj.system
+        org_id = obj.org_id(org)
+        if flow_name not in system.flows.flows:
+            raise click.ClickException(f"no flow named {flow_name!r}")
+        with csv_file.open(encoding="utf-8-sig", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        enrolled, rejected = 0, []
+        for line, raw in enumerate(rows, start=2):
+            row = {(k or "").strip().lower(): (v or "").strip() for k, v in raw.items()}
+            key = row.get("contact_id") or row.get("phone") or row.get("email") or ""
+            try:
+                if not key:
+                    raise DomainError("no contact_id, phone or email", code="no_contact")
+                contact_id = resolve_contact(obj, org_id, key)
+                with obj.uow() as uow:
+                    system.flows.enroll_manual(uow, org_id, contact_id, flow_name, system.clock())
+                    uow.commit()
+                enrolled += 1
+            except DomainError as exc:
+                rejected.append(f"  line {line}: {exc}")
+        click.echo(f"enrolled {enrolled} contact{'s' if enrolled != 1 else ''} in {flow_name}, "
+                   f"rejected {len(rejected)}")
+        for message in rejected:
+            click.echo(message)
 
     @flows.command("remove")
     @click.argument("contact_id", type=int)
