@@ -147,6 +147,27 @@ def number() -> str:
     return fresh_number()
 
 
+@pytest.fixture
+def agent(server: Server) -> Iterator[httpx.Client]:
+    """An API client of the shared org, with an agent's token."""
+    with server.client("agent") as client:
+        yield client
+
+
+@pytest.fixture
+def supervisor(server: Server) -> Iterator[httpx.Client]:
+    """An API client of the shared org, with a supervisor's token."""
+    with server.client("supervisor") as client:
+        yield client
+
+
+@pytest.fixture
+def admin_client(server: Server) -> Iterator[httpx.Client]:
+    """An API client of the shared org, with an admin's token."""
+    with server.client("admin") as client:
+        yield client
+
+
 @dataclass(frozen=True)
 class TestOrg:
     """An org made for one test, with its own texting number and one agent."""

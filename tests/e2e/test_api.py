@@ -6,70 +6,19 @@ from __future__ import annotations
 import csv
 import io
 import re
-import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 
-from optflow.service_layer import admin
-from optflow.service_layer.unit_of_work import UnitOfWork
+from e2e.helpers import API, api_org, error_code, twiml_messages
 
 if TYPE_CHECKING:
-    from e2e.conftest import Library, Server, TestOrg
+    from e2e.conftest import Library, Server
 
 pytestmark = pytest.mark.e2e
-
-API = "/api/v1"
-
-
-@dataclass
-class ApiOrg:
-    """An org of its own (so settings changes and counts touch no other test), with a token per role."""
-
-    server: Server
-    org: TestOrg
-    tokens: dict[str, str]
-
-    def client(self, role: str = "agent") -> httpx.Client:
-        return httpx.Client(base_url=self.server.base_url, timeout=15,
-                            headers={"Authorization": f"Bearer {self.tokens[role]}"})
-
-    def sms(self, from_number: str, body: str) -> httpx.Response:
-        return self.server.twilio_post({"From": from_number, "To": self.org.number, "Body": body,
-                                        "MessageSid": self.server.next_sid(), "AccountSid": "AC" + "0" * 32})
-
-
-def api_org(server: Server, library: Library, **settings: Any) -> ApiOrg:
-    org = library.new_org(**settings)
-    now = datetime.now(UTC)
-    with UnitOfWork(library.system.engine) as uow:
-        tokens = {role: admin.add_agent(uow, org.id, f"{role} of {org.number}", role, now).token
-                  for role in admin.ROLES}
-        uow.commit()
-    return ApiOrg(server, org, tokens)
-
-
-@pytest.fixture
-def agent(server: Server) -> Iterator[httpx.Client]:
-    with server.client("agent") as client:
-        yield client
-
-
-@pytest.fixture
-def admin_client(server: Server) -> Iterator[httpx.Client]:
-    with server.client("admin") as client:
-        yield client
-
-
-def error_code(response: httpx.Response) -> str:
-    body = response.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
-    return str(body["error"]["code"])
-
 
 NewContact = Callable[..., dict[str, Any]]
 
@@ -616,7 +565,7 @@ def test_a_yes_awaiting_its_pin_is_not_yet_an_opt_in(server: Server, library: Li
     with org.client("supervisor") as client:
         contact = new_contact(client)
         act(client, contact, "opt-in-request", {"channel": "text"})
-        [answer] = [m.text or "" for m in ET.fromstring(org.sms(contact["addresses"][0]["value"], "YES").text)]
+        [answer] = twiml_messages(org.sms(contact["addresses"][0]["value"], "YES"))
         waiting = client.get(f"{API}/reports/consent").json()["totals"]
         pin = re.search(r"\b(\d{6})\b", answer)
         assert pin, answer

@@ -4,71 +4,24 @@ agent, a supervisor, a customer and the shipped flows do together."""
 from __future__ import annotations
 
 import re
-import xml.etree.ElementTree as ET
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 
-from optflow.service_layer import admin
-from optflow.service_layer.unit_of_work import UnitOfWork
+from e2e.helpers import API, ApiOrg, api_org, error_code, twiml_messages
 
 if TYPE_CHECKING:
-    from e2e.conftest import Library, Server, TestOrg
+    from e2e.conftest import Library, Server
 
 pytestmark = pytest.mark.e2e
-
-API = "/api/v1"
-
-
-@dataclass
-class ApiOrg:
-    """An org of its own with its own settings and number, and a token per role."""
-
-    server: Server
-    org: TestOrg
-    tokens: dict[str, str]
-
-    def client(self, role: str = "agent") -> httpx.Client:
-        return httpx.Client(base_url=self.server.base_url, timeout=15,
-                            headers={"Authorization": f"Bearer {self.tokens[role]}"})
-
-    def sms(self, from_number: str, body: str) -> httpx.Response:
-        return self.server.twilio_post({"From": from_number, "To": self.org.number, "Body": body,
-                                        "MessageSid": self.server.next_sid(), "AccountSid": "AC" + "0" * 32})
 
 
 @pytest.fixture(scope="module")
 def pin_org(server: Server, library: Library) -> ApiOrg:
     """An org that asks for a PIN after YES (a setting the shared org must not change)."""
-    org = library.new_org(pin_required=True)
-    now = datetime.now(UTC)
-    with UnitOfWork(library.system.engine) as uow:
-        tokens = {role: admin.add_agent(uow, org.id, f"{role} of {org.number}", role, now).token
-                  for role in admin.ROLES}
-        uow.commit()
-    return ApiOrg(server, org, tokens)
-
-
-@pytest.fixture
-def agent(server: Server) -> Iterator[httpx.Client]:
-    with server.client("agent") as client:
-        yield client
-
-
-@pytest.fixture
-def supervisor(server: Server) -> Iterator[httpx.Client]:
-    with server.client("supervisor") as client:
-        yield client
-
-
-def replies(response: httpx.Response) -> list[str]:
-    """The messages of a TwiML answer."""
-    assert response.status_code == 200, response.text
-    return [message.text or "" for message in ET.fromstring(response.text).findall("Message")]
+    return api_org(server, library, pin_required=True)
 
 
 def create_contact(client: httpx.Client, phone: str, **fields: Any) -> dict[str, Any]:
@@ -132,7 +85,7 @@ def test_an_agent_asks_and_the_customer_replies_yes(server: Server, agent: httpx
     assert (request["audience"], request["address"], request["direction"]) == ("customer", number, "out")
     assert messages(agent, alex["id"], audience="employee")  # the agent is told the request went out
 
-    answer = replies(server.sms(number, "Yes"))
+    answer = twiml_messages(server.sms(number, "Yes"))
     assert len(answer) == 1
 
     text = consent(agent, alex["id"], "text")
@@ -149,8 +102,8 @@ def test_quick_opt_in_lets_yes_skip_the_pin(pin_org: ApiOrg, library: Library) -
         quick = create_contact(client, library.new_number())
         act(client, usual["id"], "opt-in-request", {"channel": "text"})
         act(client, quick["id"], "quick-opt-in", {"channel": "text"})
-        usual_answer = replies(pin_org.sms(usual["addresses"][0]["value"], "YES"))
-        quick_answer = replies(pin_org.sms(quick["addresses"][0]["value"], "YES"))
+        usual_answer = twiml_messages(pin_org.sms(usual["addresses"][0]["value"], "YES"))
+        quick_answer = twiml_messages(pin_org.sms(quick["addresses"][0]["value"], "YES"))
         usual_text, quick_text = consent(client, usual["id"], "text"), consent(client, quick["id"], "text")
     assert (usual_text["state"], usual_text["awaiting_pin"]) == ("requested", True)
     assert re.search(r"\b\d{6}\b", usual_answer[0])
@@ -180,7 +133,7 @@ def test_a_wrong_pin_is_refused_and_the_right_one_opts_in(pin_org: ApiOrg, libra
     with pin_org.client() as client:
         alex = create_contact(client, number)
         act(client, alex["id"], "opt-in-request", {"channel": "text"})
-        [answer] = replies(pin_org.sms(number, "YES"))
+        [answer] = twiml_messages(pin_org.sms(number, "YES"))
         match = re.search(r"\b(\d{6})\b", answer)
         assert match, answer
         pin = match.group(1)
@@ -188,7 +141,7 @@ def test_a_wrong_pin_is_refused_and_the_right_one_opts_in(pin_org: ApiOrg, libra
 
         refused = client.post(f"{API}/contacts/{alex['id']}/pin-confirmation", json={"channel": "text", "pin": wrong})
         assert refused.status_code == 409
-        assert refused.json()["error"]["code"] == "pin_wrong"
+        assert error_code(refused) == "pin_wrong"
         assert "attempts left" in refused.json()["error"]["message"]
         assert consent(client, alex["id"], "text")["state"] == "requested"
 
@@ -245,7 +198,7 @@ def test_a_discontinued_stage_opts_the_contact_out_everywhere(library: Library, 
     assert {e["status"] for e in enrollments if e["flow"] == "welcome_drip"} == {"cancelled"}
     for channel in ("text", "email"):
         refused = send(agent, alex["id"], channel)
-        assert refused.status_code == 409 and refused.json()["error"]["code"] == "opted_out"
+        assert refused.status_code == 409 and error_code(refused) == "opted_out"
 
 
 # ------------------------------------------------------------------------------------- unassociated
@@ -253,7 +206,7 @@ def test_a_discontinued_stage_opts_the_contact_out_everywhere(library: Library, 
 
 def test_a_supervisor_links_a_number_nobody_knew(server: Server, library: Library, supervisor: httpx.Client) -> None:
     stranger = library.new_number()
-    assert replies(server.sms(stranger, "Hi, is my car ready?")) == []
+    assert twiml_messages(server.sms(stranger, "Hi, is my car ready?")) == []
     waiting = supervisor.get(f"{API}/unassociated").json()["messages"]
     [message] = [m for m in waiting if m["address"] == stranger]
     assert (message["body"], message["status"], message["contact_id"]) == ("Hi, is my car ready?", "unassociated",
@@ -271,7 +224,7 @@ def test_a_supervisor_links_a_number_nobody_knew(server: Server, library: Librar
     assert {(m["direction"], m["kind"]) for m in history if m["audience"] == "customer"} >= {
         ("in", "normal"), ("out", "opt_in_request")}
     again = supervisor.post(f"{API}/unassociated/{message['id']}/link", json={"contact_id": jordan["id"]})
-    assert again.status_code == 409 and again.json()["error"]["code"] == "not_unassociated"
+    assert again.status_code == 409 and error_code(again) == "not_unassociated"
 
 
 # ------------------------------------------------------------------------------------- STOP and DND
@@ -282,12 +235,12 @@ def test_stop_on_text_leaves_the_email_consent_alone(server: Server, agent: http
     act(agent, alex["id"], "opt-ins", {"channel": "text", "method": "verbal"})
     act(agent, alex["id"], "opt-ins", {"channel": "email", "method": "web_form"})
 
-    assert len(replies(server.sms(number, "STOP"))) == 1
+    assert len(twiml_messages(server.sms(number, "STOP"))) == 1
 
     assert consent(agent, alex["id"], "text")["state"] == "opted_out"
     assert consent(agent, alex["id"], "email")["state"] == "opted_in"
     refused = send(agent, alex["id"], "text")
-    assert refused.status_code == 409 and refused.json()["error"]["code"] == "opted_out"
+    assert refused.status_code == 409 and error_code(refused) == "opted_out"
     accepted = send(agent, alex["id"], "email")
     assert accepted.status_code == 202 and accepted.json()["status"] == "queued"
 
@@ -302,7 +255,7 @@ def test_dnd_on_every_channel_blocks_every_channel(agent: httpx.Client, number: 
     for channel in ("text", "email"):
         refused = send(agent, alex["id"], channel)
         assert refused.status_code == 409, refused.text
-        assert refused.json()["error"]["code"] == "dnd"
+        assert error_code(refused) == "dnd"
     assert {k["state"] for k in contact(agent, alex["id"])["consents"] if k["channel"] in ("text", "email")} == {
         "opted_in"}  # DND leaves consent alone
     assert ledger(agent, alex["id"])[-1]["trigger"] == "dnd_on"
@@ -325,7 +278,7 @@ def test_text_reauth_restarts_the_consent_clock(server: Server, agent: httpx.Cli
     [request] = messages(agent, alex["id"], kind="opt_in_request")
     assert request["id"] == asked["message_id"]
 
-    replies(server.sms(number, "YES"))
+    twiml_messages(server.sms(number, "YES"))
 
     text = consent(agent, alex["id"], "text")
     assert text["state"] == "opted_in"
@@ -339,4 +292,4 @@ def test_text_reauth_needs_an_existing_consent(agent: httpx.Client, number: str)
     alex = create_contact(agent, number)
     response = agent.post(f"{API}/contacts/{alex['id']}/reauth-request", json={"channel": "text"})
     assert response.status_code == 409
-    assert response.json()["error"]["code"] == "invalid_transition"
+    assert error_code(response) == "invalid_transition"

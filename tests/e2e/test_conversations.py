@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import re
 import time
-import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING, Any
 
-import httpx
 import pytest
 
+from e2e.helpers import twiml_messages
 from optflow.domain import commands as c
 from optflow.domain.model import Actor, Channel, DomainError, State
 from optflow.domain.pin import PinRejected
@@ -27,12 +26,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.e2e
 
 DELIVERED = ("queued", "sending", "sent")  # on its way or gone: the scheduler ticks every 2 s
-
-
-def twiml_messages(response: httpx.Response) -> list[str]:
-    assert response.status_code == 200, response.text
-    assert response.headers["content-type"].startswith("text/xml")
-    return [message.text or "" for message in ET.fromstring(response.text).findall("Message")]
 
 
 def text(library: Library, org: TestOrg, template: str, contact_id: int | None = None,

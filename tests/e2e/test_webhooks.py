@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -13,6 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from twilio.request_validator import RequestValidator
 
+from e2e.helpers import error_code, twiml_messages
 from optflow.adapters.senders.webhook import sign_webhook_body
 from optflow.domain import commands as c
 from optflow.domain.model import Channel, State
@@ -22,20 +22,6 @@ if TYPE_CHECKING:
     from e2e.conftest import Library, Server
 
 pytestmark = pytest.mark.e2e
-
-TWIML = "text/xml"
-
-
-def twiml_messages(response: httpx.Response) -> list[str]:
-    assert response.status_code == 200, response.text
-    assert response.headers["content-type"].startswith(TWIML)
-    root = ET.fromstring(response.text)
-    assert root.tag == "Response"
-    return [message.text or "" for message in root.findall("Message")]
-
-
-def error_code(response: httpx.Response) -> str:
-    return str(response.json()["error"]["code"])
 
 
 def inbound_rows(library: Library, org_id: int, address: str) -> list[dict[str, Any]]:

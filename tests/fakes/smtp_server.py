@@ -22,10 +22,11 @@ import threading
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
-from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from fakes.loopback import LoopbackService
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class ReceivedMail:
     message: EmailMessage  # parsed with email.policy.default
 
 
-class SmtpSink:
+class SmtpSink(LoopbackService):
     """Accepts every message unless told otherwise.
 
     `recipient_replies` maps an address to the reply its RCPT TO gets (e.g. "550 5.1.1 ...").
@@ -66,7 +67,7 @@ class SmtpSink:
     def messages(self) -> list[EmailMessage]:
         return [mail.message for mail in self.received]
 
-    def start(self) -> SmtpSink:
+    def start(self) -> Self:
         loop = asyncio.new_event_loop()
         started = threading.Event()
         failure: list[BaseException] = []
@@ -100,17 +101,6 @@ class SmtpSink:
             self._thread.join()
         self._loop = None
         self._thread = None
-
-    def __enter__(self) -> SmtpSink:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _protocol(self) -> SMTP:
         return SMTP(

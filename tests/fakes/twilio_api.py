@@ -29,10 +29,10 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl
+
+from fakes.loopback import LoopbackHttpServer, LoopbackHttpService, QuietHttpHandler
 
 TEST_ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 TEST_AUTH_TOKEN = "fake-twilio-auth-token"
@@ -78,7 +78,7 @@ class _Reply:
     sid: str | None = None
 
 
-class FakeTwilioApi:
+class FakeTwilioApi(LoopbackHttpService):
     """Runs on 127.0.0.1 on a free port from `start()` (or `with`) until `stop()`.
 
     `response_delay` (seconds) holds every answer back, to exercise client timeouts or to give
@@ -92,6 +92,7 @@ class FakeTwilioApi:
         auth_token: str = TEST_AUTH_TOKEN,
         response_delay: float = 0.0,
     ) -> None:
+        super().__init__(_Handler, thread_name="fake-twilio")
         self.account_sid = account_sid
         self.auth_token = auth_token
         self.response_delay = response_delay
@@ -100,15 +101,10 @@ class FakeTwilioApi:
         self._lock = threading.Lock()
         self._failures_left = 0
         self._failure_status = HTTPStatus.INTERNAL_SERVER_ERROR
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
     @property
     def base_url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("FakeTwilioApi is not running")
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return self.origin
 
     @property
     def accepted(self) -> list[FakeTwilioRequest]:
@@ -120,37 +116,6 @@ class FakeTwilioApi:
         with self._lock:
             self._failures_left = count
             self._failure_status = HTTPStatus(status)
-
-    def start(self) -> FakeTwilioApi:
-        self._server = _Server(("127.0.0.1", 0), _Handler, self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},  # how long stop() may wait
-            name="fake-twilio",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join()
-        self._server = None
-        self._thread = None
-
-    def __enter__(self) -> FakeTwilioApi:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def handle(self, method: str, path: str, authorization: str | None, form: dict[str, str]) -> _Reply:
         """Decide the answer to one request and record it (called from the server's threads)."""
@@ -246,21 +211,8 @@ def _outage(status: HTTPStatus) -> _Reply:
     return _error(status, code, f"Simulated outage: {status.phrase}")
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], fake: FakeTwilioApi):
-        super().__init__(address, handler)
-        self.fake = fake
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as the twilio client pools connections
-    # Buffer the answer and send it in one piece: headers and body written separately meet
-    # Nagle's algorithm and the client's delayed ACK, adding ~40 ms to every request.
-    wbufsize = -1
-    server: _Server
+class _Handler(QuietHttpHandler):
+    server: LoopbackHttpServer[FakeTwilioApi]
 
     def do_POST(self) -> None:
         self._answer()
@@ -269,26 +221,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer()
 
     def _answer(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length).decode("utf-8") if length else ""
-        form = dict(parse_qsl(raw, keep_blank_values=True))
+        form = dict(parse_qsl(self.read_body().decode("utf-8"), keep_blank_values=True))
         path = self.path.split("?", 1)[0]
-        fake = self.server.fake
+        fake = self.server.service
         reply = fake.handle(self.command, path, self.headers.get("Authorization"), form)
         if fake.response_delay:
             time.sleep(fake.response_delay)
-        body = json.dumps(reply.payload).encode("utf-8")
-        try:
-            self.send_response(reply.status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            for name, value in reply.headers.items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(body)
-            self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True  # the client gave up waiting (a timeout test)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: tests and the benchmark read `sent`, not a request log."""
+        self.send_json(reply.status, json.dumps(reply.payload).encode("utf-8"), reply.headers)

@@ -70,6 +70,16 @@ class Journey:
         self.sender = sender
         self.seen = len(sender.sent)
 
+    def start(self, event: str, *opted_in: Channel, data: dict[str, Any] | None = None,
+              **org_settings: object) -> tuple[int, Actor, int]:
+        """Sam in a new org, opted in to `opted_in`, then `event`, which enrols Sam in the flows it
+        triggers; the journey begins with the event. Returns the org, its agent and the contact."""
+        org, agent, contact = setup_contact(self.system, **org_settings)
+        opt_in(self.system, org, agent, contact, *opted_in)
+        self.seen = len(self.sender.sent)
+        self.system.bus.handle(c.RecordEvent(org, event, contact, data or {}))
+        return org, agent, contact
+
     def at(self, moment: datetime) -> list[str]:
         assert moment >= self.clock.now, "time only moves forward"
         self.clock.now = moment
@@ -146,10 +156,8 @@ def outbox(system: System, contact: int) -> list[dict[str, Any]]:
 
 def test_welcome_drip_sends_each_step_when_its_wait_is_over_and_not_before(
         system: System, clock: Clock, sender: RecordingSender) -> None:
-    org, agent, contact = setup_contact(system)
-    opt_in(system, org, agent, contact, Channel.TEXT, Channel.EMAIL)
     journey = Journey(system, clock, sender)
-    system.bus.handle(c.RecordEvent(org, "lead.created", contact, {}))
+    _, _, contact = journey.start("lead.created", Channel.TEXT, Channel.EMAIL)
 
     assert journey.at(START) == [], "already opted in to texts: nothing to ask"
     assert journey.at(DAY_1 - MINUTE) == []
@@ -178,10 +186,8 @@ def test_welcome_drip_sends_each_step_when_its_wait_is_over_and_not_before(
 
 def test_welcome_drip_asks_for_text_consent_and_skips_the_texts_without_it(
         system: System, clock: Clock, sender: RecordingSender) -> None:
-    org, agent, contact = setup_contact(system)
-    opt_in(system, org, agent, contact, Channel.EMAIL)
     journey = Journey(system, clock, sender)
-    system.bus.handle(c.RecordEvent(org, "lead.created", contact, {}))
+    org, _, _ = journey.start("lead.created", Channel.EMAIL)
 
     assert journey.at(START) == ["text:opt_in_request"]
     assert consent_state(system, org, PHONE, Channel.TEXT) is State.REQUESTED
@@ -192,19 +198,16 @@ def test_welcome_drip_asks_for_text_consent_and_skips_the_texts_without_it(
 
 def test_yes_to_the_drips_opt_in_request_carries_the_drip_on(
         system: System, clock: Clock, sender: RecordingSender) -> None:
-    org, _, contact = setup_contact(system)
     journey = Journey(system, clock, sender)
-    system.bus.handle(c.RecordEvent(org, "lead.created", contact, {}))
+    journey.start("lead.created")
     assert journey.at(START) == ["text:opt_in_request"]
     sms(system, "YES", "SMyes")
     assert journey.at(DAY_1) == ["text:welcome_1"]
 
 
 def test_an_ordinary_reply_ends_the_welcome_drip(system: System, clock: Clock, sender: RecordingSender) -> None:
-    org, agent, contact = setup_contact(system)
-    opt_in(system, org, agent, contact, Channel.TEXT, Channel.EMAIL)
     journey = Journey(system, clock, sender)
-    system.bus.handle(c.RecordEvent(org, "lead.created", contact, {}))
+    _, _, contact = journey.start("lead.created", Channel.TEXT, Channel.EMAIL)
     assert journey.at(DAY_1) == ["text:welcome_1"]
     sms(system, "Thanks! What are your opening hours?", "SMq")
     assert journey.at(DAY_3) == [] and journey.at(WELCOME_EMAIL_AT) == []
@@ -232,10 +235,8 @@ def test_a_send_due_at_0630_local_waits_for_0800_local_across_dst(
         fixture_flows: System, clock: Clock, sender: RecordingSender, booked_local: tuple[int, ...],
         wake_utc: datetime, send_utc: datetime) -> None:
     clock.now = new_york(*booked_local)
-    org, agent, contact = setup_contact(fixture_flows)
-    opt_in(fixture_flows, org, agent, contact, Channel.TEXT)
     journey = Journey(fixture_flows, clock, sender)
-    fixture_flows.bus.handle(c.RecordEvent(org, "appointment.booked", contact, {}))
+    _, _, contact = journey.start("appointment.booked", Channel.TEXT)
     row = only_enrollment(fixture_flows, contact, "morning_note")
     assert row["next_run_at"] == wake_utc, "the wait ends at 06:30 local"
 
@@ -257,10 +258,8 @@ def test_a_send_due_at_0630_local_waits_for_0800_local_across_dst(
 
 def test_stop_after_the_last_text_leaves_the_emails_to_go(
         fixture_flows: System, clock: Clock, sender: RecordingSender) -> None:
-    org, agent, contact = setup_contact(fixture_flows)
-    opt_in(fixture_flows, org, agent, contact, Channel.TEXT, Channel.EMAIL)
     journey = Journey(fixture_flows, clock, sender)
-    fixture_flows.bus.handle(c.RecordEvent(org, "signup.completed", contact, {}))
+    org, _, contact = journey.start("signup.completed", Channel.TEXT, Channel.EMAIL)
     assert journey.at(START) == ["text:DRIP-TEXT-1"]
     assert journey.at(DAY_1) == ["text:DRIP-TEXT-2"]
 
@@ -277,10 +276,8 @@ def test_stop_halfway_skips_the_remaining_texts_and_the_emails_still_go(
         fixture_flows: System, clock: Clock, sender: RecordingSender) -> None:
     """docs/flows.md: after a STOP to the texts, the drip's text steps are skipped (and said so
     in its history) while its emails still go, because email consent stands."""
-    org, agent, contact = setup_contact(fixture_flows)
-    opt_in(fixture_flows, org, agent, contact, Channel.TEXT, Channel.EMAIL)
     journey = Journey(fixture_flows, clock, sender)
-    fixture_flows.bus.handle(c.RecordEvent(org, "signup.completed", contact, {}))
+    _, _, contact = journey.start("signup.completed", Channel.TEXT, Channel.EMAIL)
     assert journey.at(START) == ["text:DRIP-TEXT-1"]
 
     sms(fixture_flows, "stop", "SMstop")
@@ -296,10 +293,8 @@ def test_stop_halfway_skips_the_remaining_texts_and_the_emails_still_go(
 
 def test_stop_to_the_only_channel_a_drip_uses_ends_it(
         fixture_flows: System, clock: Clock, sender: RecordingSender) -> None:
-    org, agent, contact = setup_contact(fixture_flows)
-    opt_in(fixture_flows, org, agent, contact, Channel.TEXT, Channel.EMAIL)
     journey = Journey(fixture_flows, clock, sender)
-    fixture_flows.bus.handle(c.RecordEvent(org, "signup.completed", contact, {}))
+    org, agent, contact = journey.start("signup.completed", Channel.TEXT, Channel.EMAIL)
     assert journey.at(START) == ["text:DRIP-TEXT-1"]
     fixture_flows.bus.handle(c.OptOut(org, contact, Channel.EMAIL, agent))
     assert only_enrollment(fixture_flows, contact, "texts_then_emails")["status"] == "active"
@@ -313,10 +308,9 @@ def test_stop_to_the_only_channel_a_drip_uses_ends_it(
 
 def test_stop_applied_to_every_channel_stops_the_emails_too(
         fixture_flows: System, clock: Clock, sender: RecordingSender) -> None:
-    org, agent, contact = setup_contact(fixture_flows, stop_applies_to_all_channels=True)
-    opt_in(fixture_flows, org, agent, contact, Channel.TEXT, Channel.EMAIL)
     journey = Journey(fixture_flows, clock, sender)
-    fixture_flows.bus.handle(c.RecordEvent(org, "signup.completed", contact, {}))
+    org, _, contact = journey.start("signup.completed", Channel.TEXT, Channel.EMAIL,
+                                    stop_applies_to_all_channels=True)
     assert journey.at(START) == ["text:DRIP-TEXT-1"]
     assert journey.at(DAY_1) == ["text:DRIP-TEXT-2"]
 
@@ -329,10 +323,8 @@ def test_stop_applied_to_every_channel_stops_the_emails_too(
 
 def test_stop_after_the_welcome_texts_leaves_the_welcome_email_to_go(
         system: System, clock: Clock, sender: RecordingSender) -> None:
-    org, agent, contact = setup_contact(system)
-    opt_in(system, org, agent, contact, Channel.TEXT, Channel.EMAIL)
     journey = Journey(system, clock, sender)
-    system.bus.handle(c.RecordEvent(org, "lead.created", contact, {}))
+    journey.start("lead.created", Channel.TEXT, Channel.EMAIL)
     assert journey.at(DAY_1) == ["text:welcome_1"]
     assert journey.at(DAY_3) == ["text:welcome_2"]
     sms(system, "STOP", "SMstop")
@@ -341,10 +333,8 @@ def test_stop_after_the_welcome_texts_leaves_the_welcome_email_to_go(
 
 def test_dnd_on_every_channel_stops_everything_even_what_is_already_queued(
         system: System, clock: Clock, sender: RecordingSender) -> None:
-    org, agent, contact = setup_contact(system)
-    opt_in(system, org, agent, contact, Channel.TEXT, Channel.EMAIL)
     journey = Journey(system, clock, sender)
-    system.bus.handle(c.RecordEvent(org, "lead.created", contact, {}))
+    org, agent, contact = journey.start("lead.created", Channel.TEXT, Channel.EMAIL)
     assert journey.at(DAY_1) == ["text:welcome_1"]
 
     clock.now = DAY_3
@@ -361,10 +351,8 @@ def test_dnd_on_every_channel_stops_everything_even_what_is_already_queued(
 
 def test_dnd_on_one_channel_pauses_the_drip_and_lifting_it_resumes_on_schedule(
         fixture_flows: System, clock: Clock, sender: RecordingSender) -> None:
-    org, agent, contact = setup_contact(fixture_flows)
-    opt_in(fixture_flows, org, agent, contact, Channel.TEXT, Channel.EMAIL)
     journey = Journey(fixture_flows, clock, sender)
-    fixture_flows.bus.handle(c.RecordEvent(org, "signup.completed", contact, {}))
+    org, agent, contact = journey.start("signup.completed", Channel.TEXT, Channel.EMAIL)
     assert journey.at(START) == ["text:DRIP-TEXT-1"]
 
     clock.now = START + timedelta(hours=1)
@@ -381,10 +369,8 @@ def test_dnd_on_one_channel_pauses_the_drip_and_lifting_it_resumes_on_schedule(
 
 def test_dnd_on_one_channel_held_past_a_wake_up_sends_once_lifted(
         fixture_flows: System, clock: Clock, sender: RecordingSender) -> None:
-    org, agent, contact = setup_contact(fixture_flows)
-    opt_in(fixture_flows, org, agent, contact, Channel.TEXT, Channel.EMAIL)
     journey = Journey(fixture_flows, clock, sender)
-    fixture_flows.bus.handle(c.RecordEvent(org, "signup.completed", contact, {}))
+    org, agent, contact = journey.start("signup.completed", Channel.TEXT, Channel.EMAIL)
     assert journey.at(START) == ["text:DRIP-TEXT-1"]
     fixture_flows.bus.handle(c.SetDnd(org, contact, agent, on=True, channels=(Channel.TEXT,)))
     assert journey.at(DAY_1) == [] and journey.at(DAY_1 + timedelta(hours=2)) == []
@@ -507,9 +493,8 @@ def test_reauth_reminder_asks_once_more_after_three_days_without_an_answer(
 
 def test_payment_plan_flow_asks_for_consent_and_reminds_after_two_days(
         system: System, clock: Clock, sender: RecordingSender) -> None:
-    org, _, contact = setup_contact(system)
     journey = Journey(system, clock, sender)
-    system.bus.handle(c.RecordEvent(org, "payment_plan.created", contact, {"plan": "P-1"}))
+    _, _, contact = journey.start("payment_plan.created", data={"plan": "P-1"})
     assert journey.at(START) == ["text:opt_in_request"]
     assert journey.at(START + timedelta(days=2) - MINUTE) == []
     assert journey.at(START + timedelta(days=2)) == ["text:opt_in_request"]
@@ -519,9 +504,8 @@ def test_payment_plan_flow_asks_for_consent_and_reminds_after_two_days(
 
 def test_payment_plan_flow_stops_asking_once_the_customer_says_yes(
         system: System, clock: Clock, sender: RecordingSender) -> None:
-    org, _, contact = setup_contact(system)
     journey = Journey(system, clock, sender)
-    system.bus.handle(c.RecordEvent(org, "payment_plan.created", contact, {}))
+    _, _, contact = journey.start("payment_plan.created")
     assert journey.at(START) == ["text:opt_in_request"]
     sms(system, "yes", "SMyes")
     assert journey.at(START + timedelta(days=2)) == []
@@ -551,10 +535,8 @@ def test_payment_plan_flow_does_not_ask_a_contact_who_already_answered(
 
 def test_discontinued_opts_out_everywhere_sets_dnd_and_ends_every_flow(
         system: System, clock: Clock, sender: RecordingSender) -> None:
-    org, agent, contact = setup_contact(system)
-    opt_in(system, org, agent, contact, Channel.TEXT, Channel.EMAIL)
     journey = Journey(system, clock, sender)
-    system.bus.handle(c.RecordEvent(org, "lead.created", contact, {}))
+    org, _, contact = journey.start("lead.created", Channel.TEXT, Channel.EMAIL)
     assert journey.at(DAY_1) == ["text:welcome_1"]
 
     system.bus.handle(c.RecordEvent(org, "pipeline.stage_changed", contact, {"stage": "won"}))
@@ -584,10 +566,8 @@ def test_discontinued_opts_out_everywhere_sets_dnd_and_ends_every_flow(
 
 def test_a_drip_message_still_in_the_outbox_is_not_sent_after_a_stop(
         system: System, clock: Clock, sender: RecordingSender) -> None:
-    org, agent, contact = setup_contact(system)
-    opt_in(system, org, agent, contact, Channel.TEXT, Channel.EMAIL)
     journey = Journey(system, clock, sender)
-    system.bus.handle(c.RecordEvent(org, "lead.created", contact, {}))
+    _, _, contact = journey.start("lead.created", Channel.TEXT, Channel.EMAIL)
     clock.now = DAY_1
     system.flows.run_due(system.engine, DAY_1)
     assert [(m["kind"], m["status"]) for m in outbox(system, contact)] == [("normal", "queued")]
@@ -600,10 +580,8 @@ def test_the_dispatcher_asks_the_policy_again_before_sending_a_queued_drip_messa
         system: System, clock: Clock, sender: RecordingSender) -> None:
     """The opt-out here arrives by the bus's last-resort path, which records the opt-out and
     nothing else: the queued drip text stays queued, and only the dispatcher stands in its way."""
-    org, agent, contact = setup_contact(system)
-    opt_in(system, org, agent, contact, Channel.TEXT, Channel.EMAIL)
     journey = Journey(system, clock, sender)
-    system.bus.handle(c.RecordEvent(org, "lead.created", contact, {}))
+    _, _, contact = journey.start("lead.created", Channel.TEXT, Channel.EMAIL)
     clock.now = DAY_1
     system.flows.run_due(system.engine, DAY_1)
     assert save_opt_out_only(system.engine, system.services,

@@ -6,7 +6,7 @@ The policy takes `now` as an argument, so plain aware datetimes stand in for the
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -55,7 +55,7 @@ NOT_OPTED_OUT_STATES = (State.UNKNOWN, State.REQUESTED, State.OPTED_IN, State.RE
 WEDNESDAY_1PM_NY = datetime(2026, 1, 14, 13, 0, tzinfo=NY)
 
 
-def local(zone: ZoneInfo, year: int, month: int, day: int, hour: int, minute: int = 0) -> datetime:
+def local(zone: tzinfo, year: int, month: int, day: int, hour: int, minute: int = 0) -> datetime:
     return datetime(year, month, day, hour, minute, tzinfo=zone)
 
 
@@ -501,38 +501,31 @@ def test_email_without_a_time_zone_gets_the_continental_window() -> None:
     assert defer_until(decision_at(local(NY, 2026, 1, 14, 21))) == local(LA, 2026, 1, 15, 8)
 
 
+def text_at(now: datetime) -> object:
+    """The decision on an ordinary text to the New York number at `now`, with the default settings."""
+    return decide(request(now=now), recipient(), settings())
+
+
 def test_new_york_spring_forward() -> None:
     # 8 March 2026: clocks jump from 02:00 EST to 03:00 EDT; 08:00 that morning is 12:00 UTC.
     saturday_night = local(NY, 2026, 3, 7, 21, 30)  # 02:30 UTC on the 8th, still EST
-    assert defer_until(decide(request(now=saturday_night), recipient(), settings())) == datetime(
-        2026, 3, 8, 12, 0, tzinfo=UTC
-    )
-    before_the_jump = datetime(2026, 3, 8, 6, 30, tzinfo=UTC)  # 01:30 EST
-    assert defer_until(decide(request(now=before_the_jump), recipient(), settings())) == datetime(
-        2026, 3, 8, 12, 0, tzinfo=UTC
-    )
-    assert decide(request(now=datetime(2026, 3, 9, 0, 59, tzinfo=UTC)), recipient(), settings()) == Allow()
-    assert defer_until(
-        decide(request(now=datetime(2026, 3, 9, 1, 0, tzinfo=UTC)), recipient(), settings())
-    ) == datetime(2026, 3, 9, 12, 0, tzinfo=UTC)
+    assert defer_until(text_at(saturday_night)) == local(UTC, 2026, 3, 8, 12)
+    before_the_jump = local(UTC, 2026, 3, 8, 6, 30)  # 01:30 EST
+    assert defer_until(text_at(before_the_jump)) == local(UTC, 2026, 3, 8, 12)
+    assert text_at(local(UTC, 2026, 3, 9, 0, 59)) == Allow()  # 20:59 EDT on the 8th
+    assert defer_until(text_at(local(UTC, 2026, 3, 9, 1))) == local(UTC, 2026, 3, 9, 12)
 
 
 def test_new_york_fall_back() -> None:
     # 1 November 2026: clocks go back from 02:00 EDT to 01:00 EST; 08:00 that morning is 13:00 UTC.
     saturday_night = local(NY, 2026, 10, 31, 21, 30)  # 01:30 UTC on the 1st, still EDT
-    assert defer_until(decide(request(now=saturday_night), recipient(), settings())) == datetime(
-        2026, 11, 1, 13, 0, tzinfo=UTC
-    )
-    first_1_30_am = datetime(2026, 11, 1, 5, 30, tzinfo=UTC)  # 01:30 EDT
-    second_1_30_am = datetime(2026, 11, 1, 6, 30, tzinfo=UTC)  # 01:30 EST
+    assert defer_until(text_at(saturday_night)) == local(UTC, 2026, 11, 1, 13)
+    first_1_30_am = local(UTC, 2026, 11, 1, 5, 30)  # 01:30 EDT
+    second_1_30_am = local(UTC, 2026, 11, 1, 6, 30)  # 01:30 EST
     for moment in (first_1_30_am, second_1_30_am):
-        assert defer_until(decide(request(now=moment), recipient(), settings())) == datetime(
-            2026, 11, 1, 13, 0, tzinfo=UTC
-        )
-    assert decide(request(now=datetime(2026, 11, 2, 1, 59, tzinfo=UTC)), recipient(), settings()) == Allow()
-    assert defer_until(
-        decide(request(now=datetime(2026, 11, 2, 2, 0, tzinfo=UTC)), recipient(), settings())
-    ) == datetime(2026, 11, 2, 13, 0, tzinfo=UTC)
+        assert defer_until(text_at(moment)) == local(UTC, 2026, 11, 1, 13)
+    assert text_at(local(UTC, 2026, 11, 2, 1, 59)) == Allow()  # 20:59 EST on the 1st
+    assert defer_until(text_at(local(UTC, 2026, 11, 2, 2))) == local(UTC, 2026, 11, 2, 13)
 
 
 def test_quiet_hours_can_be_switched_off_or_limited() -> None:
@@ -656,31 +649,29 @@ def test_a_cap_that_no_longer_holds_is_not_named() -> None:
     assert "two_in_3h" in decision.reason and "two_in_90m" not in decision.reason
 
 
-def test_a_cap_that_ends_at_night_waits_for_the_morning() -> None:
-    first = local(NY, 2026, 1, 12, 22, 30)  # the cap releases at 22:30 on the 19th: quiet hours
-    calls = _calls(first, 7, timedelta(hours=12))
-    now = local(NY, 2026, 1, 19, 12)
+def deferred_call_at_noon_on_the_19th(first_call: datetime) -> Defer:
+    """A call at 12:00 on Monday 19 January, after seven calls 12 hours apart from `first_call`,
+    under Regulation F's seven-in-seven-days cap."""
+    calls = _calls(first_call, 7, timedelta(hours=12))
     decision = decide(
-        request(channel=Channel.CALL, recent_sends=calls, now=now),
+        request(channel=Channel.CALL, recent_sends=calls, now=local(NY, 2026, 1, 19, 12)),
         recipient(),
         settings(caps=(DEBT_COLLECTION_CALL_CAP,)),
     )
-    assert isinstance(decision, Defer)
+    assert isinstance(decision, Defer), decision
+    return decision
+
+
+def test_a_cap_that_ends_at_night_waits_for_the_morning() -> None:
+    # The cap releases at 22:30 on the 19th, in quiet hours.
+    decision = deferred_call_at_noon_on_the_19th(first_call=local(NY, 2026, 1, 12, 22, 30))
     assert decision.until == local(NY, 2026, 1, 20, 8)
     assert decision.codes == (DeferCode.FREQUENCY_CAP, DeferCode.QUIET_HOURS)
     assert "reg_f_7_in_7" in decision.reason and "quiet hours" in decision.reason
 
 
 def test_a_cap_that_ends_by_day_needs_no_quiet_hours() -> None:
-    first = local(NY, 2026, 1, 12, 15)
-    calls = _calls(first, 7, timedelta(hours=12))
-    now = local(NY, 2026, 1, 19, 12)
-    decision = decide(
-        request(channel=Channel.CALL, recent_sends=calls, now=now),
-        recipient(),
-        settings(caps=(DEBT_COLLECTION_CALL_CAP,)),
-    )
-    assert isinstance(decision, Defer)
+    decision = deferred_call_at_noon_on_the_19th(first_call=local(NY, 2026, 1, 12, 15))
     assert decision.until == local(NY, 2026, 1, 19, 15)
     assert decision.codes == (DeferCode.FREQUENCY_CAP,)
 

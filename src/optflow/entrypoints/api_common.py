@@ -25,12 +25,15 @@ from sanic_ext.extensions.openapi import openapi
 from ..adapters.repository import dnd_of
 from ..bootstrap import System
 from ..domain.addresses import channels_for_kind
+from ..domain.commands import Command
 from ..domain.model import Consent, NotFound
+from ..service_layer.handlers import ActionResult
 from ..service_layer.unit_of_work import UnitOfWork
 from .auth import RANK, Caller, require
 from .errors import ApiError
 from .schemas import (
     MAX_ID,
+    ActionOut,
     AddressOut,
     ApiModel,
     ConsentOut,
@@ -194,6 +197,20 @@ def query_param(name: str, schema: Any, description: str) -> openapi.definitions
 
 def respond(model: ApiModel, status: int = 200, headers: Mapping[str, str] | None = None) -> HTTPResponse:
     return json_response(model.model_dump(mode="json"), status=status, headers=dict(headers or {}))
+
+
+def run_action(request: Request, command: Command, contact_id: int, *, hide_channel: bool = False) -> HTTPResponse:
+    """Run an agent action through the bus and answer with its outcome and the contact after it
+    (`hide_channel`: the action was on every channel, so no one channel and state is its result)."""
+    system = system_of(request)
+    result: ActionResult = system.bus.handle(command)
+    with system.bus.uow() as uow:
+        contact = contact_out(uow, caller_of(request).org_id, contact_id)
+    return respond(ActionOut(
+        contact_id=result.contact_id, channel=None if hide_channel else result.channel,
+        state=None if hide_channel else result.state, status=result.status, message_id=result.message_id,
+        detail=result.detail, contact=contact,
+    ))
 
 
 # ------------------------------------------------------------------------------------ views of rows

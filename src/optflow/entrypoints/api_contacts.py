@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 from sanic_ext.extensions.openapi import openapi
 
+from ..bootstrap import System
 from ..domain import commands as c
 from ..domain.addresses import normalize_email, normalize_phone
 from ..domain.model import Channel, DomainError, InvalidInput, NotFound
-from ..service_layer.handlers import ActionResult
 from .api_common import (
     caller_of,
     contact_out,
@@ -23,10 +25,13 @@ from .api_common import (
     read_body,
     respond,
     route,
+    run_action,
     system_of,
 )
+from .auth import Caller
 from .schemas import (
     ActionOut,
+    ApiModel,
     ChannelIn,
     ContactIn,
     ContactListOut,
@@ -52,18 +57,31 @@ ACTIONS_TAG = "consent actions"
 CONTACT = id_param("contact_id", "The contact's id.")
 ENROLLMENT = id_param("enrollment_id", "The enrolment's id.")
 
+Body = TypeVar("Body", bound=ApiModel)
 
-def _action(request: Request, command: c.Command, contact_id: int, *, hide_channel: bool = False) -> HTTPResponse:
-    """Run an agent action through the bus and answer with its outcome and the contact after it."""
-    system = system_of(request)
-    result: ActionResult = system.bus.handle(command)
+
+def _caller_and_body(request: Request, contact_id: int, model: type[Body]) -> tuple[Caller, Body]:
+    """Who asks, and the validated body of a change to one contact (an id no row can have is a
+    404 before the body is looked at)."""
+    path_id(contact_id, "contact")
+    body = read_body(request, model)
+    return caller_of(request), body
+
+
+def _manual_consent(request: Request, contact_id: int,
+                    command: type[c.RecordOptIn] | type[c.Reauthorize]) -> HTTPResponse:
+    """Record a consent, or its renewal, that the customer gave outside optflow (see `ManualOptInIn`)."""
+    caller, body = _caller_and_body(request, contact_id, ManualOptInIn)
+    return run_action(request, command(caller.org_id, contact_id, body.channel, caller.actor, body.address,
+                                       method=body.method, occurred_at=body.occurred_at, evidence=body.evidence),
+                      contact_id)
+
+
+def _enrollment_response(system: System, enrollment_id: int, status: int = 200) -> HTTPResponse:
     with system.bus.uow() as uow:
-        contact = contact_out(uow, caller_of(request).org_id, contact_id)
-    return respond(ActionOut(
-        contact_id=result.contact_id, channel=None if hide_channel else result.channel,
-        state=None if hide_channel else result.state, status=result.status, message_id=result.message_id,
-        detail=result.detail, contact=contact,
-    ))
+        row = uow.enrollments.get(enrollment_id)
+        assert row is not None
+        return respond(enrollment_out(uow, row), status)
 
 
 def _flow_error(exc: DomainError) -> DomainError:
@@ -176,22 +194,18 @@ def register(bp: Blueprint) -> None:
         can reopen it, by texting an opt-in keyword or writing first. `quick: true` lets the
         customer's YES opt in without a PIN where the org asks for one.
         """
-        path_id(contact_id, "contact")
-        body = read_body(request, OptInRequestIn)
-        caller = caller_of(request)
-        return _action(request, c.RequestOptIn(caller.org_id, contact_id, body.channel, caller.actor, body.address,
-                                               quick=body.quick), contact_id)
+        caller, body = _caller_and_body(request, contact_id, OptInRequestIn)
+        return run_action(request, c.RequestOptIn(caller.org_id, contact_id, body.channel, caller.actor,
+                                                  body.address, quick=body.quick), contact_id)
 
     @bp.post("/contacts/<contact_id:int>/quick-opt-in")
     @route("agent", body=ChannelIn, ok=(200, ActionOut, "The request was queued."), errors=action_errors,
            params=(CONTACT,), tag=ACTIONS_TAG)
     async def quick_opt_in(request: Request, contact_id: int) -> HTTPResponse:
         """Quick opt-in: an opt-in request whose YES opts in at once, without a PIN step."""
-        path_id(contact_id, "contact")
-        body = read_body(request, ChannelIn)
-        caller = caller_of(request)
-        return _action(request, c.RequestOptIn(caller.org_id, contact_id, body.channel, caller.actor, body.address,
-                                               quick=True), contact_id)
+        caller, body = _caller_and_body(request, contact_id, ChannelIn)
+        return run_action(request, c.RequestOptIn(caller.org_id, contact_id, body.channel, caller.actor,
+                                                  body.address, quick=True), contact_id)
 
     @bp.post("/contacts/<contact_id:int>/opt-ins")
     @route("agent", body=ManualOptInIn, ok=(200, ActionOut, "Recorded."), errors=action_errors,
@@ -203,12 +217,7 @@ def register(bp: Blueprint) -> None:
         consented (it may be in the past, never in the future), and the ledger keeps it beside the
         moment it was recorded.
         """
-        path_id(contact_id, "contact")
-        body = read_body(request, ManualOptInIn)
-        caller = caller_of(request)
-        return _action(request, c.RecordOptIn(caller.org_id, contact_id, body.channel, caller.actor, body.address,
-                                              method=body.method, occurred_at=body.occurred_at,
-                                              evidence=body.evidence), contact_id)
+        return _manual_consent(request, contact_id, c.RecordOptIn)
 
     @bp.post("/contacts/<contact_id:int>/pin-confirmation")
     @route("agent", body=PinIn, ok=(200, ActionOut, "The PIN matched; the contact is opted in."),
@@ -219,34 +228,25 @@ def register(bp: Blueprint) -> None:
         A wrong code is refused (409 `pin_wrong`) and counts against the attempts; when they are
         used up, or the code expired, the customer must reply YES again for a new one.
         """
-        path_id(contact_id, "contact")
-        body = read_body(request, PinIn)
-        caller = caller_of(request)
-        return _action(request, c.ConfirmPin(caller.org_id, contact_id, body.channel, caller.actor, body.address,
-                                             pin=body.pin), contact_id)
+        caller, body = _caller_and_body(request, contact_id, PinIn)
+        return run_action(request, c.ConfirmPin(caller.org_id, contact_id, body.channel, caller.actor, body.address,
+                                                pin=body.pin), contact_id)
 
     @bp.post("/contacts/<contact_id:int>/reauthorization")
     @route("agent", body=ManualOptInIn, ok=(200, ActionOut, "Re-authorised; the consent clock restarted."),
            errors=action_errors, params=(CONTACT,), tag=ACTIONS_TAG)
     async def reauthorize(request: Request, contact_id: int) -> HTTPResponse:
         """Record that the customer confirmed an existing consent again (restarts its clock)."""
-        path_id(contact_id, "contact")
-        body = read_body(request, ManualOptInIn)
-        caller = caller_of(request)
-        return _action(request, c.Reauthorize(caller.org_id, contact_id, body.channel, caller.actor, body.address,
-                                              method=body.method, occurred_at=body.occurred_at,
-                                              evidence=body.evidence), contact_id)
+        return _manual_consent(request, contact_id, c.Reauthorize)
 
     @bp.post("/contacts/<contact_id:int>/reauth-request")
     @route("agent", body=ChannelIn, ok=(200, ActionOut, "The re-authorisation request was queued."),
            errors=action_errors, params=(CONTACT,), tag=ACTIONS_TAG)
     async def reauth_request(request: Request, contact_id: int) -> HTTPResponse:
         """"Text Reauth": ask the customer to confirm an ageing consent; their YES re-authorises."""
-        path_id(contact_id, "contact")
-        body = read_body(request, ChannelIn)
-        caller = caller_of(request)
-        return _action(request, c.SendReauthRequest(caller.org_id, contact_id, body.channel, caller.actor,
-                                                    body.address), contact_id)
+        caller, body = _caller_and_body(request, contact_id, ChannelIn)
+        return run_action(request, c.SendReauthRequest(caller.org_id, contact_id, body.channel, caller.actor,
+                                                       body.address), contact_id)
 
     @bp.post("/contacts/<contact_id:int>/opt-out")
     @route("agent", body=OptOutIn, ok=(200, ActionOut, "Opted out."), errors=(404,), params=(CONTACT,),
@@ -256,15 +256,13 @@ def register(bp: Blueprint) -> None:
 
         Never refused for a business reason. Queued messages and automations on the channel stop.
         """
-        path_id(contact_id, "contact")
-        body = read_body(request, OptOutIn)
+        caller, body = _caller_and_body(request, contact_id, OptOutIn)
         if body.channel is None and not body.all_channels:
             raise InvalidInput("say which channel, or set all_channels", code="channel_required")
-        caller = caller_of(request)
         # The command names a channel even for all_channels; any will do then (none is singled out).
         command = c.OptOut(caller.org_id, contact_id, body.channel or Channel.TEXT, caller.actor, body.address,
                            all_channels=body.all_channels, evidence=body.evidence)
-        return _action(request, command, contact_id, hide_channel=body.channel is None)
+        return run_action(request, command, contact_id, hide_channel=body.channel is None)
 
     @bp.post("/contacts/<contact_id:int>/reset")
     @route("agent", body=ResetIn, ok=(200, ActionOut, "The consent is back to unknown."), errors=action_errors,
@@ -274,11 +272,9 @@ def register(bp: Blueprint) -> None:
 
         For a number that was reassigned to someone else: the old consent does not carry over.
         """
-        path_id(contact_id, "contact")
-        body = read_body(request, ResetIn)
-        caller = caller_of(request)
-        return _action(request, c.ResetConsent(caller.org_id, contact_id, body.channel, caller.actor, body.address,
-                                               evidence=body.evidence), contact_id)
+        caller, body = _caller_and_body(request, contact_id, ResetIn)
+        return run_action(request, c.ResetConsent(caller.org_id, contact_id, body.channel, caller.actor,
+                                                  body.address, evidence=body.evidence), contact_id)
 
     @bp.put("/contacts/<contact_id:int>/dnd")
     @route("agent", body=DndIn, ok=(200, ActionOut, "Do-not-disturb changed."), errors=(404,), params=(CONTACT,),
@@ -289,23 +285,19 @@ def register(bp: Blueprint) -> None:
         DND blocks every outbound message on the channel whatever the consent, and pauses the
         automations that would use it.
         """
-        path_id(contact_id, "contact")
-        body = read_body(request, DndIn)
-        caller = caller_of(request)
-        return _action(request, c.SetDnd(caller.org_id, contact_id, caller.actor, on=body.on,
-                                         channels=tuple(dict.fromkeys(body.channels)),
-                                         all_channels=body.all_channels), contact_id)
+        caller, body = _caller_and_body(request, contact_id, DndIn)
+        return run_action(request, c.SetDnd(caller.org_id, contact_id, caller.actor, on=body.on,
+                                            channels=tuple(dict.fromkeys(body.channels)),
+                                            all_channels=body.all_channels), contact_id)
 
     @bp.put("/contacts/<contact_id:int>/marketing")
     @route("agent", body=MarketingIn, ok=(200, ActionOut, "Marketing permission changed."), errors=(404,),
            params=(CONTACT,), tag=ACTIONS_TAG)
     async def set_marketing(request: Request, contact_id: int) -> HTTPResponse:
         """Allow or forbid marketing messages to the contact (conversations are not affected)."""
-        path_id(contact_id, "contact")
-        body = read_body(request, MarketingIn)
-        caller = caller_of(request)
-        return _action(request, c.SetMarketing(caller.org_id, contact_id, caller.actor, allowed=body.allowed),
-                       contact_id)
+        caller, body = _caller_and_body(request, contact_id, MarketingIn)
+        return run_action(request, c.SetMarketing(caller.org_id, contact_id, caller.actor, allowed=body.allowed),
+                          contact_id)
 
     # ------------------------------------------------------------------------------ history
 
@@ -363,9 +355,7 @@ def register(bp: Blueprint) -> None:
 
         The flow's first steps run at once. Refused (409) when the flow's re-enrolment rule says no.
         """
-        path_id(contact_id, "contact")
-        body = read_body(request, EnrollIn)
-        caller = caller_of(request)
+        caller, body = _caller_and_body(request, contact_id, EnrollIn)
         system = system_of(request)
         with system.bus.uow() as uow:
             try:
@@ -374,10 +364,7 @@ def register(bp: Blueprint) -> None:
             except DomainError as exc:
                 raise _flow_error(exc) from None
             uow.commit()
-        with system.bus.uow() as uow:
-            row = uow.enrollments.get(enrollment_id)
-            assert row is not None
-            return respond(enrollment_out(uow, row), 201)
+        return _enrollment_response(system, enrollment_id, 201)
 
     @bp.delete("/contacts/<contact_id:int>/enrollments/<enrollment_id:int>")
     @route("agent", ok=(200, EnrollmentOut, "The enrolment, now cancelled."), errors=(404, 409),
@@ -395,7 +382,4 @@ def register(bp: Blueprint) -> None:
             except DomainError as exc:
                 raise _flow_error(exc) from None
             uow.commit()
-        with system.bus.uow() as uow:
-            row = uow.enrollments.get(enrollment_id)
-            assert row is not None
-            return respond(enrollment_out(uow, row))
+        return _enrollment_response(system, enrollment_id)

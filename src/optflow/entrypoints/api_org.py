@@ -20,7 +20,6 @@ from ..service_layer.handlers import ActionResult
 from ..service_layer.reports import ConsentReport, Counts, consent_report
 from .api_common import (
     caller_of,
-    contact_out,
     enrollment_out,
     id_param,
     message_out,
@@ -31,6 +30,7 @@ from .api_common import (
     read_body,
     respond,
     route,
+    run_action,
     system_of,
 )
 from .errors import ApiError
@@ -201,14 +201,8 @@ def register(bp: Blueprint) -> None:
         path_id(message_id, "message")
         body = read_body(request, LinkIn)
         caller = caller_of(request)
-        system = system_of(request)
-        result: ActionResult = system.bus.handle(c.LinkUnassociated(caller.org_id, message_id, body.contact_id,
-                                                                    caller.actor))
-        with system.bus.uow() as uow:
-            contact = contact_out(uow, caller.org_id, body.contact_id)
-        return respond(ActionOut(contact_id=result.contact_id, channel=result.channel, state=result.state,
-                                 status=result.status, message_id=result.message_id, detail=result.detail,
-                                 contact=contact))
+        return run_action(request, c.LinkUnassociated(caller.org_id, message_id, body.contact_id, caller.actor),
+                          body.contact_id)
 
     # ------------------------------------------------------------------------------ settings
 
