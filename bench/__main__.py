@@ -34,6 +34,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"comma-separated scenarios to run (default: all of {', '.join(SCENARIOS)})")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of load per inbound run (default 10)")
     parser.add_argument("--connections", type=int, default=64, help="concurrent connections (default 64)")
+    parser.add_argument("--dispatch", type=int, default=ds.DISPATCH.due_enrollments,
+                        help="enrolments due at once in the dispatch scenario (default 100,000; on PostgreSQL "
+                             "this scenario alone takes about 6 minutes)")
     parser.add_argument("--quick", action="store_true",
                         help="small datasets and short runs: checks that everything works, in about a minute; "
                              "its figures are not the benchmark's")
@@ -42,14 +45,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def postgres_url() -> str | None:
-    url = os.environ.get("DATABASE_URL") or os.environ.get("OPTFLOW_TEST_POSTGRES_URL")
-    return url if url and url.startswith(("postgres://", "postgresql")) else None
+def postgres_url(asked: bool) -> str | None:
+    """DATABASE_URL when it names a PostgreSQL server; with --postgres also the test suite's
+    OPTFLOW_TEST_POSTGRES_URL (what scripts/with-postgres.sh exports)."""
+    for url in (os.environ.get("DATABASE_URL"), os.environ.get("OPTFLOW_TEST_POSTGRES_URL") if asked else None):
+        if url and url.startswith(("postgres://", "postgresql")):
+            return url
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    pg = postgres_url() if args.postgres or postgres_url() else None
+    pg = postgres_url(args.postgres)
     if args.postgres and pg is None:
         if os.environ.get("OPTFLOW_BENCH_UNDER_POSTGRES"):
             print("no PostgreSQL could be started (see above)", file=sys.stderr)
@@ -57,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         script = REPO / "scripts" / "with-postgres.sh"
         os.environ["OPTFLOW_BENCH_UNDER_POSTGRES"] = "1"
         os.execv("/bin/bash", ["bash", str(script), sys.executable, "-m", "bench", *(argv or sys.argv[1:])])
-    settings = Settings(duration=args.duration, connections=args.connections)
+    dispatch = ds.DISPATCH if args.dispatch == ds.DISPATCH.due_enrollments else \
+        ds.Dataset(f"dispatch-{args.dispatch}", args.dispatch, args.dispatch, due_enrollments=args.dispatch)
+    settings = Settings(duration=args.duration, connections=args.connections, dispatch=dispatch)
     if args.quick:
         settings = Settings(duration=3.0, warmup=1.0, connections=args.connections,
                             small=ds.Dataset("10k", 10_000, 100_000),

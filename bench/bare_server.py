@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+from typing import Any
 
 from sanic import Request, Sanic
 from sanic.response import HTTPResponse, text
@@ -23,7 +24,7 @@ def create_bare_app(reply_bytes: int) -> Sanic:
 
     @app.post("/webhooks/twilio/sms")
     async def twilio_sms(request: Request) -> HTTPResponse:
-        form = request.get_form(keep_blank_values=True) or {}
+        form: Any = request.get_form(keep_blank_values=True) or {}
         if not (form.get("From") and form.get("To") and form.get("MessageSid")):
             return text("missing field", status=400)
         reply = MessagingResponse()

@@ -259,6 +259,7 @@ def cached_sqlite(ds: Dataset, progress: Callable[[str], None] = print) -> Path:
         partial = path.with_suffix(".partial")
         build_sqlite(ds, partial, progress)
         partial.rename(path)
+        Path(f"{partial}-writer").unlink(missing_ok=True)  # optflow's writer lock file (adapters/db.py)
         progress(f"  built in {time.perf_counter() - started:.0f} s")
     return path
 

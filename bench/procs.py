@@ -34,8 +34,11 @@ class ServerProcess:
     _sampling: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def workers(self) -> list[int]:
-        """The server's worker processes: every descendant of the main process."""
-        return descendants(self.process.pid)
+        """The server's worker processes: the descendants of the main process that hold its
+        listening socket (not multiprocessing's resource tracker or Sanic's manager process)."""
+        port = int(self.base_url.rsplit(":", 1)[1])
+        sockets = {f"socket:[{inode}]" for inode in listening_inodes(port)}
+        return [pid for pid in descendants(self.process.pid) if open_files(pid) & sockets]
 
     def workers_rss_mb(self) -> float:
         return sum(rss_mb(pid) for pid in self.workers())
@@ -115,6 +118,28 @@ def descendants(pid: int) -> list[int]:
             found.append(child)
             todo.append(child)
     return found
+
+
+def listening_inodes(port: int) -> set[str]:
+    """Inodes of the TCP sockets listening on `port` (IPv4 and IPv6)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":  # 0A: LISTEN
+                found.add(fields[9])
+    return found
+
+
+def open_files(pid: int) -> set[str]:
+    try:
+        return {os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()}
+    except OSError:
+        return set()
 
 
 def rss_mb(pid: int) -> float:

@@ -83,7 +83,7 @@ def _number(value: float, unit: str) -> str:
         return f"{value:,.1f} MB"
     if unit in ("ms", "s"):
         return f"{value:,.2f} {unit}" if value < 100 else f"{value:,.0f} {unit}"
-    return f"{value:,.3g} {unit}"
+    return f"{value:,.0f} {unit}" if value >= 100 else f"{value:,.3g} {unit}"
 
 
 def machine() -> dict[str, Any]:

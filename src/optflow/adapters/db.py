@@ -71,10 +71,13 @@ class WriterLock:
             raise
         self._holder = id(dbapi_connection)
 
+    def holds(self, dbapi_connection: Any) -> bool:
+        """Whether the transaction of `dbapi_connection` (or of the pool's proxy of it) holds the lock."""
+        return self._holder == id(getattr(dbapi_connection, "dbapi_connection", dbapi_connection))
+
     def release(self, dbapi_connection: Any) -> None:
-        """After the transaction of `dbapi_connection` (or of the pool's proxy of it) ended; does
-        nothing if it held no lock."""
-        if self._holder != id(getattr(dbapi_connection, "dbapi_connection", dbapi_connection)):
+        """After the transaction of `dbapi_connection` ended; does nothing if it held no lock."""
+        if not self.holds(dbapi_connection):
             return
         self._holder = None
         assert self._fd is not None
@@ -98,6 +101,20 @@ def _sqlite_begin(conn: Connection) -> None:
 def writer_lock(engine: Engine) -> WriterLock | None:
     lock: WriterLock | None = engine.dialect.__dict__.get("optflow_writer_lock")
     return lock
+
+
+def _release_at_checkin(lock: WriterLock) -> Any:
+    def checkin(dbapi_connection: Any, _record: Any) -> None:
+        """A connection must not go back to the pool holding the write lock. The pool skips its
+        own rollback when a commit failed half-way (e.g. in a commit hook), which would leave
+        the transaction, and the lock, open."""
+        if lock.holds(dbapi_connection):
+            try:
+                dbapi_connection.rollback()
+            finally:
+                lock.release(dbapi_connection)
+
+    return checkin
 
 
 def _release_after(lock: WriterLock, end: Any) -> Any:
@@ -128,6 +145,7 @@ def make_engine(url: str | None = None, *, pool_size: int = 5) -> Engine:
             dialect.optflow_writer_lock = lock
             dialect.do_commit = _release_after(lock, dialect.do_commit)
             dialect.do_rollback = _release_after(lock, dialect.do_rollback)
+            event.listen(engine, "checkin", _release_at_checkin(lock))
         return engine
     return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
 

@@ -49,6 +49,10 @@ _CONSENT = select(orm.consents).where(and_(
     orm.consents.c.org_id == bindparam("w_org_id"), orm.consents.c.address == bindparam("w_address"),
     orm.consents.c.channel == bindparam("w_channel")))
 _CONSENT_LOCKED = _CONSENT.with_for_update()
+_CONSENTS_FOR_ADDRESSES = select(orm.consents).where(and_(
+    orm.consents.c.org_id == bindparam("w_org_id"),
+    orm.consents.c.address.in_(bindparam("w_addresses", expanding=True)),
+)).order_by(orm.consents.c.id)
 _INSERT_CONSENT = insert(orm.consents)
 _UPDATE_CONSENT = update(orm.consents).where(orm.consents.c.id == bindparam("w_id"))
 _LEDGER_HEAD_LOCKED = select(orm.ledger_heads).where(orm.ledger_heads.c.org_id == bindparam("w_org_id")) \
@@ -78,22 +82,33 @@ _RECENT_SENDS = select(orm.messages.c.sent_at).where(and_(
 ))
 
 
-class OrgRepository:
-    """Orgs and their settings. Rows read once stay for the rest of the unit of work: one
-    inbound message needs its org's row for the settings and again for every message it renders,
-    and only this repository's own writes change it."""
+class OrgMemo:
+    """Org rows and resolved settings already read in a transaction. One inbound message needs
+    its org's row for the settings and again for every message it renders; the group-commit
+    batcher shares one memo among all the messages of its transaction. Only `OrgRepository`'s
+    own writes change orgs, and they empty it."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self) -> None:
+        self.rows: dict[int, Row] = {}
+        self.settings: dict[int, OrgSettings] = {}
+
+    def clear(self) -> None:
+        self.rows.clear()
+        self.settings.clear()
+
+
+class OrgRepository:
+    def __init__(self, conn: Connection, memo: OrgMemo | None = None) -> None:
         self.conn = conn
-        self._rows: dict[int, Row] = {}
+        self._memo = memo if memo is not None else OrgMemo()
 
     def get(self, org_id: int) -> Row:
-        row = self._rows.get(org_id)
+        row = self._memo.rows.get(org_id)
         if row is None:
             row = _row(self.conn.execute(_ORG, {"w_id": org_id}))
             if row is None:
                 raise NotFound(f"no org with id {org_id}", code="org_not_found")
-            self._rows[org_id] = row
+            self._memo.rows[org_id] = row
         return row
 
     def first_id(self) -> int | None:
@@ -131,7 +146,10 @@ class OrgRepository:
         return resolve([*parents, own])
 
     def settings(self, org_id: int) -> OrgSettings:
-        return _cached_resolve(json.dumps(self.raw_chain(org_id), sort_keys=True))
+        settings = self._memo.settings.get(org_id)
+        if settings is None:
+            settings = self._memo.settings[org_id] = _cached_resolve(json.dumps(self.raw_chain(org_id), sort_keys=True))
+        return settings
 
     def own_settings(self, org_id: int) -> dict[str, Any]:
         return json.loads(self.get(org_id)["settings_json"] or "{}")
@@ -143,7 +161,7 @@ class OrgRepository:
         for child in self.conn.execute(select(orm.orgs.c.id).where(orm.orgs.c.parent_id == org_id)).scalars():
             resolve([*self.raw_chain(org_id)[:-1], own, *self.raw_chain(child)[-1:]])
         self.conn.execute(update(orm.orgs).where(orm.orgs.c.id == org_id).values(settings_json=json.dumps(dict(own))))
-        self._rows.clear()
+        self._memo.clear()
         return resolved
 
     def add_number(self, org_id: int, number: str) -> None:
@@ -197,8 +215,12 @@ def dnd_of(contact: Mapping[str, Any]) -> DndSettings:
 
 
 class ContactRepository:
+    """Contacts and their addresses. A contact's addresses, once read, stay for the rest of the
+    unit of work (a flow step reads them up to three times) until this repository adds one."""
+
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+        self._addresses: dict[int, list[Row]] = {}
 
     def create(self, org_id: int, now: datetime, name: str = "", time_zone: str | None = None,
                region: str | None = None, fields: Mapping[str, Any] | None = None,
@@ -228,10 +250,15 @@ class ContactRepository:
         return self.conn.execute(_CONTACT_BY_ADDRESS, {"w_org_id": org_id, "w_value": value}).scalar()
 
     def add_address(self, org_id: int, contact_id: int, kind: str, value: str) -> None:
+        self._addresses.pop(contact_id, None)
         self.conn.execute(insert(orm.addresses).values(org_id=org_id, contact_id=contact_id, kind=kind, value=value))
 
     def addresses(self, contact_id: int) -> list[Row]:
-        return [dict(r) for r in self.conn.execute(_ADDRESSES, {"w_contact_id": contact_id}).mappings()]
+        rows = self._addresses.get(contact_id)
+        if rows is None:
+            rows = self._addresses[contact_id] = [
+                dict(r) for r in self.conn.execute(_ADDRESSES, {"w_contact_id": contact_id}).mappings()]
+        return [dict(r) for r in rows]
 
     def search(self, org_id: int, *, address: str | None = None, name: str | None = None,
                limit: int = 50, offset: int = 0) -> list[Row]:
@@ -291,10 +318,8 @@ class ConsentRepository:
     def for_addresses(self, org_id: int, addresses: Sequence[str]) -> list[Consent]:
         if not addresses:
             return []
-        q = select(orm.consents).where(and_(
-            orm.consents.c.org_id == org_id, orm.consents.c.address.in_(list(addresses))
-        )).order_by(orm.consents.c.id)
-        return [consent_from_row(r) for r in self.conn.execute(q).mappings()]
+        params = {"w_org_id": org_id, "w_addresses": list(addresses)}
+        return [consent_from_row(r) for r in self.conn.execute(_CONSENTS_FOR_ADDRESSES, params).mappings()]
 
     def attach_contact(self, org_id: int, address: str, contact_id: int) -> None:
         self.conn.execute(update(orm.consents).where(and_(

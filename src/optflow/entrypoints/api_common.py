@@ -204,7 +204,7 @@ def run_action(request: Request, command: Command, contact_id: int, *, hide_chan
     (`hide_channel`: the action was on every channel, so no one channel and state is its result)."""
     system = system_of(request)
     result: ActionResult = system.bus.handle(command)
-    with system.bus.uow() as uow:
+    with system.bus.uow(read_only=True) as uow:
         contact = contact_out(uow, caller_of(request).org_id, contact_id)
     return respond(ActionOut(
         contact_id=result.contact_id, channel=None if hide_channel else result.channel,

@@ -78,7 +78,7 @@ def _manual_consent(request: Request, contact_id: int,
 
 
 def _enrollment_response(system: System, enrollment_id: int, status: int = 200) -> HTTPResponse:
-    with system.bus.uow() as uow:
+    with system.bus.uow(read_only=True) as uow:
         row = uow.enrollments.get(enrollment_id)
         assert row is not None
         return respond(enrollment_out(uow, row), status)
@@ -111,7 +111,7 @@ def register(bp: Blueprint) -> None:
             caller.org_id, name=body.name, phones=tuple(body.phones), emails=tuple(body.emails),
             time_zone=body.time_zone, region=body.region, fields=body.fields,
             marketing_allowed=body.marketing_allowed))
-        with system.bus.uow() as uow:
+        with system.bus.uow(read_only=True) as uow:
             contact = contact_out(uow, caller.org_id, result.contact_id)
         return respond(contact, 201, {"Location": f"{bp.url_prefix}/contacts/{contact.id}"})
 
@@ -137,7 +137,7 @@ def register(bp: Blueprint) -> None:
             if value is not None and len(value) > longest:
                 raise InvalidInput(f"{key} is longer than {longest} characters", code="invalid_input")
         addresses = [a for a in (phone and normalize_phone(phone), email and normalize_email(email)) if a]
-        with system_of(request).bus.uow() as uow:
+        with system_of(request).bus.uow(read_only=True) as uow:
             if len(addresses) == 2:
                 by_email = {r["id"] for r in uow.contacts.search(caller.org_id, address=addresses[1], limit=1)}
                 rows = [r for r in uow.contacts.search(caller.org_id, address=addresses[0], name=name, limit=limit,
@@ -156,7 +156,7 @@ def register(bp: Blueprint) -> None:
         With its addresses, the consent state of each (address, channel), do-not-disturb and the
         active / do-not-call / marketing flags.
         """
-        with system_of(request).bus.uow() as uow:
+        with system_of(request).bus.uow(read_only=True) as uow:
             return respond(contact_out(uow, caller_of(request).org_id, path_id(contact_id, "contact")))
 
     @bp.patch("/contacts/<contact_id:int>")
@@ -177,7 +177,7 @@ def register(bp: Blueprint) -> None:
             region=(body.region or "") if "region" in given else None,
             fields=(body.fields or {}) if "fields" in given else None,
             add_phones=tuple(body.add_phones), add_emails=tuple(body.add_emails)))
-        with system.bus.uow() as uow:
+        with system.bus.uow(read_only=True) as uow:
             return respond(contact_out(uow, caller.org_id, contact_id))
 
     # ------------------------------------------------------------------------------ consent actions
@@ -311,7 +311,7 @@ def register(bp: Blueprint) -> None:
         entries of its addresses from before they were linked to the contact.
         """
         caller = caller_of(request)
-        with system_of(request).bus.uow() as uow:
+        with system_of(request).bus.uow(read_only=True) as uow:
             uow.contacts.get(caller.org_id, path_id(contact_id, "contact"))
             addresses = [a["value"] for a in uow.contacts.addresses(contact_id)]
             rows = uow.ledger.for_contact(caller.org_id, contact_id, addresses)
@@ -329,7 +329,7 @@ def register(bp: Blueprint) -> None:
         """Messages to and from the contact, and the notes sent to employees about them."""
         caller = caller_of(request)
         limit = query_int(request, "limit", 100, 1, 500)
-        with system_of(request).bus.uow() as uow:
+        with system_of(request).bus.uow(read_only=True) as uow:
             uow.contacts.get(caller.org_id, path_id(contact_id, "contact"))
             rows = uow.messages.for_contact(caller.org_id, contact_id, limit=limit)
         return respond(MessageListOut(messages=[message_out(r) for r in rows]))
@@ -342,7 +342,7 @@ def register(bp: Blueprint) -> None:
     async def enrollments(request: Request, contact_id: int) -> HTTPResponse:
         """The contact's enrolments in flows, running and ended, with the steps each ran."""
         caller = caller_of(request)
-        with system_of(request).bus.uow() as uow:
+        with system_of(request).bus.uow(read_only=True) as uow:
             uow.contacts.get(caller.org_id, path_id(contact_id, "contact"))
             rows = uow.enrollments.for_contact(contact_id, ("active", "paused", "done", "cancelled"))
             return respond(EnrollmentListOut(enrollments=[enrollment_out(uow, r) for r in rows]))

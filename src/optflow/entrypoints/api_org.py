@@ -169,7 +169,7 @@ def register(bp: Blueprint) -> None:
         system = system_of(request)
         result: ActionResult = system.bus.handle(c.RecordEvent(caller.org_id, body.name, body.contact_id, body.data,
                                                                caller.actor))
-        with system.bus.uow() as uow:
+        with system.bus.uow(read_only=True) as uow:
             started = [enrollment_out(uow, row) for row in
                        (uow.enrollments.get(enrollment_id) for enrollment_id in result.enrollment_ids) if row]
         return respond(EventOut(name=body.name, contact_id=body.contact_id, status=result.status,
@@ -184,7 +184,7 @@ def register(bp: Blueprint) -> None:
 
         Messages from addresses that belong to no contact, waiting for a supervisor to link them.
         """
-        with system_of(request).bus.uow() as uow:
+        with system_of(request).bus.uow(read_only=True) as uow:
             rows = uow.messages.unassociated(caller_of(request).org_id)
         return respond(UnassociatedListOut(messages=[message_out(r) for r in rows]))
 
@@ -208,7 +208,7 @@ def register(bp: Blueprint) -> None:
 
     def settings_out(request: Request) -> SettingsOut:
         org_id = caller_of(request).org_id
-        with system_of(request).bus.uow() as uow:
+        with system_of(request).bus.uow(read_only=True) as uow:
             row = uow.orgs.get(org_id)
             return SettingsOut(org_id=org_id, name=row["name"], numbers=uow.orgs.numbers(org_id),
                                settings=redacted(uow.orgs.settings(org_id)))
@@ -270,7 +270,7 @@ def register(bp: Blueprint) -> None:
         first, last = report_period(request, system.clock().astimezone(UTC).date())
         since = _day_start(first)
         until = _day_start(last) + timedelta(days=1) if last < date.max else datetime.max.replace(tzinfo=UTC)
-        with system.bus.uow() as uow:
+        with system.bus.uow(read_only=True) as uow:
             settings = uow.orgs.settings(org_id)
             report = consent_report(uow.conn, org_id, since, until, {ch: settings.mode(ch) for ch in Channel})
         if fmt == "csv":

@@ -83,7 +83,7 @@ def create_app(config: Config | None = None, system: System | None = None, *, na
     @app.get("/healthz")
     async def healthz(request: Request) -> HTTPResponse:
         """Liveness and database reachability."""
-        with request.app.ctx.system.bus.uow() as uow:
+        with request.app.ctx.system.bus.uow(read_only=True) as uow:
             uow.orgs.first_id()
         return json({"status": "ok"})
 

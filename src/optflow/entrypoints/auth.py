@@ -35,7 +35,7 @@ def authenticate(request: Request) -> Caller:
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "unauthorized", "send an API token as 'Authorization: Bearer <token>'")
     system = request.app.ctx.system
-    with system.bus.uow() as uow:
+    with system.bus.uow(read_only=True) as uow:
         row = uow.agents.by_token_hash(token_hash(token.strip()))
     if row is None:
         raise ApiError(401, "unauthorized", "unknown API token")

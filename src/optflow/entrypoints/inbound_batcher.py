@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from ..adapters.repository import OrgMemo
 from ..domain import commands as c
 from ..domain.model import DomainError
 from ..service_layer.handlers import InboundResult
@@ -70,7 +71,7 @@ class InboundBatcher:
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
-        self.batches = 0  # committed transactions, for tests and the benchmark
+        self.batches = 0  # group commits that succeeded, and the messages in them
         self.messages = 0
 
     def start(self) -> None:
@@ -150,9 +151,10 @@ class InboundBatcher:
         """Handle `batch` in one transaction and commit it; afterwards each entry holds its
         result or its error. Synchronous: runs on the caller's thread."""
         try:
+            memo = OrgMemo()
             with self.bus.engine.connect() as conn, conn.begin():
                 for pending in batch:
-                    self._handle_one(conn, pending)
+                    self._handle_one(conn, memo, pending)
             # Leaving the block committed; only now is anything acknowledged.
         except Exception:
             log.exception("the group commit of %d inbound message(s) failed; handling each on its own", len(batch))
@@ -165,13 +167,13 @@ class InboundBatcher:
                 log.error("recorded the opt-out of %s on %s through the fallback path",
                           pending.command.from_address, pending.command.channel.value)
 
-    def _handle_one(self, conn: Connection, pending: _Pending) -> None:
+    def _handle_one(self, conn: Connection, memo: OrgMemo, pending: _Pending) -> None:
         command = pending.command
         for attempt in range(1, RETRIES + 1):
             now = self.bus.clock()
             pending.result, pending.error = None, None
             try:
-                with UnitOfWork(connection=conn) as uow:
+                with UnitOfWork(connection=conn, org_memo=memo) as uow:
                     try:
                         pending.result = self.bus.handle_in(uow, command, now)
                     except DomainError as exc:
@@ -191,12 +193,12 @@ class InboundBatcher:
             except Exception as exc:
                 pending.error = exc
             log.error("handling the inbound message %s failed", command.provider_id, exc_info=pending.error)
-            self._fallback(conn, pending)
+            self._fallback(conn, memo, pending)
             return
 
-    def _fallback(self, conn: Connection, pending: _Pending) -> None:
+    def _fallback(self, conn: Connection, memo: OrgMemo, pending: _Pending) -> None:
         try:
-            with UnitOfWork(connection=conn) as uow:
+            with UnitOfWork(connection=conn, org_memo=memo) as uow:
                 if record_opt_out_only(uow, self.bus.services, pending.command, self.bus.clock()):
                     uow.commit()
                     pending.fallback_opt_out = True

@@ -34,7 +34,6 @@ from ..domain.model import Actor, ActorKind, Channel, InvalidInput, NotFound
 from ..domain.settings import OrgSettings
 from ..domain.tokens import UnsubscribeTarget, read_token
 from ..service_layer.handlers import InboundResult
-from ..service_layer.unit_of_work import UnitOfWork
 from .errors import ApiError
 
 log = logging.getLogger("optflow.webhooks")
@@ -156,7 +155,7 @@ def _required(form: Mapping[str, Any], name: str) -> str:
 def _org_for_number(request: Request, number: str) -> tuple[int, OrgSettings]:
     """The org that owns `number` (E.164, with or without `whatsapp:`) and its settings."""
     e164 = normalize_for_channel(number, Channel.TEXT)
-    with request.app.ctx.system.bus.uow() as uow:
+    with request.app.ctx.system.bus.uow(read_only=True) as uow:
         org_id = uow.orgs.find_by_number(e164)
         if org_id is None:
             raise NotFound(f"no org owns the number {e164}", code="unknown_number")
@@ -233,7 +232,7 @@ def _unsubscribe_target(system: System, token: str) -> tuple[UnsubscribeTarget, 
         target = read_token(system.secret, token)
     except InvalidInput:
         return None
-    with system.bus.uow() as uow:
+    with system.bus.uow(read_only=True) as uow:
         try:
             org = uow.orgs.get(target.org_id)
         except NotFound:
@@ -297,7 +296,7 @@ def curl_example(system: System, config: Config) -> str:
     signed now with that org's auth token over the public URL, and a health check."""
     base = config.public_url.rstrip("/")
     health = f"curl -sS {shlex.quote(base + '/healthz')}"
-    with UnitOfWork(system.engine) as uow:
+    with system.bus.uow(read_only=True) as uow:
         org_id = uow.orgs.first_id()
         numbers = uow.orgs.numbers(org_id) if org_id is not None else []
         token = (uow.orgs.settings(org_id).twilio_auth_token if org_id is not None else None) \

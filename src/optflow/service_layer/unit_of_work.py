@@ -15,6 +15,7 @@ from ..adapters.repository import (
     ContactRepository,
     LedgerRepository,
     MessageRepository,
+    OrgMemo,
     OrgRepository,
 )
 
@@ -30,14 +31,16 @@ class UnitOfWork:
 
     `read_only=True` is for lookups that write nothing: on SQLite such a unit of work reads a
     snapshot without taking the write lock, so it neither waits for writers nor holds them up.
+    Units of work nested in one transaction may share an `org_memo` (orgs read once).
     """
 
     def __init__(self, engine: Engine | None = None, *, connection: Connection | None = None,
-                 read_only: bool = False) -> None:
+                 read_only: bool = False, org_memo: OrgMemo | None = None) -> None:
         if (engine is None) == (connection is None):
             raise ValueError("give an engine or a connection")
         self.engine = engine
         self.read_only = read_only
+        self._org_memo = org_memo
         self._outer = connection
         self.conn: Connection
         self._tx: Any = None
@@ -57,7 +60,7 @@ class UnitOfWork:
                 self.conn.execution_options(**{db.READ_ONLY: True})
             self._tx = self.conn.begin()
         self.skip_locked = self.conn.dialect.name == "postgresql"
-        self.orgs = OrgRepository(self.conn)
+        self.orgs = OrgRepository(self.conn, self._org_memo)
         self.agents = AgentRepository(self.conn)
         self.contacts = ContactRepository(self.conn)
         self.consents = ConsentRepository(self.conn)

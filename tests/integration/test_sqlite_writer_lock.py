@@ -1,0 +1,128 @@
+"""SQLite write transactions queue on optflow's writer lock, across processes, and are handed
+over the moment the previous writer ends; read-only units of work never wait for a writer."""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, event, func, select
+
+from optflow.adapters import db, orm
+from optflow.service_layer.unit_of_work import UnitOfWork
+
+HOLDER = """
+import sys
+from datetime import UTC, datetime
+from optflow.adapters import db
+from optflow.service_layer.unit_of_work import UnitOfWork
+engine = db.make_engine(sys.argv[1])
+with UnitOfWork(engine) as uow:
+    uow.orgs.create("held", datetime.now(UTC))
+    print("locked", flush=True)
+    sys.stdin.readline()
+    uow.commit()
+print("committed", flush=True)
+"""
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Iterator[tuple[str, Engine]]:
+    url = f"sqlite:///{tmp_path / 'lock.db'}"
+    engine = db.make_engine(url)
+    db.create_schema(engine)
+    yield url, engine
+    engine.dispose()
+
+
+class OtherProcessWriter:
+    """Another process in the middle of a write transaction, until `commit()`."""
+
+    def __init__(self, url: str) -> None:
+        self.process = subprocess.Popen([sys.executable, "-c", HOLDER, url], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True)
+        assert self.process.stdout is not None and self.process.stdout.readline().strip() == "locked"
+
+    def commit(self) -> float:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write("go\n")
+        self.process.stdin.flush()
+        assert self.process.stdout.readline().strip() == "committed"
+        committed = time.perf_counter()
+        self.process.wait(timeout=10)
+        return committed
+
+
+def orgs(engine: Engine) -> int:
+    with UnitOfWork(engine, read_only=True) as uow:
+        return int(uow.conn.execute(select(func.count()).select_from(orm.orgs)).scalar_one())
+
+
+def write_in_thread(engine: Engine, started: list[float]) -> threading.Thread:
+    def write() -> None:
+        with UnitOfWork(engine) as uow:
+            started.append(time.perf_counter())
+            uow.orgs.create("waiting", datetime.now(UTC))
+            uow.commit()
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    return thread
+
+
+def test_a_writer_waits_for_another_process_and_starts_as_soon_as_it_commits(database: tuple[str, Engine]) -> None:
+    url, engine = database
+    delays = []
+    for _ in range(3):
+        holder = OtherProcessWriter(url)
+        started: list[float] = []
+        thread = write_in_thread(engine, started)
+        time.sleep(0.25)
+        assert started == []  # still waiting for the other process
+        committed = holder.commit()
+        thread.join(timeout=10)
+        assert len(started) == 1 and started[0] >= committed - 0.005
+        delays.append(started[0] - committed)
+    # SQLite's own busy handler would retry after sleeps of up to 100 ms; the lock hands over at once.
+    assert statistics.median(delays) < 0.02
+    assert orgs(engine) == 6
+
+
+def test_a_read_only_unit_of_work_does_not_wait_for_a_writer(database: tuple[str, Engine]) -> None:
+    url, engine = database
+    holder = OtherProcessWriter(url)
+    seen: list[int] = []
+    try:
+        reader = threading.Thread(target=lambda: seen.append(orgs(engine)))
+        reader.start()
+        reader.join(timeout=2)
+        assert seen == [0], "read the last committed state at once, without waiting for the writer"
+    finally:
+        holder.commit()
+        reader.join(timeout=10)
+    assert orgs(engine) == 1
+
+
+def test_a_failed_commit_does_not_keep_the_write_lock(database: tuple[str, Engine]) -> None:
+    _, engine = database
+
+    def refuse(conn: object) -> None:
+        raise OSError("disk full")
+
+    event.listen(engine, "commit", refuse)
+    with pytest.raises(OSError), UnitOfWork(engine) as uow:
+        uow.orgs.create("lost", datetime.now(UTC))
+        uow.commit()
+    event.remove(engine, "commit", refuse)
+
+    started: list[float] = []
+    write_in_thread(engine, started).join(timeout=5)
+    assert len(started) == 1, "the next writer got the lock"
+    assert orgs(engine) == 1
