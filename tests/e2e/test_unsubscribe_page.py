@@ -3,12 +3,9 @@ opening the link changes nothing; pressing the button opts the address out."""
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pytest
 from sqlalchemy import select
 
 from optflow.adapters import db, orm
@@ -16,30 +13,6 @@ from optflow.domain import commands as c
 from optflow.domain.model import Actor, ActorKind, Channel, State
 from optflow.domain.tokens import UnsubscribeTarget, make_token
 from optflow.service_layer.unit_of_work import UnitOfWork
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-def _require_browser() -> None:
-    import os
-
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI"):
-            pytest.fail("CI must run the browser tests: Debian's chromium is not installed")
-        pytest.skip("no chromium here (apt-get install chromium)")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    _require_browser()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
-        yield chromium
-        chromium.close()
 
 
 def _state(database_url: str, org_id: int, email: str) -> State:

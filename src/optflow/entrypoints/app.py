@@ -13,6 +13,7 @@ from ..bootstrap import System, bootstrap
 from ..config import Config
 from ..domain import commands as c
 from ..service_layer.handlers import InboundResult
+from .docs_ui import configure_docs_ui, install_docs_assets
 from .errors import install_error_handlers
 from .inbound_batcher import InboundBatcher
 
@@ -50,13 +51,13 @@ def create_app(config: Config | None = None, system: System | None = None, *, na
     app = Sanic(name)
     app.config.REQUEST_MAX_SIZE = config.max_body_bytes
     app.config.FALLBACK_ERROR_FORMAT = "json"
-    app.config.OAS_UI_DEFAULT = "swagger"
-    app.config.OAS_URI_TO_UI = "/docs"
+    configure_docs_ui(app)
     app.config.API_TITLE = "optflow"
     app.config.API_VERSION = "1"
     app.config.API_DESCRIPTION = "Consent and opt-in workflow engine: agent, supervisor and admin API."
     app.ctx.config = config
     Extend(app)
+    install_docs_assets(app)
     install_error_handlers(app)
 
     from .api import api_blueprint
