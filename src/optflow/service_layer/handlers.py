@@ -71,17 +71,18 @@ class Services:
     _keyword_tables: dict[str, KeywordTable] = field(default_factory=dict)
 
     def keywords(self, settings: OrgSettings) -> KeywordTable:
+        if not settings.keywords:  # most orgs: no per-message work at all
+            return KeywordTable.default()
         key = json.dumps(settings.keywords, sort_keys=True)
         table = self._keyword_tables.get(key)
         if table is None:
-            table = KeywordTable.default()
-            if settings.keywords:
-                try:
-                    table = table.with_additions(settings.keywords)
-                except DomainError:
-                    # Settings are checked when saved; a bad stored entry must still never stop
-                    # the default keywords (STOP above all) from working.
-                    log.exception("org keyword additions are invalid; using the default keywords")
+            try:
+                table = KeywordTable.default().with_additions(settings.keywords)
+            except DomainError:
+                # Settings are checked when saved; a bad stored entry must still never stop
+                # the default keywords (STOP above all) from working.
+                log.exception("org keyword additions are invalid; using the default keywords")
+                table = KeywordTable.default()
             self._keyword_tables[key] = table
         return table
 
@@ -221,7 +222,8 @@ def policy_decision(uow: UnitOfWork, settings: OrgSettings, contact: dict[str, A
                     purpose: Purpose, kind: MessageKind, now: datetime, *,
                     confirmation_sent: bool | None = None) -> Decision:
     recent: Sequence[datetime] = ()
-    caps = [cap for cap in policy_settings(settings).caps if consent.channel in cap.channels]
+    org_policy = policy_settings(settings)
+    caps = [cap for cap in org_policy.caps if consent.channel in cap.channels]
     if contact is not None and caps and kind in (MessageKind.NORMAL, MessageKind.OPT_IN_REQUEST):
         # Only caps that count this channel matter, so the sends counted are on their channels.
         longest = max(cap.window for cap in caps)
@@ -234,7 +236,7 @@ def policy_decision(uow: UnitOfWork, settings: OrgSettings, contact: dict[str, A
         else confirmation_sent,
         recent_sends=tuple(recent),
     )
-    return decide(request, recipient_of(contact), policy_settings(settings))
+    return decide(request, recipient_of(contact), org_policy)
 
 
 def _contact_address(uow: UnitOfWork, contact_id: int, channel: Channel, wanted: str | None) -> str:
