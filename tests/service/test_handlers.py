@@ -85,6 +85,22 @@ def test_duplicate_provider_id_is_processed_once(system: System, org: int, conta
     assert len(messages(system, direction="in")) == 1
 
 
+@pytest.mark.parametrize("written", [PHONE, "(415) 555-2671", "415.555.2671", "whatsapp:" + PHONE])
+def test_a_contact_is_found_however_the_number_is_written(system: System, org: int, contact: int,
+                                                          written: str) -> None:
+    result = sms(system, "STOP", "SMw", frm=written)
+    assert result.contact_id == contact and result.address == PHONE
+    assert state(system, org) is State.OPTED_OUT
+
+
+def test_an_unknown_sender_written_as_e164_is_still_checked(system: System, org: int) -> None:
+    """Only numbers found among the stored (checked) ones skip parsing; an invalid one is refused."""
+    with pytest.raises(InvalidInput, match="not a valid phone number"):
+        sms(system, "STOP", "SMbad", frm="+10005550100")
+    stranger = sms(system, "STOP", "SMok", frm="+14155550199")
+    assert stranger.contact_id is None and state(system, org, "+14155550199") is State.OPTED_OUT
+
+
 def test_opt_out_type_wins_over_the_body(system: System, org: int, contact: int) -> None:
     result = sms(system, "whatever you say", "SM9", opt_out_type="STOP")
     assert result.intent is Intent.OPT_OUT and state(system, org) is State.OPTED_OUT

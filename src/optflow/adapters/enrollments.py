@@ -2,32 +2,41 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, insert, literal, select, update
 
 from . import orm
-from .repository import new_id
+from .prepared import Prepared
 
 Row = dict[str, Any]
 
 # Built once (see repository.py): enrolments are read and moved on every inbound message and
 # every due step. WHERE parameters are prefixed with `w_`, apart from the SET columns.
-_ENROLLMENT = select(orm.enrollments).where(orm.enrollments.c.id == bindparam("w_id"))
-_INSERT_ENROLLMENT = insert(orm.enrollments)
-_UPDATE_ENROLLMENT = update(orm.enrollments).where(orm.enrollments.c.id == bindparam("w_id"))
-_FOR_CONTACT = select(orm.enrollments).where(and_(
-    orm.enrollments.c.contact_id == bindparam("w_contact_id"),
-    orm.enrollments.c.status.in_(bindparam("w_statuses", expanding=True)),
-)).order_by(orm.enrollments.c.id)
-_ANY_FOR = select(orm.enrollments.c.id).where(and_(
-    orm.enrollments.c.contact_id == bindparam("w_contact_id"), orm.enrollments.c.flow_name == bindparam("w_flow"),
-    orm.enrollments.c.status.in_(bindparam("w_statuses", expanding=True)),
-)).limit(1)
-_INSERT_STEP = insert(orm.enrollment_steps)
+_ENROLLMENT = Prepared(select(orm.enrollments).where(orm.enrollments.c.id == bindparam("w_id")))
+_INSERT_ENROLLMENT = Prepared(insert(orm.enrollments))
+_UPDATE_ENROLLMENT = Prepared(update(orm.enrollments).where(orm.enrollments.c.id == bindparam("w_id")))
+_INSERT_STEP = Prepared(insert(orm.enrollment_steps))
+
+
+@functools.lru_cache(maxsize=16)
+def _for_contact(statuses: tuple[str, ...]) -> Prepared:
+    return Prepared(select(orm.enrollments).where(and_(
+        orm.enrollments.c.contact_id == bindparam("w_contact_id"),
+        orm.enrollments.c.status.in_([literal(s) for s in statuses]),
+    )).order_by(orm.enrollments.c.id))
+
+
+@functools.lru_cache(maxsize=16)
+def _any_for(statuses: tuple[str, ...]) -> Prepared:
+    return Prepared(select(orm.enrollments.c.id).where(and_(
+        orm.enrollments.c.contact_id == bindparam("w_contact_id"), orm.enrollments.c.flow_name == bindparam("w_flow"),
+        orm.enrollments.c.status.in_([literal(s) for s in statuses]),
+    )).limit(1))
 
 
 class EnrollmentRepository:
@@ -60,27 +69,24 @@ class EnrollmentRepository:
     def create(self, org_id: int, contact_id: int, flow_name: str, flow_version: str,
                event: Mapping[str, Any], now: datetime) -> int:
         self._changed()
-        return new_id(self.conn.execute(_INSERT_ENROLLMENT, {
+        return _INSERT_ENROLLMENT.insert(self.conn, {
             "org_id": org_id, "contact_id": contact_id, "flow_name": flow_name, "flow_version": flow_version,
             "pc": 0, "status": "active", "next_run_at": now, "event_json": json.dumps(dict(event), default=str),
             "started_at": now,
-        }))
+        })
 
     def get(self, enrollment_id: int) -> Row | None:
-        row = self.conn.execute(_ENROLLMENT, {"w_id": enrollment_id}).mappings().first()
-        return dict(row) if row else None
+        return _ENROLLMENT.first(self.conn, {"w_id": enrollment_id})
 
     def for_contact(self, contact_id: int, statuses: tuple[str, ...] = ("active", "paused")) -> list[Row]:
         key = (contact_id, statuses)
         rows = self._for_contact.get(key)
         if rows is None:
-            params = {"w_contact_id": contact_id, "w_statuses": list(statuses)}
-            rows = self._for_contact[key] = [dict(r) for r in self.conn.execute(_FOR_CONTACT, params).mappings()]
+            rows = self._for_contact[key] = _for_contact(statuses).rows(self.conn, {"w_contact_id": contact_id})
         return [dict(r) for r in rows]
 
     def any_for(self, contact_id: int, flow_name: str, statuses: tuple[str, ...]) -> bool:
-        params = {"w_contact_id": contact_id, "w_flow": flow_name, "w_statuses": list(statuses)}
-        return self.conn.execute(_ANY_FOR, params).first() is not None
+        return _any_for(statuses).first(self.conn, {"w_contact_id": contact_id, "w_flow": flow_name}) is not None
 
     def claim_due(self, now: datetime, limit: int, skip_locked: bool) -> list[Row]:
         q = select(orm.enrollments).where(and_(
@@ -92,11 +98,11 @@ class EnrollmentRepository:
 
     def move(self, enrollment_id: int, pc: int, next_run_at: datetime | None) -> None:
         self._changed()
-        self.conn.execute(_UPDATE_ENROLLMENT, {"w_id": enrollment_id, "pc": pc, "next_run_at": next_run_at})
+        _UPDATE_ENROLLMENT.execute(self.conn, {"w_id": enrollment_id, "pc": pc, "next_run_at": next_run_at})
 
     def end(self, enrollment_id: int, status: str, reason: str, now: datetime) -> None:
         self._changed()
-        self.conn.execute(_UPDATE_ENROLLMENT, {"w_id": enrollment_id, "status": status, "end_reason": reason,
+        _UPDATE_ENROLLMENT.execute(self.conn, {"w_id": enrollment_id, "status": status, "end_reason": reason,
                                                "ended_at": now, "next_run_at": None})
 
     def pause(self, enrollment_id: int, reason: str) -> None:
@@ -115,8 +121,8 @@ class EnrollmentRepository:
                                   next_run_at=wake if wake is not None and wake > now else now))
 
     def log_step(self, enrollment_id: int, pc: int, step: str, outcome: str, now: datetime) -> None:
-        self.conn.execute(_INSERT_STEP, {"enrollment_id": enrollment_id, "pc": pc, "step": step, "outcome": outcome,
-                                         "at": now})
+        _INSERT_STEP.insert(self.conn, {"enrollment_id": enrollment_id, "pc": pc, "step": step, "outcome": outcome,
+                                        "at": now})
 
     def history(self, enrollment_id: int) -> list[Row]:
         q = select(orm.enrollment_steps).where(orm.enrollment_steps.c.enrollment_id == enrollment_id) \

@@ -8,6 +8,7 @@ its cache key costs several times more than running it (docs/performance.md).
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
@@ -19,6 +20,7 @@ from ..domain import ledger as ledger_chain
 from ..domain.model import Channel, Consent, DndSettings, NotFound, State, TransitionRecord
 from ..domain.settings import OrgSettings, resolve
 from . import orm
+from .prepared import Prepared, bind_list, bind_values
 
 Row = dict[str, Any]
 
@@ -35,51 +37,65 @@ def _row(result: Any) -> Row | None:
 
 # Prebuilt statements. Parameters of WHERE clauses are prefixed with `w_` so they never clash
 # with the column names an UPDATE takes its SET clause from (the other keys of the parameters).
-_ORG = select(orm.orgs).where(orm.orgs.c.id == bindparam("w_id"))
-_ORG_BY_NUMBER = select(orm.org_numbers.c.org_id).where(orm.org_numbers.c.number == bindparam("w_number"))
-_AGENT = select(orm.agents).where(orm.agents.c.id == bindparam("w_id"))
-_CONTACT = select(orm.contacts).where(and_(orm.contacts.c.id == bindparam("w_id"),
-                                           orm.contacts.c.org_id == bindparam("w_org_id")))
-_UPDATE_CONTACT = update(orm.contacts).where(orm.contacts.c.id == bindparam("w_id"))
-_CONTACT_BY_ADDRESS = select(orm.addresses.c.contact_id).where(and_(
-    orm.addresses.c.org_id == bindparam("w_org_id"), orm.addresses.c.value == bindparam("w_value")))
-_ADDRESSES = select(orm.addresses).where(orm.addresses.c.contact_id == bindparam("w_contact_id")) \
-    .order_by(orm.addresses.c.id)
-_CONSENT = select(orm.consents).where(and_(
+_ORG = Prepared(select(orm.orgs).where(orm.orgs.c.id == bindparam("w_id")))
+_ORG_BY_NUMBER = Prepared(select(orm.org_numbers.c.org_id).where(orm.org_numbers.c.number == bindparam("w_number")))
+_AGENT = Prepared(select(orm.agents).where(orm.agents.c.id == bindparam("w_id")))
+_CONTACT = Prepared(select(orm.contacts).where(and_(orm.contacts.c.id == bindparam("w_id"),
+                                           orm.contacts.c.org_id == bindparam("w_org_id"))))
+_UPDATE_CONTACT = Prepared(update(orm.contacts).where(orm.contacts.c.id == bindparam("w_id")))
+_CONTACT_BY_ADDRESS = Prepared(select(orm.addresses.c.contact_id).where(and_(
+    orm.addresses.c.org_id == bindparam("w_org_id"), orm.addresses.c.value == bindparam("w_value"))))
+_CONTACT_AT_ADDRESS = Prepared(select(orm.contacts).join_from(
+    orm.addresses, orm.contacts, orm.addresses.c.contact_id == orm.contacts.c.id).where(and_(
+        orm.addresses.c.org_id == bindparam("w_org_id"), orm.addresses.c.value == bindparam("w_value"))))
+_ADDRESSES = Prepared(select(orm.addresses).where(orm.addresses.c.contact_id == bindparam("w_contact_id")) \
+    .order_by(orm.addresses.c.id))
+_CONSENT_SELECT = select(orm.consents).where(and_(
     orm.consents.c.org_id == bindparam("w_org_id"), orm.consents.c.address == bindparam("w_address"),
     orm.consents.c.channel == bindparam("w_channel")))
-_CONSENT_LOCKED = _CONSENT.with_for_update()
-_CONSENTS_FOR_ADDRESSES = select(orm.consents).where(and_(
-    orm.consents.c.org_id == bindparam("w_org_id"),
-    orm.consents.c.address.in_(bindparam("w_addresses", expanding=True)),
-)).order_by(orm.consents.c.id)
-_INSERT_CONSENT = insert(orm.consents)
-_UPDATE_CONSENT = update(orm.consents).where(orm.consents.c.id == bindparam("w_id"))
-_LEDGER_HEAD_LOCKED = select(orm.ledger_heads).where(orm.ledger_heads.c.org_id == bindparam("w_org_id")) \
-    .with_for_update()
-_INSERT_LEDGER = insert(orm.ledger)
-_UPDATE_LEDGER_HEAD = update(orm.ledger_heads).where(orm.ledger_heads.c.org_id == bindparam("w_org_id"))
-_INSERT_MESSAGE = insert(orm.messages)
-_MESSAGE = select(orm.messages).where(orm.messages.c.id == bindparam("w_id"))
-_UPDATE_MESSAGE = update(orm.messages).where(orm.messages.c.id == bindparam("w_id"))
-_INBOUND_BY_PROVIDER_ID = select(orm.messages).where(and_(
+_CONSENT = Prepared(_CONSENT_SELECT)
+_CONSENT_LOCKED = Prepared(_CONSENT_SELECT.with_for_update())
+_INSERT_CONSENT = Prepared(insert(orm.consents))
+_UPDATE_CONSENT = Prepared(update(orm.consents).where(orm.consents.c.id == bindparam("w_id")))
+_LEDGER_HEAD_LOCKED = Prepared(select(orm.ledger_heads).where(orm.ledger_heads.c.org_id == bindparam("w_org_id")) \
+    .with_for_update())
+_INSERT_LEDGER = Prepared(insert(orm.ledger))
+_UPDATE_LEDGER_HEAD = Prepared(update(orm.ledger_heads).where(orm.ledger_heads.c.org_id == bindparam("w_org_id")))
+_INSERT_MESSAGE = Prepared(insert(orm.messages))
+_MESSAGE = Prepared(select(orm.messages).where(orm.messages.c.id == bindparam("w_id")))
+_UPDATE_MESSAGE = Prepared(update(orm.messages).where(orm.messages.c.id == bindparam("w_id")))
+_INBOUND_BY_PROVIDER_ID = Prepared(select(orm.messages).where(and_(
     orm.messages.c.org_id == bindparam("w_org_id"), orm.messages.c.direction == "in",
-    orm.messages.c.provider_id == bindparam("w_provider_id")))
-_HELD = select(orm.messages).where(and_(
+    orm.messages.c.provider_id == bindparam("w_provider_id"))))
+_HELD = Prepared(select(orm.messages).where(and_(
     orm.messages.c.org_id == bindparam("w_org_id"), orm.messages.c.address == bindparam("w_address"),
     orm.messages.c.channel == bindparam("w_channel"), orm.messages.c.status == "held",
-)).order_by(orm.messages.c.id)
-_QUEUED_FOR = select(orm.messages.c.id).where(and_(
-    orm.messages.c.org_id == bindparam("w_org_id"), orm.messages.c.address == bindparam("w_address"),
-    orm.messages.c.direction == "out", orm.messages.c.status == "queued",
-    orm.messages.c.channel.in_(bindparam("w_channels", expanding=True)),
-))
-_RECENT_SENDS = select(orm.messages.c.sent_at).where(and_(
-    orm.messages.c.org_id == bindparam("w_org_id"), orm.messages.c.contact_id == bindparam("w_contact_id"),
-    orm.messages.c.direction == "out", orm.messages.c.status == "sent",
-    orm.messages.c.channel.in_(bindparam("w_channels", expanding=True)),
-    orm.messages.c.sent_at >= bindparam("w_since"),
-))
+)).order_by(orm.messages.c.id))
+
+
+@functools.lru_cache(maxsize=32)
+def _consents_for_addresses(count: int) -> Prepared:
+    return Prepared(select(orm.consents).where(and_(
+        orm.consents.c.org_id == bindparam("w_org_id"), orm.consents.c.address.in_(bind_list("w_address", count)),
+    )).order_by(orm.consents.c.id))
+
+
+@functools.lru_cache(maxsize=8)
+def _queued_for(count: int) -> Prepared:
+    return Prepared(select(orm.messages.c.id).where(and_(
+        orm.messages.c.org_id == bindparam("w_org_id"), orm.messages.c.address == bindparam("w_address"),
+        orm.messages.c.direction == "out", orm.messages.c.status == "queued",
+        orm.messages.c.channel.in_(bind_list("w_channel", count)),
+    )))
+
+
+@functools.lru_cache(maxsize=8)
+def _recent_sends(count: int) -> Prepared:
+    return Prepared(select(orm.messages.c.sent_at).where(and_(
+        orm.messages.c.org_id == bindparam("w_org_id"), orm.messages.c.contact_id == bindparam("w_contact_id"),
+        orm.messages.c.direction == "out", orm.messages.c.status == "sent",
+        orm.messages.c.channel.in_(bind_list("w_channel", count)), orm.messages.c.sent_at >= bindparam("w_since"),
+    )))
 
 
 class OrgMemo:
@@ -105,7 +121,7 @@ class OrgRepository:
     def get(self, org_id: int) -> Row:
         row = self._memo.rows.get(org_id)
         if row is None:
-            row = _row(self.conn.execute(_ORG, {"w_id": org_id}))
+            row = _ORG.first(self.conn, {"w_id": org_id})
             if row is None:
                 raise NotFound(f"no org with id {org_id}", code="org_not_found")
             self._memo.rows[org_id] = row
@@ -172,7 +188,7 @@ class OrgRepository:
         return list(self.conn.execute(q).scalars())
 
     def find_by_number(self, number: str) -> int | None:
-        return self.conn.execute(_ORG_BY_NUMBER, {"w_number": number}).scalar()
+        return _ORG_BY_NUMBER.scalar(self.conn, {"w_number": number})
 
 
 _RESOLVE_CACHE: dict[str, OrgSettings] = {}
@@ -202,7 +218,7 @@ class AgentRepository:
         return _row(self.conn.execute(select(orm.agents).where(orm.agents.c.token_hash == token_hash)))
 
     def get(self, agent_id: int) -> Row | None:
-        return _row(self.conn.execute(_AGENT, {"w_id": agent_id}))
+        return _AGENT.first(self.conn, {"w_id": agent_id})
 
     def for_org(self, org_id: int) -> list[Row]:
         q = select(orm.agents).where(orm.agents.c.org_id == org_id).order_by(orm.agents.c.id)
@@ -232,7 +248,7 @@ class ContactRepository:
         )))
 
     def get(self, org_id: int, contact_id: int) -> Row:
-        row = _row(self.conn.execute(_CONTACT, {"w_id": contact_id, "w_org_id": org_id}))
+        row = _CONTACT.first(self.conn, {"w_id": contact_id, "w_org_id": org_id})
         if row is None:
             raise NotFound(f"no contact with id {contact_id}", code="contact_not_found")
         return row
@@ -240,14 +256,18 @@ class ContactRepository:
     def update(self, contact_id: int, now: datetime, **values: Any) -> None:
         if "fields" in values:
             values["fields_json"] = json.dumps(values.pop("fields"))
-        self.conn.execute(_UPDATE_CONTACT, {"w_id": contact_id, "updated_at": now, **values})
+        _UPDATE_CONTACT.execute(self.conn, {"w_id": contact_id, "updated_at": now, **values})
 
     def set_dnd(self, contact_id: int, now: datetime, dnd: DndSettings) -> None:
         self.update(contact_id, now, dnd_all=dnd.all_channels,
                     dnd_channels=",".join(sorted(c.value for c in dnd.channels)))
 
     def find_by_address(self, org_id: int, value: str) -> int | None:
-        return self.conn.execute(_CONTACT_BY_ADDRESS, {"w_org_id": org_id, "w_value": value}).scalar()
+        return _CONTACT_BY_ADDRESS.scalar(self.conn, {"w_org_id": org_id, "w_value": value})
+
+    def at_address(self, org_id: int, value: str) -> Row | None:
+        """The contact one of whose addresses is `value` (in normal form)."""
+        return _CONTACT_AT_ADDRESS.first(self.conn, {"w_org_id": org_id, "w_value": value})
 
     def add_address(self, org_id: int, contact_id: int, kind: str, value: str) -> None:
         self._addresses.pop(contact_id, None)
@@ -256,8 +276,7 @@ class ContactRepository:
     def addresses(self, contact_id: int) -> list[Row]:
         rows = self._addresses.get(contact_id)
         if rows is None:
-            rows = self._addresses[contact_id] = [
-                dict(r) for r in self.conn.execute(_ADDRESSES, {"w_contact_id": contact_id}).mappings()]
+            rows = self._addresses[contact_id] = _ADDRESSES.rows(self.conn, {"w_contact_id": contact_id})
         return [dict(r) for r in rows]
 
     def search(self, org_id: int, *, address: str | None = None, name: str | None = None,
@@ -298,8 +317,8 @@ class ConsentRepository:
 
     def get(self, org_id: int, address: str, channel: Channel, *, lock: bool = False) -> Consent:
         """The stored consent, or a new `unknown` one (saved by `save`)."""
-        row = _row(self.conn.execute(_CONSENT_LOCKED if lock else _CONSENT,
-                                     {"w_org_id": org_id, "w_address": address, "w_channel": channel.value}))
+        row = (_CONSENT_LOCKED if lock else _CONSENT).first(
+            self.conn, {"w_org_id": org_id, "w_address": address, "w_channel": channel.value})
         if row is None:
             return Consent(channel=channel, address=address, org_id=org_id)
         return consent_from_row(row)
@@ -309,17 +328,17 @@ class ConsentRepository:
         values["state"] = State(consent.state).value
         values["updated_at"] = now
         if consent.id is None:
-            consent.id = new_id(self.conn.execute(_INSERT_CONSENT, {
+            consent.id = _INSERT_CONSENT.insert(self.conn, {
                 "org_id": consent.org_id, "address": consent.address, "channel": consent.channel.value, **values,
-            }))
+            })
         else:
-            self.conn.execute(_UPDATE_CONSENT, {"w_id": consent.id, **values})
+            _UPDATE_CONSENT.execute(self.conn, {"w_id": consent.id, **values})
 
     def for_addresses(self, org_id: int, addresses: Sequence[str]) -> list[Consent]:
         if not addresses:
             return []
-        params = {"w_org_id": org_id, "w_addresses": list(addresses)}
-        return [consent_from_row(r) for r in self.conn.execute(_CONSENTS_FOR_ADDRESSES, params).mappings()]
+        params = {"w_org_id": org_id, **bind_values("w_address", addresses)}
+        return [consent_from_row(r) for r in _consents_for_addresses(len(addresses)).rows(self.conn, params)]
 
     def attach_contact(self, org_id: int, address: str, contact_id: int) -> None:
         self.conn.execute(update(orm.consents).where(and_(
@@ -357,15 +376,15 @@ class LedgerRepository:
     def append_change(self, org_id: int, contact_id: int | None, **change: Any) -> Row:
         """Append one entry to the org's chain. Also used for contact-level changes that are not
         consent transitions (DND, marketing permission), with their own trigger names."""
-        head = _row(self.conn.execute(_LEDGER_HEAD_LOCKED, {"w_org_id": org_id}))
+        head = _LEDGER_HEAD_LOCKED.first(self.conn, {"w_org_id": org_id})
         if head is None:
             self.conn.execute(insert(orm.ledger_heads).values(org_id=org_id, seq=0, hash=ledger_chain.GENESIS))
             head = {"seq": 0, "hash": ledger_chain.GENESIS}
         fields: Row = {"org_id": org_id, "seq": head["seq"] + 1, "contact_id": contact_id, **change}
         fields["prev_hash"] = head["hash"]
         fields["hash"] = ledger_chain.entry_hash(head["hash"], fields)
-        fields["id"] = new_id(self.conn.execute(_INSERT_LEDGER, fields))
-        self.conn.execute(_UPDATE_LEDGER_HEAD, {"w_org_id": org_id, "seq": fields["seq"], "hash": fields["hash"]})
+        fields["id"] = _INSERT_LEDGER.insert(self.conn, fields)
+        _UPDATE_LEDGER_HEAD.execute(self.conn, {"w_org_id": org_id, "seq": fields["seq"], "hash": fields["hash"]})
         return fields
 
     def for_contact(self, org_id: int, contact_id: int, addresses: Iterable[str] = ()) -> list[Row]:
@@ -400,20 +419,20 @@ class MessageRepository:
         self.conn = conn
 
     def add(self, **values: Any) -> int:
-        return new_id(self.conn.execute(_INSERT_MESSAGE, values))
+        return _INSERT_MESSAGE.insert(self.conn, values)
 
     def get(self, message_id: int) -> Row | None:
-        return _row(self.conn.execute(_MESSAGE, {"w_id": message_id}))
+        return _MESSAGE.first(self.conn, {"w_id": message_id})
 
     def find_inbound(self, org_id: int, provider_id: str) -> Row | None:
-        return _row(self.conn.execute(_INBOUND_BY_PROVIDER_ID, {"w_org_id": org_id, "w_provider_id": provider_id}))
+        return _INBOUND_BY_PROVIDER_ID.first(self.conn, {"w_org_id": org_id, "w_provider_id": provider_id})
 
     def set(self, message_id: int, **values: Any) -> None:
-        self.conn.execute(_UPDATE_MESSAGE, {"w_id": message_id, **values})
+        _UPDATE_MESSAGE.execute(self.conn, {"w_id": message_id, **values})
 
     def held(self, org_id: int, address: str, channel: Channel) -> list[Row]:
         params = {"w_org_id": org_id, "w_address": address, "w_channel": channel.value}
-        return [dict(r) for r in self.conn.execute(_HELD, params).mappings()]
+        return _HELD.rows(self.conn, params)
 
     def has_outbound(self, org_id: int, address: str, channel: Channel) -> bool:
         q = select(orm.messages.c.id).where(and_(
@@ -425,9 +444,10 @@ class MessageRepository:
 
     def recent_sends(self, org_id: int, contact_id: int, channels: Iterable[Channel],
                      since: datetime) -> list[datetime]:
-        params = {"w_org_id": org_id, "w_contact_id": contact_id, "w_channels": [c.value for c in channels],
-                  "w_since": since}
-        return [t for t in self.conn.execute(_RECENT_SENDS, params).scalars() if t is not None]
+        values = [c.value for c in channels]
+        params = {"w_org_id": org_id, "w_contact_id": contact_id, "w_since": since, **bind_values("w_channel", values)}
+        rows = _recent_sends(len(values)).rows(self.conn, params)
+        return [row["sent_at"] for row in rows if row["sent_at"] is not None]
 
     def for_contact(self, org_id: int, contact_id: int, limit: int = 100) -> list[Row]:
         q = select(orm.messages).where(and_(
@@ -442,8 +462,9 @@ class MessageRepository:
         return [dict(r) for r in self.conn.execute(q).mappings()]
 
     def queued_for(self, org_id: int, address: str, channels: Iterable[Channel]) -> list[int]:
-        params = {"w_org_id": org_id, "w_address": address, "w_channels": [c.value for c in channels]}
-        return list(self.conn.execute(_QUEUED_FOR, params).scalars())
+        values = [c.value for c in channels]
+        params = {"w_org_id": org_id, "w_address": address, **bind_values("w_channel", values)}
+        return [row["id"] for row in _queued_for(len(values)).rows(self.conn, params)]
 
     def claim_due(self, now: datetime, limit: int, skip_locked: bool) -> list[Row]:
         q = select(orm.messages).where(and_(

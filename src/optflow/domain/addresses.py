@@ -12,6 +12,7 @@ from .model import Channel, InvalidInput
 PHONE_CHANNELS = frozenset({Channel.TEXT, Channel.CALL, Channel.WHATSAPP})
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _WHATSAPP_PREFIX = "whatsapp:"
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 
 
 @functools.lru_cache(maxsize=1024)
@@ -66,6 +67,17 @@ def normalize_for_channel(raw: str, channel: Channel, default_region: str = "US"
         return normalize_phone(text, default_region)
     except InvalidInput:
         return text
+
+
+def written_as_e164(raw: str, channel: Channel) -> str | None:
+    """`raw` (without a `whatsapp:` prefix) when it is written exactly as optflow stores phone
+    numbers, else None. Such a string still needs checking (`normalize_phone`) unless it is
+    found among numbers already stored, which were checked when they were saved: that look-up
+    costs less than parsing a number again (see `receive_inbound`)."""
+    if channel is Channel.EMAIL:
+        return None
+    text = raw[len(_WHATSAPP_PREFIX):] if raw[:len(_WHATSAPP_PREFIX)].lower() == _WHATSAPP_PREFIX else raw
+    return text if _E164.fullmatch(text) else None
 
 
 def parse_channel(raw: str) -> Channel:

@@ -286,7 +286,7 @@ class FlowEngine:
         step after RETRY_AFTER, so it neither blocks the rest of the batch on every tick nor fails
         the business event that enrolled the contact."""
         try:
-            with uow.conn.begin_nested():
+            with uow.savepoint():
                 self.execute(uow, row, now, report)
         except Exception as exc:
             log.exception("enrolment %s (flow %s) failed at step %s", row["id"], row["flow_name"], row["pc"])

@@ -9,6 +9,7 @@ from sqlalchemy import Connection, Engine
 
 from ..adapters import db
 from ..adapters.enrollments import EnrollmentRepository
+from ..adapters.prepared import Savepoint
 from ..adapters.repository import (
     AgentRepository,
     ConsentRepository,
@@ -52,7 +53,7 @@ class UnitOfWork:
     def __enter__(self) -> UnitOfWork:
         if self._outer is not None:
             self.conn = self._outer
-            self._tx = self.conn.begin_nested()
+            self._tx = Savepoint(self.conn).begin()
         else:
             assert self.engine is not None
             self.conn = self.engine.connect()
@@ -85,3 +86,7 @@ class UnitOfWork:
 
     def rollback(self) -> None:
         self._tx.rollback()
+
+    def savepoint(self) -> Savepoint:
+        """`with uow.savepoint():` undoes only the block's work when it raises."""
+        return Savepoint(self.conn)

@@ -1,0 +1,109 @@
+"""Statements run through the driver (`Prepared`, `Savepoint`) behave exactly like the same
+statements through SQLAlchemy's `Connection.execute`, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import Engine, bindparam, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from optflow.adapters import orm
+from optflow.adapters.prepared import Prepared, Savepoint, bind_list, bind_values
+
+NOW = datetime(2026, 11, 23, 18, 0, 0, 123456, tzinfo=UTC)
+
+_CONSENT = select(orm.consents).where(orm.consents.c.id == bindparam("w_id"))
+_INSERT_CONSENT = insert(orm.consents)
+
+
+def _org(conn) -> int:  # type: ignore[no-untyped-def]
+    return int(conn.execute(insert(orm.orgs).values(name="Acme", settings_json="{}", created_at=NOW))
+               .inserted_primary_key[0])
+
+
+def _consent_values(org_id: int, address: str) -> dict[str, object]:
+    return {"org_id": org_id, "address": address, "channel": "text", "state": "opted_in", "awaiting_pin": True,
+            "opted_in_at": NOW, "version": 1, "opt_out_confirmation_sent": False, "updated_at": NOW}
+
+
+def test_rows_come_back_as_through_sqlalchemy(engine: Engine) -> None:
+    with engine.connect() as conn, conn.begin():
+        org = _org(conn)
+        new = Prepared(_INSERT_CONSENT).insert(conn, _consent_values(org, "+14155550100"))
+        through_driver = Prepared(_CONSENT).first(conn, {"w_id": new})
+        through_sqlalchemy = dict(conn.execute(_CONSENT, {"w_id": new}).mappings().one())
+        assert through_driver == through_sqlalchemy
+        assert through_driver is not None
+        assert through_driver["opted_in_at"] == NOW  # aware UTC, microseconds kept
+        assert through_driver["awaiting_pin"] is True  # a bool, not SQLite's 1
+        assert Prepared(_CONSENT).rows(conn, {"w_id": new}) == [through_sqlalchemy]
+        assert Prepared(select(orm.consents.c.address).where(orm.consents.c.id == bindparam("w_id"))) \
+            .scalar(conn, {"w_id": new}) == "+14155550100"
+        assert Prepared(_CONSENT).first(conn, {"w_id": new + 1}) is None
+
+
+def test_inserts_fill_scalar_column_defaults_and_updates_count_rows(engine: Engine) -> None:
+    with engine.connect() as conn, conn.begin():
+        org = _org(conn)
+        message = Prepared(insert(orm.messages)).insert(conn, {
+            "org_id": org, "direction": "in", "channel": "text", "address": "+14155550100", "body": "hi",
+            "status": "received", "created_at": NOW})
+        row = conn.execute(select(orm.messages).where(orm.messages.c.id == message)).mappings().one()
+        assert (row["audience"], row["purpose"], row["kind"], row["attempts"]) == \
+            ("customer", "conversational", "normal", 0)
+        change = Prepared(update(orm.messages).where(orm.messages.c.id == bindparam("w_id")))
+        assert change.execute(conn, {"w_id": message, "status": "delivered"}) == 1
+        assert change.execute(conn, {"w_id": message + 1, "status": "delivered"}) == 0
+        assert conn.execute(select(orm.messages.c.status)).scalar() == "delivered"
+
+
+def test_fixed_length_in_lists(engine: Engine) -> None:
+    with engine.connect() as conn, conn.begin():
+        org = _org(conn)
+        for address in ("+14155550100", "+14155550101", "+14155550102"):
+            Prepared(_INSERT_CONSENT).insert(conn, _consent_values(org, address))
+        two = Prepared(select(orm.consents.c.address).where(orm.consents.c.address.in_(bind_list("w_a", 2)))
+                       .order_by(orm.consents.c.address))
+        rows = two.rows(conn, bind_values("w_a", ["+14155550102", "+14155550100"]))
+        assert [r["address"] for r in rows] == ["+14155550100", "+14155550102"]
+
+
+def test_driver_errors_are_sqlalchemy_errors(engine: Engine) -> None:
+    """The group commit retries on `sqlalchemy.exc.IntegrityError`; a driver error must arrive as one."""
+    with engine.connect() as conn, conn.begin():
+        org = _org(conn)
+        Prepared(_INSERT_CONSENT).insert(conn, _consent_values(org, "+14155550100"))
+        with pytest.raises(IntegrityError), Savepoint(conn):
+            Prepared(_INSERT_CONSENT).insert(conn, _consent_values(org, "+14155550100"))
+        # The transaction goes on after the savepoint rolled back (PostgreSQL would refuse otherwise).
+        assert conn.execute(select(orm.consents.c.id)).scalars().all() != []
+
+
+def test_statements_it_cannot_run_are_refused_with_a_reason(engine: Engine) -> None:
+    expanding = Prepared(select(orm.consents).where(orm.consents.c.address.in_(bindparam("w", expanding=True))))
+    with engine.connect() as conn, conn.begin(), pytest.raises(TypeError, match="expanding"):
+        expanding.rows(conn, {"w": ["+14155550100"]})
+    with engine.connect() as conn, conn.begin(), pytest.raises(TypeError, match="w_id"):
+        Prepared(_CONSENT).first(conn, {})
+
+
+def test_savepoints_keep_or_undo_their_part_of_the_transaction(engine: Engine) -> None:
+    with engine.connect() as conn:
+        with conn.begin():
+            org = _org(conn)
+            with Savepoint(conn):
+                Prepared(_INSERT_CONSENT).insert(conn, _consent_values(org, "+14155550100"))
+            with pytest.raises(RuntimeError), Savepoint(conn):
+                Prepared(_INSERT_CONSENT).insert(conn, _consent_values(org, "+14155550101"))
+                raise RuntimeError("undo this one")
+            undone = Savepoint(conn).begin()
+            Prepared(_INSERT_CONSENT).insert(conn, _consent_values(org, "+14155550102"))
+            undone.rollback()
+            kept = Savepoint(conn).begin()
+            Prepared(_INSERT_CONSENT).insert(conn, _consent_values(org, "+14155550103"))
+            kept.commit()
+        with conn.begin():
+            stored = conn.execute(select(orm.consents.c.address).order_by(orm.consents.c.address)).scalars().all()
+    assert stored == ["+14155550100", "+14155550103"]
