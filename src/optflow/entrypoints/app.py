@@ -16,6 +16,7 @@ from ..service_layer.handlers import InboundResult
 from .docs_ui import configure_docs_ui, install_docs_assets
 from .errors import install_error_handlers
 from .inbound_batcher import InboundBatcher
+from .org_directory import OrgDirectory
 
 log = logging.getLogger("optflow.app")
 
@@ -72,6 +73,7 @@ def create_app(config: Config | None = None, system: System | None = None, *, na
     async def start_system(app: Sanic, _: Any = None) -> None:
         app.ctx.system = system or bootstrap(config, create_schema=False)
         app.ctx.inbound = InboundGateway(app.ctx.system)
+        app.ctx.orgs = OrgDirectory(app.ctx.system.bus)
         app.ctx.inbound.start()
 
     @app.after_server_stop

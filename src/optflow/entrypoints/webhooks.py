@@ -7,6 +7,7 @@ classification, the consent transition and the reply all happen in the service l
 
 from __future__ import annotations
 
+import hmac
 import html
 import json
 import logging
@@ -77,10 +78,13 @@ def webhooks_blueprint() -> Blueprint:
         # Twilio signs every parameter it sends, empty ones included.
         form: Mapping[str, Any] = request.get_form(keep_blank_values=True) or {}
         to = _required(form, "To")
-        org_id, settings = _org_for_number(request, to)
         config: Config = request.app.ctx.config
-        if not config.skip_signature_check:
-            _check_twilio_signature(request, settings.twilio_auth_token or config.twilio_auth_token, form)
+
+        def check(settings: OrgSettings) -> None:
+            if not config.skip_signature_check:
+                _check_twilio_signature(request, settings.twilio_auth_token or config.twilio_auth_token, form)
+
+        org_id, _ = request.app.ctx.orgs.authenticated(_e164(to), check)
         sender = _required(form, "From")
         body = _required(form, "Body")
         channel = Channel.WHATSAPP if sender.lower().startswith(WHATSAPP_PREFIX) else Channel.TEXT
@@ -105,9 +109,12 @@ def webhooks_blueprint() -> Blueprint:
         if not signature and not config.skip_signature_check:
             raise ApiError(403, "forbidden", f"missing {CHAT_SIGNATURE_HEADER} header")
         message = _chat_message(request.body)
-        org_id, settings = _org_for_number(request, message.to)
-        if not config.skip_signature_check:
-            _check_chat_signature(settings.chat_secret or config.chat_webhook_secret, request.body, signature)
+
+        def check(settings: OrgSettings) -> None:
+            if not config.skip_signature_check:
+                _check_chat_signature(settings.chat_secret or config.chat_webhook_secret, request.body, signature)
+
+        org_id, _ = request.app.ctx.orgs.authenticated(_e164(message.to), check)
         result: InboundResult = await request.app.ctx.inbound.submit(c.ReceiveInbound(
             channel=message.channel, from_address=message.sender, to_address=message.to, body=message.text,
             provider_id=message.message_id, org_id=org_id))
@@ -152,14 +159,9 @@ def _required(form: Mapping[str, Any], name: str) -> str:
     return str(value)
 
 
-def _org_for_number(request: Request, number: str) -> tuple[int, OrgSettings]:
-    """The org that owns `number` (E.164, with or without `whatsapp:`) and its settings."""
-    e164 = normalize_for_channel(number, Channel.TEXT)
-    with request.app.ctx.system.bus.uow(read_only=True) as uow:
-        org_id = uow.orgs.find_by_number(e164)
-        if org_id is None:
-            raise NotFound(f"no org owns the number {e164}", code="unknown_number")
-        return int(org_id), uow.orgs.settings(org_id)
+def _e164(number: str) -> str:
+    """An org's number as the webhook names it (E.164, with or without `whatsapp:`), in E.164."""
+    return normalize_for_channel(number, Channel.TEXT)
 
 
 def public_url_of(request: Request, config: Config) -> str:
@@ -175,7 +177,10 @@ def _check_twilio_signature(request: Request, auth_token: str | None, form: Mapp
     if not auth_token:
         raise ApiError(403, "forbidden", "no Twilio auth token is configured for this number's org")
     url = public_url_of(request, request.app.ctx.config)
-    if not RequestValidator(auth_token).validate(url, form, signature):
+    validator = RequestValidator(auth_token)
+    # The exact URL first: `validate` always signs two variants of it (with and without a port).
+    if not (hmac.compare_digest(validator.compute_signature(url, form).encode(), signature.encode())
+            or validator.validate(url, form, signature)):
         log.warning("rejected a Twilio webhook with a wrong signature (signed URL should be %s)", url)
         raise ApiError(403, "forbidden", f"invalid {TWILIO_SIGNATURE_HEADER}")
 
