@@ -14,9 +14,10 @@ import logging
 import secrets
 import shlex
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from xml.sax.saxutils import escape
 
 from sanic import Blueprint, Request, Sanic
 from sanic.response import HTTPResponse
@@ -24,7 +25,6 @@ from sanic.response import html as html_response
 from sanic.response import json as json_response
 from sanic_ext import openapi
 from twilio.request_validator import RequestValidator
-from twilio.twiml.messaging_response import MessagingResponse
 
 from ..adapters.senders.webhook import verify_webhook_signature
 from ..bootstrap import System
@@ -92,10 +92,7 @@ def webhooks_blueprint() -> Blueprint:
             channel=channel, from_address=sender, to_address=to, body=body,
             provider_id=form.get("MessageSid") or None, opt_out_type=form.get("OptOutType") or None,
             org_id=org_id))
-        reply = MessagingResponse()
-        for text in result.replies:
-            reply.message(text)
-        return HTTPResponse(reply.to_xml(), content_type="text/xml; charset=utf-8")
+        return HTTPResponse(twiml_replies(result.replies), content_type="text/xml; charset=utf-8")
 
     @bp.post(CHAT_PATH, name="chat")
     @openapi.exclude()
@@ -150,6 +147,16 @@ def webhooks_blueprint() -> Blueprint:
 
 
 # ------------------------------------------------------------------------------------- Twilio
+
+
+def twiml_replies(replies: Sequence[str]) -> str:
+    """TwiML answering with one <Message> per reply, byte for byte what the twilio library's
+    `MessagingResponse` writes (a test compares them), at a tenth of its cost: building an
+    ElementTree per webhook took ~4% of a worker's time under load."""
+    if not replies:
+        return '<?xml version="1.0" encoding="UTF-8"?><Response />'
+    messages = "".join(f"<Message>{escape(text)}</Message>" if text else "<Message />" for text in replies)
+    return f'<?xml version="1.0" encoding="UTF-8"?><Response>{messages}</Response>'
 
 
 def _required(form: Mapping[str, Any], name: str) -> str:
