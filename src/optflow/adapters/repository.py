@@ -59,7 +59,6 @@ _INSERT_CONSENT = Prepared(insert(orm.consents))
 _UPDATE_CONSENT = Prepared(update(orm.consents).where(orm.consents.c.id == bindparam("w_id")))
 _LEDGER_HEAD_LOCKED = Prepared(select(orm.ledger_heads).where(orm.ledger_heads.c.org_id == bindparam("w_org_id")) \
     .with_for_update())
-_INSERT_LEDGER = Prepared(insert(orm.ledger))
 _UPDATE_LEDGER_HEAD = Prepared(update(orm.ledger_heads).where(orm.ledger_heads.c.org_id == bindparam("w_org_id")))
 _INSERT_MESSAGE = Prepared(insert(orm.messages))
 _MESSAGE = Prepared(select(orm.messages).where(orm.messages.c.id == bindparam("w_id")))
@@ -360,12 +359,34 @@ class ConsentRepository:
         return [consent_from_row(r) for r in self.conn.execute(q).mappings()]
 
 
-class LedgerRepository:
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
+_LEDGER_COLUMNS = tuple(column.name for column in orm.ledger.columns if column.name != "id")
 
-    def append(self, org_id: int, contact_id: int | None, record: TransitionRecord) -> Row:
-        return self.append_change(
+
+class LedgerQueue:
+    """Ledger entries appended in a transaction and not yet written: `LedgerRepository.flush`
+    writes them, in order, just before the transaction commits.
+
+    Why: every entry extends its org's hash chain, so writing one means locking the chain's head
+    row, reading it and updating it. Done entry by entry, each transition cost three statements,
+    and on PostgreSQL a group commit held the head's lock from its first transition to its end,
+    so the web workers' group commits took turns (and could deadlock with consent row locks
+    taken in the other order). Queued, a transaction locks each head once, at its very end, and
+    inserts all its entries in one statement."""
+
+    def __init__(self) -> None:
+        self.entries: list[Row] = []
+
+
+class LedgerRepository:
+    """The consent ledger. Appends are queued (`LedgerQueue`) and written by `flush`, which the
+    unit of work calls before it commits; reading the ledger flushes first."""
+
+    def __init__(self, conn: Connection, queue: LedgerQueue | None = None) -> None:
+        self.conn = conn
+        self.queue = queue if queue is not None else LedgerQueue()
+
+    def append(self, org_id: int, contact_id: int | None, record: TransitionRecord) -> None:
+        self.append_change(
             org_id, contact_id, channel=record.channel.value, address=record.address,
             from_state=State(record.from_state).value, to_state=State(record.to_state).value,
             trigger=record.trigger.value, method=record.method, actor_kind=record.actor.kind.value,
@@ -373,21 +394,35 @@ class LedgerRepository:
             evidence=record.evidence, occurred_at=record.occurred_at, recorded_at=record.recorded_at,
         )
 
-    def append_change(self, org_id: int, contact_id: int | None, **change: Any) -> Row:
-        """Append one entry to the org's chain. Also used for contact-level changes that are not
+    def append_change(self, org_id: int, contact_id: int | None, **change: Any) -> None:
+        """Queue one entry for the org's chain. Also used for contact-level changes that are not
         consent transitions (DND, marketing permission), with their own trigger names."""
-        head = _LEDGER_HEAD_LOCKED.first(self.conn, {"w_org_id": org_id})
-        if head is None:
-            self.conn.execute(insert(orm.ledger_heads).values(org_id=org_id, seq=0, hash=ledger_chain.GENESIS))
-            head = {"seq": 0, "hash": ledger_chain.GENESIS}
-        fields: Row = {"org_id": org_id, "seq": head["seq"] + 1, "contact_id": contact_id, **change}
-        fields["prev_hash"] = head["hash"]
-        fields["hash"] = ledger_chain.entry_hash(head["hash"], fields)
-        fields["id"] = _INSERT_LEDGER.insert(self.conn, fields)
-        _UPDATE_LEDGER_HEAD.execute(self.conn, {"w_org_id": org_id, "seq": fields["seq"], "hash": fields["hash"]})
-        return fields
+        self.queue.entries.append({"org_id": org_id, "contact_id": contact_id, **change})
+
+    def flush(self) -> None:
+        """Write the queued entries: per org, lock the chain's head, chain the entries onto it in
+        the order they were appended, insert them, and move the head."""
+        entries, self.queue.entries = self.queue.entries, []
+        by_org: dict[int, list[Row]] = {}
+        for entry in entries:
+            by_org.setdefault(entry["org_id"], []).append(entry)
+        for org_id, appended in sorted(by_org.items()):
+            head = _LEDGER_HEAD_LOCKED.first(self.conn, {"w_org_id": org_id})
+            if head is None:
+                self.conn.execute(insert(orm.ledger_heads).values(org_id=org_id, seq=0, hash=ledger_chain.GENESIS))
+                head = {"seq": 0, "hash": ledger_chain.GENESIS}
+            seq, prev_hash, rows = head["seq"], head["hash"], []
+            for entry in appended:
+                seq += 1
+                row = {name: entry.get(name) for name in _LEDGER_COLUMNS}
+                row.update(seq=seq, prev_hash=prev_hash)
+                row["hash"] = prev_hash = ledger_chain.entry_hash(prev_hash, row)
+                rows.append(row)
+            self.conn.execute(insert(orm.ledger), rows)
+            _UPDATE_LEDGER_HEAD.execute(self.conn, {"w_org_id": org_id, "seq": seq, "hash": prev_hash})
 
     def for_contact(self, org_id: int, contact_id: int, addresses: Iterable[str] = ()) -> list[Row]:
+        self.flush()
         cond = orm.ledger.c.contact_id == contact_id
         addrs = list(addresses)
         if addrs:
@@ -396,6 +431,7 @@ class LedgerRepository:
         return [dict(r) for r in self.conn.execute(q).mappings()]
 
     def entries(self, org_id: int, since: datetime | None = None, until: datetime | None = None) -> list[Row]:
+        self.flush()
         q = select(orm.ledger).where(orm.ledger.c.org_id == org_id)
         if since is not None:
             q = q.where(orm.ledger.c.recorded_at >= since)
@@ -404,6 +440,7 @@ class LedgerRepository:
         return [dict(r) for r in self.conn.execute(q.order_by(orm.ledger.c.seq)).mappings()]
 
     def verify(self, org_id: int) -> list[ledger_chain.ChainProblem]:
+        self.flush()
         head = _row(self.conn.execute(select(orm.ledger_heads).where(orm.ledger_heads.c.org_id == org_id)))
         rows = self.conn.execute(
             select(orm.ledger).where(orm.ledger.c.org_id == org_id).order_by(orm.ledger.c.seq, orm.ledger.c.id)

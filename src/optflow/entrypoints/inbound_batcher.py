@@ -29,12 +29,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from ..adapters.repository import OrgMemo
+from ..adapters.repository import LedgerQueue, LedgerRepository, OrgMemo
 from ..domain import commands as c
 from ..domain.model import DomainError
 from ..service_layer.handlers import InboundResult
@@ -57,6 +57,15 @@ class _Pending:
     result: InboundResult | None = None
     error: BaseException | None = None
     fallback_opt_out: bool = False
+
+
+@dataclass
+class _Shared:
+    """What the messages of one group commit share: the orgs read, and the ledger entries to
+    write at its end (one lock of each chain's head per transaction, see `LedgerQueue`)."""
+
+    orgs: OrgMemo = field(default_factory=OrgMemo)
+    ledger: LedgerQueue = field(default_factory=LedgerQueue)
 
 
 class InboundBatcher:
@@ -151,10 +160,11 @@ class InboundBatcher:
         """Handle `batch` in one transaction and commit it; afterwards each entry holds its
         result or its error. Synchronous: runs on the caller's thread."""
         try:
-            memo = OrgMemo()
+            shared = _Shared()
             with self.bus.engine.connect() as conn, conn.begin():
                 for pending in batch:
-                    self._handle_one(conn, memo, pending)
+                    self._handle_one(conn, shared, pending)
+                LedgerRepository(conn, shared.ledger).flush()
             # Leaving the block committed; only now is anything acknowledged.
         except Exception:
             log.exception("the group commit of %d inbound message(s) failed; handling each on its own", len(batch))
@@ -167,13 +177,13 @@ class InboundBatcher:
                 log.error("recorded the opt-out of %s on %s through the fallback path",
                           pending.command.from_address, pending.command.channel.value)
 
-    def _handle_one(self, conn: Connection, memo: OrgMemo, pending: _Pending) -> None:
+    def _handle_one(self, conn: Connection, shared: _Shared, pending: _Pending) -> None:
         command = pending.command
         for attempt in range(1, RETRIES + 1):
             now = self.bus.clock()
             pending.result, pending.error = None, None
             try:
-                with UnitOfWork(connection=conn, org_memo=memo) as uow:
+                with UnitOfWork(connection=conn, org_memo=shared.orgs, ledger_queue=shared.ledger) as uow:
                     try:
                         pending.result = self.bus.handle_in(uow, command, now)
                     except DomainError as exc:
@@ -193,12 +203,12 @@ class InboundBatcher:
             except Exception as exc:
                 pending.error = exc
             log.error("handling the inbound message %s failed", command.provider_id, exc_info=pending.error)
-            self._fallback(conn, memo, pending)
+            self._fallback(conn, shared, pending)
             return
 
-    def _fallback(self, conn: Connection, memo: OrgMemo, pending: _Pending) -> None:
+    def _fallback(self, conn: Connection, shared: _Shared, pending: _Pending) -> None:
         try:
-            with UnitOfWork(connection=conn, org_memo=memo) as uow:
+            with UnitOfWork(connection=conn, org_memo=shared.orgs, ledger_queue=shared.ledger) as uow:
                 if record_opt_out_only(uow, self.bus.services, pending.command, self.bus.clock()):
                     uow.commit()
                     pending.fallback_opt_out = True

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
 
@@ -14,6 +16,7 @@ from ..adapters.repository import (
     AgentRepository,
     ConsentRepository,
     ContactRepository,
+    LedgerQueue,
     LedgerRepository,
     MessageRepository,
     OrgMemo,
@@ -32,16 +35,20 @@ class UnitOfWork:
 
     `read_only=True` is for lookups that write nothing: on SQLite such a unit of work reads a
     snapshot without taking the write lock, so it neither waits for writers nor holds them up.
-    Units of work nested in one transaction may share an `org_memo` (orgs read once).
+    Units of work nested in one transaction may share an `org_memo` (orgs read once) and should
+    share a `ledger_queue`, which the transaction's owner flushes (`LedgerRepository.flush`)
+    before it commits.
     """
 
     def __init__(self, engine: Engine | None = None, *, connection: Connection | None = None,
-                 read_only: bool = False, org_memo: OrgMemo | None = None) -> None:
+                 read_only: bool = False, org_memo: OrgMemo | None = None,
+                 ledger_queue: LedgerQueue | None = None) -> None:
         if (engine is None) == (connection is None):
             raise ValueError("give an engine or a connection")
         self.engine = engine
         self.read_only = read_only
         self._org_memo = org_memo
+        self._outer_ledger_queue = ledger_queue
         self._outer = connection
         self.conn: Connection
         self._tx: Any = None
@@ -65,7 +72,7 @@ class UnitOfWork:
         self.agents = AgentRepository(self.conn)
         self.contacts = ContactRepository(self.conn)
         self.consents = ConsentRepository(self.conn)
-        self.ledger = LedgerRepository(self.conn)
+        self.ledger = LedgerRepository(self.conn)  # its own queue: dropped with a rollback
         self.messages = MessageRepository(self.conn)
         self.enrollments = EnrollmentRepository(self.conn)
         self.events = []
@@ -82,11 +89,28 @@ class UnitOfWork:
                 self.conn.close()
 
     def commit(self) -> None:
+        """Make the work durable. Ledger entries are written now (see `LedgerQueue`), or, in a
+        unit of work given the `ledger_queue` of the transaction around it, handed to that queue
+        and written when that transaction commits."""
+        if self._outer_ledger_queue is None:
+            self.ledger.flush()
+            self._tx.commit()
+            return
         self._tx.commit()
+        self._outer_ledger_queue.entries.extend(self.ledger.queue.entries)
+        self.ledger.queue.entries.clear()
 
     def rollback(self) -> None:
         self._tx.rollback()
 
-    def savepoint(self) -> Savepoint:
-        """`with uow.savepoint():` undoes only the block's work when it raises."""
-        return Savepoint(self.conn)
+    @contextlib.contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """`with uow.savepoint():` undoes only the block's work, ledger entries included, when
+        it raises."""
+        queued = len(self.ledger.queue.entries)
+        try:
+            with Savepoint(self.conn):
+                yield
+        except BaseException:
+            del self.ledger.queue.entries[queued:]
+            raise
