@@ -107,3 +107,20 @@ def test_savepoints_keep_or_undo_their_part_of_the_transaction(engine: Engine) -
         with conn.begin():
             stored = conn.execute(select(orm.consents.c.address).order_by(orm.consents.c.address)).scalars().all()
     assert stored == ["+14155550100", "+14155550103"]
+
+
+def test_many_rows_in_one_driver_call(engine: Engine) -> None:
+    with engine.connect() as conn, conn.begin():
+        org = _org(conn)
+        rows = [{"org_id": org, "direction": "out", "channel": "text", "address": f"+1415555010{n}", "body": f"#{n}",
+                 "status": "queued", "created_at": NOW} for n in range(3)]
+        Prepared(insert(orm.messages)).executemany(conn, rows)
+        Prepared(insert(orm.messages)).executemany(conn, [])
+        stored = conn.execute(select(orm.messages).order_by(orm.messages.c.id)).mappings().all()
+        assert [(r["body"], r["kind"], r["created_at"]) for r in stored] == [(f"#{n}", "normal", NOW) for n in range(3)]
+        change = Prepared(update(orm.messages).where(orm.messages.c.id == bindparam("w_id")))
+        change.executemany(conn, [{"w_id": r["id"], "status": "sent"} for r in stored[:2]])
+        assert conn.execute(select(orm.messages.c.status).order_by(orm.messages.c.id)).scalars().all() == \
+            ["sent", "sent", "queued"]
+        with pytest.raises(IntegrityError), Savepoint(conn):
+            Prepared(_INSERT_CONSENT).executemany(conn, [_consent_values(org, "+14155550100")] * 2)

@@ -44,6 +44,16 @@ class _Compiled:
     results: tuple[Processor, ...]  # result processors, one per column
     returns_id: bool  # an INSERT whose new primary key comes back as a row (RETURNING)
 
+    def args(self, params: Mapping[str, Any]) -> Any:
+        """The driver's parameters: processed values in SQL order, or by name."""
+        values = {**self.defaults, **params} if self.defaults else params
+        try:
+            if self.positional:
+                return tuple(proc(values[name]) if proc is not None else values[name] for name, proc in self.binds)
+            return {name: proc(values[name]) if proc is not None else values[name] for name, proc in self.binds}
+        except KeyError as exc:
+            raise TypeError(f"missing the parameter {exc.args[0]!r} for: {self.sql}") from None
+
 
 class Prepared:
     """One prebuilt statement. `Prepared(select(t).where(t.c.id == bindparam("w_id")))` at
@@ -105,30 +115,37 @@ class Prepared:
             cursor.close()
         return int(new_id)
 
+    def executemany(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Run an INSERT or UPDATE once per row, in one driver call; every row has the same keys.
+        (`Connection.execute(statement, rows)` builds SQLAlchemy's parameters for every row,
+        ~10 µs a row here, more than the database needs to write it.)"""
+        if not rows:
+            return
+        compiled = self._compiled_for(conn, tuple(rows[0]))
+        self._call(conn, compiled, "executemany", [compiled.args(row) for row in rows]).close()
+
     def _run(self, conn: Connection, params: Mapping[str, Any]) -> tuple[_Compiled, Any]:
-        dialect = conn.dialect
-        key = (dialect.name, tuple(params))
+        compiled = self._compiled_for(conn, tuple(params))
+        return compiled, self._call(conn, compiled, "execute", compiled.args(params))
+
+    def _compiled_for(self, conn: Connection, keys: tuple[str, ...]) -> _Compiled:
+        key = (conn.dialect.name, keys)
         compiled = self._compiled.get(key)
         if compiled is None:
-            compiled = self._compiled[key] = _compile(self.statement, dialect, tuple(params))
-        values = {**compiled.defaults, **params} if compiled.defaults else params
-        try:
-            if compiled.positional:
-                args: Any = tuple(proc(values[name]) if proc is not None else values[name]
-                                  for name, proc in compiled.binds)
-            else:
-                args = {name: proc(values[name]) if proc is not None else values[name]
-                        for name, proc in compiled.binds}
-        except KeyError as exc:
-            raise TypeError(f"missing the parameter {exc.args[0]!r} for: {compiled.sql}") from None
+            compiled = self._compiled[key] = _compile(self.statement, conn.dialect, keys)
+        return compiled
+
+    @staticmethod
+    def _call(conn: Connection, compiled: _Compiled, method: str, args: Any) -> Any:
+        dialect = conn.dialect
         cursor = _cursor(conn)
         try:
-            cursor.execute(compiled.sql, args)
+            getattr(cursor, method)(compiled.sql, args)
         except dialect.loaded_dbapi.Error as exc:
             cursor.close()
             raise DBAPIError.instance(compiled.sql, args, exc, dialect.loaded_dbapi.Error,
                                       dialect=dialect) from exc
-        return compiled, cursor
+        return cursor
 
 
 def _compile(statement: ClauseElement, dialect: Dialect, keys: tuple[str, ...]) -> _Compiled:

@@ -25,6 +25,15 @@ from jinja2 import StrictUndefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from sqlalchemy import Engine
 
+from ..adapters.flow_batch import (
+    BatchReads,
+    BatchWrites,
+    BufferedEnrollments,
+    BufferedMessages,
+    PreloadedConsents,
+    PreloadedContacts,
+    SendWindow,
+)
 from ..adapters.flow_loader import FlowValidationError, content_templates, load_flow_text, load_flows
 from ..adapters.templates import TEMPLATE_NAMES, TemplateRenderer
 from ..domain import commands as c
@@ -88,6 +97,7 @@ class FlowEngine:
         self._content: dict[str, Any] = {}
         self._content_paths = content_templates(flows_dir) if flows_dir is not None and flows_dir.is_dir() else {}
         self.dispatcher_url: Callable[[int, str, Channel], str] | None = None
+        self._batchable: dict[tuple[str, str, int], bool] = {}
         self.webhook_timeout = 5.0
 
     # ---------------------------------------------------------------- versions and templates
@@ -272,13 +282,96 @@ class FlowEngine:
         for _ in range(max_batches):
             with UnitOfWork(engine) as uow:
                 rows = uow.enrollments.claim_due(now, batch, uow.skip_locked)
-                for row in rows:
-                    self._execute_isolated(uow, row, now, report)
+                self._run_batch(uow, rows, now, report)
                 uow.commit()
             report.enrollments += len(rows)
             if len(rows) < batch:
                 break
         return report
+
+    def _run_batch(self, uow: UnitOfWork, rows: list[dict[str, Any]], now: datetime, report: FlowRunReport) -> None:
+        """Run the claimed enrolments in order, set-based where the steps allow it.
+
+        An enrolment whose steps until its next wait can only be sends (`_sends_only`) runs in a
+        `_BatchUnitOfWork`: its reads come from the batch's preload and its writes are kept, then
+        written for many enrolments at once. Any other enrolment runs on its own in a savepoint,
+        as `enroll` runs one; the kept writes are written first, so it sees everything the batch
+        did before it (an opt-out cancels the outbox rows already queued), and the later
+        enrolments of its contact run on their own too (it may have changed their facts)."""
+        reads = BatchReads.load(uow.conn, rows, self._send_windows(uow, rows, now))
+        batched = _BatchUnitOfWork(uow, reads, BatchWrites())
+        pending: list[dict[str, Any]] = []  # run batched, not written yet
+        pending_report = FlowRunReport()
+        changed_contacts: set[int] = set()
+        for row in rows:
+            contact = reads.contacts.get(row["contact_id"])
+            flow = self.flow_for(uow, row["flow_name"], row["flow_version"])
+            if (flow is not None and contact is not None and contact["org_id"] == row["org_id"]
+                    and row["contact_id"] not in changed_contacts and self._sends_only(flow, row["pc"])):
+                pending.append(row)
+                self._execute_batched(batched, row, now, pending_report)
+                continue
+            self._write_batched(uow, batched, pending, pending_report, now, report)
+            pending_report = FlowRunReport()
+            self._execute_isolated(uow, row, now, report)
+            changed_contacts.add(row["contact_id"])
+        self._write_batched(uow, batched, pending, pending_report, now, report)
+
+    def _write_batched(self, uow: UnitOfWork, batched: _BatchUnitOfWork, pending: list[dict[str, Any]],
+                       pending_report: FlowRunReport, now: datetime, report: FlowRunReport) -> None:
+        """Write what the pending enrolments did and count it in `report`. Should the bulk write
+        fail (a row the database refuses), it is undone and each of them runs again on its own,
+        so the failure stays with the enrolment that caused it."""
+        if not pending:
+            return
+        try:
+            with uow.savepoint():
+                batched.writes.flush(uow.conn)
+        except Exception:
+            log.exception("writing the steps of %d enrolments at once failed; running them one by one", len(pending))
+            batched.writes = BatchWrites()
+            for row in pending:
+                self._execute_isolated(uow, row, now, report)
+        else:
+            for name, value in vars(pending_report).items():
+                setattr(report, name, getattr(report, name) + value)
+        pending.clear()
+
+    def _send_windows(self, uow: UnitOfWork, rows: list[dict[str, Any]], now: datetime) -> dict[int, SendWindow]:
+        """For each org of the batch with frequency caps: the sends they may count."""
+        from .handlers import policy_settings
+
+        windows = {}
+        for org_id in {row["org_id"] for row in rows}:
+            try:
+                caps = policy_settings(uow.orgs.settings(org_id)).caps
+            except DomainError:
+                continue  # the enrolment's own run reports it
+            if caps:
+                windows[org_id] = SendWindow(frozenset(ch for cap in caps for ch in cap.channels),
+                                             now - max(cap.window for cap in caps))
+        return windows
+
+    def _sends_only(self, flow: f.Flow, pc: int) -> bool:
+        """Can every action reachable from `pc` before a wait be only a send? Such a run reads
+        the contact, its addresses and consents, and writes outbox rows, history rows and the
+        enrolment's move or end: what a batch can do set-based."""
+        key = (flow.name, flow.version, pc)
+        known = self._batchable.get(key)
+        if known is None:
+            known = self._batchable[key] = _sends_until_wait(flow.program, pc)
+        return known
+
+    def _execute_batched(self, uow: _BatchUnitOfWork, row: dict[str, Any], now: datetime,
+                         report: FlowRunReport) -> None:
+        """`execute` in the batch's unit of work. A step that fails drops what this enrolment
+        wrote, like the savepoint of `_execute_isolated`."""
+        mark = uow.writes.mark()
+        try:
+            self.execute(uow, row, now, report)
+        except Exception as exc:
+            uow.writes.undo(mark, row["id"])
+            self._failed(uow, row, exc, now, report)
 
     def _execute_isolated(self, uow: UnitOfWork, row: dict[str, Any], now: datetime, report: FlowRunReport) -> None:
         """`execute` inside a savepoint. A step that fails unexpectedly (a content template that
@@ -289,13 +382,18 @@ class FlowEngine:
             with uow.savepoint():
                 self.execute(uow, row, now, report)
         except Exception as exc:
-            log.exception("enrolment %s (flow %s) failed at step %s", row["id"], row["flow_name"], row["pc"])
-            retry_at = now + RETRY_AFTER
-            problem = f"{type(exc).__name__}: {exc}"
-            uow.enrollments.move(row["id"], row["pc"], retry_at)
-            uow.enrollments.log_step(row["id"], row["pc"], "error",
-                                     f"{problem}; trying again at {retry_at.isoformat()}", now)
-            report.errors.append(f"enrolment {row['id']}: {problem}")
+            self._failed(uow, row, exc, now, report)
+
+    def _failed(self, uow: UnitOfWork, row: dict[str, Any], exc: Exception, now: datetime,
+                report: FlowRunReport) -> None:
+        log.exception("enrolment %s (flow %s) failed at step %s", row["id"], row["flow_name"], row["pc"],
+                      exc_info=exc)
+        retry_at = now + RETRY_AFTER
+        problem = f"{type(exc).__name__}: {exc}"
+        uow.enrollments.move(row["id"], row["pc"], retry_at)
+        uow.enrollments.log_step(row["id"], row["pc"], "error",
+                                 f"{problem}; trying again at {retry_at.isoformat()}", now)
+        report.errors.append(f"enrolment {row['id']}: {problem}")
 
     def execute(self, uow: UnitOfWork, row: dict[str, Any], now: datetime, report: FlowRunReport) -> None:
         """Run one enrolment from its pc until a wait, a deferral or the end. Everything it does
@@ -436,3 +534,52 @@ class FlowEngine:
             return f"webhook failed: {exc.__class__.__name__}"
         return f"webhook answered {response.status_code}"
 
+
+
+def _sends_until_wait(program: tuple[f.Instruction, ...], pc: int) -> bool:
+    """Whatever the conditions say: is every action reachable from `pc` without passing a wait
+    a send? (Jumps only go forward, so the walk ends.)"""
+    seen: set[int] = set()
+    pending = [pc]
+    while pending:
+        at = pending.pop()
+        if at in seen or not 0 <= at < len(program):
+            continue
+        seen.add(at)
+        instruction = program[at]
+        if isinstance(instruction, f.Jump):
+            pending.append(instruction.target)
+        elif isinstance(instruction, f.JumpUnless):
+            pending.extend((at + 1, instruction.target))
+        elif isinstance(instruction, f.Send):
+            pending.append(at + 1)
+        elif not isinstance(instruction, f.WaitFor | f.WaitUntil):
+            return False
+    return True
+
+
+class _BatchUnitOfWork(UnitOfWork):
+    """The unit of work of the batched steps: the batch's transaction and org memo, with the
+    contacts, addresses, consents and recent sends from the batch's preload, and the outbox
+    rows, history rows and enrolment changes kept in `writes` until `_write_batched`.
+    Never entered: it lives inside the batch's own unit of work."""
+
+    def __init__(self, uow: UnitOfWork, reads: BatchReads, writes: BatchWrites) -> None:
+        super().__init__(connection=uow.conn)
+        self.conn = uow.conn
+        self.skip_locked = uow.skip_locked
+        self.orgs, self.agents, self.ledger = uow.orgs, uow.agents, uow.ledger
+        self.contacts = PreloadedContacts(uow.conn, reads)
+        self.consents = PreloadedConsents(uow.conn, reads)
+        self.reads = reads
+        self.writes = writes
+
+    @property
+    def writes(self) -> BatchWrites:
+        return self._writes
+
+    @writes.setter
+    def writes(self, writes: BatchWrites) -> None:
+        self._writes = writes
+        self.messages = BufferedMessages(self.conn, self.reads, writes)
+        self.enrollments = BufferedEnrollments(self.conn, self.reads, writes)
