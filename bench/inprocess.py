@@ -20,13 +20,16 @@ from pathlib import Path
 
 from sqlalchemy import event
 
+from optflow.adapters import db
+from optflow.bootstrap import bootstrap
+from optflow.config import Config
 from optflow.domain import commands as c
 from optflow.domain.model import Channel
 from optflow.entrypoints.inbound_batcher import InboundBatcher, _Pending
 
 from . import datasets as ds
 from .load import pick_body
-from .scenarios import flows_directory, in_process_system
+from .scenarios import flows_directory
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -49,7 +52,11 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         url = ds.working_copy(ds.cached_sqlite(ds.SMALL), work / "10k.db")
         flows = flows_directory(work / "flows", REPO / "flows", ds.BENCH_FLOWS_DIR)
-        system = in_process_system(url, flows)
+        # As a web worker runs: SQLite's log checkpointed by a thread, not by the group commits.
+        engine = db.make_engine(url, wal_autocheckpoint=db.WalCheckpointer.SAFETY_NET_PAGES)
+        system = bootstrap(Config(database_url=url, flows_dir=flows, secret="bench-secret"), create_schema=False,
+                           engine=engine)
+        checkpointer = db.WalCheckpointer(url.removeprefix("sqlite:///")).start()
         statements = 0
 
         def count(*_: object) -> None:
@@ -80,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{statements / n:.1f} statements per message; {failed} refused")
         if profiler:
             pstats.Stats(profiler).sort_stats(args.sort).print_stats(50)
+        checkpointer.stop()
         system.engine.dispose()
     return 0
 

@@ -3,13 +3,16 @@ statements through SQLAlchemy's `Connection.execute`, on SQLite and PostgreSQL."
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import random
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import Engine, bindparam, insert, select, update
+from sqlalchemy import DateTime, Engine, bindparam, insert, select, update
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import IntegrityError
 
 from optflow.adapters import orm
+from optflow.adapters.orm import UtcDateTime
 from optflow.adapters.prepared import Prepared, Savepoint, bind_list, bind_values
 
 NOW = datetime(2026, 11, 23, 18, 0, 0, 123456, tzinfo=UTC)
@@ -124,3 +127,24 @@ def test_many_rows_in_one_driver_call(engine: Engine) -> None:
             ["sent", "sent", "queued"]
         with pytest.raises(IntegrityError), Savepoint(conn):
             Prepared(_INSERT_CONSENT).executemany(conn, [_consent_values(org, "+14155550100")] * 2)
+
+
+def test_sqlite_datetimes_are_stored_as_sqlalchemys_datetime_text() -> None:
+    """UtcDateTime converts in one step on SQLite; the text must be exactly SQLAlchemy's, so SQL
+    comparisons between old and new rows (`next_run_at <= ?`) keep their order."""
+    dialect = sqlite.dialect()
+    standard_bind = DateTime().dialect_impl(dialect).bind_processor(dialect)
+    standard_result = DateTime().dialect_impl(dialect).result_processor(dialect, None)
+    ours_bind = UtcDateTime().bind_processor(dialect)
+    ours_result = UtcDateTime().result_processor(dialect, None)
+    assert standard_bind is not None and standard_result is not None
+    rng = random.Random(5)
+    for _ in range(500):
+        value = datetime(2000, 1, 1, tzinfo=UTC) + timedelta(seconds=rng.randint(0, 10**9),
+                                                              microseconds=rng.choice([0, rng.randint(0, 999_999)]))
+        text = ours_bind(value)
+        assert text == standard_bind(value.replace(tzinfo=None))
+        assert ours_result(text) == value == standard_result(text).replace(tzinfo=UTC)
+    assert ours_result("2026-01-05 12:00:00") == datetime(2026, 1, 5, 12, tzinfo=UTC)  # written without microseconds
+    with pytest.raises(ValueError, match="naive"):
+        ours_bind(datetime(2026, 1, 5, 12))

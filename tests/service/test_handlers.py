@@ -21,6 +21,8 @@ from optflow.domain.model import (
     State,
     TransitionRefused,
 )
+from optflow.domain.settings import resolve
+from optflow.service_layer.handlers import policy_settings
 
 PHONE = "+14155552671"  # San Francisco
 EMAIL = "sam@example.com"
@@ -444,3 +446,12 @@ def test_no_confirmation_for_a_channel_never_used_or_an_opt_out_by_the_system(
     system.bus.handle(c.OptOut(org, other, Channel.TEXT, Actor(ActorKind.SYSTEM, "flow:x")))
     system.dispatcher.run(system.clock())
     assert sender.to("+14155550177") == []
+
+
+def test_policy_settings_are_built_once_per_settings_object_and_never_mixed_up() -> None:
+    quiet, loud = resolve([{"quiet_hours": True}]), resolve([{"quiet_hours": False}])
+    assert policy_settings(quiet) is policy_settings(quiet)
+    assert policy_settings(quiet).quiet_hours is True and policy_settings(loud).quiet_hours is False
+    for _ in range(300):  # the memo is bounded; settings seen again are still right
+        assert policy_settings(resolve([{"quiet_hours": False}])).quiet_hours is False
+    assert policy_settings(quiet).quiet_hours is True

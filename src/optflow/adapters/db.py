@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
+import sqlite3
 import threading
 from typing import Any
 
@@ -12,6 +14,8 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool, StaticPool
 
 from . import orm
+
+log = logging.getLogger("optflow.db")
 
 DEFAULT_URL = "sqlite:///optflow.db"
 READ_ONLY = "optflow_read_only"  # execution option of a connection whose transactions only read
@@ -31,13 +35,64 @@ def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
+def _sqlite_pragmas(wal_autocheckpoint: int) -> Any:
+    def set_pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA wal_autocheckpoint={int(wal_autocheckpoint)}")
+        cursor.close()
+
+    return set_pragmas
+
+
+class WalCheckpointer:
+    """Copies SQLite's write-ahead log back into the database file from a background thread.
+
+    By default SQLite does it inside a commit, once the log holds 1,000 pages: the web worker
+    whose group commit crosses the mark copies and syncs the pages while it holds the write
+    lock, and every other writer waits (it was ~60% of the commit time of the inbound pipeline,
+    docs/performance.md). A web worker's engine raises that mark to `SAFETY_NET_PAGES` (in case
+    this thread falls behind) and this thread checkpoints every `every_s` seconds on its own
+    connection in PASSIVE mode, which never waits for or blocks readers and writers."""
+
+    SAFETY_NET_PAGES = 10_000
+
+    def __init__(self, database_path: str, every_s: float = 0.5) -> None:
+        self.database_path = database_path
+        self.every_s = every_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def checkpoint(self) -> tuple[int, int]:
+        """One PASSIVE checkpoint: (frames in the log, frames now copied into the database)."""
+        connection = sqlite3.connect(self.database_path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        try:
+            _busy, in_log, copied = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        finally:
+            connection.close()
+        return int(in_log), int(copied)
+
+    def start(self) -> WalCheckpointer:
+        self._thread = threading.Thread(target=self._run, name="optflow-wal-checkpoint", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=BUSY_TIMEOUT_S)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            try:
+                self.checkpoint()
+            except sqlite3.Error:
+                log.exception("checkpointing %s failed; SQLite's own checkpoint takes over at %d pages",
+                              self.database_path, self.SAFETY_NET_PAGES)
 
 
 class WriterLock:
@@ -98,6 +153,14 @@ def _sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def sqlite_file(engine: Engine) -> str | None:
+    """The database file of a SQLite engine (None for PostgreSQL and in-memory SQLite)."""
+    database = engine.url.database
+    if not is_sqlite(engine) or not database or database == ":memory:":
+        return None
+    return os.path.abspath(database)
+
+
 def writer_lock(engine: Engine) -> WriterLock | None:
     lock: WriterLock | None = engine.dialect.__dict__.get("optflow_writer_lock")
     return lock
@@ -127,7 +190,9 @@ def _release_after(lock: WriterLock, end: Any) -> Any:
     return end_then_release
 
 
-def make_engine(url: str | None = None, *, pool_size: int = 5) -> Engine:
+def make_engine(url: str | None = None, *, pool_size: int = 5, wal_autocheckpoint: int = 1000) -> Engine:
+    """`wal_autocheckpoint`: SQLite's own checkpoint mark in pages (its default, 1,000), raised by
+    processes that run a `WalCheckpointer`."""
     url = database_url(url)
     if url.startswith("sqlite"):
         memory = url in ("sqlite://", "sqlite:///:memory:")
@@ -136,7 +201,7 @@ def make_engine(url: str | None = None, *, pool_size: int = 5) -> Engine:
             connect_args={"check_same_thread": False, "isolation_level": None},
             poolclass=StaticPool if memory else NullPool if os.environ.get("OPTFLOW_SQLITE_NULLPOOL") else None,
         )
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", _sqlite_pragmas(wal_autocheckpoint))
         event.listen(engine, "begin", _sqlite_begin)
         if not memory and engine.url.database:
             # Released right after the DBAPI commit or rollback: SQLAlchemy has no event after them.

@@ -9,6 +9,7 @@ from typing import Any
 from sanic import Request, Sanic
 from sanic.response import HTTPResponse, json
 
+from ..adapters import db
 from ..bootstrap import System, bootstrap
 from ..config import Config
 from ..domain import commands as c
@@ -71,7 +72,14 @@ def create_app(config: Config | None = None, system: System | None = None, *, na
 
     @app.before_server_start
     async def start_system(app: Sanic, _: Any = None) -> None:
-        app.ctx.system = system or bootstrap(config, create_schema=False)
+        if system is not None:
+            app.ctx.system, app.ctx.checkpointer = system, None
+        else:
+            # On SQLite, a thread of each web worker checkpoints the log, not its group commits.
+            engine = db.make_engine(config.database_url, wal_autocheckpoint=db.WalCheckpointer.SAFETY_NET_PAGES)
+            app.ctx.system = bootstrap(config, create_schema=False, engine=engine)
+            database_file = db.sqlite_file(engine)
+            app.ctx.checkpointer = db.WalCheckpointer(database_file).start() if database_file else None
         app.ctx.inbound = InboundGateway(app.ctx.system)
         app.ctx.orgs = OrgDirectory(app.ctx.system.bus)
         app.ctx.inbound.start()
@@ -80,6 +88,8 @@ def create_app(config: Config | None = None, system: System | None = None, *, na
     async def stop_system(app: Sanic, _: Any = None) -> None:
         if getattr(app.ctx, "inbound", None) is not None:
             await app.ctx.inbound.close()
+        if getattr(app.ctx, "checkpointer", None) is not None:
+            app.ctx.checkpointer.stop()
         if system is None and getattr(app.ctx, "system", None) is not None:
             app.ctx.system.close()
 

@@ -115,7 +115,25 @@ class ActionResult:
 # building blocks
 
 
+_POLICIES: dict[int, tuple[OrgSettings, PolicySettings]] = {}
+
+
 def policy_settings(settings: OrgSettings) -> PolicySettings:
+    """The send policy's view of an org's settings, built once per settings object: every reply
+    and every flow step asks for it. Resolved settings are shared and never changed
+    (`OrgRepository` caches them by content); the memo keeps each one alive, so its id cannot
+    be reused by another object while it is in there."""
+    known = _POLICIES.get(id(settings))
+    if known is not None and known[0] is settings:
+        return known[1]
+    if len(_POLICIES) >= 256:
+        _POLICIES.clear()
+    policy = _build_policy_settings(settings)
+    _POLICIES[id(settings)] = (settings, policy)
+    return policy
+
+
+def _build_policy_settings(settings: OrgSettings) -> PolicySettings:
     return PolicySettings(
         modes=dict(settings.modes),
         quiet_hours=settings.quiet_hours,
