@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -174,7 +175,24 @@ def serve(obj: Ctx, host: str, port: int, workers: int, public_url: str | None, 
         loader = AppLoader(factory=functools.partial(create_app, config, scheduler=not no_scheduler))
         app = loader.load()
         app.prepare(host=host, port=port, workers=workers, access_log=False, motd=False)
-        Sanic.serve(primary=app, app_loader=loader)
+        try:
+            Sanic.serve(primary=app, app_loader=loader)
+        except (AttributeError, TypeError) as exc:
+            if not _sanic_shutdown_race(exc):
+                raise
+            click.echo("optflow stopped (Sanic's process manager raised while shutting down; the workers had "
+                       "finished)", err=True)
+
+
+def _sanic_shutdown_race(exc: BaseException) -> bool:
+    """Sanic 25's process manager can break its own shared state when SIGTERM arrives while it
+    is syncing worker states, and then raises from its shutdown code after every worker has
+    stopped. Only that exit is wrong, so `serve` treats it as a normal stop."""
+    frames = set()
+    for error in (exc, exc.__context__):
+        if error is not None:
+            frames |= {frame.name for frame in traceback.extract_tb(error.__traceback__)}
+    return bool(frames & {"_get_process_states", "shutdown_signal"})
 
 
 @main.command()
