@@ -38,7 +38,8 @@ Processor = Callable[[Any], Any] | None
 class _Compiled:
     sql: str
     positional: bool
-    binds: tuple[tuple[str, Processor], ...]  # parameter name and bind processor, in SQL order
+    names: tuple[str, ...]  # parameter names, in SQL order
+    processed: tuple[tuple[int, Callable[[Any], Any]], ...]  # (position in `names`, bind processor)
     defaults: Mapping[str, Any]  # anonymous literals and scalar column defaults
     columns: tuple[str, ...]  # result column names
     results: tuple[Processor, ...]  # result processors, one per column
@@ -48,11 +49,12 @@ class _Compiled:
         """The driver's parameters: processed values in SQL order, or by name."""
         values = {**self.defaults, **params} if self.defaults else params
         try:
-            if self.positional:
-                return tuple(proc(values[name]) if proc is not None else values[name] for name, proc in self.binds)
-            return {name: proc(values[name]) if proc is not None else values[name] for name, proc in self.binds}
+            ordered = [values[name] for name in self.names]
         except KeyError as exc:
             raise TypeError(f"missing the parameter {exc.args[0]!r} for: {self.sql}") from None
+        for position, process in self.processed:
+            ordered[position] = process(ordered[position])
+        return tuple(ordered) if self.positional else dict(zip(self.names, ordered, strict=True))
 
 
 class Prepared:
@@ -168,7 +170,8 @@ def _compile(statement: ClauseElement, dialect: Dialect, keys: tuple[str, ...]) 
     results = tuple(col.type._cached_result_processor(dialect, None) for col in selected)
     return _Compiled(
         sql=compiled.string, positional=positional,
-        binds=tuple((name, processors.get(name)) for name in names),
+        names=tuple(names),
+        processed=tuple((i, processors[name]) for i, name in enumerate(names) if processors.get(name) is not None),
         defaults=defaults, columns=columns, results=results,
         returns_id=bool(getattr(compiled, "effective_returning", None)),
     )
