@@ -339,16 +339,17 @@ def receive_inbound(cmd: c.ReceiveInbound, uow: UnitOfWork, svc: Services, now: 
     settings = uow.orgs.settings(org_id)
     classification = classify_inbound(svc, settings, cmd.body, cmd.opt_out_type)
     intent = classification.intent
+    # Stored with the status and replies most messages end with; changed below only if needed.
+    status = stored_status = "delivered" if contact is not None else "unassociated"
     message_id = uow.messages.add(
         org_id=org_id, contact_id=contact_id, direction="in", audience="customer", channel=cmd.channel.value,
-        address=address, org_address=cmd.to_address, body=cmd.body, status="received", intent=intent.value,
-        provider_id=cmd.provider_id, created_at=now,
+        address=address, org_address=cmd.to_address, body=cmd.body, status=status, intent=intent.value,
+        provider_id=cmd.provider_id, reply_text="[]", created_at=now,
     )
     consent = uow.consents.get(org_id, address, cmd.channel, lock=True)
     actor = Actor(ActorKind.CUSTOMER, address)
     source = cmd.provider_id or f"message:{message_id}"
     replies: list[str] = []
-    status = "delivered" if contact is not None else "unassociated"
 
     def variables(**extra: Any) -> dict[str, Any]:
         return template_variables(uow, org_id, settings, cmd.channel, contact, None, **extra)
@@ -411,8 +412,8 @@ def receive_inbound(cmd: c.ReceiveInbound, uow: UnitOfWork, svc: Services, now: 
                 _record_reply(uow, org_id, contact_id, consent,
                               render(svc, settings, "customer/opt_in_request.customer_started", variables()),
                               MessageKind.OPT_IN_REQUEST, now, replies, settings, contact)
-    uow.messages.set(message_id, status=status, reply_text=json.dumps(replies),
-                     contact_id=contact_id)
+    if replies or status != stored_status:
+        uow.messages.set(message_id, status=status, reply_text=json.dumps(replies))
     if svc.flows is not None and contact_id is not None and intent is Intent.OTHER:
         # Only an ordinary message is a reply: STOP, YES and HELP have their own meaning.
         svc.flows.contact_replied(uow, org_id, contact_id, now)
