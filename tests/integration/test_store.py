@@ -192,3 +192,19 @@ def test_group_messaging_with_consent_mode_is_refused_and_nothing_changes(engine
         assert uow.orgs.settings(org_id).program_name == "kept"
         row = uow.conn.execute(select(orm.orgs.c.settings_json).where(orm.orgs.c.id == org_id)).scalar()
     assert "changed" not in row
+
+
+def test_an_inbound_message_is_stored_once_per_provider_id(engine: Engine) -> None:
+    with UnitOfWork(engine) as uow:
+        org_id = admin.create_org(uow, "Acme", START)
+        values = {"org_id": org_id, "channel": "text", "address": "+14155552671", "body": "STOP",
+                  "status": "delivered", "created_at": START}
+        first = uow.messages.add_inbound(provider_id="SM1", **values)
+        assert first is not None
+        assert uow.messages.add_inbound(provider_id="SM1", **{**values, "body": "again"}) is None
+        assert uow.messages.add_inbound(provider_id=None, **values) is not None  # no id: never a replay
+        assert uow.messages.add_inbound(provider_id=None, **values) is not None
+        uow.commit()
+    with UnitOfWork(engine) as uow:
+        stored = uow.messages.find_inbound(org_id, "SM1")
+        assert stored is not None and stored["id"] == first and stored["body"] == "STOP"

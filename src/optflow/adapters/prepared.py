@@ -91,7 +91,7 @@ class Prepared:
         compiled, row = self._one(conn, params)
         if row is None:
             return None
-        proc = compiled.results[0]
+        proc = compiled.results[0] if compiled.results else None  # an INSERT ... RETURNING has none
         return proc(row[0]) if proc is not None else row[0]
 
     def _one(self, conn: Connection, params: Mapping[str, Any]) -> tuple[_Compiled, Any]:

@@ -15,6 +15,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from ..domain import ledger as ledger_chain
 from ..domain.model import Channel, Consent, DndSettings, NotFound, State, TransitionRecord
@@ -61,6 +63,13 @@ _LEDGER_HEAD_LOCKED = Prepared(select(orm.ledger_heads).where(orm.ledger_heads.c
     .with_for_update())
 _UPDATE_LEDGER_HEAD = Prepared(update(orm.ledger_heads).where(orm.ledger_heads.c.org_id == bindparam("w_org_id")))
 _INSERT_MESSAGE = Prepared(insert(orm.messages))
+# An inbound message is inserted unless its provider's id is already stored (a replay): one
+# statement instead of a look-up and an insert. The construct is each dialect's own.
+_INSERT_NEW_INBOUND = {
+    dialect: Prepared(insert_for(orm.messages).on_conflict_do_nothing(
+        index_elements=["org_id", "direction", "provider_id"]).returning(orm.messages.c.id))
+    for dialect, insert_for in (("sqlite", sqlite_insert), ("postgresql", postgresql_insert))
+}
 _MESSAGE = Prepared(select(orm.messages).where(orm.messages.c.id == bindparam("w_id")))
 _UPDATE_MESSAGE = Prepared(update(orm.messages).where(orm.messages.c.id == bindparam("w_id")))
 _INBOUND_BY_PROVIDER_ID = Prepared(select(orm.messages).where(and_(
@@ -457,6 +466,12 @@ class MessageRepository:
 
     def add(self, **values: Any) -> int:
         return _INSERT_MESSAGE.insert(self.conn, values)
+
+    def add_inbound(self, **values: Any) -> int | None:
+        """Store an inbound message; None, storing nothing, when a message with the same
+        `provider_id` is already stored (de-duplication by the unique constraint)."""
+        new_id = _INSERT_NEW_INBOUND[self.conn.dialect.name].scalar(self.conn, {"direction": "in", **values})
+        return int(new_id) if new_id is not None else None
 
     def get(self, message_id: int) -> Row | None:
         return _MESSAGE.first(self.conn, {"w_id": message_id})

@@ -327,13 +327,6 @@ def receive_inbound(cmd: c.ReceiveInbound, uow: UnitOfWork, svc: Services, now: 
         org_id = uow.orgs.find_by_number(to)
         if org_id is None:
             raise NotFound(f"no org owns {cmd.to_address!r}", code="unknown_number")
-    if cmd.provider_id:
-        seen = uow.messages.find_inbound(org_id, cmd.provider_id)
-        if seen is not None:
-            consent = uow.consents.get(org_id, seen["address"], cmd.channel)
-            return InboundResult(org_id, seen["id"], Intent(seen["intent"] or Intent.OTHER), consent.state,
-                                 cmd.channel, seen["address"], tuple(json.loads(seen["reply_text"] or "[]")),
-                                 duplicate=True, contact_id=seen["contact_id"])
     address, contact = _sender(uow, org_id, cmd)
     contact_id = contact["id"] if contact is not None else None
     settings = uow.orgs.settings(org_id)
@@ -341,11 +334,13 @@ def receive_inbound(cmd: c.ReceiveInbound, uow: UnitOfWork, svc: Services, now: 
     intent = classification.intent
     # Stored with the status and replies most messages end with; changed below only if needed.
     status = stored_status = "delivered" if contact is not None else "unassociated"
-    message_id = uow.messages.add(
-        org_id=org_id, contact_id=contact_id, direction="in", audience="customer", channel=cmd.channel.value,
+    message_id = uow.messages.add_inbound(
+        org_id=org_id, contact_id=contact_id, audience="customer", channel=cmd.channel.value,
         address=address, org_address=cmd.to_address, body=cmd.body, status=status, intent=intent.value,
         provider_id=cmd.provider_id, reply_text="[]", created_at=now,
     )
+    if message_id is None:
+        return _replayed(uow, org_id, cmd)
     consent = uow.consents.get(org_id, address, cmd.channel, lock=True)
     actor = Actor(ActorKind.CUSTOMER, address)
     source = cmd.provider_id or f"message:{message_id}"
@@ -420,6 +415,18 @@ def receive_inbound(cmd: c.ReceiveInbound, uow: UnitOfWork, svc: Services, now: 
         svc.flows.keyword(uow, org_id, contact_id, cmd.body, cmd.channel, now)
     return InboundResult(org_id, message_id, intent, consent.state, cmd.channel, address, tuple(replies),
                          contact_id=contact_id)
+
+
+def _replayed(uow: UnitOfWork, org_id: int, cmd: c.ReceiveInbound) -> InboundResult:
+    """A provider sent a message again (its id is stored): the first outcome, changing nothing."""
+    assert cmd.provider_id is not None  # messages without a provider id are never duplicates
+    seen = uow.messages.find_inbound(org_id, cmd.provider_id)
+    if seen is None:
+        raise AssertionError(f"message {cmd.provider_id} was neither stored nor found")
+    consent = uow.consents.get(org_id, seen["address"], cmd.channel)
+    return InboundResult(org_id, seen["id"], Intent(seen["intent"] or Intent.OTHER), consent.state,
+                         cmd.channel, seen["address"], tuple(json.loads(seen["reply_text"] or "[]")),
+                         duplicate=True, contact_id=seen["contact_id"])
 
 
 def _sender(uow: UnitOfWork, org_id: int, cmd: c.ReceiveInbound) -> tuple[str, dict[str, Any] | None]:
