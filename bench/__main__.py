@@ -35,8 +35,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of load per inbound run (default 10)")
     parser.add_argument("--connections", type=int, default=64, help="concurrent connections (default 64)")
     parser.add_argument("--dispatch", type=int, default=ds.DISPATCH.due_enrollments,
-                        help="enrolments due at once in the dispatch scenario (default 100,000; on PostgreSQL "
-                             "this scenario alone takes about 6 minutes)")
+                        help="enrolments due at once in the dispatch scenario (default 100,000)")
     parser.add_argument("--quick", action="store_true",
                         help="small datasets and short runs: checks that everything works, in about a minute; "
                              "its figures are not the benchmark's")
