@@ -20,9 +20,10 @@ from sqlalchemy import Engine, select, text
 
 from conftest import START, Clock, RecordingSender, make_system, new_agent, new_org
 from optflow.adapters import db, orm
+from optflow.adapters.flow_batch import BatchReads, PreloadedConsents
 from optflow.bootstrap import System
 from optflow.domain import commands as c
-from optflow.domain.model import Actor, ActorKind, Channel
+from optflow.domain.model import Actor, ActorKind, Channel, State
 from optflow.service_layer.flow_engine import RETRY_AFTER, FlowRunReport
 from optflow.service_layer.unit_of_work import UnitOfWork
 
@@ -295,3 +296,23 @@ def test_a_bulk_write_the_database_refuses_falls_back_to_one_enrolment_at_a_time
             [drip] = uow.enrollments.for_contact(s.ids[f"Sam{n}"])
             assert [row["step"] for row in uow.enrollments.history(drip["id"])] == ["enrolled", "first_text",
                                                                                     "wait"]
+
+
+def test_a_consent_from_the_preload_equals_the_stored_one_and_is_the_callers_own(system: System) -> None:
+    s = Scenario(system)
+    s.contact("Sam", Channel.TEXT)
+    s.enrol_in(s.org, "Sam", "drip")
+    with UnitOfWork(system.engine) as uow:
+        reads = BatchReads.load(uow.conn, uow.enrollments.claim_due(START, 10, uow.skip_locked), {})
+        preloaded = PreloadedConsents(uow.conn, reads)
+        [address] = [row["value"] for row in uow.contacts.addresses(s.ids["Sam"]) if row["kind"] == "phone"]
+        consent = preloaded.get(s.org, address, Channel.TEXT)
+        assert consent == uow.consents.get(s.org, address, Channel.TEXT)
+        assert preloaded.for_addresses(s.org, [address]) == uow.consents.for_addresses(s.org, [address])
+
+        consent.state = State.OPTED_OUT  # as the consent machine changes the consent it fires on
+        [listed] = preloaded.for_addresses(s.org, [address])
+        listed.version += 1
+
+        again = preloaded.get(s.org, address, Channel.TEXT)
+        assert (again.state, again.version) == (State.OPTED_IN, consent.version)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -36,6 +37,7 @@ from optflow.domain.flows import (
     exit_matches,
     may_enroll,
     next_wait_until,
+    plan_reads_conditions,
     plan_step,
     remaining_channels,
     trigger_matches,
@@ -369,6 +371,72 @@ def test_remove_from_flows_finishes_the_enrolment_unless_except_this() -> None:
     carrying_on = make_flow([RemoveFromFlows(except_this=True), text("next")])
     plan = plan_step(carrying_on, 0, facts(), utc(2026, 1, 5))
     assert (plan.action, plan.finished, plan.next_pc) == (RemoveFromFlows(except_this=True), False, 1)
+
+
+# Programs with every branch shape, each `if` on its own contact field (c0, c1, ...), so every
+# path through a program is one some contact takes and the facts can be enumerated.
+def condition(n: int) -> ContactCondition:
+    return ContactCondition(((f"c{n}", True),))
+
+
+BRANCHY_FLOWS = [
+    make_flow([text("a"), IfStep(condition(0), then=(text("b"),))]),
+    make_flow([IfStep(condition(0), then=(text("a"),), otherwise=(IfStep(condition(1), then=(WaitFor(
+        timedelta(days=1)),)),)), IfStep(condition(2)), text("b")]),
+    make_flow([text("a"), IfStep(condition(0), then=(IfStep(condition(1), then=(text("b"),)),),
+                                 otherwise=(text("c"),)), text("d")]),
+    make_flow([IfStep(condition(0), then=(text("a"),)), IfStep(condition(1), otherwise=(text("b"),))]),
+    make_flow([RemoveFromFlows(except_this=True), IfStep(condition(0), then=(RemoveFromFlows(except_this=True),))]),
+]
+
+
+def every_facts(flow: Flow) -> list[Facts]:
+    fields = sorted({key for i in flow.program if isinstance(i, JumpUnless)
+                     for key, _ in getattr(i.condition, "equals", ())})
+    return [facts(contact=dict(zip(fields, values, strict=True)))
+            for values in itertools.product((False, True), repeat=len(fields))]
+
+
+@pytest.mark.parametrize("flow", BRANCHY_FLOWS)
+def test_an_action_is_the_last_exactly_when_no_contact_could_meet_another_action_or_wait(flow: Flow) -> None:
+    now = utc(2026, 1, 5)
+    checked = 0
+    for pc in range(len(flow.program)):
+        for some in every_facts(flow):
+            plan = plan_step(flow, pc, some, now)
+            if plan.action is None:
+                continue
+            afterwards = [plan_step(flow, plan.next_pc, other, now) for other in every_facts(flow)]
+            assert plan.finished == all(p.action is None and p.wake_at is None for p in afterwards), (pc, some)
+            checked += 1
+    assert checked
+
+
+class WatchedFields(dict[str, object]):
+    """Contact fields that note whether a condition looked at them."""
+
+    read = False
+
+    def get(self, key: str, default: object = None) -> object:
+        self.read = True
+        return super().get(key, default)
+
+
+@pytest.mark.parametrize("flow", BRANCHY_FLOWS)
+def test_plan_reads_conditions_says_whether_planning_from_a_pc_looks_at_the_facts(flow: Flow) -> None:
+    answers = []
+    for pc in range(len(flow.program) + 1):
+        fields = WatchedFields()
+        plan_step(flow, pc, Facts({}, fields, {}, None), utc(2026, 1, 5))
+        assert plan_reads_conditions(flow, pc) == fields.read, pc
+        answers.append(fields.read)
+    assert True in answers and False in answers
+
+
+@pytest.mark.parametrize("pc", [-1, 3])
+def test_plan_reads_conditions_refuses_a_pc_outside_the_program(pc: int) -> None:
+    with pytest.raises(InvalidInput, match="no step"):
+        plan_reads_conditions(make_flow([text("a"), text("b")]), pc)
 
 
 # ----------------------------------------------------------------------- triggers, exits, reentry

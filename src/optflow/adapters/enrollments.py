@@ -23,6 +23,11 @@ _UPDATE_ENROLLMENT = Prepared(update(orm.enrollments).where(orm.enrollments.c.id
 _INSERT_STEP = Prepared(insert(orm.enrollment_steps))
 _INSERT_STEPS = Prepared(insert(orm.enrollment_steps))
 _UPDATE_ENROLLMENTS = Prepared(_UPDATE_ENROLLMENT.statement)
+_DUE = select(orm.enrollments).where(and_(
+    orm.enrollments.c.status == "active", orm.enrollments.c.next_run_at <= bindparam("w_now")
+)).order_by(orm.enrollments.c.next_run_at, orm.enrollments.c.id).limit(bindparam("w_limit"))
+_CLAIM_DUE = Prepared(_DUE)
+_CLAIM_DUE_SKIP_LOCKED = Prepared(_DUE.with_for_update(skip_locked=True))
 
 
 @functools.lru_cache(maxsize=16)
@@ -91,12 +96,8 @@ class EnrollmentRepository:
         return _any_for(statuses).first(self.conn, {"w_contact_id": contact_id, "w_flow": flow_name}) is not None
 
     def claim_due(self, now: datetime, limit: int, skip_locked: bool) -> list[Row]:
-        q = select(orm.enrollments).where(and_(
-            orm.enrollments.c.status == "active", orm.enrollments.c.next_run_at <= now
-        )).order_by(orm.enrollments.c.next_run_at, orm.enrollments.c.id).limit(limit)
-        if skip_locked:
-            q = q.with_for_update(skip_locked=True)
-        return [dict(r) for r in self.conn.execute(q).mappings()]
+        statement = _CLAIM_DUE_SKIP_LOCKED if skip_locked else _CLAIM_DUE
+        return statement.rows(self.conn, {"w_now": now, "w_limit": limit})
 
     def move(self, enrollment_id: int, pc: int, next_run_at: datetime | None) -> None:
         self._changed()

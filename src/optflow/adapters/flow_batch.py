@@ -16,7 +16,6 @@ read). The service layer decides which enrolments may run this way (flow_engine.
 
 from __future__ import annotations
 
-import copy
 import functools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -110,11 +109,9 @@ class BatchReads:
         consents = ConsentRepository(conn)
         for org_id, addresses in wanted.items():
             self.consents.update(((org_id, address), []) for address in addresses)
-            for chunk in _chunks(addresses):
+            for chunk in _chunks(addresses):  # an address is in one chunk, whose consents come in id order
                 for consent in consents.for_addresses(org_id, chunk):
                     self.consents[(org_id, consent.address)].append(consent)
-        for found in self.consents.values():
-            found.sort(key=lambda consent: consent.id or 0)
 
     def _load_sends(self, conn: Connection, enrollments: Sequence[Row]) -> None:
         for org_id, window in self.send_windows.items():
@@ -190,7 +187,7 @@ class PreloadedConsents(ConsentRepository):
             return super().get(org_id, address, channel, lock=lock)
         for consent in found:
             if consent.channel is channel:
-                return copy.copy(consent)
+                return _copy(consent)
         return Consent(channel=channel, address=address, org_id=org_id)
 
     def for_addresses(self, org_id: int, addresses: Sequence[str]) -> list[Consent]:
@@ -198,7 +195,15 @@ class PreloadedConsents(ConsentRepository):
         if not all(key in self.reads.consents for key in keys):
             return super().for_addresses(org_id, addresses)
         found = [consent for key in keys for consent in self.reads.consents[key]]
-        return [copy.copy(consent) for consent in sorted(found, key=lambda consent: consent.id or 0)]
+        return [_copy(consent) for consent in sorted(found, key=lambda consent: consent.id or 0)]
+
+
+def _copy(consent: Consent) -> Consent:
+    """A consent of the preload for a caller, which may change it (as the consent machine
+    does). `copy.copy` does the same through the pickle protocol, four times slower."""
+    clone = object.__new__(Consent)
+    clone.__dict__.update(consent.__dict__)
+    return clone
 
 
 class BufferedMessages(MessageRepository):

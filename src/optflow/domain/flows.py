@@ -327,12 +327,19 @@ class Flow:
     version: str = ""  # first 16 hex digits of the sha256 of the source text
     source_file: str = ""
     channels: frozenset[Channel] = field(init=False)
+    # Per pc (up to len(program)), computed once as a flow never changes: can a run from there
+    # reach only jumps (then the action before it is the last), and does `plan_step` from there
+    # evaluate a condition before it reaches an action, a wait or the end?
+    _only_jumps_from: tuple[bool, ...] = field(init=False, repr=False, compare=False)
+    _condition_ahead: tuple[bool, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.reenroll not in set(Reenroll):
             raise InvalidInput(f"unknown reenroll policy {self.reenroll!r}")
         _check_program(self.program)
         object.__setattr__(self, "channels", channels_of(self.program))
+        object.__setattr__(self, "_only_jumps_from", _only_jumps_from(self.program))
+        object.__setattr__(self, "_condition_ahead", _condition_ahead(self.program))
 
 
 def _reachable(program: Sequence[Instruction], pc: int) -> list[Instruction]:
@@ -436,13 +443,44 @@ def plan_step(flow: Flow, pc: int, facts: Facts, now: datetime) -> StepPlan:
                 action=instruction,
                 next_pc=pc + 1,
                 wake_at=None,
-                finished=ends_enrolment(instruction) or _only_jumps_left(program, pc + 1),
+                finished=ends_enrolment(instruction) or flow._only_jumps_from[pc + 1],
             )
     return StepPlan(action=None, next_pc=pc, wake_at=None, finished=True)
 
 
-def _only_jumps_left(program: Sequence[Instruction], pc: int) -> bool:
-    return all(isinstance(i, Jump | JumpUnless) for i in _reachable(program, pc))
+def _only_jumps_from(program: Sequence[Instruction]) -> tuple[bool, ...]:
+    """For each pc up to len(program): is every instruction reachable from it a jump? Walked
+    backwards: jumps only go forward, so a pc's successors are decided before it."""
+    only_jumps = [True] * (len(program) + 1)
+    for pc in range(len(program) - 1, -1, -1):
+        instruction = program[pc]
+        if isinstance(instruction, Jump):
+            only_jumps[pc] = only_jumps[instruction.target]
+        elif isinstance(instruction, JumpUnless):
+            only_jumps[pc] = only_jumps[pc + 1] and only_jumps[instruction.target]
+        else:
+            only_jumps[pc] = False
+    return tuple(only_jumps)
+
+
+def _condition_ahead(program: Sequence[Instruction]) -> tuple[bool, ...]:
+    """For each pc up to len(program): does following jumps from it meet a conditional jump
+    before an action, a wait or the end? Walked backwards, as `_only_jumps_from`."""
+    ahead = [False] * (len(program) + 1)
+    for pc in range(len(program) - 1, -1, -1):
+        instruction = program[pc]
+        if isinstance(instruction, Jump):
+            ahead[pc] = ahead[instruction.target]
+        else:
+            ahead[pc] = isinstance(instruction, JumpUnless)
+    return tuple(ahead)
+
+
+def plan_reads_conditions(flow: Flow, pc: int) -> bool:
+    """Does `plan_step(flow, pc, facts, now)` evaluate a condition? When it does not, the plan
+    depends only on the flow, `pc`, `now` and (for a wait) `facts.time_zone`."""
+    _check_pc(flow, pc)
+    return flow._condition_ahead[pc]
 
 
 # ------------------------------------------------------------------------------ triggers, exits
