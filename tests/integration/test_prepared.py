@@ -4,7 +4,7 @@ statements through SQLAlchemy's `Connection.execute`, on SQLite and PostgreSQL."
 from __future__ import annotations
 
 import random
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import DateTime, Engine, bindparam, insert, select, update
@@ -148,3 +148,10 @@ def test_sqlite_datetimes_are_stored_as_sqlalchemys_datetime_text() -> None:
     assert ours_result("2026-01-05 12:00:00") == datetime(2026, 1, 5, 12, tzinfo=UTC)  # written without microseconds
     with pytest.raises(ValueError, match="naive"):
         ours_bind(datetime(2026, 1, 5, 12))
+    # The last conversion is remembered: repeated values, and a naive twin of the last one.
+    moment = datetime(2026, 1, 5, 12, tzinfo=UTC)
+    assert ours_bind(moment) == ours_bind(moment) == "2026-01-05 12:00:00.000000"
+    assert ours_bind(moment.astimezone(timezone(timedelta(hours=-5)))) == "2026-01-05 12:00:00.000000"
+    with pytest.raises(ValueError, match="naive"):
+        ours_bind(moment.replace(tzinfo=None))
+    assert ours_result("2026-01-05 12:00:00.000000") == ours_result("2026-01-05 12:00:00.000000") == moment

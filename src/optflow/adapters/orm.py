@@ -50,17 +50,42 @@ class UtcDateTime(TypeDecorator[datetime]):
         return _sqlite_datetime
 
 
+class _LastConversion:
+    """The last value converted and its result, as one pair (swapped atomically, so threads never
+    see a value with another's result). A message or a flow step stores the same `now` five to
+    ten times, and rows read together often share their times."""
+
+    __slots__ = ("pair",)
+
+    def __init__(self) -> None:
+        self.pair: tuple[Any, Any] = (None, None)
+
+
+_last_text, _last_datetime = _LastConversion(), _LastConversion()
+
+
 def _sqlite_text(value: datetime | None) -> str | None:
     """The text SQLAlchemy's SQLite DATETIME stores, `YYYY-MM-DD HH:MM:SS.ffffff`, for aware UTC."""
     if value is None:
         return None
+    given, text = _last_text.pair
+    if value == given:  # the same instant (naive and aware values are never equal)
+        return str(text)
     if value.tzinfo is None:
         raise ValueError("naive datetime given to the database; pass aware UTC")
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+    text = value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+    _last_text.pair = (value, text)
+    return text
 
 
 def _sqlite_datetime(value: str | None) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
+    if value is None:
+        return None
+    given, result = _last_datetime.pair
+    if value != given:
+        result = datetime.fromisoformat(value).replace(tzinfo=UTC)
+        _last_datetime.pair = (value, result)
+    return result  # type: ignore[no-any-return]
 
 
 def _table(model: type[SQLModel]) -> Table:
