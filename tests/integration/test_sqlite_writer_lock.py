@@ -3,6 +3,7 @@ over the moment the previous writer ends; read-only units of work never wait for
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import subprocess
 import sys
@@ -15,7 +16,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, event, func, select
 
+from conftest import ORG_NUMBER, START, Clock, RecordingSender, make_system, new_org
 from optflow.adapters import db, orm
+from optflow.domain import commands as c
+from optflow.domain.model import Channel, Intent
+from optflow.entrypoints.inbound_batcher import InboundBatcher
 from optflow.service_layer.unit_of_work import UnitOfWork
 
 HOLDER = """
@@ -132,3 +137,53 @@ def test_a_failed_commit_does_not_keep_the_write_lock(database: tuple[str, Engin
     write_in_thread(engine, started).join(timeout=5)
     assert len(started) == 1, "the next writer got the lock"
     assert orgs(engine) == 1
+
+
+def test_a_reservation_is_taken_only_when_the_lock_is_free_and_goes_to_the_next_transaction(
+        database: tuple[str, Engine]) -> None:
+    url, engine = database
+    lock = db.writer_lock(engine)
+    assert lock is not None
+    holder = OtherProcessWriter(url)
+    assert not lock.try_reserve(), "another process is writing"
+    holder.commit()
+    assert lock.try_reserve()
+    started: list[tuple[float, int]] = []
+    other_thread = write_in_thread(engine, started)
+    other_thread.join(timeout=0.3)
+    assert started == [], "another thread waits while this thread holds the reservation"
+    with UnitOfWork(engine) as uow:  # takes the reservation over without waiting
+        uow.orgs.create("reserved", datetime.now(UTC))
+        uow.commit()
+    other_thread.join(timeout=10)
+    assert len(started) == 1
+    lock.cancel_reservation()  # nothing left to give back: no effect
+    assert lock.try_reserve()
+    lock.cancel_reservation()
+    OtherProcessWriter(url).commit()  # the lock was given back: another process writes
+    assert orgs(engine) == 4
+
+
+async def test_a_web_worker_keeps_serving_while_it_waits_for_its_turn_to_write(
+        database: tuple[str, Engine]) -> None:
+    url, engine = database
+    system = make_system(engine, Clock(START), RecordingSender())
+    new_org(system)
+    batcher = InboundBatcher(system.bus)
+    batcher.start()
+    holder = OtherProcessWriter(url)
+    release = threading.Timer(1.0, holder.commit)  # if the event loop blocked, only this would free it
+    release.start()
+    try:
+        pending = asyncio.ensure_future(batcher.submit(
+            c.ReceiveInbound(Channel.TEXT, "+14155550100", ORG_NUMBER, "STOP", provider_id="SMwaiting")))
+        started = time.monotonic()
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+        assert time.monotonic() - started < 0.8, "the event loop went on while the batch waited for the lock"
+        assert not pending.done(), "nothing is answered before it is committed"
+        result = await asyncio.wait_for(pending, timeout=10)
+        assert result.intent is Intent.OPT_OUT
+    finally:
+        release.join()
+        await batcher.close()

@@ -112,15 +112,49 @@ class WriterLock:
         self._mutex = threading.Lock()
         self._fd: int | None = None
         self._holder: int | None = None  # id() of the DBAPI connection whose transaction holds it
+        self._reserved_for: int | None = None  # the thread holding it for its next transaction
+
+    def try_reserve(self) -> bool:
+        """Take the lock now if it is free, for the next write transaction this thread begins
+        (`acquire` then takes it over without waiting); False, at once, if it is not free.
+        Lets an event loop wait for its turn while it goes on serving requests, instead of
+        blocking in `acquire`. Call `cancel_reservation` if no transaction took it over."""
+        if not self._mutex.acquire(blocking=False):
+            return False
+        try:
+            fcntl.flock(self._file(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._mutex.release()
+            return False
+        except BaseException:
+            self._mutex.release()
+            raise
+        self._reserved_for = threading.get_ident()
+        return True
+
+    def cancel_reservation(self) -> None:
+        """Give back a reservation of this thread that no transaction took over."""
+        if self._reserved_for != threading.get_ident():
+            return
+        self._reserved_for = None
+        fcntl.flock(self._file(), fcntl.LOCK_UN)
+        self._mutex.release()
+
+    def _file(self) -> int:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        return self._fd
 
     def acquire(self, dbapi_connection: Any) -> None:
+        if self._reserved_for == threading.get_ident():
+            self._reserved_for = None
+            self._holder = id(dbapi_connection)
+            return
         if not self._mutex.acquire(timeout=BUSY_TIMEOUT_S):
             raise OperationalError("BEGIN IMMEDIATE", None, OSError(
                 f"database is locked: another write transaction of this process held it {BUSY_TIMEOUT_S} s"))
         try:
-            if self._fd is None:
-                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            fcntl.flock(self._file(), fcntl.LOCK_EX)
         except BaseException:
             self._mutex.release()
             raise
