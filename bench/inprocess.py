@@ -20,16 +20,14 @@ from pathlib import Path
 
 from sqlalchemy import event
 
-from optflow.adapters import db
-from optflow.bootstrap import bootstrap
-from optflow.config import Config
+from optflow.bootstrap import System
 from optflow.domain import commands as c
 from optflow.domain.model import Channel
 from optflow.entrypoints.inbound_batcher import InboundBatcher, _Pending
 
 from . import datasets as ds
 from .load import pick_body
-from .scenarios import flows_directory
+from .scenarios import flows_directory, in_process
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -52,44 +50,42 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         url = ds.working_copy(ds.cached_sqlite(ds.SMALL), work / "10k.db")
         flows = flows_directory(work / "flows", REPO / "flows", ds.BENCH_FLOWS_DIR)
-        # As a web worker runs: SQLite's log checkpointed by a thread, not by the group commits.
-        engine = db.make_engine(url, wal_autocheckpoint=db.WalCheckpointer.SAFETY_NET_PAGES)
-        system = bootstrap(Config(database_url=url, flows_dir=flows, secret="bench-secret"), create_schema=False,
-                           engine=engine)
-        checkpointer = db.WalCheckpointer(url.removeprefix("sqlite:///")).start()
-        statements = 0
-
-        def count(*_: object) -> None:
-            nonlocal statements
-            statements += 1
-
-        # Counted by the driver: statements run through `Prepared` bypass SQLAlchemy's events.
-        event.listen(system.engine, "connect", lambda dbapi, _: dbapi.set_trace_callback(count))
-        system.engine.dispose()
-        batcher = InboundBatcher(system.bus)
-        warmup, measured = commands(300, seed=1), commands(args.messages)
-        batcher.commit_batch([_Pending(cmd, None) for cmd in warmup])  # type: ignore[arg-type]
-        statements = 0
-        profiler = cProfile.Profile() if args.profile else None
-        started_cpu, started = time.process_time(), time.perf_counter()
-        if profiler:
-            profiler.enable()
-        failed = 0
-        for i in range(0, len(measured), args.batch):
-            batch = [_Pending(cmd, None) for cmd in measured[i:i + args.batch]]  # type: ignore[arg-type]
-            batcher.commit_batch(batch)
-            failed += sum(p.error is not None for p in batch)
-        if profiler:
-            profiler.disable()
-        cpu, wall = time.process_time() - started_cpu, time.perf_counter() - started
-        n = len(measured)
-        print(f"{n} messages in batches of {args.batch}: {cpu / n * 1e6:.0f} µs CPU, {wall / n * 1e6:.0f} µs wall, "
-              f"{statements / n:.1f} statements per message; {failed} refused")
-        if profiler:
-            pstats.Stats(profiler).sort_stats(args.sort).print_stats(50)
-        checkpointer.stop()
-        system.engine.dispose()
+        with in_process(url, flows, as_web_worker=True) as system:
+            measure(system, args)
     return 0
+
+
+def measure(system: System, args: argparse.Namespace) -> None:
+    statements = 0
+
+    def count(*_: object) -> None:
+        nonlocal statements
+        statements += 1
+
+    # Counted by the driver: statements run through `Prepared` bypass SQLAlchemy's events.
+    event.listen(system.engine, "connect", lambda dbapi, _: dbapi.set_trace_callback(count))
+    system.engine.dispose()
+    batcher = InboundBatcher(system.bus)
+    warmup, measured = commands(300, seed=1), commands(args.messages)
+    batcher.commit_batch([_Pending(cmd, None) for cmd in warmup])  # type: ignore[arg-type]
+    statements = 0
+    profiler = cProfile.Profile() if args.profile else None
+    started_cpu, started = time.process_time(), time.perf_counter()
+    if profiler:
+        profiler.enable()
+    failed = 0
+    for i in range(0, len(measured), args.batch):
+        batch = [_Pending(cmd, None) for cmd in measured[i:i + args.batch]]  # type: ignore[arg-type]
+        batcher.commit_batch(batch)
+        failed += sum(p.error is not None for p in batch)
+    if profiler:
+        profiler.disable()
+    cpu, wall = time.process_time() - started_cpu, time.perf_counter() - started
+    n = len(measured)
+    print(f"{n} messages in batches of {args.batch}: {cpu / n * 1e6:.0f} µs CPU, {wall / n * 1e6:.0f} µs wall, "
+          f"{statements / n:.1f} statements per message; {failed} refused")
+    if profiler:
+        pstats.Stats(profiler).sort_stats(args.sort).print_stats(50)
 
 
 if __name__ == "__main__":

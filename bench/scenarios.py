@@ -12,12 +12,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import statistics
 import sys
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -277,9 +278,20 @@ def scale(run: Run) -> None:
 
 # ------------------------------------------------------------------------------------- in-process
 
-def in_process_system(database_url: str, flows_dir: Path) -> System:
-    return bootstrap(Config(database_url=database_url, flows_dir=flows_dir, secret="bench-secret"),
-                     create_schema=False)
+@contextlib.contextmanager
+def in_process(database_url: str, flows_dir: Path, *, as_web_worker: bool = False) -> Iterator[System]:
+    """optflow in this process; `as_web_worker`: its database set up as `optflow serve`'s web
+    workers have it (on SQLite, the log checkpointed by a thread rather than by commits). The
+    scheduler, which runs flows, keeps SQLite's own checkpoints."""
+    engine, checkpointer = db.make_web_worker_engine(database_url) if as_web_worker else (None, None)
+    system = bootstrap(Config(database_url=database_url, flows_dir=flows_dir, secret="bench-secret"),
+                       create_schema=False, engine=engine)
+    try:
+        yield system
+    finally:
+        if checkpointer is not None:
+            checkpointer.stop()
+        system.close()
 
 
 def fanout_flows(run: Run) -> Path:
@@ -294,36 +306,38 @@ def fanout_flows(run: Run) -> Path:
 
 
 def fanout(run: Run) -> None:
-    """STOP from a contact enrolled in 50 flows: its cost at 10k and at 1M contacts."""
+    """STOP from a contact enrolled in 50 flows: its cost at 10k and at 1M contacts. The two
+    databases are open side by side and the STOPs alternate between them, so the machine's
+    drifting load (it is shared) weighs on both sizes alike."""
     run.log(f"fan-out: STOP from a contact enrolled in {FANOUT_FLOWS} flows")
     flows_dir = fanout_flows(run)
-    results: dict[str, dict[str, Any]] = {}
-    for dataset in (run.settings.small, run.settings.large):
-        database_url = run.fresh_database(dataset, "fanout")
-        system = in_process_system(database_url, flows_dir)
-        try:
-            contacts = dataset.reserved(2 * FANOUT_CONTACTS + 1)
-            warmup, optflow_contacts, plain_contacts = (contacts[0], contacts[1:FANOUT_CONTACTS + 1],
-                                                        contacts[FANOUT_CONTACTS + 1:])
-            _enroll_everywhere(system, contacts)
-            optflow_ms = []
+    sizes = (run.settings.small, run.settings.large)
+    with contextlib.ExitStack() as stack:
+        systems = [stack.enter_context(in_process(run.fresh_database(dataset, "fanout"), flows_dir,
+                                                  as_web_worker=True)) for dataset in sizes]
+        contacts = {dataset.name: dataset.reserved(2 * FANOUT_CONTACTS + 1) for dataset in sizes}
+        for dataset, system in zip(sizes, systems, strict=True):
+            _enroll_everywhere(system, contacts[dataset.name])
             # The first STOP after opening a freshly copied database pays for reading it from disk.
-            system.bus.handle(c.ReceiveInbound(Channel.TEXT, ds.contact_number(warmup), ds.ORG_NUMBER, "STOP",
-                                               provider_id=f"SMfanout{'warm':>026}"))
-            for i, contact in enumerate(optflow_contacts):
-                started = time.perf_counter()
-                system.bus.handle(c.ReceiveInbound(Channel.TEXT, ds.contact_number(contact), ds.ORG_NUMBER, "STOP",
-                                                   provider_id=f"SMfanout{i:026d}"))
-                optflow_ms.append((time.perf_counter() - started) * 1000)
-            _check_cancelled(system, optflow_contacts)
-            plain_ms = [_plain_opt_out(system.engine, contact, i) for i, contact in enumerate(plain_contacts)]
-        finally:
-            system.close()
-        results[dataset.name] = {"contacts": dataset.contacts, "optflow_ms": optflow_ms, "plain_ms": plain_ms,
-                                 "optflow_median_ms": statistics.median(optflow_ms),
-                                 "plain_median_ms": statistics.median(plain_ms)}
-        run.log(f"  {dataset.contacts:,} contacts: median {statistics.median(optflow_ms):.1f} ms "
-                f"(plain SQL {statistics.median(plain_ms):.1f} ms)")
+            _stop(system, contacts[dataset.name][0], "warm")
+        optflow_ms: dict[str, list[float]] = {dataset.name: [] for dataset in sizes}
+        plain_ms: dict[str, list[float]] = {dataset.name: [] for dataset in sizes}
+        for i in range(FANOUT_CONTACTS):
+            for dataset, system in zip(sizes, systems, strict=True):
+                optflow_ms[dataset.name].append(_stop(system, contacts[dataset.name][1 + i], f"{i}"))
+            for dataset, system in zip(sizes, systems, strict=True):
+                plain_ms[dataset.name].append(
+                    _plain_opt_out(system.engine, contacts[dataset.name][1 + FANOUT_CONTACTS + i], i))
+        for dataset, system in zip(sizes, systems, strict=True):
+            _check_cancelled(system, contacts[dataset.name][1:FANOUT_CONTACTS + 1])
+    results: dict[str, dict[str, Any]] = {}
+    for dataset in sizes:
+        mine, plain = optflow_ms[dataset.name], plain_ms[dataset.name]
+        results[dataset.name] = {"contacts": dataset.contacts, "optflow_ms": mine, "plain_ms": plain,
+                                 "optflow_median_ms": statistics.median(mine),
+                                 "plain_median_ms": statistics.median(plain)}
+        run.log(f"  {dataset.contacts:,} contacts: median {statistics.median(mine):.1f} ms "
+                f"(plain SQL {statistics.median(plain):.1f} ms)")
     run.report.details["fanout"] = results
     small, large = results[run.settings.small.name], results[run.settings.large.name]
     for dataset, result in ((run.settings.small, small), (run.settings.large, large)):
@@ -334,6 +348,14 @@ def fanout(run: Run) -> None:
                           large["optflow_median_ms"], "ms", small["optflow_median_ms"],
                           f"at {run.settings.small.contacts:,}", False, "within 10%",
                           large["optflow_median_ms"] <= small["optflow_median_ms"] * 1.10))
+
+
+def _stop(system: System, contact: int, label: str) -> float:
+    """A STOP from `contact` through the message bus; how long it took, in ms."""
+    started = time.perf_counter()
+    system.bus.handle(c.ReceiveInbound(Channel.TEXT, ds.contact_number(contact), ds.ORG_NUMBER, "STOP",
+                                       provider_id=f"SMfanout{label:>026}"))
+    return (time.perf_counter() - started) * 1000
 
 
 def _enroll_everywhere(system: System, contacts: list[int]) -> None:
@@ -405,8 +427,7 @@ def dispatch(run: Run) -> None:
     run.log(f"dispatch: {dataset.due_enrollments:,} enrolments due at once")
     flows_dir = flows_directory(run.work / "dispatch-flows", ds.BENCH_FLOWS_DIR)
     database_url = run.fresh_database(dataset, "dispatch")
-    system = in_process_system(database_url, flows_dir)
-    try:
+    with in_process(database_url, flows_dir) as system:
         now = datetime.now(UTC)
         started = time.perf_counter()
         flow_report = system.flows.run_due(system.engine, now, batch=DISPATCH_BATCH)
@@ -416,8 +437,6 @@ def dispatch(run: Run) -> None:
                 orm.messages.c.status == "queued", orm.messages.c.enrollment_id.is_not(None))).scalar_one()
             sample = conn.execute(select(orm.messages).where(orm.messages.c.enrollment_id.is_not(None)).limit(1)) \
                 .mappings().first()
-    finally:
-        system.close()
     if queued != dataset.due_enrollments or sample is None:
         raise AssertionError(f"run_due queued {queued} messages for {dataset.due_enrollments} due enrolments "
                              f"({flow_report})")

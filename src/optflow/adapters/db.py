@@ -249,6 +249,14 @@ def make_engine(url: str | None = None, *, pool_size: int = 5, wal_autocheckpoin
     return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
 
 
+def make_web_worker_engine(url: str | None = None) -> tuple[Engine, WalCheckpointer | None]:
+    """The engine of a web worker and, on a SQLite file, its started `WalCheckpointer` (stop it
+    when the worker stops): its group commits leave checkpoints to that thread."""
+    engine = make_engine(url, wal_autocheckpoint=WalCheckpointer.SAFETY_NET_PAGES)
+    database_file = sqlite_file(engine)
+    return engine, WalCheckpointer(database_file).start() if database_file else None
+
+
 def create_schema(engine: Engine) -> None:
     orm.metadata.create_all(engine)
 

@@ -75,11 +75,8 @@ def create_app(config: Config | None = None, system: System | None = None, *, na
         if system is not None:
             app.ctx.system, app.ctx.checkpointer = system, None
         else:
-            # On SQLite, a thread of each web worker checkpoints the log, not its group commits.
-            engine = db.make_engine(config.database_url, wal_autocheckpoint=db.WalCheckpointer.SAFETY_NET_PAGES)
+            engine, app.ctx.checkpointer = db.make_web_worker_engine(config.database_url)
             app.ctx.system = bootstrap(config, create_schema=False, engine=engine)
-            database_file = db.sqlite_file(engine)
-            app.ctx.checkpointer = db.WalCheckpointer(database_file).start() if database_file else None
         app.ctx.inbound = InboundGateway(app.ctx.system)
         app.ctx.orgs = OrgDirectory(app.ctx.system.bus)
         app.ctx.inbound.start()
