@@ -108,6 +108,16 @@ class EnrollmentRepository:
         _UPDATE_ENROLLMENT.execute(self.conn, {"w_id": enrollment_id, "status": status, "end_reason": reason,
                                                "ended_at": now, "next_run_at": None})
 
+    def end_many(self, ended: Sequence[tuple[int, int]], status: str, reason: str, now: datetime) -> None:
+        """End enrolments, given as (id, pc), and record why in each one's history, with two
+        executemany in all: an opt-out can end dozens at once."""
+        if not ended:
+            return
+        self.change_many({enrollment_id: {"status": status, "end_reason": reason, "ended_at": now, "next_run_at": None}
+                          for enrollment_id, _ in ended})
+        self.log_steps([{"enrollment_id": enrollment_id, "pc": pc, "step": status, "outcome": reason, "at": now}
+                        for enrollment_id, pc in ended])
+
     def pause(self, enrollment_id: int, reason: str) -> None:
         self._changed()
         self.conn.execute(update(orm.enrollments).where(orm.enrollments.c.id == enrollment_id)

@@ -254,6 +254,11 @@ class BufferedEnrollments(EnrollmentRepository):
     def _change(self, enrollment_id: int, values: Row) -> None:
         self.writes.changes[enrollment_id] = {**self.writes.changes.get(enrollment_id, {}), **values}
 
+    def end_many(self, ended: Sequence[tuple[int, int]], status: str, reason: str, now: datetime) -> None:
+        for enrollment_id, pc in ended:  # kept with the batch's other writes, in order
+            self.end(enrollment_id, status, reason, now)
+            self.log_step(enrollment_id, pc, status, reason, now)
+
     def log_step(self, enrollment_id: int, pc: int, step: str, outcome: str, now: datetime) -> None:
         self.writes.steps.append({"enrollment_id": enrollment_id, "pc": pc, "step": step, "outcome": outcome,
                                   "at": now})

@@ -229,6 +229,7 @@ class FlowEngine:
         (a drip's emails still go after a STOP to its texts)."""
         rows = uow.enrollments.for_contact(contact_id, ("active", "paused"))
         closed = set(channels or ()) | (self._opted_out_channels(uow, org_id, contact_id) if rows else set())
+        cancelled: list[tuple[int, int]] = []
         for row in rows:
             if row["id"] == _performing.get():
                 continue
@@ -240,8 +241,8 @@ class FlowEngine:
                     uow.enrollments.pause(row["id"], reason)
                     uow.enrollments.log_step(row["id"], row["pc"], "paused", reason, now)
                 else:
-                    uow.enrollments.end(row["id"], "cancelled", reason, now)
-                    uow.enrollments.log_step(row["id"], row["pc"], "cancelled", reason, now)
+                    cancelled.append((row["id"], row["pc"]))
+        uow.enrollments.end_many(cancelled, "cancelled", reason, now)
 
     def _opted_out_channels(self, uow: UnitOfWork, org_id: int, contact_id: int) -> set[Channel]:
         addresses = [a["value"] for a in uow.contacts.addresses(contact_id)]
