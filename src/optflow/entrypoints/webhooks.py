@@ -185,11 +185,25 @@ def _check_twilio_signature(request: Request, auth_token: str | None, form: Mapp
         raise ApiError(403, "forbidden", "no Twilio auth token is configured for this number's org")
     url = public_url_of(request, request.app.ctx.config)
     validator = RequestValidator(auth_token)
+    values = _AllValues(form)
     # The exact URL first: `validate` always signs two variants of it (with and without a port).
-    if not (hmac.compare_digest(validator.compute_signature(url, form).encode(), signature.encode())
-            or validator.validate(url, form, signature)):
+    if not (hmac.compare_digest(validator.compute_signature(url, values).encode(), signature.encode())
+            or validator.validate(url, values, signature)):
         log.warning("rejected a Twilio webhook with a wrong signature (signed URL should be %s)", url)
         raise ApiError(403, "forbidden", f"invalid {TWILIO_SIGNATURE_HEADER}")
+
+
+class _AllValues(dict[str, list[str]]):
+    """A parsed form as the twilio library reads repeated parameters (`getall`). Sanic's form has
+    only `getlist`, and the library tries `getall` first: one AttributeError raised and caught per
+    form field, on every webhook."""
+
+    def __init__(self, form: Mapping[str, Any]) -> None:
+        super().__init__((name, list(values) if isinstance(values, list) else [values])
+                         for name, values in form.items())
+
+    def getall(self, name: str) -> list[str]:
+        return self[name]
 
 
 # ------------------------------------------------------------------------------------- chat
