@@ -30,6 +30,10 @@ def set_token(system: System, org: int, token: str) -> None:
         uow.commit()
 
 
+def accept(settings: OrgSettings) -> None:
+    """A request every settings accept."""
+
+
 def requires(token: str) -> object:
     def check(settings: OrgSettings) -> None:
         if settings.twilio_auth_token != token:
@@ -41,12 +45,12 @@ def test_settings_are_remembered_for_a_moment_then_read_again(system: System) ->
     org = new_org(system, twilio_auth_token="first")
     ticks = Ticks()
     directory = OrgDirectory(system.bus, remember_s=1.0, clock=ticks)
-    assert directory.lookup(ORG_NUMBER)[1].twilio_auth_token == "first"
+    assert directory.authenticated(ORG_NUMBER, accept)[1].twilio_auth_token == "first"
     set_token(system, org, "second")
     ticks.now += 0.9
-    assert directory.lookup(ORG_NUMBER)[1].twilio_auth_token == "first"
+    assert directory.authenticated(ORG_NUMBER, accept)[1].twilio_auth_token == "first"
     ticks.now += 0.1
-    assert directory.lookup(ORG_NUMBER)[1].twilio_auth_token == "second"
+    assert directory.authenticated(ORG_NUMBER, accept)[1].twilio_auth_token == "second"
 
 
 def test_a_rotated_token_is_accepted_at_once(system: System) -> None:
@@ -56,7 +60,7 @@ def test_a_rotated_token_is_accepted_at_once(system: System) -> None:
     set_token(system, org, "new")
     org_id, settings = directory.authenticated(ORG_NUMBER, requires("new"))
     assert (org_id, settings.twilio_auth_token) == (org, "new")
-    assert directory.lookup(ORG_NUMBER)[1].twilio_auth_token == "new"  # and remembered
+    assert directory.authenticated(ORG_NUMBER, accept)[1].twilio_auth_token == "new"  # and remembered
 
 
 def test_a_request_failing_against_fresh_settings_is_refused(system: System) -> None:
@@ -64,7 +68,7 @@ def test_a_request_failing_against_fresh_settings_is_refused(system: System) -> 
     directory = OrgDirectory(system.bus, clock=Ticks())
     with pytest.raises(ApiError):
         directory.authenticated(ORG_NUMBER, requires("wrong"))  # read fresh, then refused
-    directory.lookup(ORG_NUMBER)
+    directory.authenticated(ORG_NUMBER, accept)
     with pytest.raises(ApiError):
         directory.authenticated(ORG_NUMBER, requires("wrong"))  # remembered, read again, refused
 
@@ -73,8 +77,8 @@ def test_unknown_numbers_are_not_remembered(system: System) -> None:
     org = new_org(system)
     directory = OrgDirectory(system.bus, clock=Ticks())
     with pytest.raises(NotFound):
-        directory.lookup(OTHER_NUMBER)
+        directory.authenticated(OTHER_NUMBER, accept)
     with system.bus.uow() as uow:
         admin.add_number(uow, org, OTHER_NUMBER)
         uow.commit()
-    assert directory.lookup(OTHER_NUMBER)[0] == org
+    assert directory.authenticated(OTHER_NUMBER, accept)[0] == org

@@ -37,6 +37,7 @@ from optflow.domain.flows import (
     exit_matches,
     may_enroll,
     next_wait_until,
+    only_sends_until_wait,
     plan_reads_conditions,
     plan_step,
     remaining_channels,
@@ -431,6 +432,34 @@ def test_plan_reads_conditions_says_whether_planning_from_a_pc_looks_at_the_fact
         assert plan_reads_conditions(flow, pc) == fields.read, pc
         answers.append(fields.read)
     assert True in answers and False in answers
+
+
+def sends_until_wait_by_walking(flow: Flow, pc: int) -> bool:
+    """The same question answered the slow way: follow every branch until a wait or the end."""
+    seen, pending = set(), [pc]
+    while pending:
+        at = pending.pop()
+        if at in seen or at >= len(flow.program):
+            continue
+        seen.add(at)
+        instruction = flow.program[at]
+        if isinstance(instruction, Jump):
+            pending.append(instruction.target)
+        elif isinstance(instruction, JumpUnless):
+            pending.extend((at + 1, instruction.target))
+        elif isinstance(instruction, Send):
+            pending.append(at + 1)
+        elif not isinstance(instruction, WaitFor | WaitUntil):
+            return False
+    return True
+
+
+@pytest.mark.parametrize("flow", [*BRANCHY_FLOWS, make_flow([text("a"), WaitFor(timedelta(days=1)), OptOut()]),
+                                  make_flow([IfStep(condition(0), then=(OptOut(),)), text("a")])])
+def test_only_sends_until_wait_follows_every_branch_to_the_next_wait(flow: Flow) -> None:
+    answers = [only_sends_until_wait(flow, pc) for pc in range(len(flow.program) + 1)]
+    assert answers == [sends_until_wait_by_walking(flow, pc) for pc in range(len(flow.program) + 1)]
+    assert not only_sends_until_wait(flow, -1) and not only_sends_until_wait(flow, len(flow.program) + 1)
 
 
 @pytest.mark.parametrize("pc", [-1, 3])

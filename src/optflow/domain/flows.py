@@ -24,7 +24,7 @@ these objects.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -332,6 +332,7 @@ class Flow:
     # evaluate a condition before it reaches an action, a wait or the end?
     _only_jumps_from: tuple[bool, ...] = field(init=False, repr=False, compare=False)
     _condition_ahead: tuple[bool, ...] = field(init=False, repr=False, compare=False)
+    _sends_until_wait: tuple[bool, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.reenroll not in set(Reenroll):
@@ -340,6 +341,7 @@ class Flow:
         object.__setattr__(self, "channels", channels_of(self.program))
         object.__setattr__(self, "_only_jumps_from", _only_jumps_from(self.program))
         object.__setattr__(self, "_condition_ahead", _condition_ahead(self.program))
+        object.__setattr__(self, "_sends_until_wait", _sends_until_wait(self.program))
 
 
 def _reachable(program: Sequence[Instruction], pc: int) -> list[Instruction]:
@@ -448,24 +450,32 @@ def plan_step(flow: Flow, pc: int, facts: Facts, now: datetime) -> StepPlan:
     return StepPlan(action=None, next_pc=pc, wake_at=None, finished=True)
 
 
-def _only_jumps_from(program: Sequence[Instruction]) -> tuple[bool, ...]:
-    """For each pc up to len(program): is every instruction reachable from it a jump? Walked
-    backwards: jumps only go forward, so a pc's successors are decided before it."""
-    only_jumps = [True] * (len(program) + 1)
+def _every_run(program: Sequence[Instruction], verdict: Callable[[Instruction], bool | None]) -> tuple[bool, ...]:
+    """For each pc up to len(program): does every run from it pass? Jumps are followed (both ways
+    for a conditional one); at any other instruction `verdict` says pass, fail, or None: go on to
+    the next. The end passes. Walked backwards: jumps only go forward, so a pc's successors are
+    decided before it."""
+    passes = [True] * (len(program) + 1)
     for pc in range(len(program) - 1, -1, -1):
         instruction = program[pc]
         if isinstance(instruction, Jump):
-            only_jumps[pc] = only_jumps[instruction.target]
+            passes[pc] = passes[instruction.target]
         elif isinstance(instruction, JumpUnless):
-            only_jumps[pc] = only_jumps[pc + 1] and only_jumps[instruction.target]
+            passes[pc] = passes[pc + 1] and passes[instruction.target]
         else:
-            only_jumps[pc] = False
-    return tuple(only_jumps)
+            said = verdict(instruction)
+            passes[pc] = passes[pc + 1] if said is None else said
+    return tuple(passes)
+
+
+def _only_jumps_from(program: Sequence[Instruction]) -> tuple[bool, ...]:
+    """For each pc up to len(program): is every instruction reachable from it a jump?"""
+    return _every_run(program, lambda _: False)
 
 
 def _condition_ahead(program: Sequence[Instruction]) -> tuple[bool, ...]:
     """For each pc up to len(program): does following jumps from it meet a conditional jump
-    before an action, a wait or the end? Walked backwards, as `_only_jumps_from`."""
+    before an action, a wait or the end? Walked backwards, as `_every_run`."""
     ahead = [False] * (len(program) + 1)
     for pc in range(len(program) - 1, -1, -1):
         instruction = program[pc]
@@ -474,6 +484,20 @@ def _condition_ahead(program: Sequence[Instruction]) -> tuple[bool, ...]:
         else:
             ahead[pc] = isinstance(instruction, JumpUnless)
     return tuple(ahead)
+
+
+def _sends_until_wait(program: Sequence[Instruction]) -> tuple[bool, ...]:
+    """For each pc up to len(program): is every action reachable from it without passing a wait
+    a send, whatever the conditions say?"""
+    return _every_run(program, lambda i: None if isinstance(i, Send) else isinstance(i, WaitFor | WaitUntil))
+
+
+def only_sends_until_wait(flow: Flow, pc: int) -> bool:
+    """Can a run from `pc` do nothing but send before its next wait or the end? Such a run reads
+    the contact and its consents and writes outbox rows, history and the enrolment's move: what
+    the dispatcher can do for many enrolments at once. False for a pc outside the program (its
+    run then fails on its own)."""
+    return 0 <= pc <= len(flow.program) and flow._sends_until_wait[pc]
 
 
 def plan_reads_conditions(flow: Flow, pc: int) -> bool:

@@ -40,14 +40,10 @@ class OrgDirectory:
         self.clock = clock
         self._entries: dict[str, _Entry] = {}
 
-    def lookup(self, number: str) -> tuple[int, OrgSettings]:
-        """The org owning `number` (E.164) and its settings; `NotFound` when no org owns it."""
-        entry, _ = self._entry(number, fresh=False)
-        return entry.org_id, entry.settings
-
     def authenticated(self, number: str, check: Callable[[OrgSettings], None]) -> tuple[int, OrgSettings]:
-        """`lookup`, then `check(settings)`, which raises `ApiError` when the request is not
-        authentic; one that fails against remembered settings is checked again against fresh ones."""
+        """The org owning `number` (E.164) and its settings, once `check(settings)` passed; it
+        raises `ApiError` when the request is not authentic, and one that fails against remembered
+        settings is checked again against fresh ones. `NotFound` when no org owns the number."""
         entry, fresh = self._entry(number, fresh=False)
         try:
             check(entry.settings)

@@ -96,7 +96,6 @@ class FlowEngine:
         self._content: dict[str, Any] = {}
         self._content_paths = content_templates(flows_dir) if flows_dir is not None and flows_dir.is_dir() else {}
         self.dispatcher_url: Callable[[int, str, Channel], str] | None = None
-        self._batchable: dict[tuple[str, str, int], bool] = {}
         self._plans: dict[tuple[str, str, int, str | None, datetime], f.StepPlan] = {}
         self.webhook_timeout = 5.0
 
@@ -291,8 +290,9 @@ class FlowEngine:
     def _run_batch(self, uow: UnitOfWork, rows: list[dict[str, Any]], now: datetime, report: FlowRunReport) -> None:
         """Run the claimed enrolments in order, set-based where the steps allow it.
 
-        An enrolment whose steps until its next wait can only be sends (`_sends_only`) runs in a
-        `_BatchUnitOfWork`: its reads come from the batch's preload and its writes are kept, then
+        An enrolment whose steps until its next wait can only be sends
+        (`flows.only_sends_until_wait`) runs in a `_BatchUnitOfWork`: its reads come from the
+        batch's preload and its writes are kept, then
         written for many enrolments at once. Any other enrolment runs on its own in a savepoint,
         as `enroll` runs one; the kept writes are written first, so it sees everything the batch
         did before it (an opt-out cancels the outbox rows already queued), and the later
@@ -306,7 +306,7 @@ class FlowEngine:
             contact = reads.contacts.get(row["contact_id"])
             flow = self.flow_for(uow, row["flow_name"], row["flow_version"])
             if (flow is not None and contact is not None and contact["org_id"] == row["org_id"]
-                    and row["contact_id"] not in changed_contacts and self._sends_only(flow, row["pc"])):
+                    and row["contact_id"] not in changed_contacts and f.only_sends_until_wait(flow, row["pc"])):
                 pending.append(row)
                 self._execute_batched(batched, row, now, pending_report)
                 continue
@@ -348,16 +348,6 @@ class FlowEngine:
                 windows[org_id] = SendWindow(frozenset(ch for cap in caps for ch in cap.channels),
                                              now - max(cap.window for cap in caps))
         return windows
-
-    def _sends_only(self, flow: f.Flow, pc: int) -> bool:
-        """Can every action reachable from `pc` before a wait be only a send? Such a run reads
-        the contact, its addresses and consents, and writes outbox rows, history rows and the
-        enrolment's move or end: what a batch can do set-based."""
-        key = (flow.name, flow.version, pc)
-        known = self._batchable.get(key)
-        if known is None:
-            known = self._batchable[key] = _sends_until_wait(flow.program, pc)
-        return known
 
     def _execute_batched(self, uow: _BatchUnitOfWork, row: dict[str, Any], now: datetime,
                          report: FlowRunReport) -> None:
@@ -560,28 +550,6 @@ class _ContentEnvironment(ImmutableSandboxedEnvironment):
 
     def make_globals(self, d: MutableMapping[str, Any] | None) -> MutableMapping[str, Any]:
         return {**self.globals, **(d or {})}
-
-
-def _sends_until_wait(program: tuple[f.Instruction, ...], pc: int) -> bool:
-    """Whatever the conditions say: is every action reachable from `pc` without passing a wait
-    a send? (Jumps only go forward, so the walk ends.)"""
-    seen: set[int] = set()
-    pending = [pc]
-    while pending:
-        at = pending.pop()
-        if at in seen or not 0 <= at < len(program):
-            continue
-        seen.add(at)
-        instruction = program[at]
-        if isinstance(instruction, f.Jump):
-            pending.append(instruction.target)
-        elif isinstance(instruction, f.JumpUnless):
-            pending.extend((at + 1, instruction.target))
-        elif isinstance(instruction, f.Send):
-            pending.append(at + 1)
-        elif not isinstance(instruction, f.WaitFor | f.WaitUntil):
-            return False
-    return True
 
 
 class _BatchUnitOfWork(UnitOfWork):
