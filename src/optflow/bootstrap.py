@@ -3,6 +3,7 @@ process by an entry point; importing optflow builds nothing."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from .adapters.senders import ConsoleSender, Router, Sender, SmtpSender, TwilioS
 from .adapters.templates import TemplateRenderer
 from .config import Config
 from .domain.model import Channel
+from .domain.tokens import unsubscribe_url
 from .service_layer.dispatcher import Dispatcher
 from .service_layer.flow_engine import FlowEngine, load_flow_directory
 from .service_layer.handlers import Services
@@ -100,11 +102,10 @@ def bootstrap(config: Config | None = None, *, clock: Callable[[], datetime] = u
     renderer = TemplateRenderer(config.template_dir)
     flows_dir = config.flows_dir or repository_flows_dir()
     flows = load_flow_directory(flows_dir, renderer)
-    services = Services(renderer=renderer, pin_digits=pin_digits, flows=None, public_url=config.public_url)
-    engine_flows = FlowEngine(flows, services, flows_dir)
-    services.flows = engine_flows
     secret = installation_secret(engine, config.secret)
-    bus = MessageBus(engine, services, clock)
+    services = Services(renderer=renderer, pin_digits=pin_digits, public_url=config.public_url)
+    engine_flows = FlowEngine(flows, services, flows_dir,
+                              unsubscribe_url=functools.partial(unsubscribe_url, config.public_url, secret))
+    bus = MessageBus(engine, services, clock, engine_flows.command_handlers())
     dispatcher = Dispatcher(engine, services, sender or build_sender(config), secret, config.public_url)
-    engine_flows.dispatcher_url = dispatcher.unsubscribe_url
     return System(config, engine, services, bus, dispatcher, engine_flows, clock, secret)

@@ -46,7 +46,7 @@ def test_init_contacts_consent_and_ledger(tmp_path: Path) -> None:
     add = optflow(tmp_path, "contacts", "add", "--name", "Sam", "--phone", "(415) 555-2671",
                   "--email", "Sam@Example.COM")
     assert add.returncode == 0, add.stderr
-    record = optflow(tmp_path, "consent", "record", "+14155552671", "--method", "paper_form",
+    record = optflow(tmp_path, "consent", "record", "+14155552671", "--as", "1", "--method", "paper_form",
                      "--at", "2026-11-01T10:00:00Z", "--evidence", "form #7")
     assert "opted_in" in record.stdout, record.stderr
     shown = optflow(tmp_path, "contacts", "show", "sam@example.com")
@@ -61,7 +61,7 @@ def test_init_contacts_consent_and_ledger(tmp_path: Path) -> None:
 def test_ledger_verify_reports_tampering(tmp_path: Path) -> None:
     optflow(tmp_path, "init")
     optflow(tmp_path, "contacts", "add", "--phone", "+14155552671")
-    optflow(tmp_path, "consent", "opt-out", "1")
+    optflow(tmp_path, "consent", "opt-out", "1", "--as", "1")
     engine = create_engine(f"sqlite:///{tmp_path / 'cli.db'}")
     with engine.begin() as conn:
         conn.execute(update(orm.ledger).values(to_state="opted_in"))
@@ -73,10 +73,12 @@ def test_ledger_verify_reports_tampering(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("args", "message"), [
     (("contacts", "add", "--phone", "not a number"), "'not a number' is not a phone number"),
-    (("consent", "record", "1", "--channel", "fax"), "unknown channel 'fax'"),
-    (("consent", "record", "1"), "a manual opt-in needs a method"),
-    (("consent", "request", "42"), "no contact with id 42"),
-    (("consent", "record", "1", "--method", "verbal", "--at", "yesterday"), "not an ISO-8601 date-time"),
+    (("consent", "record", "1", "--as", "1", "--channel", "fax"), "unknown channel 'fax'"),
+    (("consent", "record", "1", "--as", "1"), "a manual opt-in needs a method"),
+    (("consent", "request", "42", "--as", "1"), "no contact with id 42"),
+    (("consent", "record", "1", "--as", "1", "--method", "verbal", "--at", "yesterday"), "not an ISO-8601 date-time"),
+    (("consent", "record", "1", "--method", "verbal"), "say who is acting: --as AGENT"),
+    (("consent", "record", "1", "--as", "Nobody", "--method", "verbal"), "no agent called 'Nobody' in org 1"),
 ])
 def test_bad_input_gets_one_clear_line(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
     optflow(tmp_path, "init")

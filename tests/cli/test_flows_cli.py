@@ -95,7 +95,8 @@ Cli = Callable[..., Result]
 def cli(tmp_path: Path) -> Iterator[Cli]:
     """Runs `optflow ARGS` on a fresh SQLite file with the fixture flows, the clock at START."""
     runner = CliRunner()
-    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}", "OPTFLOW_FLOWS_DIR": str(FLOWS)}
+    # Agent 1 is the admin `optflow init` creates: the CLI acts as a named agent.
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}", "OPTFLOW_FLOWS_DIR": str(FLOWS), "OPTFLOW_AGENT": "1"}
 
     def invoke(*args: str) -> Result:
         return runner.invoke(main, list(args), env=env, catch_exceptions=False)
@@ -148,7 +149,7 @@ def test_remove_takes_a_contact_out_of_one_enrolment(cli: Cli) -> None:
     assert "contact 1 has no enrolment 2" in refused(cli("flows", "remove", "1", "2"))
     assert ok(cli("flows", "remove", "2", "2")) == "removed enrolment 2\n"
     [removed] = ok(cli("flows", "enrollments", "2", "--all")).splitlines()
-    assert re.search(r"bulk_reminder\s+cancelled\s+.*removed by agent:cli", removed), removed
+    assert re.search(r"bulk_reminder\s+cancelled\s+.*removed by agent:1", removed), removed
     assert "already ended (cancelled)" in refused(cli("flows", "remove", "2", "2"))
 
     next_day = ok(cli("run-due", "--at", (START + timedelta(days=1)).isoformat()))

@@ -351,10 +351,14 @@ def send(client: httpx.Client, contact: dict[str, Any], channel: str,
                                                  "body": "Spring service specials this week."})
 
 
-def test_reset_forgets_the_old_consent(agent: httpx.Client, new_contact: NewContact) -> None:
+def test_reset_forgets_the_old_consent(agent: httpx.Client, supervisor: httpx.Client,
+                                       new_contact: NewContact) -> None:
     contact = new_contact(agent)
     act(agent, contact, "opt-ins", {"channel": "text", "method": "verbal"})
-    result = act(agent, contact, "reset", {"channel": "text", "evidence": "carrier says the number was reassigned"})
+    refused = agent.post(f"{API}/contacts/{contact['id']}/reset", json={"channel": "text", "evidence": "reassigned"})
+    assert refused.status_code == 403, refused.text
+    result = act(supervisor, contact, "reset",
+                 {"channel": "text", "evidence": "carrier says the number was reassigned"})
     assert (result["status"], result["state"]) == ("reset", "unknown")
     text = consent_of(result["contact"], "text")
     assert (text["opted_in_at"], text["method"]) == (None, None)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from .consent_rules import Door
 from .model import Actor, Channel, Purpose
 
 
@@ -97,6 +98,7 @@ class OptOut(ContactAction):
     all_channels: bool = False
     method: str = "agent"
     evidence: str | None = None
+    occurred_at: datetime | None = None  # when the customer asked, if not now
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,8 @@ class OptOutAddress(Command):
     actor: Actor
     method: str
     evidence: str | None = None
+    door: Door = Door.ONE_CLICK
+    source_message_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -159,6 +163,25 @@ class LinkUnassociated(Command):
     org_id: int
     message_id: int
     contact_id: int
+    actor: Actor
+
+
+@dataclass(frozen=True)
+class EnrollContact(Command):
+    """Enrol a contact in a flow by hand (an agent, the API, a CSV); its first steps run at once."""
+
+    org_id: int
+    contact_id: int
+    flow: str
+    actor: Actor
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RemoveEnrollment(Command):
+    org_id: int
+    contact_id: int
+    enrollment_id: int
     actor: Actor
 
 

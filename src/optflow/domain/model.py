@@ -93,6 +93,7 @@ class NotFound(DomainError):
 class Actor:
     kind: ActorKind
     id: str | None = None  # agent id, or the customer's address, or the system job's name
+    role: str | None = None  # an agent's role (agent, supervisor, admin): some changes need a supervisor
 
     def __str__(self) -> str:
         return f"{self.kind.value}:{self.id}" if self.id else self.kind.value

@@ -36,6 +36,12 @@ def make_token(secret: str, target: UnsubscribeTarget) -> str:
     return f"{_b64(payload)}.{_b64(signature)}"
 
 
+def unsubscribe_url(public_url: str, secret: str, org_id: int, address: str, channel: Channel) -> str:
+    """The one-click unsubscribe link of one address and channel."""
+    token = make_token(secret, UnsubscribeTarget(org_id, address, channel))
+    return f"{public_url.rstrip('/')}/unsubscribe/{token}"
+
+
 def read_token(secret: str, token: str) -> UnsubscribeTarget:
     """The target of a genuine token; `InvalidInput` for anything forged, truncated or garbled."""
     try:

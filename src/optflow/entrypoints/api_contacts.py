@@ -265,12 +265,13 @@ def register(bp: Blueprint) -> None:
         return run_action(request, command, contact_id, hide_channel=body.channel is None)
 
     @bp.post("/contacts/<contact_id:int>/reset")
-    @route("agent", body=ResetIn, ok=(200, ActionOut, "The consent is back to unknown."), errors=action_errors,
+    @route("supervisor", body=ResetIn, ok=(200, ActionOut, "The consent is back to unknown."), errors=action_errors,
            params=(CONTACT,), tag=ACTIONS_TAG)
     async def reset(request: Request, contact_id: int) -> HTTPResponse:
-        """Reset a consent to `unknown`.
+        """Reset a consent to `unknown` (supervisors).
 
-        For a number that was reassigned to someone else: the old consent does not carry over.
+        For a number that was reassigned to someone else: the old consent, an opt-out included,
+        does not carry over. Needs the reason as `evidence`; the ledger records who reset it and why.
         """
         caller, body = _caller_and_body(request, contact_id, ResetIn)
         return run_action(request, c.ResetConsent(caller.org_id, contact_id, body.channel, caller.actor,
@@ -357,13 +358,11 @@ def register(bp: Blueprint) -> None:
         """
         caller, body = _caller_and_body(request, contact_id, EnrollIn)
         system = system_of(request)
-        with system.bus.uow() as uow:
-            try:
-                enrollment_id = system.flows.enroll_manual(uow, caller.org_id, contact_id, body.flow, system.clock(),
-                                                           body.data)
-            except DomainError as exc:
-                raise _flow_error(exc) from None
-            uow.commit()
+        try:
+            enrollment_id = system.bus.handle(c.EnrollContact(caller.org_id, contact_id, body.flow, caller.actor,
+                                                              dict(body.data or {})))
+        except DomainError as exc:
+            raise _flow_error(exc) from None
         return _enrollment_response(system, enrollment_id, 201)
 
     @bp.delete("/contacts/<contact_id:int>/enrollments/<enrollment_id:int>")
@@ -375,11 +374,8 @@ def register(bp: Blueprint) -> None:
         path_id(enrollment_id, "enrollment")
         caller = caller_of(request)
         system = system_of(request)
-        with system.bus.uow() as uow:
-            uow.contacts.get(caller.org_id, contact_id)
-            try:
-                system.flows.remove(uow, caller.org_id, contact_id, enrollment_id, system.clock(), caller.actor)
-            except DomainError as exc:
-                raise _flow_error(exc) from None
-            uow.commit()
+        try:
+            system.bus.handle(c.RemoveEnrollment(caller.org_id, contact_id, enrollment_id, caller.actor))
+        except DomainError as exc:
+            raise _flow_error(exc) from None
         return _enrollment_response(system, enrollment_id)

@@ -26,7 +26,7 @@ class Caller:
 
     @property
     def actor(self) -> Actor:
-        return Actor(ActorKind.AGENT, str(self.agent_id))
+        return Actor(ActorKind.AGENT, str(self.agent_id), self.role)
 
 
 def authenticate(request: Request) -> Caller:

@@ -21,7 +21,8 @@ from ..service_layer.unit_of_work import UnitOfWork
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-CLI_ACTOR = Actor(ActorKind.AGENT, "cli")
+ACTING_AGENT_HELP = ("who is acting: an agent's id or name (`optflow agents list`); the ledger records them and "
+                     "their role decides what they may do [env: OPTFLOW_AGENT]")
 
 
 def friendly_errors(func: F) -> F:
@@ -90,6 +91,22 @@ class Ctx:
         if first is None:
             raise click.ClickException("no org yet: run `optflow init` first")
         return int(first)
+
+    def acting_agent(self, who: str | None, org_id: int) -> Actor:
+        """The person the CLI acts as. The CLI is no anonymous superuser: consent changes carry
+        a named agent and their role, as they do through the API."""
+        if not who or not who.strip():
+            raise click.UsageError("say who is acting: --as AGENT (an id or name from `optflow agents list`), "
+                                   "or set OPTFLOW_AGENT")
+        with UnitOfWork(self.system.engine) as uow:
+            agents = uow.agents.for_org(org_id)
+        wanted = who.strip()
+        found = [a for a in agents if str(a["id"]) == wanted] or [a for a in agents if a["name"] == wanted]
+        if len(found) != 1:
+            problem = "no agent" if not found else "more than one agent"
+            raise click.ClickException(f"{problem} called {wanted!r} in org {org_id}: use an id from "
+                                       "`optflow agents list`, or add one with `optflow agents add NAME --role ROLE`")
+        return Actor(ActorKind.AGENT, str(found[0]["id"]), found[0]["role"])
 
     @contextmanager
     def uow(self) -> Iterator[UnitOfWork]:

@@ -14,7 +14,7 @@ import click
 
 from ..domain import commands as c
 from ..domain.model import Actor, ActorKind, Channel, DomainError
-from .cli import CLI_ACTOR, Ctx, friendly_errors, parse_channel, parse_time, pass_ctx
+from .cli import ACTING_AGENT_HELP, Ctx, friendly_errors, parse_channel, parse_time, pass_ctx
 
 
 def _contact_json(obj: Ctx, org_id: int, contact_id: int) -> dict[str, Any]:
@@ -144,16 +144,20 @@ def register(main: click.Group) -> None:
     @click.option("--evidence", help="record / reauthorize / opt-out: free text kept in the ledger.")
     @click.option("--pin", help="confirm-pin: the code the customer read out.")
     @click.option("--org", type=int)
+    @click.option("--as", "acting", envvar="OPTFLOW_AGENT", help=ACTING_AGENT_HELP)
     @pass_ctx
     @friendly_errors
     def consent(obj: Ctx, action: str, contact: str, channel: str, all_channels: bool, method: str | None,
-                at: str | None, evidence: str | None, pin: str | None, org: int | None) -> None:
-        """Agent actions on a contact (id, phone or email)."""
+                at: str | None, evidence: str | None, pin: str | None, org: int | None, acting: str | None) -> None:
+        """Agent actions on a contact (id, phone or email), as a named agent (--as).
+
+        Only a supervisor may reset a consent (with --evidence saying why) or record a consent over
+        the customer's opt-out (with --evidence and an --at later than the opt-out)."""
         org_id = obj.org_id(org)
+        actor = obj.acting_agent(acting, org_id)
         contact_id = resolve_contact(obj, org_id, contact)
         ch = parse_channel(channel)
         when = parse_time(at, "--at")
-        actor = CLI_ACTOR
         command: c.Command
         if action in ("request", "quick"):
             command = c.RequestOptIn(org_id, contact_id, ch, actor, quick=action == "quick")
@@ -168,7 +172,8 @@ def register(main: click.Group) -> None:
         elif action == "text-reauth":
             command = c.SendReauthRequest(org_id, contact_id, ch, actor)
         elif action == "opt-out":
-            command = c.OptOut(org_id, contact_id, ch, actor, all_channels=all_channels, evidence=evidence)
+            command = c.OptOut(org_id, contact_id, ch, actor, all_channels=all_channels, evidence=evidence,
+                               occurred_at=when)
         elif action == "reset":
             command = c.ResetConsent(org_id, contact_id, ch, actor, evidence=evidence)
         elif action in ("dnd-on", "dnd-off"):

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import click
 
+from ..domain import commands as c
 from ..domain.model import DomainError
-from .cli import CLI_ACTOR, Ctx, friendly_errors, pass_ctx
+from .cli import ACTING_AGENT_HELP, Ctx, friendly_errors, pass_ctx
 
 
 def register(main: click.Group) -> None:
@@ -66,24 +67,25 @@ def register(main: click.Group) -> None:
     @click.argument("contact_id", type=int)
     @click.argument("flow_name")
     @click.option("--org", type=int)
+    @click.option("--as", "acting", envvar="OPTFLOW_AGENT", help=ACTING_AGENT_HELP)
     @pass_ctx
     @friendly_errors
-    def enroll(obj: Ctx, contact_id: int, flow_name: str, org: int | None) -> None:
+    def enroll(obj: Ctx, contact_id: int, flow_name: str, org: int | None, acting: str | None) -> None:
         """Enrol a contact in a flow by hand."""
         system = obj.system
         org_id = obj.org_id(org)
-        with obj.uow() as uow:
-            enrollment_id = system.flows.enroll_manual(uow, org_id, contact_id, flow_name, system.clock())
-            uow.commit()
+        actor = obj.acting_agent(acting, org_id)
+        enrollment_id = system.bus.handle(c.EnrollContact(org_id, contact_id, flow_name, actor))
         click.echo(f"enrolled contact {contact_id} in {flow_name} (enrolment {enrollment_id})")
 
     @flows.command("enroll-csv")
     @click.argument("flow_name")
     @click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
     @click.option("--org", type=int)
+    @click.option("--as", "acting", envvar="OPTFLOW_AGENT", help=ACTING_AGENT_HELP)
     @pass_ctx
     @friendly_errors
-    def enroll_csv(obj: Ctx, flow_name: str, csv_file: Path, org: int | None) -> None:
+    def enroll_csv(obj: Ctx, flow_name: str, csv_file: Path, org: int | None, acting: str | None) -> None:
         """Enrol the contacts of a CSV file (a column `contact_id`, `phone` or `email`) in a flow.
 
         Each row is its own transaction; rows that cannot be enrolled are reported with the reason."""
@@ -91,6 +93,7 @@ def register(main: click.Group) -> None:
 
         system = obj.system
         org_id = obj.org_id(org)
+        actor = obj.acting_agent(acting, org_id)
         if flow_name not in system.flows.flows:
             raise click.ClickException(f"no flow named {flow_name!r}")
         with csv_file.open(encoding="utf-8-sig", newline="") as handle:
@@ -103,9 +106,7 @@ def register(main: click.Group) -> None:
                 if not key:
                     raise DomainError("no contact_id, phone or email", code="no_contact")
                 contact_id = resolve_contact(obj, org_id, key)
-                with obj.uow() as uow:
-                    system.flows.enroll_manual(uow, org_id, contact_id, flow_name, system.clock())
-                    uow.commit()
+                system.bus.handle(c.EnrollContact(org_id, contact_id, flow_name, actor))
                 enrolled += 1
             except DomainError as exc:
                 rejected.append(f"  line {line}: {exc}")
@@ -118,13 +119,13 @@ def register(main: click.Group) -> None:
     @click.argument("contact_id", type=int)
     @click.argument("enrollment_id", type=int)
     @click.option("--org", type=int)
+    @click.option("--as", "acting", envvar="OPTFLOW_AGENT", help=ACTING_AGENT_HELP)
     @pass_ctx
     @friendly_errors
-    def remove(obj: Ctx, contact_id: int, enrollment_id: int, org: int | None) -> None:
+    def remove(obj: Ctx, contact_id: int, enrollment_id: int, org: int | None, acting: str | None) -> None:
         """Take a contact out of one enrolment."""
         system = obj.system
         org_id = obj.org_id(org)
-        with obj.uow() as uow:
-            system.flows.remove(uow, org_id, contact_id, enrollment_id, system.clock(), CLI_ACTOR)
-            uow.commit()
+        actor = obj.acting_agent(acting, org_id)
+        system.bus.handle(c.RemoveEnrollment(org_id, contact_id, enrollment_id, actor))
         click.echo(f"removed enrolment {enrollment_id}")

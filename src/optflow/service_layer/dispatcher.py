@@ -22,16 +22,18 @@ from ..adapters.senders import (
     Sender,
     TransientSendError,
 )
-from ..domain.machine import TransitionContext
-from ..domain.model import Actor, ActorKind, Channel, Purpose, State, Trigger
+from ..domain import commands as c
+from ..domain.consent_rules import Door
+from ..domain.model import Actor, ActorKind, Channel, Purpose
 from ..domain.policy import Allow, Defer, MessageKind
 from ..domain.tokens import UnsubscribeTarget, make_token
-from .handlers import Services, policy_decision, transition
+from .handlers import Services, opt_out_address, policy_decision
 from .unit_of_work import UnitOfWork
 
 log = logging.getLogger("optflow.dispatcher")
 
 LEASE = timedelta(minutes=10)
+CARRIER = Actor(ActorKind.SYSTEM, "carrier")
 MAX_ATTEMPTS = 8
 
 
@@ -171,10 +173,8 @@ class Dispatcher:
         """The provider says the recipient unsubscribed (Twilio 21610): that is an opt-out."""
         with UnitOfWork(self.engine) as uow:
             uow.messages.set(message.id, status="failed", last_error=error)
-            consent = uow.consents.get(message.org_id, message.to, message.channel, lock=True)
-            if consent.state is not State.OPTED_OUT:
-                transition(uow, self.services, consent, Trigger.OPT_OUT, TransitionContext(
-                    actor=Actor(ActorKind.SYSTEM, "carrier"), now=now, method="carrier",
-                    evidence=error[:500], source_message_id=f"message:{message.id}",
-                ), consent.contact_id)
+            opt_out_address(c.OptOutAddress(
+                message.org_id, message.to, message.channel, CARRIER, method="carrier", evidence=error[:500],
+                door=Door.CARRIER, source_message_id=f"message:{message.id}"), uow, self.services, now)
+            self.services.publish(uow, now)
             uow.commit()

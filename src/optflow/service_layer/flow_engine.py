@@ -37,8 +37,9 @@ from ..adapters.flow_batch import (
 from ..adapters.flow_loader import FlowValidationError, content_templates, load_flow_text, load_flows
 from ..adapters.templates import TEMPLATE_NAMES, TemplateRenderer
 from ..domain import commands as c
+from ..domain import events as ev
 from ..domain import flows as f
-from ..domain.model import Actor, ActorKind, Channel, DomainError, NotFound, State
+from ..domain.model import Actor, ActorKind, Channel, DomainError, InvalidInput, NotFound, State
 from ..domain.policy import Allow, Defer, MessageKind
 from . import handlers as h
 from .unit_of_work import UnitOfWork
@@ -83,9 +84,19 @@ class FlowRunReport:
 
 
 class FlowEngine:
-    def __init__(self, flows: Mapping[str, f.Flow], services: h.Services, flows_dir: Path | None) -> None:
+    """Runs the flows. It subscribes to the domain events that start, end, pause or resume
+    enrolments when it is built, and handles the commands about enrolments
+    (`command_handlers`); the handlers never call it."""
+
+    def __init__(self, flows: Mapping[str, f.Flow], services: h.Services, flows_dir: Path | None,
+                 unsubscribe_url: Callable[[int, str, Channel], str] | None = None) -> None:
         self.flows = dict(flows)
         self.services = services
+        services.subscribe(ev.ConsentChanged, self._on_consent_changed)
+        services.subscribe(ev.ChannelsBlocked, self._on_channels_blocked)
+        services.subscribe(ev.ChannelsUnblocked, self._on_channels_unblocked)
+        services.subscribe(ev.CustomerReplied, self._on_customer_replied)
+        services.subscribe(ev.BusinessEvent, self._on_business_event)
         self.flows_dir = flows_dir
         self._versions: dict[tuple[str, str], f.Flow | None] = {}
         self._sources: dict[tuple[str, str], str] = {}
@@ -95,7 +106,7 @@ class FlowEngine:
                                                 autoescape=False)
         self._content: dict[str, Any] = {}
         self._content_paths = content_templates(flows_dir) if flows_dir is not None and flows_dir.is_dir() else {}
-        self.dispatcher_url: Callable[[int, str, Channel], str] | None = None
+        self.unsubscribe_url = unsubscribe_url
         self._plans: dict[tuple[str, str, int, str | None, datetime], f.StepPlan] = {}
         self.webhook_timeout = 5.0
 
@@ -196,7 +207,45 @@ class FlowEngine:
                 uow.enrollments.end(row["id"], "done", reason, now)
                 uow.enrollments.log_step(row["id"], row["pc"], "exit", reason, now)
 
-    # ---------------------------------------------------------------- hooks called by handlers
+    # ---------------------------------------------------------------- commands and events
+
+    def command_handlers(self) -> dict[type, Callable[..., Any]]:
+        return {c.RecordEvent: self.record_event, c.EnrollContact: self.enroll_contact,
+                c.RemoveEnrollment: self.remove_enrollment}
+
+    def record_event(self, cmd: c.RecordEvent, uow: UnitOfWork, svc: h.Services, now: datetime) -> h.ActionResult:
+        if not cmd.name or len(cmd.name) > 100:
+            raise InvalidInput("an event needs a name of at most 100 characters", code="invalid_event")
+        uow.contacts.get(cmd.org_id, cmd.contact_id)
+        enrolled = self.event(uow, cmd.org_id, cmd.contact_id, cmd.name, cmd.data, now)
+        return h.ActionResult(cmd.contact_id, None, None, status="recorded",
+                              detail=f"enrolled in {len(enrolled)} flow(s)" if enrolled else "no flow matched",
+                              enrollment_ids=tuple(enrolled))
+
+    def enroll_contact(self, cmd: c.EnrollContact, uow: UnitOfWork, svc: h.Services, now: datetime) -> int:
+        return self.enroll_manual(uow, cmd.org_id, cmd.contact_id, cmd.flow, now, cmd.data)
+
+    def remove_enrollment(self, cmd: c.RemoveEnrollment, uow: UnitOfWork, svc: h.Services, now: datetime) -> int:
+        uow.contacts.get(cmd.org_id, cmd.contact_id)
+        self.remove(uow, cmd.org_id, cmd.contact_id, cmd.enrollment_id, now, cmd.actor)
+        return cmd.enrollment_id
+
+    def _on_consent_changed(self, uow: UnitOfWork, event: ev.ConsentChanged, now: datetime) -> None:
+        self.consent_changed(uow, event.org_id, event.contact_id, event.channel, event.to_state, now)
+
+    def _on_channels_blocked(self, uow: UnitOfWork, event: ev.ChannelsBlocked, now: datetime) -> None:
+        self.channels_blocked(uow, event.org_id, event.contact_id, event.channels, now, reason=event.reason,
+                              pause=event.pause)
+
+    def _on_channels_unblocked(self, uow: UnitOfWork, event: ev.ChannelsUnblocked, now: datetime) -> None:
+        self.channels_unblocked(uow, event.org_id, event.contact_id, now)
+
+    def _on_customer_replied(self, uow: UnitOfWork, event: ev.CustomerReplied, now: datetime) -> None:
+        self.contact_replied(uow, event.org_id, event.contact_id, now)
+        self.keyword(uow, event.org_id, event.contact_id, event.text, event.channel, now)
+
+    def _on_business_event(self, uow: UnitOfWork, event: ev.BusinessEvent, now: datetime) -> None:
+        self.event(uow, event.org_id, event.contact_id, event.name, event.data, now)
 
     def event(self, uow: UnitOfWork, org_id: int, contact_id: int, name: str, data: Mapping[str, Any],
               now: datetime) -> list[int]:
@@ -416,6 +465,7 @@ class FlowEngine:
             performing = _performing.set(enrollment_id)
             try:
                 outcome, deferred_until = self._act(uow, flow, row, plan.action, contact, event, now, report)
+                self.services.publish(uow, now)  # what the step changed reaches the other enrolments
             finally:
                 _performing.reset(performing)
             uow.enrollments.log_step(enrollment_id, at, plan.action.step_label or f"pc {at}", outcome, now)
@@ -521,8 +571,8 @@ class FlowEngine:
         variables = h.template_variables(uow, org_id, settings, step.channel, dict(contact), None,
                                          event=dict(event))
         body = self.render_content(step.template, variables, settings)
-        if step.channel is Channel.EMAIL and step.purpose.value == "marketing" and self.dispatcher_url:
-            footer_vars = {**variables, "unsubscribe_url": self.dispatcher_url(org_id, address, step.channel)}
+        if step.channel is Channel.EMAIL and step.purpose.value == "marketing" and self.unsubscribe_url:
+            footer_vars = {**variables, "unsubscribe_url": self.unsubscribe_url(org_id, address, step.channel)}
             body = f"{body}\n\n{h.render(self.services, settings, 'email/marketing_footer', footer_vars)}"
         h.queue_to_customer(uow, org_id, contact_id, step.channel, address, body, now, kind=MessageKind.NORMAL,
                             purpose=step.purpose, subject=step.subject, enrollment_id=int(row["id"]))

@@ -9,11 +9,13 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..adapters.repository import dnd_of
 from ..adapters.templates import TemplateRenderer
 from ..domain import commands as c
+from ..domain import consent_rules as rules
+from ..domain import events as ev
 from ..domain import pin as pins
 from ..domain.addresses import channels_for_kind, normalize, normalize_for_channel, written_as_e164
 from ..domain.keywords import Classification, KeywordTable
@@ -32,7 +34,6 @@ from ..domain.model import (
     NotFound,
     Purpose,
     State,
-    TransitionRecord,
     TransitionRefused,
     Trigger,
 )
@@ -51,24 +52,37 @@ from ..domain.policy import (
 from ..domain.settings import OrgSettings
 from .unit_of_work import UnitOfWork
 
-if TYPE_CHECKING:
-    from .flow_engine import FlowEngine
-
 log = logging.getLogger("optflow.handlers")
 
-CONFIRMED_CHANNELS = frozenset({Channel.TEXT, Channel.WHATSAPP, Channel.CHAT, Channel.EMAIL})
 OPT_OUT_TYPES = {"STOP": Intent.OPT_OUT, "START": Intent.OPT_IN, "HELP": Intent.HELP}
+
+
+Subscriber = Callable[[UnitOfWork, Any, datetime], None]
 
 
 @dataclass
 class Services:
-    """What handlers need besides the unit of work; built once in bootstrap."""
+    """What handlers need besides the unit of work; built once in bootstrap.
+
+    `subscribers` are the handlers of domain events (`domain/events.py`): whoever owns a unit of
+    work calls `publish` before committing it, so the events a change raised are handled in the
+    same transaction (the flow engine subscribes when it is built)."""
 
     renderer: TemplateRenderer
     pin_digits: Callable[[], str]
-    flows: FlowEngine | None = None
     public_url: str = "http://127.0.0.1:8000"
+    subscribers: dict[type, list[Subscriber]] = field(default_factory=dict)
     _keyword_tables: dict[str, KeywordTable] = field(default_factory=dict)
+
+    def subscribe(self, event_type: type, handler: Subscriber) -> None:
+        self.subscribers.setdefault(event_type, []).append(handler)
+
+    def publish(self, uow: UnitOfWork, now: datetime) -> None:
+        """Hand every event raised in `uow` to its subscribers, including the events they raise."""
+        while uow.events:
+            event = uow.events.pop(0)
+            for handler in self.subscribers.get(type(event), ()):
+                handler(uow, event, now)
 
     def keywords(self, settings: OrgSettings) -> KeywordTable:
         if not settings.keywords:  # most orgs: no per-message work at all
@@ -178,38 +192,100 @@ def render(svc: Services, settings: OrgSettings, name: str, variables: dict[str,
     return rendered.text
 
 
-def transition(uow: UnitOfWork, svc: Services, consent: Consent, trigger: Trigger, ctx: TransitionContext,
-               contact_id: int | None) -> TransitionRecord:
-    """Fire, store the consent, write the ledger entry, and apply what follows from the new state."""
-    record = fire(consent, trigger, ctx)
-    if record.to_state is not State.OPTED_OUT:
-        consent.opt_out_confirmation_sent = False
-    if contact_id is not None and consent.contact_id is None:
-        consent.contact_id = contact_id
-    uow.consents.save(consent, ctx.now)
-    uow.ledger.append(consent.org_id or 0, consent.contact_id, record)
-    if consent.contact_id is not None and consent.channel is Channel.CALL:
-        if record.to_state is State.OPTED_IN:
-            uow.contacts.update(consent.contact_id, ctx.now, active=True, do_not_call=False)
-        elif record.to_state is State.OPTED_OUT:
-            uow.contacts.update(consent.contact_id, ctx.now, active=False, do_not_call=True)
-    if record.to_state is State.OPTED_OUT:
-        _stop_everything_queued(uow, consent.org_id or 0, consent.address, (consent.channel,), ctx.now)
-        if svc.flows is not None and consent.contact_id is not None:
-            svc.flows.channels_blocked(uow, consent.org_id or 0, consent.contact_id, {consent.channel},
-                                       ctx.now, reason=f"opted out of {consent.channel.value}")
-    if svc.flows is not None and consent.contact_id is not None and record.from_state != record.to_state:
-        svc.flows.consent_changed(uow, consent.org_id or 0, consent.contact_id, consent.channel,
-                                  record.to_state, ctx.now)
-    return record
+def write_outcome(uow: UnitOfWork, outcome: rules.Outcome, now: datetime) -> None:
+    """Write what a consent decision changed: the consents, their ledger entries, the contact's
+    call flags, the outbox rows it cancels, the held messages it releases and its events. The
+    messages it asks for are rendered by the caller (`send_outcome_messages`), so that the
+    fallback can write the same decision without rendering anything."""
+    for change in outcome.changes:
+        uow.consents.save(change.consent, now)
+        uow.ledger.append(change.consent.org_id or 0, change.consent.contact_id, change.record)
+    contact_id = next((ch.consent.contact_id for ch in outcome.changes if ch.consent.contact_id), None)
+    if outcome.call_flags and contact_id is not None:
+        uow.contacts.update(contact_id, now, **outcome.call_flags)
+    for address, channel in outcome.cancel_outbound:
+        org_id = outcome.changes[0].consent.org_id if outcome.changes else None
+        if org_id is not None:
+            cancel_outbound(uow, org_id, address, (channel,))
+    uow.events.extend(outcome.events)
+    if outcome.blocked is not None:
+        uow.events.append(outcome.blocked)
 
 
-def _stop_everything_queued(uow: UnitOfWork, org_id: int, address: str, channels: Iterable[Channel],
-                            now: datetime) -> None:
+def cancel_outbound(uow: UnitOfWork, org_id: int, address: str, channels: Iterable[Channel]) -> None:
+    """Nothing queued for `address` on `channels` goes out any more (but the opt-out's own
+    confirmation)."""
     for message_id in uow.messages.queued_for(org_id, address, channels):
         row = uow.messages.get(message_id)
         if row and row["kind"] != MessageKind.OPT_OUT_CONFIRMATION.value:
             uow.messages.set(message_id, status="cancelled", last_error="recipient opted out")
+
+
+def decide_change(uow: UnitOfWork, consent: Consent, trigger: Trigger, ctx: TransitionContext,
+                  contact_id: int | None) -> rules.Outcome:
+    """Decide a consent change other than an opt-out with the consent rules and write it."""
+    outcome = rules.change(consent.org_id or 0, contact_id if contact_id is not None else consent.contact_id,
+                           consent, trigger, ctx)
+    write_outcome(uow, outcome, ctx.now)
+    return outcome
+
+
+def consents_for_opt_out(uow: UnitOfWork, settings: OrgSettings, org_id: int, contact_id: int | None,
+                         cause: rules.Revocation, own: Consent | None = None) -> list[Consent]:
+    """The consents an opt-out decision needs, locked: its own (unless the caller loaded it), and,
+    when it may cover every channel, all of the contact's (or, with no contact, every channel of
+    the lone address)."""
+    if own is None:
+        own = uow.consents.get(org_id, cause.address, cause.channel, lock=True)
+    if not (cause.all_channels or settings.stop_applies_to_all_channels):
+        return [own]
+    consents = [own]
+    for target in _all_targets(uow, contact_id, cause.address):
+        if (target.address, target.channel) != (own.address, own.channel):
+            consents.append(uow.consents.get(org_id, target.address, target.channel, lock=True))
+    return consents
+
+
+def revoke(uow: UnitOfWork, svc: Services, org_id: int, contact: dict[str, Any] | None, cause: rules.Revocation,
+           now: datetime, *, replies: list[str] | None = None, render_messages: bool = True,
+           own: Consent | None = None) -> rules.Outcome:
+    """Every opt-out, whichever door it came through: load, decide (`consent_rules.revoke`),
+    write, and send what follows. With `render_messages=False` (the last-resort fallback) the
+    same decision is written and no message is rendered or sent."""
+    settings = uow.orgs.settings(org_id)
+    contact_id = contact["id"] if contact is not None else None
+    consents = consents_for_opt_out(uow, settings, org_id, contact_id, cause, own)
+    outcome = rules.revoke(org_id, contact_id, consents, cause, settings, now)
+    write_outcome(uow, outcome, now)
+    if render_messages:
+        send_outcome_messages(uow, svc, org_id, settings, contact, outcome, consents[0], now, cause.actor,
+                              replies=replies, evidence=cause.evidence or "")
+    return outcome
+
+
+def send_outcome_messages(uow: UnitOfWork, svc: Services, org_id: int, settings: OrgSettings,
+                          contact: dict[str, Any] | None, outcome: rules.Outcome, consent: Consent, now: datetime,
+                          actor: Actor, *, replies: list[str] | None, evidence: str = "") -> None:
+    """Render and record the messages a decision asked for: replies to the customer's own message
+    go into `replies` (policy-checked), others are queued; notes go to the employee."""
+    contact_id = contact["id"] if contact is not None else None
+    for message in outcome.to_customer:
+        variables = template_variables(uow, org_id, settings, message.channel, contact,
+                                       None if message.reply else actor)
+        body = render(svc, settings, message.template, variables)
+        kind = MessageKind(message.kind)
+        if message.reply and replies is not None:
+            _record_reply(uow, org_id, contact_id, consent, body, kind, now, replies, settings, contact)
+            continue
+        queue_to_customer(uow, org_id, contact_id, message.channel, message.address, body, now,
+                          kind=kind, purpose=Purpose.CONVERSATIONAL)
+        if kind is MessageKind.OPT_OUT_CONFIRMATION:
+            consent.opt_out_confirmation_sent = True
+            uow.consents.save(consent, now)
+    for note in outcome.to_employee:
+        reason = f'replied "{evidence.strip()[:40]}"' if evidence else ""
+        notify_employee(uow, svc, org_id, settings, contact, note.channel, note.address, note.template, now,
+                        reason=reason)
 
 
 def queue_to_customer(uow: UnitOfWork, org_id: int, contact_id: int | None, channel: Channel, address: str,
@@ -354,30 +430,19 @@ def receive_inbound(cmd: c.ReceiveInbound, uow: UnitOfWork, svc: Services, now: 
                                  allowed_methods=tuple(settings.consent_methods), **kw)
 
     if intent is Intent.OPT_OUT:
-        channels = _opt_out_channels(uow, settings, org_id, contact_id, consent)
-        for target in channels:
-            target_consent = consent if target.channel is consent.channel and target.address == consent.address \
-                else uow.consents.get(org_id, target.address, target.channel, lock=True)
-            transition(uow, svc, target_consent, Trigger.OPT_OUT,
-                       ctx(method="keyword", evidence=cmd.body[:500]), contact_id)
-        if not consent.opt_out_confirmation_sent:
-            _record_reply(uow, org_id, contact_id, consent,
-                          render(svc, settings, "customer/opt_out_confirmation", variables()),
-                          MessageKind.OPT_OUT_CONFIRMATION, now, replies, settings, contact)
-        if contact is not None:
-            notify_employee(uow, svc, org_id, settings, contact, cmd.channel, address,
-                            "employee/contact_opted_out", now, reason=f'replied "{cmd.body.strip()[:40]}"')
+        revoke(uow, svc, org_id, contact, inbound_revocation(address, cmd, source), now, replies=replies,
+               own=consent)
     elif intent is Intent.OPT_IN:
         replies_kind = MessageKind.OPT_IN_CONFIRMATION
         if consent.state in (State.OPTED_IN, State.REAUTH_DUE):
-            transition(uow, svc, consent, Trigger.REAUTHORIZE, ctx(method="keyword", evidence=cmd.body[:500]),
-                       contact_id)
+            decide_change(uow, consent, Trigger.REAUTHORIZE, ctx(method="keyword", evidence=cmd.body[:500]),
+                          contact_id)
             body = render(svc, settings, "customer/opt_in_confirmation", variables())
         else:
             pin_required = settings.pin_required and consent.method != "quick_opt_in" and contact is not None
-            transition(uow, svc, consent, Trigger.ACCEPT,
-                       ctx(method="keyword", evidence=cmd.body[:500], pin_required=pin_required,
-                           customer_initiated=True), contact_id)
+            decide_change(uow, consent, Trigger.ACCEPT,
+                          ctx(method="keyword", evidence=cmd.body[:500], pin_required=pin_required,
+                              customer_initiated=True), contact_id)
             if consent.awaiting_pin:
                 digits = svc.pin_digits()
                 pins.issue(consent, digits, now, timedelta(minutes=settings.pin_ttl_minutes))
@@ -402,17 +467,16 @@ def receive_inbound(cmd: c.ReceiveInbound, uow: UnitOfWork, svc: Services, now: 
             if mode is Mode.CONSENT:
                 status = "held"
             if consent.state in (State.UNKNOWN, State.REAUTH_DUE, State.OPTED_OUT):
-                transition(uow, svc, consent, Trigger.REQUEST_OPT_IN,
-                           ctx(customer_initiated=True, evidence=cmd.body[:500]), contact_id)
+                decide_change(uow, consent, Trigger.REQUEST_OPT_IN,
+                              ctx(customer_initiated=True, evidence=cmd.body[:500]), contact_id)
                 _record_reply(uow, org_id, contact_id, consent,
                               render(svc, settings, "customer/opt_in_request.customer_started", variables()),
                               MessageKind.OPT_IN_REQUEST, now, replies, settings, contact)
     if replies or status != stored_status:
         uow.messages.set(message_id, status=status, reply_text=json.dumps(replies))
-    if svc.flows is not None and contact_id is not None and intent is Intent.OTHER:
+    if contact_id is not None and intent is Intent.OTHER:
         # Only an ordinary message is a reply: STOP, YES and HELP have their own meaning.
-        svc.flows.contact_replied(uow, org_id, contact_id, now)
-        svc.flows.keyword(uow, org_id, contact_id, cmd.body, cmd.channel, now)
+        uow.events.append(ev.CustomerReplied(org_id, contact_id, cmd.channel, cmd.body, now))
     return InboundResult(org_id, message_id, intent, consent.state, cmd.channel, address, tuple(replies),
                          contact_id=contact_id)
 
@@ -449,15 +513,10 @@ class _Target:
     channel: Channel
 
 
-def _opt_out_channels(uow: UnitOfWork, settings: OrgSettings, org_id: int, contact_id: int | None,
-                      consent: Consent) -> list[_Target]:
-    """STOP applies to the channel it came in on, or, when the org says so, to every channel of
-    the contact."""
-    targets = [_Target(consent.address, consent.channel)]
-    if settings.stop_applies_to_all_channels:
-        targets.extend(t for t in _all_targets(uow, contact_id, consent.address)
-                       if (t.address, t.channel) != (consent.address, consent.channel))
-    return targets
+def inbound_revocation(address: str, cmd: c.ReceiveInbound, source: str | None) -> rules.Revocation:
+    """The customer's own message asked to stop (a keyword, words, or the provider's OptOutType)."""
+    return rules.Revocation(rules.Door.INBOUND, Actor(ActorKind.CUSTOMER, address), address, cmd.channel,
+                            method="keyword", evidence=cmd.body[:500], source_message_id=source)
 
 
 def _all_targets(uow: UnitOfWork, contact_id: int | None, fallback_address: str) -> list[_Target]:
@@ -493,17 +552,16 @@ def create_contact(cmd: c.CreateContact, uow: UnitOfWork, svc: Services, now: da
                                      region=_check_region(cmd.region), fields=cmd.fields,
                                      marketing_allowed=cmd.marketing_allowed)
     _add_addresses(uow, cmd.org_id, contact_id, cmd.phones, cmd.emails)
-    if svc.flows is not None:
-        svc.flows.event(uow, cmd.org_id, contact_id, "contact.created", {}, now)
+    uow.events.append(ev.BusinessEvent(cmd.org_id, contact_id, "contact.created", now))
     for row in uow.contacts.addresses(contact_id):
         for channel in channels_for_kind(row["kind"]):
             if settings.mode(channel) is Mode.AUTO:
                 consent = uow.consents.get(cmd.org_id, row["value"], channel, lock=True)
                 if consent.state is not State.OPTED_OUT:
-                    transition(uow, svc, consent, Trigger.RECORD_OPT_IN,
-                               TransitionContext(actor=SYSTEM, now=now, method="auto",
-                                                 evidence=f"auto opt-in for business type {settings.business_type}",
-                                                 allowed_methods=("auto",)), contact_id)
+                    decide_change(uow, consent, Trigger.RECORD_OPT_IN,
+                                  TransitionContext(actor=SYSTEM, now=now, method="auto",
+                                                    evidence=f"auto opt-in for business type {settings.business_type}",
+                                                    allowed_methods=("auto",)), contact_id)
     return ActionResult(contact_id, None, None, status="created")
 
 
@@ -586,8 +644,8 @@ def request_opt_in(cmd: c.RequestOptIn, uow: UnitOfWork, svc: Services, now: dat
     if consent.state is State.OPTED_IN:
         raise TransitionRefused(f"{consent.address} is already opted in to {consent.channel.value}",
                                 code="already_opted_in")
-    transition(uow, svc, consent, Trigger.REQUEST_OPT_IN,
-               TransitionContext(actor=cmd.actor, now=now, evidence=cmd.reason), cmd.contact_id)
+    decide_change(uow, consent, Trigger.REQUEST_OPT_IN,
+                  TransitionContext(actor=cmd.actor, now=now, evidence=cmd.reason), cmd.contact_id)
     if cmd.quick:
         consent.method = "quick_opt_in"
         uow.consents.save(consent, now)
@@ -601,7 +659,7 @@ def request_opt_in(cmd: c.RequestOptIn, uow: UnitOfWork, svc: Services, now: dat
 
 def record_opt_in(cmd: c.RecordOptIn, uow: UnitOfWork, svc: Services, now: datetime) -> ActionResult:
     contact, settings, consent = _load(uow, cmd)
-    transition(uow, svc, consent, Trigger.RECORD_OPT_IN, TransitionContext(
+    decide_change(uow, consent, Trigger.RECORD_OPT_IN, TransitionContext(
         actor=cmd.actor, now=now, occurred_at=cmd.occurred_at, method=cmd.method, evidence=cmd.evidence,
         allowed_methods=tuple(settings.consent_methods)), cmd.contact_id)
     release_held(uow, svc, cmd.org_id, settings, contact, consent, now)
@@ -616,7 +674,7 @@ def confirm_pin(cmd: c.ConfirmPin, uow: UnitOfWork, svc: Services, now: datetime
         uow.consents.save(consent, now)  # the failed attempt counts even though the action fails
         uow.commit_on_error = True
         raise
-    transition(uow, svc, consent, Trigger.CONFIRM_PIN, TransitionContext(
+    decide_change(uow, consent, Trigger.CONFIRM_PIN, TransitionContext(
         actor=cmd.actor, now=now, method="pin", evidence="PIN read out by the customer"), cmd.contact_id)
     variables = template_variables(uow, cmd.org_id, settings, cmd.channel, contact, cmd.actor)
     queue_to_customer(uow, cmd.org_id, cmd.contact_id, cmd.channel, consent.address,
@@ -630,7 +688,7 @@ def confirm_pin(cmd: c.ConfirmPin, uow: UnitOfWork, svc: Services, now: datetime
 
 def reauthorize(cmd: c.Reauthorize, uow: UnitOfWork, svc: Services, now: datetime) -> ActionResult:
     _, settings, consent = _load(uow, cmd)
-    transition(uow, svc, consent, Trigger.REAUTHORIZE, TransitionContext(
+    decide_change(uow, consent, Trigger.REAUTHORIZE, TransitionContext(
         actor=cmd.actor, now=now, occurred_at=cmd.occurred_at, method=cmd.method, evidence=cmd.evidence,
         allowed_methods=tuple(settings.consent_methods)), cmd.contact_id)
     return ActionResult(cmd.contact_id, cmd.channel, consent.state, status="reauthorized")
@@ -648,63 +706,43 @@ def send_reauth_request(cmd: c.SendReauthRequest, uow: UnitOfWork, svc: Services
     return ActionResult(cmd.contact_id, cmd.channel, consent.state, status="reauth_requested", message_id=message_id)
 
 
-def _confirms_opt_out(actor: Actor, channel: Channel, previous: State) -> bool:
-    """The one confirmation of an opt-out goes when a person asked for it (the customer, or an
-    agent on their behalf) on a channel we were actually messaging them on: not for an opt-out a
-    flow or the system made, and not on a channel that never had a consent."""
-    return (actor.kind is not ActorKind.SYSTEM and channel in CONFIRMED_CHANNELS
-            and previous in (State.REQUESTED, State.OPTED_IN, State.REAUTH_DUE))
-
-
 def opt_out(cmd: c.OptOut, uow: UnitOfWork, svc: Services, now: datetime) -> ActionResult:
-    """Never fails for a business reason: only an unknown contact or address stops it."""
+    """An agent's (or a flow's) opt-out of one channel or of everything. Never fails for a
+    business reason: only an unknown contact or address stops it."""
     contact = uow.contacts.get(cmd.org_id, cmd.contact_id)
-    settings = uow.orgs.settings(cmd.org_id)
     if cmd.all_channels:
         targets = _all_targets(uow, cmd.contact_id, "")
+        if not targets:
+            raise InvalidInput(f"contact {cmd.contact_id} has no address to opt out", code="no_address")
+        own = next((t for t in targets if t.channel is cmd.channel), targets[0])
+        address, channel = own.address, own.channel
     else:
-        targets = [_Target(_contact_address(uow, cmd.contact_id, cmd.channel, cmd.address), cmd.channel)]
-    state: State | None = None
-    for target in targets:
-        consent = uow.consents.get(cmd.org_id, target.address, target.channel, lock=True)
-        record = transition(uow, svc, consent, Trigger.OPT_OUT, TransitionContext(
-            actor=cmd.actor, now=now, method=cmd.method, evidence=cmd.evidence), cmd.contact_id)
-        if target.channel is cmd.channel:
-            state = consent.state
-        if _confirms_opt_out(cmd.actor, target.channel, record.from_state) and not consent.opt_out_confirmation_sent:
-            body = render(svc, settings, "customer/opt_out_confirmation",
-                          template_variables(uow, cmd.org_id, settings, target.channel, contact, cmd.actor))
-            queue_to_customer(uow, cmd.org_id, cmd.contact_id, target.channel, consent.address, body, now,
-                              kind=MessageKind.OPT_OUT_CONFIRMATION, purpose=Purpose.CONVERSATIONAL)
-            consent.opt_out_confirmation_sent = True
-            uow.consents.save(consent, now)
-    if cmd.all_channels and svc.flows is not None:
-        svc.flows.channels_blocked(uow, cmd.org_id, cmd.contact_id, None, now, reason="opted out of every channel")
-    return ActionResult(cmd.contact_id, cmd.channel, state or State.OPTED_OUT, status="opted_out")
+        address, channel = _contact_address(uow, cmd.contact_id, cmd.channel, cmd.address), cmd.channel
+    door = rules.Door.FLOW if cmd.actor.id and cmd.actor.id.startswith("flow:") else rules.Door.AGENT
+    outcome = revoke(uow, svc, cmd.org_id, contact, rules.Revocation(
+        door, cmd.actor, address, channel, method=cmd.method, all_channels=cmd.all_channels,
+        evidence=cmd.evidence, occurred_at=cmd.occurred_at), now)
+    return ActionResult(cmd.contact_id, cmd.channel, outcome.state_of(address, cmd.channel) or State.OPTED_OUT,
+                        status="opted_out")
 
 
 def opt_out_address(cmd: c.OptOutAddress, uow: UnitOfWork, svc: Services, now: datetime) -> ActionResult | None:
-    """Opt one address out (and, when the org says STOP means everything, every channel of its
-    contact). Repeating it records nothing more. Returns None when no contact owns the address."""
-    contact_id = uow.contacts.find_by_address(cmd.org_id, cmd.address)
-    settings = uow.orgs.settings(cmd.org_id)
-    targets = [_Target(cmd.address, cmd.channel)]
-    if settings.stop_applies_to_all_channels and contact_id is not None:
-        targets += [t for t in _all_targets(uow, contact_id, cmd.address) if t != targets[0]]
-    for target in targets:
-        consent = uow.consents.get(cmd.org_id, target.address, target.channel, lock=True)
-        if consent.state is not State.OPTED_OUT:
-            transition(uow, svc, consent, Trigger.OPT_OUT, TransitionContext(
-                actor=cmd.actor, now=now, method=cmd.method, evidence=cmd.evidence), contact_id)
-    if contact_id is None:
+    """Opt one address out whether or not a contact owns it (one-click unsubscribe, the
+    carrier's "unsubscribed recipient", an imported suppression). Repeating it records nothing
+    more. Returns None when no contact owns the address."""
+    contact = uow.contacts.at_address(cmd.org_id, cmd.address)
+    revoke(uow, svc, cmd.org_id, contact, rules.Revocation(
+        cmd.door, cmd.actor, cmd.address, cmd.channel, method=cmd.method, evidence=cmd.evidence,
+        source_message_id=cmd.source_message_id), now)
+    if contact is None:
         return None
-    return ActionResult(contact_id, cmd.channel, State.OPTED_OUT, status="opted_out")
+    return ActionResult(contact["id"], cmd.channel, State.OPTED_OUT, status="opted_out")
 
 
 def reset_consent(cmd: c.ResetConsent, uow: UnitOfWork, svc: Services, now: datetime) -> ActionResult:
     _, _, consent = _load(uow, cmd)
-    transition(uow, svc, consent, Trigger.RESET, TransitionContext(
-        actor=cmd.actor, now=now, evidence=cmd.evidence or "number reassigned"), cmd.contact_id)
+    decide_change(uow, consent, Trigger.RESET, TransitionContext(
+        actor=cmd.actor, now=now, method="number_reassigned", evidence=cmd.evidence), cmd.contact_id)
     return ActionResult(cmd.contact_id, cmd.channel, consent.state, status="reset")
 
 
@@ -729,12 +767,13 @@ def set_dnd(cmd: c.SetDnd, uow: UnitOfWork, svc: Services, now: datetime) -> Act
     if cmd.on:
         blocked = set(Channel) if cmd.all_channels else set(cmd.channels)
         for row in uow.contacts.addresses(cmd.contact_id):
-            _stop_everything_queued(uow, cmd.org_id, row["value"], blocked, now)
-        if svc.flows is not None:
-            svc.flows.channels_blocked(uow, cmd.org_id, cmd.contact_id, None if cmd.all_channels else blocked,
-                                       now, reason="do not disturb", pause=True)
-    elif svc.flows is not None:
-        svc.flows.channels_unblocked(uow, cmd.org_id, cmd.contact_id, now)
+            cancel_outbound(uow, cmd.org_id, row["value"], blocked)
+        uow.events.append(ev.ChannelsBlocked(cmd.org_id, cmd.contact_id,
+                                             None if cmd.all_channels else frozenset(blocked),
+                                             "do not disturb", now, pause=True))
+    else:
+        uow.events.append(ev.ChannelsUnblocked(cmd.org_id, cmd.contact_id, now))
+    uow.events.append(ev.DndChanged(cmd.org_id, cmd.contact_id, _dnd_label(current), _dnd_label(new), now))
     return ActionResult(cmd.contact_id, None, None, status="dnd_on" if cmd.on else "dnd_off")
 
 
@@ -761,6 +800,7 @@ def set_marketing(cmd: c.SetMarketing, uow: UnitOfWork, svc: Services, now: date
                            from_state="marketing:" + ("on" if contact["marketing_allowed"] else "off"),
                            to_state="marketing:" + ("on" if cmd.allowed else "off"),
                            trigger="marketing_on" if cmd.allowed else "marketing_off")
+    uow.events.append(ev.MarketingChanged(cmd.org_id, cmd.contact_id, cmd.allowed, now))
     return ActionResult(cmd.contact_id, None, None, status="marketing_on" if cmd.allowed else "marketing_off")
 
 
@@ -826,18 +866,6 @@ def link_unassociated(cmd: c.LinkUnassociated, uow: UnitOfWork, svc: Services, n
     return ActionResult(cmd.contact_id, channel, result.state, status="linked", message_id=result.message_id)
 
 
-def record_event(cmd: c.RecordEvent, uow: UnitOfWork, svc: Services, now: datetime) -> ActionResult:
-    if not cmd.name or len(cmd.name) > 100:
-        raise InvalidInput("an event needs a name of at most 100 characters", code="invalid_event")
-    uow.contacts.get(cmd.org_id, cmd.contact_id)
-    enrolled: list[int] = []
-    if svc.flows is not None:
-        enrolled = svc.flows.event(uow, cmd.org_id, cmd.contact_id, cmd.name, cmd.data, now)
-    return ActionResult(cmd.contact_id, None, None, status="recorded",
-                        detail=f"enrolled in {len(enrolled)} flow(s)" if enrolled else "no flow matched",
-                        enrollment_ids=tuple(enrolled))
-
-
 HANDLERS: dict[type, Callable[..., Any]] = {
     c.ReceiveInbound: receive_inbound,
     c.CreateContact: create_contact,
@@ -854,5 +882,4 @@ HANDLERS: dict[type, Callable[..., Any]] = {
     c.SetMarketing: set_marketing,
     c.SendMessage: send_message,
     c.LinkUnassociated: link_unassociated,
-    c.RecordEvent: record_event,
 }

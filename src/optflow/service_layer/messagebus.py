@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -19,9 +19,8 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from ..domain import commands as c
 from ..domain.addresses import normalize_for_channel
-from ..domain.machine import TransitionContext, fire
-from ..domain.model import Actor, ActorKind, DomainError, Intent, NotFound, Trigger
-from .handlers import HANDLERS, Services, classify_inbound
+from ..domain.model import DomainError, Intent, NotFound
+from .handlers import HANDLERS, Services, classify_inbound, inbound_revocation, revoke
 from .unit_of_work import UnitOfWork
 
 log = logging.getLogger("optflow.bus")
@@ -29,24 +28,33 @@ log = logging.getLogger("optflow.bus")
 RETRIES = 3
 
 
+Handler = Callable[..., Any]
+
+
 class MessageBus:
-    def __init__(self, engine: Engine, services: Services, clock: Callable[[], datetime]) -> None:
+    """Runs commands: `handlers` maps each command type to its handler (handlers.HANDLERS and the
+    flow engine's); the events a handler raises go to `services.subscribers` before the commit."""
+
+    def __init__(self, engine: Engine, services: Services, clock: Callable[[], datetime],
+                 handlers: Mapping[type, Handler] | None = None) -> None:
         self.engine = engine
         self.services = services
         self.clock = clock
+        self.handlers: dict[type, Handler] = {**HANDLERS, **(handlers or {})}
 
     def uow(self, *, read_only: bool = False) -> UnitOfWork:
         """A unit of work on the bus's engine; `read_only` for lookups (see `UnitOfWork`)."""
         return UnitOfWork(self.engine, read_only=read_only)
 
     def handle(self, command: c.Command, now: datetime | None = None) -> Any:
-        handler = HANDLERS[type(command)]
+        handler = self._handler(command)
         for attempt in range(1, RETRIES + 1):
             at = now or self.clock()
             try:
                 with self.uow() as uow:
                     try:
                         result = handler(command, uow, self.services, at)
+                        self.services.publish(uow, at)
                     except DomainError:
                         if uow.commit_on_error:
                             uow.commit()
@@ -70,7 +78,15 @@ class MessageBus:
 
     def handle_in(self, uow: UnitOfWork, command: c.Command, now: datetime) -> Any:
         """Run a command inside a transaction the caller owns (group commit, flows)."""
-        return HANDLERS[type(command)](command, uow, self.services, now)
+        result = self._handler(command)(command, uow, self.services, now)
+        self.services.publish(uow, now)
+        return result
+
+    def _handler(self, command: c.Command) -> Handler:
+        try:
+            return self.handlers[type(command)]
+        except KeyError:
+            raise TypeError(f"no handler for {type(command).__name__}") from None
 
     def _save_opt_out(self, command: c.Command, now: datetime, error: BaseException) -> None:
         if not isinstance(command, c.ReceiveInbound):
@@ -97,7 +113,13 @@ def save_opt_out_only(engine: Engine, services: Services, command: c.ReceiveInbo
 
 def record_opt_out_only(uow: UnitOfWork, services: Services, command: c.ReceiveInbound, now: datetime) -> bool:
     """`save_opt_out_only` inside the caller's unit of work (the group-commit batcher runs it in
-    a savepoint of the batch's transaction); the caller commits. True if it is an opt-out."""
+    a savepoint of the batch's transaction); the caller commits. True if it is an opt-out.
+
+    It is the inbound handler's opt-out decision itself (`handlers.revoke`, the same consent rules,
+    the same scope across channels) with rendering switched off: no templates, no replies, no
+    notes. The events go to their subscribers (flows end the contact's enrolments) in a savepoint
+    of their own: should that fail too, the opt-out still stands, and the policy refuses every
+    step a flow might still take on the closed channels."""
     org_id = command.org_id
     if org_id is None:
         org_id = uow.orgs.find_by_number(normalize_for_channel(command.to_address, command.channel))
@@ -107,18 +129,20 @@ def record_opt_out_only(uow: UnitOfWork, services: Services, command: c.ReceiveI
     if classify_inbound(services, settings, command.body, command.opt_out_type).intent is not Intent.OPT_OUT:
         return False
     address = normalize_for_channel(command.from_address, command.channel)
-    consent = uow.consents.get(org_id, address, command.channel, lock=True)
-    contact_id = uow.contacts.find_by_address(org_id, address)
-    record = fire(consent, Trigger.OPT_OUT, TransitionContext(
-        actor=Actor(ActorKind.CUSTOMER, address), now=now, method="keyword",
-        evidence=command.body[:500], source_message_id=command.provider_id))
-    consent.contact_id = consent.contact_id or contact_id
-    uow.consents.save(consent, now)
-    uow.ledger.append(org_id, consent.contact_id, record)
+    contact = uow.contacts.at_address(org_id, address)
+    revoke(uow, services, org_id, contact, inbound_revocation(address, command, command.provider_id),
+                     now, render_messages=False)
+    try:
+        with uow.savepoint():
+            services.publish(uow, now)
+    except Exception:
+        uow.events.clear()
+        log.exception("the fallback recorded an opt-out but could not take the contact out of its flows")
     if command.provider_id and uow.messages.find_inbound(org_id, command.provider_id) is None:
         # Keep the message too, so the provider's retry of it is recognised as a duplicate.
-        uow.messages.add(org_id=org_id, contact_id=consent.contact_id, direction="in", audience="customer",
-                         channel=command.channel.value, address=address, org_address=command.to_address,
-                         body=command.body, status="received", intent=Intent.OPT_OUT.value,
-                         provider_id=command.provider_id, reply_text="[]", created_at=now)
+        uow.messages.add(org_id=org_id, contact_id=contact["id"] if contact else None, direction="in",
+                         audience="customer", channel=command.channel.value, address=address,
+                         org_address=command.to_address, body=command.body, status="received",
+                         intent=Intent.OPT_OUT.value, provider_id=command.provider_id, reply_text="[]",
+                         created_at=now)
     return True

@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 
 from ..domain.machine import TransitionContext
 from ..domain.model import Actor, ActorKind, Channel, Trigger
-from .handlers import Services, transition
+from .handlers import Services, decide_change
 from .unit_of_work import UnitOfWork
 
 SWEEPER = Actor(ActorKind.SYSTEM, "consent-clock")
@@ -58,9 +58,9 @@ def _drain(engine: Engine, services: Services, now: datetime, batch: int, org_id
                 due = uow.consents.due_for_lapse(org_id, now - age, batch)
                 evidence = f"opt-in request unanswered for {age.days} days"
             for consent in due:
-                transition(uow, services, consent, trigger,
-                           TransitionContext(actor=SWEEPER, now=now, evidence=evidence),
-                           consent.contact_id)
+                decide_change(uow, consent, trigger, TransitionContext(actor=SWEEPER, now=now, evidence=evidence),
+                              consent.contact_id)
+            services.publish(uow, now)
             uow.commit()
         done += len(due)
         if len(due) < batch:

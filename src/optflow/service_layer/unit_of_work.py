@@ -91,7 +91,13 @@ class UnitOfWork:
     def commit(self) -> None:
         """Make the work durable. Ledger entries are written now (see `LedgerQueue`), or, in a
         unit of work given the `ledger_queue` of the transaction around it, handed to that queue
-        and written when that transaction commits."""
+        and written when that transaction commits.
+
+        Events raised in it must have been published first (`Services.publish`): an event
+        nobody handled would be a flow that never learnt of an opt-out."""
+        if self.events:
+            raise RuntimeError(f"{len(self.events)} domain event(s) were raised and not published: "
+                               + ", ".join(type(e).__name__ for e in self.events))
         if self._outer_ledger_queue is None:
             self.ledger.flush()
             self._tx.commit()
