@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 from sqlalchemy import Engine, func, insert, select
 
-from optflow.adapters import db, orm
+from optflow.adapters import db, ledger_files, orm
 from optflow.bootstrap import System, bootstrap
 from optflow.config import Config
 from optflow.domain import commands as c
@@ -205,6 +205,7 @@ def _stored_inbound(database_url: str, history: int) -> tuple[int, int]:
     """Inbound messages in the database, and problems in the ledger entries appended after the
     dataset's `history` (the part two workers wrote concurrently; the rest was checked when built)."""
     engine = db.make_engine(database_url)
+    keyring = ledger_files.load_or_create(Config.from_env(database_url=database_url), engine).keyring  # the server's
     try:
         with engine.connect() as conn:
             stored = conn.execute(select(func.count()).select_from(orm.messages)
@@ -216,7 +217,9 @@ def _stored_inbound(database_url: str, history: int) -> tuple[int, int]:
             for entry in entries:
                 linked = previous is None or (entry["seq"] == previous["seq"] + 1
                                               and entry["prev_hash"] == previous["hash"])
-                if not linked or entry_hash(entry["prev_hash"], dict(entry)) != entry["hash"]:
+                key = keyring.get(entry["key_id"]) if entry["key_id"] is not None else None
+                if not linked or (entry["key_id"] is not None and key is None) \
+                        or entry_hash(entry["prev_hash"], dict(entry), key) != entry["hash"]:
                     problems += 1
                 previous = entry
             if previous is None or (head["seq"], head["hash"]) != (previous["seq"], previous["hash"]):

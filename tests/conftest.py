@@ -136,9 +136,24 @@ def sender() -> RecordingSender:
     return RecordingSender()
 
 
-def make_system(engine: Engine, clock: Clock, sender: RecordingSender, flows_dir: Path | None = None) -> System:
+_ledger_data_dir: list[Path] = []
+
+
+@pytest.fixture(autouse=True, scope="session")
+def ledger_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where systems on PostgreSQL keep their ledger key and checkpoint files in tests (on a
+    SQLite file they sit beside the database), instead of the user's ~/.local/share/optflow."""
+    path = tmp_path_factory.mktemp("ledger")
+    _ledger_data_dir[:] = [path]
+    return path
+
+
+def make_system(engine: Engine, clock: Clock, sender: RecordingSender, flows_dir: Path | None = None,
+                data_dir: Path | None = None) -> System:
+    if data_dir is None and engine.dialect.name != "sqlite":
+        data_dir = _ledger_data_dir[0]
     return bootstrap(Config(database_url=str(engine.url), flows_dir=flows_dir or REPO / "flows",
-                            secret="test-secret"),
+                            secret="test-secret", data_dir=data_dir),
                      clock=clock, sender=sender, pin_digits=lambda: "123456", engine=engine)
 
 

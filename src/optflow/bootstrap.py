@@ -14,7 +14,7 @@ from typing import TextIO
 
 from sqlalchemy import Engine, insert, select
 
-from .adapters import db, orm
+from .adapters import db, ledger_files, orm
 from .adapters.senders import ConsoleSender, Router, Sender, SmtpSender, TwilioSender, WebhookSender
 from .adapters.templates import TemplateRenderer
 from .config import Config
@@ -99,6 +99,7 @@ def bootstrap(config: Config | None = None, *, clock: Callable[[], datetime] = u
     engine = engine or db.make_engine(config.database_url)
     if create_schema:
         db.create_schema(engine)
+    ledger_files.attach(engine, ledger_files.load_or_create(config, engine))
     renderer = TemplateRenderer(config.template_dir)
     flows_dir = config.flows_dir or repository_flows_dir()
     flows = load_flow_directory(flows_dir, renderer)

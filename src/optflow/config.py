@@ -34,11 +34,18 @@ class Config:
     chat_webhook_url: str | None = None
     chat_webhook_secret: str | None = None
     max_body_bytes: int = 64 * 1024
+    # The ledger's key file and checkpoint file (adapters/ledger_files.py); by default beside the
+    # SQLite database, or in `data_dir` (PostgreSQL: default ~/.local/share/optflow).
+    ledger_key_file: Path | None = None
+    ledger_checkpoint_file: Path | None = None
+    data_dir: Path | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, **overrides: object) -> Config:
         flows = _env("OPTFLOW_FLOWS_DIR")
+        key_file, checkpoint_file, data_dir = (
+            _env(name) for name in ("OPTFLOW_LEDGER_KEY_FILE", "OPTFLOW_LEDGER_CHECKPOINT_FILE", "OPTFLOW_DATA_DIR"))
         config = cls(
             database_url=_env("DATABASE_URL"),
             public_url=_env("OPTFLOW_PUBLIC_URL", "http://127.0.0.1:8000") or "http://127.0.0.1:8000",
@@ -58,6 +65,9 @@ class Config:
             smtp_starttls=_env("SMTP_STARTTLS") == "1",
             chat_webhook_url=_env("CHAT_WEBHOOK_URL"),
             chat_webhook_secret=_env("CHAT_WEBHOOK_SECRET"),
+            ledger_key_file=Path(key_file) if key_file else None,
+            ledger_checkpoint_file=Path(checkpoint_file) if checkpoint_file else None,
+            data_dir=Path(data_dir) if data_dir else None,
         )
         for key, value in overrides.items():
             if value is not None:

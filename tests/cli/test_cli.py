@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, update
+from sqlalchemy import create_engine, delete, update
 
 from optflow.adapters import orm
 
@@ -69,6 +69,31 @@ def test_ledger_verify_reports_tampering(tmp_path: Path) -> None:
     verify = optflow(tmp_path, "ledger", "verify")
     assert verify.returncode == 1
     assert "TAMPERED" in verify.stderr and "edited" in verify.stderr
+
+
+def test_ledger_key_checkpoints_and_a_cut_chain(tmp_path: Path) -> None:
+    """With no configuration the key file is generated beside the database (0600, announced);
+    a checkpoint taken before the newest entry and the head row are deleted exposes the cut."""
+    init = optflow(tmp_path, "init")
+    key_file = tmp_path / "cli.db-ledger.keys"
+    assert f"generated a new ledger key in {key_file}" in init.stderr and "back this file up" in init.stderr
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    optflow(tmp_path, "contacts", "add", "--phone", "+14155552671")
+    optflow(tmp_path, "consent", "opt-out", "1")
+    assert "1 checkpoint(s) written" in optflow(tmp_path, "ledger", "checkpoint").stdout
+    exported = optflow(tmp_path, "ledger", "checkpoint", "--export").stdout.splitlines()
+    assert len(exported) == 1 and '"org_id":1,"seq":1' in exported[0]
+    engine = create_engine(f"sqlite:///{tmp_path / 'cli.db'}")
+    with engine.begin() as conn:
+        conn.execute(delete(orm.ledger))
+        conn.execute(delete(orm.ledger_heads))
+    engine.dispose()
+    verify = optflow(tmp_path, "ledger", "verify")
+    assert verify.returncode == 1, verify.stdout
+    assert "head row is missing" in verify.stderr and "the chain ends at seq 0, but the checkpoint" in verify.stderr
+    rotated = optflow(tmp_path, "ledger", "rotate-key")
+    assert rotated.returncode == 0 and "added ledger key" in rotated.stdout
+    assert len([line for line in key_file.read_text().splitlines() if not line.startswith("#")]) == 2
 
 
 @pytest.mark.parametrize(("args", "message"), [

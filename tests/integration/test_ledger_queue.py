@@ -34,7 +34,7 @@ def new_org(engine: Engine) -> int:
 
 def stored(engine: Engine, org_id: int) -> list[str]:
     with UnitOfWork(engine) as uow:
-        assert uow.ledger.verify(org_id) == []
+        assert uow.ledger.verify(org_id).problems == []
         return [row["evidence"] for row in uow.ledger.entries(org_id)]
 
 

@@ -37,7 +37,7 @@ def seed_ledger(engine: Engine, entries: int = 5) -> int:
 
 def problems(engine: Engine, org_id: int) -> list[str]:
     with UnitOfWork(engine) as uow:
-        return [str(p) for p in uow.ledger.verify(org_id)]
+        return [str(p) for p in uow.ledger.verify(org_id).problems]
 
 
 def test_consent_round_trip_keeps_every_field(engine: Engine) -> None:

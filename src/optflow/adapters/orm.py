@@ -178,8 +178,10 @@ class ConsentRow(SQLModel, table=True):
 
 
 class LedgerRow(SQLModel, table=True):
-    """Append-only. `hash` = sha256(prev_hash + canonical content); `seq` is contiguous per org,
-    so an edited, reordered or deleted entry breaks the chain (see `optflow ledger verify`)."""
+    """Append-only. `hash` = HMAC-SHA256 under the ledger key `key_id` (kept outside the
+    database) of prev_hash + canonical content; entries older than ledger keys have no `key_id`
+    and a plain SHA-256. `seq` is contiguous per org, so an edited, reordered or deleted entry
+    breaks the chain (see `domain/ledger.py` and `optflow ledger verify`)."""
 
     __tablename__ = "ledger"
     __table_args__ = (
@@ -206,6 +208,7 @@ class LedgerRow(SQLModel, table=True):
     recorded_at: datetime = Field(sa_type=UtcDateTime)
     prev_hash: str
     hash: str
+    key_id: str | None = None
 
 
 class LedgerHeadRow(SQLModel, table=True):

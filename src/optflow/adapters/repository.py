@@ -10,21 +10,23 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from ..domain import ledger as ledger_chain
 from ..domain.model import Channel, Consent, DndSettings, NotFound, State, TransitionRecord
 from ..domain.settings import OrgSettings, resolve
-from . import orm
+from . import ledger_files, orm
 from .prepared import Prepared, bind_list, bind_values
 
 Row = dict[str, Any]
+log = logging.getLogger("optflow.ledger")
 
 
 def new_id(result: Any) -> int:
@@ -62,6 +64,22 @@ _UPDATE_CONSENT = Prepared(update(orm.consents).where(orm.consents.c.id == bindp
 _LEDGER_HEAD_LOCKED = Prepared(select(orm.ledger_heads).where(orm.ledger_heads.c.org_id == bindparam("w_org_id")) \
     .with_for_update())
 _UPDATE_LEDGER_HEAD = Prepared(update(orm.ledger_heads).where(orm.ledger_heads.c.org_id == bindparam("w_org_id")))
+_LAST_LEDGER_ENTRY = Prepared(select(orm.ledger.c.seq, orm.ledger.c.hash).where(
+    orm.ledger.c.org_id == bindparam("w_org_id")).order_by(orm.ledger.c.seq.desc()).limit(1))
+# Ledger entries go in with ON CONFLICT DO NOTHING: a head row wound back below the entries
+# present makes the new entries' seqs collide, and the rows that come back tell so at no extra
+# statement, where a failed INSERT would abort the transaction and lose the opt-out in it.
+_INSERT_LEDGER_ENTRIES = {
+    dialect: insert_for(orm.ledger).on_conflict_do_nothing(index_elements=["org_id", "seq"])
+    .returning(orm.ledger.c.id)
+    for dialect, insert_for in (("sqlite", sqlite_insert), ("postgresql", postgresql_insert))
+}
+# A missing head row is re-created this way so that two transactions finding it missing at once
+# (PostgreSQL) queue on the new row instead of one failing on the primary key.
+_INSERT_LEDGER_HEAD_IF_MISSING = {
+    dialect: Prepared(insert_for(orm.ledger_heads).on_conflict_do_nothing(index_elements=["org_id"]))
+    for dialect, insert_for in (("sqlite", sqlite_insert), ("postgresql", postgresql_insert))
+}
 _INSERT_MESSAGE = Prepared(insert(orm.messages))
 # An inbound message is inserted unless its provider's id is already stored (a replay): one
 # statement instead of a look-up and an insert. The construct is each dialect's own.
@@ -415,25 +433,75 @@ class LedgerRepository:
 
     def flush(self) -> None:
         """Write the queued entries: per org, lock the chain's head, chain the entries onto it in
-        the order they were appended, insert them, and move the head."""
+        the order they were appended, insert them, and move the head. Keyed with the newest
+        ledger key of the engine (`ledger_files.attached`).
+
+        A damaged chain never stops the entries (opt-outs among them) from being written: a
+        missing head row, or one behind the entries present, is repaired from the last entry
+        present, and a `DAMAGE_TRIGGER` entry is chained in first saying what was found, so that
+        `verify` and the metrics show it. An ERROR is logged."""
         entries, self.queue.entries = self.queue.entries, []
+        if not entries:
+            return
+        files = ledger_files.attached(self.conn)
+        key = files.keyring.signing if files is not None else None
         by_org: dict[int, list[Row]] = {}
         for entry in entries:
             by_org.setdefault(entry["org_id"], []).append(entry)
+        insert_entries = _INSERT_LEDGER_ENTRIES[self.conn.dialect.name]
         for org_id, appended in sorted(by_org.items()):
             head = _LEDGER_HEAD_LOCKED.first(self.conn, {"w_org_id": org_id})
             if head is None:
-                self.conn.execute(insert(orm.ledger_heads).values(org_id=org_id, seq=0, hash=ledger_chain.GENESIS))
-                head = {"seq": 0, "hash": ledger_chain.GENESIS}
-            seq, prev_hash, rows = head["seq"], head["hash"], []
-            for entry in appended:
-                seq += 1
-                row = {name: entry.get(name) for name in _LEDGER_COLUMNS}
-                row.update(seq=seq, prev_hash=prev_hash)
-                row["hash"] = prev_hash = ledger_chain.entry_hash(prev_hash, row)
-                rows.append(row)
-            self.conn.execute(insert(orm.ledger), rows)
-            _UPDATE_LEDGER_HEAD.execute(self.conn, {"w_org_id": org_id, "seq": seq, "hash": prev_hash})
+                head, damage = self._recreate_head(org_id)
+                if damage:
+                    appended = [self._damage_entry(org_id, ledger_chain.HEAD_MISSING, damage, appended[0]), *appended]
+            rows = _chained(head["seq"], head["hash"], appended, key)
+            inserted = self.conn.execute(insert_entries, rows).all()
+            if len(inserted) < len(rows):
+                rows = self._chain_past_collision(org_id, head["seq"], [row.id for row in inserted], appended, key)
+            _UPDATE_LEDGER_HEAD.execute(self.conn, {"w_org_id": org_id, "seq": rows[-1]["seq"],
+                                                    "hash": rows[-1]["hash"]})
+
+    def _recreate_head(self, org_id: int) -> tuple[Row, str | None]:
+        """The head row was missing: re-create it at the last entry present and lock it. Also
+        what the damage was, or None if another transaction re-created the row first."""
+        last = _LAST_LEDGER_ENTRY.first(self.conn, {"w_org_id": org_id})
+        seq, last_hash = (last["seq"], last["hash"]) if last else (0, ledger_chain.GENESIS)
+        created = _INSERT_LEDGER_HEAD_IF_MISSING[self.conn.dialect.name].execute(
+            self.conn, {"org_id": org_id, "seq": seq, "hash": last_hash})
+        head = _LEDGER_HEAD_LOCKED.first(self.conn, {"w_org_id": org_id})
+        assert head is not None
+        if not created:
+            return head, None
+        where = f"chained onto the last entry present, seq {seq}" if seq else "no entries were present either"
+        return head, f"the chain's head row was missing (deleted?); {where}"
+
+    def _chain_past_collision(self, org_id: int, head_seq: int, inserted_ids: list[int], appended: list[Row],
+                              key: ledger_chain.LedgerKey | None) -> list[Row]:
+        """The head row was behind the entries present (wound back?), so some new entries
+        collided with old ones: take back those that went in, and chain everything onto the
+        last entry present, after an entry recording the damage. Returns the rows written."""
+        if inserted_ids:
+            self.conn.execute(delete(orm.ledger).where(orm.ledger.c.id.in_(inserted_ids)))
+        last = _LAST_LEDGER_ENTRY.first(self.conn, {"w_org_id": org_id})
+        assert last is not None  # a collision needs an entry to collide with
+        damage = (f"the chain's head row said seq {head_seq} but entries up to seq {last['seq']} were present "
+                  f"(head rolled back?); chained onto seq {last['seq']}")
+        marked = [self._damage_entry(org_id, ledger_chain.HEAD_BEHIND, damage, appended[0]), *appended]
+        rows = _chained(last["seq"], last["hash"], marked, key)
+        self.conn.execute(insert(orm.ledger), rows)
+        return rows
+
+    @staticmethod
+    def _damage_entry(org_id: int, kind: str, description: str, first: Row) -> Row:
+        """The entry recording damage found at commit time, timed like the entry it precedes.
+        Logged at ERROR: the ledger needs an operator (no addresses or contents in the log)."""
+        log.error("ledger damage in org %s: %s; the entries of this transaction were written and the damage "
+                  "is recorded in the chain (see `optflow ledger verify`)", org_id, description)
+        return {"org_id": org_id, "contact_id": None, "channel": "ledger", "address": "", "from_state": "",
+                "to_state": "", "trigger": ledger_chain.DAMAGE_TRIGGER, "method": kind, "actor_kind": "system",
+                "actor_id": None, "source_message_id": None, "evidence": description,
+                "occurred_at": first["recorded_at"], "recorded_at": first["recorded_at"]}
 
     def for_contact(self, org_id: int, contact_id: int, addresses: Iterable[str] = ()) -> list[Row]:
         self.flush()
@@ -453,16 +521,39 @@ class LedgerRepository:
             q = q.where(orm.ledger.c.recorded_at < until)
         return [dict(r) for r in self.conn.execute(q.order_by(orm.ledger.c.seq)).mappings()]
 
-    def verify(self, org_id: int) -> list[ledger_chain.ChainProblem]:
+    def verify(self, org_id: int, checkpoints: Sequence[ledger_chain.Checkpoint] = ()) -> ledger_chain.ChainReport:
+        """Check the org's chain with the engine's ledger keys, against its head row and the
+        given (signature-checked) checkpoints of the org."""
         self.flush()
         head = _row(self.conn.execute(select(orm.ledger_heads).where(orm.ledger_heads.c.org_id == org_id)))
         rows = self.conn.execute(
             select(orm.ledger).where(orm.ledger.c.org_id == org_id).order_by(orm.ledger.c.seq, orm.ledger.c.id)
         ).mappings()
+        files = ledger_files.attached(self.conn)
         return ledger_chain.verify_chain(
-            org_id, (dict(r) for r in rows),
-            head["seq"] if head else None, head["hash"] if head else None,
+            org_id, (dict(r) for r in rows), head["seq"] if head else None, head["hash"] if head else None,
+            files.keyring if files is not None else None, checkpoints,
         )
+
+    def chain_end(self, org_id: int) -> tuple[int, str, int]:
+        """(seq, hash, number of entries) of the org's chain as the table holds it."""
+        self.flush()
+        last = _LAST_LEDGER_ENTRY.first(self.conn, {"w_org_id": org_id})
+        count = self.conn.execute(select(func.count()).where(orm.ledger.c.org_id == org_id)).scalar() or 0
+        return (last["seq"], last["hash"], int(count)) if last else (0, ledger_chain.GENESIS, 0)
+
+
+def _chained(seq: int, prev_hash: str, entries: list[Row], key: ledger_chain.LedgerKey | None) -> list[Row]:
+    """The rows of `entries` chained after (seq, prev_hash), hashed under `key` (None: unkeyed)."""
+    key_id = key.key_id if key is not None else None
+    rows = []
+    for entry in entries:
+        seq += 1
+        row = {name: entry.get(name) for name in _LEDGER_COLUMNS}
+        row.update(seq=seq, prev_hash=prev_hash, key_id=key_id)
+        row["hash"] = prev_hash = ledger_chain.entry_hash(prev_hash, row, key)
+        rows.append(row)
+    return rows
 
 
 class MessageRepository:

@@ -167,6 +167,7 @@ def serve(obj: Ctx, host: str, port: int, workers: int, public_url: str | None, 
     from sanic import Sanic
     from sanic.worker.loader import AppLoader
 
+    from ..adapters import ledger_files
     from ..bootstrap import DEFAULT_ORG_NAME, DEFAULT_ORG_NUMBER
     from ..service_layer.admin import ensure_default_setup
     from .app import create_app
@@ -179,6 +180,10 @@ def serve(obj: Ctx, host: str, port: int, workers: int, public_url: str | None, 
     admin = ensure_default_setup(system.engine, system.clock(), DEFAULT_ORG_NAME, DEFAULT_ORG_NUMBER)
     click.echo(f"optflow listening on http://{host}:{port} ({workers} worker{'s' if workers > 1 else ''}, "
                f"database {system.engine.url.render_as_string(hide_password=True)})")
+    ledger = ledger_files.attached(system.engine)
+    if ledger is not None and ledger.key_file is not None:
+        click.echo(f"ledger key file: {ledger.key_file} (keep it secret and backed up: without it the ledger cannot "
+                   "be verified)")
     if admin is not None:
         click.echo(f"first run: created org {admin.org_id} with number {DEFAULT_ORG_NUMBER}")
         click.echo(f"admin API token (shown once): {admin.token}")
@@ -228,7 +233,7 @@ def worker(obj: Ctx) -> None:
 @pass_ctx
 @friendly_errors
 def run_due_command(obj: Ctx, at: str | None) -> None:
-    """Run every periodic job once: consent clock, flows, outbox."""
+    """Run every periodic job once: consent clock, flows, outbox, ledger checkpoint."""
     from .scheduler import run_due
 
     now = parse_time(at, "--at") or obj.system.clock()
@@ -240,6 +245,7 @@ def run_due_command(obj: Ctx, at: str | None) -> None:
                f"{report.flows.skipped} skipped, {report.flows.finished} finished")
     click.echo(f"  outbox: {report.outbox.sent} sent, {report.outbox.deferred} deferred, "
                f"{report.outbox.denied} denied, {report.outbox.retried} to retry, {report.outbox.failed} failed")
+    click.echo(f"  ledger: {report.checkpoints.written} checkpoints written")
 
 
 @main.command()

@@ -187,7 +187,7 @@ def register(main: click.Group) -> None:
 
     @main.group()
     def ledger() -> None:
-        """The consent ledger: show, verify."""
+        """The consent ledger: show, verify, checkpoint, rotate-key."""
 
     @ledger.command("show")
     @click.argument("contact", required=False)
@@ -212,16 +212,56 @@ def register(main: click.Group) -> None:
     @pass_ctx
     @friendly_errors
     def ledger_verify(obj: Ctx, org: int | None) -> None:
-        """Check the hash chain: report any edited, reordered or deleted entry. Exit 1 if any."""
-        with obj.uow() as uow:
-            org_ids = [org] if org is not None else [row["id"] for row in uow.orgs.all()]
-            problems = [p for org_id in org_ids for p in uow.ledger.verify(org_id)]
-            counts = {org_id: len(uow.ledger.entries(org_id)) for org_id in org_ids}
-        for problem in problems:
+        """Check each org's chain with the ledger keys, against its head row and the checkpoints:
+        report edited, reordered or deleted entries, a missing or rolled-back head, a cut or
+        deleted chain, and damage found while writing. Exit 1 if anything is wrong."""
+        from ..service_layer.ledger_audit import verify_ledger
+
+        result = verify_ledger(obj.system.engine, org)
+        for problem in result.problems:
             click.echo(f"TAMPERED: {problem}", err=True)
-        if problems:
-            raise click.ClickException(f"the ledger fails verification: {len(problems)} problem(s)")
-        click.echo("ledger intact: " + ", ".join(f"org {o}: {n} entries" for o, n in counts.items()))
+        for report in result.reports:
+            unkeyed = f", {report.unkeyed} unkeyed (written before ledger keys)" if report.unkeyed else ""
+            click.echo(f"org {report.org_id}: {report.entries} entries{unkeyed}, {report.checkpoints} checkpoints")
+        click.echo(f"keys: {result.files.key_file or 'in memory'}; "
+                   f"checkpoints: {result.files.checkpoint_file or 'none (in-memory database)'}")
+        if result.problems:
+            raise click.ClickException(f"the ledger fails verification: {len(result.problems)} problem(s)")
+        click.echo("ledger intact")
+
+    @ledger.command("checkpoint")
+    @click.option("--export", is_flag=True, help="Print every checkpoint recorded so far instead (JSON lines).")
+    @pass_ctx
+    @friendly_errors
+    def ledger_checkpoint(obj: Ctx, export: bool) -> None:
+        """Sign the current end of every org's chain into the checkpoint file (outside the
+        database), so that cutting a chain back later shows in `verify`. The scheduler does this
+        every few minutes. Keep exported copies elsewhere too."""
+        from ..service_layer.ledger_audit import export_checkpoints, write_checkpoints
+
+        if export:
+            for line in export_checkpoints(obj.system.engine):
+                click.echo(line)
+            return
+        run = write_checkpoints(obj.system.engine, obj.system.clock())
+        click.echo(f"{run.written} checkpoint(s) written to {run.path or 'nowhere (in-memory database)'}")
+        if run.behind:
+            raise click.ClickException("the chain of org(s) " + ", ".join(map(str, run.behind))
+                                       + " ends before its last checkpoint: run `optflow ledger verify`")
+
+    @ledger.command("rotate-key")
+    @pass_ctx
+    @friendly_errors
+    def ledger_rotate_key(obj: Ctx) -> None:
+        """Add a new ledger key to the key file. It signs once each optflow process restarts;
+        the older keys stay in the file to verify what they signed."""
+        from ..adapters.ledger_files import add_key, attached
+
+        files = attached(obj.system.engine)
+        assert files is not None  # bootstrapped
+        key = add_key(files)
+        click.echo(f"added ledger key {key.key_id} to {files.key_file}: restart optflow's processes to sign with "
+                   "it, and back the file up again")
 
     @main.command()
     @click.option("--channel", default="text", show_default=True)

@@ -35,6 +35,7 @@ from sanic_ext import openapi
 from sqlalchemy import Engine, Select, and_, func, select
 
 from ..adapters import orm
+from ..domain.ledger import DAMAGE_TRIGGER
 from ..domain.model import Trigger
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -51,7 +52,7 @@ class DatabaseCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         m = orm.messages
         ledger = orm.ledger
-        received, sent, denied, transitions = _read_counts(self._engine(), [
+        received, sent, denied, ledger_rows = _read_counts(self._engine(), [
             select(m.c.channel, m.c.intent, func.count()).where(m.c.direction == "in")
             .group_by(m.c.channel, m.c.intent),
             select(m.c.channel, m.c.kind, func.count())
@@ -60,10 +61,18 @@ class DatabaseCollector(Collector):
             select(m.c.channel, m.c.kind, func.count())
             .where(and_(m.c.direction == "out", m.c.status == "denied"))
             .group_by(m.c.channel, m.c.kind),
-            select(ledger.c.trigger, ledger.c.channel, func.count())
-            .where(ledger.c.trigger.in_([t.value for t in Trigger]))
-            .group_by(ledger.c.trigger, ledger.c.channel),
+            # One scan of the ledger for both the transitions and the damage it recorded.
+            select(ledger.c.trigger, ledger.c.channel, ledger.c.method, func.count())
+            .where(ledger.c.trigger.in_([*(t.value for t in Trigger), DAMAGE_TRIGGER]))
+            .group_by(ledger.c.trigger, ledger.c.channel, ledger.c.method),
         ])
+        transitions: dict[tuple[str, str], int] = {}
+        damage: dict[tuple[str], int] = {}
+        for trigger, channel, method, count in ledger_rows:
+            if trigger == DAMAGE_TRIGGER:
+                damage[(method,)] = damage.get((method,), 0) + count
+            else:
+                transitions[(trigger, channel)] = transitions.get((trigger, channel), 0) + count
         yield _counter("optflow_messages_received", "Inbound messages by channel and intent.",
                        ("channel", "intent"), received)
         yield _counter("optflow_messages_sent", "Messages that reached a customer (delivered by a sender or "
@@ -71,7 +80,10 @@ class DatabaseCollector(Collector):
         yield _counter("optflow_policy_denials", "Outbound messages the send policy refused, by channel and kind.",
                        ("channel", "kind"), denied)
         yield _counter("optflow_consent_transitions", "Consent machine transitions in the ledger, by trigger "
-                       "and channel.", ("trigger", "channel"), transitions)
+                       "and channel.", ("trigger", "channel"), ((*k, n) for k, n in transitions.items()))
+        yield _counter("optflow_ledger_damage", "Damage the ledger found in its own chain while writing (head row "
+                       "missing or behind), by kind; each is an entry `optflow ledger verify` reports.", ("kind",),
+                       ((*k, n) for k, n in damage.items()))
 
 
 def _read_counts(engine: Engine, queries: list[Select[Any]]) -> list[list[tuple[Any, ...]]]:

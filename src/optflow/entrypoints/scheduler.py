@@ -20,6 +20,7 @@ from ..bootstrap import System, bootstrap
 from ..config import Config
 from ..service_layer.dispatcher import DeliveryReport
 from ..service_layer.flow_engine import FlowRunReport
+from ..service_layer.ledger_audit import CheckpointRun, write_checkpoints
 from ..service_layer.sweeps import SweepReport, sweep_consents
 
 log = logging.getLogger("optflow.scheduler")
@@ -27,6 +28,7 @@ log = logging.getLogger("optflow.scheduler")
 OUTBOX_SECONDS = 2
 FLOWS_SECONDS = 5
 SWEEP_SECONDS = 300
+CHECKPOINT_SECONDS = 300
 
 
 @dataclass
@@ -34,15 +36,17 @@ class DueReport:
     sweep: SweepReport
     flows: FlowRunReport
     outbox: DeliveryReport
+    checkpoints: CheckpointRun
 
 
 def run_due(system: System, now: datetime) -> DueReport:
     """Every periodic job once, in the order that lets one pass finish the work: the clock
-    sweep (may enrol contacts in reminder flows), the flows (may queue messages), the outbox."""
+    sweep (may enrol contacts in reminder flows), the flows (may queue messages), the outbox,
+    then a checkpoint of the ledger's chains."""
     sweep = sweep_consents(system.engine, system.services, now)
     flows = system.flows.run_due(system.engine, now)
     outbox = system.dispatcher.run(now)
-    return DueReport(sweep, flows, outbox)
+    return DueReport(sweep, flows, outbox, write_checkpoints(system.engine, now))
 
 
 def _guarded(name: str, job: Any) -> Any:
@@ -66,14 +70,16 @@ def run_scheduler(config: Config, stop_after: float | None = None) -> None:
                       seconds=FLOWS_SECONDS, id="flows")
     scheduler.add_job(_guarded("consent-clock", lambda: sweep_consents(system.engine, system.services, clock())),
                       "interval", seconds=SWEEP_SECONDS, id="consent-clock")
+    scheduler.add_job(_guarded("ledger-checkpoint", lambda: write_checkpoints(system.engine, clock())),
+                      "interval", seconds=CHECKPOINT_SECONDS, id="ledger-checkpoint")
 
     def stop(*_: object) -> None:
         scheduler.shutdown(wait=False)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    log.info("scheduler running: outbox every %ss, flows every %ss, consent clock every %ss",
-             OUTBOX_SECONDS, FLOWS_SECONDS, SWEEP_SECONDS)
+    log.info("scheduler running: outbox every %ss, flows every %ss, consent clock every %ss, ledger checkpoint "
+             "every %ss", OUTBOX_SECONDS, FLOWS_SECONDS, SWEEP_SECONDS, CHECKPOINT_SECONDS)
     try:
         scheduler.start()
     finally:
