@@ -79,7 +79,7 @@ def test_ledger_key_checkpoints_and_a_cut_chain(tmp_path: Path) -> None:
     assert f"generated a new ledger key in {key_file}" in init.stderr and "back this file up" in init.stderr
     assert key_file.stat().st_mode & 0o777 == 0o600
     optflow(tmp_path, "contacts", "add", "--phone", "+14155552671")
-    optflow(tmp_path, "consent", "opt-out", "1")
+    optflow(tmp_path, "consent", "opt-out", "1", "--as", "1")
     assert "1 checkpoint(s) written" in optflow(tmp_path, "ledger", "checkpoint").stdout
     exported = optflow(tmp_path, "ledger", "checkpoint", "--export").stdout.splitlines()
     assert len(exported) == 1 and '"org_id":1,"seq":1' in exported[0]
