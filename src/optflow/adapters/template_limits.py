@@ -31,7 +31,7 @@ import re
 import string
 import time
 import types
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -327,6 +327,11 @@ class MeteredSandbox(ImmutableSandboxedEnvironment):
         metered_tree.set_environment(self)
         code: types.CodeType = self.compile(metered_tree, name=name)
         return code
+
+    def make_globals(self, d: MutableMapping[str, Any] | None) -> MutableMapping[str, Any]:
+        """One flat dict instead of Jinja's ChainMap, which it flattens twice per render (half
+        the cost of rendering a short text). Nothing changes the globals once templates exist."""
+        return {**self.globals, **(d or {})}
 
     # -- hooks Jinja calls from sandboxed code
 
