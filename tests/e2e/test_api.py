@@ -488,6 +488,11 @@ def test_settings_change_by_merge_patch(server: Server, library: Library) -> Non
                  id="template-syntax"),
     pytest.param({"templates": {"customer/nonsense": "hello"}}, "unknown_template", "customer/nonsense",
                  id="unknown-template"),
+    pytest.param({"templates": {"customer/help": "{{ (10**(2*10**7)) % 7 }}"}}, "invalid_template",
+                 "over the template limits", id="template-huge-number"),
+    pytest.param({"templates": {"customer/help": "{{ org_name }}{% for a in contact_name %}{% for b in contact_name %}"
+                                                 ".{% endfor %}{% endfor %}"}},
+                 "invalid_template", "with long values", id="template-cost-grows-with-the-name"),
     pytest.param({"keywords": {"english!": {"opt_out": ["halt"]}}}, "invalid_input", "english!",
                  id="bad-language-code"),
     pytest.param({"keywords": {"en": {"opt_out": ["yes"]}}}, "invalid_input", "yes", id="keyword-clash"),

@@ -10,15 +10,19 @@ from pathlib import Path
 
 import pytest
 from jinja2 import Template
+from prometheus_client import CollectorRegistry
 
+from optflow.adapters.template_limits import TemplateLimits
 from optflow.adapters.templates import (
+    BUILT_IN_TEXTS,
     COMMON_VARIABLES,
     TEMPLATE_DIR_ENV,
     TEMPLATE_NAMES,
     TEMPLATE_VARIABLES,
-    DefaultTemplateError,
     TemplateRenderer,
+    TextSource,
     default_template_dir,
+    template_fallback_counter,
 )
 from optflow.domain.model import InvalidInput
 
@@ -350,6 +354,147 @@ def test_the_override_cache_is_bounded_and_evicts_the_least_recently_used() -> N
     assert len(counting.compiled) == 4
 
 
+# --- limits -----------------------------------------------------------------------------------
+
+HUGE_POWER = "{{ (10**(2*10**7)) % 7 }}"  # folded into a constant at compile time before: 34 s
+# Cost grows with the square of the contact's name: trivial for "Jordan", 40,000 steps for 200 characters.
+NAME_SQUARED = "{{ org_name }}{% for a in contact_name %}{% for b in contact_name %}.{% endfor %}{% endfor %}"
+LONG_NAME = "Maria-Jose O'Neil de la Cruz " * 7  # 203 characters
+
+
+def fallbacks(name: str, reason: str, fallback: str) -> float:
+    registry = CollectorRegistry()
+    registry.register(template_fallback_counter())
+    return registry.get_sample_value(
+        "optflow_template_fallback_total", {"template": name, "reason": reason, "fallback": fallback}) or 0.0
+
+
+def test_a_huge_constant_is_refused_and_the_packaged_text_is_used(renderer: TemplateRenderer) -> None:
+    """Arithmetic is intercepted, so it is never folded while compiling and each operation is
+    checked before it runs: the 20-million-digit power is refused, not computed."""
+    name = "customer/opt_out_confirmation"
+    before = fallbacks(name, "limit", "packaged")
+    result = renderer.render(name, variables(name), override=HUGE_POWER)
+    assert result.source is TextSource.PACKAGED and result.used_fallback and result.reason == "limit"
+    assert result.text == renderer.render(name, variables(name)).text
+    assert result.error is not None and "1024 bits" in result.error
+    assert fallbacks(name, "limit", "packaged") == before + 1
+    error = renderer.check_override(name, HUGE_POWER)
+    assert error is not None and "over the template limits" in error
+
+
+@pytest.mark.parametrize("source", [
+    "{{ 2 ** 4000 }}",
+    "{{ 7 ** (7 ** 7) }}",
+    "{{ (2 ** 600) * (2 ** 600) }}",
+])
+def test_integers_stay_within_their_limit(renderer: TemplateRenderer, source: str) -> None:
+    result = renderer.render("customer/help", variables("customer/help"), override=source)
+    assert result.reason == "limit" and result.source is TextSource.PACKAGED
+
+
+def test_arithmetic_within_the_limits_still_works(renderer: TemplateRenderer) -> None:
+    source = ("{{ org_name }} {{ 2 ** 10 }} {{ 7 * 6 }} {{ 10 % 4 }} {{ '%-5s|' % 'ab' }} {{ 'ab' ~ 'cd' }} "
+              "{{ 'x' * 3 }}")
+    result = renderer.render("customer/help", variables("customer/help"), override=source)
+    assert result.source is TextSource.OVERRIDE
+    assert result.text == "Lakeside Auto Group 1024 42 2 ab   | abcd xxx"
+
+
+def test_a_cost_that_grows_with_the_name_is_refused_when_saved(renderer: TemplateRenderer) -> None:
+    name = "customer/help"
+    assert renderer.render(name, variables(name), override=NAME_SQUARED).source is TextSource.OVERRIDE
+    error = renderer.check_override(name, NAME_SQUARED)
+    assert error is not None
+    assert "over the template limits" in error and "long values" in error and "steps" in error
+
+
+def test_a_cost_that_grows_with_the_name_is_capped_when_rendered(renderer: TemplateRenderer) -> None:
+    """An override saved before the check existed (or written to the database directly)."""
+    name = "customer/opt_out_confirmation"
+    result = renderer.render(name, variables(name, contact_name=LONG_NAME), override=NAME_SQUARED)
+    assert result.source is TextSource.PACKAGED and result.reason == "limit"
+    assert "steps" in (result.error or "")
+    assert result.text.startswith("Lakeside Auto Service: you are unsubscribed")
+
+
+@pytest.mark.parametrize("source", [
+    "{{ org_name }}{{ 'x' * 10_000_000 }}",  # one huge value
+    "{{ org_name }}{% for i in range(10) %}{{ 'y' * 60000 }}{% endfor %}",  # output grows chunk by chunk
+    "{% set ns = namespace(s='ab') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}",
+    "{% set a %}xy{% endset %}" + "{% set a %}{{ a }}{{ a }}{% endset %}" * 40 + "{{ a }}",
+    "{{ org_name }}{{ contact_name|replace('a', contact_name)|replace('a', contact_name)|replace('a', contact_name) }}",
+    "{{ ([org_name] * 1000)|join(org_name * 100) }}",
+    "{{ '%99999999d' % 1 }}",
+    "{{ '{:>99999999}'.format(1) }}",
+    "{{ org_name.center(99999999) }}",
+    "{{ org_name|center(99999999) }}",
+    "{% filter indent(60000) %}{{ 'a\\n' * 1000 }}{% endfilter %}",
+    "{{ (1).to_bytes(99999999, 'big') }}",
+    "{{ range(10 ** 8)|list|length }}",
+    "{% macro f(n) %}{% if n %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(40) }}",
+])
+def test_output_and_intermediate_values_are_capped(renderer: TemplateRenderer, source: str) -> None:
+    name = "customer/disclaimer"
+    result = renderer.render(name, variables(name, contact_name="a" * 200), override=source)
+    assert result.source is TextSource.PACKAGED and result.reason == "limit", result.error
+    error = renderer.check_override(name, source)
+    assert error is not None and "over the template limits" in error
+
+
+def test_ten_megabytes_of_output_are_refused_when_saved(renderer: TemplateRenderer) -> None:
+    error = renderer.check_override("customer/help", "{% for i in range(1000) %}{{ 'x' * 10000 }}{% endfor %}")
+    assert error is not None and "over the template limits" in error
+
+
+def test_a_long_held_message_may_be_shown_but_not_multiplied(renderer: TemplateRenderer) -> None:
+    """The output limit grows with the values passed in: a 100 KB message is shown whole."""
+    name = "employee/contact_opted_in"
+    held = "long message " * 8000
+    shown = renderer.render(name, variables(name, held_message=held))
+    assert shown.source is TextSource.PACKAGED and held.strip() in shown.text
+    tripled = renderer.render(name, variables(name, held_message=held), override="{{ held_message * 3 }}")
+    assert tripled.source is TextSource.PACKAGED and tripled.reason == "limit"
+
+
+def test_a_template_over_the_source_limit_is_refused(renderer: TemplateRenderer) -> None:
+    source = "{{ org_name }}" + "x" * renderer.limits.max_source_chars
+    assert "longer than" in (renderer.check_override("customer/help", source) or "")
+    result = renderer.render("customer/help", variables("customer/help"), override=source)
+    assert result.reason == "limit" and result.source is TextSource.PACKAGED
+
+
+def test_the_cpu_time_limit_ends_a_render(template_copy: Path) -> None:
+    """Steps that are each cheap but many: with a limit of no CPU time at all the render stops
+    at its first look at the clock, whatever the machine's speed."""
+    limits = TemplateLimits(max_cpu_seconds=0.0)
+    name = "customer/help"
+    result = TemplateRenderer(template_copy, limits=limits).render(
+        name, variables(name), override="{% for i in range(100) %}{{ org_name|upper }}{% endfor %}")
+    assert result.reason == "limit" and "CPU" in (result.error or "")
+
+
+def test_the_log_of_an_over_limit_override_names_no_values(
+    renderer: TemplateRenderer, caplog: pytest.LogCaptureFixture
+) -> None:
+    name = "customer/help"
+    with caplog.at_level(logging.ERROR, logger="optflow.templates"):
+        renderer.render(name, variables(name), override="{{ {'a': 1}[contact_name] }}")
+        renderer.render(name, variables(name), override=HUGE_POWER)
+    assert len(caplog.records) == 2
+    assert "Jordan" not in caplog.text and "<contact_name>" in caplog.text
+    assert "(limit)" in caplog.text
+
+
+def test_a_checked_override_is_not_checked_again(renderer: TemplateRenderer) -> None:
+    """The settings API checks an override before its transaction; the check inside it is then a look-up."""
+    counting = CountingRenderer(REPO_TEMPLATES)
+    source = "{{ org_name }}: reply {{ stop_word }} to opt out."
+    assert counting.check_override("customer/disclaimer", source) is None
+    assert counting.check_override("customer/disclaimer", source) is None
+    assert counting.compiled == ["override of customer/disclaimer"]
+
+
 # --- check_override --------------------------------------------------------------------------
 
 
@@ -403,7 +548,7 @@ def test_opt_out_confirmation_always_has_a_text_even_with_a_broken_default(templ
     assert result.used_fallback is True
     assert "Lakeside Auto Service" in result.text and re.search(r"\bSTART\b", result.text)
     assert not MARKETING_WORDS.search(result.text)
-    assert result.error is not None and "override" in result.error and "default" in result.error
+    assert result.error is not None and "override" in result.error and "packaged" in result.error
 
 
 def test_help_always_has_a_text_even_with_a_missing_default(template_copy: Path) -> None:
@@ -421,10 +566,33 @@ def test_the_last_resort_text_needs_no_variables_at_all(renderer: TemplateRender
     assert re.search(r"\bSTOP\b", renderer.render("customer/help", {}).text)
 
 
-def test_other_templates_raise_when_their_default_is_broken(template_copy: Path) -> None:
-    (template_copy / "customer/pin.j2").write_text("{% for %}")
-    with pytest.raises(DefaultTemplateError, match="customer/pin"):
-        TemplateRenderer(template_copy).render("customer/pin", variables("customer/pin"))
+@pytest.mark.parametrize("name", TEMPLATE_NAMES)
+def test_every_template_has_a_built_in_text_used_when_its_packaged_one_is_broken(
+    template_copy: Path, name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A broken packaged template never makes `render` raise: a note to the employee that fails
+    must not take the customer's reply, or the consent change, down with it."""
+    assert set(BUILT_IN_TEXTS) == set(TEMPLATE_NAMES)
+    (template_copy / f"{name}.j2").write_text("{% for %}")
+    with caplog.at_level(logging.CRITICAL, logger="optflow.templates"):
+        result = TemplateRenderer(template_copy).render(name, variables(name))
+    assert result.source is TextSource.BUILT_IN and result.used_fallback and result.reason == "error"
+    assert result.text == BUILT_IN_TEXTS[name](variables(name)) and result.text.strip()
+    assert result.error is not None and "syntax error" in result.error
+    assert [r.levelno for r in caplog.records if r.name == "optflow.templates"] == [logging.CRITICAL]
+
+
+@pytest.mark.parametrize("name", TEMPLATE_NAMES)
+def test_every_built_in_text_needs_no_variables(name: str) -> None:
+    assert BUILT_IN_TEXTS[name]({}).strip()
+
+
+def test_a_packaged_template_that_raises_falls_back_to_the_built_in_text(template_copy: Path) -> None:
+    (template_copy / "employee/contact_opted_out.j2").write_text("{{ contact_name }} {{ 1 // 0 }}")
+    name = "employee/contact_opted_out"
+    result = TemplateRenderer(template_copy).render(name, variables(name))
+    assert result.source is TextSource.BUILT_IN and result.reason == "error"
+    assert result.text == "Jordan opted out (replied STOP). Nothing more will be sent to them."
 
 
 # --- where the templates are found -----------------------------------------------------------

@@ -1,12 +1,15 @@
 """Render the messages sent on consent changes from Jinja templates.
 
-The packaged defaults live in `message_templates/<name>.j2`; an org may override any of them with
-its own source text. Org text is untrusted, so everything runs in Jinja's sandbox with
-`StrictUndefined`, and a broken override never stops a message: the packaged default is used
-instead and the problem is logged (see docs/templates.md for the full fallback rule).
+The packaged templates live in `message_templates/<name>.j2`; an org may override any of them
+with its own source text. Org text is untrusted, so everything runs in a sandbox whose every
+render is bounded in steps, sizes and CPU time (`template_limits.MeteredSandbox`), and `render`
+always returns a text: the org's override when it works, else the packaged template, else a
+built-in text written in Python. Each fallback is logged (without the values rendered) and
+counted (`optflow_template_fallback_total`); see docs/templates.md.
 
 Compiling a template costs about 60 times as much as rendering it, so every template is compiled
-once: a default at its first use, an override once per distinct source text (in a bounded LRU).
+once: a packaged one at its first use, an override once per distinct source text (in a bounded
+LRU keyed by the source itself).
 """
 
 from __future__ import annotations
@@ -16,14 +19,23 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
 
 from jinja2 import StrictUndefined, Template, TemplateSyntaxError, meta, nodes
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from prometheus_client import Counter
 
+from optflow.adapters.template_limits import (
+    Budget,
+    MeteredSandbox,
+    TemplateLimitExceeded,
+    TemplateLimits,
+    metered,
+    size_of,
+)
 from optflow.domain.model import InvalidInput
 
 TEMPLATE_NAMES: tuple[str, ...] = (
@@ -98,20 +110,76 @@ _SAMPLE_VALUES: Mapping[str, object] = {
 _OPTIONAL_VARIABLES = ("contact_name", "held_message", "reason")
 
 
+def _long(seed: str, length: int) -> str:
+    return (seed * (length // len(seed) + 1))[:length]
+
+
+# The third trial render of check_override: every value as long as it plausibly gets (names are
+# capped at 200 characters by the API; 256 here), so a template whose cost grows with a value is
+# refused when it is saved rather than failing later for the one contact with a long name.
+_LONG_SAMPLE_VALUES: Mapping[str, object] = {
+    "org_name": _long("Northern Lakeside Automotive Group ", 256),
+    "program_name": _long("Northern Lakeside Service Reminders ", 256),
+    "employee_name": _long("Alexandra Montgomery-Whitfield ", 256),
+    "contact_name": _long("Maria-Jose O'Neil de la Cruz ", 256),
+    "channel": "whatsapp",
+    "help_contact": _long("https://northern-lakeside.example.com/help/", 256),
+    "message_frequency": _long("Up to 4 msgs per month, more during service visits ", 256),
+    "stop_word": _long("STOPALL", 40),
+    "start_word": _long("UNSTOP", 40),
+    "help_word": _long("INFO", 40),
+    "yes_word": _long("YESPLEASE", 40),
+    "pin": "9" * 20,
+    "pin_valid_minutes": 24 * 60,
+    "held_message": _long("Is the car ready?\tI can come by at 3.\nThanks, Maria\n", 2000),
+    "unsubscribe_url": _long("https://northern-lakeside.example.com/u/0123456789abcdef", 320),
+    "reason": 'replied "' + _long("Please stop texting me ", 40) + '"',
+}
+_LONG_TRIAL = "with long values (256-character names)"
+
+
+class TextSource(StrEnum):
+    """Where a rendered text came from, best first."""
+
+    OVERRIDE = "override"  # the org's own template
+    PACKAGED = "packaged"  # message_templates/ (or $OPTFLOW_TEMPLATE_DIR)
+    BUILT_IN = "built_in"  # the last-resort text written in Python below
+
+
 @dataclass(frozen=True)
 class Rendered:
     text: str
     name: str
-    used_fallback: bool  # True when an org override (or the default itself) failed and a fallback was used
-    error: str | None  # what was wrong, if anything
+    source: TextSource
+    error: str | None = None  # what failed on the way to `source`, if anything (no personal values)
+    reason: str | None = None  # "limit" or "error": why the first choice was not used
+
+    @property
+    def used_fallback(self) -> bool:
+        """True when an org override or the packaged template failed and a fallback was used."""
+        return self.error is not None
 
 
-class DefaultTemplateError(RuntimeError):
-    """A packaged default template is missing or broken and the message has no last-resort text.
+@dataclass(frozen=True)
+class _Failure:
+    reason: str  # "limit": over a TemplateLimits limit; "error": anything else
+    message: str
 
-    Only raised for templates outside `_LAST_RESORT`; callers must not let it undo the consent
-    change that asked for the message (skip the message, keep the change).
-    """
+
+def template_fallback_counter() -> Counter:
+    """Renders that fell back, by template, reason and the text used instead: a broken or
+    over-limit override (fallback="packaged"), a broken packaged template (fallback="built_in").
+    One per process, made at first use; `ServerMetrics` exposes it."""
+    global _fallback_counter
+    if _fallback_counter is None:
+        _fallback_counter = Counter(
+            "optflow_template_fallback", "Template renders that fell back to the next text: from an org's "
+            "override to the packaged template, or from the packaged template to the built-in text.",
+            ("template", "reason", "fallback"), registry=None)
+    return _fallback_counter
+
+
+_fallback_counter: Counter | None = None
 
 
 def default_template_dir() -> Path:
@@ -126,8 +194,15 @@ def default_template_dir() -> Path:
     return Path(__file__).resolve().parents[3] / "message_templates"
 
 
+# ----------------------------------------------------------------------------- built-in texts
+# The last resort when the packaged template itself fails (a broken deployment, an edited file,
+# a caller bug): short, neutral, and built from whatever variables are there, or none. Every
+# template has one, so `render` always returns a text and a failing note to the employee can
+# never take the customer's reply (or the consent change) down with it.
+
+
 def _text_of(variables: Mapping[str, object], key: str, default: str) -> str:
-    """A variable as text for a last-resort message, which must not fail whatever it is given."""
+    """A variable as text for a built-in message, which must not fail whatever it is given."""
     try:
         value = str(variables.get(key) or "").strip()
     except Exception:
@@ -135,32 +210,114 @@ def _text_of(variables: Mapping[str, object], key: str, default: str) -> str:
     return value or default
 
 
-def _opt_out_last_resort(variables: Mapping[str, object]) -> str:
-    sender = _text_of(variables, "program_name", _text_of(variables, "org_name", "This sender"))
-    start = _text_of(variables, "start_word", "START")
-    return f"{sender}: you are unsubscribed and will get no more messages. Reply {start} to resubscribe."
+def _sender(v: Mapping[str, object]) -> str:
+    return _text_of(v, "program_name", _text_of(v, "org_name", "This sender"))
 
 
-def _help_last_resort(variables: Mapping[str, object]) -> str:
-    sender = _text_of(variables, "program_name", _text_of(variables, "org_name", "This sender"))
-    contact = _text_of(variables, "help_contact", "")
-    stop = _text_of(variables, "stop_word", "STOP")
+def _org(v: Mapping[str, object]) -> str:
+    return _text_of(v, "org_name", _text_of(v, "program_name", "This sender"))
+
+
+def _contact(v: Mapping[str, object]) -> str:
+    return _text_of(v, "contact_name", "Your contact")
+
+
+def _opt_out_built_in(v: Mapping[str, object]) -> str:
+    return (f"{_sender(v)}: you are unsubscribed and will get no more messages. "
+            f"Reply {_text_of(v, 'start_word', 'START')} to resubscribe.")
+
+
+def _help_built_in(v: Mapping[str, object]) -> str:
+    contact = _text_of(v, "help_contact", "")
     reach = f" For help, contact {contact}." if contact else ""
-    return f"{sender}:{reach} Msg & data rates may apply. Reply {stop} to opt out."
+    return f"{_sender(v)}:{reach} Msg & data rates may apply. Reply {_text_of(v, 'stop_word', 'STOP')} to opt out."
 
 
-# Replies carriers require whatever happens: if even the packaged default fails, these plain
-# Python texts are sent instead, so a STOP or HELP is always answered.
-_LAST_RESORT = {
-    "customer/opt_out_confirmation": _opt_out_last_resort,
-    "customer/help": _help_last_resort,
-}
+def _opt_in_request_built_in(v: Mapping[str, object]) -> str:
+    return (f"{_org(v)} would like to send you messages. Reply {_text_of(v, 'yes_word', 'YES')} to agree or "
+            f"{_text_of(v, 'stop_word', 'STOP')} to opt out. Msg & data rates may apply.")
 
 
-def _describe(exc: Exception) -> str:
+def _opt_in_confirmation_built_in(v: Mapping[str, object]) -> str:
+    return (f"{_sender(v)}: you are subscribed. Msg & data rates may apply. Reply {_text_of(v, 'help_word', 'HELP')} "
+            f"for help, {_text_of(v, 'stop_word', 'STOP')} to opt out.")
+
+
+def _reauth_built_in(v: Mapping[str, object]) -> str:
+    return (f"{_org(v)}: reply {_text_of(v, 'yes_word', 'YES')} to keep getting our messages or "
+            f"{_text_of(v, 'stop_word', 'STOP')} to opt out.")
+
+
+def _pin_built_in(v: Mapping[str, object]) -> str:
+    minutes = _text_of(v, "pin_valid_minutes", "")
+    valid = f" It is valid for {minutes} minutes." if minutes else ""
+    return f"{_org(v)}: your code is {_text_of(v, 'pin', '(not available)')}.{valid}"
+
+
+def _disclaimer_built_in(v: Mapping[str, object]) -> str:
+    return f"This message is from {_org(v)}, a business. Reply {_text_of(v, 'stop_word', 'STOP')} to opt out."
+
+
+def _request_sent_built_in(v: Mapping[str, object]) -> str:
+    return (f"Opt-in request sent to {_text_of(v, 'contact_name', 'the contact')}. Your message is held "
+            f"until they reply {_text_of(v, 'yes_word', 'YES')}.")
+
+
+def _opted_in_built_in(v: Mapping[str, object]) -> str:
+    held = _text_of(v, "held_message", "")
+    return f"{_contact(v)} opted in." + (f" The held message is delivered now: {held}" if held else "")
+
+
+def _opted_out_built_in(v: Mapping[str, object]) -> str:
+    reason = _text_of(v, "reason", "")
+    return f"{_contact(v)} opted out" + (f" ({reason})" if reason else "") + ". Nothing more will be sent to them."
+
+
+def _pin_sent_built_in(v: Mapping[str, object]) -> str:
+    return (f"{_contact(v)} replied {_text_of(v, 'yes_word', 'YES')} and was sent a one-time code. "
+            "Ask them to read it to you, then enter it.")
+
+
+def _footer_built_in(v: Mapping[str, object]) -> str:
+    return f"You receive this from {_org(v)}.\nUnsubscribe: {_text_of(v, 'unsubscribe_url', '(reply STOP)')}"
+
+
+BUILT_IN_TEXTS: Mapping[str, Callable[[Mapping[str, object]], str]] = MappingProxyType({
+    "customer/opt_in_request.employee_started": _opt_in_request_built_in,
+    "customer/opt_in_request.customer_started": _opt_in_request_built_in,
+    "customer/opt_in_confirmation": _opt_in_confirmation_built_in,
+    "customer/opt_out_confirmation": _opt_out_built_in,
+    "customer/help": _help_built_in,
+    "customer/reauth_request": _reauth_built_in,
+    "customer/pin": _pin_built_in,
+    "customer/disclaimer": _disclaimer_built_in,
+    "employee/opt_in_request_sent": _request_sent_built_in,
+    "employee/contact_opted_in": _opted_in_built_in,
+    "employee/contact_opted_out": _opted_out_built_in,
+    "employee/pin_sent": _pin_sent_built_in,
+    "email/marketing_footer": _footer_built_in,
+})
+"""The last-resort text of every template (tests check that none is missing)."""
+
+
+def _describe(exc: BaseException) -> str:
     if isinstance(exc, TemplateSyntaxError):
         return f"syntax error on line {exc.lineno}: {exc.message}"
     return f"{type(exc).__name__}: {exc}"
+
+
+# Values that are about a person (or open a door) and must not reach the log.
+_PERSONAL_VARIABLES = ("contact_name", "employee_name", "pin", "held_message", "reason", "unsubscribe_url")
+
+
+def _redacted(message: str, variables: Mapping[str, object]) -> str:
+    """An error message fit for the log: personal values (a name, a PIN) replaced by their
+    variable's name, since some exceptions quote the value they choked on."""
+    personal = [(key, str(variables[key])) for key in _PERSONAL_VARIABLES if key in variables]
+    for key, text in sorted(personal, key=lambda item: -len(item[1])):
+        if len(text) >= 2:
+            message = message.replace(text, f"<{key}>")
+    return message[:300]
 
 
 class TemplateRenderer:
@@ -169,6 +326,7 @@ class TemplateRenderer:
         template_dir: Path | None = None,
         *,
         override_cache_size: int = DEFAULT_OVERRIDE_CACHE_SIZE,
+        limits: TemplateLimits | None = None,
     ) -> None:
         self._template_dir = template_dir if template_dir is not None else default_template_dir()
         if not self._template_dir.is_dir():
@@ -177,7 +335,9 @@ class TemplateRenderer:
                 f"message templates not found in {self._template_dir} (set {TEMPLATE_DIR_ENV})"
             )
         self._override_cache_size = override_cache_size
-        self._env = ImmutableSandboxedEnvironment(
+        self._limits = limits or TemplateLimits()
+        self._env = MeteredSandbox(
+            self._limits,
             undefined=StrictUndefined,
             autoescape=False,
             keep_trailing_newline=False,
@@ -186,58 +346,61 @@ class TemplateRenderer:
             auto_reload=False,
         )
         self._lock = threading.Lock()
-        self._defaults: dict[str, Template] = {}
+        # name -> compiled packaged template, or why it does not compile
+        self._defaults: dict[str, Template | _Failure] = {}
         # (name, override source) -> compiled template, or why it does not compile; least recent first
-        self._overrides: OrderedDict[tuple[str, str], Template | str] = OrderedDict()
+        self._overrides: OrderedDict[tuple[str, str], Template | _Failure] = OrderedDict()
+        # (name, override source) that passed check_override, least recent first
+        self._checked: OrderedDict[tuple[str, str], None] = OrderedDict()
 
     @property
     def template_dir(self) -> Path:
         return self._template_dir
 
+    @property
+    def limits(self) -> TemplateLimits:
+        return self._limits
+
     def render(self, name: str, variables: Mapping[str, object], override: str | None = None) -> Rendered:
-        """Render `name` with `variables`, using the org's `override` source when it works.
-
-        Raises InvalidInput for an unknown name, and DefaultTemplateError when the packaged
-        default is needed, fails, and `name` has no last-resort text.
-        """
+        """Render `name` with `variables`, using the org's `override` source when it works, else
+        the packaged template, else the built-in text. Never raises for a known name (an unknown
+        one is a caller bug: InvalidInput). Bounded: see `TemplateLimits`."""
         _require_known(name)
-        override_error: str | None = None
+        first: str | None = None  # what was wrong with the override
+        reason: str | None = None
         if override is not None:
-            compiled = self._override(name, override)
-            if isinstance(compiled, str):
-                override_error = compiled
-            else:
-                text, override_error = self._run(compiled, variables)
-                if override_error is None:
-                    return Rendered(text=text, name=name, used_fallback=False, error=None)
-            _log.error("override of %s failed, using the default: %s", name, override_error)
+            text, failure = self._attempt(self._override(name, override), variables)
+            if failure is None:
+                return Rendered(text=text, name=name, source=TextSource.OVERRIDE)
+            first, reason = self._fell_back(name, failure, TextSource.PACKAGED, variables), failure.reason
 
-        try:
-            text, default_error = self._run(self._default(name), variables)
-        except Exception as exc:  # missing or unreadable file, syntax error in the default
-            default_error = _describe(exc)
-        if default_error is None:
-            return Rendered(
-                text=text, name=name, used_fallback=override_error is not None, error=override_error
-            )
+        text, failure = self._attempt(self._default(name), variables)
+        if failure is None:
+            error = None if first is None else f"override: {first}"
+            return Rendered(text=text, name=name, source=TextSource.PACKAGED, error=error, reason=reason)
 
-        problems = f"default: {default_error}"
-        if override_error is not None:
-            problems = f"override: {override_error}; {problems}"
-        last_resort = _LAST_RESORT.get(name)
-        if last_resort is None:
-            _log.error("default template %s failed: %s", name, default_error)
-            raise DefaultTemplateError(f"template {name} cannot be rendered: {problems}")
-        _log.critical("default template %s failed, sending the built-in text: %s", name, default_error)
-        return Rendered(text=last_resort(variables), name=name, used_fallback=True, error=problems)
+        problems = f"packaged: {self._fell_back(name, failure, TextSource.BUILT_IN, variables)}"
+        if first is not None:
+            problems = f"override: {first}; {problems}"
+        return Rendered(text=BUILT_IN_TEXTS[name](variables), name=name, source=TextSource.BUILT_IN,
+                        error=problems, reason=reason or failure.reason)
 
     def check_override(self, name: str, source: str) -> str | None:
         """Validate an org's template before it is saved: None when it is fine, else what is wrong.
 
-        Catches syntax errors, variables the template does not have, and anything that fails when
-        rendered with sample values (sandbox violations, type errors, an empty result).
+        Catches syntax errors, variables the template does not have, anything that fails when
+        rendered with sample values (sandbox violations, type errors, an empty result), and a
+        template over the limits with typical or with long values. Bounded like `render`; a
+        template that passed is remembered, so checking it again costs a dictionary look-up.
         """
         _require_known(name)
+        key = (name, source)
+        with self._lock:
+            if key in self._checked:
+                self._checked.move_to_end(key)
+                return None
+        if len(source) > self._limits.max_source_chars:
+            return f"the template is longer than {self._limits.max_source_chars} characters"
         try:
             tree = self._env.parse(source)
         except TemplateSyntaxError as exc:
@@ -251,47 +414,96 @@ class TemplateRenderer:
                 f"{name} can use: {', '.join(sorted(allowed))}"
             )
         compiled = self._override(name, source)
-        if isinstance(compiled, str):
-            return compiled
+        if isinstance(compiled, _Failure):
+            return compiled.message
         samples = {key: _SAMPLE_VALUES[key] for key in allowed}
         empties = {**samples, **{key: "" for key in _OPTIONAL_VARIABLES if key in allowed}}
-        for trial in (samples, empties):
-            _, error = self._run(compiled, trial)
-            if error is not None:
-                return error
+        longest = {key: _LONG_SAMPLE_VALUES[key] for key in allowed}
+        for trial, values in (("", samples), ("", empties), (_LONG_TRIAL, longest)):
+            _, failure = self._attempt(compiled, values)
+            if failure is not None:
+                over = "over the template limits" if failure.reason == "limit" else ""
+                where = ", ".join(part for part in (over, trial) if part)
+                return f"{where}: {failure.message}" if where else failure.message
+        with self._lock:
+            self._checked[key] = None
+            while len(self._checked) > self._override_cache_size:
+                self._checked.popitem(last=False)
         return None
 
-    def _run(self, template: Template, variables: Mapping[str, object]) -> tuple[str, str | None]:
-        """Render, turning any failure (or an empty message) into a description of it."""
+    def _fell_back(self, name: str, failure: _Failure, to: TextSource, variables: Mapping[str, object]) -> str:
+        """Count and log a fallback; returns what failed, without personal values."""
+        template_fallback_counter().labels(name, failure.reason, to.value).inc()
+        message = _redacted(failure.message, variables)
+        what = "override of" if to is TextSource.PACKAGED else "packaged template"
+        level = logging.ERROR if to is TextSource.PACKAGED else logging.CRITICAL
+        _log.log(level, "%s %s failed (%s), using the %s text: %s", what, name, failure.reason, to.value, message)
+        return message
+
+    def _attempt(self, template: Template | _Failure, variables: Mapping[str, object]) -> tuple[str, _Failure | None]:
+        """Render within the limits, turning any failure (or an empty message) into a `_Failure`."""
+        if isinstance(template, _Failure):
+            return "", template
         try:
-            text = template.render(variables).strip()
+            text = self._run(template, variables)
+        except TemplateLimitExceeded as exc:
+            return "", _Failure("limit", str(exc))
+        except RecursionError:
+            return "", _Failure("limit", "macros or loops nested too deeply")
         except Exception as exc:
-            return "", _describe(exc)
+            return "", _Failure("error", _describe(exc))
         if not text:
-            return "", "renders to an empty message"
+            return "", _Failure("error", "renders to an empty message")
         return text, None
 
-    def _default(self, name: str) -> Template:
+    def _run(self, template: Template, variables: Mapping[str, object]) -> str:
+        budget = Budget(self._limits, sum(len(v) if type(v) is str else size_of(v) for v in variables.values()))
+        chunks: list[str] = []
+        length = 0
+        # Output is checked chunk by chunk, so a template that writes too much stops there. Time
+        # needs no check here: whatever runs long goes through loops or calls, which take steps.
+        with metered(budget):
+            stream = template.generate(variables)  # a generator: closed below if cut short
+            try:
+                for chunk in stream:
+                    length += len(chunk)
+                    if length > budget.max_chars:
+                        budget.check_chars(length, "the message")
+                    chunks.append(chunk)
+            finally:
+                stream.close()  # type: ignore[attr-defined]
+        return "".join(chunks).strip()
+
+    def _default(self, name: str) -> Template | _Failure:
         template = self._defaults.get(name)
         if template is None:
-            path = self._template_dir / f"{name}.j2"
-            template = self._compile(path.read_text(encoding="utf-8"), name)
+            try:
+                source = (self._template_dir / f"{name}.j2").read_text(encoding="utf-8")
+                template = self._compile(source, name)
+            except TemplateLimitExceeded as exc:
+                template = _Failure("limit", str(exc))
+            except Exception as exc:  # missing or unreadable file, syntax error
+                template = _Failure("error", _describe(exc))
             with self._lock:
                 self._defaults[name] = template
         return template
 
-    def _override(self, name: str, source: str) -> Template | str:
+    def _override(self, name: str, source: str) -> Template | _Failure:
         key = (name, source)
         with self._lock:
             cached = self._overrides.get(key)
             if cached is not None:
                 self._overrides.move_to_end(key)
                 return cached
-        compiled: Template | str
+        compiled: Template | _Failure
         try:
             compiled = self._compile(source, f"override of {name}")
+        except TemplateLimitExceeded as exc:
+            compiled = _Failure("limit", str(exc))
+        except RecursionError:
+            compiled = _Failure("limit", "expressions nested too deeply")
         except Exception as exc:
-            compiled = _describe(exc)
+            compiled = _Failure("error", _describe(exc))
         with self._lock:
             self._overrides[key] = compiled
             while len(self._overrides) > self._override_cache_size:
@@ -299,7 +511,7 @@ class TemplateRenderer:
         return compiled
 
     def _compile(self, source: str, name: str) -> Template:
-        code = self._env.compile(source, name=name)
+        code = self._env.compile_metered(source, name)
         return self._env.template_class.from_code(self._env, code, self._env.make_globals(None))
 
 

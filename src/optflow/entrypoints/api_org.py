@@ -15,7 +15,7 @@ from sanic_ext.extensions.openapi import openapi
 from ..domain import commands as c
 from ..domain.model import Channel, InvalidInput
 from ..domain.settings import OrgSettings
-from ..service_layer.admin import update_settings
+from ..service_layer.admin import check_templates, update_settings
 from ..service_layer.handlers import ActionResult
 from ..service_layer.reports import ConsentReport, Counts, consent_report
 from .api_common import (
@@ -238,6 +238,11 @@ def register(bp: Blueprint) -> None:
         patch = read_body(request, SettingsPatch).model_dump(mode="json", exclude_unset=True)
         org_id = caller_of(request).org_id
         system = system_of(request)
+        # Trial renders of new templates are bounded but not free: run them before the
+        # transaction (SQLite's write lock); the check of the merged settings inside it then
+        # finds them already checked.
+        new_templates = {name: source for name, source in (patch.get("templates") or {}).items() if source}
+        check_templates(system.services.renderer, new_templates)
         with system.bus.uow() as uow:
             merged = merge_patch(uow.orgs.own_settings(org_id), patch)
             resolved = update_settings(uow, system.services.renderer, org_id, merged, replace=True)

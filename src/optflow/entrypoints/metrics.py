@@ -9,10 +9,12 @@ Two sources, each chosen for being exact:
   deleted and a message never leaves a final status. The cost is a few grouped counts per
   scrape (a full scan of `messages` and `ledger`), see docs/twilio.md.
 - How the webhooks behave (latency, status codes) is measured in the web workers with
-  `prometheus_client`. Under `optflow serve` every worker is its own process, so the client's
-  multiprocess mode is used: `serve` points `PROMETHEUS_MULTIPROC_DIR` at a fresh directory
-  before the workers start (`multiprocess_directory`), each worker writes its samples there,
-  and any worker answering a scrape sums all of them.
+  `prometheus_client`, as are template renders that fell back (`optflow_template_fallback_total`,
+  counted by the renderer in `adapters/templates.py`). Under `optflow serve` every worker is
+  its own process, so the client's multiprocess mode is used: `serve` points
+  `PROMETHEUS_MULTIPROC_DIR` at a fresh directory before the workers start
+  (`multiprocess_directory`), each worker writes its samples there, and any worker answering a
+  scrape sums all of them.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from sanic_ext import openapi
 from sqlalchemy import Engine, Select, and_, func, select
 
 from ..adapters import orm
+from ..adapters.templates import template_fallback_counter
 from ..domain.ledger import DAMAGE_TRIGGER
 from ..domain.model import Trigger
 
@@ -131,6 +134,8 @@ class ServerMetrics:
                                  ("route",), buckets=LATENCY_BUCKETS, registry=own)
         self.requests = Counter("optflow_webhook_requests", "Inbound webhook requests by route and status.",
                                 ("route", "status"), registry=own)
+        if own is not None:
+            own.register(template_fallback_counter())
         self.registry.register(DatabaseCollector(engine))
 
     def webhook_answered(self, route: str, status: int, seconds: float) -> None:
