@@ -105,6 +105,6 @@ def bootstrap(config: Config | None = None, *, clock: Callable[[], datetime] = u
     services.flows = engine_flows
     secret = installation_secret(engine, config.secret)
     bus = MessageBus(engine, services, clock)
-    dispatcher = Dispatcher(engine, services, sender or build_sender(config), secret, config.public_url)
+    dispatcher = Dispatcher(engine, services, sender or build_sender(config), secret, config.public_url, clock)
     engine_flows.dispatcher_url = dispatcher.unsubscribe_url
     return System(config, engine, services, bus, dispatcher, engine_flows, clock, secret)
