@@ -79,6 +79,10 @@ class _Claim:
     orgs: OrgMemo = field(default_factory=OrgMemo)  # org settings read once per claimed batch
 
 
+# An outbox row's id and the columns that record how its hand-over to the provider ended.
+_Outcome = tuple[int, dict[str, object]]
+
+
 def backoff(attempts: int) -> timedelta:
     return min(timedelta(seconds=30 * 2 ** max(attempts - 1, 0)), timedelta(hours=1))
 
@@ -110,10 +114,16 @@ class Dispatcher:
             uow.commit()
         for _ in range(max_batches):
             claim = self._claim(now, batch)
+            outcome: _Outcome | None = None
             for row in claim.rows:
-                message = self._hand_over(claim, row, report)
+                message = self._hand_over(claim, row, report, outcome)
+                outcome = None
                 if message is not None:
-                    self._send(message, claim.token, report)
+                    outcome = self._send(message, claim.token, int(row["attempts"]) + 1, report)
+            if outcome is not None:
+                with UnitOfWork(self.engine) as uow:
+                    self._record(uow, claim.token, outcome)
+                    uow.commit()
             if len(claim.rows) < batch:
                 break
         return report
@@ -125,12 +135,16 @@ class Dispatcher:
             uow.commit()
         return _Claim(token, rows, renewed_at=now)
 
-    def _hand_over(self, claim: _Claim, row: dict[str, Any], report: DeliveryReport) -> OutboundMessage | None:
+    def _hand_over(self, claim: _Claim, row: dict[str, Any], report: DeliveryReport,
+                   previous: _Outcome | None) -> OutboundMessage | None:
         """Check one claimed row against the policy on fresh data and, if it may go and is still
         this claim's and not cancelled, mark it handed over, in one short transaction. The
-        message to send, or None."""
+        message to send, or None. The transaction also records the `previous` message's outcome
+        (one commit per message instead of two)."""
         moment = self.clock()
         with UnitOfWork(self.engine, org_memo=claim.orgs) as uow:
+            if previous is not None:
+                self._record(uow, claim.token, previous)
             if moment - claim.renewed_at >= RENEW_AFTER:
                 uow.messages.renew_lease(claim.token, moment + LEASE)
                 claim.renewed_at = moment
@@ -178,53 +192,42 @@ class Dispatcher:
             unsubscribe_url=unsubscribe,
         )
 
-    def _send(self, message: OutboundMessage, token: str, report: DeliveryReport) -> None:
-        """Hand the message to the provider and record the outcome under the claim's token.
-        A failure clears `sent_at`: frequency caps count only what a provider may have taken."""
+    def _send(self, message: OutboundMessage, token: str, attempts: int, report: DeliveryReport) -> _Outcome | None:
+        """Hand the message to the provider; the outcome to record under the claim's token (None:
+        recorded already). A failure clears `sent_at`: caps count only what a provider may have
+        taken. `attempts` counts this one."""
         try:
             result = self.sender.send(message)
         except RecipientUnsubscribed as exc:
             self._carrier_opt_out(message, token, str(exc))
             report.opted_out_by_carrier += 1
             report.failed += 1
-            return
+            return None
         except TransientSendError as exc:
-            self._retry_or_fail(message, token, str(exc), report)
-            return
+            return self._retry_or_fail(message, attempts, str(exc), report)
         except PermanentSendError as exc:
-            self._record(message.id, token, status="failed", sent_at=None, last_error=str(exc))
             report.failed += 1
             report.errors.append(f"message {message.id}: {exc}")
-            return
+            return message.id, {"status": "failed", "sent_at": None, "last_error": str(exc)}
         except Exception as exc:  # an adapter bug must not stop the other messages
             log.exception("sender crashed on message %s", message.id)
-            self._retry_or_fail(message, token, f"{type(exc).__name__}: {exc}", report)
-            return
-        self._record(message.id, token, status="sent", provider_id=result.provider_id, last_error=None)
+            return self._retry_or_fail(message, attempts, f"{type(exc).__name__}: {exc}", report)
         report.sent += 1
+        return message.id, {"status": "sent", "provider_id": result.provider_id, "last_error": None}
 
-    def _retry_or_fail(self, message: OutboundMessage, token: str, error: str, report: DeliveryReport) -> None:
-        now = self.clock()
-        with UnitOfWork(self.engine) as uow:
-            row = uow.messages.get(message.id)
-            attempts = int(row["attempts"]) if row else MAX_ATTEMPTS
-            if attempts >= MAX_ATTEMPTS:
-                recorded = uow.messages.record(message.id, token, status="failed", sent_at=None,
-                                               last_error=f"gave up after {attempts} attempts: {error}")
-                report.failed += 1
-            else:
-                recorded = uow.messages.record(message.id, token, status="queued", sent_at=None, claim_token=None,
-                                               not_before=now + backoff(attempts), last_error=error)
-                report.retried += 1
-            uow.commit()
-        if not recorded:
-            log.warning("message %s: its claim was taken over; the failure was not recorded", message.id)
+    def _retry_or_fail(self, message: OutboundMessage, attempts: int, error: str, report: DeliveryReport) -> _Outcome:
+        if attempts >= MAX_ATTEMPTS:
+            report.failed += 1
+            return message.id, {"status": "failed", "sent_at": None,
+                                "last_error": f"gave up after {attempts} attempts: {error}"}
+        report.retried += 1
+        return message.id, {"status": "queued", "sent_at": None, "claim_token": None,
+                            "not_before": self.clock() + backoff(attempts), "last_error": error}
 
-    def _record(self, message_id: int, token: str, **values: object) -> None:
-        with UnitOfWork(self.engine) as uow:
-            recorded = uow.messages.record(message_id, token, **values)
-            uow.commit()
-        if not recorded:
+    @staticmethod
+    def _record(uow: UnitOfWork, token: str, outcome: _Outcome) -> None:
+        message_id, values = outcome
+        if not uow.messages.record(message_id, token, **values):
             log.warning("message %s: its claim was taken over; the outcome was not recorded", message_id)
 
     def _carrier_opt_out(self, message: OutboundMessage, token: str, error: str) -> None:
