@@ -108,5 +108,5 @@ def bootstrap(config: Config | None = None, *, clock: Callable[[], datetime] = u
     engine_flows = FlowEngine(flows, services, flows_dir,
                               unsubscribe_url=functools.partial(unsubscribe_url, config.public_url, secret))
     bus = MessageBus(engine, services, clock, engine_flows.command_handlers())
-    dispatcher = Dispatcher(engine, services, sender or build_sender(config), secret, config.public_url)
+    dispatcher = Dispatcher(engine, services, sender or build_sender(config), secret, config.public_url, clock)
     return System(config, engine, services, bus, dispatcher, engine_flows, clock, secret)

@@ -402,6 +402,7 @@ def test_webhook_posts_signed_json_and_returns_the_gateway_id(
     assert request.signature_valid
     assert request.headers["X-Optflow-Signature"] == gateway.expected_signature(request.body)
     assert request.headers["Content-Type"] == "application/json"
+    assert request.headers["Idempotency-Key"] == CHAT.idempotency_key == f"optflow-{CHAT.org_id}-43"
     assert request.json() == {
         "id": 43,
         "channel": "chat",

@@ -22,13 +22,21 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, insert, select
+from sqlalchemy import Connection, and_, bindparam, insert, or_, select
 
 from ..domain.model import Channel, Consent
 from . import orm
 from .enrollments import EnrollmentRepository
 from .prepared import Prepared, bind_list, bind_values
-from .repository import ConsentRepository, ContactRepository, MessageRepository
+from .repository import (
+    HANDED_OVER,
+    NOT_HANDED_OVER,
+    ConsentRepository,
+    ContactRepository,
+    MessageRepository,
+    send_moments,
+    status_in,
+)
 
 Row = dict[str, Any]
 
@@ -48,12 +56,14 @@ def _addresses(count: int) -> Prepared:
 
 
 @functools.lru_cache(maxsize=64)
-def _sent(contacts: int, channels: int) -> Prepared:
+def _sends(contacts: int, channels: int) -> Prepared:
+    """What `MessageRepository.recent_sends` may count, for many contacts: handed over since
+    `w_since`, or not handed over yet."""
     m = orm.messages.c
-    return Prepared(select(m.contact_id, m.channel, m.sent_at).where(and_(
+    return Prepared(select(m.contact_id, m.channel, m.status, m.not_before, m.sent_at).where(and_(
         m.org_id == bindparam("w_org_id"), m.contact_id.in_(bind_list("w_contact_id", contacts)),
-        m.direction == "out", m.status == "sent", m.channel.in_(bind_list("w_channel", channels)),
-        m.sent_at >= bindparam("w_since"),
+        m.direction == "out", m.channel.in_(bind_list("w_channel", channels)),
+        or_(and_(status_in(HANDED_OVER), m.sent_at >= bindparam("w_since")), status_in(NOT_HANDED_OVER)),
     )))
 
 
@@ -84,7 +94,8 @@ class BatchReads:
     addresses: dict[int, list[Row]] = field(default_factory=dict)  # by contact id, in id order
     consents: dict[tuple[int, str], list[Consent]] = field(default_factory=dict)  # by (org id, address)
     send_windows: dict[int, SendWindow] = field(default_factory=dict)  # by org id, for orgs with caps
-    sends: dict[tuple[int, int], list[tuple[Channel, datetime]]] = field(default_factory=dict)  # (org, contact)
+    # By (org id, contact id): the contact's outbound rows a cap may count (channel, status, not_before, sent_at).
+    sends: dict[tuple[int, int], list[Row]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, conn: Connection, enrollments: Sequence[Row], send_windows: Mapping[int, SendWindow]) -> BatchReads:
@@ -121,9 +132,8 @@ class BatchReads:
             for chunk in _chunks(contact_ids):
                 params = {"w_org_id": org_id, "w_since": window.since, **bind_values("w_contact_id", chunk),
                           **bind_values("w_channel", channels)}
-                for row in _sent(len(chunk), len(channels)).rows(conn, params):
-                    if row["sent_at"] is not None:
-                        self.sends[(org_id, row["contact_id"])].append((Channel(row["channel"]), row["sent_at"]))
+                for row in _sends(len(chunk), len(channels)).rows(conn, params):
+                    self.sends[(org_id, row.pop("contact_id"))].append(row)
 
 
 @dataclass
@@ -133,15 +143,20 @@ class BatchWrites:
     messages: list[Row] = field(default_factory=list)
     steps: list[Row] = field(default_factory=list)
     changes: dict[int, Row] = field(default_factory=dict)  # enrolment id -> columns to set
+    # Queued rows added to `BatchReads.sends`: the contact's list there, and the entry.
+    planned: list[tuple[list[Row], Row]] = field(default_factory=list)
 
-    def mark(self) -> tuple[int, int]:
-        return len(self.messages), len(self.steps)
+    def mark(self) -> tuple[int, int, int]:
+        return len(self.messages), len(self.steps), len(self.planned)
 
-    def undo(self, mark: tuple[int, int], enrollment_id: int) -> None:
+    def undo(self, mark: tuple[int, int, int], enrollment_id: int) -> None:
         """Forget what one enrolment wrote since `mark` (its step failed)."""
         del self.messages[mark[0]:]
         del self.steps[mark[1]:]
         self.changes.pop(enrollment_id, None)
+        for sends, entry in self.planned[mark[2]:]:
+            sends.remove(entry)
+        del self.planned[mark[2]:]
 
     def __bool__(self) -> bool:
         return bool(self.messages or self.steps or self.changes)
@@ -155,7 +170,7 @@ class BatchWrites:
         enrollments = EnrollmentRepository(conn)
         enrollments.log_steps(self.steps)
         enrollments.change_many(self.changes)
-        self.messages, self.steps, self.changes = [], [], {}
+        self.messages, self.steps, self.changes, self.planned = [], [], {}, []
 
 
 class PreloadedContacts(ContactRepository):
@@ -163,10 +178,10 @@ class PreloadedContacts(ContactRepository):
         super().__init__(conn)
         self.reads = reads
 
-    def get(self, org_id: int, contact_id: int) -> Row:
+    def get(self, org_id: int, contact_id: int, *, lock: bool = False) -> Row:
         row = self.reads.contacts.get(contact_id)
-        if row is None or row["org_id"] != org_id:
-            return super().get(org_id, contact_id)
+        if row is None or row["org_id"] != org_id or lock:
+            return super().get(org_id, contact_id, lock=lock)
         return dict(row)
 
     def addresses(self, contact_id: int) -> list[Row]:
@@ -215,18 +230,28 @@ class BufferedMessages(MessageRepository):
         self.writes = writes
 
     def recent_sends(self, org_id: int, contact_id: int, channels: Iterable[Channel],
-                     since: datetime) -> list[datetime]:
-        wanted = frozenset(channels)
+                     since: datetime, *, planned_from: datetime | None = None) -> list[datetime]:
+        wanted = frozenset(channel.value for channel in channels)
         window = self.reads.send_windows.get(org_id)
         sends = self.reads.sends.get((org_id, contact_id))
-        if window is None or sends is None or since < window.since or not wanted <= window.channels:
-            return super().recent_sends(org_id, contact_id, wanted, since)
-        return [at for channel, at in sends if channel in wanted and at >= since]
+        if window is None or sends is None or since < window.since \
+                or not wanted <= {channel.value for channel in window.channels}:
+            return super().recent_sends(org_id, contact_id, map(Channel, wanted), since, planned_from=planned_from)
+        rows = [row for row in sends if row["channel"] in wanted
+                and (row["status"] in NOT_HANDED_OVER or (row["sent_at"] is not None and row["sent_at"] >= since))]
+        return send_moments(rows, planned_from)
 
     def add(self, **values: Any) -> int:
         """Keep the row for `flush`. Its id is not known before then: 0 stands for it (the
-        senders of a batched step do not use it)."""
+        senders of a batched step do not use it). A queued row also joins the contact's preloaded
+        sends, so the caps of a later step of the batch count it as if it were written."""
         self.writes.messages.append(values)
+        sends = self.reads.sends.get((values["org_id"], values.get("contact_id")))  # type: ignore[arg-type]
+        if sends is not None and values.get("direction") == "out" and values.get("status") in NOT_HANDED_OVER:
+            entry = {"channel": values["channel"], "status": values["status"],
+                     "not_before": values.get("not_before"), "sent_at": None}
+            sends.append(entry)
+            self.writes.planned.append((sends, entry))
         return 0
 
 

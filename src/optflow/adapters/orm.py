@@ -243,17 +243,21 @@ class MessageRow(SQLModel, table=True):
     subject: str | None = None
     purpose: str = "conversational"
     kind: str = "normal"  # optflow.domain.policy.MessageKind
-    status: str  # received|held|delivered|unassociated|queued|sent|failed|denied|cancelled|replied
+    # received|held|delivered|unassociated|queued|sending|handed_over|sent|failed|denied|cancelled|replied
+    status: str
     intent: str | None = None
     provider_id: str | None = None
     reply_text: str | None = Field(default=None, sa_column=Column(Text))
     agent_id: int | None = None
     enrollment_id: int | None = None
-    not_before: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    not_before: datetime | None = Field(default=None, sa_type=UtcDateTime)  # while sending: the lease's end
+    # The random token of the dispatcher's claim that holds the row (sending, handed_over): its
+    # hand-over and the record of its outcome only take effect while the row still carries it.
+    claim_token: str | None = None
     attempts: int = 0
     last_error: str | None = None
     created_at: datetime = Field(sa_type=UtcDateTime)
-    sent_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    sent_at: datetime | None = Field(default=None, sa_type=UtcDateTime)  # outbound: handed to the provider
 
 
 class FlowVersionRow(SQLModel, table=True):

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, insert, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -44,8 +44,10 @@ def _row(result: Any) -> Row | None:
 _ORG = Prepared(select(orm.orgs).where(orm.orgs.c.id == bindparam("w_id")))
 _ORG_BY_NUMBER = Prepared(select(orm.org_numbers.c.org_id).where(orm.org_numbers.c.number == bindparam("w_number")))
 _AGENT = Prepared(select(orm.agents).where(orm.agents.c.id == bindparam("w_id")))
-_CONTACT = Prepared(select(orm.contacts).where(and_(orm.contacts.c.id == bindparam("w_id"),
-                                           orm.contacts.c.org_id == bindparam("w_org_id"))))
+_CONTACT_SELECT = select(orm.contacts).where(and_(orm.contacts.c.id == bindparam("w_id"),
+                                                  orm.contacts.c.org_id == bindparam("w_org_id")))
+_CONTACT = Prepared(_CONTACT_SELECT)
+_CONTACT_LOCKED = Prepared(_CONTACT_SELECT.with_for_update())
 _UPDATE_CONTACT = Prepared(update(orm.contacts).where(orm.contacts.c.id == bindparam("w_id")))
 _CONTACT_BY_ADDRESS = Prepared(select(orm.addresses.c.contact_id).where(and_(
     orm.addresses.c.org_id == bindparam("w_org_id"), orm.addresses.c.value == bindparam("w_value"))))
@@ -106,22 +108,76 @@ def _consents_for_addresses(count: int) -> Prepared:
     )).order_by(orm.consents.c.id))
 
 
+# The life of an outbound row in the outbox (see service_layer/dispatcher.py):
+# queued -> sending (claimed, with a token and a lease) -> handed_over (given to the provider,
+# `sent_at` set) -> sent | failed | queued again (a retry). Only `queued` and `sending` rows can
+# still be stopped; a handed-over row cannot be called back.
+NOT_HANDED_OVER = ("queued", "sending")
+# Rows whose `sent_at` is the moment they were handed to a provider: delivered, in flight, or of
+# unknown outcome (a `failed` row keeps `sent_at` only then; a refusal clears it).
+HANDED_OVER = ("sent", "handed_over", "failed")
+
+
+def status_in(statuses: Iterable[str]) -> Any:
+    """`messages.status IN (...)` with each value bound on its own, which `Prepared` can run."""
+    return orm.messages.c.status.in_([literal(status) for status in statuses])
+
+
 @functools.lru_cache(maxsize=8)
 def _queued_for(count: int) -> Prepared:
+    """Locked (on PostgreSQL), so a dispatcher's hand-over of one of them waits for the opt-out
+    that cancels it and then finds it cancelled; a row it handed over first no longer matches."""
     return Prepared(select(orm.messages.c.id).where(and_(
         orm.messages.c.org_id == bindparam("w_org_id"), orm.messages.c.address == bindparam("w_address"),
-        orm.messages.c.direction == "out", orm.messages.c.status == "queued",
+        orm.messages.c.direction == "out", status_in(NOT_HANDED_OVER),
         orm.messages.c.channel.in_(bind_list("w_channel", count)),
+    )).with_for_update())
+
+
+@functools.lru_cache(maxsize=16)
+def _recent_sends(count: int, with_planned: bool) -> Prepared:
+    m = orm.messages.c
+    handed_over = and_(status_in(HANDED_OVER), m.sent_at >= bindparam("w_since"))
+    return Prepared(select(m.status, m.not_before, m.sent_at).where(and_(
+        m.org_id == bindparam("w_org_id"), m.contact_id == bindparam("w_contact_id"), m.direction == "out",
+        m.channel.in_(bind_list("w_channel", count)),
+        or_(handed_over, status_in(NOT_HANDED_OVER)) if with_planned else handed_over,
     )))
 
 
-@functools.lru_cache(maxsize=8)
-def _recent_sends(count: int) -> Prepared:
-    return Prepared(select(orm.messages.c.sent_at).where(and_(
-        orm.messages.c.org_id == bindparam("w_org_id"), orm.messages.c.contact_id == bindparam("w_contact_id"),
-        orm.messages.c.direction == "out", orm.messages.c.status == "sent",
-        orm.messages.c.channel.in_(bind_list("w_channel", count)), orm.messages.c.sent_at >= bindparam("w_since"),
-    )))
+def send_moments(rows: Iterable[Mapping[str, Any]], planned_from: datetime | None) -> list[datetime]:
+    """The moments frequency caps count for these rows (status, not_before, sent_at): a handed-over
+    row at its `sent_at`; with `planned_from`, a queued row at the first moment it may go (its
+    `not_before`, or `planned_from` if that is later) and a claimed row at `planned_from`."""
+    moments = []
+    for row in rows:
+        status = row["status"]
+        if status == "queued":
+            if planned_from is not None:
+                not_before = row["not_before"]
+                moments.append(not_before if not_before is not None and not_before > planned_from else planned_from)
+        elif status == "sending":
+            if planned_from is not None:
+                moments.append(planned_from)
+        elif row["sent_at"] is not None:
+            moments.append(row["sent_at"])
+    return moments
+
+
+_HAND_OVER = Prepared(update(orm.messages).where(and_(
+    orm.messages.c.id == bindparam("w_id"), orm.messages.c.claim_token == bindparam("w_token"),
+    orm.messages.c.status == "sending",
+)).values(status="handed_over", attempts=orm.messages.c.attempts + 1))
+_RELEASE = Prepared(update(orm.messages).where(and_(
+    orm.messages.c.id == bindparam("w_id"), orm.messages.c.claim_token == bindparam("w_token"),
+    orm.messages.c.status == "sending",
+)))
+_RECORD = Prepared(update(orm.messages).where(and_(
+    orm.messages.c.id == bindparam("w_id"), orm.messages.c.claim_token == bindparam("w_token"),
+)))
+_RENEW = Prepared(update(orm.messages).where(and_(
+    status_in(("sending", "handed_over")), orm.messages.c.claim_token == bindparam("w_token"),
+)))
 
 
 class OrgMemo:
@@ -273,8 +329,9 @@ class ContactRepository:
             created_at=now, updated_at=now,
         )))
 
-    def get(self, org_id: int, contact_id: int) -> Row:
-        row = _CONTACT.first(self.conn, {"w_id": contact_id, "w_org_id": org_id})
+    def get(self, org_id: int, contact_id: int, *, lock: bool = False) -> Row:
+        """The contact; `lock` holds its row until the transaction ends (PostgreSQL)."""
+        row = (_CONTACT_LOCKED if lock else _CONTACT).first(self.conn, {"w_id": contact_id, "w_org_id": org_id})
         if row is None:
             raise NotFound(f"no contact with id {contact_id}", code="contact_not_found")
         return row
@@ -586,16 +643,20 @@ class MessageRepository:
         q = select(orm.messages.c.id).where(and_(
             orm.messages.c.org_id == org_id, orm.messages.c.address == address,
             orm.messages.c.channel == channel.value, orm.messages.c.direction == "out",
-            orm.messages.c.audience == "customer", orm.messages.c.status.in_(("queued", "sent", "replied")),
+            orm.messages.c.audience == "customer",
+            orm.messages.c.status.in_(("queued", "sending", "handed_over", "sent", "replied")),
         )).limit(1)
         return self.conn.execute(q).first() is not None
 
     def recent_sends(self, org_id: int, contact_id: int, channels: Iterable[Channel],
-                     since: datetime) -> list[datetime]:
+                     since: datetime, *, planned_from: datetime | None = None) -> list[datetime]:
+        """The moments of the messages to the contact on these channels that frequency caps count:
+        those handed to a provider at or after `since`; with `planned_from` (deciding whether to
+        queue one more), also those still queued or claimed, at the first moment each may go
+        (`send_moments`)."""
         values = [c.value for c in channels]
         params = {"w_org_id": org_id, "w_contact_id": contact_id, "w_since": since, **bind_values("w_channel", values)}
-        rows = _recent_sends(len(values)).rows(self.conn, params)
-        return [row["sent_at"] for row in rows if row["sent_at"] is not None]
+        return send_moments(_recent_sends(len(values), planned_from is not None).rows(self.conn, params), planned_from)
 
     def for_contact(self, org_id: int, contact_id: int, limit: int = 100) -> list[Row]:
         q = select(orm.messages).where(and_(
@@ -610,15 +671,58 @@ class MessageRepository:
         return [dict(r) for r in self.conn.execute(q).mappings()]
 
     def queued_for(self, org_id: int, address: str, channels: Iterable[Channel]) -> list[int]:
+        """Outbound rows to `address` on these channels that were not handed to a provider yet:
+        queued, or claimed by a dispatcher (`sending`). They are locked until the transaction
+        ends, so an opt-out that cancels them wins against a concurrent hand-over."""
         values = [c.value for c in channels]
         params = {"w_org_id": org_id, "w_address": address, **bind_values("w_channel", values)}
         return [row["id"] for row in _queued_for(len(values)).rows(self.conn, params)]
 
-    def claim_due(self, now: datetime, limit: int, skip_locked: bool) -> list[Row]:
+    def claim_due(self, now: datetime, limit: int, skip_locked: bool, token: str,
+                  lease_until: datetime) -> list[Row]:
+        """Claim up to `limit` due queued rows for one dispatcher: `sending`, marked with its
+        `token`, leased until `lease_until` (kept in `not_before`). The rows as they were."""
         q = select(orm.messages).where(and_(
             orm.messages.c.status == "queued",
             or_(orm.messages.c.not_before.is_(None), orm.messages.c.not_before <= now),
         )).order_by(orm.messages.c.id).limit(limit)
         if skip_locked:
             q = q.with_for_update(skip_locked=True)
-        return [dict(r) for r in self.conn.execute(q).mappings()]
+        rows = [dict(r) for r in self.conn.execute(q).mappings()]
+        _UPDATE_MESSAGE.executemany(self.conn, [
+            {"w_id": row["id"], "status": "sending", "claim_token": token, "not_before": lease_until}
+            for row in rows
+        ])
+        return rows
+
+    def hand_over(self, message_id: int, token: str, now: datetime, lease_until: datetime) -> bool:
+        """Mark a claimed row as handed to the provider, if it is still `sending` under this
+        claim's `token` (an opt-out cancels claimed rows; an expired lease lets another
+        dispatcher claim them). Whether it was."""
+        return _HAND_OVER.execute(self.conn, {
+            "w_id": message_id, "w_token": token, "sent_at": now, "not_before": lease_until,
+        }) == 1
+
+    def release(self, message_id: int, token: str, **values: Any) -> bool:
+        """Change a claimed row that is not handed over (denied, deferred), if still this claim's."""
+        return _RELEASE.execute(self.conn, {"w_id": message_id, "w_token": token, **values}) == 1
+
+    def record(self, message_id: int, token: str, **values: Any) -> bool:
+        """Record the outcome of a hand-over, if the row still carries the claim's `token`."""
+        return _RECORD.execute(self.conn, {"w_id": message_id, "w_token": token, **values}) == 1
+
+    def renew_lease(self, token: str, lease_until: datetime) -> None:
+        """Extend the lease of every row the claim still holds."""
+        _RENEW.execute(self.conn, {"w_token": token, "not_before": lease_until})
+
+    def expire_leases(self, now: datetime) -> None:
+        """Rows whose lease ran out (their dispatcher died or hung): claimed rows are queued again
+        for another claim; handed-over rows may have reached the provider, so they are not sent
+        again but marked failed with an unknown outcome (`sent_at` kept: caps count them). Their
+        token stays, so their dispatcher, if alive, still records the real outcome."""
+        m = orm.messages.c
+        self.conn.execute(update(orm.messages).where(and_(m.status == "sending", m.not_before <= now))
+                          .values(status="queued", claim_token=None))
+        self.conn.execute(update(orm.messages).where(and_(m.status == "handed_over", m.not_before <= now))
+                          .values(status="failed", last_error="outcome unknown: the dispatcher stopped while "
+                                  "handing this message to the provider; it was not sent again"))

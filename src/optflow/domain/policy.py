@@ -134,8 +134,10 @@ class SendRequest:
     kind: MessageKind = MessageKind.NORMAL
     opted_out_at: datetime | None = None
     opt_out_confirmation_sent: bool = False
-    # Earlier sends or attempts to this contact on the channels of the caps that apply to this
-    # request, at least those inside the largest cap window; older ones are ignored.
+    # The contact's other messages on the channels of the caps that apply to this request: those
+    # handed to a provider (at that moment) and, when deciding whether to queue one more, those
+    # queued or claimed but not sent yet, at the first moment each may go (possibly after `now`).
+    # At least those inside the largest cap window; older ones are ignored.
     recent_sends: Sequence[datetime] = ()
 
 
@@ -236,10 +238,10 @@ def _needs_opt_in(state: State, why: str) -> Deny | None:
 def _waiting_rules(request: SendRequest, recipient: Recipient, settings: PolicySettings) -> Decision:
     """Frequency caps, then quiet hours.
 
-    A cap only ever forbids the moments before one threshold (sends age out and none are added
-    while we wait), so after the caps the earliest candidate is the latest threshold; quiet hours
-    then move it to their next opening, which every cap still allows. One pass therefore yields
-    the earliest moment that satisfies all of them.
+    A cap's threshold is a moment from which on every later moment is allowed too (see
+    `_cap_threshold`), so after the caps the candidate is the latest threshold; quiet hours then
+    move it to their next opening, which every cap still allows. One pass therefore yields a
+    moment that satisfies all of them (the earliest one when no planned sends are counted).
     """
     now = request.now.astimezone(UTC)
     until = now
@@ -288,8 +290,15 @@ def _quiet_hours_apply(request: SendRequest, settings: PolicySettings) -> bool:
 def _cap_threshold(
     cap: FrequencyCap, recent_sends: Sequence[datetime], now: datetime
 ) -> tuple[datetime, int]:
-    """The earliest moment at or after `now` when fewer than `cap.limit` sends lie in the rolling
-    window ending there (a send exactly `window` old has left it), and how many lie in it now."""
+    """A moment at or after `now` when one more send keeps every rolling window under the cap
+    (a send exactly `window` old has left it), and how many sends are counted now.
+
+    With only past sends it is the earliest such moment. Planned sends (after `now`) are counted
+    too: if at least `limit` moments lie after `now - window`, the answer is the moment the
+    `limit`-th newest of them is `window` old. A window containing that moment, or any later
+    one, begins no earlier than that `limit`-th newest send and so leaves it and all older ones
+    out: it holds at most `limit - 1` of the others, whenever the planned ones go. (An earlier
+    allowed moment may exist between planned sends; it is not searched for.)"""
     counted = sorted(sent for sent in recent_sends if sent > now - cap.window)
     if len(counted) < cap.limit:
         return now, len(counted)

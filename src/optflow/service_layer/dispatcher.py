@@ -1,20 +1,39 @@
-"""Delivering the outbox: claim due rows, ask the policy again, send, record the outcome.
+"""Delivering the outbox: claim due rows, check each one right before it goes, send, record.
 
-A STOP may arrive between the moment a message was queued and the moment it goes, so the
-policy is asked once more at send time, on fresh rows, and a refusal is final. Sending happens
-outside any transaction: a slow provider never holds a database lock.
+The guarantees, and how they are kept:
+
+- **Nothing goes after an opt-out is stored.** Each message is checked by the policy, on fresh
+  rows, in a short transaction right before it is handed to the provider, and that transaction
+  moves the row from `sending` to `handed_over` only if it is still `sending` under this
+  dispatcher's claim. An opt-out cancels `queued` and `sending` rows (locking them), so either
+  the opt-out commits first and the hand-over finds the row cancelled, or the hand-over commits
+  first and the message was on its way before the opt-out was stored. A handed-over message
+  cannot be called back.
+- **A message is handed to a provider once.** Every claim has a random token stored on its
+  rows; hand-overs and recorded outcomes only take effect on rows that still carry it. The
+  lease (`not_before` of a claimed row) is renewed while the batch is being sent, so only a
+  dispatcher that died or hung loses it; its unsent rows are then claimed again by another, its
+  handed-over rows are not sent again but marked failed with an unknown outcome. Providers that
+  can drop a repeated request are given a key stable across retries (`OutboundMessage.id`).
+- **Frequency caps hold at send time.** The hand-over check counts what was handed over, so a
+  burst queued together cannot all go; with a cap, the contact's row is locked for the check
+  (on PostgreSQL) so that two dispatchers cannot both take the last place.
+
+Sending happens outside any transaction: a slow provider never holds a database lock.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, update
+from sqlalchemy import Engine
 
-from ..adapters import orm
+from ..adapters.repository import OrgMemo
 from ..adapters.senders import (
     OutboundMessage,
     PermanentSendError,
@@ -25,14 +44,15 @@ from ..adapters.senders import (
 from ..domain import commands as c
 from ..domain.consent_rules import Door
 from ..domain.model import Actor, ActorKind, Channel, Purpose
-from ..domain.policy import Allow, Defer, MessageKind
+from ..domain.policy import Allow, Decision, Defer, MessageKind
 from ..domain.tokens import UnsubscribeTarget, make_token
-from .handlers import Services, opt_out_address, policy_decision
+from .handlers import Services, opt_out_address, policy_decision, policy_settings
 from .unit_of_work import UnitOfWork
 
 log = logging.getLogger("optflow.dispatcher")
 
 LEASE = timedelta(minutes=10)
+RENEW_AFTER = LEASE / 5  # a claim's lease is renewed at the first hand-over this long after the last renewal
 CARRIER = Actor(ActorKind.SYSTEM, "carrier")
 MAX_ATTEMPTS = 8
 
@@ -45,80 +65,125 @@ class DeliveryReport:
     retried: int = 0
     failed: int = 0
     opted_out_by_carrier: int = 0
+    withdrawn: int = 0  # claimed, then cancelled by an opt-out or claimed by another dispatcher
     errors: list[str] = field(default_factory=list)
 
     @property
     def handled(self) -> int:
-        return self.sent + self.denied + self.deferred + self.retried + self.failed
+        return self.sent + self.denied + self.deferred + self.retried + self.failed + self.withdrawn
+
+
+@dataclass
+class _Claim:
+    token: str
+    rows: list[dict[str, Any]]
+    renewed_at: datetime
+    orgs: OrgMemo = field(default_factory=OrgMemo)  # org settings read once per claimed batch
+
+
+# An outbox row's id and the columns that record how its hand-over to the provider ended.
+_Outcome = tuple[int, dict[str, object]]
 
 
 def backoff(attempts: int) -> timedelta:
     return min(timedelta(seconds=30 * 2 ** max(attempts - 1, 0)), timedelta(hours=1))
 
 
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 class Dispatcher:
     def __init__(self, engine: Engine, services: Services, sender: Sender, unsubscribe_secret: str,
-                 public_url: str) -> None:
+                 public_url: str, clock: Callable[[], datetime] = _utc_now) -> None:
+        """`clock` times each hand-over and the lease renewals while a batch is being sent."""
         self.engine = engine
         self.services = services
         self.sender = sender
         self.unsubscribe_secret = unsubscribe_secret
         self.public_url = public_url.rstrip("/")
+        self.clock = clock
 
     def unsubscribe_url(self, org_id: int, address: str, channel: Channel) -> str:
         token = make_token(self.unsubscribe_secret, UnsubscribeTarget(org_id, address, channel))
         return f"{self.public_url}/unsubscribe/{token}"
 
     def run(self, now: datetime, batch: int = 200, max_batches: int = 50) -> DeliveryReport:
-        """Deliver everything due at `now`, in batches."""
+        """Deliver everything due at `now`, in claimed batches."""
         report = DeliveryReport()
-        self._recover_stale_leases(now)
+        with UnitOfWork(self.engine) as uow:
+            uow.messages.expire_leases(now)
+            uow.commit()
         for _ in range(max_batches):
-            claimed = self._claim(now, batch, report)
-            if not claimed and report.handled == 0:
-                break
-            for message in claimed:
-                self._send(message, now, report)
-            if len(claimed) < batch:
+            claim = self._claim(now, batch)
+            outcome: _Outcome | None = None
+            for row in claim.rows:
+                message = self._hand_over(claim, row, report, outcome)
+                outcome = None
+                if message is not None:
+                    outcome = self._send(message, claim.token, int(row["attempts"]) + 1, report)
+            if outcome is not None:
+                with UnitOfWork(self.engine) as uow:
+                    self._record(uow, claim.token, outcome)
+                    uow.commit()
+            if len(claim.rows) < batch:
                 break
         return report
 
-    def _recover_stale_leases(self, now: datetime) -> None:
-        """A process that died while sending leaves rows in `sending`; after the lease they are
-        queued again (at-least-once: a provider that did accept them may see them twice)."""
-        with self.engine.begin() as conn:
-            conn.execute(update(orm.messages).where(and_(
-                orm.messages.c.status == "sending", orm.messages.c.not_before <= now,
-            )).values(status="queued"))
-
-    def _claim(self, now: datetime, limit: int, report: DeliveryReport) -> list[OutboundMessage]:
-        ready: list[OutboundMessage] = []
+    def _claim(self, now: datetime, limit: int) -> _Claim:
+        token = secrets.token_hex(16)
         with UnitOfWork(self.engine) as uow:
-            for row in uow.messages.claim_due(now, limit, uow.skip_locked):
-                org_id = row["org_id"]
-                settings = uow.orgs.settings(org_id)
-                channel = Channel(row["channel"])
-                consent = uow.consents.get(org_id, row["address"], channel)
-                contact = uow.contacts.get(org_id, row["contact_id"]) if row["contact_id"] else None
-                kind = MessageKind(row["kind"])
-                decision = policy_decision(
-                    uow, settings, contact, consent, Purpose(row["purpose"]), kind, now,
-                    confirmation_sent=False if kind is MessageKind.OPT_OUT_CONFIRMATION else None,
-                )
-                if isinstance(decision, Allow):
-                    uow.messages.set(row["id"], status="sending", not_before=now + LEASE,
-                                     attempts=row["attempts"] + 1)
-                    ready.append(self._outbound(row, channel))
-                elif isinstance(decision, Defer):
-                    uow.messages.set(row["id"], not_before=decision.until, last_error=decision.reason)
-                    report.deferred += 1
-                else:
-                    uow.messages.set(row["id"], status="denied", last_error=decision.reason)
-                    report.denied += 1
+            rows = uow.messages.claim_due(now, limit, uow.skip_locked, token, now + LEASE)
             uow.commit()
-        return ready
+        return _Claim(token, rows, renewed_at=now)
 
-    def _outbound(self, row: dict[str, Any], channel: Channel) -> OutboundMessage:
+    def _hand_over(self, claim: _Claim, row: dict[str, Any], report: DeliveryReport,
+                   previous: _Outcome | None) -> OutboundMessage | None:
+        """Check one claimed row against the policy on fresh data and, if it may go and is still
+        this claim's and not cancelled, mark it handed over, in one short transaction. The
+        message to send, or None. The transaction also records the `previous` message's outcome
+        (one commit per message instead of two)."""
+        moment = self.clock()
+        with UnitOfWork(self.engine, org_memo=claim.orgs) as uow:
+            if previous is not None:
+                self._record(uow, claim.token, previous)
+            if moment - claim.renewed_at >= RENEW_AFTER:
+                uow.messages.renew_lease(claim.token, moment + LEASE)
+                claim.renewed_at = moment
+            decision = self._decide(uow, row, moment)
+            message_id = row["id"]
+            if isinstance(decision, Allow):
+                taken = uow.messages.hand_over(message_id, claim.token, moment, moment + LEASE)
+            elif isinstance(decision, Defer):
+                taken = uow.messages.release(message_id, claim.token, status="queued", claim_token=None,
+                                             not_before=decision.until, last_error=decision.reason)
+                report.deferred += taken
+            else:
+                taken = uow.messages.release(message_id, claim.token, status="denied", last_error=decision.reason)
+                report.denied += taken
+            uow.commit()
+        if not taken:
+            report.withdrawn += 1
+            return None
+        return self._outbound(row) if isinstance(decision, Allow) else None
+
+    def _decide(self, uow: UnitOfWork, row: dict[str, Any], now: datetime) -> Decision:
+        org_id = row["org_id"]
+        settings = uow.orgs.settings(org_id)
+        channel = Channel(row["channel"])
+        kind = MessageKind(row["kind"])
+        # With a cap on this channel, the contact's row is locked so that concurrent hand-overs
+        # to the contact count each other's sends.
+        capped = any(channel in cap.channels for cap in policy_settings(settings).caps)
+        contact = uow.contacts.get(org_id, row["contact_id"], lock=capped) if row["contact_id"] else None
+        consent = uow.consents.get(org_id, row["address"], channel)
+        return policy_decision(
+            uow, settings, contact, consent, Purpose(row["purpose"]), kind, now, at_hand_over=True,
+            confirmation_sent=False if kind is MessageKind.OPT_OUT_CONFIRMATION else None,
+        )
+
+    def _outbound(self, row: dict[str, Any]) -> OutboundMessage:
+        channel = Channel(row["channel"])
         purpose = Purpose(str(row["purpose"]))
         unsubscribe = None
         if channel is Channel.EMAIL and purpose is Purpose.MARKETING:
@@ -129,50 +194,49 @@ class Dispatcher:
             unsubscribe_url=unsubscribe,
         )
 
-    def _send(self, message: OutboundMessage, now: datetime, report: DeliveryReport) -> None:
+    def _send(self, message: OutboundMessage, token: str, attempts: int, report: DeliveryReport) -> _Outcome | None:
+        """Hand the message to the provider; the outcome to record under the claim's token (None:
+        recorded already). A failure clears `sent_at`: caps count only what a provider may have
+        taken. `attempts` counts this one."""
         try:
             result = self.sender.send(message)
         except RecipientUnsubscribed as exc:
-            self._carrier_opt_out(message, now, str(exc))
+            self._carrier_opt_out(message, token, str(exc))
             report.opted_out_by_carrier += 1
             report.failed += 1
-            return
+            return None
         except TransientSendError as exc:
-            self._retry_or_fail(message, now, str(exc), report)
-            return
+            return self._retry_or_fail(message, attempts, str(exc), report)
         except PermanentSendError as exc:
-            self._finish(message.id, status="failed", last_error=str(exc))
             report.failed += 1
             report.errors.append(f"message {message.id}: {exc}")
-            return
+            return message.id, {"status": "failed", "sent_at": None, "last_error": str(exc)}
         except Exception as exc:  # an adapter bug must not stop the other messages
             log.exception("sender crashed on message %s", message.id)
-            self._retry_or_fail(message, now, f"{type(exc).__name__}: {exc}", report)
-            return
-        self._finish(message.id, status="sent", sent_at=now, provider_id=result.provider_id, last_error=None)
+            return self._retry_or_fail(message, attempts, f"{type(exc).__name__}: {exc}", report)
         report.sent += 1
+        return message.id, {"status": "sent", "provider_id": result.provider_id, "last_error": None}
 
-    def _retry_or_fail(self, message: OutboundMessage, now: datetime, error: str, report: DeliveryReport) -> None:
-        with UnitOfWork(self.engine) as uow:
-            row = uow.messages.get(message.id)
-            attempts = int(row["attempts"]) if row else MAX_ATTEMPTS
-            if attempts >= MAX_ATTEMPTS:
-                uow.messages.set(message.id, status="failed", last_error=f"gave up after {attempts} attempts: {error}")
-                report.failed += 1
-            else:
-                uow.messages.set(message.id, status="queued", not_before=now + backoff(attempts), last_error=error)
-                report.retried += 1
-            uow.commit()
+    def _retry_or_fail(self, message: OutboundMessage, attempts: int, error: str, report: DeliveryReport) -> _Outcome:
+        if attempts >= MAX_ATTEMPTS:
+            report.failed += 1
+            return message.id, {"status": "failed", "sent_at": None,
+                                "last_error": f"gave up after {attempts} attempts: {error}"}
+        report.retried += 1
+        return message.id, {"status": "queued", "sent_at": None, "claim_token": None,
+                            "not_before": self.clock() + backoff(attempts), "last_error": error}
 
-    def _finish(self, message_id: int, **values: object) -> None:
-        with UnitOfWork(self.engine) as uow:
-            uow.messages.set(message_id, **values)
-            uow.commit()
+    @staticmethod
+    def _record(uow: UnitOfWork, token: str, outcome: _Outcome) -> None:
+        message_id, values = outcome
+        if not uow.messages.record(message_id, token, **values):
+            log.warning("message %s: its claim was taken over; the outcome was not recorded", message_id)
 
-    def _carrier_opt_out(self, message: OutboundMessage, now: datetime, error: str) -> None:
+    def _carrier_opt_out(self, message: OutboundMessage, token: str, error: str) -> None:
         """The provider says the recipient unsubscribed (Twilio 21610): that is an opt-out."""
+        now = self.clock()
         with UnitOfWork(self.engine) as uow:
-            uow.messages.set(message.id, status="failed", last_error=error)
+            uow.messages.record(message.id, token, status="failed", sent_at=None, last_error=error)
             opt_out_address(c.OptOutAddress(
                 message.org_id, message.to, message.channel, CARRIER, method="carrier", evidence=error[:500],
                 door=Door.CARRIER, source_message_id=f"message:{message.id}"), uow, self.services, now)

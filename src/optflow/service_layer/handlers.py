@@ -312,7 +312,9 @@ def notify_employee(uow: UnitOfWork, svc: Services, org_id: int, settings: OrgSe
 
 def policy_decision(uow: UnitOfWork, settings: OrgSettings, contact: dict[str, Any] | None, consent: Consent,
                     purpose: Purpose, kind: MessageKind, now: datetime, *,
-                    confirmation_sent: bool | None = None) -> Decision:
+                    confirmation_sent: bool | None = None, at_hand_over: bool = False) -> Decision:
+    """Frequency caps count the messages already queued or claimed too, except `at_hand_over`
+    (the dispatcher's last check before the provider), which counts only those handed over."""
     recent: Sequence[datetime] = ()
     org_policy = policy_settings(settings)
     caps = [cap for cap in org_policy.caps if consent.channel in cap.channels]
@@ -320,7 +322,8 @@ def policy_decision(uow: UnitOfWork, settings: OrgSettings, contact: dict[str, A
         # Only caps that count this channel matter, so the sends counted are on their channels.
         longest = max(cap.window for cap in caps)
         recent = uow.messages.recent_sends(consent.org_id or 0, contact["id"],
-                                           {ch for cap in caps for ch in cap.channels}, now - longest)
+                                           {ch for cap in caps for ch in cap.channels}, now - longest,
+                                           planned_from=None if at_hand_over else now)
     request = SendRequest(
         channel=consent.channel, address=consent.address, purpose=purpose, now=now,
         consent_state=consent.state, kind=kind, opted_out_at=consent.opted_out_at,

@@ -30,6 +30,13 @@ class OutboundMessage:
     unsubscribe_url: str | None = None  # https one-click URL, required on marketing email (RFC 8058)
     unsubscribe_mailto: str | None = None  # optional second List-Unsubscribe entry for marketing email
 
+    @property
+    def idempotency_key(self) -> str:
+        """The same for every attempt at this outbox row, in any process: a provider that honours
+        it drops a repeated request (the webhook's `Idempotency-Key`, the email's Message-ID).
+        Twilio's Messages API takes none (its create call has no such parameter)."""
+        return f"optflow-{self.org_id}-{self.id}"
+
 
 @dataclass(frozen=True)
 class SendResult:

@@ -1,9 +1,10 @@
 """Text and WhatsApp through Twilio's Messages API, with the official `twilio` client.
 
-Twilio's create-message call takes no idempotency key, so a timeout after Twilio accepted the
-request cannot be told apart from one before it: it is reported as transient and a retry may
-deliver the message twice. The dispatcher re-checks consent before every retry, so a retry
-never reaches someone who opted out in between.
+Twilio's create-message call takes no idempotency key (twilio 9.x `messages.create` has no such
+parameter; only a few other resources, such as a call's user-defined messages, take one), so a
+timeout after Twilio accepted the request cannot be told apart from one before it: it is
+reported as transient and a retry may deliver the message twice. The dispatcher re-checks
+consent before every retry, so a retry never reaches someone who opted out in between.
 """
 
 from __future__ import annotations

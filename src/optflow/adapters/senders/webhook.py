@@ -1,7 +1,8 @@
 """Chat and WhatsApp gateways reached by a signed HTTPS webhook.
 
 Each message is POSTed as JSON `{"id", "channel", "to", "body", "purpose"}`; `id` is the outbox
-id, which the gateway should use to drop a retried copy. The header
+id, which the gateway should use to drop a retried copy, and the same key, unique across orgs,
+is sent as the `Idempotency-Key` header (`OutboundMessage.idempotency_key`). The header
 `X-Optflow-Signature: sha256=<hex>` is an HMAC-SHA256 of the exact body bytes under a shared
 secret; inbound chat webhooks are signed and checked the same way (`verify_webhook_signature`).
 The signature covers the body only, so a captured request can be replayed: receivers must
@@ -29,6 +30,7 @@ from .base import (
 )
 
 SIGNATURE_HEADER = "X-Optflow-Signature"
+IDEMPOTENCY_HEADER = "Idempotency-Key"  # the IETF httpapi draft's name, which most gateways use
 _SIGNATURE_SCHEME = "sha256="
 
 
@@ -73,6 +75,7 @@ class WebhookSender(Sender):
         headers = {
             "Content-Type": "application/json",
             SIGNATURE_HEADER: sign_webhook_body(self._secret, body),
+            IDEMPOTENCY_HEADER: message.idempotency_key,
         }
         try:
             response = self._client.post(self._url, content=body, headers=headers)
