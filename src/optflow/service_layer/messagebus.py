@@ -21,12 +21,14 @@ from ..domain import commands as c
 from ..domain.addresses import normalize_for_channel
 from ..domain.machine import TransitionContext, fire
 from ..domain.model import Actor, ActorKind, DomainError, Intent, NotFound, Trigger
+from ..domain.text import storable
 from .handlers import HANDLERS, Services, classify_inbound
 from .unit_of_work import UnitOfWork
 
 log = logging.getLogger("optflow.bus")
 
 RETRIES = 3
+FALLBACK_BODY_CHARS = 1600  # the longest SMS Twilio delivers; the fallback keeps no more
 
 
 class MessageBus:
@@ -109,16 +111,24 @@ def record_opt_out_only(uow: UnitOfWork, services: Services, command: c.ReceiveI
     address = normalize_for_channel(command.from_address, command.channel)
     consent = uow.consents.get(org_id, address, command.channel, lock=True)
     contact_id = uow.contacts.find_by_address(org_id, address)
+    # Only what cannot fail is stored: text made storable and cut short (see domain/text.py).
+    body, provider_id = storable(command.body[:FALLBACK_BODY_CHARS]), storable(command.provider_id or "") or None
     record = fire(consent, Trigger.OPT_OUT, TransitionContext(
         actor=Actor(ActorKind.CUSTOMER, address), now=now, method="keyword",
-        evidence=command.body[:500], source_message_id=command.provider_id))
+        evidence=body[:500], source_message_id=provider_id))
     consent.contact_id = consent.contact_id or contact_id
     uow.consents.save(consent, now)
     uow.ledger.append(org_id, consent.contact_id, record)
-    if command.provider_id and uow.messages.find_inbound(org_id, command.provider_id) is None:
-        # Keep the message too, so the provider's retry of it is recognised as a duplicate.
-        uow.messages.add(org_id=org_id, contact_id=consent.contact_id, direction="in", audience="customer",
-                         channel=command.channel.value, address=address, org_address=command.to_address,
-                         body=command.body, status="received", intent=Intent.OPT_OUT.value,
-                         provider_id=command.provider_id, reply_text="[]", created_at=now)
+    if provider_id and uow.messages.find_inbound(org_id, provider_id) is None:
+        # Keep the message too, so the provider's retry of it is recognised as a duplicate; in a
+        # savepoint of its own, so that even a failure here cannot take the opt-out with it.
+        try:
+            with uow.savepoint():
+                uow.messages.add(org_id=org_id, contact_id=consent.contact_id, direction="in",
+                                 audience="customer", channel=command.channel.value, address=address,
+                                 org_address=storable(command.to_address), body=body, status="received",
+                                 intent=Intent.OPT_OUT.value, provider_id=provider_id, reply_text="[]",
+                                 created_at=now)
+        except Exception:
+            log.exception("the fallback recorded the opt-out but could not store its message")
     return True
