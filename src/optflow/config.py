@@ -34,6 +34,8 @@ class Config:
     chat_webhook_url: str | None = None
     chat_webhook_secret: str | None = None
     max_body_bytes: int = 64 * 1024
+    webhook_secret: str | None = None  # `whsec_...` signing flow webhooks; None: derived from `secret`
+    webhook_retry_base_seconds: float = 10.0  # first retry of a failed flow webhook, doubling after
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -58,6 +60,8 @@ class Config:
             smtp_starttls=_env("SMTP_STARTTLS") == "1",
             chat_webhook_url=_env("CHAT_WEBHOOK_URL"),
             chat_webhook_secret=_env("CHAT_WEBHOOK_SECRET"),
+            webhook_secret=_env("OPTFLOW_WEBHOOK_SECRET"),
+            webhook_retry_base_seconds=float(_env("OPTFLOW_WEBHOOK_RETRY_BASE_SECONDS", "10") or 10),
         )
         for key, value in overrides.items():
             if value is not None:

@@ -211,7 +211,7 @@ def worker(obj: Ctx) -> None:
 @pass_ctx
 @friendly_errors
 def run_due_command(obj: Ctx, at: str | None) -> None:
-    """Run every periodic job once: consent clock, flows, outbox."""
+    """Run every periodic job once: consent clock, flows, outbox, flow webhooks."""
     from .scheduler import run_due
 
     now = parse_time(at, "--at") or obj.system.clock()
@@ -223,6 +223,8 @@ def run_due_command(obj: Ctx, at: str | None) -> None:
                f"{report.flows.skipped} skipped, {report.flows.finished} finished")
     click.echo(f"  outbox: {report.outbox.sent} sent, {report.outbox.deferred} deferred, "
                f"{report.outbox.denied} denied, {report.outbox.retried} to retry, {report.outbox.failed} failed")
+    click.echo(f"  webhooks: {report.webhooks.delivered} delivered, {report.webhooks.retried} to retry, "
+               f"{report.webhooks.failed} failed")
 
 
 @main.command()

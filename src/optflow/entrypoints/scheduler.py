@@ -21,6 +21,7 @@ from ..config import Config
 from ..service_layer.dispatcher import DeliveryReport
 from ..service_layer.flow_engine import FlowRunReport
 from ..service_layer.sweeps import SweepReport, sweep_consents
+from ..service_layer.webhook_dispatcher import WebhookDeliveryReport
 
 log = logging.getLogger("optflow.scheduler")
 
@@ -34,15 +35,18 @@ class DueReport:
     sweep: SweepReport
     flows: FlowRunReport
     outbox: DeliveryReport
+    webhooks: WebhookDeliveryReport
 
 
 def run_due(system: System, now: datetime) -> DueReport:
     """Every periodic job once, in the order that lets one pass finish the work: the clock
-    sweep (may enrol contacts in reminder flows), the flows (may queue messages), the outbox."""
+    sweep (may enrol contacts in reminder flows), the flows (may queue messages and webhooks),
+    the outbox, the webhooks."""
     sweep = sweep_consents(system.engine, system.services, now)
     flows = system.flows.run_due(system.engine, now)
     outbox = system.dispatcher.run(now)
-    return DueReport(sweep, flows, outbox)
+    webhooks = system.webhooks.run(now)
+    return DueReport(sweep, flows, outbox, webhooks)
 
 
 def _guarded(name: str, job: Any) -> Any:
@@ -62,6 +66,8 @@ def run_scheduler(config: Config, stop_after: float | None = None) -> None:
     clock = system.clock
     scheduler.add_job(_guarded("outbox", lambda: system.dispatcher.run(clock())), "interval",
                       seconds=OUTBOX_SECONDS, id="outbox")
+    scheduler.add_job(_guarded("webhooks", lambda: system.webhooks.run(clock())), "interval",
+                      seconds=OUTBOX_SECONDS, id="webhooks")
     scheduler.add_job(_guarded("flows", lambda: system.flows.run_due(system.engine, clock())), "interval",
                       seconds=FLOWS_SECONDS, id="flows")
     scheduler.add_job(_guarded("consent-clock", lambda: sweep_consents(system.engine, system.services, clock())),
@@ -72,7 +78,7 @@ def run_scheduler(config: Config, stop_after: float | None = None) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    log.info("scheduler running: outbox every %ss, flows every %ss, consent clock every %ss",
+    log.info("scheduler running: outbox and webhooks every %ss, flows every %ss, consent clock every %ss",
              OUTBOX_SECONDS, FLOWS_SECONDS, SWEEP_SECONDS)
     try:
         scheduler.start()
