@@ -36,6 +36,7 @@ class Config:
     max_body_bytes: int = 64 * 1024
     webhook_secret: str | None = None  # `whsec_...` signing flow webhooks; None: derived from `secret`
     webhook_retry_base_seconds: float = 10.0  # first retry of a failed flow webhook, doubling after
+    reply_budget_seconds: float = 10.0  # later than this after receipt, replies go through the API
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -62,6 +63,7 @@ class Config:
             chat_webhook_secret=_env("CHAT_WEBHOOK_SECRET"),
             webhook_secret=_env("OPTFLOW_WEBHOOK_SECRET"),
             webhook_retry_base_seconds=float(_env("OPTFLOW_WEBHOOK_RETRY_BASE_SECONDS", "10") or 10),
+            reply_budget_seconds=float(_env("OPTFLOW_REPLY_BUDGET_SECONDS", "10") or 10),
         )
         for key, value in overrides.items():
             if value is not None:

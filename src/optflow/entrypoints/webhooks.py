@@ -93,7 +93,7 @@ def webhooks_blueprint() -> Blueprint:
         result: InboundResult = await request.app.ctx.inbound.submit(c.ReceiveInbound(
             channel=channel, from_address=sender, to_address=storable(to), body=body,
             provider_id=storable(form.get("MessageSid") or "") or None,
-            opt_out_type=storable(form.get("OptOutType") or "") or None, org_id=org_id))
+            opt_out_type=storable(form.get("OptOutType") or "") or None, org_id=org_id), request.ctx.started)
         return HTTPResponse(twiml_replies(result.replies), content_type="text/xml; charset=utf-8")
 
     @bp.post(CHAT_PATH, name="chat")
@@ -116,7 +116,7 @@ def webhooks_blueprint() -> Blueprint:
         org_id, _ = request.app.ctx.orgs.authenticated(_e164(message.to), check)
         result: InboundResult = await request.app.ctx.inbound.submit(c.ReceiveInbound(
             channel=message.channel, from_address=message.sender, to_address=message.to, body=message.text,
-            provider_id=message.message_id, org_id=org_id))
+            provider_id=message.message_id, org_id=org_id), request.ctx.started)
         return json_response({"intent": result.intent.value, "state": result.state.value,
                               "replies": list(result.replies), "duplicate": result.duplicate})
 

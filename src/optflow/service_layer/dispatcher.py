@@ -26,6 +26,7 @@ from ..domain.machine import TransitionContext
 from ..domain.model import Actor, ActorKind, Channel, Purpose, State, Trigger
 from ..domain.policy import Allow, Defer, MessageKind
 from ..domain.tokens import UnsubscribeTarget, make_token
+from . import late_replies
 from .handlers import Services, policy_decision, transition
 from .unit_of_work import UnitOfWork
 
@@ -147,7 +148,10 @@ class Dispatcher:
             log.exception("sender crashed on message %s", message.id)
             self._retry_or_fail(message, now, f"{type(exc).__name__}: {exc}", report)
             return
-        self._finish(message.id, status="sent", sent_at=now, provider_id=result.provider_id, last_error=None)
+        with UnitOfWork(self.engine) as uow:
+            uow.messages.set(message.id, status="sent", sent_at=now, provider_id=result.provider_id, last_error=None)
+            late_replies.note_sent(uow, message.id, now)
+            uow.commit()
         report.sent += 1
 
     def _retry_or_fail(self, message: OutboundMessage, now: datetime, error: str, report: DeliveryReport) -> None:
