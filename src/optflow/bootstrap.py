@@ -8,7 +8,7 @@ import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
@@ -17,6 +17,7 @@ from sqlalchemy import Engine, insert, select
 from .adapters import db, ledger_files, orm
 from .adapters.senders import ConsoleSender, Router, Sender, SmtpSender, TwilioSender, WebhookSender
 from .adapters.templates import TemplateRenderer
+from .adapters.webhook_poster import WebhookPoster, derived_secret
 from .config import Config
 from .domain.model import Channel
 from .domain.tokens import unsubscribe_url
@@ -24,6 +25,7 @@ from .service_layer.dispatcher import Dispatcher
 from .service_layer.flow_engine import FlowEngine, load_flow_directory
 from .service_layer.handlers import Services
 from .service_layer.messagebus import MessageBus
+from .service_layer.webhook_dispatcher import WebhookDispatcher
 
 log = logging.getLogger("optflow")
 
@@ -54,9 +56,11 @@ class System:
     flows: FlowEngine
     clock: Callable[[], datetime]
     secret: str
+    webhooks: WebhookDispatcher
 
     def close(self) -> None:
         self.dispatcher.sender.close()
+        self.webhooks.poster.close()
         self.engine.dispose()
 
 
@@ -109,4 +113,6 @@ def bootstrap(config: Config | None = None, *, clock: Callable[[], datetime] = u
                               unsubscribe_url=functools.partial(unsubscribe_url, config.public_url, secret))
     bus = MessageBus(engine, services, clock, engine_flows.command_handlers())
     dispatcher = Dispatcher(engine, services, sender or build_sender(config), secret, config.public_url, clock)
-    return System(config, engine, services, bus, dispatcher, engine_flows, clock, secret)
+    webhooks = WebhookDispatcher(engine, WebhookPoster(config.webhook_secret or derived_secret(secret)),
+                                 retry_base=timedelta(seconds=config.webhook_retry_base_seconds))
+    return System(config, engine, services, bus, dispatcher, engine_flows, clock, secret, webhooks)

@@ -39,6 +39,9 @@ class Config:
     ledger_key_file: Path | None = None
     ledger_checkpoint_file: Path | None = None
     data_dir: Path | None = None
+    webhook_secret: str | None = None  # `whsec_...` signing flow webhooks; None: derived from `secret`
+    webhook_retry_base_seconds: float = 10.0  # first retry of a failed flow webhook, doubling after
+    reply_budget_seconds: float = 10.0  # later than this after receipt, replies go through the API
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -68,6 +71,9 @@ class Config:
             ledger_key_file=Path(key_file) if key_file else None,
             ledger_checkpoint_file=Path(checkpoint_file) if checkpoint_file else None,
             data_dir=Path(data_dir) if data_dir else None,
+            webhook_secret=_env("OPTFLOW_WEBHOOK_SECRET"),
+            webhook_retry_base_seconds=float(_env("OPTFLOW_WEBHOOK_RETRY_BASE_SECONDS", "10") or 10),
+            reply_budget_seconds=float(_env("OPTFLOW_REPLY_BUDGET_SECONDS", "10") or 10),
         )
         for key, value in overrides.items():
             if value is not None:

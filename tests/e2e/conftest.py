@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from twilio.request_validator import RequestValidator
 
 from optflow.adapters import db, orm
@@ -89,10 +89,15 @@ class Server:
         return self.twilio_post(params)
 
 
-def _start(tmp: Path, extra_env: dict[str, str] | None = None) -> Server:
-    database_url = f"sqlite:///{tmp / 'e2e.db'}"
+def _start(tmp: Path, extra_env: dict[str, str] | None = None, database_url: str | None = None) -> Server:
+    """Serve a fresh database: a SQLite file in `tmp`, or `database_url` emptied first."""
+    database_url = database_url or f"sqlite:///{tmp / 'e2e.db'}"
     engine = db.make_engine(database_url)
     db.create_schema(engine)
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            names = ", ".join(t.name for t in orm.metadata.sorted_tables)
+            conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
     now = datetime.now(UTC)
     with UnitOfWork(engine) as uow:
         org_id = admin.create_org(uow, "E2E Motors", now, numbers=(ORG_NUMBER,), settings={

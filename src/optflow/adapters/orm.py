@@ -305,6 +305,28 @@ class EnrollmentStepRow(SQLModel, table=True):
     at: datetime = Field(sa_type=UtcDateTime)
 
 
+class WebhookDeliveryRow(SQLModel, table=True):
+    """The outbox of a flow's `webhook` steps: written in the step's transaction, POSTed by the
+    scheduler's delivery job outside any transaction, signed (Standard Webhooks), retried with
+    backoff. A table of its own rather than `messages`: a webhook goes to a system, not to a
+    person, so it has no address, consent or policy check, and its own retry rules."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: int = Field(foreign_key="orgs.id")
+    enrollment_id: int | None = Field(default=None, index=True)
+    url: str = Field(sa_column=Column(Text, nullable=False))
+    payload: str = Field(sa_column=Column(Text, nullable=False))  # the JSON body, exactly as signed and sent
+    status: str = "queued"  # queued | sending (leased until next_attempt_at) | delivered | failed
+    attempts: int = 0
+    next_attempt_at: datetime = Field(sa_type=UtcDateTime)
+    last_status: int | None = None  # the receiver's last HTTP status; None: no answer
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(sa_type=UtcDateTime)
+    delivered_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+
+
 orgs = _table(OrgRow)
 org_numbers = _table(OrgNumberRow)
 agents = _table(AgentRow)
@@ -317,6 +339,7 @@ messages = _table(MessageRow)
 flow_versions = _table(FlowVersionRow)
 enrollments = _table(EnrollmentRow)
 enrollment_steps = _table(EnrollmentStepRow)
+webhook_deliveries = _table(WebhookDeliveryRow)
 metadata = SQLModel.metadata
 
 

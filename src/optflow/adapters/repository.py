@@ -678,6 +678,20 @@ class MessageRepository:
         params = {"w_org_id": org_id, "w_address": address, **bind_values("w_channel", values)}
         return [row["id"] for row in _queued_for(len(values)).rows(self.conn, params)]
 
+    def inline_replies(self, org_id: int, inbound_id: int, address: str, channel: Channel) -> list[Row]:
+        """The replies recorded as given in the webhook's answer to inbound message `inbound_id`:
+        `replied` rows to its sender stored after it and before the sender's next message."""
+        m = orm.messages.c
+        following = select(func.min(m.id)).where(and_(
+            m.org_id == org_id, m.address == address, m.channel == channel.value, m.direction == "in",
+            m.id > inbound_id)).scalar_subquery()
+        q = select(orm.messages).where(and_(
+            m.org_id == org_id, m.address == address, m.channel == channel.value, m.direction == "out",
+            m.audience == "customer", m.status == "replied", m.id > inbound_id,
+            or_(following.is_(None), m.id < following),
+        )).order_by(m.id)
+        return [dict(r) for r in self.conn.execute(q).mappings()]
+
     def claim_due(self, now: datetime, limit: int, skip_locked: bool, token: str,
                   lease_until: datetime) -> list[Row]:
         """Claim up to `limit` due queued rows for one dispatcher: `sending`, marked with its

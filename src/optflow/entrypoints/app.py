@@ -31,13 +31,14 @@ class InboundGateway:
 
     def __init__(self, system: System) -> None:
         self.system = system
-        self.batcher = InboundBatcher(system.bus)
+        self.batcher = InboundBatcher(system.bus, reply_budget=system.config.reply_budget_seconds)
 
     def start(self) -> None:
         self.batcher.start()
 
-    async def submit(self, command: c.ReceiveInbound) -> InboundResult:
-        return await self.batcher.submit(command)
+    async def submit(self, command: c.ReceiveInbound, received_at: float | None = None) -> InboundResult:
+        """`received_at`: when the request arrived, on `time.perf_counter`'s clock."""
+        return await self.batcher.submit(command, received_at)
 
     async def close(self) -> None:
         await self.batcher.close()

@@ -233,7 +233,7 @@ def worker(obj: Ctx) -> None:
 @pass_ctx
 @friendly_errors
 def run_due_command(obj: Ctx, at: str | None) -> None:
-    """Run every periodic job once: consent clock, flows, outbox, ledger checkpoint."""
+    """Run every periodic job once: consent clock, flows, outbox, flow webhooks, ledger checkpoint."""
     from .scheduler import run_due
 
     now = parse_time(at, "--at") or obj.system.clock()
@@ -245,6 +245,8 @@ def run_due_command(obj: Ctx, at: str | None) -> None:
                f"{report.flows.skipped} skipped, {report.flows.finished} finished")
     click.echo(f"  outbox: {report.outbox.sent} sent, {report.outbox.deferred} deferred, "
                f"{report.outbox.denied} denied, {report.outbox.retried} to retry, {report.outbox.failed} failed")
+    click.echo(f"  webhooks: {report.webhooks.delivered} delivered, {report.webhooks.retried} to retry, "
+               f"{report.webhooks.failed} failed")
     click.echo(f"  ledger: {report.checkpoints.written} checkpoints written")
 
 

@@ -28,7 +28,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import Connection
@@ -39,6 +42,7 @@ from ..adapters.repository import LedgerQueue, LedgerRepository, OrgMemo
 from ..domain import commands as c
 from ..domain.model import DomainError
 from ..service_layer.handlers import InboundResult
+from ..service_layer.late_replies import REPLY_BUDGET_S, send_through_api
 from ..service_layer.messagebus import RETRIES, MessageBus, record_opt_out_only
 from ..service_layer.unit_of_work import UnitOfWork
 
@@ -59,6 +63,7 @@ HAND_OVER_S = 0.001
 class _Pending:
     command: c.ReceiveInbound
     future: asyncio.Future[InboundResult]
+    received_at: float  # the batcher's `monotonic` clock when the request arrived
     result: InboundResult | None = None
     error: BaseException | None = None
     fallback_opt_out: bool = False
@@ -78,9 +83,12 @@ class InboundBatcher:
     worker, `start()` it on that worker's event loop, `await submit(command)` from requests,
     and `await close()` when the worker stops."""
 
-    def __init__(self, bus: MessageBus, *, max_batch: int = MAX_BATCH) -> None:
+    def __init__(self, bus: MessageBus, *, max_batch: int = MAX_BATCH, reply_budget: float = REPLY_BUDGET_S,
+                 monotonic: Callable[[], float] = time.perf_counter) -> None:
         self.bus = bus
         self.max_batch = max_batch
+        self.reply_budget = reply_budget  # seconds from receipt within which replies go in the answer
+        self.monotonic = monotonic
         self._queue: list[_Pending] = []
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -95,15 +103,16 @@ class InboundBatcher:
         self._wake = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._consume(), name="optflow-inbound-batcher")
 
-    async def submit(self, command: c.ReceiveInbound) -> InboundResult:
+    async def submit(self, command: c.ReceiveInbound, received_at: float | None = None) -> InboundResult:
         """Queue one inbound message and return its outcome once it is committed. Raises what
-        handling it raised (a `DomainError` for a refusal)."""
+        handling it raised (a `DomainError` for a refusal). `received_at` (on the `monotonic`
+        clock; default now) starts the reply budget."""
         if self._closed or self._task is None or self._wake is None:
             # Not running (stopping, or never started): handle it alone, still committed first.
             result: InboundResult = self.bus.handle(command)
             return result
         future: asyncio.Future[InboundResult] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(command, future))
+        self._queue.append(_Pending(command, future, self.monotonic() if received_at is None else received_at))
         self._wake.set()
         return await future
 
@@ -187,6 +196,7 @@ class InboundBatcher:
             with self.bus.engine.connect() as conn, conn.begin():
                 for pending in batch:
                     self._handle_one(conn, shared, pending)
+                self._late_replies_through_api(conn, shared, batch)
                 LedgerRepository(conn, shared.ledger).flush()
             # Leaving the block committed; only now is anything acknowledged.
         except Exception:
@@ -228,6 +238,26 @@ class InboundBatcher:
             log.error("handling the inbound message %s failed", command.provider_id, exc_info=pending.error)
             self._fallback(conn, shared, pending)
             return
+
+    def _late_replies_through_api(self, conn: Connection, shared: _Shared, batch: list[_Pending]) -> None:
+        """Replies whose request went away, or whose answer would leave after the reply budget,
+        go through the provider's API instead (`late_replies`), decided in the batch's own
+        transaction just before it commits."""
+        deadline = self.monotonic() - self.reply_budget
+        for pending in batch:
+            result = pending.result
+            if result is None or not result.replies or result.duplicate:
+                continue
+            if not pending.future.done() and pending.received_at >= deadline:
+                continue
+            try:
+                with UnitOfWork(connection=conn, org_memo=shared.orgs, ledger_queue=shared.ledger) as uow:
+                    send_through_api(uow, result, self.bus.clock())
+                    uow.commit()
+            except Exception:
+                log.exception("could not hand the late replies to message %s to the outbox", result.message_id)
+                continue
+            pending.result = dataclasses.replace(result, replies=())
 
     def _fallback(self, conn: Connection, shared: _Shared, pending: _Pending) -> None:
         try:

@@ -22,6 +22,7 @@ from ..service_layer.dispatcher import DeliveryReport
 from ..service_layer.flow_engine import FlowRunReport
 from ..service_layer.ledger_audit import CheckpointRun, write_checkpoints
 from ..service_layer.sweeps import SweepReport, sweep_consents
+from ..service_layer.webhook_dispatcher import WebhookDeliveryReport
 
 log = logging.getLogger("optflow.scheduler")
 
@@ -36,17 +37,19 @@ class DueReport:
     sweep: SweepReport
     flows: FlowRunReport
     outbox: DeliveryReport
+    webhooks: WebhookDeliveryReport
     checkpoints: CheckpointRun
 
 
 def run_due(system: System, now: datetime) -> DueReport:
     """Every periodic job once, in the order that lets one pass finish the work: the clock
-    sweep (may enrol contacts in reminder flows), the flows (may queue messages), the outbox,
-    then a checkpoint of the ledger's chains."""
+    sweep (may enrol contacts in reminder flows), the flows (may queue messages and webhooks),
+    the outbox, the webhooks, then a checkpoint of the ledger's chains."""
     sweep = sweep_consents(system.engine, system.services, now)
     flows = system.flows.run_due(system.engine, now)
     outbox = system.dispatcher.run(now)
-    return DueReport(sweep, flows, outbox, write_checkpoints(system.engine, now))
+    webhooks = system.webhooks.run(now)
+    return DueReport(sweep, flows, outbox, webhooks, write_checkpoints(system.engine, now))
 
 
 def _guarded(name: str, job: Any) -> Any:
@@ -66,6 +69,8 @@ def run_scheduler(config: Config, stop_after: float | None = None) -> None:
     clock = system.clock
     scheduler.add_job(_guarded("outbox", lambda: system.dispatcher.run(clock())), "interval",
                       seconds=OUTBOX_SECONDS, id="outbox")
+    scheduler.add_job(_guarded("webhooks", lambda: system.webhooks.run(clock())), "interval",
+                      seconds=OUTBOX_SECONDS, id="webhooks")
     scheduler.add_job(_guarded("flows", lambda: system.flows.run_due(system.engine, clock())), "interval",
                       seconds=FLOWS_SECONDS, id="flows")
     scheduler.add_job(_guarded("consent-clock", lambda: sweep_consents(system.engine, system.services, clock())),
@@ -78,8 +83,8 @@ def run_scheduler(config: Config, stop_after: float | None = None) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    log.info("scheduler running: outbox every %ss, flows every %ss, consent clock every %ss, ledger checkpoint "
-             "every %ss", OUTBOX_SECONDS, FLOWS_SECONDS, SWEEP_SECONDS, CHECKPOINT_SECONDS)
+    log.info("scheduler running: outbox and webhooks every %ss, flows every %ss, consent clock every %ss, ledger "
+             "checkpoint every %ss", OUTBOX_SECONDS, FLOWS_SECONDS, SWEEP_SECONDS, CHECKPOINT_SECONDS)
     try:
         scheduler.start()
     finally:

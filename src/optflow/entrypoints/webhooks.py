@@ -33,6 +33,7 @@ from ..domain import commands as c
 from ..domain.addresses import normalize_for_channel
 from ..domain.model import Actor, ActorKind, Channel, InvalidInput, NotFound
 from ..domain.settings import OrgSettings
+from ..domain.text import storable
 from ..domain.tokens import UnsubscribeTarget, read_token
 from ..service_layer.handlers import InboundResult
 from .errors import ApiError
@@ -85,13 +86,14 @@ def webhooks_blueprint() -> Blueprint:
                 _check_twilio_signature(request, settings.twilio_auth_token or config.twilio_auth_token, form)
 
         org_id, _ = request.app.ctx.orgs.authenticated(_e164(to), check)
-        sender = _required(form, "From")
-        body = _required(form, "Body")
+        # Signed as received; stored only once made storable (a NUL must not lose a STOP).
+        sender = storable(_required(form, "From"))
+        body = storable(_required(form, "Body"))
         channel = Channel.WHATSAPP if sender.lower().startswith(WHATSAPP_PREFIX) else Channel.TEXT
         result: InboundResult = await request.app.ctx.inbound.submit(c.ReceiveInbound(
-            channel=channel, from_address=sender, to_address=to, body=body,
-            provider_id=form.get("MessageSid") or None, opt_out_type=form.get("OptOutType") or None,
-            org_id=org_id))
+            channel=channel, from_address=sender, to_address=storable(to), body=body,
+            provider_id=storable(form.get("MessageSid") or "") or None,
+            opt_out_type=storable(form.get("OptOutType") or "") or None, org_id=org_id), request.ctx.started)
         return HTTPResponse(twiml_replies(result.replies), content_type="text/xml; charset=utf-8")
 
     @bp.post(CHAT_PATH, name="chat")
@@ -114,7 +116,7 @@ def webhooks_blueprint() -> Blueprint:
         org_id, _ = request.app.ctx.orgs.authenticated(_e164(message.to), check)
         result: InboundResult = await request.app.ctx.inbound.submit(c.ReceiveInbound(
             channel=message.channel, from_address=message.sender, to_address=message.to, body=message.text,
-            provider_id=message.message_id, org_id=org_id))
+            provider_id=message.message_id, org_id=org_id), request.ctx.started)
         return json_response({"intent": result.intent.value, "state": result.state.value,
                               "replies": list(result.replies), "duplicate": result.duplicate})
 
@@ -239,7 +241,8 @@ def _chat_message(raw: bytes) -> ChatMessage:
     if not fields["message_id"].strip():
         raise InvalidInput("message_id must not be empty: it is how a retried message is recognised",
                            code="invalid_message_id")
-    return ChatMessage(channel, fields["from"], fields["to"], fields["text"], fields["message_id"])
+    return ChatMessage(channel, storable(fields["from"]), storable(fields["to"]), storable(fields["text"]),
+                       storable(fields["message_id"]))
 
 
 def _check_chat_signature(secret: str | None, body: bytes, signature: str | None) -> None:

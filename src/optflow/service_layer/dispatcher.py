@@ -46,6 +46,7 @@ from ..domain.consent_rules import Door
 from ..domain.model import Actor, ActorKind, Channel, Purpose
 from ..domain.policy import Allow, Decision, Defer, MessageKind
 from ..domain.tokens import UnsubscribeTarget, make_token
+from . import late_replies
 from .handlers import Services, opt_out_address, policy_decision, policy_settings
 from .unit_of_work import UnitOfWork
 
@@ -226,11 +227,12 @@ class Dispatcher:
         return message.id, {"status": "queued", "sent_at": None, "claim_token": None,
                             "not_before": self.clock() + backoff(attempts), "last_error": error}
 
-    @staticmethod
-    def _record(uow: UnitOfWork, token: str, outcome: _Outcome) -> None:
+    def _record(self, uow: UnitOfWork, token: str, outcome: _Outcome) -> None:
         message_id, values = outcome
         if not uow.messages.record(message_id, token, **values):
             log.warning("message %s: its claim was taken over; the outcome was not recorded", message_id)
+        elif values.get("status") == "sent":
+            late_replies.note_sent(uow, message_id, self.clock())
 
     def _carrier_opt_out(self, message: OutboundMessage, token: str, error: str) -> None:
         """The provider says the recipient unsubscribed (Twilio 21610): that is an opt-out."""

@@ -20,7 +20,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 from jinja2 import StrictUndefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from sqlalchemy import Engine
@@ -108,7 +107,6 @@ class FlowEngine:
         self._content_paths = content_templates(flows_dir) if flows_dir is not None and flows_dir.is_dir() else {}
         self.unsubscribe_url = unsubscribe_url
         self._plans: dict[tuple[str, str, int, str | None, datetime], f.StepPlan] = {}
-        self.webhook_timeout = 5.0
 
     # ---------------------------------------------------------------- versions and templates
 
@@ -545,7 +543,7 @@ class FlowEngine:
                         uow.enrollments.log_step(other["id"], other["pc"], "removed", f"by flow {flow.name}", now)
                 return "removed from other flows", None
             if isinstance(instruction, f.Webhook):
-                return self._webhook(instruction, flow, row, contact, event), None
+                return self._webhook(uow, instruction, flow, row, event, now), None
         except DomainError as exc:
             report.skipped += 1
             return f"skipped: {exc}", None
@@ -579,16 +577,16 @@ class FlowEngine:
         report.sent += 1
         return f"queued {step.template} on {step.channel.value}", None
 
-    def _webhook(self, step: f.Webhook, flow: f.Flow, row: Mapping[str, Any], contact: Mapping[str, Any],
-                 event: Mapping[str, Any]) -> str:
+    def _webhook(self, uow: UnitOfWork, step: f.Webhook, flow: f.Flow, row: Mapping[str, Any],
+                 event: Mapping[str, Any], now: datetime) -> str:
+        """Queue the POST in the step's transaction; the scheduler's `WebhookDispatcher` sends it.
+        No HTTP here: this runs inside a transaction, and often on a web worker's event loop."""
         payload = {"flow": flow.name, "enrollment_id": row["id"], "contact_id": row["contact_id"],
                    "event": dict(event), **dict(step.body)}
-        try:
-            response = httpx.post(step.url, json=payload, timeout=self.webhook_timeout)
-        except httpx.HTTPError as exc:
-            return f"webhook failed: {exc.__class__.__name__}"
-        return f"webhook answered {response.status_code}"
-
+        # ASCII JSON: storable whatever the event carried (a NUL or a lone surrogate is escaped).
+        delivery_id = uow.webhook_deliveries.add(int(row["org_id"]), int(row["id"]), step.url,
+                                                 json.dumps(payload, default=str), now)
+        return f"webhook queued (delivery {delivery_id})"
 
 
 class _ContentEnvironment(ImmutableSandboxedEnvironment):

@@ -8,6 +8,7 @@ transaction before the error goes on.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -20,12 +21,14 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from ..domain import commands as c
 from ..domain.addresses import normalize_for_channel
 from ..domain.model import DomainError, Intent, NotFound
+from ..domain.text import storable
 from .handlers import HANDLERS, Services, classify_inbound, inbound_revocation, revoke
 from .unit_of_work import UnitOfWork
 
 log = logging.getLogger("optflow.bus")
 
 RETRIES = 3
+FALLBACK_BODY_CHARS = 1600  # the longest SMS Twilio delivers; the fallback keeps no more
 
 
 Handler = Callable[..., Any]
@@ -130,19 +133,27 @@ def record_opt_out_only(uow: UnitOfWork, services: Services, command: c.ReceiveI
         return False
     address = normalize_for_channel(command.from_address, command.channel)
     contact = uow.contacts.at_address(org_id, address)
-    revoke(uow, services, org_id, contact, inbound_revocation(address, command, command.provider_id),
-                     now, render_messages=False)
+    # Only what cannot fail is stored: text made storable and cut short (see domain/text.py).
+    body, provider_id = storable(command.body[:FALLBACK_BODY_CHARS]), storable(command.provider_id or "") or None
+    stored = dataclasses.replace(command, body=body, provider_id=provider_id)
+    revoke(uow, services, org_id, contact, inbound_revocation(address, stored, provider_id), now,
+           render_messages=False)
     try:
         with uow.savepoint():
             services.publish(uow, now)
     except Exception:
         uow.events.clear()
         log.exception("the fallback recorded an opt-out but could not take the contact out of its flows")
-    if command.provider_id and uow.messages.find_inbound(org_id, command.provider_id) is None:
-        # Keep the message too, so the provider's retry of it is recognised as a duplicate.
-        uow.messages.add(org_id=org_id, contact_id=contact["id"] if contact else None, direction="in",
-                         audience="customer", channel=command.channel.value, address=address,
-                         org_address=command.to_address, body=command.body, status="received",
-                         intent=Intent.OPT_OUT.value, provider_id=command.provider_id, reply_text="[]",
-                         created_at=now)
+    if provider_id and uow.messages.find_inbound(org_id, provider_id) is None:
+        # Keep the message too, so the provider's retry of it is recognised as a duplicate; in a
+        # savepoint of its own, so that even a failure here cannot take the opt-out with it.
+        try:
+            with uow.savepoint():
+                uow.messages.add(org_id=org_id, contact_id=contact["id"] if contact else None, direction="in",
+                                 audience="customer", channel=command.channel.value, address=address,
+                                 org_address=storable(command.to_address), body=body, status="received",
+                                 intent=Intent.OPT_OUT.value, provider_id=provider_id, reply_text="[]",
+                                 created_at=now)
+        except Exception:
+            log.exception("the fallback recorded the opt-out but could not store its message")
     return True

@@ -22,6 +22,7 @@ from ..adapters.repository import (
     OrgMemo,
     OrgRepository,
 )
+from ..adapters.webhook_deliveries import WebhookDeliveryRepository
 
 
 class UnitOfWork:
@@ -75,6 +76,7 @@ class UnitOfWork:
         self.ledger = LedgerRepository(self.conn)  # its own queue: dropped with a rollback
         self.messages = MessageRepository(self.conn)
         self.enrollments = EnrollmentRepository(self.conn)
+        self.webhook_deliveries = WebhookDeliveryRepository(self.conn)
         self.events = []
         self.commit_on_error = False
         return self
