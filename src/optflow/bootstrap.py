@@ -11,9 +11,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import URL, Engine, insert, select
 
 from .adapters import db, orm
+from .adapters.secrets import SecretSource, load_key, secret_file_beside_database
 from .adapters.senders import ConsoleSender, Router, Sender, SmtpSender, TwilioSender, WebhookSender
 from .adapters.templates import TemplateRenderer
 from .config import Config
@@ -71,6 +72,22 @@ def installation_secret(engine: Engine, configured: str | None) -> str:
     return str(value)
 
 
+PIN_KEY_NAME = "PIN key"
+PIN_KEY_SUFFIX = "pin.key"
+DATA_DIR_PIN_KEY = "optflow-pin.key"
+
+
+def pin_key(config: Config, database_url: URL) -> bytes:
+    """The key PINs are hashed under, never stored in the database: `OPTFLOW_PIN_KEY`, else the
+    file `OPTFLOW_PIN_KEY_FILE`, else a file beside the SQLite database (`optflow.db-pin.key`) or,
+    for PostgreSQL, in the data directory (default: the working directory), created on first use."""
+    path = config.pin_key_file or secret_file_beside_database(database_url, PIN_KEY_SUFFIX)
+    in_memory = path is None and database_url.get_backend_name() == "sqlite"
+    if path is None and not in_memory:
+        path = (config.data_dir or Path.cwd()) / DATA_DIR_PIN_KEY
+    return load_key(SecretSource(PIN_KEY_NAME, config.pin_key, path), ephemeral_ok=in_memory)
+
+
 def build_sender(config: Config, console_stream: TextIO | None = None) -> Sender:
     console = ConsoleSender(console_stream)
     routes: dict[Channel, Sender] = {channel: console for channel in Channel}
@@ -100,7 +117,8 @@ def bootstrap(config: Config | None = None, *, clock: Callable[[], datetime] = u
     renderer = TemplateRenderer(config.template_dir)
     flows_dir = config.flows_dir or repository_flows_dir()
     flows = load_flow_directory(flows_dir, renderer)
-    services = Services(renderer=renderer, pin_digits=pin_digits, flows=None, public_url=config.public_url)
+    services = Services(renderer=renderer, pin_digits=pin_digits, flows=None, public_url=config.public_url,
+                        pin_key=pin_key(config, engine.url))
     engine_flows = FlowEngine(flows, services, flows_dir)
     services.flows = engine_flows
     secret = installation_secret(engine, config.secret)

@@ -12,6 +12,11 @@ def _env(name: str, default: str | None = None) -> str | None:
     return value if value not in (None, "") else default
 
 
+def _path_env(name: str) -> Path | None:
+    value = _env(name)
+    return Path(value) if value else None
+
+
 @dataclass
 class Config:
     database_url: str | None = None
@@ -19,6 +24,10 @@ class Config:
     flows_dir: Path | None = None
     template_dir: Path | None = None
     secret: str | None = None
+    pin_key: str | None = field(default=None, repr=False)
+    pin_key_file: Path | None = None
+    data_dir: Path | None = None
+    log_bodies: bool = False
     skip_signature_check: bool = False
     twilio_account_sid: str | None = None
     twilio_auth_token: str | None = None
@@ -44,6 +53,10 @@ class Config:
             public_url=_env("OPTFLOW_PUBLIC_URL", "http://127.0.0.1:8000") or "http://127.0.0.1:8000",
             flows_dir=Path(flows) if flows else None,
             secret=_env("OPTFLOW_SECRET"),
+            pin_key=_env("OPTFLOW_PIN_KEY"),
+            pin_key_file=_path_env("OPTFLOW_PIN_KEY_FILE"),
+            data_dir=_path_env("OPTFLOW_DATA_DIR"),
+            log_bodies=_env("OPTFLOW_LOG_BODIES") == "1",
             skip_signature_check=_env("OPTFLOW_SKIP_SIGNATURE_CHECK") == "1",
             twilio_account_sid=_env("TWILIO_ACCOUNT_SID"),
             twilio_auth_token=_env("TWILIO_AUTH_TOKEN"),

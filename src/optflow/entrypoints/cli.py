@@ -33,11 +33,14 @@ def friendly_errors(func: F) -> F:
         from sqlalchemy.exc import SQLAlchemyError
 
         from ..adapters.flow_loader import FlowValidationError
+        from ..adapters.secrets import SecretError
 
         try:
             return func(*args, **kwargs)
         except DomainError as exc:
             raise click.ClickException(f"{exc} [{exc.code}]") from None
+        except SecretError as exc:
+            raise click.ClickException(str(exc)) from None
         except FlowValidationError as exc:
             raise click.ClickException("invalid flows:\n" + "\n".join(f"  {e}" for e in exc.errors)) from None
         except ValidationError as exc:

@@ -66,6 +66,7 @@ class Services:
 
     renderer: TemplateRenderer
     pin_digits: Callable[[], str]
+    pin_key: bytes = field(kw_only=True, repr=False)  # kept outside the database (adapters.secrets)
     flows: FlowEngine | None = None
     public_url: str = "http://127.0.0.1:8000"
     _keyword_tables: dict[str, KeywordTable] = field(default_factory=dict)
@@ -380,7 +381,7 @@ def receive_inbound(cmd: c.ReceiveInbound, uow: UnitOfWork, svc: Services, now: 
                            customer_initiated=True), contact_id)
             if consent.awaiting_pin:
                 digits = svc.pin_digits()
-                pins.issue(consent, digits, now, timedelta(minutes=settings.pin_ttl_minutes))
+                pins.issue(consent, digits, now, timedelta(minutes=settings.pin_ttl_minutes), svc.pin_key)
                 uow.consents.save(consent, now)
                 body = render(svc, settings, "customer/pin", variables(pin=digits,
                                                                        pin_valid_minutes=settings.pin_ttl_minutes))
@@ -611,7 +612,7 @@ def record_opt_in(cmd: c.RecordOptIn, uow: UnitOfWork, svc: Services, now: datet
 def confirm_pin(cmd: c.ConfirmPin, uow: UnitOfWork, svc: Services, now: datetime) -> ActionResult:
     contact, settings, consent = _load(uow, cmd)
     try:
-        pins.check(consent, cmd.pin, now, settings.pin_max_attempts)
+        pins.check(consent, cmd.pin, now, settings.pin_max_attempts, svc.pin_key)
     except pins.PinRejected:
         uow.consents.save(consent, now)  # the failed attempt counts even though the action fails
         uow.commit_on_error = True
