@@ -28,6 +28,7 @@ class Config:
     pin_key_file: Path | None = None
     data_dir: Path | None = None
     log_bodies: bool = False
+    log_level: str = "WARNING"
     skip_signature_check: bool = False
     twilio_account_sid: str | None = None
     twilio_auth_token: str | None = None
@@ -57,6 +58,7 @@ class Config:
             pin_key_file=_path_env("OPTFLOW_PIN_KEY_FILE"),
             data_dir=_path_env("OPTFLOW_DATA_DIR"),
             log_bodies=_env("OPTFLOW_LOG_BODIES") == "1",
+            log_level=(_env("OPTFLOW_LOG_LEVEL", "WARNING") or "WARNING").upper(),
             skip_signature_check=_env("OPTFLOW_SKIP_SIGNATURE_CHECK") == "1",
             twilio_account_sid=_env("TWILIO_ACCOUNT_SID"),
             twilio_auth_token=_env("TWILIO_AUTH_TOKEN"),

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,6 +21,7 @@ from ..service_layer.unit_of_work import UnitOfWork
 F = TypeVar("F", bound=Callable[..., Any])
 
 CLI_ACTOR = Actor(ActorKind.AGENT, "cli")
+SERVER_COMMANDS = ("serve", "worker")
 
 
 def friendly_errors(func: F) -> F:
@@ -72,12 +72,14 @@ def parse_channel(value: str) -> Channel:
 
 
 class Ctx:
-    def __init__(self, database: str | None, flows_dir: str | None) -> None:
+    def __init__(self, database: str | None, flows_dir: str | None, log_level: str | None = None) -> None:
         self.database = database
         self.flows_dir = Path(flows_dir) if flows_dir else None
+        self.log_level = log_level
 
     def config(self, **extra: Any) -> Config:
-        return Config.from_env(database_url=self.database, flows_dir=self.flows_dir, **extra)
+        return Config.from_env(database_url=self.database, flows_dir=self.flows_dir, log_level=self.log_level,
+                               **extra)
 
     @functools.cached_property
     def system(self) -> Any:
@@ -110,9 +112,13 @@ pass_ctx = click.make_pass_decorator(Ctx)
 @click.pass_context
 def main(ctx: click.Context, database: str | None, flows_dir: str | None, verbose: bool) -> None:
     """optflow: consent and opt-in workflows for conversational messaging."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    ctx.obj = Ctx(database, flows_dir)
+    from .logging_setup import configure_logging
+
+    ctx.obj = Ctx(database, flows_dir, log_level="INFO" if verbose else None)
+    config = ctx.obj.config()
+    # The long-running commands write JSON lines for a log collector; the others, readable lines.
+    configure_logging(json=ctx.invoked_subcommand in SERVER_COMMANDS, level=config.log_level,
+                      log_bodies=config.log_bodies)
 
 
 # ------------------------------------------------------------------------------------- setup
@@ -175,7 +181,8 @@ def serve(obj: Ctx, host: str, port: int, workers: int, public_url: str | None, 
     click.echo("try it:\n" + curl_example(system, config))
     system.close()
     with multiprocess_directory():
-        loader = AppLoader(factory=functools.partial(create_app, config, scheduler=not no_scheduler))
+        loader = AppLoader(factory=functools.partial(create_app, config, scheduler=not no_scheduler,
+                                                     structured_logs=True))
         app = loader.load()
         app.prepare(host=host, port=port, workers=workers, access_log=False, motd=False)
         try:

@@ -38,6 +38,7 @@ from ..adapters.db import WriterLock, writer_lock
 from ..adapters.repository import LedgerQueue, LedgerRepository, OrgMemo
 from ..domain import commands as c
 from ..domain.model import DomainError
+from ..domain.redaction import mask_address
 from ..service_layer.handlers import InboundResult
 from ..service_layer.messagebus import RETRIES, MessageBus, record_opt_out_only
 from ..service_layer.unit_of_work import UnitOfWork
@@ -198,7 +199,7 @@ class InboundBatcher:
         for pending in batch:
             if pending.fallback_opt_out:
                 log.error("recorded the opt-out of %s on %s through the fallback path",
-                          pending.command.from_address, pending.command.channel.value)
+                          mask_address(pending.command.from_address), pending.command.channel.value)
 
     def _handle_one(self, conn: Connection, shared: _Shared, pending: _Pending) -> None:
         command = pending.command
@@ -236,7 +237,7 @@ class InboundBatcher:
                     uow.commit()
                     pending.fallback_opt_out = True
         except Exception:
-            log.exception("could not record the opt-out of %s after %r", pending.command.from_address,
+            log.exception("could not record the opt-out of %s after %r", mask_address(pending.command.from_address),
                           pending.error)
 
     def _one_by_one(self, batch: list[_Pending]) -> None:

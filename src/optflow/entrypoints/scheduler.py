@@ -21,6 +21,7 @@ from ..config import Config
 from ..service_layer.dispatcher import DeliveryReport
 from ..service_layer.flow_engine import FlowRunReport
 from ..service_layer.sweeps import SweepReport, sweep_consents
+from .logging_setup import configure_logging
 
 log = logging.getLogger("optflow.scheduler")
 
@@ -56,7 +57,9 @@ def _guarded(name: str, job: Any) -> Any:
 
 
 def run_scheduler(config: Config, stop_after: float | None = None) -> None:
-    """Block running the periodic jobs until SIGTERM/SIGINT."""
+    """Block running the periodic jobs until SIGTERM/SIGINT. Runs in a process of its own
+    (`optflow worker`, or beside `optflow serve`'s web workers), whose logs are JSON lines."""
+    configure_logging(json=True, level=config.log_level, log_bodies=config.log_bodies)
     system = bootstrap(config, create_schema=False)
     scheduler = BlockingScheduler(job_defaults={"coalesce": True, "max_instances": 1})
     clock = system.clock

@@ -48,6 +48,7 @@ from ..domain.policy import (
     SendRequest,
     decide,
 )
+from ..domain.redaction import mask_address
 from ..domain.settings import OrgSettings
 from .unit_of_work import UnitOfWork
 
@@ -229,7 +230,7 @@ def notify_employee(uow: UnitOfWork, svc: Services, org_id: int, settings: OrgSe
                     channel: Channel, address: str, template: str, now: datetime, actor: Actor | None = None,
                     **extra: Any) -> int:
     body = render(svc, settings, template, template_variables(uow, org_id, settings, channel, contact, actor, **extra))
-    log.info("to employee about %s: %s", address, body)
+    log.info("notified the employee about %s (%s)", mask_address(address), template)
     return uow.messages.add(
         org_id=org_id, contact_id=(contact or {}).get("id"), direction="out", audience="employee",
         channel=channel.value, address=address, body=body, purpose=Purpose.CONVERSATIONAL.value,
