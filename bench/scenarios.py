@@ -287,8 +287,8 @@ def in_process(database_url: str, flows_dir: Path, *, as_web_worker: bool = Fals
     workers have it (on SQLite, the log checkpointed by a thread rather than by commits). The
     scheduler, which runs flows, keeps SQLite's own checkpoints."""
     engine, checkpointer = db.make_web_worker_engine(database_url) if as_web_worker else (None, None)
-    system = bootstrap(Config(database_url=database_url, flows_dir=flows_dir, secret="bench-secret"),
-                       create_schema=False, engine=engine)
+    system = bootstrap(Config(database_url=database_url, flows_dir=flows_dir, secret="bench-secret",
+                              pin_key="bench-pin-key-" + "0" * 32), create_schema=False, engine=engine)
     try:
         yield system
     finally:

@@ -20,6 +20,7 @@ from optflow.service_layer import admin
 
 REPO = Path(__file__).resolve().parents[1]
 POSTGRES_URL = os.environ.get("OPTFLOW_TEST_POSTGRES_URL")
+TEST_PIN_KEY = "test-pin-key-" + "0123456789abcdef" * 2
 
 
 def postgres_url_or_skip() -> str:
@@ -153,7 +154,7 @@ def make_system(engine: Engine, clock: Clock, sender: RecordingSender, flows_dir
     if data_dir is None and engine.dialect.name != "sqlite":
         data_dir = _ledger_data_dir[0]
     return bootstrap(Config(database_url=str(engine.url), flows_dir=flows_dir or REPO / "flows",
-                            secret="test-secret", data_dir=data_dir),
+                            secret="test-secret", data_dir=data_dir, pin_key=TEST_PIN_KEY),
                      clock=clock, sender=sender, pin_digits=lambda: "123456", engine=engine)
 
 

@@ -12,9 +12,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import URL, Engine, insert, select
 
 from .adapters import db, ledger_files, orm
+from .adapters.secrets import SecretSource, load_key, secret_file_beside_database
 from .adapters.senders import ConsoleSender, Router, Sender, SmtpSender, TwilioSender, WebhookSender
 from .adapters.templates import TemplateRenderer
 from .adapters.webhook_poster import WebhookPoster, derived_secret
@@ -77,6 +78,22 @@ def installation_secret(engine: Engine, configured: str | None) -> str:
     return str(value)
 
 
+PIN_KEY_NAME = "PIN key"
+PIN_KEY_SUFFIX = "pin.key"
+DATA_DIR_PIN_KEY = "optflow-pin.key"
+
+
+def pin_key(config: Config, database_url: URL) -> bytes:
+    """The key PINs are hashed under, never stored in the database: `OPTFLOW_PIN_KEY`, else the
+    file `OPTFLOW_PIN_KEY_FILE`, else a file beside the SQLite database (`optflow.db-pin.key`) or,
+    for PostgreSQL, in the data directory (default: the working directory), created on first use."""
+    path = config.pin_key_file or secret_file_beside_database(database_url, PIN_KEY_SUFFIX)
+    in_memory = path is None and database_url.get_backend_name() == "sqlite"
+    if path is None and not in_memory:
+        path = ledger_files.data_dir(config) / DATA_DIR_PIN_KEY
+    return load_key(SecretSource(PIN_KEY_NAME, config.pin_key, path), ephemeral_ok=in_memory)
+
+
 def build_sender(config: Config, console_stream: TextIO | None = None) -> Sender:
     console = ConsoleSender(console_stream)
     routes: dict[Channel, Sender] = {channel: console for channel in Channel}
@@ -108,7 +125,8 @@ def bootstrap(config: Config | None = None, *, clock: Callable[[], datetime] = u
     flows_dir = config.flows_dir or repository_flows_dir()
     flows = load_flow_directory(flows_dir, renderer)
     secret = installation_secret(engine, config.secret)
-    services = Services(renderer=renderer, pin_digits=pin_digits, public_url=config.public_url)
+    services = Services(renderer=renderer, pin_digits=pin_digits, public_url=config.public_url,
+                        pin_key=pin_key(config, engine.url))
     engine_flows = FlowEngine(flows, services, flows_dir,
                               unsubscribe_url=functools.partial(unsubscribe_url, config.public_url, secret))
     bus = MessageBus(engine, services, clock, engine_flows.command_handlers())

@@ -12,6 +12,11 @@ def _env(name: str, default: str | None = None) -> str | None:
     return value if value not in (None, "") else default
 
 
+def _path_env(name: str) -> Path | None:
+    value = _env(name)
+    return Path(value) if value else None
+
+
 @dataclass
 class Config:
     database_url: str | None = None
@@ -19,6 +24,11 @@ class Config:
     flows_dir: Path | None = None
     template_dir: Path | None = None
     secret: str | None = None
+    pin_key: str | None = field(default=None, repr=False)
+    pin_key_file: Path | None = None
+    data_dir: Path | None = None
+    log_bodies: bool = False
+    log_level: str = "WARNING"
     skip_signature_check: bool = False
     twilio_account_sid: str | None = None
     twilio_auth_token: str | None = None
@@ -38,7 +48,6 @@ class Config:
     # SQLite database, or in `data_dir` (PostgreSQL: default ~/.local/share/optflow).
     ledger_key_file: Path | None = None
     ledger_checkpoint_file: Path | None = None
-    data_dir: Path | None = None
     webhook_secret: str | None = None  # `whsec_...` signing flow webhooks; None: derived from `secret`
     webhook_retry_base_seconds: float = 10.0  # first retry of a failed flow webhook, doubling after
     reply_budget_seconds: float = 10.0  # later than this after receipt, replies go through the API
@@ -47,13 +56,18 @@ class Config:
     @classmethod
     def from_env(cls, **overrides: object) -> Config:
         flows = _env("OPTFLOW_FLOWS_DIR")
-        key_file, checkpoint_file, data_dir = (
-            _env(name) for name in ("OPTFLOW_LEDGER_KEY_FILE", "OPTFLOW_LEDGER_CHECKPOINT_FILE", "OPTFLOW_DATA_DIR"))
+        key_file, checkpoint_file = (
+            _env(name) for name in ("OPTFLOW_LEDGER_KEY_FILE", "OPTFLOW_LEDGER_CHECKPOINT_FILE"))
         config = cls(
             database_url=_env("DATABASE_URL"),
             public_url=_env("OPTFLOW_PUBLIC_URL", "http://127.0.0.1:8000") or "http://127.0.0.1:8000",
             flows_dir=Path(flows) if flows else None,
             secret=_env("OPTFLOW_SECRET"),
+            pin_key=_env("OPTFLOW_PIN_KEY"),
+            pin_key_file=_path_env("OPTFLOW_PIN_KEY_FILE"),
+            data_dir=_path_env("OPTFLOW_DATA_DIR"),
+            log_bodies=_env("OPTFLOW_LOG_BODIES") == "1",
+            log_level=(_env("OPTFLOW_LOG_LEVEL", "WARNING") or "WARNING").upper(),
             skip_signature_check=_env("OPTFLOW_SKIP_SIGNATURE_CHECK") == "1",
             twilio_account_sid=_env("TWILIO_ACCOUNT_SID"),
             twilio_auth_token=_env("TWILIO_AUTH_TOKEN"),
@@ -70,7 +84,6 @@ class Config:
             chat_webhook_secret=_env("CHAT_WEBHOOK_SECRET"),
             ledger_key_file=Path(key_file) if key_file else None,
             ledger_checkpoint_file=Path(checkpoint_file) if checkpoint_file else None,
-            data_dir=Path(data_dir) if data_dir else None,
             webhook_secret=_env("OPTFLOW_WEBHOOK_SECRET"),
             webhook_retry_base_seconds=float(_env("OPTFLOW_WEBHOOK_RETRY_BASE_SECONDS", "10") or 10),
             reply_budget_seconds=float(_env("OPTFLOW_REPLY_BUDGET_SECONDS", "10") or 10),

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from sanic.request import RequestParameters
 from twilio.request_validator import RequestValidator
 
 from e2e.helpers import error_code, twiml_messages
@@ -161,6 +162,36 @@ def test_an_unparseable_number_is_a_422(server: Server, library: Library, field:
     assert response.status_code == 422 and error_code(response) == "invalid_phone"
 
 
+def every_value(params: dict[str, Any]) -> RequestParameters:
+    """The form as the twilio library signs a repeated field (every value), as Twilio itself would."""
+    return RequestParameters({name: value if isinstance(value, list) else [value] for name, value in params.items()})
+
+
+@pytest.mark.parametrize("field", ["Body", "From", "To", "MessageSid", "OptOutType"])
+def test_a_repeated_single_valued_field_is_a_400_and_stores_nothing(
+        server: Server, library: Library, field: str) -> None:
+    number = library.new_number()
+    params: dict[str, Any] = {"From": number, "To": server.org_number, "Body": "STOP",
+                              "MessageSid": server.next_sid(), "OptOutType": "STOP"}
+    second = {"Body": "hello", "From": library.new_number(), "To": server.org_number, "MessageSid": server.next_sid(),
+              "OptOutType": "START"}[field]
+    params[field] = [params[field], second]
+    response = server.twilio_post(params, sign_params=every_value(params))
+    assert response.status_code == 400, response.text
+    assert error_code(response) == "repeated_field" and repr(field) in response.json()["error"]["message"]
+    assert library.consent(server.org_id, number).state is State.UNKNOWN
+    assert inbound_rows(library, server.org_id, number) == []
+    assert library.ledger(server.org_id, number) == []
+
+
+def test_a_repeated_blank_or_extra_field_is_still_accepted(server: Server, library: Library) -> None:
+    number = library.new_number()
+    params: dict[str, Any] = {"From": number, "To": server.org_number, "Body": "STOP", "MessageSid": server.next_sid(),
+                              "MediaUrl0": ["https://a.example/1", "https://a.example/2"]}
+    assert server.twilio_post(params, sign_params=every_value(params)).status_code == 200
+    assert library.consent(server.org_id, number).state is State.OPTED_OUT
+
+
 def test_a_form_that_is_not_a_form_is_a_400_not_a_500(server: Server) -> None:
     with httpx.Client(timeout=15) as client:
         response = client.post(server.base_url + "/webhooks/twilio/sms", content=b"\xff\xfe not a form",
@@ -238,6 +269,20 @@ def test_chat_input_errors_are_4xx(server: Server) -> None:
     assert missing.status_code == 400 and "'from'" in missing.json()["error"]["message"]
     assert chat_post(server, {**good, "channel": "pigeon"}).status_code == 422
     assert chat_post(server, {**good, "to": "+12025550188"}).status_code == 404
+
+
+@pytest.mark.parametrize("field", ["from", "text", "message_id"])
+def test_a_chat_message_repeating_a_field_is_a_400_and_stores_nothing(
+        server: Server, library: Library, field: str) -> None:
+    sender = "chat-user-" + library.new_number()[-7:]
+    good = chat_message(server, sender, "stop")
+    other = {"from": "chat-user-other", "text": "hello", "message_id": server.next_sid()}[field]
+    pairs = [*good.items(), (field, other)]  # the field twice: json.dumps of a dict cannot write that
+    members = [f"{json.dumps(name)}: {json.dumps(value)}" for name, value in pairs]
+    response = chat_post(server, ("{" + ", ".join(members) + "}").encode())
+    assert response.status_code == 400 and error_code(response) == "repeated_field"
+    assert library.consent(server.org_id, sender, Channel.CHAT).state is State.UNKNOWN
+    assert library.consent(server.org_id, "chat-user-other", Channel.CHAT).state is State.UNKNOWN
 
 
 # ------------------------------------------------------------------------------------- unsubscribe

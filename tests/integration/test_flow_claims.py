@@ -40,8 +40,8 @@ from optflow.bootstrap import bootstrap
 from optflow.config import Config
 
 url, flows_dir, now, batch = sys.argv[1], Path(sys.argv[2]), datetime.fromisoformat(sys.argv[3]), int(sys.argv[4])
-system = bootstrap(Config(database_url=url, flows_dir=flows_dir, secret="test-secret"), create_schema=False,
-                   clock=lambda: now)
+system = bootstrap(Config(database_url=url, flows_dir=flows_dir, secret="test-secret", pin_key="k" * 32),
+                   create_schema=False, clock=lambda: now)
 print("ready", flush=True)
 sys.stdin.readline()
 report = system.flows.run_due(system.engine, now, batch=batch)
@@ -65,8 +65,8 @@ def postgres() -> Iterator[tuple[str, Engine]]:
 def enrol_in_bulk(engine: Engine, url: str) -> str:
     """An org in disclaimer mode (transactional texts need no opt-in), ENROLLED contacts in New
     York with a phone each, and one due enrolment per contact. Returns the flow's version."""
-    system = bootstrap(Config(database_url=url, flows_dir=FLOWS, secret="test-secret"), engine=engine,
-                       create_schema=False, clock=lambda: NOW)
+    system = bootstrap(Config(database_url=url, flows_dir=FLOWS, secret="test-secret", pin_key="k" * 32),
+                       engine=engine, create_schema=False, clock=lambda: NOW)
     with system.bus.uow() as uow:
         org = admin.create_org(uow, "Bulk", NOW, settings={"modes": {"text": "disclaimer"}})
         uow.commit()

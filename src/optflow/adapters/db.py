@@ -226,7 +226,8 @@ def _release_after(lock: WriterLock, end: Any) -> Any:
 
 def make_engine(url: str | None = None, *, pool_size: int = 5, wal_autocheckpoint: int = 1000) -> Engine:
     """`wal_autocheckpoint`: SQLite's own checkpoint mark in pages (its default, 1,000), raised by
-    processes that run a `WalCheckpointer`."""
+    processes that run a `WalCheckpointer`. Errors never show a statement's parameters
+    (`hide_parameters`): they hold message text and phone numbers, and errors get logged."""
     url = database_url(url)
     if url.startswith("sqlite"):
         memory = url in ("sqlite://", "sqlite:///:memory:")
@@ -234,6 +235,7 @@ def make_engine(url: str | None = None, *, pool_size: int = 5, wal_autocheckpoin
             url,
             connect_args={"check_same_thread": False, "isolation_level": None},
             poolclass=StaticPool if memory else NullPool if os.environ.get("OPTFLOW_SQLITE_NULLPOOL") else None,
+            hide_parameters=True,
         )
         event.listen(engine, "connect", _sqlite_pragmas(wal_autocheckpoint))
         event.listen(engine, "begin", _sqlite_begin)
@@ -246,7 +248,7 @@ def make_engine(url: str | None = None, *, pool_size: int = 5, wal_autocheckpoin
             dialect.do_rollback = _release_after(lock, dialect.do_rollback)
             event.listen(engine, "checkin", _release_at_checkin(lock))
         return engine
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, hide_parameters=True)
 
 
 def make_web_worker_engine(url: str | None = None) -> tuple[Engine, WalCheckpointer | None]:

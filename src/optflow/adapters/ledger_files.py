@@ -86,7 +86,7 @@ def parse_keys(text: str, source: str) -> Keyring:
     return Keyring(tuple(keys))
 
 
-def _data_dir(config: Config) -> Path:
+def data_dir(config: Config) -> Path:
     if config.data_dir is not None:
         return config.data_dir
     xdg = os.environ.get("XDG_DATA_HOME")
@@ -103,7 +103,7 @@ def default_paths(config: Config, engine: Engine) -> tuple[Path, Path] | None:
     elif db.is_sqlite(engine):
         return None
     else:
-        base = _data_dir(config)
+        base = data_dir(config)
         url = engine.url
         name = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{url.host or 'local'}-{url.port or 5432}-{url.database}")
         default_key = base / "ledger.keys"

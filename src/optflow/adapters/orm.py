@@ -119,6 +119,9 @@ class AgentRow(SQLModel, table=True):
     role: str  # agent | supervisor | admin
     token_hash: str = Field(unique=True)
     created_at: datetime = Field(sa_type=UtcDateTime)
+    expires_at: datetime | None = Field(default=None, sa_type=UtcDateTime)  # None: never
+    revoked_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    last_used_at: datetime | None = Field(default=None, sa_type=UtcDateTime)  # to the TOKEN_USE_PRECISION
 
 
 class ContactRow(SQLModel, table=True):

@@ -146,7 +146,7 @@ class Prepared:
         except dialect.loaded_dbapi.Error as exc:
             cursor.close()
             raise DBAPIError.instance(compiled.sql, args, exc, dialect.loaded_dbapi.Error,
-                                      dialect=dialect) from exc
+                                      hide_parameters=conn.engine.hide_parameters, dialect=dialect) from exc
         return cursor
 
 

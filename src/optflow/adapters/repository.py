@@ -291,10 +291,21 @@ class AgentRepository:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
-    def create(self, org_id: int, name: str, role: str, token_hash: str, now: datetime) -> int:
+    def create(self, org_id: int, name: str, role: str, token_hash: str, now: datetime,
+               expires_at: datetime | None = None) -> int:
         return new_id(self.conn.execute(
-            insert(orm.agents).values(org_id=org_id, name=name, role=role, token_hash=token_hash, created_at=now)
+            insert(orm.agents).values(org_id=org_id, name=name, role=role, token_hash=token_hash, created_at=now,
+                                      expires_at=expires_at)
         ))
+
+    def in_org(self, org_id: int, agent_id: int) -> Row:
+        row = self.get(agent_id)
+        if row is None or row["org_id"] != org_id:
+            raise NotFound(f"no agent with id {agent_id}", code="agent_not_found")
+        return row
+
+    def update(self, agent_id: int, **values: Any) -> None:
+        self.conn.execute(update(orm.agents).where(orm.agents.c.id == agent_id).values(**values))
 
     def by_token_hash(self, token_hash: str) -> Row | None:
         return _row(self.conn.execute(select(orm.agents).where(orm.agents.c.token_hash == token_hash)))

@@ -13,9 +13,16 @@ from sanic.response import HTTPResponse, text
 from sanic_ext.extensions.openapi import openapi
 
 from ..domain import commands as c
-from ..domain.model import Channel, InvalidInput
+from ..domain.model import Channel, InvalidInput, TransitionRefused
 from ..domain.settings import OrgSettings
-from ..service_layer.admin import check_templates, update_settings
+from ..service_layer.admin import (
+    TokenRefused,
+    check_templates,
+    check_token,
+    revoke_agent,
+    set_agent_expiry,
+    update_settings,
+)
 from ..service_layer.handlers import ActionResult
 from ..service_layer.reports import ConsentReport, Counts, consent_report
 from .api_common import (
@@ -36,6 +43,9 @@ from .api_common import (
 from .errors import ApiError
 from .schemas import (
     ActionOut,
+    AgentListOut,
+    AgentOut,
+    AgentPatch,
     ChannelReport,
     ConsentReportOut,
     ConversionCounts,
@@ -74,6 +84,28 @@ def merge_patch(target: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str
 
 def redacted(settings: OrgSettings) -> OrgSettings:
     return settings.model_copy(update={key: REDACTED if getattr(settings, key) else None for key in SECRET_SETTINGS})
+
+
+def agent_out(row: Mapping[str, Any], now: datetime) -> AgentOut:
+    try:
+        check_token(row, now)
+        active = True
+    except TokenRefused:
+        active = False
+    return AgentOut(id=row["id"], name=row["name"], role=row["role"], created_at=row["created_at"],
+                    last_used_at=row["last_used_at"], expires_at=row["expires_at"], revoked_at=row["revoked_at"],
+                    active=active)
+
+
+def utc_or_422(value: datetime | None, name: str) -> datetime | None:
+    """`value` in UTC (without an offset it is UTC); 422 when it cannot be one (year 9999 with a
+    negative offset lies past the last date Python can hold)."""
+    if value is None:
+        return None
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise ApiError(422, "invalid_input", f"{name} is out of range") from None
 
 
 def report_period(request: Request, today: date) -> tuple[date, date]:
@@ -251,6 +283,65 @@ def register(bp: Blueprint) -> None:
             system.services.keywords(resolved)
             uow.commit()
         return respond(settings_out(request))
+
+    # ------------------------------------------------------------------------------ agents and tokens
+
+    @bp.get("/agents")
+    @route("admin", ok=(200, AgentListOut, "The org's agents and the state of their tokens."), tag="agents")
+    async def list_agents(request: Request) -> HTTPResponse:
+        """The org's agents and their API tokens.
+
+        For each: role, when the token was created and last used (to the hour), when it expires
+        and whether it was revoked. Tokens themselves are never shown again after creation.
+        """
+        system = system_of(request)
+        now = system.clock()
+        with system.bus.uow(read_only=True) as uow:
+            rows = uow.agents.for_org(caller_of(request).org_id)
+        return respond(AgentListOut(agents=[agent_out(row, now) for row in rows]))
+
+    def not_own_token(request: Request, agent_id: int) -> None:
+        # An admin who revoked or expired their own token would be locked out, maybe the last one.
+        if agent_id == caller_of(request).agent_id:
+            raise TransitionRefused("you cannot revoke or expire the token you are using; ask another admin, "
+                                    "or use `optflow agents` on the server", code="own_token")
+
+    @bp.post("/agents/<agent_id:int>/revoke")
+    @route("admin", ok=(200, AgentOut, "Revoked (or already revoked)."), errors=(404, 409),
+           params=(id_param("agent_id", "The agent whose token to revoke."),), tag="agents")
+    async def revoke_agent_route(request: Request, agent_id: int) -> HTTPResponse:
+        """Revoke an agent's API token.
+
+        From now on the token is refused with 401 `token_revoked`. Revoking cannot be undone:
+        give the person a new agent and token. Your own token cannot be revoked here (409).
+        """
+        path_id(agent_id, "agent")
+        not_own_token(request, agent_id)
+        system = system_of(request)
+        now = system.clock()
+        with system.bus.uow() as uow:
+            row = revoke_agent(uow, caller_of(request).org_id, agent_id, now)
+            uow.commit()
+        return respond(agent_out(row, now))
+
+    @bp.patch("/agents/<agent_id:int>")
+    @route("admin", body=AgentPatch, ok=(200, AgentOut, "The agent after the change."), errors=(404, 409),
+           params=(id_param("agent_id", "The agent whose token to change."),), tag="agents")
+    async def patch_agent(request: Request, agent_id: int) -> HTTPResponse:
+        """Set when an agent's API token expires.
+
+        `expires_at`: a date-time (a past one stops the token now), or null for never. After it,
+        the token is refused with 401 `token_expired`. A revoked token, and your own, cannot be
+        changed here (409).
+        """
+        path_id(agent_id, "agent")
+        not_own_token(request, agent_id)
+        expires_at = utc_or_422(read_body(request, AgentPatch).expires_at, "expires_at")
+        system = system_of(request)
+        with system.bus.uow() as uow:
+            row = set_agent_expiry(uow, caller_of(request).org_id, agent_id, expires_at)
+            uow.commit()
+        return respond(agent_out(row, system.clock()))
 
     # ------------------------------------------------------------------------------ reports
 

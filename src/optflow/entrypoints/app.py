@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from sanic import Request, Sanic
-from sanic.response import HTTPResponse, json
+from sanic.response import BaseHTTPResponse, HTTPResponse, json
 
 from ..adapters import db
 from ..bootstrap import System, bootstrap
@@ -17,6 +17,7 @@ from ..service_layer.handlers import InboundResult
 from .docs_ui import configure_docs_ui, install_docs_assets
 from .errors import install_error_handlers
 from .inbound_batcher import InboundBatcher
+from .logging_setup import REQUEST_ID_HEADER, bind_request_id, configure_logging, forget_request_id, request_id_from
 from .org_directory import OrgDirectory
 
 log = logging.getLogger("optflow.app")
@@ -44,14 +45,37 @@ class InboundGateway:
         await self.batcher.close()
 
 
+def install_request_ids(app: Sanic) -> None:
+    """Every request gets an id (the caller's `X-Request-ID` when it is sane, else a new one),
+    carried by every log line written while it is handled and returned in the same header."""
+
+    async def assign_request_id(request: Request) -> None:
+        request.ctx.request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER))
+        bind_request_id(request.ctx.request_id)
+
+    async def return_request_id(request: Request, response: BaseHTTPResponse) -> None:
+        request_id = getattr(request.ctx, "request_id", None)
+        if request_id is not None:
+            response.headers[REQUEST_ID_HEADER] = request_id
+        forget_request_id()
+
+    # First in, last out: the id is bound before any other middleware or handler logs.
+    app.register_middleware(assign_request_id, "request", priority=1000)
+    app.register_middleware(return_request_id, "response", priority=-1000)
+
+
 def create_app(config: Config | None = None, system: System | None = None, *, name: str = APP_NAME,
-               scheduler: bool = False) -> Sanic:
+               scheduler: bool = False, structured_logs: bool = False) -> Sanic:
     """Build the app. `system` lets tests inject a prepared one (fake clock or sender);
-    `scheduler=True` runs the periodic jobs in one Sanic-managed process beside the workers."""
+    `scheduler=True` runs the periodic jobs in one Sanic-managed process beside the workers;
+    `structured_logs=True` (`optflow serve`) sends this process's logs, Sanic's included, to
+    stderr as redacted JSON lines."""
     from sanic_ext import Extend
 
     config = config or Config.from_env()
-    app = Sanic(name)
+    if structured_logs:
+        configure_logging(json=True, level=config.log_level, log_bodies=config.log_bodies)
+    app = Sanic(name, configure_logging=not structured_logs)
     app.config.REQUEST_MAX_SIZE = config.max_body_bytes
     app.config.FALLBACK_ERROR_FORMAT = "json"
     configure_docs_ui(app)
@@ -62,6 +86,7 @@ def create_app(config: Config | None = None, system: System | None = None, *, na
     Extend(app)
     install_docs_assets(app)
     install_error_handlers(app)
+    install_request_ids(app)
 
     from .api import api_blueprint
     from .metrics import metrics_blueprint

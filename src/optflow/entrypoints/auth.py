@@ -11,7 +11,7 @@ from sanic import Request
 from sanic.response import HTTPResponse
 
 from ..domain.model import Actor, ActorKind
-from ..service_layer.admin import ROLES, token_hash
+from ..service_layer.admin import ROLES, TokenRefused, check_token, record_token_use, token_hash, token_use_is_stale
 from .errors import ApiError
 
 RANK = {role: rank for rank, role in enumerate(ROLES)}
@@ -35,10 +35,19 @@ def authenticate(request: Request) -> Caller:
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "unauthorized", "send an API token as 'Authorization: Bearer <token>'")
     system = request.app.ctx.system
+    now = system.clock()
     with system.bus.uow(read_only=True) as uow:
         row = uow.agents.by_token_hash(token_hash(token.strip()))
     if row is None:
         raise ApiError(401, "unauthorized", "unknown API token")
+    try:
+        check_token(row, now)
+    except TokenRefused as exc:
+        raise ApiError(401, exc.code, str(exc)) from None
+    if token_use_is_stale(row, now):
+        with system.bus.uow() as uow:
+            record_token_use(uow, row["id"], now)
+            uow.commit()
     return Caller(row["id"], row["org_id"], row["name"], row["role"])
 
 

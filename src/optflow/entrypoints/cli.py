@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
+import re
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,6 +23,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 ACTING_AGENT_HELP = ("who is acting: an agent's id or name (`optflow agents list`); the ledger records them and "
                      "their role decides what they may do [env: OPTFLOW_AGENT]")
+SERVER_COMMANDS = ("serve", "worker")
 
 
 def friendly_errors(func: F) -> F:
@@ -34,11 +35,14 @@ def friendly_errors(func: F) -> F:
         from sqlalchemy.exc import SQLAlchemyError
 
         from ..adapters.flow_loader import FlowValidationError
+        from ..adapters.secrets import SecretError
 
         try:
             return func(*args, **kwargs)
         except DomainError as exc:
             raise click.ClickException(f"{exc} [{exc.code}]") from None
+        except SecretError as exc:
+            raise click.ClickException(str(exc)) from None
         except FlowValidationError as exc:
             raise click.ClickException("invalid flows:\n" + "\n".join(f"  {e}" for e in exc.errors)) from None
         except ValidationError as exc:
@@ -70,12 +74,14 @@ def parse_channel(value: str) -> Channel:
 
 
 class Ctx:
-    def __init__(self, database: str | None, flows_dir: str | None) -> None:
+    def __init__(self, database: str | None, flows_dir: str | None, log_level: str | None = None) -> None:
         self.database = database
         self.flows_dir = Path(flows_dir) if flows_dir else None
+        self.log_level = log_level
 
     def config(self, **extra: Any) -> Config:
-        return Config.from_env(database_url=self.database, flows_dir=self.flows_dir, **extra)
+        return Config.from_env(database_url=self.database, flows_dir=self.flows_dir, log_level=self.log_level,
+                               **extra)
 
     @functools.cached_property
     def system(self) -> Any:
@@ -124,9 +130,13 @@ pass_ctx = click.make_pass_decorator(Ctx)
 @click.pass_context
 def main(ctx: click.Context, database: str | None, flows_dir: str | None, verbose: bool) -> None:
     """optflow: consent and opt-in workflows for conversational messaging."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    ctx.obj = Ctx(database, flows_dir)
+    from .logging_setup import configure_logging
+
+    ctx.obj = Ctx(database, flows_dir, log_level="INFO" if verbose else None)
+    config = ctx.obj.config()
+    # The long-running commands write JSON lines for a log collector; the others, readable lines.
+    configure_logging(json=ctx.invoked_subcommand in SERVER_COMMANDS, level=config.log_level,
+                      log_bodies=config.log_bodies)
 
 
 # ------------------------------------------------------------------------------------- setup
@@ -194,7 +204,8 @@ def serve(obj: Ctx, host: str, port: int, workers: int, public_url: str | None, 
     click.echo("try it:\n" + curl_example(system, config))
     system.close()
     with multiprocess_directory():
-        loader = AppLoader(factory=functools.partial(create_app, config, scheduler=not no_scheduler))
+        loader = AppLoader(factory=functools.partial(create_app, config, scheduler=not no_scheduler,
+                                                     structured_logs=True))
         app = loader.load()
         app.prepare(host=host, port=port, workers=workers, access_log=False, motd=False)
         try:
@@ -353,22 +364,43 @@ def agents() -> None:
     """Agents, supervisors and admins, and their API tokens."""
 
 
+_DURATION = re.compile(r"([0-9]{1,6})([mhdw])")
+_DURATION_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_duration(value: str, name: str) -> timedelta:
+    """`90d`, `12h`, `30m`, `2w`."""
+    match = _DURATION.fullmatch(value.strip().lower())
+    if not match or int(match.group(1)) == 0:
+        raise click.BadParameter(f"{value!r} is not a duration like 90d, 12h, 30m or 2w", param_hint=name)
+    return timedelta(**{_DURATION_UNITS[match.group(2)]: int(match.group(1))})
+
+
 @agents.command("add")
 @click.argument("name")
 @click.option("--role", type=click.Choice(["agent", "supervisor", "admin"]), default="agent", show_default=True)
 @click.option("--org", type=int)
+@click.option("--expires-in", help="The token stops working after this long: 90d, 12h, 30m, 2w (default: never).")
 @pass_ctx
 @friendly_errors
-def agents_add(obj: Ctx, name: str, role: str, org: int | None) -> None:
+def agents_add(obj: Ctx, name: str, role: str, org: int | None, expires_in: str | None) -> None:
     """Create an agent and print its API token (shown once)."""
     from ..service_layer.admin import add_agent
 
+    lifetime = parse_duration(expires_in, "--expires-in") if expires_in else None
     org_id = obj.org_id(org)
+    now = obj.system.clock()
     with obj.uow() as uow:
-        agent = add_agent(uow, org_id, name, role, obj.system.clock())
+        agent = add_agent(uow, org_id, name, role, now, now + lifetime if lifetime else None)
         uow.commit()
     click.echo(f"created {role} {agent.name} (id {agent.id}) in org {org_id}")
+    if lifetime:
+        click.echo(f"the token expires at {_when(now + lifetime)}")
     click.echo(f"API token (shown once): {agent.token}")
+
+
+def _when(value: datetime | None, never: str = "-") -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%MZ") if value is not None else never
 
 
 @agents.command("list")
@@ -376,10 +408,63 @@ def agents_add(obj: Ctx, name: str, role: str, org: int | None) -> None:
 @pass_ctx
 @friendly_errors
 def agents_list(obj: Ctx, org: int | None) -> None:
+    """The org's agents and the state of their API tokens (never the tokens themselves)."""
+    from ..service_layer.admin import TokenRefused, check_token
+
     org_id = obj.org_id(org)  # before the transaction: SQLite allows one writer at a time
+    now = obj.system.clock()
     with obj.uow() as uow:
-        for row in uow.agents.for_org(org_id):
-            click.echo(f"{row['id']:>5}  {row['role']:<10}  {row['name']}")
+        rows = uow.agents.for_org(org_id)
+    click.echo(f"{'id':>5}  {'role':<10}  {'created':<17}  {'last used':<17}  {'expires':<17}  {'status':<8}  name")
+    for row in rows:
+        try:
+            check_token(row, now)
+            status = "active"
+        except TokenRefused as exc:
+            status = exc.code.removeprefix("token_")
+        click.echo(f"{row['id']:>5}  {row['role']:<10}  {_when(row['created_at']):<17}  "
+                   f"{_when(row['last_used_at'], 'never'):<17}  {_when(row['expires_at'], 'never'):<17}  "
+                   f"{status:<8}  {row['name']}")
+
+
+@agents.command("revoke")
+@click.argument("agent_id", type=int)
+@click.option("--org", type=int)
+@pass_ctx
+@friendly_errors
+def agents_revoke(obj: Ctx, agent_id: int, org: int | None) -> None:
+    """Revoke an agent's API token for good."""
+    from ..service_layer.admin import revoke_agent
+
+    org_id = obj.org_id(org)
+    with obj.uow() as uow:
+        row = revoke_agent(uow, org_id, agent_id, obj.system.clock())
+        uow.commit()
+    click.echo(f"revoked the token of {row['name']} (id {agent_id}) at {_when(row['revoked_at'])}")
+
+
+@agents.command("expire")
+@click.argument("agent_id", type=int)
+@click.option("--in", "expires_in", help="Expire after this long from now: 90d, 12h, 30m, 2w.")
+@click.option("--at", "at", help="Expire at this moment (ISO-8601; a past one expires it now).")
+@click.option("--never", is_flag=True, help="Never expire.")
+@click.option("--org", type=int)
+@pass_ctx
+@friendly_errors
+def agents_expire(obj: Ctx, agent_id: int, expires_in: str | None, at: str | None, never: bool,
+                  org: int | None) -> None:
+    """Set when an agent's API token stops working."""
+    from ..service_layer.admin import set_agent_expiry
+
+    if sum(choice is not None and choice is not False for choice in (expires_in, at, never)) != 1:
+        raise click.UsageError("give exactly one of --in, --at and --never")
+    now = obj.system.clock()
+    expires_at = None if never else parse_time(at, "--at") if at else now + parse_duration(expires_in or "", "--in")
+    org_id = obj.org_id(org)
+    with obj.uow() as uow:
+        row = set_agent_expiry(uow, org_id, agent_id, expires_at)
+        uow.commit()
+    click.echo(f"the token of {row['name']} (id {agent_id}) expires: {_when(row['expires_at'], 'never')}")
 
 
 from .cli_contacts import register as _register_contacts  # noqa: E402

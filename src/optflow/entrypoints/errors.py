@@ -71,5 +71,7 @@ def install_error_handlers(app: Sanic) -> None:
 
     @app.exception(Exception)
     async def unexpected(request: Request, exc: Exception) -> HTTPResponse:
-        log.exception("unexpected error on %s %s", request.method, request.path)
+        # The route's pattern, not the path: an unsubscribe path carries a token naming an address.
+        where = f"/{request.route.path}" if request.route is not None else request.path
+        log.exception("unexpected error on %s %s", request.method, where)
         return error_response(500, "internal_error", "something went wrong on our side; it was logged")

@@ -41,6 +41,7 @@ from ..adapters.db import WriterLock, writer_lock
 from ..adapters.repository import LedgerQueue, LedgerRepository, OrgMemo
 from ..domain import commands as c
 from ..domain.model import DomainError
+from ..domain.redaction import mask_address
 from ..service_layer.handlers import InboundResult
 from ..service_layer.late_replies import REPLY_BUDGET_S, send_through_api
 from ..service_layer.messagebus import RETRIES, MessageBus, record_opt_out_only
@@ -208,7 +209,7 @@ class InboundBatcher:
         for pending in batch:
             if pending.fallback_opt_out:
                 log.error("recorded the opt-out of %s on %s through the fallback path",
-                          pending.command.from_address, pending.command.channel.value)
+                          mask_address(pending.command.from_address), pending.command.channel.value)
 
     def _handle_one(self, conn: Connection, shared: _Shared, pending: _Pending) -> None:
         command = pending.command
@@ -266,7 +267,7 @@ class InboundBatcher:
                     uow.commit()
                     pending.fallback_opt_out = True
         except Exception:
-            log.exception("could not record the opt-out of %s after %r", pending.command.from_address,
+            log.exception("could not record the opt-out of %s after %r", mask_address(pending.command.from_address),
                           pending.error)
 
     def _one_by_one(self, batch: list[_Pending]) -> None:

@@ -23,6 +23,7 @@ from ..service_layer.flow_engine import FlowRunReport
 from ..service_layer.ledger_audit import CheckpointRun, write_checkpoints
 from ..service_layer.sweeps import SweepReport, sweep_consents
 from ..service_layer.webhook_dispatcher import WebhookDeliveryReport
+from .logging_setup import configure_logging
 
 log = logging.getLogger("optflow.scheduler")
 
@@ -63,7 +64,9 @@ def _guarded(name: str, job: Any) -> Any:
 
 
 def run_scheduler(config: Config, stop_after: float | None = None) -> None:
-    """Block running the periodic jobs until SIGTERM/SIGINT."""
+    """Block running the periodic jobs until SIGTERM/SIGINT. Runs in a process of its own
+    (`optflow worker`, or beside `optflow serve`'s web workers), whose logs are JSON lines."""
+    configure_logging(json=True, level=config.log_level, log_bodies=config.log_bodies)
     system = bootstrap(config, create_schema=False)
     scheduler = BlockingScheduler(job_defaults={"coalesce": True, "max_instances": 1})
     clock = system.clock

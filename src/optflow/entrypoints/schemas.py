@@ -338,6 +338,30 @@ class LinkIn(ApiModel):
 # ------------------------------------------------------------------------------------ settings
 
 
+class AgentOut(ApiModel):
+    """An agent and the state of its API token (the token itself is shown only when created)."""
+
+    id: int
+    name: str
+    role: Literal["agent", "supervisor", "admin"]
+    created_at: datetime
+    last_used_at: datetime | None = Field(description="Within an hour; null if never used.")
+    expires_at: datetime | None = Field(description="Null: never expires.")
+    revoked_at: datetime | None
+    active: bool = Field(description="Whether the token works now: neither revoked nor expired.")
+
+
+class AgentListOut(ApiModel):
+    agents: list[AgentOut]
+
+
+class AgentPatch(ApiModel):
+    """When the token stops working: a date-time with a time zone (a past one stops it now),
+    or null for never."""
+
+    expires_at: datetime | None = Field(description="A date-time (without offset: UTC), or null for never.")
+
+
 class SettingsOut(ApiModel):
     org_id: int
     name: str

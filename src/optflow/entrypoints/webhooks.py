@@ -20,6 +20,7 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 from sanic import Blueprint, Request, Sanic
+from sanic.request import RequestParameters
 from sanic.response import HTTPResponse
 from sanic.response import html as html_response
 from sanic.response import json as json_response
@@ -48,6 +49,9 @@ WHATSAPP_PREFIX = "whatsapp:"
 ONE_CLICK_ACTOR = Actor(ActorKind.SYSTEM, "one-click")
 ONE_CLICK_METHOD = "one_click_unsubscribe"
 CHAT_CHANNELS = {"chat": Channel.CHAT, "whatsapp": Channel.WHATSAPP}
+# Form fields that must come once: with two `Body` or `From` values, which one the signature,
+# the classifier and the stored record each took would depend on the parser.
+SINGLE_VALUED_TWILIO_FIELDS = ("Body", "From", "To", "MessageSid", "OptOutType")
 DEMO_CUSTOMER_NUMBER = "+14155550100"
 
 
@@ -77,7 +81,8 @@ def webhooks_blueprint() -> Blueprint:
         """Twilio's inbound message webhook (SMS, and WhatsApp when `From` starts with
         `whatsapp:`). Answers TwiML: one <Message> per reply."""
         # Twilio signs every parameter it sends, empty ones included.
-        form: Mapping[str, Any] = request.get_form(keep_blank_values=True) or {}
+        form: RequestParameters = request.get_form(keep_blank_values=True) or RequestParameters()
+        _refuse_repeated_fields(form)
         to = _required(form, "To")
         config: Config = request.app.ctx.config
 
@@ -168,6 +173,15 @@ def _required(form: Mapping[str, Any], name: str) -> str:
     return str(value)
 
 
+def _refuse_repeated_fields(form: RequestParameters) -> None:
+    """400 for a form that repeats a single-valued field, before anything is looked up or stored
+    (`form.get` would quietly take the first value)."""
+    repeated = [name for name in SINGLE_VALUED_TWILIO_FIELDS if len(form.getlist(name) or ()) > 1]
+    if repeated:
+        raise ApiError(400, "repeated_field", f"the form field{'s' if len(repeated) > 1 else ''} "
+                                              f"{', '.join(map(repr, repeated))} must appear only once")
+
+
 def _e164(number: str) -> str:
     """An org's number as the webhook names it (E.164, with or without `whatsapp:`), in E.164."""
     return normalize_for_channel(number, Channel.TEXT)
@@ -220,15 +234,36 @@ class ChatMessage:
     message_id: str
 
 
+CHAT_FIELDS = ("channel", "from", "to", "text", "message_id")
+
+
+class _JsonObject(dict[str, Any]):
+    """A decoded JSON object that remembers which keys it had more than once (`json` keeps the last)."""
+
+    repeated: frozenset[str] = frozenset()
+
+
+def _json_object(pairs: list[tuple[str, Any]]) -> _JsonObject:
+    obj = _JsonObject(pairs)
+    if len(obj) < len(pairs):
+        names = [name for name, _ in pairs]
+        obj.repeated = frozenset(name for name in obj if names.count(name) > 1)
+    return obj
+
+
 def _chat_message(raw: bytes) -> ChatMessage:
     try:
-        payload = json.loads(raw)
+        payload = json.loads(raw, object_pairs_hook=_json_object)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ApiError(400, "bad_request", f"the body is not valid JSON: {exc}") from None
-    if not isinstance(payload, dict):
+    if not isinstance(payload, _JsonObject):
         raise ApiError(400, "bad_request", "the body must be a JSON object")
+    repeated = [name for name in CHAT_FIELDS if name in payload.repeated]
+    if repeated:
+        raise ApiError(400, "repeated_field", f"the field{'s' if len(repeated) > 1 else ''} "
+                                              f"{', '.join(map(repr, repeated))} must appear only once")
     fields: dict[str, str] = {}
-    for name in ("channel", "from", "to", "text", "message_id"):
+    for name in CHAT_FIELDS:
         value = payload.get(name)
         if name == "message_id" and isinstance(value, int) and not isinstance(value, bool):
             value = str(value)

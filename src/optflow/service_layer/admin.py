@@ -6,7 +6,7 @@ import hashlib
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -15,11 +15,20 @@ from sqlalchemy import Engine
 from ..adapters.templates import TemplateRenderer
 from ..domain.addresses import normalize_for_channel
 from ..domain.keywords import KeywordTable
-from ..domain.model import Channel, InvalidInput, TransitionRefused
+from ..domain.model import Channel, DomainError, InvalidInput, TransitionRefused
 from ..domain.settings import OrgSettings
 from .unit_of_work import UnitOfWork
 
 ROLES = ("agent", "supervisor", "admin")
+# How often a token's `last_used_at` is written: once an hour at most, not on every request
+# (on SQLite every write takes the database's one writer lock).
+TOKEN_USE_PRECISION = timedelta(hours=1)
+
+
+class TokenRefused(DomainError):
+    """An API token that exists but may no longer be used."""
+
+    code = "token_refused"
 
 
 def token_hash(token: str) -> str:
@@ -95,15 +104,57 @@ def update_settings(uow: UnitOfWork, renderer: TemplateRenderer, org_id: int, ch
         raise settings_error(exc) from None
 
 
-def add_agent(uow: UnitOfWork, org_id: int, name: str, role: str, now: datetime) -> NewAgent:
+def add_agent(uow: UnitOfWork, org_id: int, name: str, role: str, now: datetime,
+              expires_at: datetime | None = None) -> NewAgent:
     if role not in ROLES:
         raise InvalidInput(f"unknown role {role!r}: use one of {', '.join(ROLES)}", code="unknown_role")
     if not name.strip():
         raise InvalidInput("an agent needs a name", code="name_required")
     uow.orgs.get(org_id)
     token = "of_" + secrets.token_urlsafe(24)
-    agent_id = uow.agents.create(org_id, name.strip(), role, token_hash(token), now)
+    if expires_at is not None and expires_at <= now:
+        raise InvalidInput("a new token must expire in the future", code="invalid_expiry")
+    agent_id = uow.agents.create(org_id, name.strip(), role, token_hash(token), now, expires_at)
     return NewAgent(agent_id, org_id, name.strip(), role, token)
+
+
+def check_token(agent: Mapping[str, Any], now: datetime) -> None:
+    """Raise `TokenRefused` saying why if the token of `agent` was revoked or has expired."""
+    if agent["revoked_at"] is not None:
+        raise TokenRefused(f"this API token was revoked at {agent['revoked_at']:%Y-%m-%d %H:%M} UTC; "
+                           "ask an admin for a new one", code="token_revoked")
+    if agent["expires_at"] is not None and now >= agent["expires_at"]:
+        raise TokenRefused(f"this API token expired at {agent['expires_at']:%Y-%m-%d %H:%M} UTC; "
+                           "ask an admin for a new one", code="token_expired")
+
+
+def token_use_is_stale(agent: Mapping[str, Any], now: datetime) -> bool:
+    """Whether the agent's `last_used_at` is due to be written (see `TOKEN_USE_PRECISION`)."""
+    last = agent["last_used_at"]
+    return last is None or now - last >= TOKEN_USE_PRECISION
+
+
+def record_token_use(uow: UnitOfWork, agent_id: int, now: datetime) -> None:
+    uow.agents.update(agent_id, last_used_at=now)
+
+
+def revoke_agent(uow: UnitOfWork, org_id: int, agent_id: int, now: datetime) -> dict[str, Any]:
+    """Revoke the agent's token for good (revoking twice keeps the first time). Returns the row."""
+    row = uow.agents.in_org(org_id, agent_id)
+    if row["revoked_at"] is None:
+        uow.agents.update(agent_id, revoked_at=now)
+    return dict(uow.agents.in_org(org_id, agent_id))
+
+
+def set_agent_expiry(uow: UnitOfWork, org_id: int, agent_id: int, expires_at: datetime | None) -> dict[str, Any]:
+    """Set when the agent's token stops working (None: never; a past time: it stops now). A
+    revoked token stays revoked. Returns the row."""
+    row = uow.agents.in_org(org_id, agent_id)
+    if row["revoked_at"] is not None:
+        raise TransitionRefused(f"the token of agent {agent_id} is revoked; create a new agent instead",
+                                code="token_revoked")
+    uow.agents.update(agent_id, expires_at=expires_at)
+    return dict(uow.agents.in_org(org_id, agent_id))
 
 
 def ensure_default_setup(engine: Engine, now: datetime, org_name: str, number: str) -> NewAgent | None:

@@ -49,6 +49,7 @@ from ..domain.policy import (
     SendRequest,
     decide,
 )
+from ..domain.redaction import mask_address
 from ..domain.settings import OrgSettings
 from .unit_of_work import UnitOfWork
 
@@ -70,6 +71,7 @@ class Services:
 
     renderer: TemplateRenderer
     pin_digits: Callable[[], str]
+    pin_key: bytes = field(kw_only=True, repr=False)  # kept outside the database (adapters.secrets)
     public_url: str = "http://127.0.0.1:8000"
     subscribers: dict[type, list[Subscriber]] = field(default_factory=dict)
     _keyword_tables: dict[str, KeywordTable] = field(default_factory=dict)
@@ -302,7 +304,7 @@ def notify_employee(uow: UnitOfWork, svc: Services, org_id: int, settings: OrgSe
                     channel: Channel, address: str, template: str, now: datetime, actor: Actor | None = None,
                     **extra: Any) -> int:
     body = render(svc, settings, template, template_variables(uow, org_id, settings, channel, contact, actor, **extra))
-    log.info("to employee about %s: %s", address, body)
+    log.info("notified the employee about %s (%s)", mask_address(address), template)
     return uow.messages.add(
         org_id=org_id, contact_id=(contact or {}).get("id"), direction="out", audience="employee",
         channel=channel.value, address=address, body=body, purpose=Purpose.CONVERSATIONAL.value,
@@ -446,7 +448,7 @@ def receive_inbound(cmd: c.ReceiveInbound, uow: UnitOfWork, svc: Services, now: 
                               customer_initiated=True), contact_id)
             if consent.awaiting_pin:
                 digits = svc.pin_digits()
-                pins.issue(consent, digits, now, timedelta(minutes=settings.pin_ttl_minutes))
+                pins.issue(consent, digits, now, timedelta(minutes=settings.pin_ttl_minutes), svc.pin_key)
                 uow.consents.save(consent, now)
                 body = render(svc, settings, "customer/pin", variables(pin=digits,
                                                                        pin_valid_minutes=settings.pin_ttl_minutes))
@@ -670,7 +672,7 @@ def record_opt_in(cmd: c.RecordOptIn, uow: UnitOfWork, svc: Services, now: datet
 def confirm_pin(cmd: c.ConfirmPin, uow: UnitOfWork, svc: Services, now: datetime) -> ActionResult:
     contact, settings, consent = _load(uow, cmd)
     try:
-        pins.check(consent, cmd.pin, now, settings.pin_max_attempts)
+        pins.check(consent, cmd.pin, now, settings.pin_max_attempts, svc.pin_key)
     except pins.PinRejected:
         uow.consents.save(consent, now)  # the failed attempt counts even though the action fails
         uow.commit_on_error = True

@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from ..domain import commands as c
 from ..domain.addresses import normalize_for_channel
 from ..domain.model import DomainError, Intent, NotFound
+from ..domain.redaction import mask_address
 from ..domain.text import storable
 from .handlers import HANDLERS, Services, classify_inbound, inbound_revocation, revoke
 from .unit_of_work import UnitOfWork
@@ -97,7 +98,7 @@ class MessageBus:
         try:
             save_opt_out_only(self.engine, self.services, command, now)
         except Exception:
-            log.exception("could not record the opt-out of %s after %r", command.from_address, error)
+            log.exception("could not record the opt-out of %s after %r", mask_address(command.from_address), error)
 
 
 def save_opt_out_only(engine: Engine, services: Services, command: c.ReceiveInbound, now: datetime) -> bool:
@@ -109,7 +110,7 @@ def save_opt_out_only(engine: Engine, services: Services, command: c.ReceiveInbo
         if recorded:
             uow.commit()
     if recorded:
-        log.error("recorded the opt-out of %s on %s through the fallback path", command.from_address,
+        log.error("recorded the opt-out of %s on %s through the fallback path", mask_address(command.from_address),
                   command.channel.value)
     return recorded
 

@@ -13,6 +13,7 @@ import threading
 from typing import TextIO
 
 from optflow.domain.model import Channel
+from optflow.domain.redaction import mask_address
 
 from .base import OutboundMessage, Sender, SendResult
 
@@ -28,7 +29,7 @@ class ConsoleSender(Sender):
 
     def send(self, message: OutboundMessage) -> SendResult:
         line = format_console_line(message)
-        logger.info("%s", line)
+        logger.info("console channel printed outbox message %s to %s", message.id, mask_address(message.to))
         stream = self._stream if self._stream is not None else sys.stdout
         with self._lock:
             stream.write(line + "\n")

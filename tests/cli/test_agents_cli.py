@@ -1,0 +1,61 @@
+"""`optflow agents`: tokens with an expiry, listed without the token, revoked and expired from the
+command line; bad input gets one clear line."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def optflow(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}", "OPTFLOW_FLOWS_DIR": str(REPO / "flows")}
+    return subprocess.run([sys.executable, "-m", "optflow", *args], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=120)
+
+
+def token_of(output: str) -> str:
+    match = re.search(r"API token \(shown once\): (\S+)", output)
+    assert match, output
+    return match.group(1)
+
+
+def test_agents_add_list_revoke_and_expire(tmp_path: Path) -> None:
+    assert optflow(tmp_path, "init").returncode == 0
+    added = optflow(tmp_path, "agents", "add", "Dana", "--expires-in", "90d")
+    assert added.returncode == 0, added.stderr
+    token = token_of(added.stdout)
+    assert "the token expires at" in added.stdout
+    other = optflow(tmp_path, "agents", "add", "Lee", "--role", "supervisor")
+    listing = optflow(tmp_path, "agents", "list").stdout
+    assert token not in listing and token_of(other.stdout) not in listing
+    [dana] = [line for line in listing.splitlines() if line.endswith("Dana")]
+    assert "active" in dana and "never" in dana  # never used; it does expire
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\dZ\s+active", dana)
+    dana_id = dana.split()[0]
+
+    revoked = optflow(tmp_path, "agents", "revoke", dana_id)
+    assert revoked.returncode == 0 and "revoked the token of Dana" in revoked.stdout
+    [dana] = [line for line in optflow(tmp_path, "agents", "list").stdout.splitlines() if line.endswith("Dana")]
+    assert "revoked" in dana
+
+    [lee] = [line for line in optflow(tmp_path, "agents", "list").stdout.splitlines() if line.endswith("Lee")]
+    expired = optflow(tmp_path, "agents", "expire", lee.split()[0], "--at", "2020-01-01T00:00:00Z")
+    assert expired.returncode == 0, expired.stderr
+    [lee] = [line for line in optflow(tmp_path, "agents", "list").stdout.splitlines() if line.endswith("Lee")]
+    assert "expired" in lee
+    assert "never" in optflow(tmp_path, "agents", "expire", lee.split()[0], "--never").stdout
+
+
+def test_agents_input_errors_are_one_clear_line(tmp_path: Path) -> None:
+    assert optflow(tmp_path, "init").returncode == 0
+    bad = optflow(tmp_path, "agents", "add", "Dana", "--expires-in", "soon")
+    assert bad.returncode == 2 and "not a duration like 90d" in bad.stderr and "Traceback" not in bad.stderr
+    missing = optflow(tmp_path, "agents", "revoke", "4242")
+    assert missing.returncode == 1 and "no agent with id 4242" in missing.stderr and "Traceback" not in missing.stderr
+    neither = optflow(tmp_path, "agents", "expire", "1")
+    assert neither.returncode == 2 and "exactly one of --in, --at and --never" in neither.stderr
