@@ -43,6 +43,7 @@ BASELINE = "0001"  # the schema of the last optflow without migrations; unversio
 VERSION_TABLE = "alembic_version"
 UPGRADE_COMMAND = "optflow db upgrade"
 AUTOGENERATE = "optflow_autogenerate"  # config attribute: a `revision` run that must not write empty files
+COMPARE_OPTIONS: dict[str, Any] = {"compare_type": True, "compare_server_default": True}  # what autogenerate compares
 _POSTGRES_LOCK_KEY = 0x0F7F_10A1  # pg_advisory_xact_lock: one schema change or creation at a time
 
 

@@ -5,7 +5,7 @@ the whole command runs in. Offline (`--sql`) mode is not supported."""
 from alembic import context
 
 from optflow.adapters import orm
-from optflow.adapters.migrations import AUTOGENERATE, render_item, skip_empty_revision
+from optflow.adapters.migrations import AUTOGENERATE, COMPARE_OPTIONS, render_item, skip_empty_revision
 
 config = context.config
 if context.is_offline_mode():
@@ -15,8 +15,7 @@ context.configure(
     connection=config.attributes["connection"],
     target_metadata=orm.metadata,
     render_as_batch=True,  # SQLite alters a table by copying it; batch mode does that for us
-    compare_type=True,
-    compare_server_default=True,
+    **COMPARE_OPTIONS,
     render_item=render_item,
     process_revision_directives=skip_empty_revision if config.attributes.get(AUTOGENERATE) else None,
 )

@@ -22,6 +22,8 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    # Each table's constraints are listed in the order `metadata.create_all` emits them, so SQLite
+    # stores the same CREATE TABLE text whichever way a database was made (see test_migrations.py).
     op.create_table(
         "orgs",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -86,10 +88,10 @@ def upgrade() -> None:
         sa.Column("contact_id", sa.Integer(), nullable=False),
         sa.Column("kind", sa.String(), nullable=False),
         sa.Column("value", sa.String(), nullable=False),
-        sa.ForeignKeyConstraint(["contact_id"], ["contacts.id"]),
-        sa.ForeignKeyConstraint(["org_id"], ["orgs.id"]),
-        sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("org_id", "value", name="uq_address_org_value"),
+        sa.ForeignKeyConstraint(["org_id"], ["orgs.id"]),
+        sa.ForeignKeyConstraint(["contact_id"], ["contacts.id"]),
+        sa.PrimaryKeyConstraint("id"),
     )
     op.create_index("ix_addresses_contact_id", "addresses", ["contact_id"])
 
@@ -112,10 +114,10 @@ def upgrade() -> None:
         sa.Column("pin_expires_at", sa.DateTime(), nullable=True),
         sa.Column("pin_attempts", sa.Integer(), nullable=False),
         sa.Column("updated_at", sa.DateTime(), nullable=False),
-        sa.ForeignKeyConstraint(["contact_id"], ["contacts.id"]),
-        sa.ForeignKeyConstraint(["org_id"], ["orgs.id"]),
-        sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("org_id", "address", "channel", name="uq_consent_org_address_channel"),
+        sa.ForeignKeyConstraint(["org_id"], ["orgs.id"]),
+        sa.ForeignKeyConstraint(["contact_id"], ["contacts.id"]),
+        sa.PrimaryKeyConstraint("id"),
     )
     op.create_index("ix_consents_contact_id", "consents", ["contact_id"])
     op.create_index("ix_consents_state_opted_in_at", "consents", ["state", "opted_in_at"])
@@ -141,9 +143,9 @@ def upgrade() -> None:
         sa.Column("recorded_at", sa.DateTime(), nullable=False),
         sa.Column("prev_hash", sa.String(), nullable=False),
         sa.Column("hash", sa.String(), nullable=False),
+        sa.UniqueConstraint("org_id", "seq", name="uq_ledger_org_seq"),
         sa.ForeignKeyConstraint(["org_id"], ["orgs.id"]),
         sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("org_id", "seq", name="uq_ledger_org_seq"),
     )
     op.create_index("ix_ledger_org_contact", "ledger", ["org_id", "contact_id"])
     op.create_index("ix_ledger_org_address", "ledger", ["org_id", "address"])
@@ -183,9 +185,9 @@ def upgrade() -> None:
         sa.Column("last_error", sa.String(), nullable=True),
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.Column("sent_at", sa.DateTime(), nullable=True),
+        sa.UniqueConstraint("org_id", "direction", "provider_id", name="uq_message_provider_id"),
         sa.ForeignKeyConstraint(["org_id"], ["orgs.id"]),
         sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("org_id", "direction", "provider_id", name="uq_message_provider_id"),
     )
     op.create_index("ix_messages_outbox", "messages", ["status", "not_before"])
     op.create_index("ix_messages_org_contact", "messages", ["org_id", "contact_id"])
@@ -199,8 +201,8 @@ def upgrade() -> None:
         sa.Column("source_file", sa.String(), nullable=False),
         sa.Column("source", sa.Text(), nullable=False),
         sa.Column("loaded_at", sa.DateTime(), nullable=False),
-        sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("name", "version", name="uq_flow_version"),
+        sa.PrimaryKeyConstraint("id"),
     )
 
     op.create_table(
@@ -217,8 +219,8 @@ def upgrade() -> None:
         sa.Column("started_at", sa.DateTime(), nullable=False),
         sa.Column("ended_at", sa.DateTime(), nullable=True),
         sa.Column("end_reason", sa.String(), nullable=True),
-        sa.ForeignKeyConstraint(["contact_id"], ["contacts.id"]),
         sa.ForeignKeyConstraint(["org_id"], ["orgs.id"]),
+        sa.ForeignKeyConstraint(["contact_id"], ["contacts.id"]),
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_index("ix_enrollments_due", "enrollments", ["status", "next_run_at"])
