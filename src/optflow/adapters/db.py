@@ -13,8 +13,6 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool, StaticPool
 
-from . import migrations
-
 log = logging.getLogger("optflow.db")
 
 DEFAULT_URL = "sqlite:///optflow.db"
@@ -261,4 +259,6 @@ def create_schema(engine: Engine) -> None:
     """Create optflow's tables on an empty database, at the newest schema revision; check that any
     other database is at that revision (`migrations.SchemaNotCurrent`, naming what to run, if not).
     Upgrading is a separate, deliberate step: `optflow db upgrade` (`migrations.upgrade`)."""
+    from . import migrations  # Alembic is loaded by the processes that touch the schema only
+
     migrations.create_or_check(engine)

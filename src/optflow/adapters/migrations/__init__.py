@@ -36,7 +36,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, inspect, text
 from sqlmodel.sql.sqltypes import AutoString
 
-from .. import orm
+from .. import db, orm
 
 SCRIPT_LOCATION = Path(__file__).resolve().parent
 BASELINE = "0001"  # the schema of the last optflow without migrations; unversioned databases are it
@@ -131,7 +131,7 @@ def read_state(connection: Connection) -> SchemaState:
 
 
 def current_state(engine: Engine) -> SchemaState:
-    with engine.connect() as connection:
+    with engine.connect().execution_options(**{db.READ_ONLY: True}) as connection:
         return read_state(connection)
 
 
