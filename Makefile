@@ -5,7 +5,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN = $(VENV)/bin
 
-.PHONY: serve test bench lint clean
+.PHONY: serve test bench lint revision clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ bench: $(VENV)/.installed-test
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
+
+# A schema revision for a change to src/optflow/adapters/orm.py: make revision m="add contacts.locale"
+revision: $(VENV)/.installed
+	$(BIN)/python -m optflow.adapters.migrations revision -m "$(m)"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

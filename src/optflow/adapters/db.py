@@ -13,8 +13,6 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool, StaticPool
 
-from . import orm
-
 log = logging.getLogger("optflow.db")
 
 DEFAULT_URL = "sqlite:///optflow.db"
@@ -260,8 +258,9 @@ def make_web_worker_engine(url: str | None = None) -> tuple[Engine, WalCheckpoin
 
 
 def create_schema(engine: Engine) -> None:
-    orm.metadata.create_all(engine)
+    """Create optflow's tables on an empty database, at the newest schema revision; check that any
+    other database is at that revision (`migrations.SchemaNotCurrent`, naming what to run, if not).
+    Upgrading is a separate, deliberate step: `optflow db upgrade` (`migrations.upgrade`)."""
+    from . import migrations  # Alembic is loaded by the processes that touch the schema only
 
-
-def drop_schema(engine: Engine) -> None:
-    orm.metadata.drop_all(engine)
+    migrations.create_or_check(engine)

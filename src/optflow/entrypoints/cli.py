@@ -35,10 +35,13 @@ def friendly_errors(func: F) -> F:
         from sqlalchemy.exc import SQLAlchemyError
 
         from ..adapters.flow_loader import FlowValidationError
+        from ..adapters.migrations import SchemaError
         from ..adapters.secrets import SecretError
 
         try:
             return func(*args, **kwargs)
+        except SchemaError as exc:  # e.g. the database is behind this code: the message names the command
+            raise click.ClickException(str(exc)) from None
         except DomainError as exc:
             raise click.ClickException(f"{exc} [{exc.code}]") from None
         except SecretError as exc:
@@ -272,6 +275,66 @@ def diagram(output: str | None) -> None:
         Path(output).write_text(text, encoding="utf-8")
     else:
         click.echo(text, nl=False)
+
+
+# ------------------------------------------------------------------------------------- database schema
+
+
+@main.group("db")
+def db_group() -> None:
+    """The database schema: its revision, and upgrading it to this version of optflow.
+
+    Every other command that uses the database refuses one that is not at this optflow's
+    revision (and creates the schema on an empty one)."""
+
+
+@db_group.command("upgrade")
+@pass_ctx
+@friendly_errors
+def db_upgrade(obj: Ctx) -> None:
+    """Upgrade the schema to this optflow's revision, in one transaction (back the database up first).
+
+    A database made by optflow before it had migrations is recognised and upgraded too; an
+    empty one gets the whole schema."""
+    from ..adapters import db, migrations
+
+    engine = db.make_engine(obj.database)
+    try:
+        report = migrations.upgrade(engine)
+    finally:
+        engine.dispose()
+    head = ", ".join(report.after)
+    if report.before.at_head:
+        click.echo(f"already at revision {head} (head); nothing to do")
+    elif report.before.empty:
+        click.echo(f"created the schema at revision {head} (head)")
+    else:
+        before = ", ".join(report.before.revisions) or "none (created before optflow had migrations)"
+        click.echo(f"upgraded from revision {before} to {head} (head)")
+
+
+@db_group.command("current")
+@pass_ctx
+@friendly_errors
+def db_current(obj: Ctx) -> None:
+    """Print the schema revision of the database and whether it is this optflow's (exit 1 if not)."""
+    from ..adapters import db, migrations
+
+    engine = db.make_engine(obj.database)
+    try:
+        state = migrations.current_state(engine)
+    finally:
+        engine.dispose()
+    click.echo(f"database: {engine.url.render_as_string(hide_password=True)}")
+    click.echo(f"revision: {', '.join(state.revisions) or 'none'}"
+               + (" (head)" if state.at_head else f" (this optflow's head is {state.head})"))
+    if state.empty:
+        raise click.ClickException(f"the database has no schema yet: `{migrations.UPGRADE_COMMAND}` or "
+                                   "`optflow init` creates it")
+    problem = state.problem()
+    if problem:
+        raise click.ClickException(problem)
+    click.echo("up to date")
 
 
 # ------------------------------------------------------------------------------------- orgs, agents
