@@ -38,8 +38,9 @@ def described(engine: Engine) -> dict[str, Any]:
         schema: dict[str, Any] = {}
         for table in inspector.get_table_names():
             schema[table] = {
-                "columns": [(c["name"], str(c["type"]), c["nullable"], c.get("default"), c.get("autoincrement"))
-                            for c in inspector.get_columns(table)],
+                # In any order: a later revision adds a column at the end of its table.
+                "columns": sorted((c["name"], str(c["type"]), c["nullable"], c.get("default"), c.get("autoincrement"))
+                                  for c in inspector.get_columns(table)),
                 "primary key": inspector.get_pk_constraint(table)["constrained_columns"],
                 "foreign keys": sorted((fk["name"] or "", fk["constrained_columns"], fk["referred_table"],
                                         fk["referred_columns"]) for fk in inspector.get_foreign_keys(table)),
@@ -48,10 +49,6 @@ def described(engine: Engine) -> dict[str, Any]:
                 "unique": sorted((uc["name"] or "", uc["column_names"])
                                  for uc in inspector.get_unique_constraints(table)),
             }
-        if engine.dialect.name == "sqlite":  # SQLite keeps each statement that made the schema
-            statements = conn.exec_driver_sql(
-                "SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'")
-            schema["sqlite_master"] = sorted((kind, name, (sql or "").rstrip()) for kind, name, sql in statements)
     return schema
 
 
@@ -139,12 +136,13 @@ def _system(engine: Engine) -> Any:
                      clock=Clock(START), sender=RecordingSender(), engine=engine, create_schema=False)
 
 
-def rows(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
+def rows(engine: Engine, tables: tuple[str, ...] | None = None) -> dict[str, list[tuple[Any, ...]]]:
     with engine.connect() as conn:
         return {table.name: sorted(tuple(row) for row in conn.execute(select(table)))
-                for table in orm.metadata.sorted_tables}
+                for table in orm.metadata.sorted_tables if tables is None or table.name in tables}
 
 
+SHIPPED_HEAD = migrations.head()  # the newest revision this release ships
 TEST_REVISION = '''
 """Test only: rebuilds `contacts` on SQLite (a nullability change), which addresses and consents reference."""
 import sqlalchemy as sa
@@ -187,13 +185,13 @@ def test_a_database_behind_the_code_is_refused_until_upgraded_and_keeps_its_rows
     fill(empty_engine)
     before = rows(empty_engine)
     next_revision("pass")
-    with pytest.raises(migrations.SchemaNotCurrent, match=r"at revision 0001 but this optflow needs 9002: "
+    with pytest.raises(migrations.SchemaNotCurrent, match=rf"at revision {SHIPPED_HEAD} but this optflow needs 9002: "
                                                           r"back it up and run `optflow db upgrade`"):
         db.create_schema(empty_engine)
 
     report = migrations.upgrade(empty_engine)
 
-    assert report.before.revisions == ("0001",) and report.after == ("9002",)
+    assert report.before.revisions == (SHIPPED_HEAD,) and report.after == ("9002",)
     db.create_schema(empty_engine)  # now accepted
     assert rows(empty_engine) == before  # orm's columns: every row, every value
     with empty_engine.connect() as conn:
@@ -213,7 +211,7 @@ def test_a_failed_upgrade_changes_nothing(empty_engine: Engine, next_revision: C
     with pytest.raises(Exception, match="no_such_table"):
         migrations.upgrade(empty_engine)
 
-    assert migrations.current_state(empty_engine).revisions == ("0001",)
+    assert migrations.current_state(empty_engine).revisions == (SHIPPED_HEAD,)
     assert described(empty_engine) == before_schema and rows(empty_engine) == before_rows
 
 
@@ -230,16 +228,27 @@ def test_a_database_ahead_of_the_code_is_refused_and_left_alone(empty_engine: En
 
 
 def test_a_database_before_migrations_is_refused_then_adopted(empty_engine: Engine) -> None:
-    orm.metadata.create_all(empty_engine)  # how optflow created its schema before it had migrations
-    fill(empty_engine)
-    before = rows(empty_engine)
+    """How optflow created its schema before it had migrations: revision 0001's tables, no
+    `alembic_version` (tests/integration/test_upgrade_from_before_migrations.py does it with the
+    old code itself)."""
+    from alembic import command
+
+    with empty_engine.begin() as conn:
+        command.upgrade(migrations.alembic_config(conn), "0001")
+        conn.execute(text("DROP TABLE alembic_version"))
+        conn.execute(text("INSERT INTO orgs (id, name, settings_json, created_at) "
+                          "VALUES (1, 'Acme', '{}', '2026-11-01 09:00:00')"))
+        conn.execute(text("INSERT INTO contacts (id, org_id, name, active, do_not_call, dnd_all, dnd_channels, "
+                          "marketing_allowed, fields_json, created_at, updated_at) VALUES (1, 1, 'Sam', TRUE, FALSE, "
+                          "FALSE, '', TRUE, '{}', '2026-11-01 09:00:00', '2026-11-01 09:00:00')"))
+    before = rows(empty_engine, ("orgs", "contacts"))
     with pytest.raises(migrations.SchemaNotCurrent, match=r"no schema revision .* run `optflow db upgrade`"):
         db.create_schema(empty_engine)
 
     report = migrations.upgrade(empty_engine)
 
     assert report.before.unversioned and report.after == (migrations.head(),)
-    assert rows(empty_engine) == before
+    assert rows(empty_engine, ("orgs", "contacts")) == before
     with empty_engine.connect() as conn:
         assert schema_differences(conn, orm.metadata) == []
 
