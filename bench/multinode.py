@@ -33,6 +33,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import random
 import re
 import select
@@ -69,9 +70,11 @@ from .procs import (
     descendants,
     find_or_install,
     free_port,
+    open_files,
     postgres_url,
     rerun_under_postgres,
     start_server,
+    tcp_sockets,
 )
 from .scenarios import flows_directory
 
@@ -85,6 +88,7 @@ STOP_BODIES = ("STOP", "stop", "Stop", "STOPALL", "UNSUBSCRIBE", "Cancel", "QUIT
 # most 5 retries with connection overrides such as `#rc=4&rp=all`).
 WEBHOOK_TIMEOUT = 15.0
 RETRY_PAUSES = (1.0, 2.0, 4.0, 8.0)
+KILL_WAIT = 15.0  # seconds the kill may wait for the node to be sending
 DRIP_TAG = re.compile(r"\[(c\d+-\d+)/(\d)\]")
 
 
@@ -252,6 +256,31 @@ class Cluster:
         self.provider_credentials = json.loads(line)
         self.provider.base_url = self.provider_credentials["base_url"]
 
+    def wait_until_sending(self, node: ServerProcess, until: float) -> bool:
+        """Wait until `node` is delivering a batch of the outbox (the provider received a message
+        within the last 0.2 s on a connection one of its processes holds), or until `until`
+        (monotonic); whether it was caught sending. A SIGKILL then leaves messages the node had
+        claimed, and perhaps one the provider accepted but the node never recorded."""
+        assert self.provider is not None
+        provider_port = int(self.provider.base_url.rsplit(":", 1)[1])
+        recent: list[dict[str, Any]] = []
+        with (self.work / "deliveries.jsonl").open(encoding="utf-8") as journal:
+            journal.seek(0, os.SEEK_END)
+            while time.monotonic() < until:
+                for line in journal.readlines():
+                    with contextlib.suppress(ValueError):  # a line caught half written
+                        recent.append(json.loads(line))
+                recent = [row for row in recent if row["at"] > time.time() - 0.2]
+                ports = {row["client_port"] for row in recent}
+                if ports:
+                    sockets = set().union(*(open_files(pid) for pid in [node.process.pid,
+                                                                         *descendants(node.process.pid)]))
+                    if any(local in ports and remote == provider_port and f"socket:[{inode}]" in sockets
+                           for local, remote, _, inode in tcp_sockets()):
+                        return True
+                time.sleep(0.02)
+        return False
+
     def start_node(self, index: int) -> ServerProcess:
         port = self.node_ports[index]
         flows = flows_directory(self.work / "server-flows", REPO / "flows", ds.BENCH_FLOWS_DIR)
@@ -413,10 +442,12 @@ async def drive(cluster: Cluster, hooks: list[Webhook], log: Any) -> dict[str, A
         time.sleep(max(0.0, start + plan.kill_at - time.monotonic()))
         index = plan.killed_node
         victim = cluster.nodes[index]
+        timeline["killed_mid_send"] = cluster.wait_until_sending(victim, time.monotonic() + KILL_WAIT)
         pids = [victim.process.pid, *descendants(victim.process.pid)]
         timeline["killed_at_s"] = round(time.monotonic() - start, 2)
         victim.kill()
-        log(f"  {timeline['killed_at_s']:.1f} s: SIGKILL to node{index + 1} ({len(pids)} processes)")
+        log(f"  {timeline['killed_at_s']:.1f} s: SIGKILL to node{index + 1} ({len(pids)} processes), "
+            f"{'while' if timeline['killed_mid_send'] else 'not caught'} sending to the provider")
         time.sleep(plan.down)
         timeline["killed_processes"] = len(pids)
         timeline["survivors_of_kill"] = sum(1 for pid in pids if Path(f"/proc/{pid}").exists()

@@ -167,9 +167,9 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def listening_inodes(port: int) -> set[str]:
-    """Inodes of the TCP sockets listening on `port` (IPv4 and IPv6)."""
-    found = set()
+def tcp_sockets() -> Iterator[tuple[int, int, str, str]]:
+    """(local port, remote port, state, inode) of every TCP socket (IPv4 and IPv6); state `0A`
+    is LISTEN, `01` ESTABLISHED."""
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             lines = Path(table).read_text().splitlines()[1:]
@@ -177,9 +177,13 @@ def listening_inodes(port: int) -> set[str]:
             continue
         for line in lines:
             fields = line.split()
-            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":  # 0A: LISTEN
-                found.add(fields[9])
-    return found
+            yield (int(fields[1].rsplit(":", 1)[1], 16), int(fields[2].rsplit(":", 1)[1], 16), fields[3],
+                   fields[9])
+
+
+def listening_inodes(port: int) -> set[str]:
+    """Inodes of the TCP sockets listening on `port`."""
+    return {inode for local, _, state, inode in tcp_sockets() if local == port and state == "0A"}
 
 
 def open_files(pid: int) -> set[str]:

@@ -125,8 +125,10 @@ class FakeTwilioApi(LoopbackHttpService):
             self._failures_left = count
             self._failure_status = HTTPStatus(status)
 
-    def handle(self, method: str, path: str, authorization: str | None, form: dict[str, str]) -> _Reply:
-        """Decide the answer to one request and record it (called from the server's threads)."""
+    def handle(self, method: str, path: str, authorization: str | None, form: dict[str, str],
+               client_port: int | None = None) -> _Reply:
+        """Decide the answer to one request and record it (called from the server's threads);
+        `client_port`, the caller's port, goes to the journal only."""
         match = _MESSAGES_PATH.fullmatch(path)
         if match is None:
             return _error(HTTPStatus.NOT_FOUND, 20404, "No such resource in this fake")
@@ -136,7 +138,8 @@ class FakeTwilioApi(LoopbackHttpService):
             self.sent.append(FakeTwilioRequest(method, path, form, reply.status, reply.sid))
             if self.journal is not None:
                 self.journal.write(json.dumps({"at": arrived, "to": form.get("To"), "body": form.get("Body"),
-                                               "status": int(reply.status), "sid": reply.sid}) + "\n")
+                                               "status": int(reply.status), "sid": reply.sid,
+                                               "client_port": client_port}) + "\n")
                 self.journal.flush()
         return reply
 
@@ -237,7 +240,7 @@ class _Handler(QuietHttpHandler):
         form = dict(parse_qsl(self.read_body().decode("utf-8"), keep_blank_values=True))
         path = self.path.split("?", 1)[0]
         fake = self.server.service
-        reply = fake.handle(self.command, path, self.headers.get("Authorization"), form)
+        reply = fake.handle(self.command, path, self.headers.get("Authorization"), form, self.client_address[1])
         if fake.response_delay:
             time.sleep(fake.response_delay)
         self.send_json(reply.status, json.dumps(reply.payload).encode("utf-8"), reply.headers)
