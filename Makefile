@@ -5,7 +5,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN = $(VENV)/bin
 
-.PHONY: serve test bench lint revision clean
+.PHONY: serve test bench multinode lint revision clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ test: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python -m bench
+
+multinode: $(VENV)/.installed-test
+	$(BIN)/python -m bench.multinode
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests bench

@@ -7,7 +7,6 @@ are written to bench/results/latest.json. See docs/performance.md for what each 
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 import tempfile
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from . import datasets as ds
 from .load import find_wrk
+from .procs import postgres_url, rerun_under_postgres
 from .report import Report
 from .scenarios import SCENARIOS, Run, Settings
 
@@ -44,25 +44,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def postgres_url(asked: bool) -> str | None:
-    """DATABASE_URL when it names a PostgreSQL server; with --postgres also the test suite's
-    OPTFLOW_TEST_POSTGRES_URL (what scripts/with-postgres.sh exports)."""
-    for url in (os.environ.get("DATABASE_URL"), os.environ.get("OPTFLOW_TEST_POSTGRES_URL") if asked else None):
-        if url and url.startswith(("postgres://", "postgresql")):
-            return url
-    return None
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     pg = postgres_url(args.postgres)
     if args.postgres and pg is None:
-        if os.environ.get("OPTFLOW_BENCH_UNDER_POSTGRES"):
-            print("no PostgreSQL could be started (see above)", file=sys.stderr)
-            return 2
-        script = REPO / "scripts" / "with-postgres.sh"
-        os.environ["OPTFLOW_BENCH_UNDER_POSTGRES"] = "1"
-        os.execv("/bin/bash", ["bash", str(script), sys.executable, "-m", "bench", *(argv or sys.argv[1:])])
+        return rerun_under_postgres("bench", argv)
     dispatch = ds.DISPATCH if args.dispatch == ds.DISPATCH.due_enrollments else \
         ds.Dataset(f"dispatch-{args.dispatch}", args.dispatch, args.dispatch, due_enrollments=args.dispatch)
     settings = Settings(duration=args.duration, connections=args.connections, dispatch=dispatch)

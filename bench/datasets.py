@@ -81,16 +81,16 @@ def contact_number(i: int) -> str:
     return f"+1415{2_000_000 + i:07d}"
 
 
-def drip_version() -> tuple[str, str, str]:
-    """(version, source file, source) of the benchmark drip, as the flow loader computes them."""
-    flows = load_flows(BENCH_FLOWS_DIR, {"bench_note"})
-    flow = flows[DRIP_FLOW]
+def flow_version(name: str = DRIP_FLOW) -> tuple[str, str, str]:
+    """(version, source file, source) of a benchmark flow (the drip unless named), as the flow
+    loader computes them."""
+    flow = load_flows(BENCH_FLOWS_DIR, ())[name]
     return flow.version, flow.source_file, Path(flow.source_file).read_text(encoding="utf-8")
 
 
 def schema_fingerprint(dialect_name: str = "sqlite") -> str:
     dialect = sqlite.dialect() if dialect_name == "sqlite" else postgresql.dialect()
-    parts = [f"dataset-v{DATASET_VERSION}", drip_version()[0]]
+    parts = [f"dataset-v{DATASET_VERSION}", flow_version()[0]]
     for table in orm.metadata.sorted_tables:
         parts.append(str(CreateTable(table).compile(dialect=dialect)))
         parts.extend(str(CreateIndex(index).compile(dialect=dialect)) for index in sorted(table.indexes, key=str))
@@ -187,7 +187,7 @@ def enrollment_rows(ds: Dataset, org_id: int, version: str) -> Iterator[tuple[An
 def _create_org(engine: Engine) -> int:
     with UnitOfWork(engine) as uow:
         org_id = admin.create_org(uow, ORG_NAME, HISTORY_START, numbers=(ORG_NUMBER,), settings=ORG_SETTINGS)
-        version, source_file, source = drip_version()
+        version, source_file, source = flow_version()
         uow.enrollments.remember_version(DRIP_FLOW, version, source_file, source, HISTORY_START)
         uow.commit()
     return org_id
@@ -221,7 +221,7 @@ def build_sqlite(ds: Dataset, path: Path, progress: Callable[[str], None] = prin
     db.create_schema(engine)
     org_id = _create_org(engine)
     engine.dispose()
-    version = drip_version()[0]
+    version = flow_version()[0]
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         conn.execute("PRAGMA journal_mode=OFF")
@@ -303,7 +303,7 @@ def build_postgres(ds: Dataset, url: str, progress: Callable[[str], None] = prin
     engine = db.make_engine(url)
     db.create_schema(engine)
     org_id = _create_org(engine)
-    version = drip_version()[0]
+    version = flow_version()[0]
     raw = engine.raw_connection()
     try:
         cursor = raw.cursor()

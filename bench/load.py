@@ -24,6 +24,7 @@ from urllib.parse import urlencode
 from twilio.request_validator import RequestValidator
 
 from .datasets import ORG_NUMBER, TWILIO_TOKEN, contact_number
+from .procs import find_or_install
 
 BENCH_DIR = Path(__file__).resolve().parent
 WEBHOOK_PATH = "/webhooks/twilio/sms"
@@ -109,19 +110,7 @@ class LoadResult:
 
 def find_wrk(install: bool = True) -> str | None:
     """wrk's path; installs Debian's package when missing and allowed (root with apt-get)."""
-    found = shutil.which("wrk")
-    if found or not install:
-        return found
-    if os.geteuid() == 0 and shutil.which("apt-get"):
-        print("installing wrk from Debian's packages...", file=sys.stderr)
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], env=env, capture_output=True, check=False,
-                       timeout=300)
-        if not shutil.which("wrk"):
-            subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, check=False, timeout=300)
-            subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], env=env, capture_output=True, check=False,
-                           timeout=300)
-    return shutil.which("wrk")
+    return find_or_install("wrk", ("wrk",)) if install else shutil.which("wrk")
 
 
 def run_load(base_url: str, requests_file: Path, *, connections: int, duration: float, wrk: str | None,

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +17,51 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def postgres_url(asked: bool) -> str | None:
+    """DATABASE_URL when it names a PostgreSQL server; when `asked` also the test suite's
+    OPTFLOW_TEST_POSTGRES_URL (what scripts/with-postgres.sh exports)."""
+    for url in (os.environ.get("DATABASE_URL"), os.environ.get("OPTFLOW_TEST_POSTGRES_URL") if asked else None):
+        if url and url.startswith(("postgres://", "postgresql")):
+            return url
+    return None
+
+
+def rerun_under_postgres(module: str, argv: list[str] | None) -> int:
+    """Run `python -m module argv` again inside scripts/with-postgres.sh (a throwaway PostgreSQL
+    server, stopped when it ends); returns 2 when that has already been tried and failed."""
+    if os.environ.get("OPTFLOW_BENCH_UNDER_POSTGRES"):
+        print("no PostgreSQL could be started (see above)", file=sys.stderr)
+        return 2
+    os.environ["OPTFLOW_BENCH_UNDER_POSTGRES"] = "1"
+    script = REPO / "scripts" / "with-postgres.sh"
+    os.execv("/bin/bash", ["bash", str(script), sys.executable, "-m", module,
+                           *(sys.argv[1:] if argv is None else argv)])
+
+
+def find_or_install(command: str, packages: tuple[str, ...]) -> str | None:
+    """`command`'s path (sbin included); when it is missing and we may (root with apt-get), the
+    first of Debian's `packages` that provides it is installed, the package lists refreshed once
+    if none could be."""
+    search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin", "/sbin"])
+    found = shutil.which(command, path=search)
+    if found or os.geteuid() != 0 or not shutil.which("apt-get"):
+        return found
+    print(f"installing {command} from Debian's packages...", file=sys.stderr)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for refresh in (False, True):
+        if refresh:
+            subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, check=False, timeout=300)
+        for package in packages:
+            subprocess.run(["apt-get", "install", "-y", "-qq", package], env=env, capture_output=True, check=False,
+                           timeout=300)
+            found = shutil.which(command, path=search)
+            if found:
+                return found
+    return None
 
 
 def free_port() -> int:
@@ -120,9 +167,9 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def listening_inodes(port: int) -> set[str]:
-    """Inodes of the TCP sockets listening on `port` (IPv4 and IPv6)."""
-    found = set()
+def tcp_sockets() -> Iterator[tuple[int, int, str, str]]:
+    """(local port, remote port, state, inode) of every TCP socket (IPv4 and IPv6); state `0A`
+    is LISTEN, `01` ESTABLISHED."""
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             lines = Path(table).read_text().splitlines()[1:]
@@ -130,9 +177,13 @@ def listening_inodes(port: int) -> set[str]:
             continue
         for line in lines:
             fields = line.split()
-            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":  # 0A: LISTEN
-                found.add(fields[9])
-    return found
+            yield (int(fields[1].rsplit(":", 1)[1], 16), int(fields[2].rsplit(":", 1)[1], 16), fields[3],
+                   fields[9])
+
+
+def listening_inodes(port: int) -> set[str]:
+    """Inodes of the TCP sockets listening on `port`."""
+    return {inode for local, _, state, inode in tcp_sockets() if local == port and state == "0A"}
 
 
 def open_files(pid: int) -> set[str]:

@@ -15,21 +15,28 @@ recipient texts STOP to Twilio) and outages (`fail_next`).
 `sent` records every request to the Messages endpoint, refused ones included (check
 `status`), so a test can prove that nothing was even attempted for an address; `accepted` holds
 only the messages answered with 201.
+
+Run as a program (`python -m fakes.twilio_api --journal FILE` with tests/ on the path), it serves
+until SIGTERM, prints its base URL and credentials as one JSON line on stdout, and appends every
+request it answers to FILE as a JSON line with the time it arrived: the multinode benchmark
+counts the deliveries of three optflow nodes this way, from outside their processes.
 """
 
 from __future__ import annotations
 
+import argparse
 import base64
 import binascii
 import json
 import re
+import signal
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TextIO
 from urllib.parse import parse_qsl
 
 from fakes.loopback import LoopbackHttpServer, LoopbackHttpService, QuietHttpHandler
@@ -98,6 +105,7 @@ class FakeTwilioApi(LoopbackHttpService):
         self.response_delay = response_delay
         self.unsubscribed: set[str] = set()
         self.sent: list[FakeTwilioRequest] = []
+        self.journal: TextIO | None = None  # every request as a JSON line, when set
         self._lock = threading.Lock()
         self._failures_left = 0
         self._failure_status = HTTPStatus.INTERNAL_SERVER_ERROR
@@ -117,14 +125,22 @@ class FakeTwilioApi(LoopbackHttpService):
             self._failures_left = count
             self._failure_status = HTTPStatus(status)
 
-    def handle(self, method: str, path: str, authorization: str | None, form: dict[str, str]) -> _Reply:
-        """Decide the answer to one request and record it (called from the server's threads)."""
+    def handle(self, method: str, path: str, authorization: str | None, form: dict[str, str],
+               client_port: int | None = None) -> _Reply:
+        """Decide the answer to one request and record it (called from the server's threads);
+        `client_port`, the caller's port, goes to the journal only."""
         match = _MESSAGES_PATH.fullmatch(path)
         if match is None:
             return _error(HTTPStatus.NOT_FOUND, 20404, "No such resource in this fake")
         with self._lock:
+            arrived = time.time()
             reply = self._decide(method, match["sid"], authorization, form)
             self.sent.append(FakeTwilioRequest(method, path, form, reply.status, reply.sid))
+            if self.journal is not None:
+                self.journal.write(json.dumps({"at": arrived, "to": form.get("To"), "body": form.get("Body"),
+                                               "status": int(reply.status), "sid": reply.sid,
+                                               "client_port": client_port}) + "\n")
+                self.journal.flush()
         return reply
 
     def _decide(self, method: str, path_sid: str, authorization: str | None, form: dict[str, str]) -> _Reply:
@@ -224,7 +240,28 @@ class _Handler(QuietHttpHandler):
         form = dict(parse_qsl(self.read_body().decode("utf-8"), keep_blank_values=True))
         path = self.path.split("?", 1)[0]
         fake = self.server.service
-        reply = fake.handle(self.command, path, self.headers.get("Authorization"), form)
+        reply = fake.handle(self.command, path, self.headers.get("Authorization"), form, self.client_address[1])
         if fake.response_delay:
             time.sleep(fake.response_delay)
         self.send_json(reply.status, json.dumps(reply.payload).encode("utf-8"), reply.headers)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve the fake on 127.0.0.1 until SIGTERM or SIGINT, journaling every request."""
+    parser = argparse.ArgumentParser(prog="python -m fakes.twilio_api", description=main.__doc__)
+    parser.add_argument("--journal", required=True, help="file to append one JSON line per request to")
+    parser.add_argument("--response-delay", type=float, default=0.0, help="seconds each answer is held back")
+    args = parser.parse_args(argv)
+    stopped = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopped.set())
+    with open(args.journal, "a", encoding="utf-8") as journal, \
+            FakeTwilioApi(response_delay=args.response_delay) as fake:
+        fake.journal = journal
+        print(json.dumps({"base_url": fake.base_url, "account_sid": fake.account_sid,
+                          "auth_token": fake.auth_token}), flush=True)
+        stopped.wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -11,8 +11,12 @@ import hmac
 import io
 import json
 import logging
+import os
+import signal
 import socket
 import ssl
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import replace
@@ -133,6 +137,29 @@ def test_twilio_text_is_posted_and_returns_the_message_sid(twilio: FakeTwilioApi
     assert request.form == {"To": CUSTOMER_NUMBER, "From": FROM_NUMBER, "Body": TEXT.body}
     assert result.provider_id == request.sid
     assert result.provider_id is not None and result.provider_id.startswith("SM")
+
+
+def test_the_fake_twilio_program_journals_each_delivery_before_answering(tmp_path: Path, closing: Closing) -> None:
+    """bench.multinode runs the fake as its own process and counts deliveries from its journal."""
+    journal = tmp_path / "deliveries.jsonl"
+    tests_dir = Path(__file__).resolve().parent.parent
+    program = subprocess.Popen([sys.executable, "-m", "fakes.twilio_api", "--journal", str(journal)],
+                               cwd=tests_dir, stdout=subprocess.PIPE, start_new_session=True)
+    try:
+        assert program.stdout is not None
+        fake = json.loads(program.stdout.readline())
+        sender = closing(TwilioSender(fake["account_sid"], fake["auth_token"], from_number=FROM_NUMBER,
+                                      base_url=fake["base_url"], timeout=5.0))
+        result = sender.send(TEXT)
+        [line] = journal.read_text(encoding="utf-8").splitlines()
+    finally:
+        os.killpg(program.pid, signal.SIGTERM)
+        program.wait(timeout=10)
+    entry = json.loads(line)
+    assert (entry["to"], entry["body"], entry["status"], entry["sid"]) == (CUSTOMER_NUMBER, TEXT.body, 201,
+                                                                          result.provider_id)
+    assert isinstance(entry["at"], float) and isinstance(entry["client_port"], int)
+    assert program.returncode == 0
 
 
 def test_twilio_whatsapp_prefixes_both_addresses_once(twilio: FakeTwilioApi, closing: Closing) -> None:
