@@ -4,11 +4,12 @@ clock, a recording sender, and a bootstrapped system on top of them."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner, Result
 from sqlalchemy import Engine, text
 
 from optflow.adapters import db
@@ -16,6 +17,7 @@ from optflow.adapters.senders import OutboundMessage, RecipientUnsubscribed, Sen
 from optflow.bootstrap import System, bootstrap
 from optflow.config import Config
 from optflow.domain.model import Channel
+from optflow.entrypoints.cli import main
 from optflow.service_layer import admin
 
 REPO = Path(__file__).resolve().parents[1]
@@ -176,3 +178,26 @@ def new_agent(system: System, org_id: int, role: str = "agent", name: str = "Ali
         agent = admin.add_agent(uow, org_id, name, role, system.clock())
         uow.commit()
     return agent
+
+
+Cli = Callable[..., Result]
+
+
+@pytest.fixture
+def cli_on(tmp_path: Path) -> Callable[[Path], Cli]:
+    """`cli_on(flows_dir)("contacts", "add", ...)` runs `optflow ARGS` in-process (click's runner) on
+    `tmp_path/cli.db` with the flows of `flows_dir`; exceptions are not caught, so a crash fails the
+    test with its traceback."""
+
+    def with_flows(flows_dir: Path) -> Cli:
+        runner = CliRunner()
+        # Agent 1 is the admin `optflow init` creates: the CLI acts as a named agent.
+        env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}", "OPTFLOW_FLOWS_DIR": str(flows_dir),
+               "OPTFLOW_AGENT": "1"}
+
+        def invoke(*args: str) -> Result:
+            return runner.invoke(main, list(args), env=env, catch_exceptions=False)
+
+        return invoke
+
+    return with_flows

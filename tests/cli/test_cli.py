@@ -122,10 +122,12 @@ def test_contacts_import_reports_rejected_rows(tmp_path: Path) -> None:
     csv_file.write_text("name,phone,email\nAna,+14155550101,ana@example.com\nBad,12,\nBo,,bo@example.com\n"
                         "Dup,+14155550101,\n", encoding="utf-8")
     run = optflow(tmp_path, "contacts", "import", str(csv_file), "--rejects", str(tmp_path / "rejects.csv"))
-    assert run.returncode == 0, run.stderr
-    assert "imported 2 contacts, rejected 2" in run.stdout
-    assert "line 3:" in run.stdout and "line 5:" in run.stdout and "already belongs" in run.stdout
-    assert (tmp_path / "rejects.csv").read_text().count("\n") == 3
+    assert run.returncode == 1, run.stderr
+    assert "Traceback" not in run.stderr
+    assert "imported 2 contacts, skipped 1 already present, rejected 1" in run.stdout
+    assert "line 3: '12' is not a valid phone number" in run.stdout
+    assert "line 5: skipped, already present as contact 1" in run.stdout
+    assert (tmp_path / "rejects.csv").read_text().count("\n") == 2
 
 
 def test_diagram_prints_mermaid(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from optflow.domain.model import Actor, ActorKind, Channel
 
 pytestmark = pytest.mark.e2e
 
+HANG_GUARD_S = 60  # not a property under test: only how long a hung server may hold the suite
 CONFIG_PREFIXES = ("OPTFLOW_", "TWILIO_", "SMTP_", "CHAT_", "DATABASE_URL", "PROMETHEUS_MULTIPROC_DIR")
 
 
@@ -158,13 +159,19 @@ def test_serve_works_from_an_empty_directory_and_stops_on_sigterm(tmp_path: Path
         children = descendants(serve.process.pid)
         assert len(children) >= 3, children  # two workers and the scheduler, at least
         assert list(tmp_path.glob("optflow-metrics-*")), "no metrics directory while running"
-        stopped_at = time.monotonic()
         serve.process.send_signal(signal.SIGTERM)  # to the main process only, as a service manager does
-        assert serve.process.wait(timeout=10) == 0, serve.output()
-        while any(alive(pid) for pid in children):
-            assert time.monotonic() - stopped_at < 5, f"left running: {[p for p in children if alive(p)]}"
+        # What is tested is that it stops, cleanly and completely; how fast depends on the machine's
+        # load, so the limits below only keep a hang from blocking the suite.
+        try:
+            status = serve.process.wait(timeout=HANG_GUARD_S)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"optflow serve still running {HANG_GUARD_S} s after SIGTERM:\n"
+                                 + serve.output()) from None
+        assert status == 0, serve.output()
+        deadline = time.monotonic() + HANG_GUARD_S
+        while any(alive(pid) for pid in children) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert time.monotonic() - stopped_at < 5
+        assert not [pid for pid in children if alive(pid)], "workers or the scheduler outlived optflow serve"
         assert not list(tmp_path.glob("optflow-metrics-*")), "the metrics directory was left behind"
     finally:
         stop(serve)

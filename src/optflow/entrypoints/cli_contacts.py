@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import sys
@@ -13,8 +12,11 @@ from typing import Any
 import click
 
 from ..domain import commands as c
-from ..domain.model import Actor, ActorKind, Channel, DomainError
+from ..domain.addresses import normalize_for_channel
+from ..domain.model import Actor, ActorKind, Channel, DomainError, InvalidInput
+from ..service_layer.unit_of_work import UnitOfWork
 from .cli import ACTING_AGENT_HELP, Ctx, friendly_errors, parse_channel, parse_time, pass_ctx
+from .cli_csv import check_rejects_path, default_rejects_path, process_rows, read_csv
 
 
 def _contact_json(obj: Ctx, org_id: int, contact_id: int) -> dict[str, Any]:
@@ -89,48 +91,43 @@ def register(main: click.Group) -> None:
     @click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
     @click.option("--org", type=int)
     @click.option("--rejects", type=click.Path(dir_okay=False, path_type=Path),
-                  help="Write rejected rows with their reason to this CSV file.")
+                  help="Where rejected rows go, with their reason (default: FILE.rejects.csv beside FILE).")
     @pass_ctx
     @friendly_errors
     def contacts_import(obj: Ctx, csv_file: Path, org: int | None, rejects: Path | None) -> None:
-        """Import contacts from CSV with columns name, phone, email (more phones/emails separated
-        by ';'), and optionally time_zone, region, marketing (yes/no). Each row is its own
-        transaction: a bad row is reported and skipped, the others are kept."""
+        """Import contacts from a UTF-8 CSV file with the columns name, phone, email (more phones or
+        emails separated by ';'), time_zone, region and marketing (yes/no); a phone or an email
+        column is needed, any other column refuses the whole file before anything is written.
+
+        Each row is its own transaction: a bad row is rejected with its reason (listed and written
+        to the rejects file), the others are kept. A row whose addresses all belong to one
+        contact already is skipped, so running the same file again adds nothing twice. Exit
+        status: 0 every row imported or skipped, 1 some rows rejected, 2 the file refused."""
+        rejects = rejects or default_rejects_path(csv_file)
+        check_rejects_path(csv_file, rejects)
+        source = read_csv(csv_file, CONTACT_COLUMNS, needs_one_of=("phone", "email"))
         org_id = obj.org_id(org)
-        text = csv_file.read_text(encoding="utf-8-sig")
-        reader = csv.DictReader(io.StringIO(text))
-        if not reader.fieldnames or not ({"phone", "email"} & {f.strip().lower() for f in reader.fieldnames}):
-            raise click.ClickException(f"{csv_file}: the header must have a 'phone' or 'email' column")
-        rows = list(reader)
-        created, rejected = 0, []
-        with click.progressbar(rows, label=f"importing {len(rows)} rows", file=sys.stderr) as bar:
-            for line, raw in enumerate(bar, start=2):
-                row = {(k or "").strip().lower(): (v or "").strip() for k, v in raw.items()}
-                phones = tuple(p for p in row.get("phone", "").split(";") if p.strip())
-                emails = tuple(e for e in row.get("email", "").split(";") if e.strip())
-                try:
-                    if not phones and not emails:
-                        raise DomainError("no phone or email", code="no_address")
-                    obj.system.bus.handle(c.CreateContact(
-                        org_id, name=row.get("name", ""), phones=phones, emails=emails,
-                        time_zone=row.get("time_zone") or None, region=row.get("region") or None,
-                        marketing_allowed=row.get("marketing", "yes").lower() not in ("no", "n", "false", "0")))
-                    created += 1
-                except DomainError as exc:
-                    rejected.append((line, raw, str(exc)))
-        click.echo(f"imported {created} contact{'s' if created != 1 else ''}, rejected {len(rejected)}")
-        for line, _, reason in rejected[:50]:
-            click.echo(f"  line {line}: {reason}")
-        if len(rejected) > 50:
-            click.echo(f"  ... and {len(rejected) - 50} more")
-        if rejects and rejected:
-            with rejects.open("w", newline="", encoding="utf-8") as out:
-                writer = csv.writer(out)
-                fields = list(rows[0].keys()) if rows else []
-                writer.writerow(["line", *fields, "reason"])
-                for line, raw, reason in rejected:
-                    writer.writerow([line, *(raw.get(f, "") for f in fields), reason])
-            click.echo(f"rejected rows written to {rejects}")
+
+        def import_row(row: dict[str, str]) -> str | None:
+            phones = _split_addresses(row.get("phone", ""))
+            emails = _split_addresses(row.get("email", ""))
+            if not phones and not emails:
+                raise InvalidInput("no phone or email", code="no_address")
+            addresses = ([normalize_for_channel(p, Channel.TEXT) for p in phones]
+                         + [normalize_for_channel(e, Channel.EMAIL) for e in emails])
+            with UnitOfWork(obj.system.engine, read_only=True) as uow:
+                owners = {uow.contacts.find_by_address(org_id, address) for address in addresses}
+            if len(owners) == 1 and None not in owners:
+                return f"already present as contact {owners.pop()}"
+            obj.system.bus.handle(c.CreateContact(  # refuses an address of another contact
+                org_id, name=row.get("name", ""), phones=phones, emails=emails,
+                time_zone=row.get("time_zone") or None, region=row.get("region") or None,
+                marketing_allowed=_yes_or_no(row.get("marketing", ""), "marketing", default=True)))
+            return None
+
+        process_rows(source, import_row, rejects, lambda done, skipped, rejected: (
+            f"imported {done} contact{'s' if done != 1 else ''}, skipped {skipped} already present, "
+            f"rejected {rejected}"))
 
     @main.command("consent")
     @click.argument("action", type=click.Choice([
@@ -271,6 +268,24 @@ def register(main: click.Group) -> None:
         """A terminal conversation on a throwaway in-memory database: type as the customer and
         see the replies, the employee's notifications and the consent state after each message."""
         run_simulation(parse_channel(channel), pin_required, mode)
+
+
+CONTACT_COLUMNS = ("name", "phone", "email", "time_zone", "region", "marketing")
+YES, NO = ("yes", "y", "true", "1"), ("no", "n", "false", "0")
+
+
+def _split_addresses(field: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in field.split(";") if part.strip())
+
+
+def _yes_or_no(text: str, column: str, *, default: bool) -> bool:
+    if not text:
+        return default
+    if text.lower() in YES:
+        return True
+    if text.lower() in NO:
+        return False
+    raise InvalidInput(f"{column} must be yes or no, not {text!r}")
 
 
 def resolve_contact(obj: Ctx, org_id: int, text: str) -> int:

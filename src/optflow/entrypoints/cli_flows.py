@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import click
 
 from ..domain import commands as c
-from ..domain.model import DomainError
+from ..domain.model import InvalidInput
 from .cli import ACTING_AGENT_HELP, Ctx, friendly_errors, pass_ctx
+from .cli_contacts import resolve_contact
+from .cli_csv import FileRefused, check_rejects_path, default_rejects_path, process_rows, read_csv
+
+ENROL_COLUMNS = ("contact_id", "phone", "email")
+
+
+def _one_contact(obj: Ctx, org_id: int, row: dict[str, str]) -> int:
+    """The contact a row names by id, phone or email; all that are given must name the same one."""
+    given = {column: row[column] for column in ENROL_COLUMNS if row.get(column)}
+    if not given:
+        raise InvalidInput("no contact_id, phone or email", code="no_contact")
+    found = {column: resolve_contact(obj, org_id, value) for column, value in given.items()}
+    if len(set(found.values())) > 1:
+        raise InvalidInput("the columns name different contacts: "
+                           + ", ".join(f"{column} {given[column]} is contact {found[column]}" for column in found),
+                           code="ambiguous_contact")
+    return found.popitem()[1]
 
 
 def register(main: click.Group) -> None:
@@ -82,38 +98,40 @@ def register(main: click.Group) -> None:
     @click.argument("flow_name")
     @click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
     @click.option("--org", type=int)
+    @click.option("--rejects", type=click.Path(dir_okay=False, path_type=Path),
+                  help="Where rejected rows go, with their reason (default: FILE.rejects.csv beside FILE).")
     @click.option("--as", "acting", envvar="OPTFLOW_AGENT", help=ACTING_AGENT_HELP)
     @pass_ctx
     @friendly_errors
-    def enroll_csv(obj: Ctx, flow_name: str, csv_file: Path, org: int | None, acting: str | None) -> None:
-        """Enrol the contacts of a CSV file (a column `contact_id`, `phone` or `email`) in a flow.
+    def enroll_csv(obj: Ctx, flow_name: str, csv_file: Path, org: int | None, rejects: Path | None,
+                   acting: str | None) -> None:
+        """Enrol the contacts of a UTF-8 CSV file (columns contact_id, phone, email: at least one;
+        no others) in a flow.
 
-        Each row is its own transaction; rows that cannot be enrolled are reported with the reason."""
-        from .cli_contacts import resolve_contact
-
+        Each row is its own transaction; rows that cannot be enrolled are rejected with the reason
+        (listed and written to the rejects file). A contact already in the flow (an active or
+        paused enrolment) is skipped, so running the same file again enrols nobody twice. Exit
+        status: 0 every row enrolled or skipped, 1 some rows rejected, 2 the file refused."""
         system = obj.system
+        if flow_name not in system.flows.flows:
+            raise FileRefused(None, f"no flow named {flow_name!r}")
+        rejects = rejects or default_rejects_path(csv_file)
+        check_rejects_path(csv_file, rejects)
+        source = read_csv(csv_file, ENROL_COLUMNS, needs_one_of=ENROL_COLUMNS)
         org_id = obj.org_id(org)
         actor = obj.acting_agent(acting, org_id)
-        if flow_name not in system.flows.flows:
-            raise click.ClickException(f"no flow named {flow_name!r}")
-        with csv_file.open(encoding="utf-8-sig", newline="") as handle:
-            rows = list(csv.DictReader(handle))
-        enrolled, rejected = 0, []
-        for line, raw in enumerate(rows, start=2):
-            row = {(k or "").strip().lower(): (v or "").strip() for k, v in raw.items()}
-            key = row.get("contact_id") or row.get("phone") or row.get("email") or ""
-            try:
-                if not key:
-                    raise DomainError("no contact_id, phone or email", code="no_contact")
-                contact_id = resolve_contact(obj, org_id, key)
-                system.bus.handle(c.EnrollContact(org_id, contact_id, flow_name, actor))
-                enrolled += 1
-            except DomainError as exc:
-                rejected.append(f"  line {line}: {exc}")
-        click.echo(f"enrolled {enrolled} contact{'s' if enrolled != 1 else ''} in {flow_name}, "
-                   f"rejected {len(rejected)}")
-        for message in rejected:
-            click.echo(message)
+
+        def enrol_row(row: dict[str, str]) -> str | None:
+            contact_id = _one_contact(obj, org_id, row)
+            with obj.uow() as uow:
+                if uow.enrollments.any_for(contact_id, flow_name, ("active", "paused")):
+                    return f"contact {contact_id} is already in {flow_name}"
+            system.bus.handle(c.EnrollContact(org_id, contact_id, flow_name, actor))
+            return None
+
+        process_rows(source, enrol_row, rejects, lambda done, skipped, rejected: (
+            f"enrolled {done} contact{'s' if done != 1 else ''} in {flow_name}, skipped {skipped} already in it, "
+            f"rejected {rejected}"))
 
     @flows.command("remove")
     @click.argument("contact_id", type=int)
