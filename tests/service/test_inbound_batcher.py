@@ -237,3 +237,30 @@ async def test_closing_handles_what_is_queued_and_later_messages_directly(
     assert queued.done() and queued.result().intent is Intent.HELP
     late = await batcher.submit(text(contacts[2], "HELP", "SMq2"))
     assert late.intent is Intent.HELP and inbound(system, "SMq2") == 1
+
+
+async def test_agents_actions_share_the_group_commit_of_the_webhooks(
+        system: System, org: int, contacts: list[str], batcher: InboundBatcher) -> None:
+    """One transaction design: an agent's action from the API is a command like a webhook's, in
+    the same batch, with the same savepoint isolation (its refusal is its own)."""
+    from optflow.domain.model import Actor, ActorKind, TransitionRefused
+
+    with system.bus.uow() as uow:
+        ids = {number: uow.contacts.find_by_address(org, number) for number in contacts[1:4]}
+    agent = Actor(ActorKind.AGENT, "7", "agent")
+    commands: list[c.Command] = [
+        text(contacts[1], "STOP", "SMmix1"),
+        c.OptOut(org, ids[contacts[2]], Channel.TEXT, agent, evidence="asked on the phone"),
+        c.ResetConsent(org, ids[contacts[3]], Channel.TEXT, agent, evidence="reassigned"),  # agents may not
+        text(contacts[3], "YES", "SMmix2"),
+    ]
+    commits: list[int] = []
+    stop = watch_commits(system, lambda: commits.append(1))
+    try:
+        results = list(await asyncio.gather(*(batcher.submit(cmd) for cmd in commands), return_exceptions=True))
+    finally:
+        stop()
+    assert len(commits) == 1 and batcher.batches == 1
+    assert isinstance(results[2], TransitionRefused) and results[2].code == "forbidden"
+    assert [consent_state(system, org, number) for number in contacts[1:4]] == [
+        State.OPTED_OUT, State.OPTED_OUT, State.OPTED_IN]

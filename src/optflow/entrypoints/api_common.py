@@ -199,11 +199,18 @@ def respond(model: ApiModel, status: int = 200, headers: Mapping[str, str] | Non
     return json_response(model.model_dump(mode="json"), status=status, headers=dict(headers or {}))
 
 
-def run_action(request: Request, command: Command, contact_id: int, *, hide_channel: bool = False) -> HTTPResponse:
+async def handle(request: Request, command: Command) -> Any:
+    """Run a command through the worker's group commit (`CommandGateway`): the transaction design
+    of the webhooks, and the event loop never waits for the database's write lock."""
+    return await request.app.ctx.commands.submit(command)
+
+
+async def run_action(request: Request, command: Command, contact_id: int, *,
+                     hide_channel: bool = False) -> HTTPResponse:
     """Run an agent action through the bus and answer with its outcome and the contact after it
     (`hide_channel`: the action was on every channel, so no one channel and state is its result)."""
     system = system_of(request)
-    result: ActionResult = system.bus.handle(command)
+    result: ActionResult = await handle(request, command)
     with system.bus.uow(read_only=True) as uow:
         contact = contact_out(uow, caller_of(request).org_id, contact_id)
     return respond(ActionOut(

@@ -16,6 +16,7 @@ from .api_common import (
     caller_of,
     contact_out,
     enrollment_out,
+    handle,
     id_param,
     message_out,
     path_id,
@@ -68,11 +69,11 @@ def _caller_and_body(request: Request, contact_id: int, model: type[Body]) -> tu
     return caller_of(request), body
 
 
-def _manual_consent(request: Request, contact_id: int,
+async def _manual_consent(request: Request, contact_id: int,
                     command: type[c.RecordOptIn] | type[c.Reauthorize]) -> HTTPResponse:
     """Record a consent, or its renewal, that the customer gave outside optflow (see `ManualOptInIn`)."""
     caller, body = _caller_and_body(request, contact_id, ManualOptInIn)
-    return run_action(request, command(caller.org_id, contact_id, body.channel, caller.actor, body.address,
+    return await run_action(request, command(caller.org_id, contact_id, body.channel, caller.actor, body.address,
                                        method=body.method, occurred_at=body.occurred_at, evidence=body.evidence),
                       contact_id)
 
@@ -107,7 +108,7 @@ def register(bp: Blueprint) -> None:
         body = read_body(request, ContactIn)
         caller = caller_of(request)
         system = system_of(request)
-        result = system.bus.handle(c.CreateContact(
+        result = await handle(request, c.CreateContact(
             caller.org_id, name=body.name, phones=tuple(body.phones), emails=tuple(body.emails),
             time_zone=body.time_zone, region=body.region, fields=body.fields,
             marketing_allowed=body.marketing_allowed))
@@ -170,7 +171,7 @@ def register(bp: Blueprint) -> None:
         caller = caller_of(request)
         system = system_of(request)
         # The command reads None as "unchanged": a null sent for a key means "clear it".
-        system.bus.handle(c.UpdateContact(
+        await handle(request, c.UpdateContact(
             caller.org_id, contact_id,
             name=(body.name or "") if "name" in given else None,
             time_zone=(body.time_zone or "") if "time_zone" in given else None,
@@ -195,7 +196,7 @@ def register(bp: Blueprint) -> None:
         customer's YES opt in without a PIN where the org asks for one.
         """
         caller, body = _caller_and_body(request, contact_id, OptInRequestIn)
-        return run_action(request, c.RequestOptIn(caller.org_id, contact_id, body.channel, caller.actor,
+        return await run_action(request, c.RequestOptIn(caller.org_id, contact_id, body.channel, caller.actor,
                                                   body.address, quick=body.quick), contact_id)
 
     @bp.post("/contacts/<contact_id:int>/quick-opt-in")
@@ -204,7 +205,7 @@ def register(bp: Blueprint) -> None:
     async def quick_opt_in(request: Request, contact_id: int) -> HTTPResponse:
         """Quick opt-in: an opt-in request whose YES opts in at once, without a PIN step."""
         caller, body = _caller_and_body(request, contact_id, ChannelIn)
-        return run_action(request, c.RequestOptIn(caller.org_id, contact_id, body.channel, caller.actor,
+        return await run_action(request, c.RequestOptIn(caller.org_id, contact_id, body.channel, caller.actor,
                                                   body.address, quick=True), contact_id)
 
     @bp.post("/contacts/<contact_id:int>/opt-ins")
@@ -217,7 +218,7 @@ def register(bp: Blueprint) -> None:
         consented (it may be in the past, never in the future), and the ledger keeps it beside the
         moment it was recorded.
         """
-        return _manual_consent(request, contact_id, c.RecordOptIn)
+        return await _manual_consent(request, contact_id, c.RecordOptIn)
 
     @bp.post("/contacts/<contact_id:int>/pin-confirmation")
     @route("agent", body=PinIn, ok=(200, ActionOut, "The PIN matched; the contact is opted in."),
@@ -229,15 +230,15 @@ def register(bp: Blueprint) -> None:
         used up, or the code expired, the customer must reply YES again for a new one.
         """
         caller, body = _caller_and_body(request, contact_id, PinIn)
-        return run_action(request, c.ConfirmPin(caller.org_id, contact_id, body.channel, caller.actor, body.address,
-                                                pin=body.pin), contact_id)
+        command = c.ConfirmPin(caller.org_id, contact_id, body.channel, caller.actor, body.address, pin=body.pin)
+        return await run_action(request, command, contact_id)
 
     @bp.post("/contacts/<contact_id:int>/reauthorization")
     @route("agent", body=ManualOptInIn, ok=(200, ActionOut, "Re-authorised; the consent clock restarted."),
            errors=action_errors, params=(CONTACT,), tag=ACTIONS_TAG)
     async def reauthorize(request: Request, contact_id: int) -> HTTPResponse:
         """Record that the customer confirmed an existing consent again (restarts its clock)."""
-        return _manual_consent(request, contact_id, c.Reauthorize)
+        return await _manual_consent(request, contact_id, c.Reauthorize)
 
     @bp.post("/contacts/<contact_id:int>/reauth-request")
     @route("agent", body=ChannelIn, ok=(200, ActionOut, "The re-authorisation request was queued."),
@@ -245,7 +246,7 @@ def register(bp: Blueprint) -> None:
     async def reauth_request(request: Request, contact_id: int) -> HTTPResponse:
         """"Text Reauth": ask the customer to confirm an ageing consent; their YES re-authorises."""
         caller, body = _caller_and_body(request, contact_id, ChannelIn)
-        return run_action(request, c.SendReauthRequest(caller.org_id, contact_id, body.channel, caller.actor,
+        return await run_action(request, c.SendReauthRequest(caller.org_id, contact_id, body.channel, caller.actor,
                                                        body.address), contact_id)
 
     @bp.post("/contacts/<contact_id:int>/opt-out")
@@ -262,7 +263,7 @@ def register(bp: Blueprint) -> None:
         # The command names a channel even for all_channels; any will do then (none is singled out).
         command = c.OptOut(caller.org_id, contact_id, body.channel or Channel.TEXT, caller.actor, body.address,
                            all_channels=body.all_channels, evidence=body.evidence)
-        return run_action(request, command, contact_id, hide_channel=body.channel is None)
+        return await run_action(request, command, contact_id, hide_channel=body.channel is None)
 
     @bp.post("/contacts/<contact_id:int>/reset")
     @route("supervisor", body=ResetIn, ok=(200, ActionOut, "The consent is back to unknown."), errors=action_errors,
@@ -274,7 +275,7 @@ def register(bp: Blueprint) -> None:
         does not carry over. Needs the reason as `evidence`; the ledger records who reset it and why.
         """
         caller, body = _caller_and_body(request, contact_id, ResetIn)
-        return run_action(request, c.ResetConsent(caller.org_id, contact_id, body.channel, caller.actor,
+        return await run_action(request, c.ResetConsent(caller.org_id, contact_id, body.channel, caller.actor,
                                                   body.address, evidence=body.evidence), contact_id)
 
     @bp.put("/contacts/<contact_id:int>/dnd")
@@ -287,7 +288,7 @@ def register(bp: Blueprint) -> None:
         automations that would use it.
         """
         caller, body = _caller_and_body(request, contact_id, DndIn)
-        return run_action(request, c.SetDnd(caller.org_id, contact_id, caller.actor, on=body.on,
+        return await run_action(request, c.SetDnd(caller.org_id, contact_id, caller.actor, on=body.on,
                                             channels=tuple(dict.fromkeys(body.channels)),
                                             all_channels=body.all_channels), contact_id)
 
@@ -297,7 +298,7 @@ def register(bp: Blueprint) -> None:
     async def set_marketing(request: Request, contact_id: int) -> HTTPResponse:
         """Allow or forbid marketing messages to the contact (conversations are not affected)."""
         caller, body = _caller_and_body(request, contact_id, MarketingIn)
-        return run_action(request, c.SetMarketing(caller.org_id, contact_id, caller.actor, allowed=body.allowed),
+        return await run_action(request, c.SetMarketing(caller.org_id, contact_id, caller.actor, allowed=body.allowed),
                           contact_id)
 
     # ------------------------------------------------------------------------------ history
@@ -359,7 +360,7 @@ def register(bp: Blueprint) -> None:
         caller, body = _caller_and_body(request, contact_id, EnrollIn)
         system = system_of(request)
         try:
-            enrollment_id = system.bus.handle(c.EnrollContact(caller.org_id, contact_id, body.flow, caller.actor,
+            enrollment_id = await handle(request, c.EnrollContact(caller.org_id, contact_id, body.flow, caller.actor,
                                                               dict(body.data or {})))
         except DomainError as exc:
             raise _flow_error(exc) from None
@@ -375,7 +376,7 @@ def register(bp: Blueprint) -> None:
         caller = caller_of(request)
         system = system_of(request)
         try:
-            system.bus.handle(c.RemoveEnrollment(caller.org_id, contact_id, enrollment_id, caller.actor))
+            await handle(request, c.RemoveEnrollment(caller.org_id, contact_id, enrollment_id, caller.actor))
         except DomainError as exc:
             raise _flow_error(exc) from None
         return _enrollment_response(system, enrollment_id)

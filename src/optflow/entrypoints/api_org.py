@@ -28,6 +28,7 @@ from ..service_layer.reports import ConsentReport, Counts, consent_report
 from .api_common import (
     caller_of,
     enrollment_out,
+    handle,
     id_param,
     message_out,
     path_id,
@@ -180,7 +181,7 @@ def register(bp: Blueprint) -> None:
         """
         body = read_body(request, MessageIn)
         caller = caller_of(request)
-        result: ActionResult = system_of(request).bus.handle(c.SendMessage(
+        result: ActionResult = await handle(request, c.SendMessage(
             caller.org_id, body.contact_id, body.channel, body.body, caller.actor, purpose=body.purpose,
             subject=body.subject, address=body.address))
         assert result.message_id is not None and result.channel is not None
@@ -199,7 +200,7 @@ def register(bp: Blueprint) -> None:
         body = read_body(request, EventIn)
         caller = caller_of(request)
         system = system_of(request)
-        result: ActionResult = system.bus.handle(c.RecordEvent(caller.org_id, body.name, body.contact_id, body.data,
+        result: ActionResult = await handle(request, c.RecordEvent(caller.org_id, body.name, body.contact_id, body.data,
                                                                caller.actor))
         with system.bus.uow(read_only=True) as uow:
             started = [enrollment_out(uow, row) for row in
@@ -233,7 +234,7 @@ def register(bp: Blueprint) -> None:
         path_id(message_id, "message")
         body = read_body(request, LinkIn)
         caller = caller_of(request)
-        return run_action(request, c.LinkUnassociated(caller.org_id, message_id, body.contact_id, caller.actor),
+        return await run_action(request, c.LinkUnassociated(caller.org_id, message_id, body.contact_id, caller.actor),
                           body.contact_id)
 
     # ------------------------------------------------------------------------------ settings

@@ -13,7 +13,6 @@ from ..adapters import db
 from ..bootstrap import System, bootstrap
 from ..config import Config
 from ..domain import commands as c
-from ..service_layer.handlers import InboundResult
 from .docs_ui import configure_docs_ui, install_docs_assets
 from .errors import install_error_handlers
 from .inbound_batcher import InboundBatcher
@@ -25,10 +24,11 @@ log = logging.getLogger("optflow.app")
 APP_NAME = "optflow"
 
 
-class InboundGateway:
-    """Hands inbound messages to the bus. Kept behind one awaitable so the webhook code does not
-    care how messages are committed: here, in groups (`InboundBatcher`), each answered only
-    after its group's commit."""
+class CommandGateway:
+    """Hands the commands of requests (webhooks and the API) to the bus. Kept behind one
+    awaitable so the request handlers do not care how commands are committed: here, in groups
+    (`InboundBatcher`), each answered only after its group's commit, and never by blocking the
+    event loop on the database's write lock."""
 
     def __init__(self, system: System) -> None:
         self.system = system
@@ -37,7 +37,7 @@ class InboundGateway:
     def start(self) -> None:
         self.batcher.start()
 
-    async def submit(self, command: c.ReceiveInbound, received_at: float | None = None) -> InboundResult:
+    async def submit(self, command: c.Command, received_at: float | None = None) -> Any:
         """`received_at`: when the request arrived, on `time.perf_counter`'s clock."""
         return await self.batcher.submit(command, received_at)
 
@@ -103,14 +103,14 @@ def create_app(config: Config | None = None, system: System | None = None, *, na
         else:
             engine, app.ctx.checkpointer = db.make_web_worker_engine(config.database_url)
             app.ctx.system = bootstrap(config, create_schema=False, engine=engine)
-        app.ctx.inbound = InboundGateway(app.ctx.system)
+        app.ctx.commands = CommandGateway(app.ctx.system)
         app.ctx.orgs = OrgDirectory(app.ctx.system.bus)
-        app.ctx.inbound.start()
+        app.ctx.commands.start()
 
     @app.after_server_stop
     async def stop_system(app: Sanic, _: Any = None) -> None:
-        if getattr(app.ctx, "inbound", None) is not None:
-            await app.ctx.inbound.close()
+        if getattr(app.ctx, "commands", None) is not None:
+            await app.ctx.commands.close()
         if getattr(app.ctx, "checkpointer", None) is not None:
             app.ctx.checkpointer.stop()
         if system is None and getattr(app.ctx, "system", None) is not None:

@@ -1,5 +1,6 @@
-"""Group commit for inbound messages: every message a web worker has queued is handled in one
-database transaction, and each webhook is answered only after that transaction is durable.
+"""Group commit for a web worker: the commands of every request a worker has queued (inbound
+messages, and agents' actions through the API) are handled in one database transaction, and each
+request is answered only after that transaction is durable.
 
 Why: one commit per message caps a web worker at about a quarter of what the HTTP stack can
 serve, because the commit (and, on SQLite, taking the write lock) costs more than handling the
@@ -8,20 +9,12 @@ faster (docs/performance.md). Latency does not suffer: a message waits at most f
 in front of it.
 
 How: a request puts its command and a future in the queue and awaits the future. One consumer
-task per worker takes everything queued, runs each command in a SAVEPOINT of one transaction on
-the event loop's own thread (a hop to a thread pool costs more than handling a message), commits
-once, and only then resolves the futures. The savepoint keeps each message's failure to itself:
-
-- a business refusal (`DomainError`) rolls back that message alone and goes to its request;
-- a conflict with a concurrent writer (`IntegrityError`, `OperationalError`, e.g. the same
-  MessageSid arriving at the other worker) is retried in a fresh savepoint, and a replayed message
-  then finds its first copy;
-- anything else rolls back that message, is logged, and, if the message asks to stop, the
-  opt-out alone is recorded (`record_opt_out_only`) before the error goes to its request: an
-  opt-out is never lost to a broken template or a bug;
-- if the transaction itself fails (the commit, the connection), nothing was acknowledged, and
-  every message of the batch is handled again on its own through the message bus, which has the
-  same retry and opt-out fallback.
+task per worker takes everything queued and hands it to the message bus as one batch
+(`MessageBus.handle_batch`: a savepoint per command, retries, the opt-out fallback, the ledger
+flush, all in the service layer) on the event loop's own thread (a hop to a thread pool costs
+more than handling a message), and only then resolves the futures. On SQLite it first waits for
+the write lock without blocking the loop. Just before the commit, replies that can no longer
+reach their caller in time are handed to the provider's API instead (`late_replies`).
 """
 
 from __future__ import annotations
@@ -32,19 +25,14 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-
-from sqlalchemy import Connection
-from sqlalchemy.exc import IntegrityError, OperationalError
+from dataclasses import dataclass
+from typing import Any
 
 from ..adapters.db import WriterLock, writer_lock
-from ..adapters.repository import LedgerQueue, LedgerRepository, OrgMemo
 from ..domain import commands as c
-from ..domain.model import DomainError
-from ..domain.redaction import mask_address
 from ..service_layer.handlers import InboundResult
 from ..service_layer.late_replies import REPLY_BUDGET_S, send_through_api
-from ..service_layer.messagebus import RETRIES, MessageBus, record_opt_out_only
+from ..service_layer.messagebus import Handled, MessageBus
 from ..service_layer.unit_of_work import UnitOfWork
 
 log = logging.getLogger("optflow.inbound")
@@ -62,21 +50,11 @@ HAND_OVER_S = 0.001
 
 @dataclass
 class _Pending:
-    command: c.ReceiveInbound
-    future: asyncio.Future[InboundResult]
+    command: c.Command
+    future: asyncio.Future[Any]
     received_at: float  # the batcher's `monotonic` clock when the request arrived
-    result: InboundResult | None = None
+    result: Any = None
     error: BaseException | None = None
-    fallback_opt_out: bool = False
-
-
-@dataclass
-class _Shared:
-    """What the messages of one group commit share: the orgs read, and the ledger entries to
-    write at its end (one lock of each chain's head per transaction, see `LedgerQueue`)."""
-
-    orgs: OrgMemo = field(default_factory=OrgMemo)
-    ledger: LedgerQueue = field(default_factory=LedgerQueue)
 
 
 class InboundBatcher:
@@ -104,7 +82,7 @@ class InboundBatcher:
         self._wake = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._consume(), name="optflow-inbound-batcher")
 
-    async def submit(self, command: c.ReceiveInbound, received_at: float | None = None) -> InboundResult:
+    async def submit(self, command: c.Command, received_at: float | None = None) -> Any:
         """Queue one inbound message and return its outcome once it is committed. Raises what
         handling it raised (a `DomainError` for a refusal). `received_at` (on the `monotonic`
         clock; default now) starts the reply budget."""
@@ -112,7 +90,7 @@ class InboundBatcher:
             # Not running (stopping, or never started): handle it alone, still committed first.
             result: InboundResult = self.bus.handle(command)
             return result
-        future: asyncio.Future[InboundResult] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(command, future, self.monotonic() if received_at is None else received_at))
         self._wake.set()
         return await future
@@ -192,88 +170,31 @@ class InboundBatcher:
     def commit_batch(self, batch: list[_Pending]) -> None:
         """Handle `batch` in one transaction and commit it; afterwards each entry holds its
         result or its error. Synchronous: runs on the caller's thread."""
-        try:
-            shared = _Shared()
-            with self.bus.engine.connect() as conn, conn.begin():
-                for pending in batch:
-                    self._handle_one(conn, shared, pending)
-                self._late_replies_through_api(conn, shared, batch)
-                LedgerRepository(conn, shared.ledger).flush()
-            # Leaving the block committed; only now is anything acknowledged.
-        except Exception:
-            log.exception("the group commit of %d inbound message(s) failed; handling each on its own", len(batch))
-            self._one_by_one(batch)
-            return
-        self.batches += 1
-        self.messages += len(batch)
-        for pending in batch:
-            if pending.fallback_opt_out:
-                log.error("recorded the opt-out of %s on %s through the fallback path",
-                          mask_address(pending.command.from_address), pending.command.channel.value)
+        handled = self.bus.handle_batch([pending.command for pending in batch],
+                                        before_commit=lambda uow, done: self._late_replies(uow, batch, done))
+        for pending, done in zip(batch, handled, strict=True):
+            pending.result, pending.error = done.result, done.error
+        if not any(done.alone for done in handled):  # one group commit, not each on its own after a failure
+            self.batches += 1
+            self.messages += len(batch)
 
-    def _handle_one(self, conn: Connection, shared: _Shared, pending: _Pending) -> None:
-        command = pending.command
-        for attempt in range(1, RETRIES + 1):
-            now = self.bus.clock()
-            pending.result, pending.error = None, None
-            try:
-                with UnitOfWork(connection=conn, org_memo=shared.orgs, ledger_queue=shared.ledger) as uow:
-                    try:
-                        pending.result = self.bus.handle_in(uow, command, now)
-                    except DomainError as exc:
-                        if uow.commit_on_error:
-                            uow.commit()
-                        pending.error = exc
-                        return
-                    uow.commit()
-                return
-            except (IntegrityError, OperationalError) as exc:
-                # The savepoint is rolled back; run again on fresh reads (a message the other
-                # worker stored meanwhile is then found as a duplicate).
-                if attempt < RETRIES:
-                    log.warning("retrying an inbound message after %s", exc.__class__.__name__)
-                    continue
-                pending.error = exc
-            except Exception as exc:
-                pending.error = exc
-            log.error("handling the inbound message %s failed", command.provider_id, exc_info=pending.error)
-            self._fallback(conn, shared, pending)
-            return
-
-    def _late_replies_through_api(self, conn: Connection, shared: _Shared, batch: list[_Pending]) -> None:
+    def _late_replies(self, uow: UnitOfWork, batch: list[_Pending], handled: list[Handled]) -> None:
         """Replies whose request went away, or whose answer would leave after the reply budget,
         go through the provider's API instead (`late_replies`), decided in the batch's own
         transaction just before it commits."""
         deadline = self.monotonic() - self.reply_budget
-        for pending in batch:
-            result = pending.result
-            if result is None or not result.replies or result.duplicate:
+        requests = {id(pending.command): pending for pending in batch}
+        for done in handled:  # the whole batch, or one command of it handled again on its own
+            pending = requests[id(done.command)]
+            result = done.result
+            if not isinstance(result, InboundResult) or not result.replies or result.duplicate:
                 continue
             if not pending.future.done() and pending.received_at >= deadline:
                 continue
             try:
-                with UnitOfWork(connection=conn, org_memo=shared.orgs, ledger_queue=shared.ledger) as uow:
+                with uow.savepoint():
                     send_through_api(uow, result, self.bus.clock())
-                    uow.commit()
             except Exception:
                 log.exception("could not hand the late replies to message %s to the outbox", result.message_id)
                 continue
-            pending.result = dataclasses.replace(result, replies=())
-
-    def _fallback(self, conn: Connection, shared: _Shared, pending: _Pending) -> None:
-        try:
-            with UnitOfWork(connection=conn, org_memo=shared.orgs, ledger_queue=shared.ledger) as uow:
-                if record_opt_out_only(uow, self.bus.services, pending.command, self.bus.clock()):
-                    uow.commit()
-                    pending.fallback_opt_out = True
-        except Exception:
-            log.exception("could not record the opt-out of %s after %r", mask_address(pending.command.from_address),
-                          pending.error)
-
-    def _one_by_one(self, batch: list[_Pending]) -> None:
-        for pending in batch:
-            pending.result, pending.error, pending.fallback_opt_out = None, None, False
-            try:
-                pending.result = self.bus.handle(pending.command)
-            except Exception as exc:
-                pending.error = exc
+            done.result = dataclasses.replace(result, replies=())

@@ -1,7 +1,7 @@
 """Inbound webhooks: Twilio SMS/WhatsApp, signed chat gateways, and one-click unsubscribe.
 
 Each route authenticates the caller, turns the request into a command, hands it to the bus
-(through `app.ctx.inbound` for customer messages) and renders the answer. De-duplication,
+(through `app.ctx.commands` for customer messages) and renders the answer. De-duplication,
 classification, the consent transition and the reply all happen in the service layer.
 """
 
@@ -95,7 +95,7 @@ def webhooks_blueprint() -> Blueprint:
         sender = storable(_required(form, "From"))
         body = storable(_required(form, "Body"))
         channel = Channel.WHATSAPP if sender.lower().startswith(WHATSAPP_PREFIX) else Channel.TEXT
-        result: InboundResult = await request.app.ctx.inbound.submit(c.ReceiveInbound(
+        result: InboundResult = await request.app.ctx.commands.submit(c.ReceiveInbound(
             channel=channel, from_address=sender, to_address=storable(to), body=body,
             provider_id=storable(form.get("MessageSid") or "") or None,
             opt_out_type=storable(form.get("OptOutType") or "") or None, org_id=org_id), request.ctx.started)
@@ -119,7 +119,7 @@ def webhooks_blueprint() -> Blueprint:
                 _check_chat_signature(settings.chat_secret or config.chat_webhook_secret, request.body, signature)
 
         org_id, _ = request.app.ctx.orgs.authenticated(_e164(message.to), check)
-        result: InboundResult = await request.app.ctx.inbound.submit(c.ReceiveInbound(
+        result: InboundResult = await request.app.ctx.commands.submit(c.ReceiveInbound(
             channel=message.channel, from_address=message.sender, to_address=message.to, body=message.text,
             provider_id=message.message_id, org_id=org_id), request.ctx.started)
         return json_response({"intent": result.intent.value, "state": result.state.value,
@@ -147,7 +147,7 @@ def webhooks_blueprint() -> Blueprint:
         if found is None:
             return _invalid_link_page()
         target, org_name = found
-        unsubscribe_address(system, target)
+        await unsubscribe_address(request, target)
         return _done_page(target, org_name)
 
     return bp
@@ -304,11 +304,11 @@ def _unsubscribe_target(system: System, token: str) -> tuple[UnsubscribeTarget, 
     return target, str(org["name"])
 
 
-def unsubscribe_address(system: System, target: UnsubscribeTarget) -> None:
+async def unsubscribe_address(request: Request, target: UnsubscribeTarget) -> None:
     """Opt the address out on the token's channel, once (a mail provider may POST twice)."""
-    system.bus.handle(c.OptOutAddress(target.org_id, target.address, target.channel, ONE_CLICK_ACTOR,
-                                      method=ONE_CLICK_METHOD,
-                                      evidence="unsubscribe link (RFC 8058 one-click POST)"))
+    await request.app.ctx.commands.submit(c.OptOutAddress(
+        target.org_id, target.address, target.channel, ONE_CLICK_ACTOR, method=ONE_CLICK_METHOD,
+        evidence="unsubscribe link (RFC 8058 one-click POST)"))
 
 
 def _channel_words(channel: Channel) -> str:

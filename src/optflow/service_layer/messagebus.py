@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import IntegrityError, OperationalError
 
 from ..domain import commands as c
 from ..domain.addresses import normalize_for_channel
@@ -35,9 +34,41 @@ FALLBACK_BODY_CHARS = 1600  # the longest SMS Twilio delivers; the fallback keep
 Handler = Callable[..., Any]
 
 
+@dataclass
+class Handled:
+    """One command of a batch, and what became of it: its handler's result, or the error it
+    raised; `fallback_opt_out` when its opt-out was recorded by the fallback after a failure."""
+
+    command: c.Command
+    result: Any = None
+    error: BaseException | None = None
+    fallback_opt_out: bool = False
+    alone: bool = False  # handled in a batch of its own after its group's transaction failed
+
+
+BeforeCommit = Callable[[UnitOfWork, list[Handled]], None]
+
+
 class MessageBus:
-    """Runs commands: `handlers` maps each command type to its handler (handlers.HANDLERS and the
-    flow engine's); the events a handler raises go to `services.subscribers` before the commit."""
+    """Runs commands, always in groups: `handle_batch` is the one transaction design of optflow.
+
+    `handlers` maps each command type to its handler (handlers.HANDLERS and the flow engine's);
+    the events a handler raises go to `services.subscribers` before the commit. A batch is one
+    database transaction with one SAVEPOINT per command, so each command's failure stays its own:
+
+    - a business refusal (`DomainError`) rolls back that command alone (or keeps what it wrote
+      when the handler says the refusal must be stored, as a wrong PIN's attempt);
+    - a conflict with a concurrent writer (`UnitOfWork.is_conflict`, e.g. the same MessageSid
+      arriving at another worker) runs it again in a fresh savepoint, where a replay finds its first copy;
+    - anything else rolls it back and, if it was an inbound opt-out, records the opt-out alone
+      (`record_opt_out_only`: the same decision with rendering off) before the error goes back;
+    - the ledger entries of the whole batch are chained at its commit (`LedgerQueue`);
+    - if the transaction itself fails (the commit, the connection), nothing was acknowledged and
+      each command is handled again in a batch of its own, which has the same fallback.
+
+    The web workers group the commands of concurrent requests into one batch (group commit); the
+    CLI, the scheduler and tests send batches of one through `handle`.
+    """
 
     def __init__(self, engine: Engine, services: Services, clock: Callable[[], datetime],
                  handlers: Mapping[type, Handler] | None = None) -> None:
@@ -51,40 +82,78 @@ class MessageBus:
         return UnitOfWork(self.engine, read_only=read_only)
 
     def handle(self, command: c.Command, now: datetime | None = None) -> Any:
-        handler = self._handler(command)
+        """Handle one command in a batch of its own; its result, or raise its error."""
+        [done] = self.handle_batch([command], now=now)
+        if done.error is not None:
+            raise done.error
+        return done.result
+
+    def handle_batch(self, commands: Sequence[c.Command], *, now: datetime | None = None,
+                     before_commit: BeforeCommit | None = None) -> list[Handled]:
+        """Handle `commands` in one transaction and commit it; each `Handled` then holds its
+        result or its error. `before_commit` runs last inside the transaction (the web workers use
+        it to send late replies through the provider's API instead)."""
+        batch = [Handled(command) for command in commands]
         for attempt in range(1, RETRIES + 1):
-            at = now or self.clock()
             try:
                 with self.uow() as uow:
-                    try:
-                        result = handler(command, uow, self.services, at)
-                        self.services.publish(uow, at)
-                    except DomainError:
-                        if uow.commit_on_error:
-                            uow.commit()
-                        raise
+                    for done in batch:
+                        self._run(uow, done, now)
+                    if before_commit is not None:
+                        before_commit(uow, batch)
                     uow.commit()
-                return result
-            except DomainError:
-                raise
-            except (IntegrityError, OperationalError) as exc:
-                # A concurrent writer created the same row (or held the lock): run again on
-                # fresh reads. A replayed webhook then finds its own first copy.
-                if attempt == RETRIES:
-                    self._save_opt_out(command, at, exc)
-                    raise
-                log.warning("retrying %s after %s", type(command).__name__, exc.__class__.__name__)
-                time.sleep(0.01 * attempt)
             except Exception as exc:
-                self._save_opt_out(command, at, exc)
-                raise
+                if len(batch) > 1:
+                    log.exception("the group commit of %d commands failed; handling each on its own", len(batch))
+                    alone = [self.handle_batch([done.command], now=now, before_commit=before_commit)[0]
+                             for done in batch]
+                    for done in alone:
+                        done.alone = True
+                    return alone
+                if attempt < RETRIES and UnitOfWork.is_conflict(exc):
+                    log.warning("retrying %s after a write conflict", type(batch[0].command).__name__)
+                    continue
+                [done] = batch
+                done.result, done.error = None, exc
+                done.fallback_opt_out = self._save_opt_out(done.command, now or self.clock(), exc)
+                return batch
+            for done in batch:
+                if done.fallback_opt_out and isinstance(done.command, c.ReceiveInbound):
+                    log.error("recorded the opt-out of %s on %s through the fallback path",
+                              mask_address(done.command.from_address), done.command.channel.value)
+            return batch
         raise AssertionError("unreachable")
 
-    def handle_in(self, uow: UnitOfWork, command: c.Command, now: datetime) -> Any:
-        """Run a command inside a transaction the caller owns (group commit, flows)."""
-        result = self._handler(command)(command, uow, self.services, now)
-        self.services.publish(uow, now)
-        return result
+    def _run(self, uow: UnitOfWork, done: Handled, now: datetime | None) -> None:
+        """One command in its own savepoint of the batch's transaction (see the class)."""
+        handler = self._handler(done.command)
+        for attempt in range(1, RETRIES + 1):
+            at = now or self.clock()
+            done.result, done.error, done.fallback_opt_out = None, None, False
+            try:
+                with uow.savepoint():
+                    uow.commit_on_error = False
+                    try:
+                        done.result = handler(done.command, uow, self.services, at)
+                        self.services.publish(uow, at)
+                    except DomainError as exc:
+                        uow.events.clear()
+                        if not uow.commit_on_error:
+                            raise
+                        done.error = exc  # the refusal stands, and what it wrote is kept
+                return
+            except DomainError as exc:
+                done.error = exc
+                return
+            except Exception as exc:
+                uow.events.clear()
+                if attempt < RETRIES and UnitOfWork.is_conflict(exc):
+                    log.warning("retrying %s after %s", type(done.command).__name__, type(exc).__name__)
+                    continue
+                done.error = exc
+            log.error("handling %s failed", type(done.command).__name__, exc_info=done.error)
+            done.fallback_opt_out = self._fallback_in(uow, done.command, at)
+            return
 
     def _handler(self, command: c.Command) -> Handler:
         try:
@@ -92,13 +161,26 @@ class MessageBus:
         except KeyError:
             raise TypeError(f"no handler for {type(command).__name__}") from None
 
-    def _save_opt_out(self, command: c.Command, now: datetime, error: BaseException) -> None:
+    def _fallback_in(self, uow: UnitOfWork, command: c.Command, now: datetime) -> bool:
+        """The opt-out of a failed inbound message, in a savepoint of the batch's transaction."""
         if not isinstance(command, c.ReceiveInbound):
-            return
+            return False
         try:
-            save_opt_out_only(self.engine, self.services, command, now)
+            with uow.savepoint():
+                return record_opt_out_only(uow, self.services, command, now)
+        except Exception:
+            log.exception("could not record the opt-out of %s", mask_address(command.from_address))
+            return False
+
+    def _save_opt_out(self, command: c.Command, now: datetime, error: BaseException) -> bool:
+        """The opt-out of a failed inbound message, in a transaction of its own."""
+        if not isinstance(command, c.ReceiveInbound):
+            return False
+        try:
+            return save_opt_out_only(self.engine, self.services, command, now)
         except Exception:
             log.exception("could not record the opt-out of %s after %r", mask_address(command.from_address), error)
+            return False
 
 
 def save_opt_out_only(engine: Engine, services: Services, command: c.ReceiveInbound, now: datetime) -> bool:

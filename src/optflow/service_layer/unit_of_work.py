@@ -8,6 +8,7 @@ from types import TracebackType
 from typing import Any
 
 from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from ..adapters import db
 from ..adapters.enrollments import EnrollmentRepository
@@ -67,7 +68,11 @@ class UnitOfWork:
             self.conn = self.engine.connect()
             if self.read_only:
                 self.conn.execution_options(**{db.READ_ONLY: True})
-            self._tx = self.conn.begin()
+            try:
+                self._tx = self.conn.begin()
+            except BaseException:  # e.g. the database stayed locked past its busy timeout
+                self.conn.close()
+                raise
         self.skip_locked = self.conn.dialect.name == "postgresql"
         self.orgs = OrgRepository(self.conn, self._org_memo)
         self.agents = AgentRepository(self.conn)
@@ -107,6 +112,12 @@ class UnitOfWork:
         self._tx.commit()
         self._outer_ledger_queue.entries.extend(self.ledger.queue.entries)
         self.ledger.queue.entries.clear()
+
+    @staticmethod
+    def is_conflict(error: BaseException) -> bool:
+        """Whether `error` may be a concurrent writer getting there first (a unique row it
+        created, a lock it held), so that running the work again on fresh reads may succeed."""
+        return isinstance(error, (IntegrityError, OperationalError))
 
     def rollback(self) -> None:
         self._tx.rollback()
