@@ -34,6 +34,7 @@ multinode: $(VENV)/.installed-test
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # A schema revision for a change to src/optflow/adapters/orm.py: make revision m="add contacts.locale"
 revision: $(VENV)/.installed

@@ -14,6 +14,7 @@ fi
 
 echo "== ruff"; "$BIN/ruff" check src tests
 echo "== mypy"; "$BIN/mypy"
+echo "== import contracts"; "$BIN/lint-imports" --no-cache
 if [ -x scripts/schemathesis.sh ]; then
     echo "== schemathesis"; scripts/schemathesis.sh
 fi

@@ -58,11 +58,29 @@ class System:
     clock: Callable[[], datetime]
     secret: str
     webhooks: WebhookDispatcher
+    background: Callable[[], None] | None = None  # stops this process's background work (a web worker's)
+
+    def writer_lock(self) -> db.WriterLock | None:
+        """SQLite's write lock shared by this installation's processes (None on PostgreSQL): a
+        web worker waits for it without blocking its event loop (`InboundBatcher`)."""
+        return db.writer_lock(self.engine)
 
     def close(self) -> None:
+        if self.background is not None:
+            self.background()
         self.dispatcher.sender.close()
         self.webhooks.poster.close()
         self.engine.dispose()
+
+
+def bootstrap_web_worker(config: Config) -> System:
+    """The system of one web worker: its engine set up as web workers need it (on SQLite, the
+    write-ahead log checkpointed by a background thread rather than inside a commit)."""
+    engine, checkpointer = db.make_web_worker_engine(config.database_url)
+    system = bootstrap(config, create_schema=False, engine=engine)
+    if checkpointer is not None:
+        system.background = checkpointer.stop
+    return system
 
 
 def installation_secret(engine: Engine, configured: str | None) -> str:

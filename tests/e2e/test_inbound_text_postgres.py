@@ -16,8 +16,8 @@ from conftest import postgres_url_or_skip
 from e2e.conftest import Server, _start, _stop, fresh_number
 from e2e.helpers import twiml_messages
 from optflow.adapters import db, orm
-from optflow.adapters.senders.webhook import sign_webhook_body
 from optflow.domain.model import Channel, State
+from optflow.domain.signatures import sign_webhook_body
 from optflow.service_layer.unit_of_work import UnitOfWork
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]

@@ -14,9 +14,9 @@ from sanic.request import RequestParameters
 from twilio.request_validator import RequestValidator
 
 from e2e.helpers import error_code, twiml_messages
-from optflow.adapters.senders.webhook import sign_webhook_body
 from optflow.domain import commands as c
 from optflow.domain.model import Channel, State
+from optflow.domain.signatures import sign_webhook_body
 from optflow.domain.tokens import UnsubscribeTarget, make_token
 
 if TYPE_CHECKING:

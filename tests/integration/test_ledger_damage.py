@@ -328,7 +328,7 @@ def test_a_stop_through_the_group_commit_after_the_head_was_deleted_is_recorded(
     delete_head(system.engine, org)
 
     async def submit() -> InboundBatcher:
-        batcher = InboundBatcher(system.bus)
+        batcher = InboundBatcher(system)
         batcher.start()
         try:
             await batcher.submit(c.ReceiveInbound(Channel.TEXT, "+14155559999", ORG_NUMBER, "STOP", "SM-batch"))

@@ -40,10 +40,9 @@ from optflow.adapters.senders import (
     TransientSendError,
     TwilioSender,
     WebhookSender,
-    sign_webhook_body,
-    verify_webhook_signature,
 )
 from optflow.domain.model import Channel, Purpose
+from optflow.domain.signatures import sign_webhook_body, verify_webhook_signature
 
 FROM_NUMBER = "+15005550006"
 CUSTOMER_NUMBER = "+14155550100"

@@ -174,7 +174,7 @@ async def test_a_web_worker_keeps_serving_while_it_waits_for_its_turn_to_write(
     url, engine = database
     system = make_system(engine, Clock(START), RecordingSender())
     new_org(system)
-    batcher = InboundBatcher(system.bus)
+    batcher = InboundBatcher(system)
     batcher.start()
     holder = OtherProcessWriter(url)
     # Only a hang guard: the test releases the lock itself once the event loop has shown it runs.

@@ -57,7 +57,7 @@ def contacts(system: System, org: int) -> list[str]:
 
 @pytest.fixture
 async def batcher(system: System) -> AsyncIterator[InboundBatcher]:
-    batcher = InboundBatcher(system.bus)
+    batcher = InboundBatcher(system)
     batcher.start()
     yield batcher
     await batcher.close()
@@ -173,7 +173,7 @@ class WatchedBatcher(InboundBatcher):
 
 
 async def test_no_message_is_answered_before_its_commit(system: System, org: int, contacts: list[str]) -> None:
-    batcher = WatchedBatcher(system.bus)
+    batcher = WatchedBatcher(system)
     batcher.start()
     answered_at_commit: list[int] = []
     stop = watch_commits(system, lambda: answered_at_commit.append(sum(p.future.done() for p in batcher.current)))
@@ -228,7 +228,7 @@ async def test_a_failed_group_commit_is_redone_message_by_message(
 
 async def test_closing_handles_what_is_queued_and_later_messages_directly(
         system: System, org: int, contacts: list[str]) -> None:
-    batcher = InboundBatcher(system.bus)
+    batcher = InboundBatcher(system)
     batcher.start()
     queued = asyncio.ensure_future(batcher.submit(text(contacts[1], "HELP", "SMq1")))
     await asyncio.sleep(0)  # queued, not yet taken

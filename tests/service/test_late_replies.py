@@ -69,7 +69,7 @@ def org(system: System) -> int:
 
 @pytest.fixture
 async def batcher(system: System, monotonic: Monotonic) -> AsyncIterator[InboundBatcher]:
-    batcher = InboundBatcher(system.bus, reply_budget=BUDGET, monotonic=monotonic)
+    batcher = InboundBatcher(system, reply_budget=BUDGET, monotonic=monotonic)
     batcher.start()
     yield batcher
     await batcher.close()

@@ -27,11 +27,11 @@ from twilio.request_validator import RequestValidator
 from conftest import ORG_NUMBER, REPO, Clock, RecordingSender, make_system, new_agent, new_org
 from optflow.adapters import orm
 from optflow.adapters.senders import OutboundMessage, RecipientUnsubscribed, SendResult
-from optflow.adapters.senders.webhook import sign_webhook_body
 from optflow.adapters.templates import Rendered, TemplateRenderer
 from optflow.bootstrap import System
 from optflow.domain import commands as c
 from optflow.domain.model import Actor, ActorKind, Channel, Purpose
+from optflow.domain.signatures import sign_webhook_body
 from optflow.domain.tokens import UnsubscribeTarget, make_token
 from optflow.entrypoints.app import create_app
 from optflow.entrypoints.cli import main as cli_main

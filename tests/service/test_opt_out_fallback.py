@@ -76,7 +76,7 @@ def test_the_bus_fallback_records_the_opt_out_and_the_message(broken: System, bo
 
 
 async def test_the_group_commit_fallback_records_the_opt_out(broken: System) -> None:
-    batcher = InboundBatcher(broken.bus)
+    batcher = InboundBatcher(broken)
     batcher.start()
     try:
         with pytest.raises((RuntimeError, DataError)):

@@ -9,8 +9,7 @@ from typing import Any
 from sanic import Request, Sanic
 from sanic.response import BaseHTTPResponse, HTTPResponse, json
 
-from ..adapters import db
-from ..bootstrap import System, bootstrap
+from ..bootstrap import System, bootstrap_web_worker
 from ..config import Config
 from ..domain import commands as c
 from .docs_ui import configure_docs_ui, install_docs_assets
@@ -32,7 +31,7 @@ class CommandGateway:
 
     def __init__(self, system: System) -> None:
         self.system = system
-        self.batcher = InboundBatcher(system.bus, reply_budget=system.config.reply_budget_seconds)
+        self.batcher = InboundBatcher(system, reply_budget=system.config.reply_budget_seconds)
 
     def start(self) -> None:
         self.batcher.start()
@@ -99,10 +98,9 @@ def create_app(config: Config | None = None, system: System | None = None, *, na
     @app.before_server_start
     async def start_system(app: Sanic, _: Any = None) -> None:
         if system is not None:
-            app.ctx.system, app.ctx.checkpointer = system, None
+            app.ctx.system = system
         else:
-            engine, app.ctx.checkpointer = db.make_web_worker_engine(config.database_url)
-            app.ctx.system = bootstrap(config, create_schema=False, engine=engine)
+            app.ctx.system = bootstrap_web_worker(config)
         app.ctx.commands = CommandGateway(app.ctx.system)
         app.ctx.orgs = OrgDirectory(app.ctx.system.bus)
         app.ctx.commands.start()
@@ -111,8 +109,6 @@ def create_app(config: Config | None = None, system: System | None = None, *, na
     async def stop_system(app: Sanic, _: Any = None) -> None:
         if getattr(app.ctx, "commands", None) is not None:
             await app.ctx.commands.close()
-        if getattr(app.ctx, "checkpointer", None) is not None:
-            app.ctx.checkpointer.stop()
         if system is None and getattr(app.ctx, "system", None) is not None:
             app.ctx.system.close()
 

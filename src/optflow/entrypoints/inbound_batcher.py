@@ -28,11 +28,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..adapters.db import WriterLock, writer_lock
+from ..bootstrap import System
 from ..domain import commands as c
 from ..service_layer.handlers import InboundResult
 from ..service_layer.late_replies import REPLY_BUDGET_S, send_through_api
-from ..service_layer.messagebus import Handled, MessageBus
+from ..service_layer.messagebus import Handled
 from ..service_layer.unit_of_work import UnitOfWork
 
 log = logging.getLogger("optflow.inbound")
@@ -62,9 +62,10 @@ class InboundBatcher:
     worker, `start()` it on that worker's event loop, `await submit(command)` from requests,
     and `await close()` when the worker stops."""
 
-    def __init__(self, bus: MessageBus, *, max_batch: int = MAX_BATCH, reply_budget: float = REPLY_BUDGET_S,
+    def __init__(self, system: System, *, max_batch: int = MAX_BATCH, reply_budget: float = REPLY_BUDGET_S,
                  monotonic: Callable[[], float] = time.perf_counter) -> None:
-        self.bus = bus
+        self.system = system
+        self.bus = system.bus
         self.max_batch = max_batch
         self.reply_budget = reply_budget  # seconds from receipt within which replies go in the answer
         self.monotonic = monotonic
@@ -125,12 +126,12 @@ class InboundBatcher:
                 # on SQLite, long enough for the other workers to take their turn first.
                 await asyncio.sleep(HAND_OVER_S if lock is not None else 0)
 
-    async def _writer_turn(self) -> WriterLock | None:
+    async def _writer_turn(self) -> Any:
         """On SQLite, wait for the write lock without blocking the event loop and reserve it for
         the batch's transaction. Blocking in the lock, a worker could neither read nor answer
         requests while another worker's group commit ran (28% of a worker's time under load,
         docs/performance.md); polling, it reads them and they join its next batch."""
-        lock = writer_lock(self.bus.engine)
+        lock = self.system.writer_lock()
         if lock is None:
             return None
         while not lock.try_reserve():

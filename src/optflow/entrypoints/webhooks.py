@@ -27,13 +27,13 @@ from sanic.response import json as json_response
 from sanic_ext import openapi
 from twilio.request_validator import RequestValidator
 
-from ..adapters.senders.webhook import verify_webhook_signature
 from ..bootstrap import System
 from ..config import Config
 from ..domain import commands as c
 from ..domain.addresses import normalize_for_channel
 from ..domain.model import Actor, ActorKind, Channel, InvalidInput, NotFound
 from ..domain.settings import OrgSettings
+from ..domain.signatures import verify_webhook_signature
 from ..domain.text import storable
 from ..domain.tokens import UnsubscribeTarget, read_token
 from ..service_layer.handlers import InboundResult

@@ -16,7 +16,7 @@ from .console import ConsoleSender
 from .router import Router
 from .smtp import SmtpSender
 from .twilio_messages import TwilioSender
-from .webhook import WebhookSender, sign_webhook_body, verify_webhook_signature
+from .webhook import WebhookSender
 
 __all__ = [
     "ConsoleSender",
@@ -31,6 +31,4 @@ __all__ = [
     "TransientSendError",
     "TwilioSender",
     "WebhookSender",
-    "sign_webhook_body",
-    "verify_webhook_signature",
 ]

@@ -11,14 +11,13 @@ de-duplicate on `id`.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 from collections.abc import Iterable
 
 import httpx
 
 from optflow.domain.model import Channel
+from optflow.domain.signatures import SIGNATURE_HEADER, sign_webhook_body
 
 from .base import (
     OutboundMessage,
@@ -29,22 +28,7 @@ from .base import (
     TransientSendError,
 )
 
-SIGNATURE_HEADER = "X-Optflow-Signature"
 IDEMPOTENCY_HEADER = "Idempotency-Key"  # the IETF httpapi draft's name, which most gateways use
-_SIGNATURE_SCHEME = "sha256="
-
-
-def sign_webhook_body(secret: str, body: bytes) -> str:
-    """The `X-Optflow-Signature` value for `body`: "sha256=" and the hex HMAC-SHA256."""
-    digest = hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
-    return _SIGNATURE_SCHEME + digest
-
-
-def verify_webhook_signature(secret: str, body: bytes, signature: str | None) -> bool:
-    """Whether `signature` (a header value, possibly missing) signs `body`; constant-time."""
-    if signature is None:
-        return False
-    return hmac.compare_digest(sign_webhook_body(secret, body), signature.strip())
 
 
 class WebhookSender(Sender):
