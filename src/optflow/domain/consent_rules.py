@@ -65,7 +65,6 @@ class Door(enum.StrEnum):
     ONE_CLICK = "one_click"  # the unsubscribe link or RFC 8058 one-click POST
     CARRIER = "carrier"  # the provider says the recipient unsubscribed (Twilio 21610)
     FLOW = "flow"  # a flow's `opt_out` step
-    IMPORT = "import"  # an imported opt-out / suppression list
 
 
 @dataclass(frozen=True)
