@@ -353,17 +353,17 @@ def _contact_address(uow: UnitOfWork, contact_id: int, channel: Channel, wanted:
     )
 
 
-def release_held(uow: UnitOfWork, svc: Services, org_id: int, settings: OrgSettings, contact: dict[str, Any] | None,
-                 consent: Consent, now: datetime) -> list[str]:
-    """After YES: the employee's held messages go out; the customer's held messages reach the
-    employee. Returns the bodies of the customer's held messages."""
+def release_held(uow: UnitOfWork, org_id: int, outcome: rules.Outcome, now: datetime) -> list[str]:
+    """The holds a consent decision released (an opt-in): the employee's held messages go out;
+    the customer's held messages reach the employee. Returns the bodies of the customer's."""
     delivered: list[str] = []
-    for row in uow.messages.held(org_id, consent.address, consent.channel):
-        if row["direction"] == "out":
-            uow.messages.set(row["id"], status="queued", not_before=now)
-        else:
-            uow.messages.set(row["id"], status="delivered")
-            delivered.append(row["body"])
+    for address, channel in outcome.release_holds:
+        for row in uow.messages.held(org_id, address, channel):
+            if row["direction"] == "out":
+                uow.messages.set(row["id"], status="queued", not_before=now)
+            else:
+                uow.messages.set(row["id"], status="delivered")
+                delivered.append(row["body"])
     return delivered
 
 
@@ -443,7 +443,7 @@ def receive_inbound(cmd: c.ReceiveInbound, uow: UnitOfWork, svc: Services, now: 
             body = render(svc, settings, "customer/opt_in_confirmation", variables())
         else:
             pin_required = settings.pin_required and consent.method != "quick_opt_in" and contact is not None
-            decide_change(uow, consent, Trigger.ACCEPT,
+            accepted = decide_change(uow, consent, Trigger.ACCEPT,
                           ctx(method="keyword", evidence=cmd.body[:500], pin_required=pin_required,
                               customer_initiated=True), contact_id)
             if consent.awaiting_pin:
@@ -456,7 +456,7 @@ def receive_inbound(cmd: c.ReceiveInbound, uow: UnitOfWork, svc: Services, now: 
                 notify_employee(uow, svc, org_id, settings, contact, cmd.channel, address, "employee/pin_sent", now)
             else:
                 body = render(svc, settings, "customer/opt_in_confirmation", variables())
-                held = release_held(uow, svc, org_id, settings, contact, consent, now)
+                held = release_held(uow, org_id, accepted, now)
                 if contact is not None:
                     notify_employee(uow, svc, org_id, settings, contact, cmd.channel, address,
                                     "employee/contact_opted_in", now, held_message="\n".join(held))
@@ -661,11 +661,11 @@ def request_opt_in(cmd: c.RequestOptIn, uow: UnitOfWork, svc: Services, now: dat
 
 
 def record_opt_in(cmd: c.RecordOptIn, uow: UnitOfWork, svc: Services, now: datetime) -> ActionResult:
-    contact, settings, consent = _load(uow, cmd)
-    decide_change(uow, consent, Trigger.RECORD_OPT_IN, TransitionContext(
+    _, settings, consent = _load(uow, cmd)
+    recorded = decide_change(uow, consent, Trigger.RECORD_OPT_IN, TransitionContext(
         actor=cmd.actor, now=now, occurred_at=cmd.occurred_at, method=cmd.method, evidence=cmd.evidence,
         allowed_methods=tuple(settings.consent_methods)), cmd.contact_id)
-    release_held(uow, svc, cmd.org_id, settings, contact, consent, now)
+    release_held(uow, cmd.org_id, recorded, now)
     return ActionResult(cmd.contact_id, cmd.channel, consent.state, status="opted_in")
 
 
@@ -677,13 +677,13 @@ def confirm_pin(cmd: c.ConfirmPin, uow: UnitOfWork, svc: Services, now: datetime
         uow.consents.save(consent, now)  # the failed attempt counts even though the action fails
         uow.commit_on_error = True
         raise
-    decide_change(uow, consent, Trigger.CONFIRM_PIN, TransitionContext(
+    confirmed = decide_change(uow, consent, Trigger.CONFIRM_PIN, TransitionContext(
         actor=cmd.actor, now=now, method="pin", evidence="PIN read out by the customer"), cmd.contact_id)
     variables = template_variables(uow, cmd.org_id, settings, cmd.channel, contact, cmd.actor)
     queue_to_customer(uow, cmd.org_id, cmd.contact_id, cmd.channel, consent.address,
                       render(svc, settings, "customer/opt_in_confirmation", variables), now,
                       kind=MessageKind.OPT_IN_CONFIRMATION, purpose=Purpose.CONVERSATIONAL)
-    held = release_held(uow, svc, cmd.org_id, settings, contact, consent, now)
+    held = release_held(uow, cmd.org_id, confirmed, now)
     notify_employee(uow, svc, cmd.org_id, settings, contact, cmd.channel, consent.address,
                     "employee/contact_opted_in", now, cmd.actor, held_message="\n".join(held))
     return ActionResult(cmd.contact_id, cmd.channel, consent.state, status="opted_in")
