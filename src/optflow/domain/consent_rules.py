@@ -29,8 +29,8 @@ The transition table itself (which trigger goes from which state to which) is
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from .events import ChannelsBlocked, ConsentChanged, Event
@@ -40,12 +40,15 @@ from .model import (
     ActorKind,
     Channel,
     Consent,
+    Intent,
     InvalidInput,
+    Mode,
     State,
     TransitionRecord,
     TransitionRefused,
     Trigger,
 )
+from .policy import MessageKind
 from .settings import OrgSettings
 
 # Channels on which an opt-out is confirmed with a message (a call has no message to send).
@@ -90,7 +93,7 @@ class CustomerMessage:
     template: str
     channel: Channel
     address: str
-    kind: str
+    kind: MessageKind
     reply: bool
 
 
@@ -121,6 +124,8 @@ class Outcome:
     to_customer: list[CustomerMessage] = field(default_factory=list)
     to_employee: list[EmployeeNote] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
+    issue_pin: bool = False  # the customer said YES and the org asks for a PIN: one is issued and sent
+    hold_inbound: bool = False  # the customer's message waits for their consent before the employee sees it
 
     def state_of(self, address: str, channel: Channel) -> State | None:
         for change in reversed(self.changes):
@@ -212,7 +217,7 @@ def revoke(org_id: int, contact_id: int | None, consents: Sequence[Consent], cau
             else "opted out of " + ", ".join(sorted(ch.value for ch in channels)), now)
     if confirms_opt_out(cause, previous, confirmation_sent):
         outcome.to_customer.append(CustomerMessage("customer/opt_out_confirmation", own.channel, own.address,
-                                                   "opt_out_confirmation", reply=cause.door is Door.INBOUND))
+                                                   MessageKind.OPT_OUT_CONFIRMATION, reply=cause.door is Door.INBOUND))
     if cause.door is Door.INBOUND and contact_id is not None:
         outcome.to_employee.append(EmployeeNote("employee/contact_opted_out", own.channel, own.address))
     return outcome
@@ -272,16 +277,48 @@ def change(org_id: int, contact_id: int | None, consent: Consent, trigger: Trigg
     return outcome
 
 
-def consents_of(addresses: Iterable[tuple[str, Iterable[Channel]]], known: Iterable[Consent],
-                org_id: int, contact_id: int | None) -> list[Consent]:
-    """Every (address, channel) of a contact as a consent: the stored ones, and a fresh `unknown`
-    one where nothing was stored yet."""
-    stored = {(c.address, c.channel): c for c in known}
-    result = []
-    for address, channels in addresses:
-        for channel in channels:
-            consent = stored.get((address, channel))
-            if consent is None:
-                consent = Consent(channel=channel, address=address, org_id=org_id, contact_id=contact_id)
-            result.append(consent)
-    return result
+def answer(org_id: int, contact_id: int | None, consent: Consent, intent: Intent, settings: OrgSettings,
+           ctx: TransitionContext) -> Outcome:
+    """Decide the answer to a customer's own message that is not a STOP (`revoke` has those),
+    on the channel it came in on. `ctx` carries the customer as actor, the message as evidence.
+
+    - YES (or START, or any opt-in word): renews a consent that is given or due; otherwise it
+      is the consent itself, which reopens the customer's own opt-out, unless the org asks for a
+      PIN first (not after a "quick opt-in" request). The customer hears back; the employee learns
+      of it, and what was held for the consent is released.
+    - HELP: the help text, whatever the state.
+    - anything else, from a contact: in consent mode without a consent, or after an opt-out, the
+      message waits for the consent and the customer is asked for it (which reopens an opt-out,
+      as the customer wrote first)."""
+    outcome = Outcome()
+
+    def reply(template: str, kind: MessageKind) -> None:
+        outcome.to_customer.append(CustomerMessage(template, consent.channel, consent.address, kind, reply=True))
+
+    if intent is Intent.HELP:
+        reply("customer/help", MessageKind.HELP_REPLY)
+    elif intent is Intent.OPT_IN and consent.state in (State.OPTED_IN, State.REAUTH_DUE):
+        _apply(outcome, consent, Trigger.REAUTHORIZE, replace(ctx, method="keyword"), org_id, contact_id)
+        reply("customer/opt_in_confirmation", MessageKind.OPT_IN_CONFIRMATION)
+    elif intent is Intent.OPT_IN:
+        pin_required = settings.pin_required and consent.method != "quick_opt_in" and contact_id is not None
+        _apply(outcome, consent, Trigger.ACCEPT,
+               replace(ctx, method="keyword", pin_required=pin_required, customer_initiated=True), org_id, contact_id)
+        if consent.awaiting_pin:
+            outcome.issue_pin = True
+            reply("customer/pin", MessageKind.PIN)
+            outcome.to_employee.append(EmployeeNote("employee/pin_sent", consent.channel, consent.address))
+        else:
+            outcome.release_holds.append((consent.address, consent.channel))
+            reply("customer/opt_in_confirmation", MessageKind.OPT_IN_CONFIRMATION)
+            if contact_id is not None:
+                outcome.to_employee.append(EmployeeNote("employee/contact_opted_in", consent.channel, consent.address))
+    elif contact_id is not None:
+        consent_mode = settings.mode(consent.channel) is Mode.CONSENT
+        if consent.state is State.OPTED_OUT or (consent_mode and consent.state is not State.OPTED_IN):
+            outcome.hold_inbound = consent_mode
+            if consent.state in (State.UNKNOWN, State.REAUTH_DUE, State.OPTED_OUT):
+                _apply(outcome, consent, Trigger.REQUEST_OPT_IN, replace(ctx, customer_initiated=True), org_id,
+                       contact_id)
+                reply("customer/opt_in_request.customer_started", MessageKind.OPT_IN_REQUEST)
+    return outcome

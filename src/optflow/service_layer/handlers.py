@@ -258,22 +258,25 @@ def revoke(uow: UnitOfWork, svc: Services, org_id: int, contact: dict[str, Any] 
     outcome = rules.revoke(org_id, contact_id, consents, cause, settings, now)
     write_outcome(uow, outcome, now)
     if render_messages:
+        reason = f'replied "{cause.evidence.strip()[:40]}"' if cause.evidence else ""
         send_outcome_messages(uow, svc, org_id, settings, contact, outcome, consents[0], now, cause.actor,
-                              replies=replies, evidence=cause.evidence or "")
+                              replies=replies, note_extra={"reason": reason})
     return outcome
 
 
 def send_outcome_messages(uow: UnitOfWork, svc: Services, org_id: int, settings: OrgSettings,
                           contact: dict[str, Any] | None, outcome: rules.Outcome, consent: Consent, now: datetime,
-                          actor: Actor, *, replies: list[str] | None, evidence: str = "") -> None:
+                          actor: Actor, *, replies: list[str] | None, customer_extra: dict[str, Any] | None = None,
+                          note_extra: dict[str, Any] | None = None) -> None:
     """Render and record the messages a decision asked for: replies to the customer's own message
-    go into `replies` (policy-checked), others are queued; notes go to the employee."""
+    go into `replies` (policy-checked), others are queued; notes go to the employee. The
+    `*_extra` variables are those only the caller knows (the PIN it issued, the held message)."""
     contact_id = contact["id"] if contact is not None else None
     for message in outcome.to_customer:
         variables = template_variables(uow, org_id, settings, message.channel, contact,
-                                       None if message.reply else actor)
+                                       None if message.reply else actor, **(customer_extra or {}))
         body = render(svc, settings, message.template, variables)
-        kind = MessageKind(message.kind)
+        kind = message.kind
         if message.reply and replies is not None:
             _record_reply(uow, org_id, contact_id, consent, body, kind, now, replies, settings, contact)
             continue
@@ -283,9 +286,8 @@ def send_outcome_messages(uow: UnitOfWork, svc: Services, org_id: int, settings:
             consent.opt_out_confirmation_sent = True
             uow.consents.save(consent, now)
     for note in outcome.to_employee:
-        reason = f'replied "{evidence.strip()[:40]}"' if evidence else ""
         notify_employee(uow, svc, org_id, settings, contact, note.channel, note.address, note.template, now,
-                        reason=reason)
+                        **(note_extra or {}))
 
 
 def queue_to_customer(uow: UnitOfWork, org_id: int, contact_id: int | None, channel: Channel, address: str,
@@ -435,46 +437,21 @@ def receive_inbound(cmd: c.ReceiveInbound, uow: UnitOfWork, svc: Services, now: 
     if intent is Intent.OPT_OUT:
         revoke(uow, svc, org_id, contact, inbound_revocation(address, cmd, source), now, replies=replies,
                own=consent)
-    elif intent is Intent.OPT_IN:
-        replies_kind = MessageKind.OPT_IN_CONFIRMATION
-        if consent.state in (State.OPTED_IN, State.REAUTH_DUE):
-            decide_change(uow, consent, Trigger.REAUTHORIZE, ctx(method="keyword", evidence=cmd.body[:500]),
-                          contact_id)
-            body = render(svc, settings, "customer/opt_in_confirmation", variables())
-        else:
-            pin_required = settings.pin_required and consent.method != "quick_opt_in" and contact is not None
-            accepted = decide_change(uow, consent, Trigger.ACCEPT,
-                          ctx(method="keyword", evidence=cmd.body[:500], pin_required=pin_required,
-                              customer_initiated=True), contact_id)
-            if consent.awaiting_pin:
-                digits = svc.pin_digits()
-                pins.issue(consent, digits, now, timedelta(minutes=settings.pin_ttl_minutes), svc.pin_key)
-                uow.consents.save(consent, now)
-                body = render(svc, settings, "customer/pin", variables(pin=digits,
-                                                                       pin_valid_minutes=settings.pin_ttl_minutes))
-                replies_kind = MessageKind.PIN
-                notify_employee(uow, svc, org_id, settings, contact, cmd.channel, address, "employee/pin_sent", now)
-            else:
-                body = render(svc, settings, "customer/opt_in_confirmation", variables())
-                held = release_held(uow, org_id, accepted, now)
-                if contact is not None:
-                    notify_employee(uow, svc, org_id, settings, contact, cmd.channel, address,
-                                    "employee/contact_opted_in", now, held_message="\n".join(held))
-        _record_reply(uow, org_id, contact_id, consent, body, replies_kind, now, replies, settings, contact)
-    elif intent is Intent.HELP:
-        _record_reply(uow, org_id, contact_id, consent, render(svc, settings, "customer/help", variables()),
-                      MessageKind.HELP_REPLY, now, replies, settings, contact)
-    elif contact is not None:
-        mode = settings.mode(cmd.channel)
-        if consent.state is State.OPTED_OUT or (mode is Mode.CONSENT and consent.state is not State.OPTED_IN):
-            if mode is Mode.CONSENT:
-                status = "held"
-            if consent.state in (State.UNKNOWN, State.REAUTH_DUE, State.OPTED_OUT):
-                decide_change(uow, consent, Trigger.REQUEST_OPT_IN,
-                              ctx(customer_initiated=True, evidence=cmd.body[:500]), contact_id)
-                _record_reply(uow, org_id, contact_id, consent,
-                              render(svc, settings, "customer/opt_in_request.customer_started", variables()),
-                              MessageKind.OPT_IN_REQUEST, now, replies, settings, contact)
+    else:
+        answered = rules.answer(org_id, contact_id, consent, intent, settings,
+                                ctx(evidence=cmd.body[:500]))
+        write_outcome(uow, answered, now)
+        held = release_held(uow, org_id, answered, now)
+        pin: dict[str, Any] = {}
+        if answered.issue_pin:
+            digits = svc.pin_digits()
+            pins.issue(consent, digits, now, timedelta(minutes=settings.pin_ttl_minutes), svc.pin_key)
+            uow.consents.save(consent, now)
+            pin = {"pin": digits, "pin_valid_minutes": settings.pin_ttl_minutes}
+        if answered.hold_inbound:
+            status = "held"
+        send_outcome_messages(uow, svc, org_id, settings, contact, answered, consent, now, actor, replies=replies,
+                              customer_extra=pin, note_extra={"held_message": "\n".join(held)})
     if replies or status != stored_status:
         uow.messages.set(message_id, status=status, reply_text=json.dumps(replies))
     if contact_id is not None and intent is Intent.OTHER:
