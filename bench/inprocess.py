@@ -4,8 +4,9 @@
     python -m bench.inprocess --profile       # the same under cProfile (top functions by own time)
 
 Runs the same traffic as the inbound scenario (bench/load.py's mix) through
-`InboundBatcher.commit_batch` on a fresh copy of the cached 10k SQLite database. On SQLite this is
-the part of a message that is serialised between web workers, so it bounds throughput.
+`MessageBus.handle_batch` (what a web worker's group commit runs) on a fresh copy of the cached
+10k SQLite database. On SQLite this is the part of a message that is serialised between web
+workers, so it bounds throughput.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from sqlalchemy import event
 from optflow.bootstrap import System
 from optflow.domain import commands as c
 from optflow.domain.model import Channel
-from optflow.entrypoints.inbound_batcher import InboundBatcher, _Pending
 
 from . import datasets as ds
 from .load import pick_body
@@ -65,9 +65,8 @@ def measure(system: System, args: argparse.Namespace) -> None:
     # Counted by the driver: statements run through `Prepared` bypass SQLAlchemy's events.
     event.listen(system.engine, "connect", lambda dbapi, _: dbapi.set_trace_callback(count))
     system.engine.dispose()
-    batcher = InboundBatcher(system.bus)
     warmup, measured = commands(300, seed=1), commands(args.messages)
-    batcher.commit_batch([_Pending(cmd, None) for cmd in warmup])  # type: ignore[arg-type]
+    system.bus.handle_batch(warmup)
     statements = 0
     profiler = cProfile.Profile() if args.profile else None
     started_cpu, started = time.process_time(), time.perf_counter()
@@ -75,9 +74,8 @@ def measure(system: System, args: argparse.Namespace) -> None:
         profiler.enable()
     failed = 0
     for i in range(0, len(measured), args.batch):
-        batch = [_Pending(cmd, None) for cmd in measured[i:i + args.batch]]  # type: ignore[arg-type]
-        batcher.commit_batch(batch)
-        failed += sum(p.error is not None for p in batch)
+        handled = system.bus.handle_batch(measured[i:i + args.batch])
+        failed += sum(done.error is not None for done in handled)
     if profiler:
         profiler.disable()
     cpu, wall = time.process_time() - started_cpu, time.perf_counter() - started

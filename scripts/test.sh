@@ -12,7 +12,7 @@ if ! command -v chromium >/dev/null && [ "$(id -u)" = "0" ] && command -v apt-ge
         || echo "could not install chromium" >&2
 fi
 
-echo "== ruff"; "$BIN/ruff" check src tests
+echo "== ruff"; "$BIN/ruff" check src tests bench
 echo "== mypy"; "$BIN/mypy"
 echo "== import contracts"; "$BIN/lint-imports" --no-cache
 if [ -x scripts/schemathesis.sh ]; then
