@@ -33,6 +33,7 @@ from ..config import Config
 from ..domain.ledger import Checkpoint, Keyring, LedgerKey
 from ..domain.model import DomainError
 from . import db
+from .secrets import create_private_file
 
 log = logging.getLogger("optflow.ledger")
 
@@ -134,25 +135,13 @@ def load_or_create(config: Config, engine: Engine) -> LedgerFiles:
 
 
 def _create_key_file(path: Path) -> bool:
-    """Write a new key file atomically (0600): written aside, then linked into place, so a
-    process starting at the same moment reads either no file or the whole of one. False if
-    another process created it first."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    aside = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    descriptor = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as out:
-            out.write("# optflow ledger keys: key_id:base64key, oldest first; the last one signs.\n"
-                      "# Keep this file secret and backed up: without it the ledger cannot be verified.\n")
-            out.write(_key_line(new_key()))
-            out.flush()
-            os.fsync(out.fileno())
-        try:
-            os.link(aside, path)
-        except FileExistsError:
-            return False
-    finally:
-        os.unlink(aside)
+    """Write a new key file (0600, atomically: `secrets.create_private_file`). False if another
+    process created it first."""
+    created = create_private_file(path, (
+        "# optflow ledger keys: key_id:base64key, oldest first; the last one signs.\n"
+        "# Keep this file secret and backed up: without it the ledger cannot be verified.\n" + _key_line(new_key())))
+    if not created:
+        return False
     log.warning("generated a new ledger key in %s: back this file up (and keep it secret); without it the "
                 "ledger cannot be verified", path)
     return True

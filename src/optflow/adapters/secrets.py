@@ -91,24 +91,31 @@ def _read(path: Path, name: str) -> bytes:
     return key
 
 
-def _create(path: Path, name: str) -> None:
-    """Write a new key to a private temporary file, then link it into place: the link fails if
-    another process got there first, so there is never a half-written or second key."""
+def create_private_file(path: Path, text: str) -> bool:
+    """Create `path` (mode 0600) holding `text`, atomically: written to a private file aside, then
+    linked into place, so a process starting at the same moment reads either no file or the whole
+    of one, and there is never a second key. False if another process created it first."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    aside = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    descriptor = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
         try:
-            with os.fdopen(fd, "w", encoding="ascii") as out:
-                out.write(secrets.token_hex(KEY_BYTES) + "\n")
-                out.flush()
-                os.fsync(out.fileno())
-            try:
-                os.link(temporary, path)
-            except FileExistsError:
-                return
-        finally:
-            temporary.unlink(missing_ok=True)
+            os.link(aside, path)
+        except FileExistsError:
+            return False
+    finally:
+        aside.unlink(missing_ok=True)
+    return True
+
+
+def _create(path: Path, name: str) -> None:
+    try:
+        if not create_private_file(path, secrets.token_hex(KEY_BYTES) + "\n"):
+            return
     except OSError as exc:
         raise SecretError(f"cannot create the {name} file {path}: {exc.strerror or exc}") from None
     log.warning("created a new %s in %s (mode 0600): keep it with the database's backups, apart from "
