@@ -521,7 +521,8 @@ def check(engine: Engine, hooks: list[Webhook], deliveries: list[Delivery]) -> d
         inbound_sids = set(conn.execute(sql_select(orm.messages.c.provider_id).where(
             orm.messages.c.direction == "in")).scalars())
         outbound = conn.execute(sql_select(orm.messages.c.body, orm.messages.c.status, orm.messages.c.provider_id,
-                                           orm.messages.c.enrollment_id).where(orm.messages.c.direction == "out")).all()
+                                           orm.messages.c.enrollment_id, orm.messages.c.last_error).where(
+            orm.messages.c.direction == "out")).all()
         steps = conn.execute(sql_select(orm.enrollment_steps.c.enrollment_id, orm.enrollment_steps.c.pc,
                                         orm.enrollment_steps.c.outcome)).all()
     chain_problems = len(verify_ledger(engine, 1).problems)  # with the keys and checkpoints the nodes used
@@ -565,6 +566,9 @@ def check(engine: Engine, hooks: list[Webhook], deliveries: list[Delivery]) -> d
 
     recorded_sids = {row.provider_id for row in outbound if row.provider_id}
     status_counts = Counter(row.status for row in outbound if row.enrollment_id is not None)
+    # Why drip rows were not sent: the policy's reason (denied), or the dispatcher's (failed).
+    not_sent_reasons = Counter(f"{row.status}: {row.last_error}" for row in outbound
+                               if row.enrollment_id is not None and row.status in ("denied", "failed"))
     return {
         "promises": {
             "opt_outs_acknowledged": len(acked_stops),
@@ -583,6 +587,7 @@ def check(engine: Engine, hooks: list[Webhook], deliveries: list[Delivery]) -> d
             "drip_steps_queued_twice_in_outbox": queued_twice,
             "deliveries_not_recorded_as_sent": sum(1 for d in accepted if d.sid not in recorded_sids),
             "drip_outbox_by_status": dict(sorted(status_counts.items())),
+            "drip_not_sent_reasons": dict(sorted(not_sent_reasons.items())),
         },
         "deliveries": {"accepted": len(accepted), "drip": sum(1 for d in accepted if d.drip_tag),
                        "other": sum(1 for d in accepted if not d.drip_tag), "refused": len(deliveries) - len(accepted)},
