@@ -57,10 +57,11 @@ from sqlalchemy import Engine, func, insert
 from sqlalchemy import select as sql_select
 from twilio.request_validator import RequestValidator
 
-from optflow.adapters import db, orm
+from optflow.adapters import db, ledger_files, orm
 from optflow.bootstrap import bootstrap
 from optflow.config import Config
 from optflow.service_layer.dispatcher import LEASE
+from optflow.service_layer.ledger_audit import verify_ledger
 from optflow.service_layer.unit_of_work import UnitOfWork
 
 from . import datasets as ds
@@ -190,9 +191,11 @@ def enrol(engine: Engine, plan: Plan, start: datetime) -> int:
 
 def after_the_lease(cluster: Cluster, log: Any) -> dict[str, Any]:
     """Deliver the outbox once as of the moment the killed node's leases have expired, as any
-    node's dispatcher would ten minutes later: rows the dead node had claimed go out again (and
-    one it had already handed to the provider reaches it twice). Run in this process after the
-    nodes have stopped, with their configuration, so the whole benchmark stays minutes long."""
+    node's dispatcher would ten minutes later: rows the dead node had claimed but not handed over
+    (`sending`) are claimed and sent; a row it had handed over without recording the provider's
+    answer (`handed_over`) is marked failed, outcome unknown, and not sent again. Run in this
+    process after the nodes have stopped, with their configuration, so the whole benchmark stays
+    minutes long."""
     credentials = cluster.provider_credentials
     config = Config(database_url=cluster.database_url, flows_dir=cluster.work / "server-flows", secret="bench-secret",
                     twilio_account_sid=credentials["account_sid"], twilio_auth_token=credentials["auth_token"],
@@ -202,15 +205,20 @@ def after_the_lease(cluster: Cluster, log: Any) -> dict[str, Any]:
     system = bootstrap(config, create_schema=False)
     try:
         with system.engine.connect() as conn:
-            leased = conn.execute(sql_select(func.count()).select_from(orm.messages).where(
-                orm.messages.c.status == "sending")).scalar_one()
+            leased: dict[str, int] = dict(conn.execute(sql_select(orm.messages.c.status, func.count()).where(
+                orm.messages.c.status.in_(("sending", "handed_over"))).group_by(orm.messages.c.status)).all())
         outbox = system.dispatcher.run(at)
+        with system.engine.connect() as conn:
+            unknown = conn.execute(sql_select(func.count()).select_from(orm.messages).where(
+                orm.messages.c.status == "failed", orm.messages.c.last_error.like("outcome unknown%"))).scalar_one()
     finally:
         system.close()
-    log(f"  after the lease: {leased} rows were still leased; the outbox as of {LEASE} later sent {outbox.sent}, "
-        f"denied {outbox.denied}")
-    return {"leased_rows": int(leased), "sent": outbox.sent, "denied": outbox.denied, "deferred": outbox.deferred,
-            "failed": outbox.failed}
+    claimed, handed_over = int(leased.get("sending", 0)), int(leased.get("handed_over", 0))
+    log(f"  after the lease: {claimed} rows were still claimed and {handed_over} handed over unrecorded; the outbox "
+        f"as of {LEASE} later sent {outbox.sent}, denied {outbox.denied}, marked {unknown} failed (outcome unknown)")
+    return {"leased_rows": claimed, "handed_over_unrecorded": handed_over, "sent": outbox.sent,
+            "denied": outbox.denied, "deferred": outbox.deferred, "failed": outbox.failed,
+            "withdrawn": outbox.withdrawn, "failed_outcome_unknown": int(unknown)}
 
 
 def due_work(engine: Engine, now: datetime) -> int:
@@ -513,11 +521,11 @@ def check(engine: Engine, hooks: list[Webhook], deliveries: list[Delivery]) -> d
         inbound_sids = set(conn.execute(sql_select(orm.messages.c.provider_id).where(
             orm.messages.c.direction == "in")).scalars())
         outbound = conn.execute(sql_select(orm.messages.c.body, orm.messages.c.status, orm.messages.c.provider_id,
-                                           orm.messages.c.enrollment_id).where(orm.messages.c.direction == "out")).all()
+                                           orm.messages.c.enrollment_id, orm.messages.c.last_error).where(
+            orm.messages.c.direction == "out")).all()
         steps = conn.execute(sql_select(orm.enrollment_steps.c.enrollment_id, orm.enrollment_steps.c.pc,
                                         orm.enrollment_steps.c.outcome)).all()
-    with UnitOfWork(engine) as uow:
-        chain_problems = len(uow.ledger.verify(1))
+    chain_problems = len(verify_ledger(engine, 1).problems)  # with the keys and checkpoints the nodes used
 
     # A STOP is recorded when the ledger holds the opt-out it caused (its MessageSid is the
     # entry's source) and the consent has not become opted_in since. A later ordinary text from
@@ -558,6 +566,9 @@ def check(engine: Engine, hooks: list[Webhook], deliveries: list[Delivery]) -> d
 
     recorded_sids = {row.provider_id for row in outbound if row.provider_id}
     status_counts = Counter(row.status for row in outbound if row.enrollment_id is not None)
+    # Why drip rows were not sent: the policy's reason (denied), or the dispatcher's (failed).
+    not_sent_reasons = Counter(f"{row.status}: {row.last_error}" for row in outbound
+                               if row.enrollment_id is not None and row.status in ("denied", "failed"))
     return {
         "promises": {
             "opt_outs_acknowledged": len(acked_stops),
@@ -576,6 +587,7 @@ def check(engine: Engine, hooks: list[Webhook], deliveries: list[Delivery]) -> d
             "drip_steps_queued_twice_in_outbox": queued_twice,
             "deliveries_not_recorded_as_sent": sum(1 for d in accepted if d.sid not in recorded_sids),
             "drip_outbox_by_status": dict(sorted(status_counts.items())),
+            "drip_not_sent_reasons": dict(sorted(not_sent_reasons.items())),
         },
         "deliveries": {"accepted": len(accepted), "drip": sum(1 for d in accepted if d.drip_tag),
                        "other": sum(1 for d in accepted if not d.drip_tag), "refused": len(deliveries) - len(accepted)},
@@ -682,6 +694,9 @@ def main(argv: list[str] | None = None) -> int:
         with time_bound(bound):
             database_url = prepare_database(server_url, plan, lambda line: log(line))
             engine = db.make_engine(database_url)
+            # The nodes' ledger keys and checkpoint file (the same default place on this machine).
+            ledger_files.attach(engine, ledger_files.load_or_create(Config.from_env(database_url=database_url),
+                                                                    engine))
             cluster = Cluster(work, database_url, plan)
             cluster.start_provider()
             cluster.start_nodes()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -94,6 +95,35 @@ def test_ledger_key_checkpoints_and_a_cut_chain(tmp_path: Path) -> None:
     rotated = optflow(tmp_path, "ledger", "rotate-key")
     assert rotated.returncode == 0 and "added ledger key" in rotated.stdout
     assert len([line for line in key_file.read_text().splitlines() if not line.startswith("#")]) == 2
+
+
+def test_the_cli_reopens_no_opt_out_without_a_supervisors_reason(tmp_path: Path) -> None:
+    """Issue 10, hole 4: `consent record` and `consent reset` reopened an opt-out with no role at
+    all. The CLI acts as a named agent; an agent cannot reopen it, a supervisor only with a reason
+    (reset) or evidence of a consent given after the opt-out (record)."""
+    optflow(tmp_path, "init")
+    optflow(tmp_path, "contacts", "add", "--phone", "+14155552671")
+    optflow(tmp_path, "agents", "add", "Dana")  # agent 2, role agent
+    optflow(tmp_path, "agents", "add", "Lee", "--role", "supervisor")  # agent 3
+    optflow(tmp_path, "consent", "record", "1", "--as", "Dana", "--method", "verbal")
+    assert optflow(tmp_path, "consent", "opt-out", "1", "--as", "Dana").returncode == 0
+    month_before = (datetime.now(UTC) - timedelta(days=30)).isoformat()
+    before = optflow(tmp_path, "ledger", "show").stdout
+    for args, message in [
+        (("record", "1", "--as", "Dana", "--method", "paper_form", "--at", month_before, "--evidence", "form #7"),
+         "only the customer can reopen"),
+        (("record", "1", "--as", "Lee", "--method", "paper_form", "--at", month_before, "--evidence", "form #7"),
+         "occurred_at"),
+        (("record", "1", "--method", "paper_form"), "say who is acting: --as AGENT"),
+        (("reset", "1", "--as", "Dana", "--evidence", "reassigned"), "only a supervisor can reset"),
+        (("reset", "1", "--as", "Lee"), "reason"),
+        (("reset", "1"), "say who is acting: --as AGENT"),
+    ]:
+        run = optflow(tmp_path, "consent", *args)
+        assert run.returncode in (1, 2) and message in run.stderr, (args, run.stderr)  # 2: a usage error
+        assert "Traceback" not in run.stderr
+    assert optflow(tmp_path, "ledger", "show").stdout == before
+    assert '"state": "opted_out"' in optflow(tmp_path, "contacts", "show", "1").stdout
 
 
 @pytest.mark.parametrize(("args", "message"), [

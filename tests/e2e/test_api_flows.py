@@ -245,6 +245,36 @@ def test_stop_on_text_leaves_the_email_consent_alone(server: Server, agent: http
     assert accepted.status_code == 202 and accepted.json()["status"] == "queued"
 
 
+def test_after_a_customers_stop_no_agent_request_reopens_it(server: Server, agent: httpx.Client,
+                                                            supervisor: httpx.Client, number: str) -> None:
+    """Issue 10, hole 4, as the probe did it over HTTP: after the customer's STOP, an agent's
+    paper-form opt-in dated a month before the STOP answered 200 `opted_in` and the next message
+    queued; so did a reset followed by an opt-in or an opt-in request."""
+    alex = create_contact(agent, number)
+    act(agent, alex["id"], "opt-ins", {"channel": "text", "method": "verbal"})
+    assert len(twiml_messages(server.sms(number, "STOP"))) == 1
+    month_before = (datetime.now(UTC) - timedelta(days=30)).isoformat()
+    paper_form = {"channel": "text", "method": "paper_form", "occurred_at": month_before, "evidence": "form #7"}
+
+    for client in (agent, supervisor):  # consent given before the STOP does not outlive it
+        refused = client.post(f"{API}/contacts/{alex['id']}/opt-ins", json=paper_form)
+        assert refused.status_code == 409, refused.text
+        assert error_code(refused) == ("opted_out" if client is agent else "consent_before_opt_out")
+    reset = agent.post(f"{API}/contacts/{alex['id']}/reset", json={"channel": "text", "evidence": "reassigned"})
+    assert reset.status_code == 403 and error_code(reset) == "forbidden"
+    unexplained = supervisor.post(f"{API}/contacts/{alex['id']}/reset", json={"channel": "text"})
+    assert unexplained.status_code == 422 and error_code(unexplained) == "reason_required", unexplained.text
+    for action, body in (("opt-ins", {"channel": "text", "method": "verbal"}), ("opt-in-request", {"channel": "text"}),
+                         ("quick-opt-in", {"channel": "text"})):
+        refused = agent.post(f"{API}/contacts/{alex['id']}/{action}", json=body)
+        assert refused.status_code == 409 and error_code(refused) == "opted_out", (action, refused.text)
+
+    assert consent(agent, alex["id"], "text")["state"] == "opted_out"
+    refused = send(agent, alex["id"], "text")
+    assert refused.status_code == 409 and error_code(refused) == "opted_out"
+    assert messages(agent, alex["id"], direction="out", status="queued") == []
+
+
 def test_dnd_on_every_channel_blocks_every_channel(agent: httpx.Client, number: str) -> None:
     alex = create_contact(agent, number, emails=["alex.dnd@example.org"])
     act(agent, alex["id"], "opt-ins", {"channel": "text", "method": "verbal"})
