@@ -55,6 +55,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+class _Waiting:
+    """Stands for the future of a request that has not gone away: its replies go in the answer."""
+
+    def done(self) -> bool:
+        return False
+
+
 def measure(system: System, args: argparse.Namespace) -> None:
     statements = 0
 
@@ -66,8 +73,13 @@ def measure(system: System, args: argparse.Namespace) -> None:
     event.listen(system.engine, "connect", lambda dbapi, _: dbapi.set_trace_callback(count))
     system.engine.dispose()
     batcher = InboundBatcher(system.bus)
+
+    def pending(cmd: c.ReceiveInbound) -> _Pending:
+        """A message whose request is waiting for its answer, arrived just now."""
+        return _Pending(cmd, _Waiting(), batcher.monotonic())  # type: ignore[arg-type]
+
     warmup, measured = commands(300, seed=1), commands(args.messages)
-    batcher.commit_batch([_Pending(cmd, None) for cmd in warmup])  # type: ignore[arg-type]
+    batcher.commit_batch([pending(cmd) for cmd in warmup])
     statements = 0
     profiler = cProfile.Profile() if args.profile else None
     started_cpu, started = time.process_time(), time.perf_counter()
@@ -75,7 +87,7 @@ def measure(system: System, args: argparse.Namespace) -> None:
         profiler.enable()
     failed = 0
     for i in range(0, len(measured), args.batch):
-        batch = [_Pending(cmd, None) for cmd in measured[i:i + args.batch]]  # type: ignore[arg-type]
+        batch = [pending(cmd) for cmd in measured[i:i + args.batch]]
         batcher.commit_batch(batch)
         failed += sum(p.error is not None for p in batch)
     if profiler:
