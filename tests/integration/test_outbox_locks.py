@@ -49,7 +49,7 @@ def claimed_message(system: System) -> tuple[int, int]:
     with UnitOfWork(system.engine) as uow:
         [row] = uow.messages.claim_due(START, 10, uow.skip_locked, TOKEN, START + timedelta(minutes=10))
         uow.commit()
-    assert row["id"] == message_id
+    assert row.id == message_id
     return org, message_id
 
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Engine
 
 from optflow.adapters.repository import OrgMemo
+from optflow.domain.records import EnrollmentStatus
 from optflow.service_layer.unit_of_work import UnitOfWork
 
 NOW = datetime(2026, 11, 23, 18, 0, tzinfo=UTC)
@@ -17,10 +18,10 @@ def test_org_settings_read_again_after_they_change(sqlite_engine: Engine) -> Non
     with UnitOfWork(sqlite_engine) as uow:
         org = uow.orgs.create("Acme", NOW, settings={"program_name": "before"})
         assert uow.orgs.settings(org).program_name == "before"
-        assert uow.orgs.get(org)["settings_json"] == '{"program_name": "before"}'
+        assert uow.orgs.get(org).settings_json == '{"program_name": "before"}'
         uow.orgs.replace_settings(org, {"program_name": "after"})
         assert uow.orgs.settings(org).program_name == "after"
-        assert uow.orgs.get(org)["settings_json"] == '{"program_name": "after"}'
+        assert uow.orgs.get(org).settings_json == '{"program_name": "after"}'
 
 
 def test_a_memo_shared_by_nested_units_of_work_sees_changes_of_each(sqlite_engine: Engine) -> None:
@@ -43,9 +44,9 @@ def test_a_contacts_addresses_include_one_added_in_the_same_unit_of_work(sqlite_
         org = uow.orgs.create("Acme", NOW)
         contact = uow.contacts.create(org, NOW, name="Sam")
         uow.contacts.add_address(org, contact, "phone", "+14155552671")
-        assert [a["value"] for a in uow.contacts.addresses(contact)] == ["+14155552671"]
+        assert [a.value for a in uow.contacts.addresses(contact)] == ["+14155552671"]
         uow.contacts.add_address(org, contact, "email", "sam@example.com")
-        assert [a["value"] for a in uow.contacts.addresses(contact)] == ["+14155552671", "sam@example.com"]
+        assert [a.value for a in uow.contacts.addresses(contact)] == ["+14155552671", "sam@example.com"]
 
 
 def test_a_contacts_enrolments_reflect_every_change_in_the_same_unit_of_work(sqlite_engine: Engine) -> None:
@@ -53,15 +54,15 @@ def test_a_contacts_enrolments_reflect_every_change_in_the_same_unit_of_work(sql
         org = uow.orgs.create("Acme", NOW)
         contact = uow.contacts.create(org, NOW, name="Sam")
         first = uow.enrollments.create(org, contact, "drip", "v1", {}, NOW)
-        assert [r["id"] for r in uow.enrollments.for_contact(contact)] == [first]
+        assert [r.id for r in uow.enrollments.for_contact(contact)] == [first]
         second = uow.enrollments.create(org, contact, "other", "v1", {}, NOW)
-        assert [r["id"] for r in uow.enrollments.for_contact(contact)] == [first, second]
+        assert [r.id for r in uow.enrollments.for_contact(contact)] == [first, second]
         uow.enrollments.pause(first, "do not disturb")
-        assert [r["status"] for r in uow.enrollments.for_contact(contact)] == ["paused", "active"]
-        assert uow.enrollments.for_contact(contact, ("active",))[0]["id"] == second
-        uow.enrollments.end(second, "cancelled", "opted out", NOW)
-        assert [r["id"] for r in uow.enrollments.for_contact(contact)] == [first]
+        assert [r.status for r in uow.enrollments.for_contact(contact)] == ["paused", "active"]
+        assert uow.enrollments.for_contact(contact, (EnrollmentStatus.ACTIVE,))[0].id == second
+        uow.enrollments.end(second, EnrollmentStatus.CANCELLED, "opted out", NOW)
+        assert [r.id for r in uow.enrollments.for_contact(contact)] == [first]
         uow.enrollments.resume(first, NOW)
-        assert [r["status"] for r in uow.enrollments.for_contact(contact)] == ["active"]
+        assert [r.status for r in uow.enrollments.for_contact(contact)] == ["active"]
         uow.enrollments.move(first, 3, NOW)
-        assert uow.enrollments.for_contact(contact)[0]["pc"] == 3
+        assert uow.enrollments.for_contact(contact)[0].pc == 3

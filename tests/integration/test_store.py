@@ -11,6 +11,7 @@ from conftest import START
 from optflow.adapters import orm
 from optflow.domain.machine import TransitionContext, fire
 from optflow.domain.model import CUSTOMER, Actor, ActorKind, Channel, State, Trigger
+from optflow.domain.records import EnrollmentStatus
 from optflow.service_layer import admin
 from optflow.service_layer.unit_of_work import UnitOfWork
 
@@ -207,7 +208,7 @@ def test_an_inbound_message_is_stored_once_per_provider_id(engine: Engine) -> No
         uow.commit()
     with UnitOfWork(engine) as uow:
         stored = uow.messages.find_inbound(org_id, "SM1")
-        assert stored is not None and stored["id"] == first and stored["body"] == "STOP"
+        assert stored is not None and stored.id == first and stored.body == "STOP"
 
 
 def test_many_enrolments_end_together_with_their_history(engine: Engine) -> None:
@@ -215,13 +216,14 @@ def test_many_enrolments_end_together_with_their_history(engine: Engine) -> None
         org_id = admin.create_org(uow, "Acme", START)
         contact_id = uow.contacts.create(org_id, START, name="Sam")
         ids = [uow.enrollments.create(org_id, contact_id, f"flow_{n}", "v1", {}, START) for n in range(3)]
-        uow.enrollments.end_many([(ids[0], 0), (ids[2], 1)], "cancelled", "opted out of text", START)
-        uow.enrollments.end_many([], "cancelled", "nothing", START)
+        uow.enrollments.end_many([(ids[0], 0), (ids[2], 1)], EnrollmentStatus.CANCELLED, "opted out of text", START)
+        uow.enrollments.end_many([], EnrollmentStatus.CANCELLED, "nothing", START)
         uow.commit()
     with UnitOfWork(engine) as uow:
-        rows = {row["id"]: row for row in uow.enrollments.for_contact(contact_id, ("active", "cancelled"))}
-        assert [rows[i]["status"] for i in ids] == ["cancelled", "active", "cancelled"]
-        assert rows[ids[2]]["end_reason"] == "opted out of text" and rows[ids[2]]["next_run_at"] is None
+        rows = {row.id: row for row in uow.enrollments.for_contact(
+            contact_id, (EnrollmentStatus.ACTIVE, EnrollmentStatus.CANCELLED))}
+        assert [rows[i].status for i in ids] == ["cancelled", "active", "cancelled"]
+        assert rows[ids[2]].end_reason == "opted out of text" and rows[ids[2]].next_run_at is None
         assert [(h["pc"], h["step"], h["outcome"]) for h in uow.enrollments.history(ids[2])] == \
             [(1, "cancelled", "opted out of text")]
         assert uow.enrollments.history(ids[1]) == []

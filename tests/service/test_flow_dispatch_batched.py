@@ -313,7 +313,7 @@ def test_a_bulk_write_the_database_refuses_falls_back_to_one_enrolment_at_a_time
         assert [row[:2] for row in outbox(system.engine, s.ids[f"Sam{n}"])] == [("text", "queued")]
         with system.bus.uow() as uow:
             [drip] = uow.enrollments.for_contact(s.ids[f"Sam{n}"])
-            assert [row["step"] for row in uow.enrollments.history(drip["id"])] == ["enrolled", "first_text",
+            assert [row["step"] for row in uow.enrollments.history(drip.id)] == ["enrolled", "first_text",
                                                                                     "wait"]
 
 
@@ -324,7 +324,7 @@ def test_a_consent_from_the_preload_equals_the_stored_one_and_is_the_callers_own
     with UnitOfWork(system.engine) as uow:
         reads = BatchReads.load(uow.conn, uow.enrollments.claim_due(START, 10, uow.skip_locked), {})
         preloaded = PreloadedConsents(uow.conn, reads)
-        [address] = [row["value"] for row in uow.contacts.addresses(s.ids["Sam"]) if row["kind"] == "phone"]
+        [address] = [row.value for row in uow.contacts.addresses(s.ids["Sam"]) if row.kind == "phone"]
         consent = preloaded.get(s.org, address, Channel.TEXT)
         assert consent == uow.consents.get(s.org, address, Channel.TEXT)
         assert preloaded.for_addresses(s.org, [address]) == uow.consents.for_addresses(s.org, [address])

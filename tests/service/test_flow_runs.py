@@ -24,6 +24,7 @@ from optflow.adapters.senders import OutboundMessage
 from optflow.bootstrap import System
 from optflow.domain import commands as c
 from optflow.domain.model import Actor, ActorKind, Channel, State
+from optflow.domain.records import ENDED, RUNNING, Enrollment
 from optflow.entrypoints import scheduler
 from optflow.service_layer.flow_engine import RETRY_AFTER
 
@@ -32,7 +33,7 @@ PHONE = "+12125550111"  # New York
 EMAIL = "sam@example.com"
 NEW_YORK = "America/New_York"
 MINUTE = timedelta(minutes=1)
-EVERY_STATUS = ("active", "paused", "done", "cancelled")
+EVERY_STATUS = (*RUNNING, *ENDED)
 
 # START is Monday 23 November 2026, 13:00 in New York. The welcome drip's email waits for the
 # next Tuesday at 10:00 local after its texts: Tuesday 1 December, 10:00 EST.
@@ -125,13 +126,13 @@ def consent_state(system: System, org: int, address: str, channel: Channel) -> S
         return uow.consents.get(org, address, channel).state
 
 
-def enrollments(system: System, contact: int) -> list[dict[str, Any]]:
+def enrollments(system: System, contact: int) -> list[Enrollment]:
     with system.bus.uow() as uow:
         return uow.enrollments.for_contact(contact, EVERY_STATUS)
 
 
-def only_enrollment(system: System, contact: int, flow: str) -> dict[str, Any]:
-    rows = [row for row in enrollments(system, contact) if row["flow_name"] == flow]
+def only_enrollment(system: System, contact: int, flow: str) -> Enrollment:
+    rows = [row for row in enrollments(system, contact) if row.flow_name == flow]
     assert len(rows) == 1, rows
     return rows[0]
 
@@ -171,8 +172,8 @@ def test_welcome_drip_sends_each_step_when_its_wait_is_over_and_not_before(
     assert email.unsubscribe_url, "marketing email carries one-click unsubscribe"
 
     row = only_enrollment(system, contact, "welcome_drip")
-    assert (row["status"], row["end_reason"], row["ended_at"]) == ("done", "completed", WELCOME_EMAIL_AT)
-    assert steps(system, row["id"]) == [
+    assert (row.status, row.end_reason, row.ended_at) == ("done", "completed", WELCOME_EMAIL_AT)
+    assert steps(system, row.id) == [
         ("enrolled", "started"),
         ("wait", "waiting"),
         ("steps[2].then[0]", "queued welcome_1 on text"),
@@ -211,7 +212,7 @@ def test_an_ordinary_reply_ends_the_welcome_drip(system: System, clock: Clock, s
     sms(system, "Thanks! What are your opening hours?", "SMq")
     assert journey.at(DAY_3) == [] and journey.at(WELCOME_EMAIL_AT) == []
     row = only_enrollment(system, contact, "welcome_drip")
-    assert (row["status"], row["end_reason"]) == ("done", "contact replied")
+    assert (row.status, row.end_reason) == ("done", "contact replied")
 
 
 # ------------------------------------------------------------------------- quiet hours and DST
@@ -237,19 +238,19 @@ def test_a_send_due_at_0630_local_waits_for_0800_local_across_dst(
     journey = Journey(fixture_flows, clock, sender)
     _, _, contact = journey.start("appointment.booked", Channel.TEXT)
     row = only_enrollment(fixture_flows, contact, "morning_note")
-    assert row["next_run_at"] == wake_utc, "the wait ends at 06:30 local"
+    assert row.next_run_at == wake_utc, "the wait ends at 06:30 local"
 
     assert journey.at(wake_utc) == [], "06:30 is inside quiet hours"
     row = only_enrollment(fixture_flows, contact, "morning_note")
-    assert (row["status"], row["next_run_at"]) == ("active", send_utc), "deferred to 08:00 local"
-    assert steps(fixture_flows, row["id"])[-1][1].startswith("deferred: ")
+    assert (row.status, row.next_run_at) == ("active", send_utc), "deferred to 08:00 local"
+    assert steps(fixture_flows, row.id)[-1][1].startswith("deferred: ")
     assert outbox(fixture_flows, contact) == [], "nothing is queued while the step is deferred"
 
     assert journey.at(send_utc - MINUTE) == []
     assert journey.at(send_utc) == ["text:MORNING-NOTE"]
     assert outbox(fixture_flows, contact)[-1]["sent_at"] == send_utc
     row = only_enrollment(fixture_flows, contact, "morning_note")
-    assert (row["status"], row["ended_at"]) == ("done", send_utc)
+    assert (row.status, row.ended_at) == ("done", send_utc)
 
 
 # ------------------------------------------------------------------------------- opt-out, DND
@@ -265,10 +266,10 @@ def test_stop_after_the_last_text_leaves_the_emails_to_go(
     stop = sms(fixture_flows, "STOP", "SMstop")
     assert stop.state is State.OPTED_OUT
     assert consent_state(fixture_flows, org, EMAIL, Channel.EMAIL) is State.OPTED_IN
-    assert only_enrollment(fixture_flows, contact, "texts_then_emails")["status"] == "active"
+    assert only_enrollment(fixture_flows, contact, "texts_then_emails").status == "active"
     assert journey.at(START + timedelta(days=2)) == ["email:DRIP-EMAIL-1"]
     assert journey.at(DAY_3) == ["email:DRIP-EMAIL-2"]
-    assert only_enrollment(fixture_flows, contact, "texts_then_emails")["status"] == "done"
+    assert only_enrollment(fixture_flows, contact, "texts_then_emails").status == "done"
 
 
 def test_stop_halfway_skips_the_remaining_texts_and_the_emails_still_go(
@@ -280,14 +281,14 @@ def test_stop_halfway_skips_the_remaining_texts_and_the_emails_still_go(
     assert journey.at(START) == ["text:DRIP-TEXT-1"]
 
     sms(fixture_flows, "stop", "SMstop")
-    assert only_enrollment(fixture_flows, contact, "texts_then_emails")["status"] == "active"
+    assert only_enrollment(fixture_flows, contact, "texts_then_emails").status == "active"
     assert journey.at(DAY_1) == [], "no further text"
     row = only_enrollment(fixture_flows, contact, "texts_then_emails")
     assert any(outcome.startswith("skipped:") and "opted out" in outcome
-               for _, outcome in steps(fixture_flows, row["id"]))
+               for _, outcome in steps(fixture_flows, row.id))
     assert journey.at(START + timedelta(days=2)) == ["email:DRIP-EMAIL-1"]
     assert journey.at(DAY_3) == ["email:DRIP-EMAIL-2"]
-    assert only_enrollment(fixture_flows, contact, "texts_then_emails")["status"] == "done"
+    assert only_enrollment(fixture_flows, contact, "texts_then_emails").status == "done"
 
 
 def test_stop_to_the_only_channel_a_drip_uses_ends_it(
@@ -296,11 +297,11 @@ def test_stop_to_the_only_channel_a_drip_uses_ends_it(
     org, agent, contact = journey.start("signup.completed", Channel.TEXT, Channel.EMAIL)
     assert journey.at(START) == ["text:DRIP-TEXT-1"]
     fixture_flows.bus.handle(c.OptOut(org, contact, Channel.EMAIL, agent))
-    assert only_enrollment(fixture_flows, contact, "texts_then_emails")["status"] == "active"
+    assert only_enrollment(fixture_flows, contact, "texts_then_emails").status == "active"
     sms(fixture_flows, "stop", "SMstop")  # now nothing is left open for its remaining steps
     row = only_enrollment(fixture_flows, contact, "texts_then_emails")
-    assert (row["status"], row["end_reason"]) == ("cancelled", "opted out of text")
-    assert steps(fixture_flows, row["id"])[-1] == ("cancelled", "opted out of text")
+    assert (row.status, row.end_reason) == ("cancelled", "opted out of text")
+    assert steps(fixture_flows, row.id)[-1] == ("cancelled", "opted out of text")
     for day in range(1, 5):
         assert [m for m in journey.at(START + timedelta(days=day)) if "confirmation" not in m] == []
 
@@ -317,7 +318,7 @@ def test_stop_applied_to_every_channel_stops_the_emails_too(
     assert consent_state(fixture_flows, org, EMAIL, Channel.EMAIL) is State.OPTED_OUT
     assert journey.at(START + timedelta(days=2)) == []
     assert journey.at(DAY_3) == []
-    assert only_enrollment(fixture_flows, contact, "texts_then_emails")["status"] == "cancelled"
+    assert only_enrollment(fixture_flows, contact, "texts_then_emails").status == "cancelled"
 
 
 def test_stop_after_the_welcome_texts_leaves_the_welcome_email_to_go(
@@ -345,7 +346,7 @@ def test_dnd_on_every_channel_stops_everything_even_what_is_already_queued(
     for day in range(4, 15):
         assert journey.at(START + timedelta(days=day)) == []
     row = only_enrollment(system, contact, "welcome_drip")
-    assert (row["status"], row["end_reason"], row["next_run_at"]) == ("cancelled", "do not disturb", None)
+    assert (row.status, row.end_reason, row.next_run_at) == ("cancelled", "do not disturb", None)
 
 
 def test_dnd_on_one_channel_pauses_the_drip_and_lifting_it_resumes_on_schedule(
@@ -357,11 +358,11 @@ def test_dnd_on_one_channel_pauses_the_drip_and_lifting_it_resumes_on_schedule(
     clock.now = START + timedelta(hours=1)
     fixture_flows.bus.handle(c.SetDnd(org, contact, agent, on=True, channels=(Channel.TEXT,)))
     row = only_enrollment(fixture_flows, contact, "texts_then_emails")
-    assert (row["status"], row["end_reason"]) == ("paused", "do not disturb")
+    assert (row.status, row.end_reason) == ("paused", "do not disturb")
     assert journey.at(START + timedelta(hours=2)) == []
 
     fixture_flows.bus.handle(c.SetDnd(org, contact, agent, on=False, channels=(Channel.TEXT,)))
-    assert only_enrollment(fixture_flows, contact, "texts_then_emails")["status"] == "active"
+    assert only_enrollment(fixture_flows, contact, "texts_then_emails").status == "active"
     assert journey.at(START + timedelta(hours=3)) == [], "lifting DND does not cut the wait short"
     assert journey.at(DAY_1) == ["text:DRIP-TEXT-2"]
 
@@ -405,11 +406,11 @@ def test_a_flow_edited_while_contacts_are_enrolled_keeps_each_on_its_version(
     assert journey.at(START + timedelta(days=2)) == []
     assert journey.at(START + timedelta(days=2, hours=1)) == ["text:ONBOARDING-V2-FOLLOW-UP"]
     first, second = only_enrollment(after, early, "onboarding"), only_enrollment(after, late, "onboarding")
-    assert first["flow_version"] == before.flows.flows["onboarding"].version
-    assert second["flow_version"] == after.flows.flows["onboarding"].version
-    assert (first["status"], second["status"]) == ("done", "done")
-    assert steps(after, first["id"])[-1] == ("follow_up_v1", "queued onboarding_v1_follow_up on text")
-    assert steps(after, second["id"])[-1] == ("follow_up_v2", "queued onboarding_v2_follow_up on text")
+    assert first.flow_version == before.flows.flows["onboarding"].version
+    assert second.flow_version == after.flows.flows["onboarding"].version
+    assert (first.status, second.status) == ("done", "done")
+    assert steps(after, first.id)[-1] == ("follow_up_v1", "queued onboarding_v1_follow_up on text")
+    assert steps(after, second.id)[-1] == ("follow_up_v2", "queued onboarding_v2_follow_up on text")
 
 
 def test_a_step_that_fails_to_render_waits_for_a_fix_without_blocking_anything_else(
@@ -425,8 +426,8 @@ def test_a_step_that_fails_to_render_waits_for_a_fix_without_blocking_anything_e
     assert result.detail == "enrolled in 2 flow(s)", "the event is recorded although one flow failed"
     assert journey.at(START) == ["text:MEMBER-WELCOME"]
     note = only_enrollment(broken, contact, "member_note")
-    assert (note["status"], note["pc"], note["next_run_at"]) == ("active", 0, START + RETRY_AFTER)
-    assert steps(broken, note["id"])[-1] == (
+    assert (note.status, note.pc, note.next_run_at) == ("active", 0, START + RETRY_AFTER)
+    assert steps(broken, note.id)[-1] == (
         "error", f"UndefinedError: 'member_number' is undefined; trying again at {(START + RETRY_AFTER).isoformat()}")
 
     clock.now = START + RETRY_AFTER
@@ -439,7 +440,7 @@ def test_a_step_that_fails_to_render_waits_for_a_fix_without_blocking_anything_e
     journey = Journey(fixed, clock, sender)
     assert journey.at(START + 2 * RETRY_AFTER - MINUTE) == []
     assert journey.at(START + 2 * RETRY_AFTER) == ["text:MEMBER-NOTE"]
-    assert only_enrollment(fixed, contact, "member_note")["status"] == "done"
+    assert only_enrollment(fixed, contact, "member_note").status == "done"
 
 
 # ------------------------------------------------------------------ consent clock and reminder
@@ -457,7 +458,7 @@ def test_reauth_sweep_starts_the_reminder_flow_and_yes_restarts_the_clock(
     assert journey.at(START) == ["text:reauth_request"]
     assert consent_state(system, org, PHONE, Channel.TEXT) is State.REAUTH_DUE
     reminder = only_enrollment(system, contact, "reauth_reminder")
-    assert reminder["status"] == "active"
+    assert reminder.status == "active"
 
     clock.now = START + timedelta(hours=2)
     reply = sms(system, "YES", "SMreauth")
@@ -465,13 +466,13 @@ def test_reauth_sweep_starts_the_reminder_flow_and_yes_restarts_the_clock(
     with system.bus.uow() as uow:
         assert uow.consents.get(org, PHONE, Channel.TEXT).opted_in_at == clock.now
     reminder = only_enrollment(system, contact, "reauth_reminder")
-    assert (reminder["status"], reminder["end_reason"]) == ("done", "consent opted_in on text")
+    assert (reminder.status, reminder.end_reason) == ("done", "consent opted_in on text")
     assert journey.at(START + timedelta(days=4)) == [], "no reminder after the customer confirmed"
 
     restarted = START + timedelta(hours=2, days=180)
     assert journey.at(restarted) == [] and consent_state(system, org, PHONE, Channel.TEXT) is State.OPTED_IN
     assert journey.at(restarted + timedelta(hours=1)) == ["text:reauth_request"], "due again, and asked again"
-    assert len([row for row in enrollments(system, contact) if row["flow_name"] == "reauth_reminder"]) == 2
+    assert len([row for row in enrollments(system, contact) if row.flow_name == "reauth_reminder"]) == 2
 
 
 def test_reauth_reminder_asks_once_more_after_three_days_without_an_answer(
@@ -484,7 +485,7 @@ def test_reauth_reminder_asks_once_more_after_three_days_without_an_answer(
     assert journey.at(DAY_3 - MINUTE) == []
     assert journey.at(DAY_3) == ["text:reauth_request"]
     row = only_enrollment(system, contact, "reauth_reminder")
-    assert (row["status"], steps(system, row["id"])[-1]) == ("done", ("reminder", "re-authorisation request queued"))
+    assert (row.status, steps(system, row.id)[-1]) == ("done", ("reminder", "re-authorisation request queued"))
 
 
 # ------------------------------------------------------------------------------ payment plans
@@ -498,7 +499,7 @@ def test_payment_plan_flow_asks_for_consent_and_reminds_after_two_days(
     assert journey.at(START + timedelta(days=2) - MINUTE) == []
     assert journey.at(START + timedelta(days=2)) == ["text:opt_in_request"]
     row = only_enrollment(system, contact, "payment_plan_opt_in")
-    assert (row["status"], steps(system, row["id"])[-1]) == ("done", ("reminder", "opt-in request queued"))
+    assert (row.status, steps(system, row.id)[-1]) == ("done", ("reminder", "opt-in request queued"))
 
 
 def test_payment_plan_flow_stops_asking_once_the_customer_says_yes(
@@ -508,7 +509,7 @@ def test_payment_plan_flow_stops_asking_once_the_customer_says_yes(
     assert journey.at(START) == ["text:opt_in_request"]
     sms(system, "yes", "SMyes")
     assert journey.at(START + timedelta(days=2)) == []
-    assert only_enrollment(system, contact, "payment_plan_opt_in")["status"] == "done"
+    assert only_enrollment(system, contact, "payment_plan_opt_in").status == "done"
 
 
 @pytest.mark.parametrize("channel_state", ["opted_in", "opted_out"])
@@ -525,7 +526,7 @@ def test_payment_plan_flow_does_not_ask_a_contact_who_already_answered(
         assert journey.at(START + timedelta(days=day)) == []
     assert [m for m in outbox(system, contact) if m["kind"] == "opt_in_request"] == []
     row = only_enrollment(system, contact, "payment_plan_opt_in")
-    assert (row["status"], row["end_reason"]) == ("done", "completed")
+    assert (row.status, row.end_reason) == ("done", "completed")
     assert consent_state(system, org, PHONE, Channel.TEXT).value == channel_state
 
 
@@ -539,7 +540,7 @@ def test_discontinued_opts_out_everywhere_sets_dnd_and_ends_every_flow(
     assert journey.at(DAY_1) == ["text:welcome_1"]
 
     system.bus.handle(c.RecordEvent(org, "pipeline.stage_changed", contact, {"stage": "won"}))
-    assert only_enrollment(system, contact, "welcome_drip")["status"] == "active", "only `discontinued` matches"
+    assert only_enrollment(system, contact, "welcome_drip").status == "active", "only `discontinued` matches"
     system.bus.handle(c.RecordEvent(org, "pipeline.stage_changed", contact, {"stage": "discontinued"}))
 
     for address, channel in ((PHONE, Channel.TEXT), (PHONE, Channel.CALL), (PHONE, Channel.WHATSAPP),
@@ -547,11 +548,11 @@ def test_discontinued_opts_out_everywhere_sets_dnd_and_ends_every_flow(
         assert consent_state(system, org, address, channel) is State.OPTED_OUT, channel
     with system.bus.uow() as uow:
         contact_row = uow.contacts.get(org, contact)
-    assert contact_row["dnd_all"] and contact_row["do_not_call"]
-    rows = {row["flow_name"]: row for row in enrollments(system, contact)}
-    assert rows["welcome_drip"]["status"] == "cancelled"
-    assert (rows["discontinued"]["status"], rows["discontinued"]["end_reason"]) == ("done", "completed")
-    assert steps(system, rows["discontinued"]["id"]) == [
+    assert contact_row.dnd_all and contact_row.do_not_call
+    rows = {row.flow_name: row for row in enrollments(system, contact)}
+    assert rows["welcome_drip"].status == "cancelled"
+    assert (rows["discontinued"].status, rows["discontinued"].end_reason) == ("done", "completed")
+    assert steps(system, rows["discontinued"].id) == [
         ("enrolled", "started"), ("steps[0]", "opted out"), ("steps[1]", "do not disturb set"),
         ("steps[2]", "removed from other flows")]
     # An opt-out made by a flow sends no confirmation: nothing at all goes.

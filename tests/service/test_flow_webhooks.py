@@ -17,6 +17,7 @@ from fakes.webhook_receiver import FakeWebhookReceiver
 from optflow.adapters.webhook_poster import WebhookPoster
 from optflow.bootstrap import System
 from optflow.domain import commands as c
+from optflow.domain.records import WebhookDelivery
 from optflow.service_layer import admin
 from optflow.service_layer.webhook_dispatcher import WebhookDispatcher, retry_delay, webhook_id
 
@@ -69,7 +70,7 @@ def ship_order(system: System, clock: Clock) -> int:
     return int(enrollment_id)
 
 
-def deliveries(system: System, enrollment_id: int) -> list[dict[str, object]]:
+def deliveries(system: System, enrollment_id: int) -> list[WebhookDelivery]:
     with system.bus.uow(read_only=True) as uow:
         return uow.webhook_deliveries.for_enrollment(enrollment_id)
 
@@ -78,11 +79,11 @@ def test_the_step_queues_the_webhook_and_calls_nobody(system: System, clock: Clo
                                                        receiver: FakeWebhookReceiver) -> None:
     enrollment_id = ship_order(system, clock)
     [row] = deliveries(system, enrollment_id)
-    assert (row["status"], row["attempts"], row["url"]) == ("queued", 0, receiver.url)
+    assert (row.status, row.attempts, row.url) == ("queued", 0, receiver.url)
     assert receiver.received == [] and not receiver.arrived.is_set()
     with system.bus.uow(read_only=True) as uow:
         [*_, step] = uow.enrollments.history(enrollment_id)
-    assert step["outcome"] == f"webhook queued (delivery {row['id']})"
+    assert step["outcome"] == f"webhook queued (delivery {row.id})"
 
 
 def test_a_500_is_retried_after_backoff_with_jitter_then_delivered_signed(
@@ -93,17 +94,17 @@ def test_a_500_is_retried_after_backoff_with_jitter_then_delivered_signed(
     assert (report.delivered, report.retried) == (0, 1)
     [row] = deliveries(system, enrollment_id)
     retry_at = first_try + retry_delay(1, BASE, JITTER)
-    assert (row["status"], row["attempts"], row["last_status"]) == ("queued", 1, 500)
-    assert row["next_attempt_at"] == retry_at and row["delivered_at"] is None
+    assert (row.status, row.attempts, row.last_status) == ("queued", 1, 500)
+    assert row.next_attempt_at == retry_at and row.delivered_at is None
 
     assert system.webhooks.run(retry_at - timedelta(seconds=1)).handled == 0  # not due yet
     assert system.webhooks.run(retry_at).delivered == 1
     [row] = deliveries(system, enrollment_id)
-    assert (row["status"], row["attempts"], row["last_status"], row["delivered_at"]) == (
+    assert (row.status, row.attempts, row.last_status, row.delivered_at) == (
         "delivered", 2, 200, retry_at)
     assert [r.answered for r in receiver.received] == [500, 200]
     assert all(r.signature_valid for r in receiver.received)
-    assert {r.webhook_id for r in receiver.received} == {webhook_id(int(str(row["id"])))}
+    assert {r.webhook_id for r in receiver.received} == {webhook_id(row.id)}
     assert receiver.received[1].json() == {"flow": "tell_crm", "enrollment_id": enrollment_id,
                                            "contact_id": receiver.received[1].json()["contact_id"],
                                            "event": {"kind": "event", "name": "order.shipped", "order": "A-1"},
@@ -126,8 +127,8 @@ def test_it_gives_up_after_the_last_attempt(system: System, clock: Clock, receiv
     for hour in range(3):
         system.webhooks.run(clock() + timedelta(hours=hour))
     [row] = deliveries(system, enrollment_id)
-    assert (row["status"], row["attempts"], row["last_status"]) == ("failed", 3, 503)
-    assert "gave up after 3 attempts" in str(row["last_error"])
+    assert (row.status, row.attempts, row.last_status) == ("failed", 3, 503)
+    assert "gave up after 3 attempts" in str(row.last_error)
     assert system.webhooks.run(clock() + timedelta(days=1)).handled == 0
 
 
@@ -137,8 +138,8 @@ def test_a_receiver_that_cannot_be_reached_is_retried(system: System, clock: Clo
     receiver.stop()
     assert system.webhooks.run(clock()).retried == 1
     [row] = deliveries(system, enrollment_id)
-    assert (row["status"], row["last_status"]) == ("queued", None)
-    assert "ConnectError" in str(row["last_error"])
+    assert (row.status, row.last_status) == ("queued", None)
+    assert "ConnectError" in str(row.last_error)
 
 
 def test_the_retry_delay_doubles_and_its_jitter_stays_in_the_upper_half() -> None:

@@ -275,11 +275,11 @@ def test_call_consent_drives_active_and_do_not_call(system: System, org: int, ag
     system.bus.handle(c.RecordOptIn(org, contact, Channel.CALL, agent, method="verbal"))
     with system.bus.uow() as uow:
         row = uow.contacts.get(org, contact)
-    assert row["active"] and not row["do_not_call"]
+    assert row.active and not row.do_not_call
     system.bus.handle(c.OptOut(org, contact, Channel.CALL, agent))
     with system.bus.uow() as uow:
         row = uow.contacts.get(org, contact)
-    assert not row["active"] and row["do_not_call"]
+    assert not row.active and row.do_not_call
 
 
 def test_dnd_on_all_channels_blocks_everything(system: System, org: int, agent: Actor, contact: int) -> None:

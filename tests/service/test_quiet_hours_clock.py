@@ -63,4 +63,4 @@ def test_the_debt_collection_preset_caps_calls_at_seven_in_seven_days(system, cl
     assert eighth.status == "deferred" and "7" in (eighth.detail or "")
     with system.bus.uow() as uow:
         row = uow.messages.get(eighth.message_id)
-    assert row is not None and row["not_before"] == first + timedelta(days=7)
+    assert row is not None and row.not_before == first + timedelta(days=7)

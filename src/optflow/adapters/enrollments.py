@@ -10,8 +10,10 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, insert, literal, select, update
 
+from ..domain.records import RUNNING, Enrollment, EnrollmentStatus, FlowVersion
 from . import orm
 from .prepared import Prepared
+from .records import ENROLLMENT, FLOW_VERSION
 
 Row = dict[str, Any]
 
@@ -24,25 +26,25 @@ _INSERT_STEP = Prepared(insert(orm.enrollment_steps))
 _INSERT_STEPS = Prepared(insert(orm.enrollment_steps))
 _UPDATE_ENROLLMENTS = Prepared(_UPDATE_ENROLLMENT.statement)
 _DUE = select(orm.enrollments).where(and_(
-    orm.enrollments.c.status == "active", orm.enrollments.c.next_run_at <= bindparam("w_now")
+    orm.enrollments.c.status == EnrollmentStatus.ACTIVE, orm.enrollments.c.next_run_at <= bindparam("w_now")
 )).order_by(orm.enrollments.c.next_run_at, orm.enrollments.c.id).limit(bindparam("w_limit"))
 _CLAIM_DUE = Prepared(_DUE)
 _CLAIM_DUE_SKIP_LOCKED = Prepared(_DUE.with_for_update(skip_locked=True))
 
 
 @functools.lru_cache(maxsize=16)
-def _for_contact(statuses: tuple[str, ...]) -> Prepared:
+def _for_contact(statuses: tuple[EnrollmentStatus, ...]) -> Prepared:
     return Prepared(select(orm.enrollments).where(and_(
         orm.enrollments.c.contact_id == bindparam("w_contact_id"),
-        orm.enrollments.c.status.in_([literal(s) for s in statuses]),
+        orm.enrollments.c.status.in_([literal(s.value) for s in statuses]),
     )).order_by(orm.enrollments.c.id))
 
 
 @functools.lru_cache(maxsize=16)
-def _any_for(statuses: tuple[str, ...]) -> Prepared:
+def _any_for(statuses: tuple[EnrollmentStatus, ...]) -> Prepared:
     return Prepared(select(orm.enrollments.c.id).where(and_(
         orm.enrollments.c.contact_id == bindparam("w_contact_id"), orm.enrollments.c.flow_name == bindparam("w_flow"),
-        orm.enrollments.c.status.in_([literal(s) for s in statuses]),
+        orm.enrollments.c.status.in_([literal(s.value) for s in statuses]),
     )).limit(1))
 
 
@@ -53,7 +55,7 @@ class EnrollmentRepository:
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
-        self._for_contact: dict[tuple[int, tuple[str, ...]], list[Row]] = {}
+        self._for_contact: dict[tuple[int, tuple[EnrollmentStatus, ...]], list[Enrollment]] = {}
 
     def _changed(self) -> None:
         self._for_contact.clear()
@@ -67,48 +69,50 @@ class EnrollmentRepository:
                 name=name, version=version, source_file=source_file, source=source, loaded_at=now
             ))
 
-    def version_source(self, name: str, version: str) -> Row | None:
+    def version_source(self, name: str, version: str) -> FlowVersion | None:
         row = self.conn.execute(select(orm.flow_versions).where(and_(
             orm.flow_versions.c.name == name, orm.flow_versions.c.version == version
-        ))).mappings().first()
-        return dict(row) if row else None
+        ))).first()
+        return FLOW_VERSION(row) if row else None
 
     def create(self, org_id: int, contact_id: int, flow_name: str, flow_version: str,
                event: Mapping[str, Any], now: datetime) -> int:
         self._changed()
         return _INSERT_ENROLLMENT.insert(self.conn, {
             "org_id": org_id, "contact_id": contact_id, "flow_name": flow_name, "flow_version": flow_version,
-            "pc": 0, "status": "active", "next_run_at": now, "event_json": json.dumps(dict(event), default=str),
+            "pc": 0, "status": EnrollmentStatus.ACTIVE, "next_run_at": now,
+            "event_json": json.dumps(dict(event), default=str),
             "started_at": now,
         })
 
-    def get(self, enrollment_id: int) -> Row | None:
-        return _ENROLLMENT.first(self.conn, {"w_id": enrollment_id})
+    def get(self, enrollment_id: int) -> Enrollment | None:
+        return _ENROLLMENT.record(self.conn, {"w_id": enrollment_id}, ENROLLMENT)
 
-    def for_contact(self, contact_id: int, statuses: tuple[str, ...] = ("active", "paused")) -> list[Row]:
+    def for_contact(self, contact_id: int, statuses: tuple[EnrollmentStatus, ...] = RUNNING) -> list[Enrollment]:
         key = (contact_id, statuses)
         rows = self._for_contact.get(key)
         if rows is None:
-            rows = self._for_contact[key] = _for_contact(statuses).rows(self.conn, {"w_contact_id": contact_id})
-        return [dict(r) for r in rows]
+            rows = self._for_contact[key] = _for_contact(statuses).records(self.conn, {"w_contact_id": contact_id},
+                                                                          ENROLLMENT)
+        return list(rows)
 
-    def any_for(self, contact_id: int, flow_name: str, statuses: tuple[str, ...]) -> bool:
+    def any_for(self, contact_id: int, flow_name: str, statuses: tuple[EnrollmentStatus, ...]) -> bool:
         return _any_for(statuses).first(self.conn, {"w_contact_id": contact_id, "w_flow": flow_name}) is not None
 
-    def claim_due(self, now: datetime, limit: int, skip_locked: bool) -> list[Row]:
+    def claim_due(self, now: datetime, limit: int, skip_locked: bool) -> list[Enrollment]:
         statement = _CLAIM_DUE_SKIP_LOCKED if skip_locked else _CLAIM_DUE
-        return statement.rows(self.conn, {"w_now": now, "w_limit": limit})
+        return statement.records(self.conn, {"w_now": now, "w_limit": limit}, ENROLLMENT)
 
     def move(self, enrollment_id: int, pc: int, next_run_at: datetime | None) -> None:
         self._changed()
         _UPDATE_ENROLLMENT.execute(self.conn, {"w_id": enrollment_id, "pc": pc, "next_run_at": next_run_at})
 
-    def end(self, enrollment_id: int, status: str, reason: str, now: datetime) -> None:
+    def end(self, enrollment_id: int, status: EnrollmentStatus, reason: str, now: datetime) -> None:
         self._changed()
         _UPDATE_ENROLLMENT.execute(self.conn, {"w_id": enrollment_id, "status": status, "end_reason": reason,
                                                "ended_at": now, "next_run_at": None})
 
-    def end_many(self, ended: Sequence[tuple[int, int]], status: str, reason: str, now: datetime) -> None:
+    def end_many(self, ended: Sequence[tuple[int, int]], status: EnrollmentStatus, reason: str, now: datetime) -> None:
         """End enrolments, given as (id, pc), and record why in each one's history, with two
         executemany in all: an opt-out can end dozens at once."""
         if not ended:
@@ -121,7 +125,7 @@ class EnrollmentRepository:
     def pause(self, enrollment_id: int, reason: str) -> None:
         self._changed()
         self.conn.execute(update(orm.enrollments).where(orm.enrollments.c.id == enrollment_id)
-                          .values(status="paused", end_reason=reason))
+                          .values(status=EnrollmentStatus.PAUSED, end_reason=reason))
 
     def resume(self, enrollment_id: int, now: datetime) -> None:
         """Active again. A wait (or deferral) still running keeps its wake-up time; one that
@@ -130,7 +134,7 @@ class EnrollmentRepository:
         wake = self.conn.execute(select(orm.enrollments.c.next_run_at)
                                  .where(orm.enrollments.c.id == enrollment_id)).scalar()
         self.conn.execute(update(orm.enrollments).where(orm.enrollments.c.id == enrollment_id)
-                          .values(status="active", end_reason=None,
+                          .values(status=EnrollmentStatus.ACTIVE, end_reason=None,
                                   next_run_at=wake if wake is not None and wake > now else now))
 
     def log_step(self, enrollment_id: int, pc: int, step: str, outcome: str, now: datetime) -> None:

@@ -18,19 +18,19 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, insert, or_, select
 
 from ..domain.model import Channel, Consent
+from ..domain.records import HANDED_OVER, NOT_HANDED_OVER, Address, Contact, Direction, Enrollment, EnrollmentStatus
 from . import orm
 from .enrollments import EnrollmentRepository
 from .prepared import Prepared, bind_list, bind_values
+from .records import ADDRESS, CONTACT
 from .repository import (
-    HANDED_OVER,
-    NOT_HANDED_OVER,
     ConsentRepository,
     ContactRepository,
     MessageRepository,
@@ -62,7 +62,7 @@ def _sends(contacts: int, channels: int) -> Prepared:
     m = orm.messages.c
     return Prepared(select(m.contact_id, m.channel, m.status, m.not_before, m.sent_at).where(and_(
         m.org_id == bindparam("w_org_id"), m.contact_id.in_(bind_list("w_contact_id", contacts)),
-        m.direction == "out", m.channel.in_(bind_list("w_channel", channels)),
+        m.direction == Direction.OUT, m.channel.in_(bind_list("w_channel", channels)),
         or_(and_(status_in(HANDED_OVER), m.sent_at >= bindparam("w_since")), status_in(NOT_HANDED_OVER)),
     )))
 
@@ -89,34 +89,35 @@ class SendWindow:
 class BatchReads:
     """The rows the steps of one batch read, by the keys the repositories look them up by."""
 
-    enrollments: dict[int, Row] = field(default_factory=dict)  # the claimed rows, by id
-    contacts: dict[int, Row] = field(default_factory=dict)  # by id
-    addresses: dict[int, list[Row]] = field(default_factory=dict)  # by contact id, in id order
+    enrollments: dict[int, Enrollment] = field(default_factory=dict)  # the claimed rows, by id
+    contacts: dict[int, Contact] = field(default_factory=dict)  # by id
+    addresses: dict[int, list[Address]] = field(default_factory=dict)  # by contact id, in id order
     consents: dict[tuple[int, str], list[Consent]] = field(default_factory=dict)  # by (org id, address)
     send_windows: dict[int, SendWindow] = field(default_factory=dict)  # by org id, for orgs with caps
     # By (org id, contact id): the contact's outbound rows a cap may count (channel, status, not_before, sent_at).
     sends: dict[tuple[int, int], list[Row]] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, conn: Connection, enrollments: Sequence[Row], send_windows: Mapping[int, SendWindow]) -> BatchReads:
-        reads = cls(enrollments={row["id"]: row for row in enrollments}, send_windows=dict(send_windows))
-        contact_ids = [row["contact_id"] for row in enrollments]
+    def load(cls, conn: Connection, enrollments: Sequence[Enrollment],
+             send_windows: Mapping[int, SendWindow]) -> BatchReads:
+        reads = cls(enrollments={row.id: row for row in enrollments}, send_windows=dict(send_windows))
+        contact_ids = [row.contact_id for row in enrollments]
         for chunk in _chunks(contact_ids):
             statement = _contacts(len(chunk))
-            reads.contacts.update((row["id"], row) for row in statement.rows(conn, bind_values("w_id", chunk)))
+            reads.contacts.update((row.id, row) for row in statement.records(conn, bind_values("w_id", chunk), CONTACT))
         reads.addresses = {contact_id: [] for contact_id in reads.contacts}
         for chunk in _chunks(reads.contacts):
-            for row in _addresses(len(chunk)).rows(conn, bind_values("w_contact_id", chunk)):
-                reads.addresses[row["contact_id"]].append(row)
+            for address in _addresses(len(chunk)).records(conn, bind_values("w_contact_id", chunk), ADDRESS):
+                reads.addresses[address.contact_id].append(address)
         reads._load_consents(conn, enrollments)
         reads._load_sends(conn, enrollments)
         return reads
 
-    def _load_consents(self, conn: Connection, enrollments: Sequence[Row]) -> None:
+    def _load_consents(self, conn: Connection, enrollments: Sequence[Enrollment]) -> None:
         wanted: dict[int, dict[str, None]] = {}  # org id -> addresses of its enrolled contacts
         for row in enrollments:
-            for address in self.addresses.get(row["contact_id"], ()):
-                wanted.setdefault(row["org_id"], {})[address["value"]] = None
+            for address in self.addresses.get(row.contact_id, ()):
+                wanted.setdefault(row.org_id, {})[address.value] = None
         consents = ConsentRepository(conn)
         for org_id, addresses in wanted.items():
             self.consents.update(((org_id, address), []) for address in addresses)
@@ -124,9 +125,9 @@ class BatchReads:
                 for consent in consents.for_addresses(org_id, chunk):
                     self.consents[(org_id, consent.address)].append(consent)
 
-    def _load_sends(self, conn: Connection, enrollments: Sequence[Row]) -> None:
+    def _load_sends(self, conn: Connection, enrollments: Sequence[Enrollment]) -> None:
         for org_id, window in self.send_windows.items():
-            contact_ids = [row["contact_id"] for row in enrollments if row["org_id"] == org_id]
+            contact_ids = [row.contact_id for row in enrollments if row.org_id == org_id]
             self.sends.update(((org_id, contact_id), []) for contact_id in contact_ids)
             channels = sorted(channel.value for channel in window.channels)
             for chunk in _chunks(contact_ids):
@@ -178,17 +179,17 @@ class PreloadedContacts(ContactRepository):
         super().__init__(conn)
         self.reads = reads
 
-    def get(self, org_id: int, contact_id: int, *, lock: bool = False) -> Row:
+    def get(self, org_id: int, contact_id: int, *, lock: bool = False) -> Contact:
         row = self.reads.contacts.get(contact_id)
-        if row is None or row["org_id"] != org_id or lock:
+        if row is None or row.org_id != org_id or lock:
             return super().get(org_id, contact_id, lock=lock)
-        return dict(row)
+        return row
 
-    def addresses(self, contact_id: int) -> list[Row]:
+    def addresses(self, contact_id: int) -> list[Address]:
         rows = self.reads.addresses.get(contact_id)
         if rows is None:
             return super().addresses(contact_id)
-        return [dict(row) for row in rows]
+        return list(rows)
 
 
 class PreloadedConsents(ConsentRepository):
@@ -247,7 +248,7 @@ class BufferedMessages(MessageRepository):
         sends, so the caps of a later step of the batch count it as if it were written."""
         self.writes.messages.append(values)
         sends = self.reads.sends.get((values["org_id"], values.get("contact_id")))  # type: ignore[arg-type]
-        if sends is not None and values.get("direction") == "out" and values.get("status") in NOT_HANDED_OVER:
+        if sends is not None and values.get("direction") == Direction.OUT and values.get("status") in NOT_HANDED_OVER:
             entry = {"channel": values["channel"], "status": values["status"],
                      "not_before": values.get("not_before"), "sent_at": None}
             sends.append(entry)
@@ -264,22 +265,23 @@ class BufferedEnrollments(EnrollmentRepository):
         self.reads = reads
         self.writes = writes
 
-    def get(self, enrollment_id: int) -> Row | None:
+    def get(self, enrollment_id: int) -> Enrollment | None:
         row = self.reads.enrollments.get(enrollment_id)
         if row is None:
             return super().get(enrollment_id)
-        return {**row, **self.writes.changes.get(enrollment_id, {})}
+        changes = self.writes.changes.get(enrollment_id)
+        return replace(row, **changes) if changes else row
 
     def move(self, enrollment_id: int, pc: int, next_run_at: datetime | None) -> None:
         self._change(enrollment_id, {"pc": pc, "next_run_at": next_run_at})
 
-    def end(self, enrollment_id: int, status: str, reason: str, now: datetime) -> None:
+    def end(self, enrollment_id: int, status: EnrollmentStatus, reason: str, now: datetime) -> None:
         self._change(enrollment_id, {"status": status, "end_reason": reason, "ended_at": now, "next_run_at": None})
 
     def _change(self, enrollment_id: int, values: Row) -> None:
         self.writes.changes[enrollment_id] = {**self.writes.changes.get(enrollment_id, {}), **values}
 
-    def end_many(self, ended: Sequence[tuple[int, int]], status: str, reason: str, now: datetime) -> None:
+    def end_many(self, ended: Sequence[tuple[int, int]], status: EnrollmentStatus, reason: str, now: datetime) -> None:
         for enrollment_id, pc in ended:  # kept with the batch's other writes, in order
             self.end(enrollment_id, status, reason, now)
             self.log_step(enrollment_id, pc, status, reason, now)

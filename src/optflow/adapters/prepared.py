@@ -22,7 +22,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import BindParameter, Connection, bindparam
 from sqlalchemy.engine import Dialect
@@ -32,6 +32,7 @@ from sqlalchemy.sql.expression import ClauseElement, Select
 
 Row = dict[str, Any]
 Processor = Callable[[Any], Any] | None
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,27 @@ class Prepared:
             return None
         return {name: proc(value) if proc is not None else value
                 for name, proc, value in zip(compiled.columns, compiled.results, row, strict=True)}
+
+    def records(self, conn: Connection, params: Mapping[str, Any], reader: Callable[[Sequence[Any]], R]) -> list[R]:
+        """The rows, each made into a record by `reader` from its values in column order."""
+        compiled, cursor = self._run(conn, params)
+        processors = compiled.results
+        try:
+            fetched = cursor.fetchall()
+        finally:
+            cursor.close()
+        if not any(processors):
+            return [reader(row) for row in fetched]
+        return [reader([proc(value) if proc is not None else value
+                        for proc, value in zip(processors, row, strict=True)]) for row in fetched]
+
+    def record(self, conn: Connection, params: Mapping[str, Any], reader: Callable[[Sequence[Any]], R]) -> R | None:
+        """The first row made into a record by `reader`, or None."""
+        compiled, row = self._one(conn, params)
+        if row is None:
+            return None
+        return reader([proc(value) if proc is not None else value
+                       for proc, value in zip(compiled.results, row, strict=True)])
 
     def scalar(self, conn: Connection, params: Mapping[str, Any]) -> Any:
         """The first column of the first row, or None."""

@@ -21,9 +21,22 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from ..domain import ledger as ledger_chain
 from ..domain.model import Channel, Consent, DndSettings, NotFound, State, TransitionRecord
+from ..domain.records import (
+    HANDED_OVER,
+    NOT_HANDED_OVER,
+    Address,
+    Agent,
+    Audience,
+    Contact,
+    Direction,
+    Message,
+    MessageStatus,
+    Org,
+)
 from ..domain.settings import OrgSettings, resolve
 from . import ledger_files, orm
 from .prepared import Prepared, bind_list, bind_values
+from .records import ADDRESS, AGENT, CONTACT, MESSAGE, ORG
 
 Row = dict[str, Any]
 log = logging.getLogger("optflow.ledger")
@@ -93,11 +106,11 @@ _INSERT_NEW_INBOUND = {
 _MESSAGE = Prepared(select(orm.messages).where(orm.messages.c.id == bindparam("w_id")))
 _UPDATE_MESSAGE = Prepared(update(orm.messages).where(orm.messages.c.id == bindparam("w_id")))
 _INBOUND_BY_PROVIDER_ID = Prepared(select(orm.messages).where(and_(
-    orm.messages.c.org_id == bindparam("w_org_id"), orm.messages.c.direction == "in",
+    orm.messages.c.org_id == bindparam("w_org_id"), orm.messages.c.direction == Direction.IN,
     orm.messages.c.provider_id == bindparam("w_provider_id"))))
 _HELD = Prepared(select(orm.messages).where(and_(
     orm.messages.c.org_id == bindparam("w_org_id"), orm.messages.c.address == bindparam("w_address"),
-    orm.messages.c.channel == bindparam("w_channel"), orm.messages.c.status == "held",
+    orm.messages.c.channel == bindparam("w_channel"), orm.messages.c.status == MessageStatus.HELD,
 )).order_by(orm.messages.c.id))
 
 
@@ -108,19 +121,14 @@ def _consents_for_addresses(count: int) -> Prepared:
     )).order_by(orm.consents.c.id))
 
 
-# The life of an outbound row in the outbox (see service_layer/dispatcher.py):
-# queued -> sending (claimed, with a token and a lease) -> handed_over (given to the provider,
-# `sent_at` set) -> sent | failed | queued again (a retry). Only `queued` and `sending` rows can
-# still be stopped; a handed-over row cannot be called back.
-NOT_HANDED_OVER = ("queued", "sending")
-# Rows whose `sent_at` is the moment they were handed to a provider: delivered, in flight, or of
-# unknown outcome (a `failed` row keeps `sent_at` only then; a refusal clears it).
-HANDED_OVER = ("sent", "handed_over", "failed")
+# The life of an outbound row in the outbox (see service_layer/dispatcher.py and
+# `domain.records.MessageStatus`): only NOT_HANDED_OVER rows can still be stopped; a handed-over
+# row cannot be called back.
 
 
-def status_in(statuses: Iterable[str]) -> Any:
+def status_in(statuses: Iterable[MessageStatus]) -> Any:
     """`messages.status IN (...)` with each value bound on its own, which `Prepared` can run."""
-    return orm.messages.c.status.in_([literal(status) for status in statuses])
+    return orm.messages.c.status.in_([literal(status.value) for status in statuses])
 
 
 @functools.lru_cache(maxsize=8)
@@ -129,7 +137,7 @@ def _queued_for(count: int) -> Prepared:
     that cancels it and then finds it cancelled; a row it handed over first no longer matches."""
     return Prepared(select(orm.messages.c.id).where(and_(
         orm.messages.c.org_id == bindparam("w_org_id"), orm.messages.c.address == bindparam("w_address"),
-        orm.messages.c.direction == "out", status_in(NOT_HANDED_OVER),
+        orm.messages.c.direction == Direction.OUT, status_in(NOT_HANDED_OVER),
         orm.messages.c.channel.in_(bind_list("w_channel", count)),
     )).with_for_update())
 
@@ -139,7 +147,7 @@ def _recent_sends(count: int, with_planned: bool) -> Prepared:
     m = orm.messages.c
     handed_over = and_(status_in(HANDED_OVER), m.sent_at >= bindparam("w_since"))
     return Prepared(select(m.status, m.not_before, m.sent_at).where(and_(
-        m.org_id == bindparam("w_org_id"), m.contact_id == bindparam("w_contact_id"), m.direction == "out",
+        m.org_id == bindparam("w_org_id"), m.contact_id == bindparam("w_contact_id"), m.direction == Direction.OUT,
         m.channel.in_(bind_list("w_channel", count)),
         or_(handed_over, status_in(NOT_HANDED_OVER)) if with_planned else handed_over,
     )))
@@ -152,11 +160,11 @@ def send_moments(rows: Iterable[Mapping[str, Any]], planned_from: datetime | Non
     moments = []
     for row in rows:
         status = row["status"]
-        if status == "queued":
+        if status == MessageStatus.QUEUED:
             if planned_from is not None:
                 not_before = row["not_before"]
                 moments.append(not_before if not_before is not None and not_before > planned_from else planned_from)
-        elif status == "sending":
+        elif status == MessageStatus.SENDING:
             if planned_from is not None:
                 moments.append(planned_from)
         elif row["sent_at"] is not None:
@@ -166,17 +174,17 @@ def send_moments(rows: Iterable[Mapping[str, Any]], planned_from: datetime | Non
 
 _HAND_OVER = Prepared(update(orm.messages).where(and_(
     orm.messages.c.id == bindparam("w_id"), orm.messages.c.claim_token == bindparam("w_token"),
-    orm.messages.c.status == "sending",
-)).values(status="handed_over", attempts=orm.messages.c.attempts + 1))
+    orm.messages.c.status == MessageStatus.SENDING,
+)).values(status=MessageStatus.HANDED_OVER, attempts=orm.messages.c.attempts + 1))
 _RELEASE = Prepared(update(orm.messages).where(and_(
     orm.messages.c.id == bindparam("w_id"), orm.messages.c.claim_token == bindparam("w_token"),
-    orm.messages.c.status == "sending",
+    orm.messages.c.status == MessageStatus.SENDING,
 )))
 _RECORD = Prepared(update(orm.messages).where(and_(
     orm.messages.c.id == bindparam("w_id"), orm.messages.c.claim_token == bindparam("w_token"),
 )))
 _RENEW = Prepared(update(orm.messages).where(and_(
-    status_in(("sending", "handed_over")), orm.messages.c.claim_token == bindparam("w_token"),
+    status_in((MessageStatus.SENDING, MessageStatus.HANDED_OVER)), orm.messages.c.claim_token == bindparam("w_token"),
 )))
 
 
@@ -187,7 +195,7 @@ class OrgMemo:
     own writes change orgs, and they empty it."""
 
     def __init__(self) -> None:
-        self.rows: dict[int, Row] = {}
+        self.rows: dict[int, Org] = {}
         self.settings: dict[int, OrgSettings] = {}
 
     def clear(self) -> None:
@@ -200,10 +208,10 @@ class OrgRepository:
         self.conn = conn
         self._memo = memo if memo is not None else OrgMemo()
 
-    def get(self, org_id: int) -> Row:
+    def get(self, org_id: int) -> Org:
         row = self._memo.rows.get(org_id)
         if row is None:
-            row = _ORG.first(self.conn, {"w_id": org_id})
+            row = _ORG.record(self.conn, {"w_id": org_id}, ORG)
             if row is None:
                 raise NotFound(f"no org with id {org_id}", code="org_not_found")
             self._memo.rows[org_id] = row
@@ -212,8 +220,8 @@ class OrgRepository:
     def first_id(self) -> int | None:
         return self.conn.execute(select(func.min(orm.orgs.c.id))).scalar()
 
-    def all(self) -> list[Row]:
-        return [dict(r) for r in self.conn.execute(select(orm.orgs).order_by(orm.orgs.c.id)).mappings()]
+    def all(self) -> list[Org]:
+        return [ORG(r) for r in self.conn.execute(select(orm.orgs).order_by(orm.orgs.c.id))]
 
     def create(self, name: str, now: datetime, parent_id: int | None = None,
                settings: Mapping[str, Any] | None = None) -> int:
@@ -235,8 +243,8 @@ class OrgRepository:
         while current is not None and current not in seen:
             seen.add(current)
             row = self.get(current)
-            chain.append(json.loads(row["settings_json"] or "{}"))
-            current = row["parent_id"]
+            chain.append(row.own_settings())
+            current = row.parent_id
         return list(reversed(chain))
 
     def _validate(self, parent_id: int | None, own: Mapping[str, Any]) -> OrgSettings:
@@ -250,12 +258,12 @@ class OrgRepository:
         return settings
 
     def own_settings(self, org_id: int) -> dict[str, Any]:
-        return json.loads(self.get(org_id)["settings_json"] or "{}")
+        return self.get(org_id).own_settings()
 
     def replace_settings(self, org_id: int, own: Mapping[str, Any]) -> OrgSettings:
         """Validate the resulting settings (with inheritance) before storing anything."""
         row = self.get(org_id)
-        resolved = self._validate(row["parent_id"], own)
+        resolved = self._validate(row.parent_id, own)
         for child in self.conn.execute(select(orm.orgs.c.id).where(orm.orgs.c.parent_id == org_id)).scalars():
             resolve([*self.raw_chain(org_id)[:-1], own, *self.raw_chain(child)[-1:]])
         self.conn.execute(update(orm.orgs).where(orm.orgs.c.id == org_id).values(settings_json=json.dumps(dict(own))))
@@ -298,29 +306,25 @@ class AgentRepository:
                                       expires_at=expires_at)
         ))
 
-    def in_org(self, org_id: int, agent_id: int) -> Row:
+    def in_org(self, org_id: int, agent_id: int) -> Agent:
         row = self.get(agent_id)
-        if row is None or row["org_id"] != org_id:
+        if row is None or row.org_id != org_id:
             raise NotFound(f"no agent with id {agent_id}", code="agent_not_found")
         return row
 
     def update(self, agent_id: int, **values: Any) -> None:
         self.conn.execute(update(orm.agents).where(orm.agents.c.id == agent_id).values(**values))
 
-    def by_token_hash(self, token_hash: str) -> Row | None:
-        return _row(self.conn.execute(select(orm.agents).where(orm.agents.c.token_hash == token_hash)))
+    def by_token_hash(self, token_hash: str) -> Agent | None:
+        row = self.conn.execute(select(orm.agents).where(orm.agents.c.token_hash == token_hash)).first()
+        return AGENT(row) if row is not None else None
 
-    def get(self, agent_id: int) -> Row | None:
-        return _AGENT.first(self.conn, {"w_id": agent_id})
+    def get(self, agent_id: int) -> Agent | None:
+        return _AGENT.record(self.conn, {"w_id": agent_id}, AGENT)
 
-    def for_org(self, org_id: int) -> list[Row]:
+    def for_org(self, org_id: int) -> list[Agent]:
         q = select(orm.agents).where(orm.agents.c.org_id == org_id).order_by(orm.agents.c.id)
-        return [dict(r) for r in self.conn.execute(q).mappings()]
-
-
-def dnd_of(contact: Mapping[str, Any]) -> DndSettings:
-    channels = frozenset(Channel(c) for c in (contact.get("dnd_channels") or "").split(",") if c)
-    return DndSettings(all_channels=bool(contact.get("dnd_all")), channels=channels)
+        return [AGENT(r) for r in self.conn.execute(q)]
 
 
 class ContactRepository:
@@ -329,7 +333,7 @@ class ContactRepository:
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
-        self._addresses: dict[int, list[Row]] = {}
+        self._addresses: dict[int, list[Address]] = {}
 
     def create(self, org_id: int, now: datetime, name: str = "", time_zone: str | None = None,
                region: str | None = None, fields: Mapping[str, Any] | None = None,
@@ -340,9 +344,10 @@ class ContactRepository:
             created_at=now, updated_at=now,
         )))
 
-    def get(self, org_id: int, contact_id: int, *, lock: bool = False) -> Row:
+    def get(self, org_id: int, contact_id: int, *, lock: bool = False) -> Contact:
         """The contact; `lock` holds its row until the transaction ends (PostgreSQL)."""
-        row = (_CONTACT_LOCKED if lock else _CONTACT).first(self.conn, {"w_id": contact_id, "w_org_id": org_id})
+        row = (_CONTACT_LOCKED if lock else _CONTACT).record(self.conn, {"w_id": contact_id, "w_org_id": org_id},
+                                                              CONTACT)
         if row is None:
             raise NotFound(f"no contact with id {contact_id}", code="contact_not_found")
         return row
@@ -359,22 +364,22 @@ class ContactRepository:
     def find_by_address(self, org_id: int, value: str) -> int | None:
         return _CONTACT_BY_ADDRESS.scalar(self.conn, {"w_org_id": org_id, "w_value": value})
 
-    def at_address(self, org_id: int, value: str) -> Row | None:
+    def at_address(self, org_id: int, value: str) -> Contact | None:
         """The contact one of whose addresses is `value` (in normal form)."""
-        return _CONTACT_AT_ADDRESS.first(self.conn, {"w_org_id": org_id, "w_value": value})
+        return _CONTACT_AT_ADDRESS.record(self.conn, {"w_org_id": org_id, "w_value": value}, CONTACT)
 
     def add_address(self, org_id: int, contact_id: int, kind: str, value: str) -> None:
         self._addresses.pop(contact_id, None)
         self.conn.execute(insert(orm.addresses).values(org_id=org_id, contact_id=contact_id, kind=kind, value=value))
 
-    def addresses(self, contact_id: int) -> list[Row]:
+    def addresses(self, contact_id: int) -> list[Address]:
         rows = self._addresses.get(contact_id)
         if rows is None:
-            rows = self._addresses[contact_id] = _ADDRESSES.rows(self.conn, {"w_contact_id": contact_id})
-        return [dict(r) for r in rows]
+            rows = self._addresses[contact_id] = _ADDRESSES.records(self.conn, {"w_contact_id": contact_id}, ADDRESS)
+        return list(rows)
 
     def search(self, org_id: int, *, address: str | None = None, name: str | None = None,
-               limit: int = 50, offset: int = 0) -> list[Row]:
+               limit: int = 50, offset: int = 0) -> list[Contact]:
         q = select(orm.contacts).where(orm.contacts.c.org_id == org_id)
         if address:
             q = q.where(orm.contacts.c.id.in_(
@@ -385,7 +390,7 @@ class ContactRepository:
         if name:
             q = q.where(orm.contacts.c.name.ilike(f"%{name}%"))
         q = q.order_by(orm.contacts.c.id).limit(limit).offset(offset)
-        return [dict(r) for r in self.conn.execute(q).mappings()]
+        return [CONTACT(r) for r in self.conn.execute(q)]
 
 
 _CONSENT_FIELDS = (
@@ -634,28 +639,29 @@ class MessageRepository:
     def add_inbound(self, **values: Any) -> int | None:
         """Store an inbound message; None, storing nothing, when a message with the same
         `provider_id` is already stored (de-duplication by the unique constraint)."""
-        new_id = _INSERT_NEW_INBOUND[self.conn.dialect.name].scalar(self.conn, {"direction": "in", **values})
+        new_id = _INSERT_NEW_INBOUND[self.conn.dialect.name].scalar(self.conn, {"direction": Direction.IN, **values})
         return int(new_id) if new_id is not None else None
 
-    def get(self, message_id: int) -> Row | None:
-        return _MESSAGE.first(self.conn, {"w_id": message_id})
+    def get(self, message_id: int) -> Message | None:
+        return _MESSAGE.record(self.conn, {"w_id": message_id}, MESSAGE)
 
-    def find_inbound(self, org_id: int, provider_id: str) -> Row | None:
-        return _INBOUND_BY_PROVIDER_ID.first(self.conn, {"w_org_id": org_id, "w_provider_id": provider_id})
+    def find_inbound(self, org_id: int, provider_id: str) -> Message | None:
+        return _INBOUND_BY_PROVIDER_ID.record(self.conn, {"w_org_id": org_id, "w_provider_id": provider_id}, MESSAGE)
 
     def set(self, message_id: int, **values: Any) -> None:
         _UPDATE_MESSAGE.execute(self.conn, {"w_id": message_id, **values})
 
-    def held(self, org_id: int, address: str, channel: Channel) -> list[Row]:
+    def held(self, org_id: int, address: str, channel: Channel) -> list[Message]:
         params = {"w_org_id": org_id, "w_address": address, "w_channel": channel.value}
-        return _HELD.rows(self.conn, params)
+        return _HELD.records(self.conn, params, MESSAGE)
 
     def has_outbound(self, org_id: int, address: str, channel: Channel) -> bool:
         q = select(orm.messages.c.id).where(and_(
             orm.messages.c.org_id == org_id, orm.messages.c.address == address,
-            orm.messages.c.channel == channel.value, orm.messages.c.direction == "out",
-            orm.messages.c.audience == "customer",
-            orm.messages.c.status.in_(("queued", "sending", "handed_over", "sent", "replied")),
+            orm.messages.c.channel == channel.value, orm.messages.c.direction == Direction.OUT,
+            orm.messages.c.audience == Audience.CUSTOMER,
+            orm.messages.c.status.in_((*NOT_HANDED_OVER, MessageStatus.HANDED_OVER, MessageStatus.SENT,
+                                       MessageStatus.REPLIED)),
         )).limit(1)
         return self.conn.execute(q).first() is not None
 
@@ -669,17 +675,17 @@ class MessageRepository:
         params = {"w_org_id": org_id, "w_contact_id": contact_id, "w_since": since, **bind_values("w_channel", values)}
         return send_moments(_recent_sends(len(values), planned_from is not None).rows(self.conn, params), planned_from)
 
-    def for_contact(self, org_id: int, contact_id: int, limit: int = 100) -> list[Row]:
+    def for_contact(self, org_id: int, contact_id: int, limit: int = 100) -> list[Message]:
         q = select(orm.messages).where(and_(
             orm.messages.c.org_id == org_id, orm.messages.c.contact_id == contact_id
         )).order_by(orm.messages.c.id.desc()).limit(limit)
-        return [dict(r) for r in self.conn.execute(q).mappings()]
+        return [MESSAGE(r) for r in self.conn.execute(q)]
 
-    def unassociated(self, org_id: int) -> list[Row]:
+    def unassociated(self, org_id: int) -> list[Message]:
         q = select(orm.messages).where(and_(
-            orm.messages.c.org_id == org_id, orm.messages.c.status == "unassociated"
+            orm.messages.c.org_id == org_id, orm.messages.c.status == MessageStatus.UNASSOCIATED
         )).order_by(orm.messages.c.id)
-        return [dict(r) for r in self.conn.execute(q).mappings()]
+        return [MESSAGE(r) for r in self.conn.execute(q)]
 
     def queued_for(self, org_id: int, address: str, channels: Iterable[Channel]) -> list[int]:
         """Outbound rows to `address` on these channels that were not handed to a provider yet:
@@ -689,33 +695,33 @@ class MessageRepository:
         params = {"w_org_id": org_id, "w_address": address, **bind_values("w_channel", values)}
         return [row["id"] for row in _queued_for(len(values)).rows(self.conn, params)]
 
-    def inline_replies(self, org_id: int, inbound_id: int, address: str, channel: Channel) -> list[Row]:
+    def inline_replies(self, org_id: int, inbound_id: int, address: str, channel: Channel) -> list[Message]:
         """The replies recorded as given in the webhook's answer to inbound message `inbound_id`:
         `replied` rows to its sender stored after it and before the sender's next message."""
         m = orm.messages.c
         following = select(func.min(m.id)).where(and_(
-            m.org_id == org_id, m.address == address, m.channel == channel.value, m.direction == "in",
+            m.org_id == org_id, m.address == address, m.channel == channel.value, m.direction == Direction.IN,
             m.id > inbound_id)).scalar_subquery()
         q = select(orm.messages).where(and_(
-            m.org_id == org_id, m.address == address, m.channel == channel.value, m.direction == "out",
-            m.audience == "customer", m.status == "replied", m.id > inbound_id,
+            m.org_id == org_id, m.address == address, m.channel == channel.value, m.direction == Direction.OUT,
+            m.audience == Audience.CUSTOMER, m.status == MessageStatus.REPLIED, m.id > inbound_id,
             or_(following.is_(None), m.id < following),
         )).order_by(m.id)
-        return [dict(r) for r in self.conn.execute(q).mappings()]
+        return [MESSAGE(r) for r in self.conn.execute(q)]
 
     def claim_due(self, now: datetime, limit: int, skip_locked: bool, token: str,
-                  lease_until: datetime) -> list[Row]:
+                  lease_until: datetime) -> list[Message]:
         """Claim up to `limit` due queued rows for one dispatcher: `sending`, marked with its
         `token`, leased until `lease_until` (kept in `not_before`). The rows as they were."""
         q = select(orm.messages).where(and_(
-            orm.messages.c.status == "queued",
+            orm.messages.c.status == MessageStatus.QUEUED,
             or_(orm.messages.c.not_before.is_(None), orm.messages.c.not_before <= now),
         )).order_by(orm.messages.c.id).limit(limit)
         if skip_locked:
             q = q.with_for_update(skip_locked=True)
-        rows = [dict(r) for r in self.conn.execute(q).mappings()]
+        rows = [MESSAGE(r) for r in self.conn.execute(q)]
         _UPDATE_MESSAGE.executemany(self.conn, [
-            {"w_id": row["id"], "status": "sending", "claim_token": token, "not_before": lease_until}
+            {"w_id": row.id, "status": MessageStatus.SENDING, "claim_token": token, "not_before": lease_until}
             for row in rows
         ])
         return rows
@@ -746,8 +752,9 @@ class MessageRepository:
         again but marked failed with an unknown outcome (`sent_at` kept: caps count them). Their
         token stays, so their dispatcher, if alive, still records the real outcome."""
         m = orm.messages.c
-        self.conn.execute(update(orm.messages).where(and_(m.status == "sending", m.not_before <= now))
-                          .values(status="queued", claim_token=None))
-        self.conn.execute(update(orm.messages).where(and_(m.status == "handed_over", m.not_before <= now))
-                          .values(status="failed", last_error="outcome unknown: the dispatcher stopped while "
+        self.conn.execute(update(orm.messages).where(and_(m.status == MessageStatus.SENDING, m.not_before <= now))
+                          .values(status=MessageStatus.QUEUED, claim_token=None))
+        self.conn.execute(update(orm.messages).where(and_(m.status == MessageStatus.HANDED_OVER, m.not_before <= now))
+                          .values(status=MessageStatus.FAILED,
+                                  last_error="outcome unknown: the dispatcher stopped while "
                                   "handing this message to the provider; it was not sent again"))

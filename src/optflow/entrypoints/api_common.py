@@ -10,7 +10,6 @@ Status codes for bad input, everywhere:
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from datetime import date
@@ -22,11 +21,11 @@ from sanic.response import HTTPResponse
 from sanic.response import json as json_response
 from sanic_ext.extensions.openapi import openapi
 
-from ..adapters.repository import dnd_of
 from ..bootstrap import System
 from ..domain.addresses import channels_for_kind
 from ..domain.commands import Command
 from ..domain.model import Consent, NotFound
+from ..domain.records import Enrollment, Message
 from ..service_layer.handlers import ActionResult
 from ..service_layer.unit_of_work import UnitOfWork
 from .auth import RANK, Caller, require
@@ -233,41 +232,40 @@ def contact_out(uow: UnitOfWork, org_id: int, contact_id: int) -> ContactOut:
     """The contact with its addresses and the consent of every (address, channel) it can be
     reached on (`unknown` where nothing was ever recorded)."""
     row = uow.contacts.get(org_id, contact_id)
-    dnd = dnd_of(row)
+    dnd = row.dnd
     addresses = uow.contacts.addresses(contact_id)
-    stored = {(k.address, k.channel): k for k in uow.consents.for_addresses(org_id, [a["value"] for a in addresses])}
+    stored = {(k.address, k.channel): k for k in uow.consents.for_addresses(org_id, [a.value for a in addresses])}
     consents = []
     for address in addresses:
-        for channel in channels_for_kind(address["kind"]):
-            default = Consent(channel=channel, address=address["value"])
-            consents.append(stored.pop((address["value"], channel), default))
+        for channel in channels_for_kind(address.kind):
+            default = Consent(channel=channel, address=address.value)
+            consents.append(stored.pop((address.value, channel), default))
     consents.extend(stored.values())  # e.g. chat consents on a phone number
     return ContactOut(
-        id=row["id"], name=row["name"], time_zone=row["time_zone"], region=row["region"],
-        fields=json.loads(row["fields_json"] or "{}"), active=bool(row["active"]),
-        do_not_call=bool(row["do_not_call"]), marketing_allowed=bool(row["marketing_allowed"]),
+        id=row.id, name=row.name, time_zone=row.time_zone, region=row.region,
+        fields=row.fields(), active=row.active, do_not_call=row.do_not_call, marketing_allowed=row.marketing_allowed,
         dnd=DndOut(all_channels=dnd.all_channels, channels=sorted(dnd.channels)),
-        addresses=[AddressOut(kind=a["kind"], value=a["value"]) for a in addresses],
+        addresses=[AddressOut(kind=a.kind, value=a.value) for a in addresses],
         consents=[_consent_out(k) for k in consents],
-        created_at=row["created_at"], updated_at=row["updated_at"],
+        created_at=row.created_at, updated_at=row.updated_at,
     )
 
 
-def message_out(row: Mapping[str, Any]) -> MessageOut:
+def message_out(row: Message) -> MessageOut:
     return MessageOut(
-        id=row["id"], contact_id=row["contact_id"], direction=row["direction"], audience=row["audience"],
-        channel=row["channel"], address=row["address"], body=row["body"], subject=row["subject"],
-        purpose=row["purpose"], kind=row["kind"], status=row["status"], intent=row["intent"],
-        created_at=row["created_at"], not_before=row["not_before"], sent_at=row["sent_at"],
-        last_error=row["last_error"],
+        id=row.id, contact_id=row.contact_id, direction=row.direction, audience=row.audience,
+        channel=row.channel, address=row.address, body=row.body, subject=row.subject,
+        purpose=row.purpose, kind=row.kind, status=row.status, intent=row.intent,
+        created_at=row.created_at, not_before=row.not_before, sent_at=row.sent_at,
+        last_error=row.last_error,
     )
 
 
-def enrollment_out(uow: UnitOfWork, row: Mapping[str, Any]) -> EnrollmentOut:
+def enrollment_out(uow: UnitOfWork, row: Enrollment) -> EnrollmentOut:
     return EnrollmentOut(
-        id=row["id"], flow=row["flow_name"], flow_version=row["flow_version"], status=row["status"],
-        next_run_at=row["next_run_at"], started_at=row["started_at"], ended_at=row["ended_at"],
-        end_reason=row["end_reason"],
+        id=row.id, flow=row.flow_name, flow_version=row.flow_version, status=row.status,
+        next_run_at=row.next_run_at, started_at=row.started_at, ended_at=row.ended_at,
+        end_reason=row.end_reason,
         steps=[EnrollmentStepOut(step=s["step"], outcome=s["outcome"], at=s["at"])
-               for s in uow.enrollments.history(row["id"])],
+               for s in uow.enrollments.history(row.id)],
     )

@@ -12,6 +12,7 @@ from ..bootstrap import System
 from ..domain import commands as c
 from ..domain.addresses import normalize_email, normalize_phone
 from ..domain.model import Channel, DomainError, InvalidInput, NotFound
+from ..domain.records import ENDED, RUNNING
 from .api_common import (
     caller_of,
     contact_out,
@@ -140,13 +141,13 @@ def register(bp: Blueprint) -> None:
         addresses = [a for a in (phone and normalize_phone(phone), email and normalize_email(email)) if a]
         with system_of(request).bus.uow(read_only=True) as uow:
             if len(addresses) == 2:
-                by_email = {r["id"] for r in uow.contacts.search(caller.org_id, address=addresses[1], limit=1)}
+                by_email = {r.id for r in uow.contacts.search(caller.org_id, address=addresses[1], limit=1)}
                 rows = [r for r in uow.contacts.search(caller.org_id, address=addresses[0], name=name, limit=limit,
-                                                       offset=offset) if r["id"] in by_email]
+                                                       offset=offset) if r.id in by_email]
             else:
                 rows = uow.contacts.search(caller.org_id, address=addresses[0] if addresses else None, name=name,
                                            limit=limit, offset=offset)
-            contacts = [contact_out(uow, caller.org_id, row["id"]) for row in rows]
+            contacts = [contact_out(uow, caller.org_id, row.id) for row in rows]
         return respond(ContactListOut(contacts=contacts, limit=limit, offset=offset))
 
     @bp.get("/contacts/<contact_id:int>")
@@ -315,7 +316,7 @@ def register(bp: Blueprint) -> None:
         caller = caller_of(request)
         with system_of(request).bus.uow(read_only=True) as uow:
             uow.contacts.get(caller.org_id, path_id(contact_id, "contact"))
-            addresses = [a["value"] for a in uow.contacts.addresses(contact_id)]
+            addresses = [a.value for a in uow.contacts.addresses(contact_id)]
             rows = uow.ledger.for_contact(caller.org_id, contact_id, addresses)
         return respond(LedgerOut(entries=[LedgerEntryOut(
             seq=r["seq"], channel=r["channel"], address=r["address"], from_state=r["from_state"],
@@ -346,7 +347,7 @@ def register(bp: Blueprint) -> None:
         caller = caller_of(request)
         with system_of(request).bus.uow(read_only=True) as uow:
             uow.contacts.get(caller.org_id, path_id(contact_id, "contact"))
-            rows = uow.enrollments.for_contact(contact_id, ("active", "paused", "done", "cancelled"))
+            rows = uow.enrollments.for_contact(contact_id, (*RUNNING, *ENDED))
             return respond(EnrollmentListOut(enrollments=[enrollment_out(uow, r) for r in rows]))
 
     @bp.post("/contacts/<contact_id:int>/enrollments")

@@ -14,6 +14,7 @@ from sanic_ext.extensions.openapi import openapi
 
 from ..domain import commands as c
 from ..domain.model import Channel, InvalidInput, TransitionRefused
+from ..domain.records import Agent
 from ..domain.settings import OrgSettings
 from ..service_layer.admin import (
     TokenRefused,
@@ -87,14 +88,14 @@ def redacted(settings: OrgSettings) -> OrgSettings:
     return settings.model_copy(update={key: REDACTED if getattr(settings, key) else None for key in SECRET_SETTINGS})
 
 
-def agent_out(row: Mapping[str, Any], now: datetime) -> AgentOut:
+def agent_out(row: Agent, now: datetime) -> AgentOut:
     try:
         check_token(row, now)
         active = True
     except TokenRefused:
         active = False
-    return AgentOut(id=row["id"], name=row["name"], role=row["role"], created_at=row["created_at"],
-                    last_used_at=row["last_used_at"], expires_at=row["expires_at"], revoked_at=row["revoked_at"],
+    return AgentOut(id=row.id, name=row.name, role=row.role, created_at=row.created_at,
+                    last_used_at=row.last_used_at, expires_at=row.expires_at, revoked_at=row.revoked_at,
                     active=active)
 
 
@@ -243,7 +244,7 @@ def register(bp: Blueprint) -> None:
         org_id = caller_of(request).org_id
         with system_of(request).bus.uow(read_only=True) as uow:
             row = uow.orgs.get(org_id)
-            return SettingsOut(org_id=org_id, name=row["name"], numbers=uow.orgs.numbers(org_id),
+            return SettingsOut(org_id=org_id, name=row.name, numbers=uow.orgs.numbers(org_id),
                                settings=redacted(uow.orgs.settings(org_id)))
 
     @bp.get("/settings")

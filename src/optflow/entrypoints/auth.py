@@ -46,9 +46,9 @@ def authenticate(request: Request) -> Caller:
         raise ApiError(401, exc.code, str(exc)) from None
     if token_use_is_stale(row, now):
         with system.bus.uow() as uow:
-            record_token_use(uow, row["id"], now)
+            record_token_use(uow, row.id, now)
             uow.commit()
-    return Caller(row["id"], row["org_id"], row["name"], row["role"])
+    return Caller(row.id, row.org_id, row.name, row.role)
 
 
 Handler = Callable[..., Awaitable[HTTPResponse]]

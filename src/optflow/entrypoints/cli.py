@@ -110,12 +110,12 @@ class Ctx:
         with UnitOfWork(self.system.engine) as uow:
             agents = uow.agents.for_org(org_id)
         wanted = who.strip()
-        found = [a for a in agents if str(a["id"]) == wanted] or [a for a in agents if a["name"] == wanted]
+        found = [a for a in agents if str(a.id) == wanted] or [a for a in agents if a.name == wanted]
         if len(found) != 1:
             problem = "no agent" if not found else "more than one agent"
             raise click.ClickException(f"{problem} called {wanted!r} in org {org_id}: use an id from "
                                        "`optflow agents list`, or add one with `optflow agents add NAME --role ROLE`")
-        return Actor(ActorKind.AGENT, str(found[0]["id"]), found[0]["role"])
+        return Actor(ActorKind.AGENT, str(found[0].id), found[0].role)
 
     @contextmanager
     def uow(self) -> Iterator[UnitOfWork]:
@@ -388,7 +388,7 @@ def orgs_show(obj: Ctx, org: int | None) -> None:
         row = uow.orgs.get(org_id)
         settings = uow.orgs.settings(org_id)
         numbers = uow.orgs.numbers(org_id)
-    click.echo(json.dumps({"id": org_id, "name": row["name"], "parent_id": row["parent_id"], "numbers": numbers,
+    click.echo(json.dumps({"id": org_id, "name": row.name, "parent_id": row.parent_id, "numbers": numbers,
                            "settings": settings.model_dump(mode="json", exclude={"twilio_auth_token", "chat_secret",
                                                                                  "unsubscribe_secret"})}, indent=2))
 
@@ -485,9 +485,9 @@ def agents_list(obj: Ctx, org: int | None) -> None:
             status = "active"
         except TokenRefused as exc:
             status = exc.code.removeprefix("token_")
-        click.echo(f"{row['id']:>5}  {row['role']:<10}  {_when(row['created_at']):<17}  "
-                   f"{_when(row['last_used_at'], 'never'):<17}  {_when(row['expires_at'], 'never'):<17}  "
-                   f"{status:<8}  {row['name']}")
+        click.echo(f"{row.id:>5}  {row.role:<10}  {_when(row.created_at):<17}  "
+                   f"{_when(row.last_used_at, 'never'):<17}  {_when(row.expires_at, 'never'):<17}  "
+                   f"{status:<8}  {row.name}")
 
 
 @agents.command("revoke")
@@ -503,7 +503,7 @@ def agents_revoke(obj: Ctx, agent_id: int, org: int | None) -> None:
     with obj.uow() as uow:
         row = revoke_agent(uow, org_id, agent_id, obj.system.clock())
         uow.commit()
-    click.echo(f"revoked the token of {row['name']} (id {agent_id}) at {_when(row['revoked_at'])}")
+    click.echo(f"revoked the token of {row.name} (id {agent_id}) at {_when(row.revoked_at)}")
 
 
 @agents.command("expire")
@@ -527,7 +527,7 @@ def agents_expire(obj: Ctx, agent_id: int, expires_in: str | None, at: str | Non
     with obj.uow() as uow:
         row = set_agent_expiry(uow, org_id, agent_id, expires_at)
         uow.commit()
-    click.echo(f"the token of {row['name']} (id {agent_id}) expires: {_when(row['expires_at'], 'never')}")
+    click.echo(f"the token of {row.name} (id {agent_id}) expires: {_when(row.expires_at, 'never')}")
 
 
 from .cli_contacts import register as _register_contacts  # noqa: E402

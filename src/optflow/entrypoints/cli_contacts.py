@@ -14,6 +14,7 @@ import click
 from ..domain import commands as c
 from ..domain.addresses import normalize_for_channel
 from ..domain.model import Actor, ActorKind, Channel, DomainError, InvalidInput
+from ..domain.records import Audience
 from ..service_layer.unit_of_work import UnitOfWork
 from .cli import ACTING_AGENT_HELP, Ctx, friendly_errors, parse_channel, parse_time, pass_ctx
 from .cli_csv import check_rejects_path, default_rejects_path, process_rows, read_csv
@@ -23,13 +24,12 @@ def _contact_json(obj: Ctx, org_id: int, contact_id: int) -> dict[str, Any]:
     with obj.uow() as uow:
         contact = uow.contacts.get(org_id, contact_id)
         addresses = uow.contacts.addresses(contact_id)
-        consents = uow.consents.for_addresses(org_id, [a["value"] for a in addresses])
+        consents = uow.consents.for_addresses(org_id, [a.value for a in addresses])
     return {
-        "id": contact_id, "name": contact["name"], "time_zone": contact["time_zone"], "region": contact["region"],
-        "active": bool(contact["active"]), "do_not_call": bool(contact["do_not_call"]),
-        "marketing_allowed": bool(contact["marketing_allowed"]),
-        "dnd": {"all": bool(contact["dnd_all"]), "channels": [ch for ch in contact["dnd_channels"].split(",") if ch]},
-        "addresses": [{"kind": a["kind"], "value": a["value"]} for a in addresses],
+        "id": contact_id, "name": contact.name, "time_zone": contact.time_zone, "region": contact.region,
+        "active": contact.active, "do_not_call": contact.do_not_call, "marketing_allowed": contact.marketing_allowed,
+        "dnd": {"all": contact.dnd_all, "channels": [ch for ch in contact.dnd_channels.split(",") if ch]},
+        "addresses": [{"kind": a.kind, "value": a.value} for a in addresses],
         "consents": [{"channel": k.channel.value, "address": k.address, "state": k.state.value,
                       "awaiting_pin": k.awaiting_pin,
                       "opted_in_at": k.opted_in_at.isoformat() if k.opted_in_at else None,
@@ -197,7 +197,7 @@ def register(main: click.Group) -> None:
         contact_id = resolve_contact(obj, org_id, contact) if contact else None  # one transaction at a time
         with obj.uow() as uow:
             if contact_id is not None:
-                addresses = [a["value"] for a in uow.contacts.addresses(contact_id)]
+                addresses = [a.value for a in uow.contacts.addresses(contact_id)]
                 rows = uow.ledger.for_contact(org_id, contact_id, addresses)
             else:
                 rows = uow.ledger.entries(org_id)
@@ -350,9 +350,9 @@ def run_simulation(channel: Channel, pin_required: bool, mode: str) -> None:
         with system.bus.uow() as uow:
             rows = uow.messages.for_contact(org_id, contact_id, limit=50)
         for row in reversed(rows):
-            if row["audience"] == "employee" and row["id"] not in seen_employee:
-                seen_employee.add(row["id"])
-                click.echo(click.style(f"  to Dana: {row['body']}", fg="yellow"))
+            if row.audience is Audience.EMPLOYEE and row.id not in seen_employee:
+                seen_employee.add(row.id)
+                click.echo(click.style(f"  to Dana: {row.body}", fg="yellow"))
 
     sid = 0
     stdin = sys.stdin

@@ -8,6 +8,7 @@ import click
 
 from ..domain import commands as c
 from ..domain.model import InvalidInput
+from ..domain.records import ENDED, RUNNING
 from .cli import ACTING_AGENT_HELP, Ctx, friendly_errors, pass_ctx
 from .cli_contacts import resolve_contact
 from .cli_csv import FileRefused, check_rejects_path, default_rejects_path, process_rows, read_csv
@@ -67,7 +68,7 @@ def register(main: click.Group) -> None:
     @friendly_errors
     def enrollments(obj: Ctx, contact_id: int, org: int | None, show_all: bool) -> None:
         """A contact's enrolments."""
-        statuses = ("active", "paused", "done", "cancelled") if show_all else ("active", "paused")
+        statuses = (*RUNNING, *ENDED) if show_all else RUNNING
         org_id = obj.org_id(org)  # before the unit of work: on SQLite a second transaction would wait for it
         with obj.uow() as uow:
             uow.contacts.get(org_id, contact_id)
@@ -75,9 +76,9 @@ def register(main: click.Group) -> None:
         if not rows:
             click.echo("no enrolments")
         for row in rows:
-            due = row["next_run_at"].isoformat() if row["next_run_at"] else "-"
-            click.echo(f"{row['id']:>6}  {row['flow_name']:<28} {row['status']:<9} step {row['pc']:<3} "
-                       f"next {due}  {row['end_reason'] or ''}")
+            due = row.next_run_at.isoformat() if row.next_run_at else "-"
+            click.echo(f"{row.id:>6}  {row.flow_name:<28} {row.status:<9} step {row.pc:<3} "
+                       f"next {due}  {row.end_reason or ''}")
 
     @flows.command("enroll")
     @click.argument("contact_id", type=int)
@@ -124,7 +125,7 @@ def register(main: click.Group) -> None:
         def enrol_row(row: dict[str, str]) -> str | None:
             contact_id = _one_contact(obj, org_id, row)
             with obj.uow() as uow:
-                if uow.enrollments.any_for(contact_id, flow_name, ("active", "paused")):
+                if uow.enrollments.any_for(contact_id, flow_name, RUNNING):
                     return f"contact {contact_id} is already in {flow_name}"
             system.bus.handle(c.EnrollContact(org_id, contact_id, flow_name, actor))
             return None

@@ -40,9 +40,10 @@ from ..adapters import orm
 from ..adapters.templates import template_fallback_counter
 from ..domain.ledger import DAMAGE_TRIGGER
 from ..domain.model import Trigger
+from ..domain.records import Audience, Direction, MessageStatus
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-OUTBOUND_DONE = ("sent", "replied")  # statuses of a message that reached the customer
+OUTBOUND_DONE = (MessageStatus.SENT, MessageStatus.REPLIED)  # statuses of a message that reached the customer
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -56,13 +57,14 @@ class DatabaseCollector(Collector):
         m = orm.messages
         ledger = orm.ledger
         received, sent, denied, ledger_rows = _read_counts(self._engine(), [
-            select(m.c.channel, m.c.intent, func.count()).where(m.c.direction == "in")
+            select(m.c.channel, m.c.intent, func.count()).where(m.c.direction == Direction.IN)
             .group_by(m.c.channel, m.c.intent),
             select(m.c.channel, m.c.kind, func.count())
-            .where(and_(m.c.direction == "out", m.c.audience == "customer", m.c.status.in_(OUTBOUND_DONE)))
+            .where(and_(m.c.direction == Direction.OUT, m.c.audience == Audience.CUSTOMER,
+                        m.c.status.in_(OUTBOUND_DONE)))
             .group_by(m.c.channel, m.c.kind),
             select(m.c.channel, m.c.kind, func.count())
-            .where(and_(m.c.direction == "out", m.c.status == "denied"))
+            .where(and_(m.c.direction == Direction.OUT, m.c.status == MessageStatus.DENIED))
             .group_by(m.c.channel, m.c.kind),
             # One scan of the ledger for both the transitions and the damage it recorded.
             select(ledger.c.trigger, ledger.c.channel, ledger.c.method, func.count())

@@ -301,7 +301,7 @@ def _unsubscribe_target(system: System, token: str) -> tuple[UnsubscribeTarget, 
             org = uow.orgs.get(target.org_id)
         except NotFound:
             return None
-    return target, str(org["name"])
+    return target, str(org.name)
 
 
 async def unsubscribe_address(request: Request, target: UnsubscribeTarget) -> None:

@@ -16,6 +16,7 @@ from ..adapters.templates import TemplateRenderer
 from ..domain.addresses import normalize_for_channel
 from ..domain.keywords import KeywordTable
 from ..domain.model import Channel, DomainError, InvalidInput, TransitionRefused
+from ..domain.records import Agent
 from ..domain.settings import OrgSettings
 from .unit_of_work import UnitOfWork
 
@@ -118,19 +119,19 @@ def add_agent(uow: UnitOfWork, org_id: int, name: str, role: str, now: datetime,
     return NewAgent(agent_id, org_id, name.strip(), role, token)
 
 
-def check_token(agent: Mapping[str, Any], now: datetime) -> None:
+def check_token(agent: Agent, now: datetime) -> None:
     """Raise `TokenRefused` saying why if the token of `agent` was revoked or has expired."""
-    if agent["revoked_at"] is not None:
-        raise TokenRefused(f"this API token was revoked at {agent['revoked_at']:%Y-%m-%d %H:%M} UTC; "
+    if agent.revoked_at is not None:
+        raise TokenRefused(f"this API token was revoked at {agent.revoked_at:%Y-%m-%d %H:%M} UTC; "
                            "ask an admin for a new one", code="token_revoked")
-    if agent["expires_at"] is not None and now >= agent["expires_at"]:
-        raise TokenRefused(f"this API token expired at {agent['expires_at']:%Y-%m-%d %H:%M} UTC; "
+    if agent.expires_at is not None and now >= agent.expires_at:
+        raise TokenRefused(f"this API token expired at {agent.expires_at:%Y-%m-%d %H:%M} UTC; "
                            "ask an admin for a new one", code="token_expired")
 
 
-def token_use_is_stale(agent: Mapping[str, Any], now: datetime) -> bool:
+def token_use_is_stale(agent: Agent, now: datetime) -> bool:
     """Whether the agent's `last_used_at` is due to be written (see `TOKEN_USE_PRECISION`)."""
-    last = agent["last_used_at"]
+    last = agent.last_used_at
     return last is None or now - last >= TOKEN_USE_PRECISION
 
 
@@ -138,23 +139,23 @@ def record_token_use(uow: UnitOfWork, agent_id: int, now: datetime) -> None:
     uow.agents.update(agent_id, last_used_at=now)
 
 
-def revoke_agent(uow: UnitOfWork, org_id: int, agent_id: int, now: datetime) -> dict[str, Any]:
-    """Revoke the agent's token for good (revoking twice keeps the first time). Returns the row."""
+def revoke_agent(uow: UnitOfWork, org_id: int, agent_id: int, now: datetime) -> Agent:
+    """Revoke the agent's token for good (revoking twice keeps the first time). Returns the agent."""
     row = uow.agents.in_org(org_id, agent_id)
-    if row["revoked_at"] is None:
+    if row.revoked_at is None:
         uow.agents.update(agent_id, revoked_at=now)
-    return dict(uow.agents.in_org(org_id, agent_id))
+    return uow.agents.in_org(org_id, agent_id)
 
 
-def set_agent_expiry(uow: UnitOfWork, org_id: int, agent_id: int, expires_at: datetime | None) -> dict[str, Any]:
+def set_agent_expiry(uow: UnitOfWork, org_id: int, agent_id: int, expires_at: datetime | None) -> Agent:
     """Set when the agent's token stops working (None: never; a past time: it stops now). A
-    revoked token stays revoked. Returns the row."""
+    revoked token stays revoked. Returns the agent."""
     row = uow.agents.in_org(org_id, agent_id)
-    if row["revoked_at"] is not None:
+    if row.revoked_at is not None:
         raise TransitionRefused(f"the token of agent {agent_id} is revoked; create a new agent instead",
                                 code="token_revoked")
     uow.agents.update(agent_id, expires_at=expires_at)
-    return dict(uow.agents.in_org(org_id, agent_id))
+    return uow.agents.in_org(org_id, agent_id)
 
 
 def ensure_default_setup(engine: Engine, now: datetime, org_name: str, number: str) -> NewAgent | None:

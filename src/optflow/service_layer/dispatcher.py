@@ -29,7 +29,6 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from sqlalchemy import Engine
 
@@ -45,6 +44,7 @@ from ..domain import commands as c
 from ..domain.consent_rules import Door
 from ..domain.model import Actor, ActorKind, Channel, Purpose
 from ..domain.policy import Allow, Decision, Defer, MessageKind
+from ..domain.records import Message, MessageStatus
 from ..domain.tokens import UnsubscribeTarget, make_token
 from . import late_replies
 from .handlers import Services, opt_out_address, policy_decision, policy_settings
@@ -77,7 +77,7 @@ class DeliveryReport:
 @dataclass
 class _Claim:
     token: str
-    rows: list[dict[str, Any]]
+    rows: list[Message]
     renewed_at: datetime
     orgs: OrgMemo = field(default_factory=OrgMemo)  # org settings read once per claimed batch
 
@@ -122,7 +122,7 @@ class Dispatcher:
                 message = self._hand_over(claim, row, report, outcome)
                 outcome = None
                 if message is not None:
-                    outcome = self._send(message, claim.token, int(row["attempts"]) + 1, report)
+                    outcome = self._send(message, claim.token, row.attempts + 1, report)
             if outcome is not None:
                 with UnitOfWork(self.engine) as uow:
                     self._record(uow, claim.token, outcome)
@@ -138,7 +138,7 @@ class Dispatcher:
             uow.commit()
         return _Claim(token, rows, renewed_at=now)
 
-    def _hand_over(self, claim: _Claim, row: dict[str, Any], report: DeliveryReport,
+    def _hand_over(self, claim: _Claim, row: Message, report: DeliveryReport,
                    previous: _Outcome | None) -> OutboundMessage | None:
         """Check one claimed row against the policy on fresh data and, if it may go and is still
         this claim's and not cancelled, mark it handed over, in one short transaction. The
@@ -152,15 +152,16 @@ class Dispatcher:
                 uow.messages.renew_lease(claim.token, moment + LEASE)
                 claim.renewed_at = moment
             decision = self._decide(uow, row, moment)
-            message_id = row["id"]
+            message_id = row.id
             if isinstance(decision, Allow):
                 taken = uow.messages.hand_over(message_id, claim.token, moment, moment + LEASE)
             elif isinstance(decision, Defer):
-                taken = uow.messages.release(message_id, claim.token, status="queued", claim_token=None,
-                                             not_before=decision.until, last_error=decision.reason)
+                taken = uow.messages.release(message_id, claim.token, status=MessageStatus.QUEUED,
+                                             claim_token=None, not_before=decision.until, last_error=decision.reason)
                 report.deferred += taken
             else:
-                taken = uow.messages.release(message_id, claim.token, status="denied", last_error=decision.reason)
+                taken = uow.messages.release(message_id, claim.token, status=MessageStatus.DENIED,
+                                             last_error=decision.reason)
                 report.denied += taken
             uow.commit()
         if not taken:
@@ -168,31 +169,27 @@ class Dispatcher:
             return None
         return self._outbound(row) if isinstance(decision, Allow) else None
 
-    def _decide(self, uow: UnitOfWork, row: dict[str, Any], now: datetime) -> Decision:
-        org_id = row["org_id"]
+    def _decide(self, uow: UnitOfWork, row: Message, now: datetime) -> Decision:
+        org_id = row.org_id
         settings = uow.orgs.settings(org_id)
-        channel = Channel(row["channel"])
-        kind = MessageKind(row["kind"])
+        channel, kind = row.channel, row.kind
         # With a cap on this channel, the contact's row is locked so that concurrent hand-overs
         # to the contact count each other's sends.
         capped = any(channel in cap.channels for cap in policy_settings(settings).caps)
-        contact = uow.contacts.get(org_id, row["contact_id"], lock=capped) if row["contact_id"] else None
-        consent = uow.consents.get(org_id, row["address"], channel)
+        contact = uow.contacts.get(org_id, row.contact_id, lock=capped) if row.contact_id else None
+        consent = uow.consents.get(org_id, row.address, channel)
         return policy_decision(
-            uow, settings, contact, consent, Purpose(row["purpose"]), kind, now, at_hand_over=True,
+            uow, settings, contact, consent, row.purpose, kind, now, at_hand_over=True,
             confirmation_sent=False if kind is MessageKind.OPT_OUT_CONFIRMATION else None,
         )
 
-    def _outbound(self, row: dict[str, Any]) -> OutboundMessage:
-        channel = Channel(row["channel"])
-        purpose = Purpose(str(row["purpose"]))
+    def _outbound(self, row: Message) -> OutboundMessage:
         unsubscribe = None
-        if channel is Channel.EMAIL and purpose is Purpose.MARKETING:
-            unsubscribe = self.unsubscribe_url(int(str(row["org_id"])), str(row["address"]), channel)
+        if row.channel is Channel.EMAIL and row.purpose is Purpose.MARKETING:
+            unsubscribe = self.unsubscribe_url(row.org_id, row.address, row.channel)
         return OutboundMessage(
-            id=int(str(row["id"])), org_id=int(str(row["org_id"])), channel=channel, to=str(row["address"]),
-            body=str(row["body"]), purpose=purpose, subject=(row["subject"] and str(row["subject"])) or None,
-            unsubscribe_url=unsubscribe,
+            id=row.id, org_id=row.org_id, channel=row.channel, to=row.address, body=row.body, purpose=row.purpose,
+            subject=row.subject or None, unsubscribe_url=unsubscribe,
         )
 
     def _send(self, message: OutboundMessage, token: str, attempts: int, report: DeliveryReport) -> _Outcome | None:
@@ -211,34 +208,34 @@ class Dispatcher:
         except PermanentSendError as exc:
             report.failed += 1
             report.errors.append(f"message {message.id}: {exc}")
-            return message.id, {"status": "failed", "sent_at": None, "last_error": str(exc)}
+            return message.id, {"status": MessageStatus.FAILED, "sent_at": None, "last_error": str(exc)}
         except Exception as exc:  # an adapter bug must not stop the other messages
             log.exception("sender crashed on message %s", message.id)
             return self._retry_or_fail(message, attempts, f"{type(exc).__name__}: {exc}", report)
         report.sent += 1
-        return message.id, {"status": "sent", "provider_id": result.provider_id, "last_error": None}
+        return message.id, {"status": MessageStatus.SENT, "provider_id": result.provider_id, "last_error": None}
 
     def _retry_or_fail(self, message: OutboundMessage, attempts: int, error: str, report: DeliveryReport) -> _Outcome:
         if attempts >= MAX_ATTEMPTS:
             report.failed += 1
-            return message.id, {"status": "failed", "sent_at": None,
+            return message.id, {"status": MessageStatus.FAILED, "sent_at": None,
                                 "last_error": f"gave up after {attempts} attempts: {error}"}
         report.retried += 1
-        return message.id, {"status": "queued", "sent_at": None, "claim_token": None,
+        return message.id, {"status": MessageStatus.QUEUED, "sent_at": None, "claim_token": None,
                             "not_before": self.clock() + backoff(attempts), "last_error": error}
 
     def _record(self, uow: UnitOfWork, token: str, outcome: _Outcome) -> None:
         message_id, values = outcome
         if not uow.messages.record(message_id, token, **values):
             log.warning("message %s: its claim was taken over; the outcome was not recorded", message_id)
-        elif values.get("status") == "sent":
+        elif values.get("status") is MessageStatus.SENT:
             late_replies.note_sent(uow, message_id, self.clock())
 
     def _carrier_opt_out(self, message: OutboundMessage, token: str, error: str) -> None:
         """The provider says the recipient unsubscribed (Twilio 21610): that is an opt-out."""
         now = self.clock()
         with UnitOfWork(self.engine) as uow:
-            uow.messages.record(message.id, token, status="failed", sent_at=None, last_error=error)
+            uow.messages.record(message.id, token, status=MessageStatus.FAILED, sent_at=None, last_error=error)
             opt_out_address(c.OptOutAddress(
                 message.org_id, message.to, message.channel, CARRIER, method="carrier", evidence=error[:500],
                 door=Door.CARRIER, source_message_id=f"message:{message.id}"), uow, self.services, now)

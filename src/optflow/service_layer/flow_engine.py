@@ -40,6 +40,7 @@ from ..domain import events as ev
 from ..domain import flows as f
 from ..domain.model import Actor, ActorKind, Channel, DomainError, InvalidInput, NotFound, State
 from ..domain.policy import Allow, Defer, MessageKind
+from ..domain.records import ENDED, RUNNING, Contact, Enrollment, EnrollmentStatus
 from . import handlers as h
 from .unit_of_work import UnitOfWork
 
@@ -135,7 +136,7 @@ class FlowEngine:
             flow = None
             if row is not None:
                 try:
-                    flow = load_flow_text(row["source"], row["source_file"], known_templates(self.flows_dir))
+                    flow = load_flow_text(row.source, row.source_file, known_templates(self.flows_dir))
                 except FlowValidationError as exc:
                     log.error("flow %s version %s no longer loads: %s", name, version, exc)
             self._versions[key] = flow
@@ -158,8 +159,8 @@ class FlowEngine:
     def _allowed_to_enroll(self, uow: UnitOfWork, flow: f.Flow, contact_id: int) -> bool:
         return f.may_enroll(
             flow,
-            has_active=uow.enrollments.any_for(contact_id, flow.name, ("active", "paused")),
-            has_ended=uow.enrollments.any_for(contact_id, flow.name, ("done", "cancelled")),
+            has_active=uow.enrollments.any_for(contact_id, flow.name, RUNNING),
+            has_ended=uow.enrollments.any_for(contact_id, flow.name, ENDED),
         )
 
     def enroll(self, uow: UnitOfWork, org_id: int, contact_id: int, flow: f.Flow, data: Mapping[str, Any],
@@ -200,10 +201,10 @@ class FlowEngine:
     def _exit(self, uow: UnitOfWork, contact_id: int, now: datetime, kind: str, name: str | None,
               data: Mapping[str, Any], reason: str) -> None:
         for row in uow.enrollments.for_contact(contact_id):
-            flow = self.flow_for(uow, row["flow_name"], row["flow_version"])
+            flow = self.flow_for(uow, row.flow_name, row.flow_version)
             if flow is not None and f.exit_matches(flow, kind, name, data):
-                uow.enrollments.end(row["id"], "done", reason, now)
-                uow.enrollments.log_step(row["id"], row["pc"], "exit", reason, now)
+                uow.enrollments.end(row.id, EnrollmentStatus.DONE, reason, now)
+                uow.enrollments.log_step(row.id, row.pc, "exit", reason, now)
 
     # ---------------------------------------------------------------- commands and events
 
@@ -273,52 +274,49 @@ class FlowEngine:
         on any channel still open to the contact; an enrolment that still has steps on another
         open channel carries on, and its steps on the closed channel are skipped by the policy
         (a drip's emails still go after a STOP to its texts)."""
-        rows = uow.enrollments.for_contact(contact_id, ("active", "paused"))
+        rows = uow.enrollments.for_contact(contact_id, RUNNING)
         closed = set(channels or ()) | (self._opted_out_channels(uow, org_id, contact_id) if rows else set())
         cancelled: list[tuple[int, int]] = []
         for row in rows:
-            if row["id"] == _performing.get():
+            if row.id == _performing.get():
                 continue
-            flow = self.flow_for(uow, row["flow_name"], row["flow_version"])
-            needs = f.remaining_channels(flow, min(row["pc"], len(flow.program))) if flow else frozenset(Channel)
+            flow = self.flow_for(uow, row.flow_name, row.flow_version)
+            needs = f.remaining_channels(flow, min(row.pc, len(flow.program))) if flow else frozenset(Channel)
             touched = channels is None or bool(needs & set(channels))
             if touched and (channels is None or pause or needs <= closed):
                 if pause and channels is not None:
-                    uow.enrollments.pause(row["id"], reason)
-                    uow.enrollments.log_step(row["id"], row["pc"], "paused", reason, now)
+                    uow.enrollments.pause(row.id, reason)
+                    uow.enrollments.log_step(row.id, row.pc, "paused", reason, now)
                 else:
-                    cancelled.append((row["id"], row["pc"]))
-        uow.enrollments.end_many(cancelled, "cancelled", reason, now)
+                    cancelled.append((row.id, row.pc))
+        uow.enrollments.end_many(cancelled, EnrollmentStatus.CANCELLED, reason, now)
 
     def _opted_out_channels(self, uow: UnitOfWork, org_id: int, contact_id: int) -> set[Channel]:
-        addresses = [a["value"] for a in uow.contacts.addresses(contact_id)]
+        addresses = [a.value for a in uow.contacts.addresses(contact_id)]
         return {consent.channel for consent in uow.consents.for_addresses(org_id, addresses)
                 if consent.state is State.OPTED_OUT}
 
     def channels_unblocked(self, uow: UnitOfWork, org_id: int, contact_id: int, now: datetime) -> None:
         """DND lifted: paused enrolments whose channels are free again carry on."""
-        from ..adapters.repository import dnd_of
-
-        contact = uow.contacts.get(org_id, contact_id)
-        dnd = dnd_of(contact)
-        for row in uow.enrollments.for_contact(contact_id, ("paused",)):
-            flow = self.flow_for(uow, row["flow_name"], row["flow_version"])
+        dnd = uow.contacts.get(org_id, contact_id).dnd
+        for row in uow.enrollments.for_contact(contact_id, (EnrollmentStatus.PAUSED,)):
+            flow = self.flow_for(uow, row.flow_name, row.flow_version)
             if flow is None:
                 continue
-            needs = f.remaining_channels(flow, min(row["pc"], len(flow.program)))
+            needs = f.remaining_channels(flow, min(row.pc, len(flow.program)))
             if not any(dnd.blocks(ch) for ch in needs):
-                uow.enrollments.resume(row["id"], now)
-                uow.enrollments.log_step(row["id"], row["pc"], "resumed", "do not disturb lifted", now)
+                uow.enrollments.resume(row.id, now)
+                uow.enrollments.log_step(row.id, row.pc, "resumed", "do not disturb lifted", now)
 
     def remove(self, uow: UnitOfWork, org_id: int, contact_id: int, enrollment_id: int, now: datetime,
                actor: Actor) -> None:
         row = uow.enrollments.get(enrollment_id)
-        if row is None or row["contact_id"] != contact_id or row["org_id"] != org_id:
+        if row is None or row.contact_id != contact_id or row.org_id != org_id:
             raise NotFound(f"contact {contact_id} has no enrolment {enrollment_id}", code="enrollment_not_found")
-        if row["status"] not in ("active", "paused"):
-            raise DomainError(f"enrolment {enrollment_id} already ended ({row['status']})", code="enrollment_ended")
-        uow.enrollments.end(enrollment_id, "cancelled", f"removed by {actor}", now)
-        uow.enrollments.log_step(enrollment_id, row["pc"], "removed", f"removed by {actor}", now)
+        if not row.running:
+            raise DomainError(f"enrolment {enrollment_id} already ended ({row.status})", code="enrollment_ended")
+        uow.enrollments.end(enrollment_id, EnrollmentStatus.CANCELLED, f"removed by {actor}", now)
+        uow.enrollments.log_step(enrollment_id, row.pc, "removed", f"removed by {actor}", now)
 
     # ---------------------------------------------------------------- running due steps
 
@@ -334,7 +332,7 @@ class FlowEngine:
                 break
         return report
 
-    def _run_batch(self, uow: UnitOfWork, rows: list[dict[str, Any]], now: datetime, report: FlowRunReport) -> None:
+    def _run_batch(self, uow: UnitOfWork, rows: list[Enrollment], now: datetime, report: FlowRunReport) -> None:
         """Run the claimed enrolments in order, set-based where the steps allow it.
 
         An enrolment whose steps until its next wait can only be sends
@@ -346,24 +344,24 @@ class FlowEngine:
         enrolments of its contact run on their own too (it may have changed their facts)."""
         reads = BatchReads.load(uow.conn, rows, self._send_windows(uow, rows, now))
         batched = _BatchUnitOfWork(uow, reads, BatchWrites())
-        pending: list[dict[str, Any]] = []  # run batched, not written yet
+        pending: list[Enrollment] = []  # run batched, not written yet
         pending_report = FlowRunReport()
         changed_contacts: set[int] = set()
         for row in rows:
-            contact = reads.contacts.get(row["contact_id"])
-            flow = self.flow_for(uow, row["flow_name"], row["flow_version"])
-            if (flow is not None and contact is not None and contact["org_id"] == row["org_id"]
-                    and row["contact_id"] not in changed_contacts and f.only_sends_until_wait(flow, row["pc"])):
+            contact = reads.contacts.get(row.contact_id)
+            flow = self.flow_for(uow, row.flow_name, row.flow_version)
+            if (flow is not None and contact is not None and contact.org_id == row.org_id
+                    and row.contact_id not in changed_contacts and f.only_sends_until_wait(flow, row.pc)):
                 pending.append(row)
                 self._execute_batched(batched, row, now, pending_report)
                 continue
             self._write_batched(uow, batched, pending, pending_report, now, report)
             pending_report = FlowRunReport()
             self._execute_isolated(uow, row, now, report)
-            changed_contacts.add(row["contact_id"])
+            changed_contacts.add(row.contact_id)
         self._write_batched(uow, batched, pending, pending_report, now, report)
 
-    def _write_batched(self, uow: UnitOfWork, batched: _BatchUnitOfWork, pending: list[dict[str, Any]],
+    def _write_batched(self, uow: UnitOfWork, batched: _BatchUnitOfWork, pending: list[Enrollment],
                        pending_report: FlowRunReport, now: datetime, report: FlowRunReport) -> None:
         """Write what the pending enrolments did and count it in `report`. Should the bulk write
         fail (a row the database refuses), it is undone and each of them runs again on its own,
@@ -383,10 +381,10 @@ class FlowEngine:
                 setattr(report, name, getattr(report, name) + value)
         pending.clear()
 
-    def _send_windows(self, uow: UnitOfWork, rows: list[dict[str, Any]], now: datetime) -> dict[int, SendWindow]:
+    def _send_windows(self, uow: UnitOfWork, rows: list[Enrollment], now: datetime) -> dict[int, SendWindow]:
         """For each org of the batch with frequency caps: the sends they may count."""
         windows = {}
-        for org_id in {row["org_id"] for row in rows}:
+        for org_id in {row.org_id for row in rows}:
             try:
                 caps = h.policy_settings(uow.orgs.settings(org_id)).caps
             except DomainError:
@@ -396,7 +394,7 @@ class FlowEngine:
                                              now - max(cap.window for cap in caps))
         return windows
 
-    def _execute_batched(self, uow: _BatchUnitOfWork, row: dict[str, Any], now: datetime,
+    def _execute_batched(self, uow: _BatchUnitOfWork, row: Enrollment, now: datetime,
                          report: FlowRunReport) -> None:
         """`execute` in the batch's unit of work. A step that fails drops what this enrolment
         wrote, like the savepoint of `_execute_isolated`."""
@@ -404,10 +402,10 @@ class FlowEngine:
         try:
             self.execute(uow, row, now, report)
         except Exception as exc:
-            uow.writes.undo(mark, row["id"])
+            uow.writes.undo(mark, row.id)
             self._failed(uow, row, exc, now, report)
 
-    def _execute_isolated(self, uow: UnitOfWork, row: dict[str, Any], now: datetime, report: FlowRunReport) -> None:
+    def _execute_isolated(self, uow: UnitOfWork, row: Enrollment, now: datetime, report: FlowRunReport) -> None:
         """`execute` inside a savepoint. A step that fails unexpectedly (a content template that
         no longer renders, say) undoes only this enrolment's work and is tried again from the same
         step after RETRY_AFTER, so it neither blocks the rest of the batch on every tick nor fails
@@ -418,29 +416,29 @@ class FlowEngine:
         except Exception as exc:
             self._failed(uow, row, exc, now, report)
 
-    def _failed(self, uow: UnitOfWork, row: dict[str, Any], exc: Exception, now: datetime,
+    def _failed(self, uow: UnitOfWork, row: Enrollment, exc: Exception, now: datetime,
                 report: FlowRunReport) -> None:
-        log.exception("enrolment %s (flow %s) failed at step %s", row["id"], row["flow_name"], row["pc"],
+        log.exception("enrolment %s (flow %s) failed at step %s", row.id, row.flow_name, row.pc,
                       exc_info=exc)
         retry_at = now + RETRY_AFTER
         problem = f"{type(exc).__name__}: {exc}"
-        uow.enrollments.move(row["id"], row["pc"], retry_at)
-        uow.enrollments.log_step(row["id"], row["pc"], "error",
+        uow.enrollments.move(row.id, row.pc, retry_at)
+        uow.enrollments.log_step(row.id, row.pc, "error",
                                  f"{problem}; trying again at {retry_at.isoformat()}", now)
-        report.errors.append(f"enrolment {row['id']}: {problem}")
+        report.errors.append(f"enrolment {row.id}: {problem}")
 
-    def execute(self, uow: UnitOfWork, row: dict[str, Any], now: datetime, report: FlowRunReport) -> None:
+    def execute(self, uow: UnitOfWork, row: Enrollment, now: datetime, report: FlowRunReport) -> None:
         """Run one enrolment from its pc until a wait, a deferral or the end. Everything it does
         lands in the caller's transaction, with the step advance."""
-        flow = self.flow_for(uow, row["flow_name"], row["flow_version"])
-        enrollment_id, pc = row["id"], row["pc"]
+        flow = self.flow_for(uow, row.flow_name, row.flow_version)
+        enrollment_id, pc = row.id, row.pc
         if flow is None:
-            uow.enrollments.end(enrollment_id, "cancelled", "flow version no longer available", now)
-            report.errors.append(f"enrolment {enrollment_id}: flow {row['flow_name']} {row['flow_version']} missing")
+            uow.enrollments.end(enrollment_id, EnrollmentStatus.CANCELLED, "flow version no longer available", now)
+            report.errors.append(f"enrolment {enrollment_id}: flow {row.flow_name} {row.flow_version} missing")
             return
-        org_id = row["org_id"]
-        contact = uow.contacts.get(org_id, row["contact_id"])
-        event = json.loads(row["event_json"] or "{}")
+        org_id = row.org_id
+        contact = uow.contacts.get(org_id, row.contact_id)
+        event: dict[str, Any] = json.loads(row.event_json or "{}")
         facts: f.Facts | None = None  # read when a condition needs them, again after an action changed them
         for _ in range(MAX_STEPS_PER_RUN):
             if f.plan_reads_conditions(flow, pc):
@@ -448,14 +446,14 @@ class FlowEngine:
                     facts = self._facts(uow, org_id, contact, event)
                 plan = f.plan_step(flow, pc, facts, now)
             else:
-                plan = self._unconditional_plan(flow, pc, contact["time_zone"], now)
+                plan = self._unconditional_plan(flow, pc, contact.time_zone, now)
             if plan.wake_at is not None:
                 uow.enrollments.move(enrollment_id, plan.next_pc, plan.wake_at)
                 uow.enrollments.log_step(enrollment_id, plan.next_pc - 1, "wait",
                                          f"waiting until {plan.wake_at.isoformat()}", now)
                 return
             if plan.action is None:
-                uow.enrollments.end(enrollment_id, "done", "completed", now)
+                uow.enrollments.end(enrollment_id, EnrollmentStatus.DONE, "completed", now)
                 report.finished += 1
                 return
             at = plan.next_pc - 1
@@ -475,11 +473,11 @@ class FlowEngine:
                 # Any other action may have changed a consent, or ended or paused this
                 # enrolment (opt-out, DND, remove). A send changes neither: its facts still hold.
                 current = uow.enrollments.get(enrollment_id)
-                if current is None or current["status"] != "active":
+                if current is None or current.status is not EnrollmentStatus.ACTIVE:
                     return
                 facts = None
             if plan.finished:
-                uow.enrollments.end(enrollment_id, "done", "completed", now)
+                uow.enrollments.end(enrollment_id, EnrollmentStatus.DONE, "completed", now)
                 report.finished += 1
                 return
             pc = plan.next_pc
@@ -497,19 +495,18 @@ class FlowEngine:
             plan = self._plans[key] = f.plan_step(flow, pc, f.Facts({}, {}, {}, time_zone), now)
         return plan
 
-    def _facts(self, uow: UnitOfWork, org_id: int, contact: Mapping[str, Any], event: Mapping[str, Any]) -> f.Facts:
+    def _facts(self, uow: UnitOfWork, org_id: int, contact: Contact, event: Mapping[str, Any]) -> f.Facts:
         states: dict[Channel, State] = {}
-        for consent in uow.consents.for_addresses(org_id, [a["value"] for a in uow.contacts.addresses(contact["id"])]):
+        for consent in uow.consents.for_addresses(org_id, [a.value for a in uow.contacts.addresses(contact.id)]):
             if consent.channel not in states or consent.state is State.OPTED_OUT:
                 states[consent.channel] = consent.state
-        fields = {**json.loads(contact.get("fields_json") or "{}"), "name": contact["name"],
-                  "marketing_allowed": bool(contact["marketing_allowed"])}
-        return f.Facts(consent_states=states, contact=fields, event=event, time_zone=contact["time_zone"])
+        fields = {**contact.fields(), "name": contact.name, "marketing_allowed": contact.marketing_allowed}
+        return f.Facts(consent_states=states, contact=fields, event=event, time_zone=contact.time_zone)
 
-    def _act(self, uow: UnitOfWork, flow: f.Flow, row: Mapping[str, Any], instruction: f.Instruction,
-             contact: Mapping[str, Any], event: Mapping[str, Any], now: datetime,
+    def _act(self, uow: UnitOfWork, flow: f.Flow, row: Enrollment, instruction: f.Instruction,
+             contact: Contact, event: Mapping[str, Any], now: datetime,
              report: FlowRunReport) -> tuple[str, datetime | None]:
-        org_id, contact_id = int(row["org_id"]), int(row["contact_id"])
+        org_id, contact_id = row.org_id, row.contact_id
         try:
             if isinstance(instruction, f.Send):
                 return self._send(uow, flow, row, instruction, contact, event, now, report)
@@ -538,9 +535,9 @@ class FlowEngine:
                 return "do not disturb set", None
             if isinstance(instruction, f.RemoveFromFlows):
                 for other in uow.enrollments.for_contact(contact_id):
-                    if other["id"] != row["id"]:
-                        uow.enrollments.end(other["id"], "cancelled", f"removed by flow {flow.name}", now)
-                        uow.enrollments.log_step(other["id"], other["pc"], "removed", f"by flow {flow.name}", now)
+                    if other.id != row.id:
+                        uow.enrollments.end(other.id, EnrollmentStatus.CANCELLED, f"removed by flow {flow.name}", now)
+                        uow.enrollments.log_step(other.id, other.pc, "removed", f"by flow {flow.name}", now)
                 return "removed from other flows", None
             if isinstance(instruction, f.Webhook):
                 return self._webhook(uow, instruction, flow, row, event, now), None
@@ -549,10 +546,10 @@ class FlowEngine:
             return f"skipped: {exc}", None
         raise AssertionError(f"unhandled instruction {instruction!r}")
 
-    def _send(self, uow: UnitOfWork, flow: f.Flow, row: Mapping[str, Any], step: f.Send,
-              contact: Mapping[str, Any], event: Mapping[str, Any], now: datetime,
+    def _send(self, uow: UnitOfWork, flow: f.Flow, row: Enrollment, step: f.Send,
+              contact: Contact, event: Mapping[str, Any], now: datetime,
               report: FlowRunReport) -> tuple[str, datetime | None]:
-        org_id, contact_id = int(row["org_id"]), int(row["contact_id"])
+        org_id, contact_id = row.org_id, row.contact_id
         settings = uow.orgs.settings(org_id)
         try:
             address = h._contact_address(uow, contact_id, step.channel, None)
@@ -560,31 +557,31 @@ class FlowEngine:
             report.skipped += 1
             return f"skipped: {exc}", None
         consent = uow.consents.get(org_id, address, step.channel)
-        decision = h.policy_decision(uow, settings, dict(contact), consent, step.purpose, MessageKind.NORMAL, now)
+        decision = h.policy_decision(uow, settings, contact, consent, step.purpose, MessageKind.NORMAL, now)
         if isinstance(decision, Defer):
             return f"deferred: {decision.reason}", decision.until
         if not isinstance(decision, Allow):
             report.skipped += 1
             return f"skipped: {decision.reason}", None
-        variables = h.template_variables(uow, org_id, settings, step.channel, dict(contact), None,
+        variables = h.template_variables(uow, org_id, settings, step.channel, contact, None,
                                          event=dict(event))
         body = self.render_content(step.template, variables, settings)
         if step.channel is Channel.EMAIL and step.purpose.value == "marketing" and self.unsubscribe_url:
             footer_vars = {**variables, "unsubscribe_url": self.unsubscribe_url(org_id, address, step.channel)}
             body = f"{body}\n\n{h.render(self.services, settings, 'email/marketing_footer', footer_vars)}"
         h.queue_to_customer(uow, org_id, contact_id, step.channel, address, body, now, kind=MessageKind.NORMAL,
-                            purpose=step.purpose, subject=step.subject, enrollment_id=int(row["id"]))
+                            purpose=step.purpose, subject=step.subject, enrollment_id=row.id)
         report.sent += 1
         return f"queued {step.template} on {step.channel.value}", None
 
-    def _webhook(self, uow: UnitOfWork, step: f.Webhook, flow: f.Flow, row: Mapping[str, Any],
+    def _webhook(self, uow: UnitOfWork, step: f.Webhook, flow: f.Flow, row: Enrollment,
                  event: Mapping[str, Any], now: datetime) -> str:
         """Queue the POST in the step's transaction; the scheduler's `WebhookDispatcher` sends it.
         No HTTP here: this runs inside a transaction, and often on a web worker's event loop."""
-        payload = {"flow": flow.name, "enrollment_id": row["id"], "contact_id": row["contact_id"],
+        payload = {"flow": flow.name, "enrollment_id": row.id, "contact_id": row.contact_id,
                    "event": dict(event), **dict(step.body)}
         # ASCII JSON: storable whatever the event carried (a NUL or a lone surrogate is escaped).
-        delivery_id = uow.webhook_deliveries.add(int(row["org_id"]), int(row["id"]), step.url,
+        delivery_id = uow.webhook_deliveries.add(row.org_id, row.id, step.url,
                                                  json.dumps(payload, default=str), now)
         return f"webhook queued (delivery {delivery_id})"
 

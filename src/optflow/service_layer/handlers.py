@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from ..adapters.repository import dnd_of
 from ..adapters.templates import TemplateRenderer
 from ..domain import commands as c
 from ..domain import consent_rules as rules
@@ -49,6 +48,7 @@ from ..domain.policy import (
     SendRequest,
     decide,
 )
+from ..domain.records import Audience, Contact, Direction, MessageStatus
 from ..domain.redaction import mask_address
 from ..domain.settings import OrgSettings
 from .unit_of_work import UnitOfWork
@@ -162,25 +162,25 @@ def _build_policy_settings(settings: OrgSettings) -> PolicySettings:
     )
 
 
-def recipient_of(contact: dict[str, Any] | None) -> Recipient:
+def recipient_of(contact: Contact | None) -> Recipient:
     if contact is None:
         return Recipient(dnd=DndSettings())
     return Recipient(
-        dnd=dnd_of(contact), marketing_allowed=bool(contact["marketing_allowed"]),
-        time_zone=contact["time_zone"], region=contact["region"],
+        dnd=contact.dnd, marketing_allowed=contact.marketing_allowed,
+        time_zone=contact.time_zone, region=contact.region,
     )
 
 
 def template_variables(uow: UnitOfWork, org_id: int, settings: OrgSettings, channel: Channel,
-                       contact: dict[str, Any] | None, actor: Actor | None, **extra: Any) -> dict[str, Any]:
+                       contact: Contact | None, actor: Actor | None, **extra: Any) -> dict[str, Any]:
     org = uow.orgs.get(org_id)
     employee = ""
     if actor is not None and actor.kind is ActorKind.AGENT and actor.id and actor.id.isdigit():
         agent = uow.agents.get(int(actor.id))
-        employee = agent["name"] if agent else ""
+        employee = agent.name if agent else ""
     return {
-        "org_name": org["name"], "program_name": settings.program_name,
-        "employee_name": employee or org["name"], "contact_name": (contact or {}).get("name") or "",
+        "org_name": org.name, "program_name": settings.program_name,
+        "employee_name": employee or org.name, "contact_name": contact.name if contact is not None else "",
         "channel": channel.value, "help_contact": settings.help_contact,
         "message_frequency": settings.message_frequency, "stop_word": "STOP", "start_word": "START",
         "help_word": "HELP", "yes_word": "YES", **extra,
@@ -217,8 +217,8 @@ def cancel_outbound(uow: UnitOfWork, org_id: int, address: str, channels: Iterab
     confirmation)."""
     for message_id in uow.messages.queued_for(org_id, address, channels):
         row = uow.messages.get(message_id)
-        if row and row["kind"] != MessageKind.OPT_OUT_CONFIRMATION.value:
-            uow.messages.set(message_id, status="cancelled", last_error="recipient opted out")
+        if row and row.kind is not MessageKind.OPT_OUT_CONFIRMATION:
+            uow.messages.set(message_id, status=MessageStatus.CANCELLED, last_error="recipient opted out")
 
 
 def decide_change(uow: UnitOfWork, consent: Consent, trigger: Trigger, ctx: TransitionContext,
@@ -246,14 +246,14 @@ def consents_for_opt_out(uow: UnitOfWork, settings: OrgSettings, org_id: int, co
     return consents
 
 
-def revoke(uow: UnitOfWork, svc: Services, org_id: int, contact: dict[str, Any] | None, cause: rules.Revocation,
+def revoke(uow: UnitOfWork, svc: Services, org_id: int, contact: Contact | None, cause: rules.Revocation,
            now: datetime, *, replies: list[str] | None = None, render_messages: bool = True,
            own: Consent | None = None) -> rules.Outcome:
     """Every opt-out, whichever door it came through: load, decide (`consent_rules.revoke`),
     write, and send what follows. With `render_messages=False` (the last-resort fallback) the
     same decision is written and no message is rendered or sent."""
     settings = uow.orgs.settings(org_id)
-    contact_id = contact["id"] if contact is not None else None
+    contact_id = contact.id if contact is not None else None
     consents = consents_for_opt_out(uow, settings, org_id, contact_id, cause, own)
     outcome = rules.revoke(org_id, contact_id, consents, cause, settings, now)
     write_outcome(uow, outcome, now)
@@ -265,13 +265,13 @@ def revoke(uow: UnitOfWork, svc: Services, org_id: int, contact: dict[str, Any] 
 
 
 def send_outcome_messages(uow: UnitOfWork, svc: Services, org_id: int, settings: OrgSettings,
-                          contact: dict[str, Any] | None, outcome: rules.Outcome, consent: Consent, now: datetime,
+                          contact: Contact | None, outcome: rules.Outcome, consent: Consent, now: datetime,
                           actor: Actor, *, replies: list[str] | None, customer_extra: dict[str, Any] | None = None,
                           note_extra: dict[str, Any] | None = None) -> None:
     """Render and record the messages a decision asked for: replies to the customer's own message
     go into `replies` (policy-checked), others are queued; notes go to the employee. The
     `*_extra` variables are those only the caller knows (the PIN it issued, the held message)."""
-    contact_id = contact["id"] if contact is not None else None
+    contact_id = contact.id if contact is not None else None
     for message in outcome.to_customer:
         variables = template_variables(uow, org_id, settings, message.channel, contact,
                                        None if message.reply else actor, **(customer_extra or {}))
@@ -295,26 +295,27 @@ def queue_to_customer(uow: UnitOfWork, org_id: int, contact_id: int | None, chan
                       not_before: datetime | None = None, agent_id: int | None = None,
                       subject: str | None = None, enrollment_id: int | None = None) -> int:
     return uow.messages.add(
-        org_id=org_id, contact_id=contact_id, direction="out", audience="customer", channel=channel.value,
-        address=address, body=body, subject=subject, purpose=purpose.value, kind=kind.value,
-        status="queued", not_before=not_before or now, created_at=now, agent_id=agent_id,
+        org_id=org_id, contact_id=contact_id, direction=Direction.OUT, audience=Audience.CUSTOMER,
+        channel=channel.value, address=address, body=body, subject=subject, purpose=purpose.value, kind=kind.value,
+        status=MessageStatus.QUEUED, not_before=not_before or now, created_at=now, agent_id=agent_id,
         enrollment_id=enrollment_id,
     )
 
 
-def notify_employee(uow: UnitOfWork, svc: Services, org_id: int, settings: OrgSettings, contact: dict[str, Any] | None,
+def notify_employee(uow: UnitOfWork, svc: Services, org_id: int, settings: OrgSettings, contact: Contact | None,
                     channel: Channel, address: str, template: str, now: datetime, actor: Actor | None = None,
                     **extra: Any) -> int:
     body = render(svc, settings, template, template_variables(uow, org_id, settings, channel, contact, actor, **extra))
     log.info("notified the employee about %s (%s)", mask_address(address), template)
     return uow.messages.add(
-        org_id=org_id, contact_id=(contact or {}).get("id"), direction="out", audience="employee",
-        channel=channel.value, address=address, body=body, purpose=Purpose.CONVERSATIONAL.value,
-        kind=MessageKind.NORMAL.value, status="delivered", created_at=now, sent_at=now,
+        org_id=org_id, contact_id=contact.id if contact is not None else None, direction=Direction.OUT,
+        audience=Audience.EMPLOYEE, channel=channel.value, address=address, body=body,
+        purpose=Purpose.CONVERSATIONAL.value, kind=MessageKind.NORMAL.value, status=MessageStatus.DELIVERED,
+        created_at=now, sent_at=now,
     )
 
 
-def policy_decision(uow: UnitOfWork, settings: OrgSettings, contact: dict[str, Any] | None, consent: Consent,
+def policy_decision(uow: UnitOfWork, settings: OrgSettings, contact: Contact | None, consent: Consent,
                     purpose: Purpose, kind: MessageKind, now: datetime, *,
                     confirmation_sent: bool | None = None, at_hand_over: bool = False) -> Decision:
     """Frequency caps count the messages already queued or claimed too, except `at_hand_over`
@@ -325,7 +326,7 @@ def policy_decision(uow: UnitOfWork, settings: OrgSettings, contact: dict[str, A
     if contact is not None and caps and kind in (MessageKind.NORMAL, MessageKind.OPT_IN_REQUEST):
         # Only caps that count this channel matter, so the sends counted are on their channels.
         longest = max(cap.window for cap in caps)
-        recent = uow.messages.recent_sends(consent.org_id or 0, contact["id"],
+        recent = uow.messages.recent_sends(consent.org_id or 0, contact.id,
                                            {ch for cap in caps for ch in cap.channels}, now - longest,
                                            planned_from=None if at_hand_over else now)
     request = SendRequest(
@@ -342,13 +343,13 @@ def _contact_address(uow: UnitOfWork, contact_id: int, channel: Channel, wanted:
     rows = uow.contacts.addresses(contact_id)
     if wanted:
         value = normalize_for_channel(wanted, channel)
-        if not any(r["value"] == value for r in rows):
+        if not any(r.value == value for r in rows):
             raise InvalidInput(f"{wanted!r} is not an address of contact {contact_id}", code="unknown_address")
         return value
     kind = "email" if channel is Channel.EMAIL else "phone"
     for row in rows:
-        if row["kind"] == kind:
-            return str(row["value"])
+        if row.kind == kind:
+            return row.value
     raise InvalidInput(
         f"contact {contact_id} has no {'email address' if kind == 'email' else 'phone number'} "
         f"for the {channel.value} channel", code="no_address",
@@ -361,11 +362,11 @@ def release_held(uow: UnitOfWork, org_id: int, outcome: rules.Outcome, now: date
     delivered: list[str] = []
     for address, channel in outcome.release_holds:
         for row in uow.messages.held(org_id, address, channel):
-            if row["direction"] == "out":
-                uow.messages.set(row["id"], status="queued", not_before=now)
+            if row.direction is Direction.OUT:
+                uow.messages.set(row.id, status=MessageStatus.QUEUED, not_before=now)
             else:
-                uow.messages.set(row["id"], status="delivered")
-                delivered.append(row["body"])
+                uow.messages.set(row.id, status=MessageStatus.DELIVERED)
+                delivered.append(row.body)
     return delivered
 
 
@@ -375,15 +376,15 @@ def release_held(uow: UnitOfWork, org_id: int, outcome: rules.Outcome, now: date
 
 def _record_reply(uow: UnitOfWork, org_id: int, contact_id: int | None, consent: Consent, body: str,
                   kind: MessageKind, now: datetime, replies: list[str], settings: OrgSettings,
-                  contact: dict[str, Any] | None) -> None:
+                  contact: Contact | None) -> None:
     """A reply to the customer goes back in the webhook response; it is recorded as sent."""
     decision = policy_decision(uow, settings, contact, consent, Purpose.CONVERSATIONAL, kind, now,
                                confirmation_sent=False if kind is MessageKind.OPT_OUT_CONFIRMATION else None)
-    status = "replied" if isinstance(decision, Allow) else "denied"
+    status = MessageStatus.REPLIED if isinstance(decision, Allow) else MessageStatus.DENIED
     uow.messages.add(
-        org_id=org_id, contact_id=contact_id, direction="out", audience="customer", channel=consent.channel.value,
-        address=consent.address, body=body, purpose=Purpose.CONVERSATIONAL.value, kind=kind.value,
-        status=status, created_at=now, sent_at=now if status == "replied" else None,
+        org_id=org_id, contact_id=contact_id, direction=Direction.OUT, audience=Audience.CUSTOMER,
+        channel=consent.channel.value, address=consent.address, body=body, purpose=Purpose.CONVERSATIONAL.value,
+        kind=kind.value, status=status, created_at=now, sent_at=now if status is MessageStatus.REPLIED else None,
         last_error=None if isinstance(decision, Allow) else getattr(decision, "reason", None),
     )
     if isinstance(decision, Allow):
@@ -409,14 +410,14 @@ def receive_inbound(cmd: c.ReceiveInbound, uow: UnitOfWork, svc: Services, now: 
         if org_id is None:
             raise NotFound(f"no org owns {cmd.to_address!r}", code="unknown_number")
     address, contact = _sender(uow, org_id, cmd)
-    contact_id = contact["id"] if contact is not None else None
+    contact_id = contact.id if contact is not None else None
     settings = uow.orgs.settings(org_id)
     classification = classify_inbound(svc, settings, cmd.body, cmd.opt_out_type)
     intent = classification.intent
     # Stored with the status and replies most messages end with; changed below only if needed.
-    status = stored_status = "delivered" if contact is not None else "unassociated"
+    status = stored_status = MessageStatus.DELIVERED if contact is not None else MessageStatus.UNASSOCIATED
     message_id = uow.messages.add_inbound(
-        org_id=org_id, contact_id=contact_id, audience="customer", channel=cmd.channel.value,
+        org_id=org_id, contact_id=contact_id, audience=Audience.CUSTOMER, channel=cmd.channel.value,
         address=address, org_address=cmd.to_address, body=cmd.body, status=status, intent=intent.value,
         provider_id=cmd.provider_id, reply_text="[]", created_at=now,
     )
@@ -449,10 +450,10 @@ def receive_inbound(cmd: c.ReceiveInbound, uow: UnitOfWork, svc: Services, now: 
             uow.consents.save(consent, now)
             pin = {"pin": digits, "pin_valid_minutes": settings.pin_ttl_minutes}
         if answered.hold_inbound:
-            status = "held"
+            status = MessageStatus.HELD
         send_outcome_messages(uow, svc, org_id, settings, contact, answered, consent, now, actor, replies=replies,
                               customer_extra=pin, note_extra={"held_message": "\n".join(held)})
-    if replies or status != stored_status:
+    if replies or status is not stored_status:
         uow.messages.set(message_id, status=status, reply_text=json.dumps(replies))
     if contact_id is not None and intent is Intent.OTHER:
         # Only an ordinary message is a reply: STOP, YES and HELP have their own meaning.
@@ -467,13 +468,13 @@ def _replayed(uow: UnitOfWork, org_id: int, cmd: c.ReceiveInbound) -> InboundRes
     seen = uow.messages.find_inbound(org_id, cmd.provider_id)
     if seen is None:
         raise AssertionError(f"message {cmd.provider_id} was neither stored nor found")
-    consent = uow.consents.get(org_id, seen["address"], cmd.channel)
-    return InboundResult(org_id, seen["id"], Intent(seen["intent"] or Intent.OTHER), consent.state,
-                         cmd.channel, seen["address"], tuple(json.loads(seen["reply_text"] or "[]")),
-                         duplicate=True, contact_id=seen["contact_id"])
+    consent = uow.consents.get(org_id, seen.address, cmd.channel)
+    return InboundResult(org_id, seen.id, seen.intent or Intent.OTHER, consent.state,
+                         cmd.channel, seen.address, tuple(json.loads(seen.reply_text or "[]")),
+                         duplicate=True, contact_id=seen.contact_id)
 
 
-def _sender(uow: UnitOfWork, org_id: int, cmd: c.ReceiveInbound) -> tuple[str, dict[str, Any] | None]:
+def _sender(uow: UnitOfWork, org_id: int, cmd: c.ReceiveInbound) -> tuple[str, Contact | None]:
     """The sender's address in normal form, and their contact if they are one. Parsing and
     validating a phone number costs ~100 µs, more than the look-up: a number that arrives
     exactly as a contact's stored (checked, E.164) number is taken as it is; any other is
@@ -505,8 +506,8 @@ def _all_targets(uow: UnitOfWork, contact_id: int | None, fallback_address: str)
         return [_Target(fallback_address, ch) for ch in channels_for_kind(kind)]
     targets = []
     for row in uow.contacts.addresses(contact_id):
-        for channel in channels_for_kind(row["kind"]):
-            targets.append(_Target(row["value"], channel))
+        for channel in channels_for_kind(row.kind):
+            targets.append(_Target(row.value, channel))
     return targets
 
 
@@ -534,9 +535,9 @@ def create_contact(cmd: c.CreateContact, uow: UnitOfWork, svc: Services, now: da
     _add_addresses(uow, cmd.org_id, contact_id, cmd.phones, cmd.emails)
     uow.events.append(ev.BusinessEvent(cmd.org_id, contact_id, "contact.created", now))
     for row in uow.contacts.addresses(contact_id):
-        for channel in channels_for_kind(row["kind"]):
+        for channel in channels_for_kind(row.kind):
             if settings.mode(channel) is Mode.AUTO:
-                consent = uow.consents.get(cmd.org_id, row["value"], channel, lock=True)
+                consent = uow.consents.get(cmd.org_id, row.value, channel, lock=True)
                 if consent.state is not State.OPTED_OUT:
                     decide_change(uow, consent, Trigger.RECORD_OPT_IN,
                                   TransitionContext(actor=SYSTEM, now=now, method="auto",
@@ -587,7 +588,7 @@ def update_contact(cmd: c.UpdateContact, uow: UnitOfWork, svc: Services, now: da
 # agent actions
 
 
-def _load(uow: UnitOfWork, cmd: c.ContactAction) -> tuple[dict[str, Any], OrgSettings, Consent]:
+def _load(uow: UnitOfWork, cmd: c.ContactAction) -> tuple[Contact, OrgSettings, Consent]:
     contact = uow.contacts.get(cmd.org_id, cmd.contact_id)
     address = _contact_address(uow, cmd.contact_id, cmd.channel, cmd.address)
     consent = uow.consents.get(cmd.org_id, address, cmd.channel, lock=True)
@@ -603,7 +604,7 @@ def _refuse_if_denied(decision: Decision) -> None:
         raise TransitionRefused(decision.reason, code=decision.code)
 
 
-def _queue_request(uow: UnitOfWork, svc: Services, cmd: c.ContactAction, contact: dict[str, Any],
+def _queue_request(uow: UnitOfWork, svc: Services, cmd: c.ContactAction, contact: Contact,
                    settings: OrgSettings, consent: Consent, decision: Decision, template: str, now: datetime) -> int:
     """Queue an opt-in or re-authorisation request, at the moment the policy allows it."""
     body = render(svc, settings, template, template_variables(uow, cmd.org_id, settings, cmd.channel, contact,
@@ -716,7 +717,7 @@ def opt_out_address(cmd: c.OptOutAddress, uow: UnitOfWork, svc: Services, now: d
         source_message_id=cmd.source_message_id), now)
     if contact is None:
         return None
-    return ActionResult(contact["id"], cmd.channel, State.OPTED_OUT, status="opted_out")
+    return ActionResult(contact.id, cmd.channel, State.OPTED_OUT, status="opted_out")
 
 
 def reset_consent(cmd: c.ResetConsent, uow: UnitOfWork, svc: Services, now: datetime) -> ActionResult:
@@ -730,7 +731,7 @@ def set_dnd(cmd: c.SetDnd, uow: UnitOfWork, svc: Services, now: datetime) -> Act
     contact = uow.contacts.get(cmd.org_id, cmd.contact_id)
     if not cmd.all_channels and not cmd.channels:
         raise InvalidInput("say which channels, or all_channels", code="channels_required")
-    current = dnd_of(contact)
+    current = contact.dnd
     if cmd.all_channels:
         new = DndSettings(all_channels=cmd.on, channels=frozenset() if not cmd.on else current.channels)
         if not cmd.on:
@@ -747,7 +748,7 @@ def set_dnd(cmd: c.SetDnd, uow: UnitOfWork, svc: Services, now: datetime) -> Act
     if cmd.on:
         blocked = set(Channel) if cmd.all_channels else set(cmd.channels)
         for row in uow.contacts.addresses(cmd.contact_id):
-            cancel_outbound(uow, cmd.org_id, row["value"], blocked)
+            cancel_outbound(uow, cmd.org_id, row.value, blocked)
         uow.events.append(ev.ChannelsBlocked(cmd.org_id, cmd.contact_id,
                                              None if cmd.all_channels else frozenset(blocked),
                                              "do not disturb", now, pause=True))
@@ -777,7 +778,7 @@ def set_marketing(cmd: c.SetMarketing, uow: UnitOfWork, svc: Services, now: date
     contact = uow.contacts.get(cmd.org_id, cmd.contact_id)
     uow.contacts.update(cmd.contact_id, now, marketing_allowed=cmd.allowed)
     _ledger_contact_change(uow, cmd.org_id, cmd.contact_id, cmd.actor, now, channel="all",
-                           from_state="marketing:" + ("on" if contact["marketing_allowed"] else "off"),
+                           from_state="marketing:" + ("on" if contact.marketing_allowed else "off"),
                            to_state="marketing:" + ("on" if cmd.allowed else "off"),
                            trigger="marketing_on" if cmd.allowed else "marketing_off")
     uow.events.append(ev.MarketingChanged(cmd.org_id, cmd.contact_id, cmd.allowed, now))
@@ -797,9 +798,9 @@ def send_message(cmd: c.SendMessage, uow: UnitOfWork, svc: Services, now: dateti
     if isinstance(decision, Deny) and decision.code in ("no_consent", "reauth_due") \
             and mode is Mode.CONSENT and cmd.purpose is Purpose.CONVERSATIONAL:
         message_id = uow.messages.add(
-            org_id=cmd.org_id, contact_id=cmd.contact_id, direction="out", audience="customer",
+            org_id=cmd.org_id, contact_id=cmd.contact_id, direction=Direction.OUT, audience=Audience.CUSTOMER,
             channel=cmd.channel.value, address=address, body=cmd.body, subject=cmd.subject,
-            purpose=cmd.purpose.value, kind=MessageKind.NORMAL.value, status="held", created_at=now,
+            purpose=cmd.purpose.value, kind=MessageKind.NORMAL.value, status=MessageStatus.HELD, created_at=now,
             agent_id=agent_id,
         )
         if consent.state is not State.REQUESTED:
@@ -824,20 +825,20 @@ def send_message(cmd: c.SendMessage, uow: UnitOfWork, svc: Services, now: dateti
 
 def link_unassociated(cmd: c.LinkUnassociated, uow: UnitOfWork, svc: Services, now: datetime) -> ActionResult:
     message = uow.messages.get(cmd.message_id)
-    if message is None or message["org_id"] != cmd.org_id or message["direction"] != "in":
+    if message is None or message.org_id != cmd.org_id or message.direction is not Direction.IN:
         raise NotFound(f"no inbound message with id {cmd.message_id}", code="message_not_found")
-    if message["status"] != "unassociated":
+    if message.status is not MessageStatus.UNASSOCIATED:
         raise TransitionRefused(f"message {cmd.message_id} is not waiting in the unassociated queue",
                                 code="not_unassociated")
     uow.contacts.get(cmd.org_id, cmd.contact_id)
-    channel = Channel(message["channel"])
-    address = message["address"]
+    channel = message.channel
+    address = message.address
     kind = "email" if channel is Channel.EMAIL else "phone"
     _add_addresses(uow, cmd.org_id, cmd.contact_id, [address] if kind == "phone" else [],
                    [address] if kind == "email" else [])
     for row in uow.messages.unassociated(cmd.org_id):
-        if row["address"] == address:
-            uow.messages.set(row["id"], status="delivered", contact_id=cmd.contact_id)
+        if row.address == address:
+            uow.messages.set(row.id, status=MessageStatus.DELIVERED, contact_id=cmd.contact_id)
     consent = uow.consents.get(cmd.org_id, address, channel)
     if consent.state in (State.OPTED_IN, State.OPTED_OUT):
         return ActionResult(cmd.contact_id, channel, consent.state, status="linked")

@@ -15,8 +15,8 @@ import json
 import logging
 from datetime import datetime
 
-from ..domain.model import Channel
 from ..domain.policy import MessageKind
+from ..domain.records import MessageStatus
 from .handlers import InboundResult
 from .unit_of_work import UnitOfWork
 
@@ -31,8 +31,8 @@ def send_through_api(uow: UnitOfWork, result: InboundResult, now: datetime) -> i
     not carry the replies too."""
     rows = uow.messages.inline_replies(result.org_id, result.message_id, result.address, result.channel)
     for row in rows:
-        uow.messages.set(row["id"], status="queued", sent_at=None, not_before=now)
-        if row["kind"] == MessageKind.OPT_OUT_CONFIRMATION.value:
+        uow.messages.set(row.id, status=MessageStatus.QUEUED, sent_at=None, not_before=now)
+        if row.kind is MessageKind.OPT_OUT_CONFIRMATION:
             consent = uow.consents.get(result.org_id, result.address, result.channel, lock=True)
             consent.opt_out_confirmation_sent = False
             uow.consents.save(consent, now)
@@ -44,9 +44,9 @@ def note_sent(uow: UnitOfWork, message_id: int, now: datetime) -> None:
     """The provider accepted outbox row `message_id`: if it is an opt-out confirmation, the
     consent now records that its one confirmation was sent."""
     row = uow.messages.get(message_id)
-    if row is None or row["kind"] != MessageKind.OPT_OUT_CONFIRMATION.value:
+    if row is None or row.kind is not MessageKind.OPT_OUT_CONFIRMATION:
         return
-    consent = uow.consents.get(row["org_id"], row["address"], Channel(row["channel"]), lock=True)
+    consent = uow.consents.get(row.org_id, row.address, row.channel, lock=True)
     if not consent.opt_out_confirmation_sent:
         consent.opt_out_confirmation_sent = True
         uow.consents.save(consent, now)

@@ -48,7 +48,7 @@ def write_checkpoints(engine: Engine, now: datetime) -> CheckpointRun:
         if isinstance(checkpoint, Checkpoint) and checkpoint.problem(files.keyring) is None:
             latest[checkpoint.org_id] = checkpoint
     with UnitOfWork(engine, read_only=True) as uow:
-        ends = {row["id"]: uow.ledger.chain_end(row["id"]) for row in uow.orgs.all()}
+        ends = {row.id: uow.ledger.chain_end(row.id) for row in uow.orgs.all()}
     signed = []
     for org_id, (seq, head_hash, count) in ends.items():
         previous = latest.get(org_id)
@@ -100,7 +100,7 @@ def verify_ledger(engine: Engine, org_id: int | None = None) -> LedgerVerificati
             continue
         by_org.setdefault(checkpoint.org_id, []).append(checkpoint)
     with UnitOfWork(engine, read_only=True) as uow:
-        known = [row["id"] for row in uow.orgs.all()]
+        known = [row.id for row in uow.orgs.all()]
         if org_id is not None:
             uow.orgs.get(org_id)  # NotFound names the org
         org_ids = [org_id] if org_id is not None else known

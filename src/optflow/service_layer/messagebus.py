@@ -20,6 +20,7 @@ from sqlalchemy import Engine
 from ..domain import commands as c
 from ..domain.addresses import normalize_for_channel
 from ..domain.model import DomainError, Intent, NotFound
+from ..domain.records import Audience, Direction, MessageStatus
 from ..domain.redaction import mask_address
 from ..domain.text import storable
 from .handlers import HANDLERS, Services, classify_inbound, inbound_revocation, revoke
@@ -232,9 +233,10 @@ def record_opt_out_only(uow: UnitOfWork, services: Services, command: c.ReceiveI
         # savepoint of its own, so that even a failure here cannot take the opt-out with it.
         try:
             with uow.savepoint():
-                uow.messages.add(org_id=org_id, contact_id=contact["id"] if contact else None, direction="in",
-                                 audience="customer", channel=command.channel.value, address=address,
-                                 org_address=storable(command.to_address), body=body, status="received",
+                uow.messages.add(org_id=org_id, contact_id=contact.id if contact else None, direction=Direction.IN,
+                                 audience=Audience.CUSTOMER, channel=command.channel.value, address=address,
+                                 org_address=storable(command.to_address), body=body,
+                                 status=MessageStatus.RECEIVED,
                                  intent=Intent.OPT_OUT.value, provider_id=provider_id, reply_text="[]",
                                  created_at=now)
         except Exception:

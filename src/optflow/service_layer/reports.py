@@ -114,15 +114,15 @@ def consent_report(conn: Connection, org_id: int, since: datetime, until: dateti
     )
 
     report = ConsentReport(since=since, until=until)
-    for row in conn.execute(counts_query).mappings():
-        channel = Channel(row["channel"])
-        counts = Counts(opt_ins=int(row["opt_ins"]), opt_outs=int(row["opt_outs"]), requests=int(row["requests"]),
-                        reauthorizations=int(row["reauthorizations"]))
-        report.by_method.append(MethodCounts(channel, row["method"], counts))
+    for row in conn.execute(counts_query):
+        channel = Channel(row.channel)
+        counts = Counts(opt_ins=int(row.opt_ins), opt_outs=int(row.opt_outs), requests=int(row.requests),
+                        reauthorizations=int(row.reauthorizations))
+        report.by_method.append(MethodCounts(channel, row.method, counts))
         report.by_channel.setdefault(channel, Counts()).add(counts)
-    for row in conn.execute(conversion_query).mappings():
-        report.by_channel.setdefault(Channel(row["channel"]), Counts()).add(
-            Counts(requested_addresses=int(row["requested"]), converted=int(row["converted"])))
+    for row in conn.execute(conversion_query):
+        report.by_channel.setdefault(Channel(row.channel), Counts()).add(
+            Counts(requested_addresses=int(row.requested), converted=int(row.converted)))
     for channel, counts in report.by_channel.items():
         mode = modes.get(channel, Mode.CONSENT)
         report.modes[channel] = mode

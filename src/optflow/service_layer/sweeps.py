@@ -31,7 +31,7 @@ class SweepReport:
 def sweep_consents(engine: Engine, services: Services, now: datetime, batch: int = 500) -> SweepReport:
     report = SweepReport()
     with UnitOfWork(engine) as uow:
-        org_ids = [row["id"] for row in uow.orgs.all()]
+        org_ids = [row.id for row in uow.orgs.all()]
     for org_id in org_ids:
         with UnitOfWork(engine) as uow:
             settings = uow.orgs.settings(org_id)

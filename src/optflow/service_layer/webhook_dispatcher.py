@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine
 
 from ..adapters.webhook_poster import PostOutcome, WebhookPoster
+from ..domain.records import DeliveryStatus
 from .unit_of_work import UnitOfWork
 
 log = logging.getLogger("optflow.webhooks.out")
@@ -33,7 +34,8 @@ def retry_delay(attempts: int, base: timedelta, jitter: float) -> timedelta:
     """The wait before the next attempt, after `attempts` failed ones: `base` doubled per failed
     attempt up to `RETRY_CAP`, of which the second half is scaled by `jitter` (0 <= jitter < 1),
     so it is never shorter than half the exponential step."""
-    step = min(base * 2 ** max(attempts - 1, 0), RETRY_CAP)
+    doubling: int = 2 ** max(attempts - 1, 0)  # int ** int is typed Any: a negative power is a float
+    step = min(base * doubling, RETRY_CAP)
     return step / 2 + step / 2 * jitter
 
 
@@ -70,8 +72,8 @@ class WebhookDispatcher:
                 rows = uow.webhook_deliveries.claim_due(now, now + LEASE, batch, uow.skip_locked)
                 uow.commit()
             for row in rows:  # no transaction is open here
-                outcome = self.poster.post(row["url"], webhook_id(row["id"]), now, row["payload"].encode("utf-8"))
-                self._record(row["id"], row["attempts"], outcome, now, report)
+                outcome = self.poster.post(row.url, webhook_id(row.id), now, row.payload.encode("utf-8"))
+                self._record(row.id, row.attempts, outcome, now, report)
             if len(rows) < batch:
                 break
         return report
@@ -80,15 +82,16 @@ class WebhookDispatcher:
                 report: WebhookDeliveryReport) -> None:
         values: dict[str, object] = {"last_status": outcome.status, "last_error": outcome.error}
         if outcome.delivered:
-            values.update(status="delivered", delivered_at=now)
+            values.update(status=DeliveryStatus.DELIVERED, delivered_at=now)
             report.delivered += 1
         elif attempts >= self.max_attempts:
-            values.update(status="failed", last_error=f"gave up after {attempts} attempts: {outcome.error}")
+            values.update(status=DeliveryStatus.FAILED,
+                          last_error=f"gave up after {attempts} attempts: {outcome.error}")
             report.failed += 1
             log.warning("flow webhook %s failed for good after %d attempts (%s)", delivery_id, attempts,
                         outcome.error)
         else:
-            values.update(status="queued",
+            values.update(status=DeliveryStatus.QUEUED,
                           next_attempt_at=now + retry_delay(attempts, self.retry_base, self.jitter()))
             report.retried += 1
         with UnitOfWork(self.engine) as uow:
