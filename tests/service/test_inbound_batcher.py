@@ -167,9 +167,9 @@ class WatchedBatcher(InboundBatcher):
         super().__init__(bus)
         self.current: list[Any] = []
 
-    def commit_batch(self, batch: list[Any]) -> None:
+    def commit_batch(self, batch: list[Any], prerendered: Any = None) -> None:
         self.current = batch
-        super().commit_batch(batch)
+        super().commit_batch(batch, prerendered)
 
 
 async def test_no_message_is_answered_before_its_commit(system: System, org: int, contacts: list[str]) -> None:

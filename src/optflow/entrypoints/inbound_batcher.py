@@ -100,7 +100,7 @@ class InboundBatcher:
         """Handle what is still queued, then stop the consumer."""
         self._closed = True
         while self._queue:
-            self._take_and_commit()
+            self._take_and_commit(self._prerender())
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -116,9 +116,12 @@ class InboundBatcher:
             self._wake.clear()
             await self._gather()
             while self._queue:
+                # Admins' templates are rendered before the write lock is waited for and taken;
+                # what arrives meanwhile joins the batch and renders in its transaction, bounded.
+                texts = self._prerender()
                 lock = await self._writer_turn()
                 try:
-                    self._take_and_commit()
+                    self._take_and_commit(texts)
                 finally:
                     if lock is not None:
                         lock.cancel_reservation()  # only if the batch never began its transaction
@@ -148,11 +151,15 @@ class InboundBatcher:
             if len(self._queue) == before:
                 return
 
-    def _take_and_commit(self) -> None:
+    def _prerender(self) -> dict[tuple[str, str, str], str]:
+        """The org overrides the next batch will render, rendered now (`MessageBus.prerender`)."""
+        return self.bus.prerender([pending.command for pending in self._queue[:self.max_batch]])
+
+    def _take_and_commit(self, prerendered: dict[tuple[str, str, str], str]) -> None:
         batch = self._queue[:self.max_batch]
         del self._queue[:self.max_batch]
         try:
-            self.commit_batch(batch)
+            self.commit_batch(batch, prerendered)
         except BaseException as exc:  # never leave a request waiting forever
             for pending in batch:
                 if not pending.future.done():
@@ -168,10 +175,10 @@ class InboundBatcher:
 
     # ------------------------------------------------------------------------------ one batch
 
-    def commit_batch(self, batch: list[_Pending]) -> None:
+    def commit_batch(self, batch: list[_Pending], prerendered: dict[tuple[str, str, str], str] | None = None) -> None:
         """Handle `batch` in one transaction and commit it; afterwards each entry holds its
         result or its error. Synchronous: runs on the caller's thread."""
-        handled = self.bus.handle_batch([pending.command for pending in batch],
+        handled = self.bus.handle_batch([pending.command for pending in batch], prerendered=prerendered,
                                         before_commit=lambda uow, done: self._late_replies(uow, batch, done))
         for pending, done in zip(batch, handled, strict=True):
             pending.result, pending.error = done.result, done.error

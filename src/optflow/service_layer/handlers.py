@@ -4,9 +4,11 @@ its ledger entry, its outbox rows and the enrolments it cancels land together or
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -187,9 +189,83 @@ def template_variables(uow: UnitOfWork, org_id: int, settings: OrgSettings, chan
     }
 
 
+# Texts of org overrides rendered before the batch took the write lock (`prerender_inbound`), by
+# template, override source and variables; set by the message bus around a batch's transaction.
+_PRERENDERED: ContextVar[Mapping[tuple[str, str, str], str] | None] = ContextVar("optflow_prerendered",
+                                                                                 default=None)
+
+
+def _render_key(name: str, override: str, variables: Mapping[str, Any]) -> tuple[str, str, str]:
+    return name, override, json.dumps(variables, sort_keys=True, default=str)
+
+
+@contextlib.contextmanager
+def prerendered(texts: Mapping[tuple[str, str, str], str]) -> Iterator[None]:
+    """Within the block, `render` takes an org override's text from `texts` when it was rendered
+    already with the same variables."""
+    token = _PRERENDERED.set(texts)
+    try:
+        yield
+    finally:
+        _PRERENDERED.reset(token)
+
+
 def render(svc: Services, settings: OrgSettings, name: str, variables: dict[str, Any]) -> str:
-    """Never raises for a known template, and is bounded; the renderer logs and counts fallbacks."""
-    return svc.renderer.render(name, variables, settings.templates.get(name)).text
+    """Never raises for a known template, and is bounded; the renderer logs and counts fallbacks.
+    An org's override rendered before the write lock was taken is not rendered again."""
+    override = settings.templates.get(name)
+    texts = _PRERENDERED.get()
+    if override is not None and texts is not None:
+        text = texts.get(_render_key(name, override, variables))
+        if text is not None:
+            return text
+    return svc.renderer.render(name, variables, override).text
+
+
+def prerender_inbound(uow: UnitOfWork, svc: Services, cmd: c.ReceiveInbound, now: datetime,
+                      into: dict[tuple[str, str, str], str]) -> None:
+    """Render, in a read-only unit of work (on SQLite: before the batch takes the write lock),
+    the org overrides that answering `cmd` will use, into `into`.
+
+    An admin's override is code from outside: bounded as its rendering is (`TemplateRenderer`),
+    it must still not run while every other writer waits. The same decision as the handler's
+    (`consent_rules.revoke` / `answer`, on consents read now and then thrown away) says which
+    templates and variables the answer will use; what cannot be known yet (a PIN not issued)
+    is rendered in the transaction as before. Packaged templates, the operator's own files, are
+    not rendered here."""
+    org_id = cmd.org_id if cmd.org_id is not None else uow.orgs.find_by_number(
+        normalize_for_channel(cmd.to_address, cmd.channel))
+    if org_id is None:
+        return
+    settings = uow.orgs.settings(org_id)
+    if not settings.templates:
+        return
+    address, contact = _sender(uow, org_id, cmd)
+    contact_id = contact.id if contact is not None else None
+    intent = classify_inbound(svc, settings, cmd.body, cmd.opt_out_type).intent
+    consent = uow.consents.get(org_id, address, cmd.channel)
+    actor = Actor(ActorKind.CUSTOMER, address)
+    if intent is Intent.OPT_OUT:
+        cause = inbound_revocation(address, cmd, cmd.provider_id)
+        consents = consents_for_opt_out(uow, settings, org_id, contact_id, cause, consent, lock=False)
+        outcome = rules.revoke(org_id, contact_id, consents, cause, settings, now)
+        note_extra: dict[str, Any] = {"reason": _opt_out_reason(cause)}
+    else:
+        outcome = rules.answer(org_id, contact_id, consent, intent, settings, TransitionContext(
+            actor=actor, now=now, source_message_id=cmd.provider_id, evidence=cmd.body[:500],
+            allowed_methods=tuple(settings.consent_methods)))
+        held = [row.body for address_, channel in outcome.release_holds
+                for row in uow.messages.held(org_id, address_, channel) if row.direction is Direction.IN]
+        note_extra = {"held_message": "\n".join(held)}
+    wanted = [(m.template, template_variables(uow, org_id, settings, m.channel, contact,
+                                             None if m.reply else actor))
+              for m in outcome.to_customer if not (outcome.issue_pin and m.kind is MessageKind.PIN)]
+    wanted += [(n.template, template_variables(uow, org_id, settings, n.channel, contact, None, **note_extra))
+               for n in outcome.to_employee]
+    for name, variables in wanted:
+        override = settings.templates.get(name)
+        if override is not None:
+            into[_render_key(name, override, variables)] = svc.renderer.render(name, variables, override).text
 
 
 def write_outcome(uow: UnitOfWork, outcome: rules.Outcome, now: datetime) -> None:
@@ -231,18 +307,18 @@ def decide_change(uow: UnitOfWork, consent: Consent, trigger: Trigger, ctx: Tran
 
 
 def consents_for_opt_out(uow: UnitOfWork, settings: OrgSettings, org_id: int, contact_id: int | None,
-                         cause: rules.Revocation, own: Consent | None = None) -> list[Consent]:
-    """The consents an opt-out decision needs, locked: its own (unless the caller loaded it), and,
-    when it may cover every channel, all of the contact's (or, with no contact, every channel of
-    the lone address)."""
+                         cause: rules.Revocation, own: Consent | None = None, *, lock: bool = True) -> list[Consent]:
+    """The consents an opt-out decision needs, locked (unless only read, `lock=False`): its own
+    (unless the caller loaded it), and, when it may cover every channel, all of the contact's (or,
+    with no contact, every channel of the lone address)."""
     if own is None:
-        own = uow.consents.get(org_id, cause.address, cause.channel, lock=True)
+        own = uow.consents.get(org_id, cause.address, cause.channel, lock=lock)
     if not (cause.all_channels or settings.stop_applies_to_all_channels):
         return [own]
     consents = [own]
     for target in _all_targets(uow, contact_id, cause.address):
         if (target.address, target.channel) != (own.address, own.channel):
-            consents.append(uow.consents.get(org_id, target.address, target.channel, lock=True))
+            consents.append(uow.consents.get(org_id, target.address, target.channel, lock=lock))
     return consents
 
 
@@ -258,10 +334,14 @@ def revoke(uow: UnitOfWork, svc: Services, org_id: int, contact: Contact | None,
     outcome = rules.revoke(org_id, contact_id, consents, cause, settings, now)
     write_outcome(uow, outcome, now)
     if render_messages:
-        reason = f'replied "{cause.evidence.strip()[:40]}"' if cause.evidence else ""
         send_outcome_messages(uow, svc, org_id, settings, contact, outcome, consents[0], now, cause.actor,
-                              replies=replies, note_extra={"reason": reason})
+                              replies=replies, note_extra={"reason": _opt_out_reason(cause)})
     return outcome
+
+
+def _opt_out_reason(cause: rules.Revocation) -> str:
+    """What the employee's note says the customer wrote."""
+    return f'replied "{cause.evidence.strip()[:40]}"' if cause.evidence else ""
 
 
 def send_outcome_messages(uow: UnitOfWork, svc: Services, org_id: int, settings: OrgSettings,

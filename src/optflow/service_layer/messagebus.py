@@ -23,7 +23,8 @@ from ..domain.model import DomainError, Intent, NotFound
 from ..domain.records import Audience, Direction, MessageStatus
 from ..domain.redaction import mask_address
 from ..domain.text import storable
-from .handlers import HANDLERS, Services, classify_inbound, inbound_revocation, revoke
+from .handlers import HANDLERS, Services, classify_inbound, inbound_revocation, prerender_inbound, revoke
+from .handlers import prerendered as handlers_prerendered
 from .unit_of_work import UnitOfWork
 
 log = logging.getLogger("optflow.bus")
@@ -89,15 +90,36 @@ class MessageBus:
             raise done.error
         return done.result
 
+    def prerender(self, commands: Sequence[c.Command], now: datetime | None = None) -> dict[tuple[str, str, str], str]:
+        """Render, in a read-only unit of work, the org overrides the batch's inbound messages will
+        need (`handlers.prerender_inbound`); `handle_batch(prerendered=...)` then uses them. On
+        SQLite a read-only unit of work takes no write lock: a web worker calls this before it
+        waits for the lock, so no admin's template runs while every other writer waits. Never
+        fails: what could not be rendered here is rendered in the transaction, as before."""
+        texts: dict[tuple[str, str, str], str] = {}
+        inbound = [command for command in commands if isinstance(command, c.ReceiveInbound)]
+        if not inbound:
+            return texts
+        at = now or self.clock()
+        try:
+            with self.uow(read_only=True) as uow:
+                for command in inbound:
+                    prerender_inbound(uow, self.services, command, at, texts)
+        except Exception:
+            log.exception("could not render the batch's templates ahead of its transaction")
+        return texts
+
     def handle_batch(self, commands: Sequence[c.Command], *, now: datetime | None = None,
-                     before_commit: BeforeCommit | None = None) -> list[Handled]:
+                     before_commit: BeforeCommit | None = None,
+                     prerendered: Mapping[tuple[str, str, str], str] | None = None) -> list[Handled]:
         """Handle `commands` in one transaction and commit it; each `Handled` then holds its
         result or its error. `before_commit` runs last inside the transaction (the web workers use
-        it to send late replies through the provider's API instead)."""
+        it to send late replies through the provider's API instead); `prerendered` holds the texts
+        `prerender` made for it."""
         batch = [Handled(command) for command in commands]
         for attempt in range(1, RETRIES + 1):
             try:
-                with self.uow() as uow:
+                with self.uow() as uow, handlers_prerendered(prerendered or {}):
                     for done in batch:
                         self._run(uow, done, now)
                     if before_commit is not None:
@@ -106,8 +128,8 @@ class MessageBus:
             except Exception as exc:
                 if len(batch) > 1:
                     log.exception("the group commit of %d commands failed; handling each on its own", len(batch))
-                    alone = [self.handle_batch([done.command], now=now, before_commit=before_commit)[0]
-                             for done in batch]
+                    alone = [self.handle_batch([done.command], now=now, before_commit=before_commit,
+                                               prerendered=prerendered)[0] for done in batch]
                     for done in alone:
                         done.alone = True
                     return alone

@@ -1,0 +1,86 @@
+"""An admin's template never runs while the database's write lock is held (issue 10, hole 5).
+
+The probe: an override that took 34.6 s to compile held SQLite's write lock, and every STOP
+meanwhile waited 48-50 s. Renders are bounded now (tests/unit/test_templates.py); here, a web
+worker's group commit renders the org's overrides before it takes the write lock, so another
+writer can still write at the moment each override runs."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping
+from pathlib import Path
+
+from conftest import ORG_NUMBER, new_agent, new_org
+from optflow.adapters.templates import Rendered, TemplateRenderer
+from optflow.bootstrap import System
+from optflow.domain import commands as c
+from optflow.domain.model import Actor, ActorKind, Channel, State
+from optflow.entrypoints.inbound_batcher import InboundBatcher
+
+PHONE = "+14155552671"
+OVERRIDES = {
+    "customer/opt_out_confirmation": "{{ org_name }}: no more texts. Reply {{ start_word }} to come back.",
+    "employee/contact_opted_out": "{{ contact_name }} said stop ({{ reason }}).",
+    "customer/help": "{{ org_name }} help: call {{ help_contact }}.",
+}
+
+
+class LockProbe(TemplateRenderer):
+    """The real renderer; each time it runs an org's override it tries to start a write
+    transaction of its own on the same database file (no waiting) and notes whether it could."""
+
+    def __init__(self, template_dir: Path | None, database: str) -> None:
+        super().__init__(template_dir)
+        self.database = database
+        self.overrides: list[tuple[str, bool]] = []  # (template, could another writer write?)
+
+    def render(self, name: str, variables: Mapping[str, object], override: str | None = None) -> Rendered:
+        if override is not None:
+            probe = sqlite3.connect(self.database, timeout=0, isolation_level=None)
+            try:
+                probe.execute("BEGIN IMMEDIATE")
+                probe.execute("ROLLBACK")
+                free = True
+            except sqlite3.OperationalError:  # "database is locked": a write transaction is open
+                free = False
+            finally:
+                probe.close()
+            self.overrides.append((name, free))
+        return super().render(name, variables, override)
+
+
+def probed(system: System) -> LockProbe:
+    org = new_org(system, templates=OVERRIDES)
+    agent = Actor(ActorKind.AGENT, str(new_agent(system, org).id), "agent")
+    contact = system.bus.handle(c.CreateContact(org, name="Sam", phones=(PHONE,))).contact_id
+    system.bus.handle(c.RecordOptIn(org, contact, Channel.TEXT, agent, method="paper_form"))
+    database = system.engine.url.database
+    assert database is not None
+    probe = LockProbe(system.config.template_dir, database)
+    system.services.renderer = probe
+    return probe
+
+
+async def test_the_group_commit_renders_the_orgs_templates_before_it_takes_the_write_lock(system: System) -> None:
+    probe = probed(system)
+    batcher = InboundBatcher(system)
+    batcher.start()
+    try:
+        stop = await batcher.submit(c.ReceiveInbound(Channel.TEXT, PHONE, ORG_NUMBER, "STOP", "SMstop1"))
+        help_ = await batcher.submit(c.ReceiveInbound(Channel.TEXT, PHONE, ORG_NUMBER, "HELP", "SMhelp1"))
+    finally:
+        await batcher.close()
+    assert stop.state is State.OPTED_OUT
+    assert stop.replies == ("Acme: no more texts. Reply START to come back.",)
+    assert help_.replies[0].startswith("Acme help: call")
+    assert {name for name, _ in probe.overrides} == set(OVERRIDES)
+    assert all(free for _, free in probe.overrides), probe.overrides
+
+
+def test_the_probe_sees_a_render_inside_the_transaction(system: System) -> None:
+    """Without the pre-render (a batch of one through the bus, as the CLI runs), the override runs
+    inside the write transaction, and the probe says so: the test above can fail."""
+    probe = probed(system)
+    system.bus.handle(c.ReceiveInbound(Channel.TEXT, PHONE, ORG_NUMBER, "STOP", "SMstop2"))
+    assert probe.overrides and not any(free for _, free in probe.overrides)
