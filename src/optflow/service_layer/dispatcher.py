@@ -45,7 +45,7 @@ from ..domain.consent_rules import Door
 from ..domain.model import Actor, ActorKind, Channel, Purpose
 from ..domain.policy import Allow, Decision, Defer, MessageKind
 from ..domain.records import Message, MessageStatus
-from ..domain.tokens import UnsubscribeTarget, make_token
+from ..domain.tokens import unsubscribe_url
 from . import late_replies
 from .handlers import Services, opt_out_address, policy_decision, policy_settings
 from .unit_of_work import UnitOfWork
@@ -106,8 +106,7 @@ class Dispatcher:
         self.clock = clock
 
     def unsubscribe_url(self, org_id: int, address: str, channel: Channel) -> str:
-        token = make_token(self.unsubscribe_secret, UnsubscribeTarget(org_id, address, channel))
-        return f"{self.public_url}/unsubscribe/{token}"
+        return unsubscribe_url(self.public_url, self.unsubscribe_secret, org_id, address, channel)
 
     def run(self, now: datetime, batch: int = 200, max_batches: int = 50) -> DeliveryReport:
         """Deliver everything due at `now`, in claimed batches."""
