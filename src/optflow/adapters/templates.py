@@ -37,22 +37,7 @@ from optflow.adapters.template_limits import (
     size_of,
 )
 from optflow.domain.model import InvalidInput
-
-TEMPLATE_NAMES: tuple[str, ...] = (
-    "customer/opt_in_request.employee_started",
-    "customer/opt_in_request.customer_started",
-    "customer/opt_in_confirmation",
-    "customer/opt_out_confirmation",
-    "customer/help",
-    "customer/reauth_request",
-    "customer/pin",
-    "customer/disclaimer",
-    "employee/opt_in_request_sent",
-    "employee/contact_opted_in",
-    "employee/contact_opted_out",
-    "employee/pin_sent",
-    "email/marketing_footer",
-)
+from optflow.domain.templates import TEMPLATE_NAMES
 
 COMMON_VARIABLES: frozenset[str] = frozenset(
     {

@@ -12,12 +12,12 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import Engine
 
-from ..adapters.templates import TemplateRenderer
 from ..domain.addresses import normalize_for_channel
 from ..domain.keywords import KeywordTable
 from ..domain.model import Channel, DomainError, InvalidInput, TransitionRefused
 from ..domain.records import Agent
 from ..domain.settings import OrgSettings
+from .ports import Renderer
 from .unit_of_work import UnitOfWork
 
 ROLES = ("agent", "supervisor", "admin")
@@ -53,7 +53,7 @@ def settings_error(exc: ValidationError) -> InvalidInput:
     return InvalidInput("invalid settings: " + "; ".join(parts), code="invalid_settings")
 
 
-def check_templates(renderer: TemplateRenderer, templates: Mapping[str, str]) -> None:
+def check_templates(renderer: Renderer, templates: Mapping[str, str]) -> None:
     for name, source in templates.items():
         problem = renderer.check_override(name, source)
         if problem:
@@ -91,7 +91,7 @@ def add_number(uow: UnitOfWork, org_id: int, number: str) -> str:
     return value
 
 
-def update_settings(uow: UnitOfWork, renderer: TemplateRenderer, org_id: int, changes: Mapping[str, Any],
+def update_settings(uow: UnitOfWork, renderer: Renderer, org_id: int, changes: Mapping[str, Any],
                     replace: bool = False) -> OrgSettings:
     """Apply `changes` to the org's own settings (key by key unless `replace`), validating the
     result with inheritance before anything is stored."""

@@ -34,14 +34,15 @@ from ..adapters.flow_batch import (
     SendWindow,
 )
 from ..adapters.flow_loader import FlowValidationError, content_templates, load_flow_text, load_flows
-from ..adapters.templates import TEMPLATE_NAMES, TemplateRenderer
 from ..domain import commands as c
 from ..domain import events as ev
 from ..domain import flows as f
 from ..domain.model import Actor, ActorKind, Channel, DomainError, InvalidInput, NotFound, State
 from ..domain.policy import Allow, Defer, MessageKind
 from ..domain.records import ENDED, RUNNING, Contact, Enrollment, EnrollmentStatus
+from ..domain.templates import TEMPLATE_NAMES
 from . import handlers as h
+from .ports import Renderer
 from .unit_of_work import UnitOfWork
 
 log = logging.getLogger("optflow.flows")
@@ -64,7 +65,7 @@ def known_templates(flows_dir: Path | None) -> set[str]:
     return names
 
 
-def load_flow_directory(flows_dir: Path | None, renderer: TemplateRenderer) -> dict[str, f.Flow]:
+def load_flow_directory(flows_dir: Path | None, renderer: Renderer) -> dict[str, f.Flow]:
     """Every flow of the directory, or `FlowValidationError` naming each problem: the server
     refuses to start on an invalid flow rather than run half of them."""
     if flows_dir is None or not flows_dir.is_dir():

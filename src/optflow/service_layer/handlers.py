@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from ..adapters.templates import TemplateRenderer
 from ..domain import commands as c
 from ..domain import consent_rules as rules
 from ..domain import events as ev
@@ -53,6 +52,7 @@ from ..domain.policy import (
 from ..domain.records import Audience, Contact, Direction, MessageStatus
 from ..domain.redaction import mask_address
 from ..domain.settings import OrgSettings
+from .ports import Renderer
 from .unit_of_work import UnitOfWork
 
 log = logging.getLogger("optflow.handlers")
@@ -71,7 +71,7 @@ class Services:
     work calls `publish` before committing it, so the events a change raised are handled in the
     same transaction (the flow engine subscribes when it is built)."""
 
-    renderer: TemplateRenderer
+    renderer: Renderer
     pin_digits: Callable[[], str]
     pin_key: bytes = field(kw_only=True, repr=False)  # kept outside the database (adapters.secrets)
     public_url: str = "http://127.0.0.1:8000"
