@@ -145,3 +145,36 @@ async def test_a_late_confirmation_the_dispatcher_cannot_send_within_five_minute
     assert system.dispatcher.run(clock()).denied == 1
     [row] = confirmations(system)
     assert row["status"] == "denied" and sender.sent == [] and not confirmation_sent(system, org)
+
+
+async def test_a_second_stop_while_the_first_confirmation_waits_for_the_api_gets_one_confirmation_in_all(
+        system: System, org: int, batcher: InboundBatcher, monotonic: Monotonic, sender: RecordingSender,
+        clock: Clock) -> None:
+    """The first STOP's confirmation is queued for the API (late); the customer texts STOP again
+    before the outbox ran, and that one is answered in the webhook. The queued one must then not
+    go as well: one confirmation in all."""
+    system.services.renderer = SlowConfirmation(monotonic, BUDGET + 1)
+    first = await batcher.submit(stop("SM-first"))
+    assert first.replies == ()
+    system.services.renderer = TemplateRenderer(None)
+    second = await batcher.submit(stop("SM-second"))
+    assert len(second.replies) == 1 and confirmation_sent(system, org)
+    clock.advance(seconds=2)
+    system.dispatcher.run(clock())
+    assert sender.to(CUSTOMER) == []
+    assert [row["status"] for row in confirmations(system)] == ["denied", "replied"]
+
+
+async def test_an_agents_opt_out_confirmation_counts_as_sent_once_the_provider_took_it(
+        system: System, org: int, sender: RecordingSender, clock: Clock) -> None:
+    from optflow.domain.model import Actor, ActorKind
+
+    with system.bus.uow() as uow:
+        contact = uow.contacts.find_by_address(org, CUSTOMER)
+    assert contact is not None
+    agent = Actor(ActorKind.AGENT, "1", "agent")
+    system.bus.handle(c.RecordOptIn(org, contact, Channel.TEXT, agent, method="verbal"))
+    system.bus.handle(c.OptOut(org, contact, Channel.TEXT, agent, evidence="asked on the phone"))
+    assert not confirmation_sent(system, org)  # queued, not sent: nobody has it yet
+    system.dispatcher.run(clock())
+    assert len(sender.to(CUSTOMER)) == 1 and confirmation_sent(system, org)

@@ -43,7 +43,7 @@ from ..adapters.senders import (
 from ..domain import commands as c
 from ..domain.consent_rules import Door
 from ..domain.model import Actor, ActorKind, Channel, Purpose
-from ..domain.policy import Allow, Decision, Defer, MessageKind
+from ..domain.policy import Allow, Decision, Defer
 from ..domain.records import Message, MessageStatus
 from ..domain.tokens import unsubscribe_url
 from . import late_replies
@@ -177,10 +177,9 @@ class Dispatcher:
         capped = any(channel in cap.channels for cap in policy_settings(settings).caps)
         contact = uow.contacts.get(org_id, row.contact_id, lock=capped) if row.contact_id else None
         consent = uow.consents.get(org_id, row.address, channel)
-        return policy_decision(
-            uow, settings, contact, consent, row.purpose, kind, now, at_hand_over=True,
-            confirmation_sent=False if kind is MessageKind.OPT_OUT_CONFIRMATION else None,
-        )
+        # An opt-out confirmation goes only while none has reached the customer: one answered in
+        # a webhook meanwhile (a second STOP) makes a queued one redundant.
+        return policy_decision(uow, settings, contact, consent, row.purpose, kind, now, at_hand_over=True)
 
     def _outbound(self, row: Message) -> OutboundMessage:
         unsubscribe = None

@@ -360,11 +360,9 @@ def send_outcome_messages(uow: UnitOfWork, svc: Services, org_id: int, settings:
         if message.reply and replies is not None:
             _record_reply(uow, org_id, contact_id, consent, body, kind, now, replies, settings, contact)
             continue
+        # A queued opt-out confirmation counts as sent once the provider took it (`late_replies.note_sent`).
         queue_to_customer(uow, org_id, contact_id, message.channel, message.address, body, now,
                           kind=kind, purpose=Purpose.CONVERSATIONAL)
-        if kind is MessageKind.OPT_OUT_CONFIRMATION:
-            consent.opt_out_confirmation_sent = True
-            uow.consents.save(consent, now)
     for note in outcome.to_employee:
         notify_employee(uow, svc, org_id, settings, contact, note.channel, note.address, note.template, now,
                         **(note_extra or {}))
