@@ -264,3 +264,34 @@ def test_a_burst_of_calls_forced_into_the_outbox_is_capped_at_send_time(
     with system.engine.connect() as conn:
         not_before = conn.execute(select(orm.messages.c.not_before).where(orm.messages.c.id == ids[7])).scalar()
     assert not_before == clock() + timedelta(days=7)
+
+
+# --- one row's failure stalls nobody ---------------------------------------------------------------
+
+
+class StumblingDispatcher(Dispatcher):
+    """The real dispatcher, whose check of one chosen row fails once (a row it cannot read, a bug)."""
+
+    stumble_on: int | None = None
+
+    def _decide(self, uow, row, now):  # type: ignore[no-untyped-def]
+        if row.id == self.stumble_on:
+            self.stumble_on = None
+            raise RuntimeError("the check of this row fell over")
+        return super()._decide(uow, row, now)
+
+
+def test_a_row_whose_check_fails_goes_back_to_the_queue_and_the_rest_of_the_batch_goes_on(
+        system: System, sender: HookedSender, clock: Clock) -> None:
+    org = new_org(system)
+    ids = queue_one_each(system, org, opted_in_contacts(system, org, 4))
+    first = system.dispatcher
+    dispatcher = StumblingDispatcher(system.engine, system.services, first.sender, first.unsubscribe_secret,
+                                     first.public_url, clock)
+    dispatcher.stumble_on = ids[1]
+    report = dispatcher.run(clock())
+    assert statuses(system, ids) == ["sent", "queued", "sent", "sent"]  # not left claimed for a lease
+    assert report.sent == 3 and len(report.errors) == 1
+    clock.advance(minutes=1)
+    dispatcher.run(clock())
+    assert statuses(system, ids) == ["sent"] * 4 and delivered(sender, ids) == Counter(dict.fromkeys(ids, 1))

@@ -118,7 +118,12 @@ class Dispatcher:
             claim = self._claim(now, batch)
             outcome: _Outcome | None = None
             for row in claim.rows:
-                message = self._hand_over(claim, row, report, outcome)
+                try:
+                    message = self._hand_over(claim, row, report, outcome)
+                except Exception as exc:  # one row's failure must not leave the rest claimed for a lease
+                    self._put_back(claim, row, outcome, exc, report)
+                    outcome = None
+                    continue
                 outcome = None
                 if message is not None:
                     outcome = self._send(message, claim.token, row.attempts + 1, report)
@@ -167,6 +172,23 @@ class Dispatcher:
             report.withdrawn += 1
             return None
         return self._outbound(row) if isinstance(decision, Allow) else None
+
+    def _put_back(self, claim: _Claim, row: Message, previous: _Outcome | None, error: Exception,
+                  report: DeliveryReport) -> None:
+        """The check before `row`'s hand-over failed: it goes back to the queue, to be tried again
+        after the retry backoff (it was not handed over), and the previous message's outcome, which
+        that check's transaction would have recorded, is recorded now."""
+        log.exception("checking message %s before its hand-over failed; it is queued again", row.id)
+        report.errors.append(f"message {row.id}: {type(error).__name__}: {error}")
+        try:
+            with UnitOfWork(self.engine) as uow:
+                if previous is not None:
+                    self._record(uow, claim.token, previous)
+                uow.messages.release(row.id, claim.token, status=MessageStatus.QUEUED, claim_token=None,
+                                     not_before=self.clock() + backoff(1), last_error=f"{type(error).__name__}")
+                uow.commit()
+        except Exception:  # the database itself: the lease's expiry queues the rows again
+            log.exception("could not queue message %s again; its lease will", row.id)
 
     def _decide(self, uow: UnitOfWork, row: Message, now: datetime) -> Decision:
         org_id = row.org_id
