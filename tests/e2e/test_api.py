@@ -419,7 +419,7 @@ def test_enrolling_by_hand_and_taking_the_contact_out(agent: httpx.Client, new_c
     contact = new_contact(agent)
     base = f"{API}/contacts/{contact['id']}/enrollments"
     unknown = agent.post(base, json={"flow": "no_such_flow"})
-    assert unknown.status_code == 404 and error_code(unknown) == "unknown_flow"
+    assert unknown.status_code == 422 and error_code(unknown) == "unknown_flow"  # the body is wrong, not the URL
     enrolled = agent.post(base, json={"flow": "payment_plan_opt_in"})
     assert enrolled.status_code == 201, enrolled.text
     enrollment = enrolled.json()

@@ -89,7 +89,7 @@ def _enrollment_response(system: System, enrollment_id: int, status: int = 200) 
 def _flow_error(exc: DomainError) -> DomainError:
     """The flow engine raises plain `DomainError`s; give them the status their meaning has (a
     flow or enrolment that does not exist is a 404, like an unknown contact)."""
-    if exc.code in ("enrollment_not_found", "unknown_flow"):
+    if exc.code == "enrollment_not_found":
         return NotFound(str(exc), code=exc.code)
     return exc
 
@@ -352,7 +352,7 @@ def register(bp: Blueprint) -> None:
 
     @bp.post("/contacts/<contact_id:int>/enrollments")
     @route("agent", body=EnrollIn, ok=(201, EnrollmentOut, "Enrolled; the first steps already ran."),
-           errors=(404, 409), params=(CONTACT,), tag=TAG)
+           errors=(404, 409, 422), params=(CONTACT,), tag=TAG)
     async def enroll(request: Request, contact_id: int) -> HTTPResponse:
         """Enrol the contact in a flow by hand.
 

@@ -180,8 +180,8 @@ class FlowEngine:
     def enroll_manual(self, uow: UnitOfWork, org_id: int, contact_id: int, flow_name: str,
                       now: datetime, data: Mapping[str, Any] | None = None) -> int:
         flow = self.flows.get(flow_name)
-        if flow is None:
-            raise NotFound(f"no flow named {flow_name!r}", code="unknown_flow")
+        if flow is None:  # the request's own content is wrong: nothing the URL names is missing
+            raise InvalidInput(f"no flow named {flow_name!r}", code="unknown_flow")
         uow.contacts.get(org_id, contact_id)
         enrollment_id = self.enroll(uow, org_id, contact_id, flow, data or {}, now)
         if enrollment_id is None:
