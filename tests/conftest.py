@@ -4,6 +4,8 @@ clock, a recording sender, and a bootstrapped system on top of them."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,6 +23,13 @@ from optflow.entrypoints.cli import main
 from optflow.service_layer import admin
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(tmp_path: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """`optflow ARGS` as a user runs it: a real process on `tmp_path/cli.db`, the repository's flows."""
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}", "OPTFLOW_FLOWS_DIR": str(REPO / "flows")}
+    return subprocess.run([sys.executable, "-m", "optflow", *args], input=stdin, capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=120)
 POSTGRES_URL = os.environ.get("OPTFLOW_TEST_POSTGRES_URL")
 TEST_PIN_KEY = "test-pin-key-" + "0123456789abcdef" * 2
 

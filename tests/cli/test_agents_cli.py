@@ -3,19 +3,10 @@ command line; bad input gets one clear line."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def optflow(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}", "OPTFLOW_FLOWS_DIR": str(REPO / "flows")}
-    return subprocess.run([sys.executable, "-m", "optflow", *args], capture_output=True, text=True, env=env,
-                          cwd=tmp_path, timeout=120)
+from conftest import run_cli as optflow
 
 
 def token_of(output: str) -> str:

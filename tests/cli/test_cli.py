@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, delete, update
 
+from conftest import run_cli as optflow
 from optflow.adapters import orm
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def optflow(tmp_path: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
-           "OPTFLOW_FLOWS_DIR": str(REPO / "flows")}
-    return subprocess.run([sys.executable, "-m", "optflow", *args], input=stdin, capture_output=True, text=True,
-                          env=env, cwd=tmp_path, timeout=120)
 
 
 def test_simulate_shows_a_whole_conversation_and_the_ledger(tmp_path: Path) -> None:

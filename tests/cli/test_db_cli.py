@@ -3,25 +3,15 @@ this optflow's: a real process on a real SQLite file, as an operator runs them."
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, text
 
+from conftest import run_cli as optflow
 from optflow.adapters import db, migrations, orm
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def optflow(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}", "OPTFLOW_FLOWS_DIR": str(REPO / "flows")}
-    return subprocess.run([sys.executable, "-m", "optflow", *args], capture_output=True, text=True, env=env,
-                          cwd=tmp_path, timeout=120)
 
 
 def test_a_fresh_database_made_by_init_is_at_head(tmp_path: Path) -> None:

@@ -43,7 +43,7 @@ from ..adapters.senders import (
 from ..domain import commands as c
 from ..domain.consent_rules import Door
 from ..domain.model import Actor, ActorKind, Channel, Purpose
-from ..domain.policy import Allow, Decision, Defer
+from ..domain.policy import Allow, Decision, Defer, MessageKind
 from ..domain.records import Message, MessageStatus
 from ..domain.tokens import unsubscribe_url
 from . import late_replies
@@ -80,6 +80,8 @@ class _Claim:
     rows: list[Message]
     renewed_at: datetime
     orgs: OrgMemo = field(default_factory=OrgMemo)  # org settings read once per claimed batch
+    # The claimed opt-out confirmations: the consent learns when one of them was sent.
+    confirmations: frozenset[int] = frozenset()
 
 
 # An outbox row's id and the columns that record how its hand-over to the provider ended.
@@ -129,7 +131,7 @@ class Dispatcher:
                     outcome = self._send(message, claim.token, row.attempts + 1, report)
             if outcome is not None:
                 with UnitOfWork(self.engine) as uow:
-                    self._record(uow, claim.token, outcome)
+                    self._record(uow, claim, outcome)
                     uow.commit()
             if len(claim.rows) < batch:
                 break
@@ -140,7 +142,8 @@ class Dispatcher:
         with UnitOfWork(self.engine) as uow:
             rows = uow.messages.claim_due(now, limit, uow.skip_locked, token, now + LEASE)
             uow.commit()
-        return _Claim(token, rows, renewed_at=now)
+        confirmations = frozenset(row.id for row in rows if row.kind is MessageKind.OPT_OUT_CONFIRMATION)
+        return _Claim(token, rows, renewed_at=now, confirmations=confirmations)
 
     def _hand_over(self, claim: _Claim, row: Message, report: DeliveryReport,
                    previous: _Outcome | None) -> OutboundMessage | None:
@@ -151,7 +154,7 @@ class Dispatcher:
         moment = self.clock()
         with UnitOfWork(self.engine, org_memo=claim.orgs) as uow:
             if previous is not None:
-                self._record(uow, claim.token, previous)
+                self._record(uow, claim, previous)
             if moment - claim.renewed_at >= RENEW_AFTER:
                 uow.messages.renew_lease(claim.token, moment + LEASE)
                 claim.renewed_at = moment
@@ -183,7 +186,7 @@ class Dispatcher:
         try:
             with UnitOfWork(self.engine) as uow:
                 if previous is not None:
-                    self._record(uow, claim.token, previous)
+                    self._record(uow, claim, previous)
                 uow.messages.release(row.id, claim.token, status=MessageStatus.QUEUED, claim_token=None,
                                      not_before=self.clock() + backoff(1), last_error=f"{type(error).__name__}")
                 uow.commit()
@@ -244,11 +247,11 @@ class Dispatcher:
         return message.id, {"status": MessageStatus.QUEUED, "sent_at": None, "claim_token": None,
                             "not_before": self.clock() + backoff(attempts), "last_error": error}
 
-    def _record(self, uow: UnitOfWork, token: str, outcome: _Outcome) -> None:
+    def _record(self, uow: UnitOfWork, claim: _Claim, outcome: _Outcome) -> None:
         message_id, values = outcome
-        if not uow.messages.record(message_id, token, **values):
+        if not uow.messages.record(message_id, claim.token, **values):
             log.warning("message %s: its claim was taken over; the outcome was not recorded", message_id)
-        elif values.get("status") is MessageStatus.SENT:
+        elif values.get("status") is MessageStatus.SENT and message_id in claim.confirmations:
             late_replies.note_sent(uow, message_id, self.clock())
 
     def _carrier_opt_out(self, message: OutboundMessage, token: str, error: str) -> None:
