@@ -27,9 +27,9 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 from optflow.adapters import db, orm
 from optflow.adapters.flow_loader import load_flows
+from optflow.adapters.unit_of_work import SqlUnitOfWork
 from optflow.domain.ledger import GENESIS, entry_hash
 from optflow.service_layer import admin
-from optflow.service_layer.unit_of_work import UnitOfWork
 
 BENCH_DIR = Path(__file__).resolve().parent
 CACHE_DIR = BENCH_DIR / ".cache"
@@ -185,7 +185,7 @@ def enrollment_rows(ds: Dataset, org_id: int, version: str) -> Iterator[tuple[An
 # ------------------------------------------------------------------------------------- building
 
 def _create_org(engine: Engine) -> int:
-    with UnitOfWork(engine) as uow:
+    with SqlUnitOfWork(engine) as uow:
         org_id = admin.create_org(uow, ORG_NAME, HISTORY_START, numbers=(ORG_NUMBER,), settings=ORG_SETTINGS)
         version, source_file, source = flow_version()
         uow.enrollments.remember_version(DRIP_FLOW, version, source_file, source, HISTORY_START)

@@ -58,11 +58,11 @@ from sqlalchemy import select as sql_select
 from twilio.request_validator import RequestValidator
 
 from optflow.adapters import db, ledger_files, orm
+from optflow.adapters.unit_of_work import SqlUnitOfWork, SqlUnitOfWorkFactory
 from optflow.bootstrap import bootstrap
 from optflow.config import Config
 from optflow.service_layer.dispatcher import LEASE
 from optflow.service_layer.ledger_audit import verify_ledger
-from optflow.service_layer.unit_of_work import UnitOfWork
 
 from . import datasets as ds
 from .load import ORDINARY, WEBHOOK_PATH, signature, twilio_params
@@ -182,7 +182,7 @@ def enrol(engine: Engine, plan: Plan, start: datetime) -> int:
         rows.append({"org_id": 1, "contact_id": contact, "flow_name": FLOW, "flow_version": version, "pc": 0,
                      "status": "active", "next_run_at": due, "event_json": json.dumps({"tag": f"c{contact}-{k}"}),
                      "started_at": start})
-    with UnitOfWork(engine) as uow:
+    with SqlUnitOfWork(engine) as uow:
         uow.enrollments.remember_version(FLOW, version, source_file, source, start)
         uow.conn.execute(insert(orm.enrollments), rows)
         uow.commit()
@@ -525,7 +525,8 @@ def check(engine: Engine, hooks: list[Webhook], deliveries: list[Delivery]) -> d
             orm.messages.c.direction == "out")).all()
         steps = conn.execute(sql_select(orm.enrollment_steps.c.enrollment_id, orm.enrollment_steps.c.pc,
                                         orm.enrollment_steps.c.outcome)).all()
-    chain_problems = len(verify_ledger(engine, 1).problems)  # with the keys and checkpoints the nodes used
+    # with the keys and checkpoints the nodes used
+    chain_problems = len(verify_ledger(SqlUnitOfWorkFactory(engine), 1).problems)
 
     # A STOP is recorded when the ledger holds the opt-out it caused (its MessageSid is the
     # entry's source) and the consent has not become opted_in since. A later ordinary text from

@@ -433,7 +433,7 @@ def dispatch(run: Run) -> None:
     with in_process(database_url, flows_dir) as system:
         now = datetime.now(UTC)
         started = time.perf_counter()
-        flow_report = system.flows.run_due(system.engine, now, batch=DISPATCH_BATCH)
+        flow_report = system.flows.run_due(system.uows, now, batch=DISPATCH_BATCH)
         elapsed = time.perf_counter() - started
         with system.engine.connect() as conn:
             queued = conn.execute(select(func.count()).select_from(orm.messages).where(

@@ -15,15 +15,17 @@ from typing import TextIO
 from sqlalchemy import URL, Engine, insert, select
 
 from .adapters import db, ledger_files, orm
+from .adapters.flow_loader import FlowDirectory
 from .adapters.secrets import SecretSource, load_key, secret_file_beside_database
 from .adapters.senders import ConsoleSender, Router, Sender, SmtpSender, TwilioSender, WebhookSender
 from .adapters.templates import TemplateRenderer
+from .adapters.unit_of_work import SqlUnitOfWorkFactory
 from .adapters.webhook_poster import WebhookPoster, derived_secret
 from .config import Config
 from .domain.model import Channel
 from .domain.tokens import unsubscribe_url
 from .service_layer.dispatcher import Dispatcher
-from .service_layer.flow_engine import FlowEngine, load_flow_directory
+from .service_layer.flow_engine import FlowEngine
 from .service_layer.handlers import Services
 from .service_layer.messagebus import MessageBus
 from .service_layer.webhook_dispatcher import WebhookDispatcher
@@ -51,6 +53,7 @@ def repository_flows_dir() -> Path | None:
 class System:
     config: Config
     engine: Engine
+    uows: SqlUnitOfWorkFactory  # the service layer's way to the database (its `UnitOfWorkFactory` port)
     services: Services
     bus: MessageBus
     dispatcher: Dispatcher
@@ -140,15 +143,16 @@ def bootstrap(config: Config | None = None, *, clock: Callable[[], datetime] = u
         db.create_schema(engine)
     ledger_files.attach(engine, ledger_files.load_or_create(config, engine))
     renderer = TemplateRenderer(config.template_dir)
-    flows_dir = config.flows_dir or repository_flows_dir()
-    flows = load_flow_directory(flows_dir, renderer)
+    flow_directory = FlowDirectory(config.flows_dir or repository_flows_dir())
+    flows = flow_directory.load_all()
     secret = installation_secret(engine, config.secret)
     services = Services(renderer=renderer, pin_digits=pin_digits, public_url=config.public_url,
                         pin_key=pin_key(config, engine.url))
-    engine_flows = FlowEngine(flows, services, flows_dir,
+    engine_flows = FlowEngine(flows, services, flow_directory,
                               unsubscribe_url=functools.partial(unsubscribe_url, config.public_url, secret))
-    bus = MessageBus(engine, services, clock, engine_flows.command_handlers())
-    dispatcher = Dispatcher(engine, services, sender or build_sender(config), secret, config.public_url, clock)
-    webhooks = WebhookDispatcher(engine, WebhookPoster(config.webhook_secret or derived_secret(secret)),
+    uows = SqlUnitOfWorkFactory(engine)
+    bus = MessageBus(uows, services, clock, engine_flows.command_handlers())
+    dispatcher = Dispatcher(uows, services, sender or build_sender(config), secret, config.public_url, clock)
+    webhooks = WebhookDispatcher(uows, WebhookPoster(config.webhook_secret or derived_secret(secret)),
                                  retry_base=timedelta(seconds=config.webhook_retry_base_seconds))
-    return System(config, engine, services, bus, dispatcher, engine_flows, clock, secret, webhooks)
+    return System(config, engine, uows, services, bus, dispatcher, engine_flows, clock, secret, webhooks)

@@ -27,12 +27,12 @@ from sqlalchemy import select, text
 from twilio.request_validator import RequestValidator
 
 from optflow.adapters import db, orm
+from optflow.adapters.unit_of_work import SqlUnitOfWork
 from optflow.bootstrap import System, bootstrap
 from optflow.config import Config
 from optflow.domain.commands import Command
 from optflow.domain.model import Actor, ActorKind, Channel, Consent
 from optflow.service_layer import admin
-from optflow.service_layer.unit_of_work import UnitOfWork
 
 REPO = Path(__file__).resolve().parents[2]
 TWILIO_TOKEN = "e2e-twilio-auth-token-0123456789"
@@ -99,7 +99,7 @@ def _start(tmp: Path, extra_env: dict[str, str] | None = None, database_url: str
             names = ", ".join(t.name for t in orm.metadata.sorted_tables)
             conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
     now = datetime.now(UTC)
-    with UnitOfWork(engine) as uow:
+    with SqlUnitOfWork(engine) as uow:
         org_id = admin.create_org(uow, "E2E Motors", now, numbers=(ORG_NUMBER,), settings={
             "twilio_auth_token": TWILIO_TOKEN, "chat_secret": CHAT_SECRET, "quiet_hours": False,
             "program_name": "E2E Motors alerts"})
@@ -202,7 +202,7 @@ class Library:
         hour), and `settings` on top. The running server reads settings per request."""
         number = fresh_number()
         now = datetime.now(UTC)
-        with UnitOfWork(self.system.engine) as uow:
+        with SqlUnitOfWork(self.system.engine) as uow:
             org_id = admin.create_org(uow, f"Org {number}", now, numbers=(number,), settings={
                 "twilio_auth_token": TWILIO_TOKEN, "chat_secret": CHAT_SECRET, "quiet_hours": False, **settings})
             agent = admin.add_agent(uow, org_id, "Dana", "agent", now)
@@ -210,11 +210,11 @@ class Library:
         return TestOrg(org_id, number, Actor(ActorKind.AGENT, str(agent.id)))
 
     def consent(self, org_id: int, address: str, channel: Channel = Channel.TEXT) -> Consent:
-        with UnitOfWork(self.system.engine) as uow:
+        with SqlUnitOfWork(self.system.engine) as uow:
             return uow.consents.get(org_id, address, channel)
 
     def ledger(self, org_id: int, address: str) -> list[dict[str, Any]]:
-        with UnitOfWork(self.system.engine) as uow:
+        with SqlUnitOfWork(self.system.engine) as uow:
             return [row for row in uow.ledger.entries(org_id) if row["address"] == address]
 
     def messages(self, org_id: int, address: str, **where: Any) -> list[dict[str, Any]]:

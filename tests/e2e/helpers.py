@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from optflow.adapters.unit_of_work import SqlUnitOfWork
 from optflow.service_layer import admin
-from optflow.service_layer.unit_of_work import UnitOfWork
 
 if TYPE_CHECKING:
     from e2e.conftest import Library, Server, TestOrg
@@ -40,7 +40,7 @@ def api_org(server: Server, library: Library, **settings: Any) -> ApiOrg:
     """A new org with `settings` and one API token for each role."""
     org = library.new_org(**settings)
     now = datetime.now(UTC)
-    with UnitOfWork(library.system.engine) as uow:
+    with SqlUnitOfWork(library.system.engine) as uow:
         tokens = {role: admin.add_agent(uow, org.id, f"{role} of {org.number}", role, now).token
                   for role in admin.ROLES}
         uow.commit()

@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from e2e.helpers import error_code
+from optflow.adapters.unit_of_work import SqlUnitOfWork
 from optflow.service_layer import admin
-from optflow.service_layer.unit_of_work import UnitOfWork
 
 if TYPE_CHECKING:
     from e2e.conftest import Library, Server
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.e2e
 
 
 def new_agent(library: Library, org_id: int, role: str = "agent") -> admin.NewAgent:
-    with UnitOfWork(library.system.engine) as uow:
+    with SqlUnitOfWork(library.system.engine) as uow:
         agent = admin.add_agent(uow, org_id, f"{role} for a token test", role, datetime.now(UTC))
         uow.commit()
     return agent

@@ -16,9 +16,9 @@ from conftest import postgres_url_or_skip
 from e2e.conftest import Server, _start, _stop, fresh_number
 from e2e.helpers import twiml_messages
 from optflow.adapters import db, orm
+from optflow.adapters.unit_of_work import SqlUnitOfWork
 from optflow.domain.model import Channel, State
 from optflow.domain.signatures import sign_webhook_body
-from optflow.service_layer.unit_of_work import UnitOfWork
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -33,7 +33,7 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 def consent_state(server: Server, address: str, channel: Channel = Channel.TEXT) -> State:
     engine = db.make_engine(server.database_url)
     try:
-        with UnitOfWork(engine) as uow:
+        with SqlUnitOfWork(engine) as uow:
             return uow.consents.get(server.org_id, address, channel).state
     finally:
         engine.dispose()

@@ -15,10 +15,10 @@ import pytest
 from twilio.request_validator import RequestValidator
 
 from e2e.conftest import Server, _start, _stop, fresh_number
+from optflow.adapters.unit_of_work import SqlUnitOfWork
 from optflow.bootstrap import bootstrap
 from optflow.config import Config
 from optflow.domain.model import Channel, State
-from optflow.service_layer.unit_of_work import UnitOfWork
 
 pytestmark = pytest.mark.e2e
 
@@ -64,7 +64,7 @@ def test_a_failing_stop_is_logged_as_json_with_its_request_id_and_no_personal_da
     assert response.headers["X-Request-ID"] == REQUEST_ID
 
     system = bootstrap(Config(database_url=failing_server.database_url), create_schema=False)
-    with UnitOfWork(system.engine) as uow:
+    with SqlUnitOfWork(system.engine) as uow:
         assert uow.consents.get(failing_server.org_id, number, Channel.TEXT).state is State.OPTED_OUT
         [entry] = [e for e in uow.ledger.entries(failing_server.org_id) if e["address"] == number]
     system.close()

@@ -9,16 +9,16 @@ from pathlib import Path
 from sqlalchemy import select
 
 from optflow.adapters import db, orm
+from optflow.adapters.unit_of_work import SqlUnitOfWork
 from optflow.domain import commands as c
 from optflow.domain.model import Actor, ActorKind, Channel, State
 from optflow.domain.tokens import UnsubscribeTarget, make_token
-from optflow.service_layer.unit_of_work import UnitOfWork
 
 
 def _state(database_url: str, org_id: int, email: str) -> State:
     engine = db.make_engine(database_url)
     try:
-        with UnitOfWork(engine) as uow:
+        with SqlUnitOfWork(engine) as uow:
             return uow.consents.get(org_id, email, Channel.EMAIL).state
     finally:
         engine.dispose()

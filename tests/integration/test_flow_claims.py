@@ -44,7 +44,7 @@ system = bootstrap(Config(database_url=url, flows_dir=flows_dir, secret="test-se
                    create_schema=False, clock=lambda: now)
 print("ready", flush=True)
 sys.stdin.readline()
-report = system.flows.run_due(system.engine, now, batch=batch)
+report = system.flows.run_due(system.uows, now, batch=batch)
 print(json.dumps({"enrollments": report.enrollments, "sent": report.sent, "errors": report.errors}), flush=True)
 system.close()
 """

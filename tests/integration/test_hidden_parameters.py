@@ -11,7 +11,7 @@ from sqlalchemy import Engine, insert
 from sqlalchemy.exc import IntegrityError
 
 from optflow.adapters import orm
-from optflow.service_layer.unit_of_work import UnitOfWork
+from optflow.adapters.unit_of_work import SqlUnitOfWork
 
 PHONE = "+14155552671"
 BODY = "STOP texting me, this is Sam Smith"
@@ -32,7 +32,7 @@ def assert_hidden(error: IntegrityError) -> None:
 
 
 def test_an_integrity_error_of_a_prepared_statement_hides_its_parameters(engine: Engine) -> None:
-    with pytest.raises(IntegrityError) as raised, UnitOfWork(engine) as uow:
+    with pytest.raises(IntegrityError) as raised, SqlUnitOfWork(engine) as uow:
         uow.messages.add(**message())  # no such org: the foreign key refuses it
     assert_hidden(raised.value)
 

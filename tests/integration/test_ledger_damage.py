@@ -17,13 +17,13 @@ from sqlalchemy import Engine, delete, func, select, update
 from conftest import ORG_NUMBER, Clock, RecordingSender, make_system, new_org
 from optflow.adapters import ledger_files, orm
 from optflow.adapters.repository import LedgerRepository
+from optflow.adapters.unit_of_work import SqlUnitOfWork, SqlUnitOfWorkFactory
 from optflow.bootstrap import System
 from optflow.domain import commands as c
 from optflow.domain import ledger as chain
 from optflow.domain.model import Channel, State
 from optflow.entrypoints.metrics import DatabaseCollector
 from optflow.service_layer.ledger_audit import verify_ledger, write_checkpoints
-from optflow.service_layer.unit_of_work import UnitOfWork
 
 PHONES = ["+14155552671", "+14155552672", "+14155552673"]
 
@@ -50,7 +50,7 @@ def seed(system: System, clock: Clock) -> None:
 
 
 def problems(system: System) -> list[str]:
-    return verify_ledger(system.engine).problems
+    return verify_ledger(system.uows).problems
 
 
 def entries(engine: Engine, org_id: int) -> list[dict[str, object]]:
@@ -123,7 +123,7 @@ def test_a_chain_recomputed_without_the_key_is_reported(system: System, org: int
 
 def test_a_whole_chain_rewritten_unkeyed_is_caught_by_a_checkpoint(system: System, org: int, clock: Clock) -> None:
     seed(system, clock)
-    assert write_checkpoints(system.engine, clock()).written == 1
+    assert write_checkpoints(system.uows, clock()).written == 1
     prev_hash, stored = chain.GENESIS, entries(system.engine, org)
     with system.engine.begin() as conn:
         for entry in stored:
@@ -132,7 +132,7 @@ def test_a_whole_chain_rewritten_unkeyed_is_caught_by_a_checkpoint(system: Syste
             conn.execute(update(orm.ledger).where(orm.ledger.c.id == entry["id"]).values(
                 prev_hash=entry["prev_hash"], hash=entry["hash"], key_id=None, evidence="forged"))
         conn.execute(update(orm.ledger_heads).where(orm.ledger_heads.c.org_id == org).values(hash=prev_hash))
-    result = verify_ledger(system.engine)
+    result = verify_ledger(system.uows)
     assert result.reports[0].unkeyed == 3
     assert len(result.problems) == 1 and "differs from the checkpoint" in result.problems[0]
 
@@ -143,7 +143,7 @@ def test_entries_from_before_ledger_keys_verify_as_unkeyed(engine: Engine, clock
     They verify (counted as unkeyed); entries written after the upgrade are keyed."""
     legacy = make_system(engine, clock, sender, data_dir=tmp_path)
     org_id = new_org(legacy)
-    with UnitOfWork(engine) as uow:  # the unkeyed writer of old: a connection without ledger keys
+    with SqlUnitOfWork(engine) as uow:  # the unkeyed writer of old: a connection without ledger keys
         uow.conn.execution_options(**{ledger_files.EXECUTION_OPTION: None})
         uow.ledger.append_change(org_id, None, channel="text", address=PHONES[0], from_state="unknown",
                                  to_state="opted_out", trigger="opt_out", method="keyword", actor_kind="customer",
@@ -151,7 +151,7 @@ def test_entries_from_before_ledger_keys_verify_as_unkeyed(engine: Engine, clock
         uow.commit()
     stop(legacy, PHONES[1], "SM-after")
     assert [e["key_id"] is None for e in entries(engine, org_id)] == [True, False]
-    result = verify_ledger(engine)
+    result = verify_ledger(SqlUnitOfWorkFactory(engine))
     assert result.problems == [] and result.reports[0].unkeyed == 1 and result.reports[0].entries == 2
 
 
@@ -198,7 +198,7 @@ def test_a_deleted_head_row_is_reported(system: System, org: int, clock: Clock) 
 def test_the_newest_entry_deleted_with_its_head_is_reported(system: System, org: int, clock: Clock,
                                                             head: str) -> None:
     seed(system, clock)
-    write_checkpoints(system.engine, clock())
+    write_checkpoints(system.uows, clock())
     delete_entries(system.engine, org, from_seq=3)
     if head == "deleted":
         delete_head(system.engine, org)
@@ -211,7 +211,7 @@ def test_the_newest_entry_deleted_with_its_head_is_reported(system: System, org:
 
 def test_all_entries_deleted_with_the_head_are_reported(system: System, org: int, clock: Clock) -> None:
     seed(system, clock)
-    write_checkpoints(system.engine, clock())
+    write_checkpoints(system.uows, clock())
     delete_entries(system.engine, org)
     delete_head(system.engine, org)
     found = problems(system)
@@ -220,7 +220,7 @@ def test_all_entries_deleted_with_the_head_are_reported(system: System, org: int
 
 def test_an_org_deleted_with_its_ledger_is_reported(system: System, org: int, clock: Clock) -> None:
     seed(system, clock)
-    write_checkpoints(system.engine, clock())
+    write_checkpoints(system.uows, clock())
     with system.engine.begin() as conn:
         for table in (orm.ledger, orm.ledger_heads, orm.messages, orm.consents, orm.addresses, orm.contacts,
                       orm.org_numbers):
@@ -232,8 +232,8 @@ def test_an_org_deleted_with_its_ledger_is_reported(system: System, org: int, cl
 def test_an_edited_checkpoint_is_reported_and_checkpoints_are_only_written_when_a_chain_moved(
         system: System, org: int, clock: Clock) -> None:
     seed(system, clock)
-    assert write_checkpoints(system.engine, clock()).written == 1
-    assert write_checkpoints(system.engine, clock()).written == 0  # nothing moved
+    assert write_checkpoints(system.uows, clock()).written == 1
+    assert write_checkpoints(system.uows, clock()).written == 0  # nothing moved
     files = ledger_files.attached(system.engine)
     assert files is not None and files.checkpoint_file is not None
     text = files.checkpoint_file.read_text()
@@ -245,11 +245,11 @@ def test_an_edited_checkpoint_is_reported_and_checkpoints_are_only_written_when_
 def test_a_chain_cut_back_is_not_signed_by_the_next_checkpoint(system: System, org: int, clock: Clock,
                                                                caplog: pytest.LogCaptureFixture) -> None:
     seed(system, clock)
-    write_checkpoints(system.engine, clock())
+    write_checkpoints(system.uows, clock())
     delete_entries(system.engine, org, from_seq=2)
     set_head(system.engine, org, 1)
     with caplog.at_level(logging.ERROR, logger="optflow.ledger"):
-        run = write_checkpoints(system.engine, clock())
+        run = write_checkpoints(system.uows, clock())
     assert run.written == 0 and run.behind == [org]
     assert "ends at seq 1, before its checkpoint at seq 3" in caplog.text
 
@@ -304,7 +304,7 @@ def test_a_stop_after_the_head_was_rolled_back_is_recorded(system: System, org: 
     are chained onto the last entry present instead, after the damage entry."""
     seed(system, clock)
     set_head(system.engine, org, 1)
-    with UnitOfWork(system.engine) as uow:
+    with SqlUnitOfWork(system.engine) as uow:
         for n in range(entries_in_transaction):
             uow.ledger.append_change(org, None, channel="text", address=PHONES[0], from_state="opted_out",
                                      to_state="opted_out", trigger="opt_out", method=f"batch {n}",

@@ -12,6 +12,7 @@ from sqlalchemy import Engine, func, select
 
 from optflow.adapters import orm
 from optflow.adapters.repository import LedgerQueue, LedgerRepository
+from optflow.adapters.unit_of_work import SqlUnitOfWork
 from optflow.service_layer import admin
 from optflow.service_layer.unit_of_work import UnitOfWork
 
@@ -26,27 +27,27 @@ def change(uow: UnitOfWork, org_id: int, label: str, at: datetime = NOW) -> None
 
 
 def new_org(engine: Engine) -> int:
-    with UnitOfWork(engine) as uow:
+    with SqlUnitOfWork(engine) as uow:
         org_id = admin.create_org(uow, "Acme", NOW)
         uow.commit()
     return org_id
 
 
 def stored(engine: Engine, org_id: int) -> list[str]:
-    with UnitOfWork(engine) as uow:
+    with SqlUnitOfWork(engine) as uow:
         assert uow.ledger.verify(org_id).problems == []
         return [row["evidence"] for row in uow.ledger.entries(org_id)]
 
 
 def test_entries_are_written_at_commit_in_order_and_readable_before(engine: Engine) -> None:
     org_id = new_org(engine)
-    with UnitOfWork(engine) as uow:
+    with SqlUnitOfWork(engine) as uow:
         change(uow, org_id, "first")
         change(uow, org_id, "second")
         assert [row["evidence"] for row in uow.ledger.entries(org_id)] == ["first", "second"]  # flushed to read
         change(uow, org_id, "third")
         uow.commit()
-    with UnitOfWork(engine) as uow:
+    with SqlUnitOfWork(engine) as uow:
         change(uow, org_id, "never")  # left without commit
     assert stored(engine, org_id) == ["first", "second", "third"]
 
@@ -55,12 +56,12 @@ def test_a_nested_unit_of_work_hands_its_entries_over_only_when_it_commits(engin
     org_id = new_org(engine)
     queue = LedgerQueue()
     with engine.connect() as conn, conn.begin():
-        with UnitOfWork(connection=conn, ledger_queue=queue) as kept:
+        with SqlUnitOfWork(connection=conn, ledger_queue=queue) as kept:
             change(kept, org_id, "kept")
             kept.commit()
-        with UnitOfWork(connection=conn, ledger_queue=queue) as dropped:
+        with SqlUnitOfWork(connection=conn, ledger_queue=queue) as dropped:
             change(dropped, org_id, "rolled back")
-        with pytest.raises(RuntimeError), UnitOfWork(connection=conn, ledger_queue=queue) as failed:
+        with pytest.raises(RuntimeError), SqlUnitOfWork(connection=conn, ledger_queue=queue) as failed:
             change(failed, org_id, "failed")
             raise RuntimeError("boom")
         assert [entry["evidence"] for entry in queue.entries] == ["kept"]
@@ -70,7 +71,7 @@ def test_a_nested_unit_of_work_hands_its_entries_over_only_when_it_commits(engin
 
 def test_a_savepoint_that_fails_takes_its_entries_with_it(engine: Engine) -> None:
     org_id = new_org(engine)
-    with UnitOfWork(engine) as uow:
+    with SqlUnitOfWork(engine) as uow:
         change(uow, org_id, "before")
         with pytest.raises(RuntimeError), uow.savepoint():
             change(uow, org_id, "inside")
@@ -88,7 +89,7 @@ def test_concurrent_transactions_build_one_intact_chain(engine: Engine) -> None:
     def write(worker: int) -> None:
         try:
             for batch in range(10):
-                with UnitOfWork(engine) as uow:
+                with SqlUnitOfWork(engine) as uow:
                     for n in range(5):
                         change(uow, org_id, f"{worker}-{batch}-{n}", NOW + timedelta(seconds=n))
                     uow.commit()

@@ -18,8 +18,8 @@ from sqlalchemy import Column, Connection, Engine, Index, MetaData, String, insp
 
 from conftest import START
 from optflow.adapters import db, migrations, orm
+from optflow.adapters.unit_of_work import SqlUnitOfWork
 from optflow.service_layer import admin
-from optflow.service_layer.unit_of_work import UnitOfWork
 from scratch_databases import empty_databases
 
 KINDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
@@ -119,7 +119,7 @@ def fill(engine: Engine) -> None:
     from optflow.domain import commands as c
     from optflow.domain.model import Actor, ActorKind, Channel
 
-    with UnitOfWork(engine) as uow:
+    with SqlUnitOfWork(engine) as uow:
         org_id = admin.create_org(uow, "Acme", START, numbers=("+12025550123",), settings={"program_name": "Acme"})
         uow.commit()
     system = _system(engine)

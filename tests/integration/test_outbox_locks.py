@@ -19,10 +19,10 @@ from sqlalchemy import Engine, select, text
 
 from conftest import ORG_NUMBER, START, Clock, RecordingSender, make_system, new_agent, new_org, postgres_url_or_skip
 from optflow.adapters import db, orm
+from optflow.adapters.unit_of_work import SqlUnitOfWork
 from optflow.bootstrap import System
 from optflow.domain import commands as c
 from optflow.domain.model import Actor, ActorKind, Channel
-from optflow.service_layer.unit_of_work import UnitOfWork
 
 PHONE = "+14155552671"
 TOKEN = "claim-under-test"
@@ -46,7 +46,7 @@ def claimed_message(system: System) -> tuple[int, int]:
     contact = system.bus.handle(c.CreateContact(org, name="Sam", phones=(PHONE,))).contact_id
     system.bus.handle(c.RecordOptIn(org, contact, Channel.TEXT, agent, method="web_form"))
     message_id = system.bus.handle(c.SendMessage(org, contact, Channel.TEXT, "Your car is ready", agent)).message_id
-    with UnitOfWork(system.engine) as uow:
+    with SqlUnitOfWork(system.engine) as uow:
         [row] = uow.messages.claim_due(START, 10, uow.skip_locked, TOKEN, START + timedelta(minutes=10))
         uow.commit()
     assert row.id == message_id
@@ -80,7 +80,7 @@ def status(system: System, message_id: int) -> str:
 @pytest.mark.postgres
 def test_a_stop_waiting_behind_a_hand_over_does_not_cancel_the_handed_over_message(system: System) -> None:
     _, message_id = claimed_message(system)
-    with UnitOfWork(system.engine) as hand_over:
+    with SqlUnitOfWork(system.engine) as hand_over:
         assert hand_over.messages.hand_over(message_id, TOKEN, START, START + timedelta(minutes=10))
         stop, _ = run_until_it_waits_for_a_lock(system.engine, lambda: system.bus.handle(
             c.ReceiveInbound(Channel.TEXT, PHONE, ORG_NUMBER, "STOP", "SM1")))
@@ -93,12 +93,12 @@ def test_a_stop_waiting_behind_a_hand_over_does_not_cancel_the_handed_over_messa
 @pytest.mark.postgres
 def test_a_hand_over_waiting_behind_a_stop_finds_the_message_cancelled(system: System) -> None:
     org, message_id = claimed_message(system)
-    with UnitOfWork(system.engine) as stop:  # what an opt-out does to the outbox (handlers._stop_everything_queued)
+    with SqlUnitOfWork(system.engine) as stop:  # what an opt-out does to the outbox (handlers._stop_everything_queued)
         assert stop.messages.queued_for(org, PHONE, (Channel.TEXT,)) == [message_id]
         stop.messages.set(message_id, status="cancelled", last_error="recipient opted out")
 
         def hand_over() -> bool:
-            with UnitOfWork(system.engine) as uow:
+            with SqlUnitOfWork(system.engine) as uow:
                 taken = uow.messages.hand_over(message_id, TOKEN, START, START + timedelta(minutes=10))
                 uow.commit()
             return taken

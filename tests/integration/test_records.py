@@ -80,7 +80,7 @@ def test_every_status_the_code_stores_is_the_text_of_a_member_of_its_enum(
             uow.webhook_deliveries.add(org, enrollment, f"https://example.com/hook/{delivery}", "{}", clock())
         uow.commit()
     system.bus.handle(c.RemoveEnrollment(org, contact, removed, actor))  # cancelled
-    WebhookDispatcher(system.engine, _Answers()).run(clock())  # delivered, queued again
+    WebhookDispatcher(system.uows, _Answers()).run(clock())  # delivered, queued again
 
     statuses = _stored(engine, orm.messages.c.status)
     assert {"replied", "delivered", "unassociated", "sent", "cancelled"} <= statuses

@@ -8,14 +8,14 @@ from datetime import UTC, datetime
 from sqlalchemy import Engine
 
 from optflow.adapters.repository import OrgMemo
+from optflow.adapters.unit_of_work import SqlUnitOfWork
 from optflow.domain.records import EnrollmentStatus
-from optflow.service_layer.unit_of_work import UnitOfWork
 
 NOW = datetime(2026, 11, 23, 18, 0, tzinfo=UTC)
 
 
 def test_org_settings_read_again_after_they_change(sqlite_engine: Engine) -> None:
-    with UnitOfWork(sqlite_engine) as uow:
+    with SqlUnitOfWork(sqlite_engine) as uow:
         org = uow.orgs.create("Acme", NOW, settings={"program_name": "before"})
         assert uow.orgs.settings(org).program_name == "before"
         assert uow.orgs.get(org).settings_json == '{"program_name": "before"}'
@@ -27,20 +27,20 @@ def test_org_settings_read_again_after_they_change(sqlite_engine: Engine) -> Non
 def test_a_memo_shared_by_nested_units_of_work_sees_changes_of_each(sqlite_engine: Engine) -> None:
     memo = OrgMemo()
     with sqlite_engine.connect() as conn, conn.begin():
-        with UnitOfWork(connection=conn, org_memo=memo) as first:
+        with SqlUnitOfWork(connection=conn, org_memo=memo) as first:
             org = first.orgs.create("Acme", NOW, settings={"program_name": "before"})
             assert first.orgs.settings(org).program_name == "before"
             first.commit()
-        with UnitOfWork(connection=conn, org_memo=memo) as second:
+        with SqlUnitOfWork(connection=conn, org_memo=memo) as second:
             assert second.orgs.settings(org).program_name == "before"  # from the memo
             second.orgs.replace_settings(org, {"program_name": "after"})
             second.commit()
-        with UnitOfWork(connection=conn, org_memo=memo) as third:
+        with SqlUnitOfWork(connection=conn, org_memo=memo) as third:
             assert third.orgs.settings(org).program_name == "after"
 
 
 def test_a_contacts_addresses_include_one_added_in_the_same_unit_of_work(sqlite_engine: Engine) -> None:
-    with UnitOfWork(sqlite_engine) as uow:
+    with SqlUnitOfWork(sqlite_engine) as uow:
         org = uow.orgs.create("Acme", NOW)
         contact = uow.contacts.create(org, NOW, name="Sam")
         uow.contacts.add_address(org, contact, "phone", "+14155552671")
@@ -50,7 +50,7 @@ def test_a_contacts_addresses_include_one_added_in_the_same_unit_of_work(sqlite_
 
 
 def test_a_contacts_enrolments_reflect_every_change_in_the_same_unit_of_work(sqlite_engine: Engine) -> None:
-    with UnitOfWork(sqlite_engine) as uow:
+    with SqlUnitOfWork(sqlite_engine) as uow:
         org = uow.orgs.create("Acme", NOW)
         contact = uow.contacts.create(org, NOW, name="Sam")
         first = uow.enrollments.create(org, contact, "drip", "v1", {}, NOW)

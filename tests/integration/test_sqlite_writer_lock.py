@@ -17,10 +17,10 @@ from sqlalchemy import Engine, event, func, select
 
 from conftest import ORG_NUMBER, START, Clock, RecordingSender, make_system, new_org
 from optflow.adapters import db, orm
+from optflow.adapters.unit_of_work import SqlUnitOfWork
 from optflow.domain import commands as c
 from optflow.domain.model import Channel, Intent
 from optflow.entrypoints.inbound_batcher import InboundBatcher
-from optflow.service_layer.unit_of_work import UnitOfWork
 
 HANG_GUARD_S = 60  # not a property under test: only how long a hung lock may hold the suite
 
@@ -28,9 +28,9 @@ HOLDER = """
 import sys
 from datetime import UTC, datetime
 from optflow.adapters import db
-from optflow.service_layer.unit_of_work import UnitOfWork
+from optflow.adapters.unit_of_work import SqlUnitOfWork
 engine = db.make_engine(sys.argv[1])
-with UnitOfWork(engine) as uow:
+with SqlUnitOfWork(engine) as uow:
     uow.orgs.create("held", datetime.now(UTC))
     print("locked", flush=True)
     sys.stdin.readline()
@@ -67,7 +67,7 @@ class OtherProcessWriter:
 
 
 def orgs(engine: Engine) -> int:
-    with UnitOfWork(engine, read_only=True) as uow:
+    with SqlUnitOfWork(engine, read_only=True) as uow:
         return int(uow.conn.execute(select(func.count()).select_from(orm.orgs)).scalar_one())
 
 
@@ -76,7 +76,7 @@ def write_in_thread(engine: Engine, started: list[tuple[float, int]]) -> threadi
     process had committed by then."""
 
     def write() -> None:
-        with UnitOfWork(engine) as uow:
+        with SqlUnitOfWork(engine) as uow:
             held = uow.conn.execute(select(func.count()).select_from(orm.orgs).where(orm.orgs.c.name == "held"))
             started.append((time.perf_counter(), int(held.scalar_one())))
             uow.orgs.create("waiting", datetime.now(UTC))
@@ -133,7 +133,7 @@ def test_a_failed_commit_does_not_keep_the_write_lock(database: tuple[str, Engin
         raise OSError("disk full")
 
     event.listen(engine, "commit", refuse)
-    with pytest.raises(OSError), UnitOfWork(engine) as uow:
+    with pytest.raises(OSError), SqlUnitOfWork(engine) as uow:
         uow.orgs.create("lost", datetime.now(UTC))
         uow.commit()
     event.remove(engine, "commit", refuse)
@@ -157,7 +157,7 @@ def test_a_reservation_is_taken_only_when_the_lock_is_free_and_goes_to_the_next_
     other_thread = write_in_thread(engine, started)
     other_thread.join(timeout=0.3)
     assert started == [], "another thread waits while this thread holds the reservation"
-    with UnitOfWork(engine) as uow:  # takes the reservation over without waiting
+    with SqlUnitOfWork(engine) as uow:  # takes the reservation over without waiting
         uow.orgs.create("reserved", datetime.now(UTC))
         uow.commit()
     other_thread.join(timeout=10)

@@ -9,17 +9,17 @@ from sqlalchemy import Engine, delete, select, text, update
 
 from conftest import START
 from optflow.adapters import orm
+from optflow.adapters.unit_of_work import SqlUnitOfWork
 from optflow.domain.machine import TransitionContext, fire
 from optflow.domain.model import CUSTOMER, Actor, ActorKind, Channel, State, Trigger
 from optflow.domain.records import EnrollmentStatus
 from optflow.service_layer import admin
-from optflow.service_layer.unit_of_work import UnitOfWork
 
 AGENT = Actor(ActorKind.AGENT, "1")
 
 
 def seed_ledger(engine: Engine, entries: int = 5) -> int:
-    with UnitOfWork(engine) as uow:
+    with SqlUnitOfWork(engine) as uow:
         org_id = admin.create_org(uow, "Acme", START)
         contact_id = uow.contacts.create(org_id, START, name="Sam")
         uow.contacts.add_address(org_id, contact_id, "phone", "+14155552671")
@@ -37,12 +37,12 @@ def seed_ledger(engine: Engine, entries: int = 5) -> int:
 
 
 def problems(engine: Engine, org_id: int) -> list[str]:
-    with UnitOfWork(engine) as uow:
+    with SqlUnitOfWork(engine) as uow:
         return [str(p) for p in uow.ledger.verify(org_id).problems]
 
 
 def test_consent_round_trip_keeps_every_field(engine: Engine) -> None:
-    with UnitOfWork(engine) as uow:
+    with SqlUnitOfWork(engine) as uow:
         org_id = admin.create_org(uow, "Acme", START)
         consent = uow.consents.get(org_id, "+14155552671", Channel.TEXT)
         assert consent.state is State.UNKNOWN and consent.id is None
@@ -50,7 +50,7 @@ def test_consent_round_trip_keeps_every_field(engine: Engine) -> None:
             actor=AGENT, now=START, occurred_at=START - timedelta(days=7), method="paper_form"))
         uow.consents.save(consent, START)
         uow.commit()
-    with UnitOfWork(engine) as uow:
+    with SqlUnitOfWork(engine) as uow:
         loaded = uow.consents.get(org_id, "+14155552671", Channel.TEXT)
     assert loaded.state is State.OPTED_IN
     assert loaded.opted_in_at == START - timedelta(days=7)
@@ -59,24 +59,24 @@ def test_consent_round_trip_keeps_every_field(engine: Engine) -> None:
 
 
 def test_a_transaction_left_without_commit_stores_nothing(engine: Engine) -> None:
-    with UnitOfWork(engine) as uow:
+    with SqlUnitOfWork(engine) as uow:
         org_id = admin.create_org(uow, "Acme", START)
         uow.commit()
-    with UnitOfWork(engine) as uow:
+    with SqlUnitOfWork(engine) as uow:
         uow.contacts.create(org_id, START, name="never stored")
-    with UnitOfWork(engine) as uow:
+    with SqlUnitOfWork(engine) as uow:
         assert uow.contacts.search(org_id) == []
 
 
 def test_one_consent_per_address_and_channel(engine: Engine) -> None:
     from sqlalchemy.exc import IntegrityError
 
-    with UnitOfWork(engine) as uow:
+    with SqlUnitOfWork(engine) as uow:
         org_id = admin.create_org(uow, "Acme", START)
         uow.consents.save(uow.consents.get(org_id, "+14155552671", Channel.TEXT), START)
         uow.consents.save(uow.consents.get(org_id, "+14155552671", Channel.CALL), START)
         uow.commit()
-    with UnitOfWork(engine) as uow, pytest.raises(IntegrityError):  # a second row for the same key
+    with SqlUnitOfWork(engine) as uow, pytest.raises(IntegrityError):  # a second row for the same key
         uow.conn.execute(orm.consents.insert().values(org_id=org_id, address="+14155552671", channel="text",
                                                       state="unknown", updated_at=START))
 
@@ -88,7 +88,7 @@ def test_intact_ledger_verifies(engine: Engine) -> None:
 
 def test_ledger_entries_record_who_what_when_and_how(engine: Engine) -> None:
     org_id = seed_ledger(engine)
-    with UnitOfWork(engine) as uow:
+    with SqlUnitOfWork(engine) as uow:
         rows = uow.ledger.entries(org_id)
     assert [r["seq"] for r in rows] == [1, 2, 3, 4, 5]
     first = rows[0]
@@ -166,7 +166,7 @@ def test_every_lookup_path_has_an_index(engine: Engine) -> None:
 
 
 def test_sub_org_inherits_settings_key_by_key(engine: Engine) -> None:
-    with UnitOfWork(engine) as uow:
+    with SqlUnitOfWork(engine) as uow:
         parent = admin.create_org(uow, "Parent", START, settings={
             "program_name": "Parent alerts", "modes": {"text": "disclaimer", "email": "disclaimer"},
             "pin_required": True})
@@ -182,21 +182,21 @@ def test_group_messaging_with_consent_mode_is_refused_and_nothing_changes(engine
     from optflow.adapters.templates import TemplateRenderer
     from optflow.domain.model import InvalidInput
 
-    with UnitOfWork(engine) as uow:
+    with SqlUnitOfWork(engine) as uow:
         org_id = admin.create_org(uow, "Acme", START, settings={"program_name": "kept"})
         uow.commit()
-    with UnitOfWork(engine) as uow, pytest.raises(InvalidInput) as refused:
+    with SqlUnitOfWork(engine) as uow, pytest.raises(InvalidInput) as refused:
         admin.update_settings(uow, TemplateRenderer(), org_id, {"group_messaging": {"text": True},
                                                                 "program_name": "changed"})
     assert "group messaging" in str(refused.value) and "consent mode" in str(refused.value)
-    with UnitOfWork(engine) as uow:
+    with SqlUnitOfWork(engine) as uow:
         assert uow.orgs.settings(org_id).program_name == "kept"
         row = uow.conn.execute(select(orm.orgs.c.settings_json).where(orm.orgs.c.id == org_id)).scalar()
     assert "changed" not in row
 
 
 def test_an_inbound_message_is_stored_once_per_provider_id(engine: Engine) -> None:
-    with UnitOfWork(engine) as uow:
+    with SqlUnitOfWork(engine) as uow:
         org_id = admin.create_org(uow, "Acme", START)
         values = {"org_id": org_id, "channel": "text", "address": "+14155552671", "body": "STOP",
                   "status": "delivered", "created_at": START}
@@ -206,20 +206,20 @@ def test_an_inbound_message_is_stored_once_per_provider_id(engine: Engine) -> No
         assert uow.messages.add_inbound(provider_id=None, **values) is not None  # no id: never a replay
         assert uow.messages.add_inbound(provider_id=None, **values) is not None
         uow.commit()
-    with UnitOfWork(engine) as uow:
+    with SqlUnitOfWork(engine) as uow:
         stored = uow.messages.find_inbound(org_id, "SM1")
         assert stored is not None and stored.id == first and stored.body == "STOP"
 
 
 def test_many_enrolments_end_together_with_their_history(engine: Engine) -> None:
-    with UnitOfWork(engine) as uow:
+    with SqlUnitOfWork(engine) as uow:
         org_id = admin.create_org(uow, "Acme", START)
         contact_id = uow.contacts.create(org_id, START, name="Sam")
         ids = [uow.enrollments.create(org_id, contact_id, f"flow_{n}", "v1", {}, START) for n in range(3)]
         uow.enrollments.end_many([(ids[0], 0), (ids[2], 1)], EnrollmentStatus.CANCELLED, "opted out of text", START)
         uow.enrollments.end_many([], EnrollmentStatus.CANCELLED, "nothing", START)
         uow.commit()
-    with UnitOfWork(engine) as uow:
+    with SqlUnitOfWork(engine) as uow:
         rows = {row.id: row for row in uow.enrollments.for_contact(
             contact_id, (EnrollmentStatus.ACTIVE, EnrollmentStatus.CANCELLED))}
         assert [rows[i].status for i in ids] == ["cancelled", "active", "cancelled"]

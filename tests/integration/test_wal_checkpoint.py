@@ -10,12 +10,12 @@ from pathlib import Path
 from sqlalchemy import text
 
 from optflow.adapters import db
-from optflow.service_layer.unit_of_work import UnitOfWork
+from optflow.adapters.unit_of_work import SqlUnitOfWork
 
 
 def fill(engine: object, orgs: int) -> None:
     for n in range(orgs):
-        with UnitOfWork(engine) as uow:  # type: ignore[arg-type]
+        with SqlUnitOfWork(engine) as uow:  # type: ignore[arg-type]
             uow.orgs.create(f"org {n}", datetime.now(UTC))
             uow.commit()
 
@@ -50,7 +50,7 @@ def test_the_thread_copies_the_log_into_the_database_file(tmp_path: Path) -> Non
         fill(engine, 10)  # writers go on meanwhile
     finally:
         checkpointer.stop()
-    with UnitOfWork(engine, read_only=True) as uow:
+    with SqlUnitOfWork(engine, read_only=True) as uow:
         assert len(uow.orgs.all()) == 310
     engine.dispose()
 

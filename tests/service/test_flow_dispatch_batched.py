@@ -21,11 +21,11 @@ from sqlalchemy import Engine, select, text
 from conftest import START, Clock, RecordingSender, make_system, new_agent, new_org
 from optflow.adapters import db, orm
 from optflow.adapters.flow_batch import BatchReads, PreloadedConsents
+from optflow.adapters.unit_of_work import SqlUnitOfWork
 from optflow.bootstrap import System
 from optflow.domain import commands as c
 from optflow.domain.model import Actor, ActorKind, Channel, State
 from optflow.service_layer.flow_engine import RETRY_AFTER, FlowRunReport
-from optflow.service_layer.unit_of_work import UnitOfWork
 
 NEW_YORK = "America/New_York"  # START is 13:00 there: marketing may go
 TOKYO = "Asia/Tokyo"  # START is 03:00 there: quiet hours hold marketing until 08:00
@@ -156,7 +156,7 @@ def run_one_by_one(system: System, now: Any, batch: int) -> FlowRunReport:
     """The per-enrolment path for every claimed enrolment: the reference."""
     report = FlowRunReport()
     while True:
-        with UnitOfWork(system.engine) as uow:
+        with SqlUnitOfWork(system.engine) as uow:
             rows = uow.enrollments.claim_due(now, batch, uow.skip_locked)
             for row in rows:
                 system.flows._execute_isolated(uow, row, now, report)
@@ -213,7 +213,7 @@ def test_a_batch_comes_out_as_running_each_enrolment_on_its_own(
             if moment > START + timedelta(days=1):
                 deliver_capped_org(batched, scenario)
                 deliver_capped_org(one_by_one, reference)
-            assert batched.flows.run_due(batched.engine, moment, batch=batch) == \
+            assert batched.flows.run_due(batched.uows, moment, batch=batch) == \
                 run_one_by_one(one_by_one, moment, batch), moment
             assert snapshot(batched.engine) == snapshot(one_by_one.engine), moment
         # The outcome itself, so the comparison cannot pass with both paths wrong in the same way.
@@ -254,7 +254,7 @@ def test_an_opted_out_contact_gets_no_outbox_row_whatever_runs_before_it_in_the_
     for n in range(6):
         s.enrol_in(s.org, f"Sam{n}", "drip", *(("stopper", "drip") if n == 4 else ()))
 
-    report = system.flows.run_due(system.engine, START)
+    report = system.flows.run_due(system.uows, START)
 
     assert (report.enrollments, report.sent, report.skipped, report.errors) == (8, 5, 2, [])
     assert outbox(system.engine, s.ids["Sam2"]) == []
@@ -274,7 +274,7 @@ def test_a_step_that_fails_in_a_batch_is_retried_later_and_the_others_go(system:
         s.contact(f"Sam{n}", Channel.TEXT)
         s.enrol_in(s.org, f"Sam{n}", "broken" if n == 1 else "drip")
 
-    report = system.flows.run_due(system.engine, START)
+    report = system.flows.run_due(system.uows, START)
 
     assert (report.sent, len(report.errors)) == (3, 1)
     assert "UndefinedError" in report.errors[0]
@@ -286,8 +286,8 @@ def test_a_step_that_fails_in_a_batch_is_retried_later_and_the_others_go(system:
     for n in (0, 2, 3):
         [drip] = enrollments_of(system.engine, s.ids[f"Sam{n}"])
         assert (drip["pc"], drip["next_run_at"]) == (4, START + timedelta(days=1))
-    assert system.flows.run_due(system.engine, START + RETRY_AFTER - timedelta(minutes=1)).enrollments == 0
-    assert len(system.flows.run_due(system.engine, START + RETRY_AFTER).errors) == 1
+    assert system.flows.run_due(system.uows, START + RETRY_AFTER - timedelta(minutes=1)).enrollments == 0
+    assert len(system.flows.run_due(system.uows, START + RETRY_AFTER).errors) == 1
 
 
 def test_a_bulk_write_the_database_refuses_falls_back_to_one_enrolment_at_a_time(
@@ -302,7 +302,7 @@ def test_a_bulk_write_the_database_refuses_falls_back_to_one_enrolment_at_a_time
         conn.execute(text(f"CREATE TRIGGER refuse BEFORE INSERT ON messages WHEN NEW.enrollment_id = {refused['id']} "
                           "BEGIN SELECT RAISE(ABORT, 'refused by a test trigger'); END"))
 
-    report = system.flows.run_due(system.engine, START)
+    report = system.flows.run_due(system.uows, START)
 
     assert (report.enrollments, report.sent, report.steps) == (4, 3, 4)
     assert len(report.errors) == 1 and "refused by a test trigger" in report.errors[0]
@@ -321,7 +321,7 @@ def test_a_consent_from_the_preload_equals_the_stored_one_and_is_the_callers_own
     s = Scenario(system)
     s.contact("Sam", Channel.TEXT)
     s.enrol_in(s.org, "Sam", "drip")
-    with UnitOfWork(system.engine) as uow:
+    with SqlUnitOfWork(system.engine) as uow:
         reads = BatchReads.load(uow.conn, uow.enrollments.claim_due(START, 10, uow.skip_locked), {})
         preloaded = PreloadedConsents(uow.conn, reads)
         [address] = [row.value for row in uow.contacts.addresses(s.ids["Sam"]) if row.kind == "phone"]

@@ -338,7 +338,7 @@ def test_dnd_on_every_channel_stops_everything_even_what_is_already_queued(
     assert journey.at(DAY_1) == ["text:welcome_1"]
 
     clock.now = DAY_3
-    system.flows.run_due(system.engine, DAY_3)  # welcome_2 reaches the outbox ...
+    system.flows.run_due(system.uows, DAY_3)  # welcome_2 reaches the outbox ...
     assert [m["status"] for m in outbox(system, contact)] == ["sent", "queued"]
     system.bus.handle(c.SetDnd(org, contact, agent, on=True, all_channels=True))  # ... then DND
     assert journey.at(DAY_3) == []
@@ -569,7 +569,7 @@ def test_a_drip_message_still_in_the_outbox_is_not_sent_after_a_stop(
     journey = Journey(system, clock, sender)
     _, _, contact = journey.start("lead.created", Channel.TEXT, Channel.EMAIL)
     clock.now = DAY_1
-    system.flows.run_due(system.engine, DAY_1)
+    system.flows.run_due(system.uows, DAY_1)
     assert [(m["kind"], m["status"]) for m in outbox(system, contact)] == [("normal", "queued")]
     sms(system, "STOP", "SMstop")
     assert journey.at(DAY_1 + MINUTE) == []
@@ -584,7 +584,7 @@ def test_the_dispatcher_asks_the_policy_again_before_sending_a_queued_drip_messa
     journey = Journey(system, clock, sender)
     _, _, contact = journey.start("lead.created", Channel.TEXT, Channel.EMAIL)
     clock.now = DAY_1
-    system.flows.run_due(system.engine, DAY_1)
+    system.flows.run_due(system.uows, DAY_1)
     with system.bus.uow() as uow:
         consent = uow.consents.get(1, PHONE, Channel.TEXT, lock=True)
         consent.state, consent.opted_out_at = State.OPTED_OUT, DAY_1

@@ -109,7 +109,7 @@ def test_each_contact_of_a_batch_waits_for_its_own_local_morning(system: System)
     new_york = contacts.enrol(contacts.new("Nina", NEW_YORK), "morning", START)
     tokyo = contacts.enrol(contacts.new("Taro", TOKYO), "morning", START)
 
-    assert system.flows.run_due(system.engine, START).enrollments == 2
+    assert system.flows.run_due(system.uows, START).enrollments == 2
 
     assert enrollment(system.engine, new_york)["next_run_at"] == datetime.fromisoformat("2026-11-24T14:00+00:00")
     assert enrollment(system.engine, tokyo)["next_run_at"] == datetime.fromisoformat("2026-11-24T00:00+00:00")
@@ -120,8 +120,8 @@ def test_a_wait_counts_from_the_run_that_reaches_it(system: System) -> None:
     early = contacts.enrol(contacts.new("Early"), "pause", START)
     later = contacts.enrol(contacts.new("Later"), "pause", START + timedelta(hours=1))
 
-    assert system.flows.run_due(system.engine, START).enrollments == 1
-    assert system.flows.run_due(system.engine, START + timedelta(hours=1)).enrollments == 1
+    assert system.flows.run_due(system.uows, START).enrollments == 1
+    assert system.flows.run_due(system.uows, START + timedelta(hours=1)).enrollments == 1
 
     assert enrollment(system.engine, early)["next_run_at"] == START + timedelta(days=1)
     assert enrollment(system.engine, later)["next_run_at"] == START + timedelta(days=1, hours=1)
@@ -130,10 +130,10 @@ def test_a_wait_counts_from_the_run_that_reaches_it(system: System) -> None:
 def test_enrolments_at_different_steps_of_a_flow_each_wait_their_own_step(system: System) -> None:
     contacts = Contacts(system)
     ahead = contacts.enrol(contacts.new("Ahead"), "ladder", START - timedelta(days=1))
-    system.flows.run_due(system.engine, START - timedelta(days=1))  # ahead: first text, then a day's wait
+    system.flows.run_due(system.uows, START - timedelta(days=1))  # ahead: first text, then a day's wait
     starting = contacts.enrol(contacts.new("Starting"), "ladder", START)
 
-    assert system.flows.run_due(system.engine, START).enrollments == 2
+    assert system.flows.run_due(system.uows, START).enrollments == 2
 
     assert [enrollment(system.engine, ahead)[k] for k in ("pc", "next_run_at")] == [4, START + timedelta(days=3)]
     assert [enrollment(system.engine, starting)[k] for k in ("pc", "next_run_at")] == [2, START + timedelta(days=1)]
@@ -150,7 +150,7 @@ def test_enrolments_on_two_versions_of_a_flow_each_wait_their_own_version(
     after = make_system(sqlite_engine, clock, sender, flows_dir)  # the redeploy, same database
     new = contacts.enrol(contacts.new("New"), "pause", START, system=after)
 
-    assert after.flows.run_due(after.engine, START).enrollments == 2
+    assert after.flows.run_due(after.uows, START).enrollments == 2
 
     assert enrollment(after.engine, old)["next_run_at"] == START + timedelta(days=1)
     assert enrollment(after.engine, new)["next_run_at"] == START + timedelta(days=2)
@@ -160,7 +160,7 @@ def test_a_condition_after_an_action_reads_what_the_action_changed(system: Syste
     contacts = Contacts(system)
     tidied = contacts.enrol(contacts.new("Tess"), "tidy", START)
 
-    report = system.flows.run_due(system.engine, START)
+    report = system.flows.run_due(system.uows, START)
 
     assert (report.sent, report.errors) == (1, [])
     assert bodies(system.engine, tidied) == ["NOTE for Tess."]
@@ -171,6 +171,6 @@ def test_a_content_template_may_use_the_template_languages_own_functions(system:
     contacts = Contacts(system)
     counted = contacts.enrol(contacts.new("Cleo"), "counting", START)
 
-    system.flows.run_due(system.engine, START)
+    system.flows.run_due(system.uows, START)
 
     assert bodies(system.engine, counted) == ["Counting 012."]

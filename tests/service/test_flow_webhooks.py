@@ -55,7 +55,7 @@ def system(engine: Engine, clock: Clock, sender: RecordingSender, receiver: Fake
            tmp_path: Path) -> Iterator[System]:
     system = make_system(engine, clock, sender, write_flow(tmp_path / "flows", receiver.url))
     system.webhooks.poster.close()
-    system.webhooks = WebhookDispatcher(engine, WebhookPoster(SECRET), retry_base=BASE, jitter=lambda: JITTER)
+    system.webhooks = WebhookDispatcher(system.uows, WebhookPoster(SECRET), retry_base=BASE, jitter=lambda: JITTER)
     yield system
     system.webhooks.poster.close()
 

@@ -404,13 +404,13 @@ def test_sweeps_expire_old_consents_and_lapse_unanswered_requests(system: System
     system.bus.handle(c.RecordOptIn(org, old, Channel.TEXT, agent, method="verbal"))
     system.bus.handle(c.RequestOptIn(org, asked, Channel.TEXT, agent))
     clock.advance(days=29)
-    assert sweep_consents(system.engine, system.services, clock()).lapsed == 0
+    assert sweep_consents(system.uows, system.services, clock()).lapsed == 0
     clock.advance(days=2)
-    report = sweep_consents(system.engine, system.services, clock())
+    report = sweep_consents(system.uows, system.services, clock())
     assert (report.expired, report.lapsed) == (0, 1)
     assert state(system, org, "+14155550166") is State.UNKNOWN
     clock.advance(days=150)
-    assert sweep_consents(system.engine, system.services, clock()).expired == 1
+    assert sweep_consents(system.uows, system.services, clock()).expired == 1
     assert state(system, org, "+14155550155") is State.REAUTH_DUE
 
 

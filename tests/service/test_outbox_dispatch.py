@@ -152,7 +152,7 @@ def test_an_opt_out_stored_behind_the_outbox_s_back_is_seen_at_hand_over(
 def second_dispatcher(system: System, clock: Clock) -> Dispatcher:
     """Another process's dispatcher on the same database and provider."""
     first = system.dispatcher
-    return Dispatcher(system.engine, system.services, first.sender, first.unsubscribe_secret, first.public_url,
+    return Dispatcher(system.uows, system.services, first.sender, first.unsubscribe_secret, first.public_url,
                       clock)
 
 
@@ -286,7 +286,7 @@ def test_a_row_whose_check_fails_goes_back_to_the_queue_and_the_rest_of_the_batc
     org = new_org(system)
     ids = queue_one_each(system, org, opted_in_contacts(system, org, 4))
     first = system.dispatcher
-    dispatcher = StumblingDispatcher(system.engine, system.services, first.sender, first.unsubscribe_secret,
+    dispatcher = StumblingDispatcher(system.uows, system.services, first.sender, first.unsubscribe_secret,
                                      first.public_url, clock)
     dispatcher.stumble_on = ids[1]
     report = dispatcher.run(clock())

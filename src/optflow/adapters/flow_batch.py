@@ -25,7 +25,16 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, insert, or_, select
 
 from ..domain.model import Channel, Consent
-from ..domain.records import HANDED_OVER, NOT_HANDED_OVER, Address, Contact, Direction, Enrollment, EnrollmentStatus
+from ..domain.records import (
+    HANDED_OVER,
+    NOT_HANDED_OVER,
+    Address,
+    Contact,
+    Direction,
+    Enrollment,
+    EnrollmentStatus,
+    SendWindow,
+)
 from . import orm
 from .enrollments import EnrollmentRepository
 from .prepared import Prepared, bind_list, bind_values
@@ -75,14 +84,6 @@ def _chunks(values: Iterable[Any]) -> Iterator[list[Any]]:
         part = distinct[first:first + _CHUNK]
         size = 1 << (len(part) - 1).bit_length()
         yield part + [part[-1]] * (size - len(part))
-
-
-@dataclass(frozen=True)
-class SendWindow:
-    """The sends an org's frequency caps may count: on these channels, at or after `since`."""
-
-    channels: frozenset[Channel]
-    since: datetime
 
 
 @dataclass

@@ -15,14 +15,15 @@ from __future__ import annotations
 import difflib
 import hashlib
 import re
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable, Mapping, MutableMapping, Sequence
 from datetime import time, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
+from jinja2 import StrictUndefined, Template
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from optflow.domain.flows import (
     WEEKDAYS,
@@ -33,7 +34,9 @@ from optflow.domain.flows import (
     ExitCondition,
     ExitKind,
     Flow,
+    FlowError,
     FlowTrigger,
+    FlowValidationError,
     IfStep,
     OptOut,
     ReauthorizeRequest,
@@ -55,6 +58,7 @@ from optflow.domain.flows import (
 )
 from optflow.domain.keywords import KeywordTable
 from optflow.domain.model import Channel, Intent, Purpose, State
+from optflow.domain.templates import TEMPLATE_NAMES
 
 FLOW_FILE_PATTERNS = ("*.yaml", "*.yml")
 CONTENT_TEMPLATE_DIR = "templates"
@@ -84,24 +88,6 @@ _CHANNEL_HINTS = {"sms": "text", "mms": "text", "phone": "call", "voice": "call"
 
 
 # ------------------------------------------------------------------------------------- errors
-
-
-@dataclass(frozen=True)
-class FlowError:
-    file: str
-    line: int | None
-    step: str | None  # e.g. "steps[3] (send)", "trigger"; None for the file or the flow as a whole
-    message: str
-
-    def __str__(self) -> str:
-        where = self.file if self.line is None else f"{self.file}:{self.line}"
-        return f"{where}: {self.step}: {self.message}" if self.step else f"{where}: {self.message}"
-
-
-class FlowValidationError(Exception):
-    def __init__(self, errors: Iterable[FlowError]) -> None:
-        self.errors = list(errors)
-        super().__init__("\n".join(str(error) for error in self.errors))
 
 
 # ------------------------------------------------------------------------------ YAML with lines
@@ -930,3 +916,53 @@ def validate_path(path: Path, known_templates: Collection[str]) -> list[FlowErro
     except FlowValidationError as exc:
         return exc.errors
     return []
+
+
+class FlowDirectory:
+    """The flows of one directory on disk, and the content templates beside them (`None`, or a
+    path that is no directory: no flows). The flow engine's `FlowSource`."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path if path is not None and path.is_dir() else None
+        self._content = content_templates(self.path) if self.path is not None else {}
+        self._environment = _ContentEnvironment(undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                                                autoescape=False)
+        self._compiled: dict[str, Template] = {}
+
+    def known_templates(self) -> set[str]:
+        """The names a flow may render: the packaged templates and the content templates here."""
+        return set(TEMPLATE_NAMES) | set(self._content)
+
+    def load_all(self) -> dict[str, Flow]:
+        """Every flow of the directory, or `FlowValidationError` naming each problem: the server
+        refuses to start on an invalid flow rather than run half of them."""
+        return load_flows(self.path, TEMPLATE_NAMES) if self.path is not None else {}
+
+    def load_text(self, text: str, file: str) -> Flow:
+        return load_flow_text(text, file, self.known_templates())
+
+    def source_of(self, flow: Flow) -> str:
+        path = Path(flow.source_file)
+        return path.read_text(encoding="utf-8") if path.is_file() else ""
+
+    def render_content(self, name: str, variables: Mapping[str, object]) -> str | None:
+        """A content template rendered in the flows' sandbox (None: no such template); compiled
+        on first use and kept."""
+        template = self._compiled.get(name)
+        if template is None:
+            path = self._content.get(name)
+            if path is None:
+                return None
+            template = self._compiled[name] = self._environment.from_string(path.read_text(encoding="utf-8"))
+        return str(template.render(**variables)).strip()
+
+
+class _ContentEnvironment(ImmutableSandboxedEnvironment):
+    """The sandbox of the flows' content templates, whose templates see the globals as one dict.
+
+    Jinja chains a template's globals onto the environment's (a `ChainMap`) and flattens that
+    chain twice per render, which is half the cost of rendering a short text. Nothing changes
+    these globals after the templates are built, so a flat copy renders the same text."""
+
+    def make_globals(self, d: MutableMapping[str, Any] | None) -> MutableMapping[str, Any]:
+        return {**self.globals, **(d or {})}

@@ -53,6 +53,14 @@ class LedgerFiles:
     checkpoint_file: Path | None
     created: bool = False  # this process generated the key file
 
+    def read_checkpoints(self) -> list[tuple[int, Checkpoint | str]]:
+        """Every line of the checkpoint file by number: its checkpoint, or what is wrong with it."""
+        return CheckpointFile(self.checkpoint_file).read() if self.checkpoint_file is not None else []
+
+    def append_checkpoints(self, checkpoints: list[Checkpoint]) -> None:
+        if self.checkpoint_file is not None:
+            CheckpointFile(self.checkpoint_file).append(checkpoints)
+
 
 def new_key() -> LedgerKey:
     return LedgerKey(secrets.token_hex(4), secrets.token_bytes(KEY_BYTES))

@@ -11,25 +11,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from dataclasses import dataclass
 from datetime import datetime
 
 import httpx
 from standardwebhooks.webhooks import Webhook
 
+from ..domain.outbound import PostOutcome
+
 SECRET_PREFIX = "whsec_"
-
-
-@dataclass(frozen=True)
-class PostOutcome:
-    """What one attempt got: the HTTP status, or None and the reason when there was no answer."""
-
-    status: int | None
-    error: str | None = None
-
-    @property
-    def delivered(self) -> bool:
-        return self.status is not None and 200 <= self.status < 300
 
 
 def derived_secret(installation_secret: str) -> str:

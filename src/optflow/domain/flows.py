@@ -77,6 +77,24 @@ def _all_equal(required: Equalities, data: Mapping[str, object]) -> bool:
 
 
 @dataclass(frozen=True)
+class FlowError:
+    file: str
+    line: int | None
+    step: str | None  # e.g. "steps[3] (send)", "trigger"; None for the file or the flow as a whole
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        return f"{where}: {self.step}: {self.message}" if self.step else f"{where}: {self.message}"
+
+
+class FlowValidationError(Exception):
+    def __init__(self, errors: Iterable[FlowError]) -> None:
+        self.errors = list(errors)
+        super().__init__("\n".join(str(error) for error in self.errors))
+
+
+@dataclass(frozen=True)
 class FlowTrigger:
     """What enrols a contact. `name` is the event name, the consent state or the keyword
     (casefolded); None for manual flows. `channel` narrows consent and keyword triggers."""

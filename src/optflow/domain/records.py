@@ -225,3 +225,11 @@ class WebhookDelivery:
     last_error: str | None
     created_at: datetime
     delivered_at: datetime | None
+
+
+@dataclass(frozen=True)
+class SendWindow:
+    """The sends an org's frequency caps may count: on these channels, at or after `since`."""
+
+    channels: frozenset[Channel]
+    since: datetime

@@ -13,8 +13,9 @@ from sanic.response import HTTPResponse, text
 from sanic_ext.extensions.openapi import openapi
 
 from ..domain import commands as c
-from ..domain.model import Channel, InvalidInput, TransitionRefused
+from ..domain.model import InvalidInput, TransitionRefused
 from ..domain.records import Agent
+from ..domain.reports import ConsentReport, Counts
 from ..domain.settings import OrgSettings
 from ..service_layer.admin import (
     TokenRefused,
@@ -25,7 +26,7 @@ from ..service_layer.admin import (
     update_settings,
 )
 from ..service_layer.handlers import ActionResult
-from ..service_layer.reports import ConsentReport, Counts, consent_report
+from ..service_layer.reports import consent_report
 from .api_common import (
     caller_of,
     enrollment_out,
@@ -369,8 +370,7 @@ def register(bp: Blueprint) -> None:
         since = _day_start(first)
         until = _day_start(last) + timedelta(days=1) if last < date.max else datetime.max.replace(tzinfo=UTC)
         with system.bus.uow(read_only=True) as uow:
-            settings = uow.orgs.settings(org_id)
-            report = consent_report(uow.conn, org_id, since, until, {ch: settings.mode(ch) for ch in Channel})
+            report = consent_report(uow, org_id, since, until)
         if fmt == "csv":
             return text(report_csv(report), content_type="text/csv; charset=utf-8", headers={
                 "Content-Disposition": f'attachment; filename="consent-{first}-{last}.csv"'})

@@ -34,9 +34,9 @@ def friendly_errors(func: F) -> F:
         from pydantic import ValidationError
         from sqlalchemy.exc import SQLAlchemyError
 
-        from ..adapters.flow_loader import FlowValidationError
         from ..adapters.migrations import SchemaError
         from ..adapters.secrets import SecretError
+        from ..domain.flows import FlowValidationError
 
         try:
             return func(*args, **kwargs)
@@ -95,7 +95,7 @@ class Ctx:
     def org_id(self, org: int | None) -> int:
         if org is not None:
             return org
-        with UnitOfWork(self.system.engine) as uow:
+        with self.system.uows() as uow:
             first = uow.orgs.first_id()
         if first is None:
             raise click.ClickException("no org yet: run `optflow init` first")
@@ -107,7 +107,7 @@ class Ctx:
         if not who or not who.strip():
             raise click.UsageError("say who is acting: --as AGENT (an id or name from `optflow agents list`), "
                                    "or set OPTFLOW_AGENT")
-        with UnitOfWork(self.system.engine) as uow:
+        with self.system.uows() as uow:
             agents = uow.agents.for_org(org_id)
         wanted = who.strip()
         found = [a for a in agents if str(a.id) == wanted] or [a for a in agents if a.name == wanted]
@@ -119,7 +119,7 @@ class Ctx:
 
     @contextmanager
     def uow(self) -> Iterator[UnitOfWork]:
-        with UnitOfWork(self.system.engine) as uow:
+        with self.system.uows() as uow:
             yield uow
 
 
@@ -155,7 +155,7 @@ def init(obj: Ctx, org_name: str, number: str) -> None:
     from ..service_layer.admin import ensure_default_setup
 
     system = obj.system
-    admin = ensure_default_setup(system.engine, system.clock(), org_name, number)
+    admin = ensure_default_setup(system.uows, system.clock(), org_name, number)
     if admin is None:
         click.echo("already initialised; nothing changed")
         return
@@ -180,7 +180,6 @@ def serve(obj: Ctx, host: str, port: int, workers: int, public_url: str | None, 
     from sanic import Sanic
     from sanic.worker.loader import AppLoader
 
-    from ..adapters import ledger_files
     from ..bootstrap import DEFAULT_ORG_NAME, DEFAULT_ORG_NUMBER
     from ..service_layer.admin import ensure_default_setup
     from .app import create_app
@@ -190,10 +189,10 @@ def serve(obj: Ctx, host: str, port: int, workers: int, public_url: str | None, 
     config = obj.config(public_url=public_url or f"http://{host}:{port}",
                         skip_signature_check=dev_skip_signatures or None)
     system = obj.system
-    admin = ensure_default_setup(system.engine, system.clock(), DEFAULT_ORG_NAME, DEFAULT_ORG_NUMBER)
+    admin = ensure_default_setup(system.uows, system.clock(), DEFAULT_ORG_NAME, DEFAULT_ORG_NUMBER)
     click.echo(f"optflow listening on http://{host}:{port} ({workers} worker{'s' if workers > 1 else ''}, "
                f"database {system.engine.url.render_as_string(hide_password=True)})")
-    ledger = ledger_files.attached(system.engine)
+    ledger = system.uows.ledger_files()
     if ledger is not None and ledger.key_file is not None:
         click.echo(f"ledger key file: {ledger.key_file} (keep it secret and backed up: without it the ledger cannot "
                    "be verified)")

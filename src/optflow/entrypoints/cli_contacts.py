@@ -15,7 +15,6 @@ from ..domain import commands as c
 from ..domain.addresses import normalize_for_channel
 from ..domain.model import Actor, ActorKind, Channel, DomainError, InvalidInput
 from ..domain.records import Audience
-from ..service_layer.unit_of_work import UnitOfWork
 from .cli import ACTING_AGENT_HELP, Ctx, friendly_errors, parse_channel, parse_time, pass_ctx
 from .cli_csv import check_rejects_path, default_rejects_path, process_rows, read_csv
 
@@ -115,7 +114,7 @@ def register(main: click.Group) -> None:
                 raise InvalidInput("no phone or email", code="no_address")
             addresses = ([normalize_for_channel(p, Channel.TEXT) for p in phones]
                          + [normalize_for_channel(e, Channel.EMAIL) for e in emails])
-            with UnitOfWork(obj.system.engine, read_only=True) as uow:
+            with obj.system.uows(read_only=True) as uow:
                 owners = {uow.contacts.find_by_address(org_id, address) for address in addresses}
             if len(owners) == 1 and None not in owners:
                 return f"already present as contact {owners.pop()}"
@@ -214,7 +213,7 @@ def register(main: click.Group) -> None:
         deleted chain, and damage found while writing. Exit 1 if anything is wrong."""
         from ..service_layer.ledger_audit import verify_ledger
 
-        result = verify_ledger(obj.system.engine, org)
+        result = verify_ledger(obj.system.uows, org)
         for problem in result.problems:
             click.echo(f"TAMPERED: {problem}", err=True)
         for report in result.reports:
@@ -237,10 +236,10 @@ def register(main: click.Group) -> None:
         from ..service_layer.ledger_audit import export_checkpoints, write_checkpoints
 
         if export:
-            for line in export_checkpoints(obj.system.engine):
+            for line in export_checkpoints(obj.system.uows):
                 click.echo(line)
             return
-        run = write_checkpoints(obj.system.engine, obj.system.clock())
+        run = write_checkpoints(obj.system.uows, obj.system.clock())
         click.echo(f"{run.written} checkpoint(s) written to {run.path or 'nowhere (in-memory database)'}")
         if run.behind:
             raise click.ClickException("the chain of org(s) " + ", ".join(map(str, run.behind))
@@ -252,9 +251,9 @@ def register(main: click.Group) -> None:
     def ledger_rotate_key(obj: Ctx) -> None:
         """Add a new ledger key to the key file. It signs once each optflow process restarts;
         the older keys stay in the file to verify what they signed."""
-        from ..adapters.ledger_files import add_key, attached
+        from ..adapters.ledger_files import add_key
 
-        files = attached(obj.system.engine)
+        files = obj.system.uows.ledger_files()
         assert files is not None  # bootstrapped
         key = add_key(files)
         click.echo(f"added ledger key {key.key_id} to {files.key_file}: restart optflow's processes to sign with "

@@ -38,14 +38,13 @@ def register(main: click.Group) -> None:
     @click.argument("path", required=False, type=click.Path(exists=True, path_type=Path))
     def validate(path: Path | None) -> None:
         """Check every flow file under PATH (default ./flows); exit 1 on any error."""
-        from ..adapters.flow_loader import validate_path
-        from ..service_layer.flow_engine import known_templates
+        from ..adapters.flow_loader import FlowDirectory, validate_path
 
         target = path or Path("flows")
         if not target.exists():
             raise click.ClickException(f"{target} does not exist")
         flows_dir = target if target.is_dir() else target.parent
-        errors = validate_path(target, known_templates(flows_dir))
+        errors = validate_path(target, FlowDirectory(flows_dir).known_templates())
         for error in errors:
             click.echo(str(error), err=True)
         if errors:

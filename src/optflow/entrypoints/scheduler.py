@@ -46,11 +46,11 @@ def run_due(system: System, now: datetime) -> DueReport:
     """Every periodic job once, in the order that lets one pass finish the work: the clock
     sweep (may enrol contacts in reminder flows), the flows (may queue messages and webhooks),
     the outbox, the webhooks, then a checkpoint of the ledger's chains."""
-    sweep = sweep_consents(system.engine, system.services, now)
-    flows = system.flows.run_due(system.engine, now)
+    sweep = sweep_consents(system.uows, system.services, now)
+    flows = system.flows.run_due(system.uows, now)
     outbox = system.dispatcher.run(now)
     webhooks = system.webhooks.run(now)
-    return DueReport(sweep, flows, outbox, webhooks, write_checkpoints(system.engine, now))
+    return DueReport(sweep, flows, outbox, webhooks, write_checkpoints(system.uows, now))
 
 
 def _guarded(name: str, job: Any) -> Any:
@@ -74,11 +74,11 @@ def run_scheduler(config: Config, stop_after: float | None = None) -> None:
                       seconds=OUTBOX_SECONDS, id="outbox")
     scheduler.add_job(_guarded("webhooks", lambda: system.webhooks.run(clock())), "interval",
                       seconds=OUTBOX_SECONDS, id="webhooks")
-    scheduler.add_job(_guarded("flows", lambda: system.flows.run_due(system.engine, clock())), "interval",
+    scheduler.add_job(_guarded("flows", lambda: system.flows.run_due(system.uows, clock())), "interval",
                       seconds=FLOWS_SECONDS, id="flows")
-    scheduler.add_job(_guarded("consent-clock", lambda: sweep_consents(system.engine, system.services, clock())),
+    scheduler.add_job(_guarded("consent-clock", lambda: sweep_consents(system.uows, system.services, clock())),
                       "interval", seconds=SWEEP_SECONDS, id="consent-clock")
-    scheduler.add_job(_guarded("ledger-checkpoint", lambda: write_checkpoints(system.engine, clock())),
+    scheduler.add_job(_guarded("ledger-checkpoint", lambda: write_checkpoints(system.uows, clock())),
                       "interval", seconds=CHECKPOINT_SECONDS, id="ledger-checkpoint")
 
     def stop(*_: object) -> None:

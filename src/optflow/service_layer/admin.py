@@ -10,7 +10,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Engine
 
 from ..domain.addresses import normalize_for_channel
 from ..domain.keywords import KeywordTable
@@ -18,7 +17,7 @@ from ..domain.model import Channel, DomainError, InvalidInput, TransitionRefused
 from ..domain.records import Agent
 from ..domain.settings import OrgSettings
 from .ports import Renderer
-from .unit_of_work import UnitOfWork
+from .unit_of_work import UnitOfWork, UnitOfWorkFactory
 
 ROLES = ("agent", "supervisor", "admin")
 # How often a token's `last_used_at` is written: once an hour at most, not on every request
@@ -158,10 +157,10 @@ def set_agent_expiry(uow: UnitOfWork, org_id: int, agent_id: int, expires_at: da
     return uow.agents.in_org(org_id, agent_id)
 
 
-def ensure_default_setup(engine: Engine, now: datetime, org_name: str, number: str) -> NewAgent | None:
+def ensure_default_setup(uows: UnitOfWorkFactory, now: datetime, org_name: str, number: str) -> NewAgent | None:
     """First run: a default org with a demo number and an admin token. Returns the new admin,
     or None when the installation already has an org."""
-    with UnitOfWork(engine) as uow:
+    with uows() as uow:
         if uow.orgs.first_id() is not None:
             return None
         org_id = create_org(uow, org_name, now, numbers=(number,),

@@ -30,25 +30,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Engine
-
-from ..adapters.repository import OrgMemo
-from ..adapters.senders import (
-    OutboundMessage,
-    PermanentSendError,
-    RecipientUnsubscribed,
-    Sender,
-    TransientSendError,
-)
 from ..domain import commands as c
 from ..domain.consent_rules import Door
 from ..domain.model import Actor, ActorKind, Channel, Purpose
+from ..domain.outbound import OutboundMessage, PermanentSendError, RecipientUnsubscribed, TransientSendError
 from ..domain.policy import Allow, Decision, Defer, MessageKind
 from ..domain.records import Message, MessageStatus
 from ..domain.tokens import unsubscribe_url
 from . import late_replies
 from .handlers import Services, opt_out_address, policy_decision, policy_settings
-from .unit_of_work import UnitOfWork
+from .ports import Sender
+from .unit_of_work import UnitOfWork, UnitOfWorkFactory
 
 log = logging.getLogger("optflow.dispatcher")
 
@@ -79,7 +71,7 @@ class _Claim:
     token: str
     rows: list[Message]
     renewed_at: datetime
-    orgs: OrgMemo = field(default_factory=OrgMemo)  # org settings read once per claimed batch
+    uows: UnitOfWorkFactory  # its units of work read org settings once for the claimed batch
     # The claimed opt-out confirmations: the consent learns when one of them was sent.
     confirmations: frozenset[int] = frozenset()
 
@@ -97,10 +89,10 @@ def _utc_now() -> datetime:
 
 
 class Dispatcher:
-    def __init__(self, engine: Engine, services: Services, sender: Sender, unsubscribe_secret: str,
+    def __init__(self, uows: UnitOfWorkFactory, services: Services, sender: Sender, unsubscribe_secret: str,
                  public_url: str, clock: Callable[[], datetime] = _utc_now) -> None:
         """`clock` times each hand-over and the lease renewals while a batch is being sent."""
-        self.engine = engine
+        self.uows = uows
         self.services = services
         self.sender = sender
         self.unsubscribe_secret = unsubscribe_secret
@@ -113,7 +105,7 @@ class Dispatcher:
     def run(self, now: datetime, batch: int = 200, max_batches: int = 50) -> DeliveryReport:
         """Deliver everything due at `now`, in claimed batches."""
         report = DeliveryReport()
-        with UnitOfWork(self.engine) as uow:
+        with self.uows() as uow:
             uow.messages.expire_leases(now)
             uow.commit()
         for _ in range(max_batches):
@@ -130,7 +122,7 @@ class Dispatcher:
                 if message is not None:
                     outcome = self._send(message, claim.token, row.attempts + 1, report)
             if outcome is not None:
-                with UnitOfWork(self.engine) as uow:
+                with self.uows() as uow:
                     self._record(uow, claim, outcome)
                     uow.commit()
             if len(claim.rows) < batch:
@@ -139,11 +131,11 @@ class Dispatcher:
 
     def _claim(self, now: datetime, limit: int) -> _Claim:
         token = secrets.token_hex(16)
-        with UnitOfWork(self.engine) as uow:
+        with self.uows() as uow:
             rows = uow.messages.claim_due(now, limit, uow.skip_locked, token, now + LEASE)
             uow.commit()
         confirmations = frozenset(row.id for row in rows if row.kind is MessageKind.OPT_OUT_CONFIRMATION)
-        return _Claim(token, rows, renewed_at=now, confirmations=confirmations)
+        return _Claim(token, rows, renewed_at=now, uows=self.uows.sharing_orgs(), confirmations=confirmations)
 
     def _hand_over(self, claim: _Claim, row: Message, report: DeliveryReport,
                    previous: _Outcome | None) -> OutboundMessage | None:
@@ -152,7 +144,7 @@ class Dispatcher:
         message to send, or None. The transaction also records the `previous` message's outcome
         (one commit per message instead of two)."""
         moment = self.clock()
-        with UnitOfWork(self.engine, org_memo=claim.orgs) as uow:
+        with claim.uows() as uow:
             if previous is not None:
                 self._record(uow, claim, previous)
             if moment - claim.renewed_at >= RENEW_AFTER:
@@ -184,7 +176,7 @@ class Dispatcher:
         log.exception("checking message %s before its hand-over failed; it is queued again", row.id)
         report.errors.append(f"message {row.id}: {type(error).__name__}: {error}")
         try:
-            with UnitOfWork(self.engine) as uow:
+            with self.uows() as uow:
                 if previous is not None:
                     self._record(uow, claim, previous)
                 uow.messages.release(row.id, claim.token, status=MessageStatus.QUEUED, claim_token=None,
@@ -257,7 +249,7 @@ class Dispatcher:
     def _carrier_opt_out(self, message: OutboundMessage, token: str, error: str) -> None:
         """The provider says the recipient unsubscribed (Twilio 21610): that is an opt-out."""
         now = self.clock()
-        with UnitOfWork(self.engine) as uow:
+        with self.uows() as uow:
             uow.messages.record(message.id, token, status=MessageStatus.FAILED, sent_at=None, last_error=error)
             opt_out_address(c.OptOutAddress(
                 message.org_id, message.to, message.channel, CARRIER, method="carrier", evidence=error[:500],

@@ -13,37 +13,22 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Collection, Mapping, MutableMapping
+from collections.abc import Callable, Collection, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-from jinja2 import StrictUndefined
-from jinja2.sandbox import ImmutableSandboxedEnvironment
-from sqlalchemy import Engine
-
-from ..adapters.flow_batch import (
-    BatchReads,
-    BatchWrites,
-    BufferedEnrollments,
-    BufferedMessages,
-    PreloadedConsents,
-    PreloadedContacts,
-    SendWindow,
-)
-from ..adapters.flow_loader import FlowValidationError, content_templates, load_flow_text, load_flows
 from ..domain import commands as c
 from ..domain import events as ev
 from ..domain import flows as f
 from ..domain.model import Actor, ActorKind, Channel, DomainError, InvalidInput, NotFound, State
 from ..domain.policy import Allow, Defer, MessageKind
-from ..domain.records import ENDED, RUNNING, Contact, Enrollment, EnrollmentStatus
+from ..domain.records import ENDED, RUNNING, Contact, Enrollment, EnrollmentStatus, SendWindow
 from ..domain.templates import TEMPLATE_NAMES
 from . import handlers as h
-from .ports import Renderer
-from .unit_of_work import UnitOfWork
+from .ports import FlowSource
+from .unit_of_work import BatchUnitOfWork, UnitOfWork, UnitOfWorkFactory
 
 log = logging.getLogger("optflow.flows")
 
@@ -56,21 +41,6 @@ RETRY_AFTER = timedelta(hours=1)  # an enrolment whose step failed unexpectedly 
 # it (the `discontinued` flow opts out, then sets DND, then removes the contact from flows);
 # a message it might still send on a closed channel is refused by the policy like any other.
 _performing: ContextVar[int | None] = ContextVar("optflow_performing_enrollment", default=None)
-
-
-def known_templates(flows_dir: Path | None) -> set[str]:
-    names = set(TEMPLATE_NAMES)
-    if flows_dir is not None and flows_dir.is_dir():
-        names |= set(content_templates(flows_dir))
-    return names
-
-
-def load_flow_directory(flows_dir: Path | None, renderer: Renderer) -> dict[str, f.Flow]:
-    """Every flow of the directory, or `FlowValidationError` naming each problem: the server
-    refuses to start on an invalid flow rather than run half of them."""
-    if flows_dir is None or not flows_dir.is_dir():
-        return {}
-    return load_flows(flows_dir, known_templates(flows_dir))
 
 
 @dataclass
@@ -89,7 +59,7 @@ class FlowEngine:
     enrolments when it is built, and handles the commands about enrolments
     (`command_handlers`); the handlers never call it."""
 
-    def __init__(self, flows: Mapping[str, f.Flow], services: h.Services, flows_dir: Path | None,
+    def __init__(self, flows: Mapping[str, f.Flow], services: h.Services, source: FlowSource,
                  unsubscribe_url: Callable[[int, str, Channel], str] | None = None) -> None:
         self.flows = dict(flows)
         self.services = services
@@ -98,22 +68,18 @@ class FlowEngine:
         services.subscribe(ev.ChannelsUnblocked, self._on_channels_unblocked)
         services.subscribe(ev.CustomerReplied, self._on_customer_replied)
         services.subscribe(ev.BusinessEvent, self._on_business_event)
-        self.flows_dir = flows_dir
+        self.source = source
         self._versions: dict[tuple[str, str], f.Flow | None] = {}
         self._sources: dict[tuple[str, str], str] = {}
         for flow in self.flows.values():
             self._source(flow)
-        self._content_env = _ContentEnvironment(undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-                                                autoescape=False)
-        self._content: dict[str, Any] = {}
-        self._content_paths = content_templates(flows_dir) if flows_dir is not None and flows_dir.is_dir() else {}
         self.unsubscribe_url = unsubscribe_url
         self._plans: dict[tuple[str, str, int, str | None, datetime], f.StepPlan] = {}
 
     # ---------------------------------------------------------------- versions and templates
 
-    def remember_versions(self, engine: Engine, now: datetime) -> None:
-        with UnitOfWork(engine) as uow:
+    def remember_versions(self, uows: UnitOfWorkFactory, now: datetime) -> None:
+        with uows() as uow:
             for flow in self.flows.values():
                 uow.enrollments.remember_version(flow.name, flow.version, flow.source_file, self._source(flow), now)
             uow.commit()
@@ -123,8 +89,7 @@ class FlowEngine:
         the first enrolment on that version so the version can be rebuilt after the file changes."""
         key = (flow.name, flow.version)
         if key not in self._sources:
-            path = Path(flow.source_file)
-            self._sources[key] = path.read_text(encoding="utf-8") if path.is_file() else ""
+            self._sources[key] = self.source.source_of(flow)
         return self._sources[key]
 
     def flow_for(self, uow: UnitOfWork, name: str, version: str) -> f.Flow | None:
@@ -137,8 +102,8 @@ class FlowEngine:
             flow = None
             if row is not None:
                 try:
-                    flow = load_flow_text(row.source, row.source_file, known_templates(self.flows_dir))
-                except FlowValidationError as exc:
+                    flow = self.source.load_text(row.source, row.source_file)
+                except f.FlowValidationError as exc:
                     log.error("flow %s version %s no longer loads: %s", name, version, exc)
             self._versions[key] = flow
         return self._versions[key]
@@ -146,14 +111,10 @@ class FlowEngine:
     def render_content(self, name: str, variables: Mapping[str, object], settings: Any) -> str:
         if name in TEMPLATE_NAMES:
             return h.render(self.services, settings, name, dict(variables))
-        template = self._content.get(name)
-        if template is None:
-            path = self._content_paths.get(name)
-            if path is None:
-                raise DomainError(f"unknown flow template {name!r}", code="unknown_template")
-            template = self._content_env.from_string(path.read_text(encoding="utf-8"))
-            self._content[name] = template
-        return str(template.render(**variables)).strip()
+        text = self.source.render_content(name, variables)
+        if text is None:
+            raise DomainError(f"unknown flow template {name!r}", code="unknown_template")
+        return text
 
     # ---------------------------------------------------------------- enrolling
 
@@ -321,10 +282,11 @@ class FlowEngine:
 
     # ---------------------------------------------------------------- running due steps
 
-    def run_due(self, engine: Engine, now: datetime, batch: int = 500, max_batches: int = 1000) -> FlowRunReport:
+    def run_due(self, uows: UnitOfWorkFactory, now: datetime, batch: int = 500,
+                max_batches: int = 1000) -> FlowRunReport:
         report = FlowRunReport()
         for _ in range(max_batches):
-            with UnitOfWork(engine) as uow:
+            with uows() as uow:
                 rows = uow.enrollments.claim_due(now, batch, uow.skip_locked)
                 self._run_batch(uow, rows, now, report)
                 uow.commit()
@@ -337,19 +299,18 @@ class FlowEngine:
         """Run the claimed enrolments in order, set-based where the steps allow it.
 
         An enrolment whose steps until its next wait can only be sends
-        (`flows.only_sends_until_wait`) runs in a `_BatchUnitOfWork`: its reads come from the
+        (`flows.only_sends_until_wait`) runs in a batched unit of work (`UnitOfWork.batched`): its reads come from the
         batch's preload and its writes are kept, then
         written for many enrolments at once. Any other enrolment runs on its own in a savepoint,
         as `enroll` runs one; the kept writes are written first, so it sees everything the batch
         did before it (an opt-out cancels the outbox rows already queued), and the later
         enrolments of its contact run on their own too (it may have changed their facts)."""
-        reads = BatchReads.load(uow.conn, rows, self._send_windows(uow, rows, now))
-        batched = _BatchUnitOfWork(uow, reads, BatchWrites())
+        batched = uow.batched(rows, self._send_windows(uow, rows, now))
         pending: list[Enrollment] = []  # run batched, not written yet
         pending_report = FlowRunReport()
         changed_contacts: set[int] = set()
         for row in rows:
-            contact = reads.contacts.get(row.contact_id)
+            contact = batched.contact(row.contact_id)
             flow = self.flow_for(uow, row.flow_name, row.flow_version)
             if (flow is not None and contact is not None and contact.org_id == row.org_id
                     and row.contact_id not in changed_contacts and f.only_sends_until_wait(flow, row.pc)):
@@ -362,7 +323,7 @@ class FlowEngine:
             changed_contacts.add(row.contact_id)
         self._write_batched(uow, batched, pending, pending_report, now, report)
 
-    def _write_batched(self, uow: UnitOfWork, batched: _BatchUnitOfWork, pending: list[Enrollment],
+    def _write_batched(self, uow: UnitOfWork, batched: BatchUnitOfWork, pending: list[Enrollment],
                        pending_report: FlowRunReport, now: datetime, report: FlowRunReport) -> None:
         """Write what the pending enrolments did and count it in `report`. Should the bulk write
         fail (a row the database refuses), it is undone and each of them runs again on its own,
@@ -371,10 +332,10 @@ class FlowEngine:
             return
         try:
             with uow.savepoint():
-                batched.writes.flush(uow.conn)
+                batched.flush_writes()
         except Exception:
             log.exception("writing the steps of %d enrolments at once failed; running them one by one", len(pending))
-            batched.writes = BatchWrites()
+            batched.drop_writes()
             for row in pending:
                 self._execute_isolated(uow, row, now, report)
         else:
@@ -395,15 +356,15 @@ class FlowEngine:
                                              now - max(cap.window for cap in caps))
         return windows
 
-    def _execute_batched(self, uow: _BatchUnitOfWork, row: Enrollment, now: datetime,
+    def _execute_batched(self, uow: BatchUnitOfWork, row: Enrollment, now: datetime,
                          report: FlowRunReport) -> None:
         """`execute` in the batch's unit of work. A step that fails drops what this enrolment
         wrote, like the savepoint of `_execute_isolated`."""
-        mark = uow.writes.mark()
+        mark = uow.mark()
         try:
             self.execute(uow, row, now, report)
         except Exception as exc:
-            uow.writes.undo(mark, row.id)
+            uow.undo(mark, row.id)
             self._failed(uow, row, exc, now, report)
 
     def _execute_isolated(self, uow: UnitOfWork, row: Enrollment, now: datetime, report: FlowRunReport) -> None:
@@ -585,41 +546,3 @@ class FlowEngine:
         delivery_id = uow.webhook_deliveries.add(row.org_id, row.id, step.url,
                                                  json.dumps(payload, default=str), now)
         return f"webhook queued (delivery {delivery_id})"
-
-
-class _ContentEnvironment(ImmutableSandboxedEnvironment):
-    """The sandbox of the flows' content templates, whose templates see the globals as one dict.
-
-    Jinja chains a template's globals onto the environment's (a `ChainMap`) and flattens that
-    chain twice per render, which is half the cost of rendering a short text. Nothing changes
-    these globals after the templates are built, so a flat copy renders the same text."""
-
-    def make_globals(self, d: MutableMapping[str, Any] | None) -> MutableMapping[str, Any]:
-        return {**self.globals, **(d or {})}
-
-
-class _BatchUnitOfWork(UnitOfWork):
-    """The unit of work of the batched steps: the batch's transaction and org memo, with the
-    contacts, addresses, consents and recent sends from the batch's preload, and the outbox
-    rows, history rows and enrolment changes kept in `writes` until `_write_batched`.
-    Never entered: it lives inside the batch's own unit of work."""
-
-    def __init__(self, uow: UnitOfWork, reads: BatchReads, writes: BatchWrites) -> None:
-        super().__init__(connection=uow.conn)
-        self.conn = uow.conn
-        self.skip_locked = uow.skip_locked
-        self.orgs, self.agents, self.ledger = uow.orgs, uow.agents, uow.ledger
-        self.contacts = PreloadedContacts(uow.conn, reads)
-        self.consents = PreloadedConsents(uow.conn, reads)
-        self.reads = reads
-        self.writes = writes
-
-    @property
-    def writes(self) -> BatchWrites:
-        return self._writes
-
-    @writes.setter
-    def writes(self, writes: BatchWrites) -> None:
-        self._writes = writes
-        self.messages = BufferedMessages(self.conn, self.reads, writes)
-        self.enrollments = BufferedEnrollments(self.conn, self.reads, writes)

@@ -9,19 +9,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import Engine
-
-from ..adapters import ledger_files
-from ..adapters.ledger_files import CheckpointFile, LedgerFiles
 from ..domain.ledger import ChainReport, Checkpoint
 from ..domain.model import DomainError
-from .unit_of_work import UnitOfWork
+from .ports import LedgerFiles
+from .unit_of_work import UnitOfWorkFactory
 
 log = logging.getLogger("optflow.ledger")
 
 
-def _files(engine: Engine) -> LedgerFiles:
-    files = ledger_files.attached(engine)
+def _files(uows: UnitOfWorkFactory) -> LedgerFiles:
+    files = uows.ledger_files()
     if files is None:
         raise DomainError("this engine has no ledger keys (it was not bootstrapped)", code="ledger_key_file")
     return files
@@ -34,20 +31,19 @@ class CheckpointRun:
     behind: list[int] = field(default_factory=list)  # orgs whose chain ends before their last checkpoint
 
 
-def write_checkpoints(engine: Engine, now: datetime) -> CheckpointRun:
+def write_checkpoints(uows: UnitOfWorkFactory, now: datetime) -> CheckpointRun:
     """Sign and append a checkpoint of every org's chain that moved since its last checkpoint.
     A chain that ends before its last checkpoint is not signed (that would bless the cut): it is
     logged at ERROR for `optflow ledger verify` to explain."""
-    files = _files(engine)
+    files = _files(uows)
     run = CheckpointRun(path=files.checkpoint_file)
     if files.checkpoint_file is None:
         return run
-    store = CheckpointFile(files.checkpoint_file)
     latest: dict[int, Checkpoint] = {}
-    for _, checkpoint in store.read():
+    for _, checkpoint in files.read_checkpoints():
         if isinstance(checkpoint, Checkpoint) and checkpoint.problem(files.keyring) is None:
             latest[checkpoint.org_id] = checkpoint
-    with UnitOfWork(engine, read_only=True) as uow:
+    with uows(read_only=True) as uow:
         ends = {row.id: uow.ledger.chain_end(row.id) for row in uow.orgs.all()}
     signed = []
     for org_id, (seq, head_hash, count) in ends.items():
@@ -59,14 +55,14 @@ def write_checkpoints(engine: Engine, now: datetime) -> CheckpointRun:
         elif (seq > 0 and previous is None) or (previous is not None and (seq, head_hash) != (previous.seq,
                                                                                             previous.head_hash)):
             signed.append(Checkpoint.sign(files.keyring.signing, org_id, seq, head_hash, count, now))
-    store.append(signed)  # after the transaction: no file IO inside it
+    files.append_checkpoints(signed)  # after the transaction: no file IO inside it
     run.written = len(signed)
     return run
 
 
-def export_checkpoints(engine: Engine) -> list[str]:
+def export_checkpoints(uows: UnitOfWorkFactory) -> list[str]:
     """The checkpoint file's lines, to keep a copy elsewhere (each line is signed)."""
-    files = _files(engine)
+    files = _files(uows)
     if files.checkpoint_file is None or not files.checkpoint_file.exists():
         return []
     return files.checkpoint_file.read_text(encoding="utf-8", errors="replace").splitlines()
@@ -83,10 +79,10 @@ class LedgerVerification:
         return [str(p) for report in self.reports for p in report.problems] + self.file_problems
 
 
-def verify_ledger(engine: Engine, org_id: int | None = None) -> LedgerVerification:
+def verify_ledger(uows: UnitOfWorkFactory, org_id: int | None = None) -> LedgerVerification:
     """Verify one org's chain, or every org's, with the installation's keys and checkpoints."""
-    files = _files(engine)
-    lines = CheckpointFile(files.checkpoint_file).read() if files.checkpoint_file is not None else []
+    files = _files(uows)
+    lines = files.read_checkpoints()
     by_org: dict[int, list[Checkpoint]] = {}
     file_problems = []
     for number, checkpoint in lines:
@@ -99,7 +95,7 @@ def verify_ledger(engine: Engine, org_id: int | None = None) -> LedgerVerificati
                                  f"{why}")
             continue
         by_org.setdefault(checkpoint.org_id, []).append(checkpoint)
-    with UnitOfWork(engine, read_only=True) as uow:
+    with uows(read_only=True) as uow:
         known = [row.id for row in uow.orgs.all()]
         if org_id is not None:
             uow.orgs.get(org_id)  # NotFound names the org

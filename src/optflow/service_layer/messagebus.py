@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine
-
 from ..domain import commands as c
 from ..domain.addresses import normalize_for_channel
 from ..domain.model import DomainError, Intent, NotFound
@@ -25,7 +23,7 @@ from ..domain.redaction import mask_address
 from ..domain.text import storable
 from .handlers import HANDLERS, Services, classify_inbound, inbound_revocation, prerender_inbound, revoke
 from .handlers import prerendered as handlers_prerendered
-from .unit_of_work import UnitOfWork
+from .unit_of_work import UnitOfWork, UnitOfWorkFactory
 
 log = logging.getLogger("optflow.bus")
 
@@ -72,16 +70,16 @@ class MessageBus:
     CLI, the scheduler and tests send batches of one through `handle`.
     """
 
-    def __init__(self, engine: Engine, services: Services, clock: Callable[[], datetime],
+    def __init__(self, uows: UnitOfWorkFactory, services: Services, clock: Callable[[], datetime],
                  handlers: Mapping[type, Handler] | None = None) -> None:
-        self.engine = engine
+        self.uows = uows
         self.services = services
         self.clock = clock
         self.handlers: dict[type, Handler] = {**HANDLERS, **(handlers or {})}
 
     def uow(self, *, read_only: bool = False) -> UnitOfWork:
-        """A unit of work on the bus's engine; `read_only` for lookups (see `UnitOfWork`)."""
-        return UnitOfWork(self.engine, read_only=read_only)
+        """A unit of work of the bus's; `read_only` for lookups (see `UnitOfWork`)."""
+        return self.uows(read_only=read_only)
 
     def handle(self, command: c.Command, now: datetime | None = None) -> Any:
         """Handle one command in a batch of its own; its result, or raise its error."""
@@ -133,7 +131,7 @@ class MessageBus:
                     for done in alone:
                         done.alone = True
                     return alone
-                if attempt < RETRIES and UnitOfWork.is_conflict(exc):
+                if attempt < RETRIES and self.uows.is_conflict(exc):
                     log.warning("retrying %s after a write conflict", type(batch[0].command).__name__)
                     continue
                 [done] = batch
@@ -170,7 +168,7 @@ class MessageBus:
                 return
             except Exception as exc:
                 uow.events.clear()
-                if attempt < RETRIES and UnitOfWork.is_conflict(exc):
+                if attempt < RETRIES and self.uows.is_conflict(exc):
                     log.warning("retrying %s after %s", type(done.command).__name__, type(exc).__name__)
                     continue
                 done.error = exc
@@ -200,17 +198,17 @@ class MessageBus:
         if not isinstance(command, c.ReceiveInbound):
             return False
         try:
-            return save_opt_out_only(self.engine, self.services, command, now)
+            return save_opt_out_only(self.uows, self.services, command, now)
         except Exception:
             log.exception("could not record the opt-out of %s after %r", mask_address(command.from_address), error)
             return False
 
 
-def save_opt_out_only(engine: Engine, services: Services, command: c.ReceiveInbound, now: datetime) -> bool:
+def save_opt_out_only(uows: UnitOfWorkFactory, services: Services, command: c.ReceiveInbound, now: datetime) -> bool:
     """The last line of defence: record an inbound opt-out with nothing but the machine and the
     ledger (no templates, no replies, no flows), in a transaction of its own. True if an opt-out
     was recorded."""
-    with UnitOfWork(engine) as uow:
+    with uows() as uow:
         recorded = record_opt_out_only(uow, services, command, now)
         if recorded:
             uow.commit()

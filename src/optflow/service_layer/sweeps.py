@@ -12,12 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine
-
 from ..domain.machine import TransitionContext
 from ..domain.model import Actor, ActorKind, Channel, Trigger
 from .handlers import Services, decide_change
-from .unit_of_work import UnitOfWork
+from .unit_of_work import UnitOfWorkFactory
 
 SWEEPER = Actor(ActorKind.SYSTEM, "consent-clock")
 
@@ -28,28 +26,28 @@ class SweepReport:
     lapsed: int = 0
 
 
-def sweep_consents(engine: Engine, services: Services, now: datetime, batch: int = 500) -> SweepReport:
+def sweep_consents(uows: UnitOfWorkFactory, services: Services, now: datetime, batch: int = 500) -> SweepReport:
     report = SweepReport()
-    with UnitOfWork(engine) as uow:
+    with uows() as uow:
         org_ids = [row.id for row in uow.orgs.all()]
     for org_id in org_ids:
-        with UnitOfWork(engine) as uow:
+        with uows() as uow:
             settings = uow.orgs.settings(org_id)
         for channel in Channel:
             period = settings.reauth_period(channel)
             if period is None:
                 continue
-            report.expired += _drain(engine, services, now, batch, org_id, channel, period, Trigger.EXPIRE)
-        report.lapsed += _drain(engine, services, now, batch, org_id, None,
+            report.expired += _drain(uows, services, now, batch, org_id, channel, period, Trigger.EXPIRE)
+        report.lapsed += _drain(uows, services, now, batch, org_id, None,
                                 timedelta(days=settings.request_lapse_days), Trigger.LAPSE)
     return report
 
 
-def _drain(engine: Engine, services: Services, now: datetime, batch: int, org_id: int,
+def _drain(uows: UnitOfWorkFactory, services: Services, now: datetime, batch: int, org_id: int,
            channel: Channel | None, age: timedelta, trigger: Trigger) -> int:
     done = 0
     while True:
-        with UnitOfWork(engine) as uow:
+        with uows() as uow:
             if trigger is Trigger.EXPIRE:
                 assert channel is not None
                 due = uow.consents.due_for_expiry(org_id, channel, now - age, batch)

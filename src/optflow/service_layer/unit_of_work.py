@@ -1,135 +1,101 @@
-"""The unit of work: one database transaction and the repositories that work inside it."""
+"""The unit of work, as the service layer knows it: one transaction and the repositories that work
+inside it, behind ports the service layer owns. `adapters/unit_of_work.py` fulfils them on
+SQLAlchemy; the bootstrap hands the service layer a `UnitOfWorkFactory`."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from types import TracebackType
-from typing import Any
+from typing import Protocol
 
-from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import IntegrityError, OperationalError
-
-from ..adapters import db
-from ..adapters.enrollments import EnrollmentRepository
-from ..adapters.prepared import Savepoint
-from ..adapters.repository import (
+from ..domain.records import Contact, Enrollment, SendWindow
+from .ports import LedgerFiles
+from .repositories import (
     AgentRepository,
     ConsentRepository,
     ContactRepository,
-    LedgerQueue,
+    EnrollmentRepository,
     LedgerRepository,
     MessageRepository,
-    OrgMemo,
     OrgRepository,
+    ReportQueries,
+    WebhookDeliveryRepository,
 )
-from ..adapters.webhook_deliveries import WebhookDeliveryRepository
 
 
-class UnitOfWork:
+class UnitOfWork(Protocol):
     """`with uow:` opens a transaction; `commit()` makes it durable; leaving without commit
-    rolls everything back.
+    rolls everything back. Events raised in it (`events`) must be published before it commits."""
 
-    Built on an engine it owns its connection. Built on an existing connection (`nested=True`)
-    it runs inside a SAVEPOINT of a larger transaction: that is how the group-commit batcher
-    runs many inbound messages in one durable commit while keeping each message's failure to
-    itself.
+    events: list[object]
+    skip_locked: bool  # claims may skip rows other workers hold (PostgreSQL)
+    commit_on_error: bool  # set by a handler whose refusal must still be stored (a wrong PIN counts)
 
-    `read_only=True` is for lookups that write nothing: on SQLite such a unit of work reads a
-    snapshot without taking the write lock, so it neither waits for writers nor holds them up.
-    Units of work nested in one transaction may share an `org_memo` (orgs read once) and should
-    share a `ledger_queue`, which the transaction's owner flushes (`LedgerRepository.flush`)
-    before it commits.
-    """
+    @property
+    def orgs(self) -> OrgRepository: ...
+    @property
+    def agents(self) -> AgentRepository: ...
+    @property
+    def contacts(self) -> ContactRepository: ...
+    @property
+    def consents(self) -> ConsentRepository: ...
+    @property
+    def ledger(self) -> LedgerRepository: ...
+    @property
+    def messages(self) -> MessageRepository: ...
+    @property
+    def enrollments(self) -> EnrollmentRepository: ...
+    @property
+    def webhook_deliveries(self) -> WebhookDeliveryRepository: ...
+    @property
+    def reports(self) -> ReportQueries: ...
 
-    def __init__(self, engine: Engine | None = None, *, connection: Connection | None = None,
-                 read_only: bool = False, org_memo: OrgMemo | None = None,
-                 ledger_queue: LedgerQueue | None = None) -> None:
-        if (engine is None) == (connection is None):
-            raise ValueError("give an engine or a connection")
-        self.engine = engine
-        self.read_only = read_only
-        self._org_memo = org_memo
-        self._outer_ledger_queue = ledger_queue
-        self._outer = connection
-        self.conn: Connection
-        self._tx: Any = None
-        self.events: list[object] = []
-        self.skip_locked = False
-        # Set by a handler whose refusal must still be stored (a wrong PIN counts as an attempt).
-        self.commit_on_error = False
-
-    def __enter__(self) -> UnitOfWork:
-        if self._outer is not None:
-            self.conn = self._outer
-            self._tx = Savepoint(self.conn).begin()
-        else:
-            assert self.engine is not None
-            self.conn = self.engine.connect()
-            if self.read_only:
-                self.conn.execution_options(**{db.READ_ONLY: True})
-            try:
-                self._tx = self.conn.begin()
-            except BaseException:  # e.g. the database stayed locked past its busy timeout
-                self.conn.close()
-                raise
-        self.skip_locked = self.conn.dialect.name == "postgresql"
-        self.orgs = OrgRepository(self.conn, self._org_memo)
-        self.agents = AgentRepository(self.conn)
-        self.contacts = ContactRepository(self.conn)
-        self.consents = ConsentRepository(self.conn)
-        self.ledger = LedgerRepository(self.conn)  # its own queue: dropped with a rollback
-        self.messages = MessageRepository(self.conn)
-        self.enrollments = EnrollmentRepository(self.conn)
-        self.webhook_deliveries = WebhookDeliveryRepository(self.conn)
-        self.events = []
-        self.commit_on_error = False
-        return self
+    def __enter__(self) -> UnitOfWork: ...
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        try:
-            if self._tx is not None and self._tx.is_active:
-                self._tx.rollback()
-        finally:
-            if self._outer is None:
-                self.conn.close()
+                 tb: TracebackType | None) -> None: ...
 
-    def commit(self) -> None:
-        """Make the work durable. Ledger entries are written now (see `LedgerQueue`), or, in a
-        unit of work given the `ledger_queue` of the transaction around it, handed to that queue
-        and written when that transaction commits.
+    def commit(self) -> None: ...
 
-        Events raised in it must have been published first (`Services.publish`): an event
-        nobody handled would be a flow that never learnt of an opt-out."""
-        if self.events:
-            raise RuntimeError(f"{len(self.events)} domain event(s) were raised and not published: "
-                               + ", ".join(type(e).__name__ for e in self.events))
-        if self._outer_ledger_queue is None:
-            self.ledger.flush()
-            self._tx.commit()
-            return
-        self._tx.commit()
-        self._outer_ledger_queue.entries.extend(self.ledger.queue.entries)
-        self.ledger.queue.entries.clear()
+    def rollback(self) -> None: ...
 
-    @staticmethod
-    def is_conflict(error: BaseException) -> bool:
-        """Whether `error` may be a concurrent writer getting there first (a unique row it
-        created, a lock it held), so that running the work again on fresh reads may succeed."""
-        return isinstance(error, (IntegrityError, OperationalError))
+    def savepoint(self) -> AbstractContextManager[None]:
+        """`with uow.savepoint():` undoes only the block's work, ledger entries included, when it raises."""
 
-    def rollback(self) -> None:
-        self._tx.rollback()
+    def batched(self, enrollments: Sequence[Enrollment], send_windows: Mapping[int, SendWindow]) -> BatchUnitOfWork:
+        """A unit of work inside this one for running many enrolments' steps at once: its reads
+        come from one preload of their rows, its writes are kept until `flush_writes`."""
 
-    @contextlib.contextmanager
-    def savepoint(self) -> Iterator[None]:
-        """`with uow.savepoint():` undoes only the block's work, ledger entries included, when
-        it raises."""
-        queued = len(self.ledger.queue.entries)
-        try:
-            with Savepoint(self.conn):
-                yield
-        except BaseException:
-            del self.ledger.queue.entries[queued:]
-            raise
+
+class BatchUnitOfWork(UnitOfWork, Protocol):
+    def contact(self, contact_id: int) -> Contact | None:
+        """The enrolled contact from the preload (None: gone)."""
+
+    def mark(self) -> tuple[int, int, int]: ...
+
+    def undo(self, mark: tuple[int, int, int], enrollment_id: int) -> None:
+        """Forget what one enrolment wrote since `mark` (its step failed)."""
+
+    def flush_writes(self) -> None: ...
+
+    def drop_writes(self) -> None:
+        """Forget every kept write (their bulk write failed; each enrolment runs again alone)."""
+
+
+class UnitOfWorkFactory(Protocol):
+    """Makes the units of work: the service layer's one way to the database."""
+
+    def __call__(self, *, read_only: bool = False) -> UnitOfWork:
+        """A new unit of work. `read_only` ones write nothing and (on SQLite) take no write lock."""
+
+    def sharing_orgs(self) -> UnitOfWorkFactory:
+        """A factory whose units of work share one memo of org rows and settings (one claimed
+        batch's): read once, not once per unit of work."""
+
+    def is_conflict(self, error: BaseException) -> bool:
+        """Whether `error` may be a concurrent writer getting there first, so that running the
+        work again on fresh reads may succeed."""
+
+    def ledger_files(self) -> LedgerFiles | None:
+        """The ledger's keys and checkpoint file (None for a database that was not bootstrapped)."""

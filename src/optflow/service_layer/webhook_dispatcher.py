@@ -16,11 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine
-
-from ..adapters.webhook_poster import PostOutcome, WebhookPoster
+from ..domain.outbound import PostOutcome
 from ..domain.records import DeliveryStatus
-from .unit_of_work import UnitOfWork
+from .ports import WebhookPoster
+from .unit_of_work import UnitOfWorkFactory
 
 log = logging.getLogger("optflow.webhooks.out")
 
@@ -56,9 +55,9 @@ class WebhookDeliveryReport:
 
 
 class WebhookDispatcher:
-    def __init__(self, engine: Engine, poster: WebhookPoster, *, retry_base: timedelta = RETRY_BASE,
+    def __init__(self, uows: UnitOfWorkFactory, poster: WebhookPoster, *, retry_base: timedelta = RETRY_BASE,
                  max_attempts: int = MAX_ATTEMPTS, jitter: Callable[[], float] = random.random) -> None:
-        self.engine = engine
+        self.uows = uows
         self.poster = poster
         self.retry_base = retry_base
         self.max_attempts = max_attempts
@@ -68,7 +67,7 @@ class WebhookDispatcher:
         """Deliver every webhook due at `now`, `batch` claimed at a time."""
         report = WebhookDeliveryReport()
         for _ in range(max_batches):
-            with UnitOfWork(self.engine) as uow:
+            with self.uows() as uow:
                 rows = uow.webhook_deliveries.claim_due(now, now + LEASE, batch, uow.skip_locked)
                 uow.commit()
             for row in rows:  # no transaction is open here
@@ -94,6 +93,6 @@ class WebhookDispatcher:
             values.update(status=DeliveryStatus.QUEUED,
                           next_attempt_at=now + retry_delay(attempts, self.retry_base, self.jitter()))
             report.retried += 1
-        with UnitOfWork(self.engine) as uow:
+        with self.uows() as uow:
             uow.webhook_deliveries.set(delivery_id, **values)
             uow.commit()

@@ -1,4 +1,5 @@
-"""The port every outbound channel adapter implements, and the errors it may raise.
+"""The base class of the outbound channel adapters (the service layer's `Sender` port), and the
+errors they may raise (domain/outbound.py).
 
 A sender turns one outbox row into one provider call. Its only job besides the call is to sort
 failures into the two kinds the dispatcher acts on differently: `TransientSendError` (try again
@@ -10,57 +11,21 @@ the dispatcher must turn into an opt-out of our own so that the two lists never 
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
 
-from optflow.domain.model import Channel, Purpose
+from optflow.domain.model import Channel
+from optflow.domain.outbound import (
+    OutboundMessage,
+    PermanentSendError,
+    RecipientUnsubscribed,
+    SendError,
+    SendResult,
+    TransientSendError,
+)
 
-
-@dataclass(frozen=True)
-class OutboundMessage:
-    """One message taken from the outbox, ready for a provider."""
-
-    id: int  # outbox row id: stable across retries, so adapters use it as an idempotency key
-    org_id: int
-    channel: Channel
-    to: str  # E.164 phone number, or an email address
-    body: str
-    purpose: Purpose
-    subject: str | None = None  # email only
-    sender: str | None = None  # from number, from address or messaging service sid; None: adapter's own
-    unsubscribe_url: str | None = None  # https one-click URL, required on marketing email (RFC 8058)
-    unsubscribe_mailto: str | None = None  # optional second List-Unsubscribe entry for marketing email
-
-    @property
-    def idempotency_key(self) -> str:
-        """The same for every attempt at this outbox row, in any process: a provider that honours
-        it drops a repeated request (the webhook's `Idempotency-Key`, the email's Message-ID).
-        Twilio's Messages API takes none (its create call has no such parameter)."""
-        return f"optflow-{self.org_id}-{self.id}"
-
-
-@dataclass(frozen=True)
-class SendResult:
-    provider_id: str | None  # the provider's id for the message (a Twilio SM sid, a Message-ID, ...)
-
-
-class SendError(Exception):
-    """The message was not handed over to the provider."""
-
-
-class TransientSendError(SendError):
-    """Worth retrying later: timeouts, refused connections, rate limits, provider outages."""
-
-
-class PermanentSendError(SendError):
-    """Retrying will not help. `code` is the provider's error code when it gave one."""
-
-    def __init__(self, message: str, code: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class RecipientUnsubscribed(PermanentSendError):
-    """The provider refused because the recipient opted out with the provider itself."""
+__all__ = [  # the senders' vocabulary comes from here with their base class
+    "OutboundMessage", "PermanentSendError", "RecipientUnsubscribed", "SendError", "SendResult", "Sender",
+    "TransientSendError",
+]
 
 
 class Sender(abc.ABC):
