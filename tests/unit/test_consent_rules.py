@@ -139,3 +139,55 @@ def test_a_customer_writing_after_their_opt_out_is_asked_again_and_their_message
     stranger = rules.answer(1, None, Consent(channel=Channel.TEXT, address=PHONE), Intent.OTHER, OrgSettings(),
                             ctx(CUSTOMER))
     assert stranger.changes == [] and stranger.to_customer == []
+
+
+def _messages(outcome: rules.Outcome) -> tuple[list[tuple[str, MessageKind, bool]], list[str]]:
+    return ([(m.template, m.kind, m.reply) for m in outcome.to_customer], [n.template for n in outcome.to_employee])
+
+
+def test_an_employees_request_asks_the_customer_and_tells_the_employee_a_flows_tells_nobody() -> None:
+    request = ("customer/opt_in_request.employee_started", MessageKind.OPT_IN_REQUEST, False)
+    by_agent = rules.change(1, 7, Consent(channel=Channel.TEXT, address=PHONE, org_id=1, contact_id=7),
+                            Trigger.REQUEST_OPT_IN, TransitionContext(actor=AGENT, now=NOW))
+    assert _messages(by_agent) == ([request], ["employee/opt_in_request_sent"])
+    assert by_agent.changes[0].consent.state is State.REQUESTED
+    by_flow = rules.change(1, 7, Consent(channel=Channel.TEXT, address=PHONE, org_id=1, contact_id=7),
+                           Trigger.REQUEST_OPT_IN, TransitionContext(actor=Actor(ActorKind.SYSTEM, "flow"), now=NOW))
+    assert _messages(by_flow) == ([request], [])
+
+
+@pytest.mark.parametrize(("state", "code"), [(State.OPTED_OUT, "opted_out"),
+                                             (State.OPTED_IN, "already_opted_in")])
+def test_no_request_goes_over_an_opt_out_or_a_consent_already_given(state: State, code: str) -> None:
+    consent = Consent(channel=Channel.TEXT, address=PHONE, state=state, org_id=1, contact_id=7)
+    with pytest.raises(DomainError) as refused:
+        rules.change(1, 7, consent, Trigger.REQUEST_OPT_IN, TransitionContext(actor=SUPERVISOR, now=NOW))
+    assert refused.value.code == code and consent.state is state
+
+
+def test_a_pin_read_back_confirms_to_the_customer_tells_the_employee_and_releases_what_was_held() -> None:
+    consent = Consent(channel=Channel.TEXT, address=PHONE, state=State.REQUESTED, org_id=1, contact_id=7)
+    accepted = rules.answer(1, 7, consent, Intent.OPT_IN, OrgSettings(pin_required=True),
+                            TransitionContext(actor=CUSTOMER, now=NOW))
+    assert accepted.issue_pin and consent.awaiting_pin
+    confirmed = rules.change(1, 7, consent, Trigger.CONFIRM_PIN,
+                             TransitionContext(actor=AGENT, now=NOW, method="pin"))
+    assert consent.state is State.OPTED_IN
+    assert _messages(confirmed) == ([("customer/opt_in_confirmation", MessageKind.OPT_IN_CONFIRMATION, False)],
+                                    ["employee/contact_opted_in"])
+    assert confirmed.release_holds == [(PHONE, Channel.TEXT)]
+
+
+@pytest.mark.parametrize("state", [State.OPTED_IN, State.REAUTH_DUE])
+def test_a_reauthorisation_request_goes_to_a_consent_given_or_due_and_changes_nothing(state: State) -> None:
+    consent = Consent(channel=Channel.TEXT, address=PHONE, state=state, org_id=1, contact_id=7)
+    outcome = rules.reauthorization_request(consent)
+    assert _messages(outcome) == ([("customer/reauth_request", MessageKind.OPT_IN_REQUEST, False)], [])
+    assert outcome.changes == [] and consent.state is state
+
+
+@pytest.mark.parametrize("state", [State.UNKNOWN, State.REQUESTED, State.OPTED_OUT])
+def test_there_is_no_reauthorisation_without_a_consent(state: State) -> None:
+    with pytest.raises(DomainError) as refused:
+        rules.reauthorization_request(Consent(channel=Channel.TEXT, address=PHONE, state=state, org_id=1))
+    assert refused.value.code == "invalid_transition"

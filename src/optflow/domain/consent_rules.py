@@ -260,21 +260,59 @@ def check_reset(ctx: TransitionContext) -> None:
                            code="reason_required")
 
 
+def check_request(consent: Consent, ctx: TransitionContext) -> None:
+    """Whether an employee (or a flow) may ask this address for its consent: never over an
+    opt-out (only the customer reopens one) nor over a consent already given."""
+    if consent.state is State.OPTED_OUT:
+        fire(consent, Trigger.REQUEST_OPT_IN, ctx)  # the machine refuses it, saying why
+    if consent.state is State.OPTED_IN:
+        raise TransitionRefused(f"{consent.address} is already opted in to {consent.channel.value}",
+                                code="already_opted_in")
+
+
 def change(org_id: int, contact_id: int | None, consent: Consent, trigger: Trigger,
            ctx: TransitionContext) -> Outcome:
     """Decide any change but an opt-out (which has `revoke`): fire `trigger` on `consent` under
-    the rules above, and say what follows. Raises a `DomainError` saying why not."""
+    the rules above, and say what follows. Raises a `DomainError` saying why not.
+
+    - an employee's opt-in request: the request to the customer, and to the employee a note
+      that it went (a flow's or the system's request has no employee to tell);
+    - a PIN read back: the customer's confirmation and the employee's note, and what was held
+      for the consent is released."""
     if trigger is Trigger.OPT_OUT:
         raise ValueError("opt-outs are decided by revoke()")
     if trigger is Trigger.RECORD_OPT_IN:
         check_manual_opt_in(consent, ctx)
     if trigger is Trigger.RESET:
         check_reset(ctx)
+    requested_by_employee = trigger is Trigger.REQUEST_OPT_IN and not ctx.customer_initiated
+    if requested_by_employee:
+        check_request(consent, ctx)
     outcome = Outcome()
     done = _apply(outcome, consent, trigger, ctx, org_id, contact_id)
     if done.record.to_state is State.OPTED_IN and done.record.from_state is not State.OPTED_IN:
         outcome.release_holds.append((consent.address, consent.channel))
+    if requested_by_employee:
+        outcome.to_customer.append(CustomerMessage("customer/opt_in_request.employee_started", consent.channel,
+                                                   consent.address, MessageKind.OPT_IN_REQUEST, reply=False))
+        if ctx.actor.kind is ActorKind.AGENT:
+            outcome.to_employee.append(EmployeeNote("employee/opt_in_request_sent", consent.channel, consent.address))
+    if trigger is Trigger.CONFIRM_PIN:
+        outcome.to_customer.append(CustomerMessage("customer/opt_in_confirmation", consent.channel, consent.address,
+                                                   MessageKind.OPT_IN_CONFIRMATION, reply=False))
+        outcome.to_employee.append(EmployeeNote("employee/contact_opted_in", consent.channel, consent.address))
     return outcome
+
+
+def reauthorization_request(consent: Consent) -> Outcome:
+    """An employee's (or a flow's) request that the customer renew a consent: only a consent that
+    is given or due can be renewed; nothing changes until the customer answers."""
+    if consent.state not in (State.OPTED_IN, State.REAUTH_DUE):
+        raise TransitionRefused(
+            f"re-authorisation needs an existing consent; {consent.address} is {consent.state.value} "
+            f"on {consent.channel.value}", code="invalid_transition")
+    return Outcome(to_customer=[CustomerMessage("customer/reauth_request", consent.channel, consent.address,
+                                                MessageKind.OPT_IN_REQUEST, reply=False)])
 
 
 def answer(org_id: int, contact_id: int | None, consent: Consent, intent: Intent, settings: OrgSettings,

@@ -19,7 +19,7 @@ from ..domain import events as ev
 from ..domain import pin as pins
 from ..domain.addresses import channels_for_kind, normalize, normalize_for_channel, written_as_e164
 from ..domain.keywords import Classification, KeywordTable
-from ..domain.machine import TransitionContext, fire
+from ..domain.machine import TransitionContext
 from ..domain.model import (
     SYSTEM,
     Actor,
@@ -347,11 +347,14 @@ def _opt_out_reason(cause: rules.Revocation) -> str:
 def send_outcome_messages(uow: UnitOfWork, svc: Services, org_id: int, settings: OrgSettings,
                           contact: Contact | None, outcome: rules.Outcome, consent: Consent, now: datetime,
                           actor: Actor, *, replies: list[str] | None, customer_extra: dict[str, Any] | None = None,
-                          note_extra: dict[str, Any] | None = None) -> None:
+                          note_extra: dict[str, Any] | None = None, not_before: datetime | None = None,
+                          agent_id: int | None = None, note_actor: Actor | None = None) -> list[int]:
     """Render and record the messages a decision asked for: replies to the customer's own message
-    go into `replies` (policy-checked), others are queued; notes go to the employee. The
-    `*_extra` variables are those only the caller knows (the PIN it issued, the held message)."""
+    go into `replies` (policy-checked), others are queued (from `not_before`, as `agent_id`'s);
+    notes go to the employee (named after `note_actor`). The `*_extra` variables are those only
+    the caller knows (the PIN it issued, the held message). Returns the queued messages' ids."""
     contact_id = contact.id if contact is not None else None
+    queued = []
     for message in outcome.to_customer:
         variables = template_variables(uow, org_id, settings, message.channel, contact,
                                        None if message.reply else actor, **(customer_extra or {}))
@@ -361,11 +364,13 @@ def send_outcome_messages(uow: UnitOfWork, svc: Services, org_id: int, settings:
             _record_reply(uow, org_id, contact_id, consent, body, kind, now, replies, settings, contact)
             continue
         # A queued opt-out confirmation counts as sent once the provider took it (`late_replies.note_sent`).
-        queue_to_customer(uow, org_id, contact_id, message.channel, message.address, body, now,
-                          kind=kind, purpose=Purpose.CONVERSATIONAL)
+        queued.append(queue_to_customer(uow, org_id, contact_id, message.channel, message.address, body, now,
+                                        kind=kind, purpose=Purpose.CONVERSATIONAL, not_before=not_before,
+                                        agent_id=agent_id))
     for note in outcome.to_employee:
         notify_employee(uow, svc, org_id, settings, contact, note.channel, note.address, note.template, now,
-                        **(note_extra or {}))
+                        note_actor, **(note_extra or {}))
+    return queued
 
 
 def queue_to_customer(uow: UnitOfWork, org_id: int, contact_id: int | None, channel: Channel, address: str,
@@ -682,38 +687,24 @@ def _refuse_if_denied(decision: Decision) -> None:
         raise TransitionRefused(decision.reason, code=decision.code)
 
 
-def _queue_request(uow: UnitOfWork, svc: Services, cmd: c.ContactAction, contact: Contact,
-                   settings: OrgSettings, consent: Consent, decision: Decision, template: str, now: datetime) -> int:
-    """Queue an opt-in or re-authorisation request, at the moment the policy allows it."""
-    body = render(svc, settings, template, template_variables(uow, cmd.org_id, settings, cmd.channel, contact,
-                                                              cmd.actor))
-    return queue_to_customer(uow, cmd.org_id, cmd.contact_id, cmd.channel, consent.address, body, now,
-                             kind=MessageKind.OPT_IN_REQUEST, purpose=Purpose.CONVERSATIONAL,
-                             not_before=decision.until if isinstance(decision, Defer) else None,
-                             agent_id=_agent_id(cmd.actor))
-
-
 def request_opt_in(cmd: c.RequestOptIn, uow: UnitOfWork, svc: Services, now: datetime) -> ActionResult:
     contact, settings, consent = _load(uow, cmd)
-    if consent.state is State.OPTED_OUT:
-        # Let the machine refuse it with its reason (only the customer can reopen).
-        fire(consent, Trigger.REQUEST_OPT_IN, TransitionContext(actor=cmd.actor, now=now))
+    ctx = TransitionContext(actor=cmd.actor, now=now, evidence=cmd.reason)
+    rules.check_request(consent, ctx)  # before the policy: an opt-out's refusal says who may reopen it
     decision = policy_decision(uow, settings, contact, consent, Purpose.CONVERSATIONAL, MessageKind.OPT_IN_REQUEST, now)
     _refuse_if_denied(decision)
-    if consent.state is State.OPTED_IN:
-        raise TransitionRefused(f"{consent.address} is already opted in to {consent.channel.value}",
-                                code="already_opted_in")
-    decide_change(uow, consent, Trigger.REQUEST_OPT_IN,
-                  TransitionContext(actor=cmd.actor, now=now, evidence=cmd.reason), cmd.contact_id)
+    requested = decide_change(uow, consent, Trigger.REQUEST_OPT_IN, ctx, cmd.contact_id)
     if cmd.quick:
         consent.method = "quick_opt_in"
         uow.consents.save(consent, now)
-    message_id = _queue_request(uow, svc, cmd, contact, settings, consent, decision,
-                                "customer/opt_in_request.employee_started", now)
-    if cmd.actor.kind is ActorKind.AGENT:
-        notify_employee(uow, svc, cmd.org_id, settings, contact, cmd.channel, consent.address,
-                        "employee/opt_in_request_sent", now, cmd.actor)
-    return ActionResult(cmd.contact_id, cmd.channel, consent.state, status="requested", message_id=message_id)
+    queued = send_outcome_messages(uow, svc, cmd.org_id, settings, contact, requested, consent, now, cmd.actor,
+                                   replies=None, not_before=_deferred_until(decision),
+                                   agent_id=_agent_id(cmd.actor), note_actor=cmd.actor)
+    return ActionResult(cmd.contact_id, cmd.channel, consent.state, status="requested", message_id=queued[0])
+
+
+def _deferred_until(decision: Decision) -> datetime | None:
+    return decision.until if isinstance(decision, Defer) else None
 
 
 def record_opt_in(cmd: c.RecordOptIn, uow: UnitOfWork, svc: Services, now: datetime) -> ActionResult:
@@ -735,13 +726,9 @@ def confirm_pin(cmd: c.ConfirmPin, uow: UnitOfWork, svc: Services, now: datetime
         raise
     confirmed = decide_change(uow, consent, Trigger.CONFIRM_PIN, TransitionContext(
         actor=cmd.actor, now=now, method="pin", evidence="PIN read out by the customer"), cmd.contact_id)
-    variables = template_variables(uow, cmd.org_id, settings, cmd.channel, contact, cmd.actor)
-    queue_to_customer(uow, cmd.org_id, cmd.contact_id, cmd.channel, consent.address,
-                      render(svc, settings, "customer/opt_in_confirmation", variables), now,
-                      kind=MessageKind.OPT_IN_CONFIRMATION, purpose=Purpose.CONVERSATIONAL)
     held = release_held(uow, cmd.org_id, confirmed, now)
-    notify_employee(uow, svc, cmd.org_id, settings, contact, cmd.channel, consent.address,
-                    "employee/contact_opted_in", now, cmd.actor, held_message="\n".join(held))
+    send_outcome_messages(uow, svc, cmd.org_id, settings, contact, confirmed, consent, now, cmd.actor, replies=None,
+                          note_extra={"held_message": "\n".join(held)}, note_actor=cmd.actor)
     return ActionResult(cmd.contact_id, cmd.channel, consent.state, status="opted_in")
 
 
@@ -755,14 +742,12 @@ def reauthorize(cmd: c.Reauthorize, uow: UnitOfWork, svc: Services, now: datetim
 
 def send_reauth_request(cmd: c.SendReauthRequest, uow: UnitOfWork, svc: Services, now: datetime) -> ActionResult:
     contact, settings, consent = _load(uow, cmd)
-    if consent.state not in (State.OPTED_IN, State.REAUTH_DUE):
-        raise TransitionRefused(
-            f"re-authorisation needs an existing consent; {consent.address} is {consent.state.value} "
-            f"on {consent.channel.value}", code="invalid_transition")
+    request = rules.reauthorization_request(consent)
     decision = policy_decision(uow, settings, contact, consent, Purpose.CONVERSATIONAL, MessageKind.OPT_IN_REQUEST, now)
     _refuse_if_denied(decision)
-    message_id = _queue_request(uow, svc, cmd, contact, settings, consent, decision, "customer/reauth_request", now)
-    return ActionResult(cmd.contact_id, cmd.channel, consent.state, status="reauth_requested", message_id=message_id)
+    queued = send_outcome_messages(uow, svc, cmd.org_id, settings, contact, request, consent, now, cmd.actor,
+                                   replies=None, not_before=_deferred_until(decision), agent_id=_agent_id(cmd.actor))
+    return ActionResult(cmd.contact_id, cmd.channel, consent.state, status="reauth_requested", message_id=queued[0])
 
 
 def opt_out(cmd: c.OptOut, uow: UnitOfWork, svc: Services, now: datetime) -> ActionResult:
