@@ -35,7 +35,8 @@ class LockProbe(TemplateRenderer):
         self.database = database
         self.overrides: list[tuple[str, bool]] = []  # (template, could another writer write?)
 
-    def render(self, name: str, variables: Mapping[str, object], override: str | None = None) -> Rendered:
+    def render(self, name: str, variables: Mapping[str, object], override: str | None = None,
+               language: str = "en") -> Rendered:
         if override is not None:
             probe = sqlite3.connect(self.database, timeout=0, isolation_level=None)
             try:
@@ -47,7 +48,7 @@ class LockProbe(TemplateRenderer):
             finally:
                 probe.close()
             self.overrides.append((name, free))
-        return super().render(name, variables, override)
+        return super().render(name, variables, override, language)
 
 
 def probed(system: System) -> LockProbe:

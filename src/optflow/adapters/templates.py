@@ -1,7 +1,8 @@
 """Render the messages sent on consent changes from Jinja templates.
 
-The packaged templates live in `message_templates/<name>.j2`; an org may override any of them
-with its own source text. Org text is untrusted, so everything runs in a sandbox whose every
+The packaged templates live in `message_templates/<name>.j2` (English) and
+`message_templates/<name>.<language>.j2` (Spanish, French, Portuguese); an org may override any
+of them, per language, with its own source text. Org text is untrusted, so everything runs in a sandbox whose every
 render is bounded in steps, sizes and CPU time (`template_limits.MeteredSandbox`), and `render`
 always returns a text: the org's override when it works, else the packaged template, else a
 built-in text written in Python. Each fallback is logged (without the values rendered) and
@@ -36,8 +37,9 @@ from optflow.adapters.template_limits import (
     metered,
     size_of,
 )
+from optflow.domain.languages import DEFAULT_LANGUAGE, SUPPORTED_LANGUAGES
 from optflow.domain.model import InvalidInput
-from optflow.domain.templates import TEMPLATE_NAMES
+from optflow.domain.templates import TEMPLATE_NAMES, packaged_file_name
 
 COMMON_VARIABLES: frozenset[str] = frozenset(
     {
@@ -138,6 +140,7 @@ class Rendered:
     source: TextSource
     error: str | None = None  # what failed on the way to `source`, if anything (no personal values)
     reason: str | None = None  # "limit" or "error": why the first choice was not used
+    language: str = DEFAULT_LANGUAGE  # the language of `text`: the one asked for, or English
 
     @property
     def used_fallback(self) -> bool:
@@ -331,8 +334,9 @@ class TemplateRenderer:
             auto_reload=False,
         )
         self._lock = threading.Lock()
-        # name -> compiled packaged template, or why it does not compile
-        self._defaults: dict[str, Template | _Failure] = {}
+        # (name, language) -> compiled packaged template, why it does not compile, or None when
+        # the template has no file in that language (it is not translated: English is used)
+        self._defaults: dict[tuple[str, str], Template | _Failure | None] = {}
         # (name, override source) -> compiled template, or why it does not compile; least recent first
         self._overrides: OrderedDict[tuple[str, str], Template | _Failure] = OrderedDict()
         # (name, override source) that passed check_override, least recent first
@@ -346,29 +350,38 @@ class TemplateRenderer:
     def limits(self) -> TemplateLimits:
         return self._limits
 
-    def render(self, name: str, variables: Mapping[str, object], override: str | None = None) -> Rendered:
-        """Render `name` with `variables`, using the org's `override` source when it works, else
-        the packaged template, else the built-in text. Never raises for a known name (an unknown
-        one is a caller bug: InvalidInput). Bounded: see `TemplateLimits`."""
+    def render(self, name: str, variables: Mapping[str, object], override: str | None = None,
+               language: str = DEFAULT_LANGUAGE) -> Rendered:
+        """Render `name` with `variables`, using the org's `override` source (written in
+        `language`) when it works, else the packaged template in `language` (in English when the
+        template has no file in that language), else the built-in text (English). Never raises
+        for a known name (an unknown name or language is a caller bug: InvalidInput). Bounded:
+        see `TemplateLimits`."""
         _require_known(name)
+        _require_language(language)
         first: str | None = None  # what was wrong with the override
         reason: str | None = None
         if override is not None:
             text, failure = self._attempt(self._override(name, override), variables)
             if failure is None:
-                return Rendered(text=text, name=name, source=TextSource.OVERRIDE)
+                return Rendered(text=text, name=name, source=TextSource.OVERRIDE, language=language)
             first, reason = self._fell_back(name, failure, TextSource.PACKAGED, variables), failure.reason
 
-        text, failure = self._attempt(self._default(name), variables)
+        packaged, packaged_language = self._default(name, language), language
+        if packaged is None:  # not translated
+            packaged, packaged_language = self._default(name, DEFAULT_LANGUAGE), DEFAULT_LANGUAGE
+        assert packaged is not None  # every template has its English file, or a _Failure saying why not
+        text, failure = self._attempt(packaged, variables)
         if failure is None:
             error = None if first is None else f"override: {first}"
-            return Rendered(text=text, name=name, source=TextSource.PACKAGED, error=error, reason=reason)
+            return Rendered(text=text, name=name, source=TextSource.PACKAGED, error=error, reason=reason,
+                            language=packaged_language)
 
         problems = f"packaged: {self._fell_back(name, failure, TextSource.BUILT_IN, variables)}"
         if first is not None:
             problems = f"override: {first}; {problems}"
         return Rendered(text=BUILT_IN_TEXTS[name](variables), name=name, source=TextSource.BUILT_IN,
-                        error=problems, reason=reason or failure.reason)
+                        error=problems, reason=reason or failure.reason, language=DEFAULT_LANGUAGE)
 
     def check_override(self, name: str, source: str) -> str | None:
         """Validate an org's template before it is saved: None when it is fine, else what is wrong.
@@ -459,18 +472,25 @@ class TemplateRenderer:
                 stream.close()  # type: ignore[attr-defined]
         return "".join(chunks).strip()
 
-    def _default(self, name: str) -> Template | _Failure:
-        template = self._defaults.get(name)
-        if template is None:
+    def _default(self, name: str, language: str) -> Template | _Failure | None:
+        """The packaged template of `name` in `language`, compiled at its first use; None when it
+        has no file in that language other than English (a missing English file is a failure)."""
+        key = (name, language)
+        if key in self._defaults:
+            return self._defaults[key]
+        path = self._template_dir / packaged_file_name(name, language)
+        template: Template | _Failure | None
+        if language != DEFAULT_LANGUAGE and not path.exists():
+            template = None
+        else:
             try:
-                source = (self._template_dir / f"{name}.j2").read_text(encoding="utf-8")
-                template = self._compile(source, name)
+                template = self._compile(path.read_text(encoding="utf-8"), name)
             except TemplateLimitExceeded as exc:
                 template = _Failure("limit", str(exc))
             except Exception as exc:  # missing or unreadable file, syntax error
                 template = _Failure("error", _describe(exc))
-            with self._lock:
-                self._defaults[name] = template
+        with self._lock:
+            self._defaults[key] = template
         return template
 
     def _override(self, name: str, source: str) -> Template | _Failure:
@@ -503,3 +523,9 @@ class TemplateRenderer:
 def _require_known(name: str) -> None:
     if name not in TEMPLATE_VARIABLES:
         raise InvalidInput(f"unknown message template {name!r}", code="unknown_template")
+
+
+def _require_language(language: str) -> None:
+    if language not in SUPPORTED_LANGUAGES:
+        raise InvalidInput(f"unknown language {language!r}: use one of {', '.join(SUPPORTED_LANGUAGES)}",
+                           code="unknown_language")
