@@ -169,3 +169,8 @@ def test_keywords_by_country_merge_country_by_country_from_the_parent() -> None:
     parent = {"keywords_by_country": {"MX": {"es": {"opt_out": ["BAJA"]}}}}
     child = {"keywords_by_country": {"BR": {"pt": {"opt_out": ["SAIA"]}}}}
     assert set(resolve([parent, child]).keywords_by_country) == {"MX", "BR"}
+
+
+def test_a_country_given_twice_is_refused() -> None:
+    with pytest.raises(ValueError, match="MX is given twice"):
+        resolve([{"keywords_by_country": {"mx": {"es": {"opt_out": ["BAJA"]}}, "MX": {"es": {"opt_out": ["X"]}}}}])

@@ -84,6 +84,8 @@ class OrgSettings(BaseModel):
             country = code.strip().upper()
             if not is_country_code(country):
                 raise ValueError(f"{code!r} is not a country code such as 'MX' or 'US' (ISO 3166)")
+            if country in known:
+                raise ValueError(f"{country} is given twice")
             known[country] = additions
         return known
 

@@ -90,7 +90,7 @@ def register(main: click.Group) -> None:
         pt; `none` to forget it) when their own message does not say."""
         org_id = obj.org_id(org)
         contact_id = resolve_contact(obj, org_id, contact)
-        code = "" if language.strip().lower() == "none" else language
+        code = "" if language.strip().lower() == "none" else language.strip().lower()
         obj.system.bus.handle(c.UpdateContact(org_id, contact_id, language=code))
         click.echo(f"contact {contact_id}: language {code or 'not set'}")
 
