@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 
-from optflow.adapters.templates import TemplateRenderer, TextSource
+from optflow.adapters.templates import BUILT_IN_TEXTS, TemplateRenderer, TextSource, built_in_text
 from optflow.domain.languages import CHANNEL_WORDS, YES_WORDS, localised_setting
 from optflow.domain.model import Channel, InvalidInput
 from optflow.domain.templates import CUSTOMER_TEMPLATE_NAMES, TEMPLATE_NAMES
@@ -126,16 +127,31 @@ def test_a_broken_override_falls_back_to_the_packaged_text_in_the_same_language(
     assert OPTED_OUT["pt"] in result.text
 
 
-def test_a_broken_translation_falls_back_to_the_english_built_in_text(tmp_path: Path) -> None:
-    """The last-resort texts are English only: they are for a broken deployment, and short."""
-    import shutil
-
+def test_a_broken_translation_falls_back_to_the_built_in_text_in_the_same_language(tmp_path: Path) -> None:
     shutil.copytree(REPO_TEMPLATES, tmp_path / "t")
     (tmp_path / "t/customer/opt_out_confirmation.es.j2").write_text("{% for %}")
     name = "customer/opt_out_confirmation"
     result = TemplateRenderer(tmp_path / "t").render(name, in_language(name, "es"), language="es")
-    assert (result.source, result.language) == (TextSource.BUILT_IN, "en")
-    assert "unsubscribed" in result.text and re.search(r"\bSTART\b", result.text)
+    assert (result.source, result.language) == (TextSource.BUILT_IN, "es")
+    assert result.text == ("Lakeside Auto Service: se ha dado de baja y no recibirá más mensajes. "
+                           "Responda START para volver a suscribirse.")
+
+
+@pytest.mark.parametrize("language", TRANSLATED)
+@pytest.mark.parametrize("name", CUSTOMER_TEMPLATE_NAMES)
+def test_every_customer_template_has_a_built_in_text_in_every_language(name: str, language: str) -> None:
+    text, in_language_ = built_in_text(name, language, {})  # needs no variables at all
+    assert in_language_ == language and text.strip() and "{" not in text
+    assert text != built_in_text(name, "en", {})[0]
+    full, _ = built_in_text(name, language, in_language(name, language))
+    if name == "customer/opt_out_confirmation":
+        assert OPTED_OUT[language].split()[-1] in full and re.search(r"\bSTART\b", full)
+    if name in ("customer/help", "customer/opt_in_confirmation"):
+        assert RATES[language] in full and re.search(r"\bSTOP\b", full)
+
+
+def test_the_notes_to_the_employee_have_english_built_in_texts_only() -> None:
+    assert built_in_text("employee/pin_sent", "fr", {}) == (BUILT_IN_TEXTS["employee/pin_sent"]({}), "en")
 
 
 @pytest.mark.parametrize("language", ["de", "EN", "", "es-MX"])

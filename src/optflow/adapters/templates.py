@@ -37,7 +37,7 @@ from optflow.adapters.template_limits import (
     metered,
     size_of,
 )
-from optflow.domain.languages import DEFAULT_LANGUAGE, SUPPORTED_LANGUAGES
+from optflow.domain.languages import DEFAULT_LANGUAGE, SUPPORTED_LANGUAGES, YES_WORDS
 from optflow.domain.model import InvalidInput
 from optflow.domain.templates import TEMPLATE_NAMES, packaged_file_name
 
@@ -285,7 +285,93 @@ BUILT_IN_TEXTS: Mapping[str, Callable[[Mapping[str, object]], str]] = MappingPro
     "employee/pin_sent": _pin_sent_built_in,
     "email/marketing_footer": _footer_built_in,
 })
-"""The last-resort text of every template (tests check that none is missing)."""
+"""The last-resort text of every template, in English (tests check that none is missing)."""
+
+# The last-resort texts of the customer's templates in the other languages: format strings over
+# the values `_built_in_values` computes (never the org's text: these cannot fail).
+_TRANSLATED_BUILT_INS: Mapping[str, Mapping[str, str]] = MappingProxyType({
+    "es": {
+        "customer/opt_out_confirmation": "{sender}: se ha dado de baja y no recibirá más mensajes. Responda "
+                                         "{start_word} para volver a suscribirse.",
+        "customer/help": "{sender}:{help_line} Pueden aplicarse tarifas de mensajes y datos. Responda {stop_word} "
+                         "para cancelar.",
+        "customer/opt_in_request.employee_started": "{org} desea enviarle mensajes. Responda {yes_word} para aceptar "
+                                                    "o {stop_word} para cancelar. Pueden aplicarse tarifas de "
+                                                    "mensajes y datos.",
+        "customer/opt_in_confirmation": "{sender}: se ha suscrito. Pueden aplicarse tarifas de mensajes y datos. "
+                                        "Responda {help_word} para ayuda, {stop_word} para cancelar.",
+        "customer/reauth_request": "{org}: responda {yes_word} para seguir recibiendo nuestros mensajes o "
+                                   "{stop_word} para cancelar.",
+        "customer/pin": "{org}: su código es {pin}.{valid_line}",
+        "customer/disclaimer": "Este mensaje es de {org}, una empresa. Responda {stop_word} para cancelar.",
+        "email/marketing_footer": "Recibe este correo de {org}.\nCancelar la suscripción: {unsubscribe_url}",
+        # pieces
+        "help_line": " Ayuda: {}.", "valid_line": " Es válido por {} minutos.", "sender": "Este remitente",
+        "pin": "(no disponible)", "unsubscribe_url": "(responda STOP)",
+    },
+    "fr": {
+        "customer/opt_out_confirmation": "{sender} : votre désabonnement est confirmé, vous ne recevrez plus de "
+                                         "messages. Répondez {start_word} pour vous réabonner.",
+        "customer/help": "{sender} :{help_line} Des frais de messages et de données peuvent s'appliquer. Répondez "
+                         "{stop_word} pour vous désabonner.",
+        "customer/opt_in_request.employee_started": "{org} souhaite vous envoyer des messages. Répondez {yes_word} "
+                                                    "pour accepter ou {stop_word} pour refuser. Des frais de "
+                                                    "messages et de données peuvent s'appliquer.",
+        "customer/opt_in_confirmation": "{sender} : inscription confirmée. Des frais de messages et de données "
+                                        "peuvent s'appliquer. Répondez {help_word} pour de l'aide, {stop_word} pour "
+                                        "vous désabonner.",
+        "customer/reauth_request": "{org} : répondez {yes_word} pour continuer à recevoir nos messages ou "
+                                   "{stop_word} pour vous désabonner.",
+        "customer/pin": "{org} : votre code est {pin}.{valid_line}",
+        "customer/disclaimer": "Ce message provient de {org}, une entreprise. Répondez {stop_word} pour vous "
+                               "désabonner.",
+        "email/marketing_footer": "Vous recevez ce message de {org}.\nSe désabonner : {unsubscribe_url}",
+        "help_line": " Aide : {}.", "valid_line": " Il est valable {} minutes.", "sender": "Cet expéditeur",
+        "pin": "(non disponible)", "unsubscribe_url": "(répondez STOP)",
+    },
+    "pt": {
+        "customer/opt_out_confirmation": "{sender}: sua inscrição foi cancelada e você não receberá mais "
+                                         "mensagens. Responda {start_word} para voltar a receber.",
+        "customer/help": "{sender}:{help_line} Podem ser cobradas tarifas de mensagens e dados. Responda "
+                         "{stop_word} para cancelar.",
+        "customer/opt_in_request.employee_started": "{org} gostaria de enviar mensagens para você. Responda "
+                                                    "{yes_word} para aceitar ou {stop_word} para cancelar. Podem "
+                                                    "ser cobradas tarifas de mensagens e dados.",
+        "customer/opt_in_confirmation": "{sender}: inscrição confirmada. Podem ser cobradas tarifas de mensagens "
+                                        "e dados. Responda {help_word} para ajuda, {stop_word} para cancelar.",
+        "customer/reauth_request": "{org}: responda {yes_word} para continuar recebendo nossas mensagens ou "
+                                   "{stop_word} para cancelar.",
+        "customer/pin": "{org}: seu código é {pin}.{valid_line}",
+        "customer/disclaimer": "Esta mensagem é de {org}, uma empresa. Responda {stop_word} para cancelar.",
+        "email/marketing_footer": "Você recebe este e-mail de {org}.\nCancelar inscrição: {unsubscribe_url}",
+        "help_line": " Ajuda: {}.", "valid_line": " Ele vale por {} minutos.", "sender": "Este remetente",
+        "pin": "(indisponível)", "unsubscribe_url": "(responda STOP)",
+    },
+})
+_SAME_BUILT_IN = {"customer/opt_in_request.customer_started": "customer/opt_in_request.employee_started"}
+
+
+def built_in_text(name: str, language: str, variables: Mapping[str, object]) -> tuple[str, str]:
+    """The last-resort text of `name` in `language` and the language it is in: the customer's
+    templates have one in every supported language, the employee's notes in English only."""
+    phrases = _TRANSLATED_BUILT_INS.get(language)
+    form = phrases.get(_SAME_BUILT_IN.get(name, name)) if phrases is not None else None
+    if phrases is None or form is None:
+        return BUILT_IN_TEXTS[name](variables), DEFAULT_LANGUAGE
+    v = variables
+    sender = _text_of(v, "program_name", _text_of(v, "org_name", phrases["sender"]))
+    org = _text_of(v, "org_name", _text_of(v, "program_name", phrases["sender"]))
+    contact = _text_of(v, "help_contact", "")
+    minutes = _text_of(v, "pin_valid_minutes", "")
+    return form.format(
+        sender=sender, org=org,
+        help_line=phrases["help_line"].format(contact) if contact else "",
+        valid_line=phrases["valid_line"].format(minutes) if minutes else "",
+        start_word=_text_of(v, "start_word", "START"), stop_word=_text_of(v, "stop_word", "STOP"),
+        help_word=_text_of(v, "help_word", "HELP"), yes_word=_text_of(v, "yes_word", YES_WORDS[language]),
+        pin=_text_of(v, "pin", phrases["pin"]),
+        unsubscribe_url=_text_of(v, "unsubscribe_url", phrases["unsubscribe_url"]),
+    ), language
 
 
 def _describe(exc: BaseException) -> str:
@@ -354,7 +440,8 @@ class TemplateRenderer:
                language: str = DEFAULT_LANGUAGE) -> Rendered:
         """Render `name` with `variables`, using the org's `override` source (written in
         `language`) when it works, else the packaged template in `language` (in English when the
-        template has no file in that language), else the built-in text (English). Never raises
+        template has no file in that language), else the built-in text (in `language` for the
+        customer's templates, `built_in_text`). Never raises
         for a known name (an unknown name or language is a caller bug: InvalidInput). Bounded:
         see `TemplateLimits`."""
         _require_known(name)
@@ -380,8 +467,9 @@ class TemplateRenderer:
         problems = f"packaged: {self._fell_back(name, failure, TextSource.BUILT_IN, variables)}"
         if first is not None:
             problems = f"override: {first}; {problems}"
-        return Rendered(text=BUILT_IN_TEXTS[name](variables), name=name, source=TextSource.BUILT_IN,
-                        error=problems, reason=reason or failure.reason, language=DEFAULT_LANGUAGE)
+        text, in_language = built_in_text(name, language, variables)
+        return Rendered(text=text, name=name, source=TextSource.BUILT_IN,
+                        error=problems, reason=reason or failure.reason, language=in_language)
 
     def check_override(self, name: str, source: str) -> str | None:
         """Validate an org's template before it is saved: None when it is fine, else what is wrong.
