@@ -269,7 +269,7 @@ def prerender_inbound(uow: UnitOfWork, svc: Services, cmd: c.ReceiveInbound, now
         return
     address, contact = _sender(uow, org_id, cmd)
     contact_id = contact.id if contact is not None else None
-    classification = classify_inbound(svc, settings, cmd.body, cmd.opt_out_type, country_of(address))
+    classification = classify_inbound(svc, settings, cmd.body, cmd.opt_out_type, sender_country(settings, address))
     intent = classification.intent
     language = customer_language(settings, contact, spoken_language(classification.language,
                                                                     classification.matched, cmd.body))
@@ -513,6 +513,12 @@ def _record_reply(uow: UnitOfWork, org_id: int, contact_id: int | None, consent:
             uow.consents.save(consent, now)
 
 
+def sender_country(settings: OrgSettings, address: str) -> str | None:
+    """The country whose keywords apply to `address`; only looked up (a phone number parse, cached)
+    for an org that has keywords for some country."""
+    return country_of(address) if settings.keywords_by_country else None
+
+
 def classify_inbound(svc: Services, settings: OrgSettings, body: str, opt_out_type: str | None,
                      country: str | None = None) -> Classification:
     """What the customer's message asks for, read with the keywords of the org and of the sender's
@@ -534,7 +540,7 @@ def receive_inbound(cmd: c.ReceiveInbound, uow: UnitOfWork, svc: Services, now: 
     address, contact = _sender(uow, org_id, cmd)
     contact_id = contact.id if contact is not None else None
     settings = uow.orgs.settings(org_id)
-    classification = classify_inbound(svc, settings, cmd.body, cmd.opt_out_type, country_of(address))
+    classification = classify_inbound(svc, settings, cmd.body, cmd.opt_out_type, sender_country(settings, address))
     intent = classification.intent
     # Stored with the status and replies most messages end with; changed below only if needed.
     status = stored_status = MessageStatus.DELIVERED if contact is not None else MessageStatus.UNASSOCIATED
