@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Protocol
 
+from ..domain.languages import DEFAULT_LANGUAGE
+
 
 class RenderedText(Protocol):
     @property
@@ -20,7 +22,7 @@ class Renderer(Protocol):
     text, else a built-in one. Never raises for a known name; bounded."""
 
     def render(self, name: str, variables: Mapping[str, object], override: str | None = None,
-               language: str = "en") -> RenderedText:
+               language: str = DEFAULT_LANGUAGE) -> RenderedText:
         """`override` is the org's text for `language`; the packaged text is taken in `language`
         (English when the template is not translated)."""
         ...
