@@ -46,6 +46,18 @@ def test_alto_gets_the_spanish_confirmation_and_opts_out(server: Server, library
     assert opt_out_entries(library, server.org_id, number) == [("opt_out", "opted_out")]
 
 
+@pytest.mark.parametrize(("body", "expected"), [
+    pytest.param("Por favor ya no me manden más mensajes", SPANISH_CONFIRMATION, id="spanish"),
+    pytest.param("Arrêtez de m'écrire svp", FRENCH_CONFIRMATION, id="french"),
+])
+def test_a_plain_language_opt_out_is_confirmed_in_its_language(server: Server, library: Library, body: str,
+                                                                expected: str) -> None:
+    number = library.new_number()
+    [reply] = twiml_messages(server.sms(number, body))
+    assert expected in reply
+    assert library.consent(server.org_id, number).state is State.OPTED_OUT
+
+
 def test_a_portuguese_opt_out_gets_the_portuguese_confirmation(server: Server, library: Library) -> None:
     number = library.new_number()
     [reply] = twiml_messages(server.sms(number, "SAIR"))
