@@ -53,6 +53,13 @@ def test_the_keywords_every_language_shows_say_nothing_about_the_language(text: 
     result = classify(text)
     assert result.language == "en"  # the table files them under English...
     assert spoken_language(result.language, result.matched, text) is None  # ...but they tell nothing
+    # Whatever a classifier reports as the match, the message STOP alone tells nothing either.
+    assert spoken_language("en", "rule opt_out: stop", text) is None
+
+
+def test_a_request_in_english_words_is_english() -> None:
+    result = classify("please stop texting me")
+    assert spoken_language(result.language, result.matched, "please stop texting me") == "en"
 
 
 @pytest.mark.parametrize(("text", "language"), [

@@ -109,9 +109,10 @@ def detect_language(text: str) -> str | None:
 
 def spoken_language(matched_language: str | None, matched: str | None, text: str) -> str | None:
     """The language the customer used in one message: the language of the keyword or phrase it
-    matched (unless that keyword is one every language shows, `NEUTRAL_KEYWORDS`), else the one
-    its words show (`detect_language`), else None."""
-    if matched_language is not None and normalise(matched or "") not in NEUTRAL_KEYWORDS:
+    matched (unless that keyword, or the whole message, is one every language shows,
+    `NEUTRAL_KEYWORDS`), else the one its words show (`detect_language`), else None."""
+    neutral = normalise(matched or "") in NEUTRAL_KEYWORDS or normalise(text) in NEUTRAL_KEYWORDS
+    if matched_language is not None and not neutral:
         language = supported_language(matched_language)
         if language is not None:
             return language
