@@ -29,13 +29,13 @@ DELIVERED = ("queued", "sending", "sent")  # on its way or gone: the scheduler t
 
 
 def text(library: Library, org: TestOrg, template: str, contact_id: int | None = None,
-         actor: Actor | None = None, channel: Channel = Channel.TEXT, **extra: Any) -> str:
-    """What the packaged `template` says in this conversation."""
+         actor: Actor | None = None, channel: Channel = Channel.TEXT, language: str = "en", **extra: Any) -> str:
+    """What the packaged `template` says in this conversation, in `language`."""
     with library.system.bus.uow() as uow:
         settings = uow.orgs.settings(org.id)
         contact = uow.contacts.get(org.id, contact_id) if contact_id is not None else None
-        variables = template_variables(uow, org.id, settings, channel, contact, actor, **extra)
-    return library.system.services.renderer.render(template, variables).text
+        variables = template_variables(uow, org.id, settings, channel, contact, actor, language=language, **extra)
+    return library.system.services.renderer.render(template, variables, language=language).text
 
 
 def new_contact(library: Library, org: TestOrg, *, emails: tuple[str, ...] = ()) -> tuple[int, str]:

@@ -27,10 +27,11 @@ class CrashingRenderer(TemplateRenderer):
     """The real renderer, except that any message to the contact named `CRASHING_NAME` blows up:
     a stand-in for a bug anywhere in the reply pipeline."""
 
-    def render(self, name: str, variables: Mapping[str, object], override: str | None = None) -> Rendered:
+    def render(self, name: str, variables: Mapping[str, object], override: str | None = None,
+               language: str = "en") -> Rendered:
         if variables.get("contact_name") == CRASHING_NAME:
             raise RuntimeError("the template engine fell over")
-        return super().render(name, variables, override)
+        return super().render(name, variables, override, language)
 
 
 def phone(n: int) -> str:

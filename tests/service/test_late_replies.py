@@ -46,10 +46,11 @@ class SlowConfirmation(TemplateRenderer):
         super().__init__(None)
         self.monotonic, self.delay = monotonic, delay
 
-    def render(self, name: str, variables: Mapping[str, object], override: str | None = None) -> Rendered:
+    def render(self, name: str, variables: Mapping[str, object], override: str | None = None,
+               language: str = "en") -> Rendered:
         if name == "customer/opt_out_confirmation":
             self.monotonic.now += self.delay
-        return super().render(name, variables, override)
+        return super().render(name, variables, override, language)
 
 
 @pytest.fixture

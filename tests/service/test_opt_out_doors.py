@@ -57,7 +57,8 @@ class CarrierRefuses(RecordingSender):
 class BrokenRenderer(TemplateRenderer):
     """Rendering fails outright (a bug, a disk error): the bus's fallback records the opt-out."""
 
-    def render(self, name: str, variables: dict[str, Any], override: str | None = None) -> Rendered:
+    def render(self, name: str, variables: dict[str, Any], override: str | None = None,
+               language: str = "en") -> Rendered:
         raise RuntimeError("rendering is broken")
 
 

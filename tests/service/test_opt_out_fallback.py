@@ -27,7 +27,8 @@ CUSTOMER = "+14155550142"
 class BrokenRenderer(TemplateRenderer):
     """Every template fails: a stand-in for a bug anywhere in the reply pipeline."""
 
-    def render(self, name: str, variables: Mapping[str, object], override: str | None = None) -> Rendered:
+    def render(self, name: str, variables: Mapping[str, object], override: str | None = None,
+               language: str = "en") -> Rendered:
         raise RuntimeError("the template engine fell over")
 
 

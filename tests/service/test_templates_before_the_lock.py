@@ -35,7 +35,8 @@ class LockProbe(TemplateRenderer):
         self.database = database
         self.overrides: list[tuple[str, bool]] = []  # (template, could another writer write?)
 
-    def render(self, name: str, variables: Mapping[str, object], override: str | None = None) -> Rendered:
+    def render(self, name: str, variables: Mapping[str, object], override: str | None = None,
+               language: str = "en") -> Rendered:
         if override is not None:
             probe = sqlite3.connect(self.database, timeout=0, isolation_level=None)
             try:
@@ -47,11 +48,11 @@ class LockProbe(TemplateRenderer):
             finally:
                 probe.close()
             self.overrides.append((name, free))
-        return super().render(name, variables, override)
+        return super().render(name, variables, override, language)
 
 
-def probed(system: System) -> LockProbe:
-    org = new_org(system, templates=OVERRIDES)
+def probed(system: System, templates: dict[str, str] = OVERRIDES) -> LockProbe:
+    org = new_org(system, templates=templates)
     agent = Actor(ActorKind.AGENT, str(new_agent(system, org).id), "agent")
     contact = system.bus.handle(c.CreateContact(org, name="Sam", phones=(PHONE,))).contact_id
     system.bus.handle(c.RecordOptIn(org, contact, Channel.TEXT, agent, method="paper_form"))
@@ -84,3 +85,28 @@ def test_the_probe_sees_a_render_inside_the_transaction(system: System) -> None:
     probe = probed(system)
     system.bus.handle(c.ReceiveInbound(Channel.TEXT, PHONE, ORG_NUMBER, "STOP", "SMstop2"))
     assert probe.overrides and not any(free for _, free in probe.overrides)
+
+
+SPANISH_OVERRIDES = {
+    "customer/opt_out_confirmation.es": "{{ org_name }}: no le escribiremos más. {{ start_word }} para volver.",
+    "customer/help.es": "Ayuda de {{ org_name }}: {{ help_contact }}.",
+    **OVERRIDES,
+}
+
+
+async def test_the_overrides_of_the_customers_language_are_rendered_before_the_write_lock(system: System) -> None:
+    """The pre-render reads the language as the handler does: AYUDA and ALTO get the Spanish
+    overrides, rendered before the lock; the note to the employee is in the org's language."""
+    probe = probed(system, SPANISH_OVERRIDES)
+    batcher = InboundBatcher(system)
+    batcher.start()
+    try:
+        help_ = await batcher.submit(c.ReceiveInbound(Channel.TEXT, PHONE, ORG_NUMBER, "AYUDA", "SMayuda1"))
+        stop = await batcher.submit(c.ReceiveInbound(Channel.TEXT, PHONE, ORG_NUMBER, "ALTO", "SMalto1"))
+    finally:
+        await batcher.close()
+    assert help_.replies == ("Ayuda de Acme: responda HELP.",)
+    assert stop.replies == ("Acme: no le escribiremos más. START para volver.",)
+    assert {name for name, _ in probe.overrides} == {"customer/help", "customer/opt_out_confirmation",
+                                                     "employee/contact_opted_out"}
+    assert all(free for _, free in probe.overrides), probe.overrides

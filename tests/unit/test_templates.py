@@ -25,6 +25,7 @@ from optflow.adapters.templates import (
     template_fallback_counter,
 )
 from optflow.domain.model import InvalidInput
+from optflow.domain.templates import CUSTOMER_TEMPLATE_NAMES, packaged_file_name
 
 REPO_TEMPLATES = Path(__file__).resolve().parents[2] / "message_templates"
 
@@ -105,8 +106,11 @@ def template_copy(tmp_path: Path) -> Path:
 
 
 def test_template_files_are_exactly_the_known_names() -> None:
-    files = {str(p.relative_to(REPO_TEMPLATES).with_suffix("")) for p in REPO_TEMPLATES.rglob("*.j2")}
-    assert files == set(TEMPLATE_NAMES)
+    """Every template in English; the customer's ones in every other supported language too."""
+    files = {str(p.relative_to(REPO_TEMPLATES)) for p in REPO_TEMPLATES.rglob("*.j2")}
+    assert files == {packaged_file_name(name, "en") for name in TEMPLATE_NAMES} | {
+        packaged_file_name(name, language) for name in CUSTOMER_TEMPLATE_NAMES for language in ("es", "fr", "pt")
+    }
     assert not [p for p in REPO_TEMPLATES.rglob("*") if p.is_file() and p.suffix != ".j2"]
 
 
@@ -612,7 +616,8 @@ def test_template_dir_comes_from_the_environment_when_set(
 def test_template_dir_defaults_to_the_packaged_templates(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(TEMPLATE_DIR_ENV, raising=False)
     found = default_template_dir()
-    assert {str(p.relative_to(found).with_suffix("")) for p in found.rglob("*.j2")} == set(TEMPLATE_NAMES)
+    assert {str(p.relative_to(found)) for p in found.rglob("*.j2")} >= {f"{name}.j2" for name in TEMPLATE_NAMES}
+    assert (found / "customer/opt_out_confirmation.es.j2").is_file()
 
 
 def test_a_missing_template_dir_fails_at_startup_not_at_the_first_message(tmp_path: Path) -> None:

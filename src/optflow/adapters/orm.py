@@ -139,6 +139,7 @@ class ContactRow(SQLModel, table=True):
     dnd_channels: str = ""  # comma-separated channels
     created_at: datetime = Field(sa_type=UtcDateTime)
     updated_at: datetime = Field(sa_type=UtcDateTime)
+    language: str | None = None  # ISO 639-1 code the contact is answered in (domain/languages.py)
 
 
 class AddressRow(SQLModel, table=True):

@@ -337,9 +337,9 @@ class ContactRepository:
 
     def create(self, org_id: int, now: datetime, name: str = "", time_zone: str | None = None,
                region: str | None = None, fields: Mapping[str, Any] | None = None,
-               marketing_allowed: bool = True) -> int:
+               marketing_allowed: bool = True, language: str | None = None) -> int:
         return new_id(self.conn.execute(insert(orm.contacts).values(
-            org_id=org_id, name=name, time_zone=time_zone, region=region,
+            org_id=org_id, name=name, time_zone=time_zone, region=region, language=language,
             fields_json=json.dumps(dict(fields or {})), marketing_allowed=marketing_allowed,
             created_at=now, updated_at=now,
         )))

@@ -1,7 +1,8 @@
 """Render the messages sent on consent changes from Jinja templates.
 
-The packaged templates live in `message_templates/<name>.j2`; an org may override any of them
-with its own source text. Org text is untrusted, so everything runs in a sandbox whose every
+The packaged templates live in `message_templates/<name>.j2` (English) and
+`message_templates/<name>.<language>.j2` (Spanish, French, Portuguese); an org may override any
+of them, per language, with its own source text. Org text is untrusted, so everything runs in a sandbox whose every
 render is bounded in steps, sizes and CPU time (`template_limits.MeteredSandbox`), and `render`
 always returns a text: the org's override when it works, else the packaged template, else a
 built-in text written in Python. Each fallback is logged (without the values rendered) and
@@ -36,8 +37,9 @@ from optflow.adapters.template_limits import (
     metered,
     size_of,
 )
+from optflow.domain.languages import DEFAULT_LANGUAGE, SUPPORTED_LANGUAGES, YES_WORDS
 from optflow.domain.model import InvalidInput
-from optflow.domain.templates import TEMPLATE_NAMES
+from optflow.domain.templates import TEMPLATE_NAMES, packaged_file_name
 
 COMMON_VARIABLES: frozenset[str] = frozenset(
     {
@@ -138,6 +140,7 @@ class Rendered:
     source: TextSource
     error: str | None = None  # what failed on the way to `source`, if anything (no personal values)
     reason: str | None = None  # "limit" or "error": why the first choice was not used
+    language: str = DEFAULT_LANGUAGE  # the language of `text`: the one asked for, or English
 
     @property
     def used_fallback(self) -> bool:
@@ -282,7 +285,93 @@ BUILT_IN_TEXTS: Mapping[str, Callable[[Mapping[str, object]], str]] = MappingPro
     "employee/pin_sent": _pin_sent_built_in,
     "email/marketing_footer": _footer_built_in,
 })
-"""The last-resort text of every template (tests check that none is missing)."""
+"""The last-resort text of every template, in English (tests check that none is missing)."""
+
+# The last-resort texts of the customer's templates in the other languages: format strings over
+# the values `_built_in_values` computes (never the org's text: these cannot fail).
+_TRANSLATED_BUILT_INS: Mapping[str, Mapping[str, str]] = MappingProxyType({
+    "es": {
+        "customer/opt_out_confirmation": "{sender}: se ha dado de baja y no recibirá más mensajes. Responda "
+                                         "{start_word} para volver a suscribirse.",
+        "customer/help": "{sender}:{help_line} Pueden aplicarse tarifas de mensajes y datos. Responda {stop_word} "
+                         "para cancelar.",
+        "customer/opt_in_request.employee_started": "{org} desea enviarle mensajes. Responda {yes_word} para aceptar "
+                                                    "o {stop_word} para cancelar. Pueden aplicarse tarifas de "
+                                                    "mensajes y datos.",
+        "customer/opt_in_confirmation": "{sender}: se ha suscrito. Pueden aplicarse tarifas de mensajes y datos. "
+                                        "Responda {help_word} para ayuda, {stop_word} para cancelar.",
+        "customer/reauth_request": "{org}: responda {yes_word} para seguir recibiendo nuestros mensajes o "
+                                   "{stop_word} para cancelar.",
+        "customer/pin": "{org}: su código es {pin}.{valid_line}",
+        "customer/disclaimer": "Este mensaje es de {org}, una empresa. Responda {stop_word} para cancelar.",
+        "email/marketing_footer": "Recibe este correo de {org}.\nCancelar la suscripción: {unsubscribe_url}",
+        # pieces
+        "help_line": " Ayuda: {}.", "valid_line": " Es válido por {} minutos.", "sender": "Este remitente",
+        "pin": "(no disponible)", "unsubscribe_url": "(responda STOP)",
+    },
+    "fr": {
+        "customer/opt_out_confirmation": "{sender} : votre désabonnement est confirmé, vous ne recevrez plus de "
+                                         "messages. Répondez {start_word} pour vous réabonner.",
+        "customer/help": "{sender} :{help_line} Des frais de messages et de données peuvent s'appliquer. Répondez "
+                         "{stop_word} pour vous désabonner.",
+        "customer/opt_in_request.employee_started": "{org} souhaite vous envoyer des messages. Répondez {yes_word} "
+                                                    "pour accepter ou {stop_word} pour refuser. Des frais de "
+                                                    "messages et de données peuvent s'appliquer.",
+        "customer/opt_in_confirmation": "{sender} : inscription confirmée. Des frais de messages et de données "
+                                        "peuvent s'appliquer. Répondez {help_word} pour de l'aide, {stop_word} pour "
+                                        "vous désabonner.",
+        "customer/reauth_request": "{org} : répondez {yes_word} pour continuer à recevoir nos messages ou "
+                                   "{stop_word} pour vous désabonner.",
+        "customer/pin": "{org} : votre code est {pin}.{valid_line}",
+        "customer/disclaimer": "Ce message provient de {org}, une entreprise. Répondez {stop_word} pour vous "
+                               "désabonner.",
+        "email/marketing_footer": "Vous recevez ce message de {org}.\nSe désabonner : {unsubscribe_url}",
+        "help_line": " Aide : {}.", "valid_line": " Il est valable {} minutes.", "sender": "Cet expéditeur",
+        "pin": "(non disponible)", "unsubscribe_url": "(répondez STOP)",
+    },
+    "pt": {
+        "customer/opt_out_confirmation": "{sender}: sua inscrição foi cancelada e você não receberá mais "
+                                         "mensagens. Responda {start_word} para voltar a receber.",
+        "customer/help": "{sender}:{help_line} Podem ser cobradas tarifas de mensagens e dados. Responda "
+                         "{stop_word} para cancelar.",
+        "customer/opt_in_request.employee_started": "{org} gostaria de enviar mensagens para você. Responda "
+                                                    "{yes_word} para aceitar ou {stop_word} para cancelar. Podem "
+                                                    "ser cobradas tarifas de mensagens e dados.",
+        "customer/opt_in_confirmation": "{sender}: inscrição confirmada. Podem ser cobradas tarifas de mensagens "
+                                        "e dados. Responda {help_word} para ajuda, {stop_word} para cancelar.",
+        "customer/reauth_request": "{org}: responda {yes_word} para continuar recebendo nossas mensagens ou "
+                                   "{stop_word} para cancelar.",
+        "customer/pin": "{org}: seu código é {pin}.{valid_line}",
+        "customer/disclaimer": "Esta mensagem é de {org}, uma empresa. Responda {stop_word} para cancelar.",
+        "email/marketing_footer": "Você recebe este e-mail de {org}.\nCancelar inscrição: {unsubscribe_url}",
+        "help_line": " Ajuda: {}.", "valid_line": " Ele vale por {} minutos.", "sender": "Este remetente",
+        "pin": "(indisponível)", "unsubscribe_url": "(responda STOP)",
+    },
+})
+_SAME_BUILT_IN = {"customer/opt_in_request.customer_started": "customer/opt_in_request.employee_started"}
+
+
+def built_in_text(name: str, language: str, variables: Mapping[str, object]) -> tuple[str, str]:
+    """The last-resort text of `name` in `language` and the language it is in: the customer's
+    templates have one in every supported language, the employee's notes in English only."""
+    phrases = _TRANSLATED_BUILT_INS.get(language)
+    form = phrases.get(_SAME_BUILT_IN.get(name, name)) if phrases is not None else None
+    if phrases is None or form is None:
+        return BUILT_IN_TEXTS[name](variables), DEFAULT_LANGUAGE
+    v = variables
+    sender = _text_of(v, "program_name", _text_of(v, "org_name", phrases["sender"]))
+    org = _text_of(v, "org_name", _text_of(v, "program_name", phrases["sender"]))
+    contact = _text_of(v, "help_contact", "")
+    minutes = _text_of(v, "pin_valid_minutes", "")
+    return form.format(
+        sender=sender, org=org,
+        help_line=phrases["help_line"].format(contact) if contact else "",
+        valid_line=phrases["valid_line"].format(minutes) if minutes else "",
+        start_word=_text_of(v, "start_word", "START"), stop_word=_text_of(v, "stop_word", "STOP"),
+        help_word=_text_of(v, "help_word", "HELP"), yes_word=_text_of(v, "yes_word", YES_WORDS[language]),
+        pin=_text_of(v, "pin", phrases["pin"]),
+        unsubscribe_url=_text_of(v, "unsubscribe_url", phrases["unsubscribe_url"]),
+    ), language
 
 
 def _describe(exc: BaseException) -> str:
@@ -331,8 +420,9 @@ class TemplateRenderer:
             auto_reload=False,
         )
         self._lock = threading.Lock()
-        # name -> compiled packaged template, or why it does not compile
-        self._defaults: dict[str, Template | _Failure] = {}
+        # (name, language) -> compiled packaged template, why it does not compile, or None when
+        # the template has no file in that language (it is not translated: English is used)
+        self._defaults: dict[tuple[str, str], Template | _Failure | None] = {}
         # (name, override source) -> compiled template, or why it does not compile; least recent first
         self._overrides: OrderedDict[tuple[str, str], Template | _Failure] = OrderedDict()
         # (name, override source) that passed check_override, least recent first
@@ -346,29 +436,40 @@ class TemplateRenderer:
     def limits(self) -> TemplateLimits:
         return self._limits
 
-    def render(self, name: str, variables: Mapping[str, object], override: str | None = None) -> Rendered:
-        """Render `name` with `variables`, using the org's `override` source when it works, else
-        the packaged template, else the built-in text. Never raises for a known name (an unknown
-        one is a caller bug: InvalidInput). Bounded: see `TemplateLimits`."""
+    def render(self, name: str, variables: Mapping[str, object], override: str | None = None,
+               language: str = DEFAULT_LANGUAGE) -> Rendered:
+        """Render `name` with `variables`, using the org's `override` source (written in
+        `language`) when it works, else the packaged template in `language` (in English when the
+        template has no file in that language), else the built-in text (in `language` for the
+        customer's templates, `built_in_text`). Never raises
+        for a known name (an unknown name or language is a caller bug: InvalidInput). Bounded:
+        see `TemplateLimits`."""
         _require_known(name)
+        _require_language(language)
         first: str | None = None  # what was wrong with the override
         reason: str | None = None
         if override is not None:
             text, failure = self._attempt(self._override(name, override), variables)
             if failure is None:
-                return Rendered(text=text, name=name, source=TextSource.OVERRIDE)
+                return Rendered(text=text, name=name, source=TextSource.OVERRIDE, language=language)
             first, reason = self._fell_back(name, failure, TextSource.PACKAGED, variables), failure.reason
 
-        text, failure = self._attempt(self._default(name), variables)
+        packaged, packaged_language = self._default(name, language), language
+        if packaged is None:  # not translated
+            packaged, packaged_language = self._default(name, DEFAULT_LANGUAGE), DEFAULT_LANGUAGE
+        assert packaged is not None  # every template has its English file, or a _Failure saying why not
+        text, failure = self._attempt(packaged, variables)
         if failure is None:
             error = None if first is None else f"override: {first}"
-            return Rendered(text=text, name=name, source=TextSource.PACKAGED, error=error, reason=reason)
+            return Rendered(text=text, name=name, source=TextSource.PACKAGED, error=error, reason=reason,
+                            language=packaged_language)
 
         problems = f"packaged: {self._fell_back(name, failure, TextSource.BUILT_IN, variables)}"
         if first is not None:
             problems = f"override: {first}; {problems}"
-        return Rendered(text=BUILT_IN_TEXTS[name](variables), name=name, source=TextSource.BUILT_IN,
-                        error=problems, reason=reason or failure.reason)
+        text, in_language = built_in_text(name, language, variables)
+        return Rendered(text=text, name=name, source=TextSource.BUILT_IN,
+                        error=problems, reason=reason or failure.reason, language=in_language)
 
     def check_override(self, name: str, source: str) -> str | None:
         """Validate an org's template before it is saved: None when it is fine, else what is wrong.
@@ -459,18 +560,25 @@ class TemplateRenderer:
                 stream.close()  # type: ignore[attr-defined]
         return "".join(chunks).strip()
 
-    def _default(self, name: str) -> Template | _Failure:
-        template = self._defaults.get(name)
-        if template is None:
+    def _default(self, name: str, language: str) -> Template | _Failure | None:
+        """The packaged template of `name` in `language`, compiled at its first use; None when it
+        has no file in that language other than English (a missing English file is a failure)."""
+        key = (name, language)
+        if key in self._defaults:
+            return self._defaults[key]
+        path = self._template_dir / packaged_file_name(name, language)
+        template: Template | _Failure | None
+        if language != DEFAULT_LANGUAGE and not path.exists():
+            template = None
+        else:
             try:
-                source = (self._template_dir / f"{name}.j2").read_text(encoding="utf-8")
-                template = self._compile(source, name)
+                template = self._compile(path.read_text(encoding="utf-8"), name)
             except TemplateLimitExceeded as exc:
                 template = _Failure("limit", str(exc))
             except Exception as exc:  # missing or unreadable file, syntax error
                 template = _Failure("error", _describe(exc))
-            with self._lock:
-                self._defaults[name] = template
+        with self._lock:
+            self._defaults[key] = template
         return template
 
     def _override(self, name: str, source: str) -> Template | _Failure:
@@ -503,3 +611,9 @@ class TemplateRenderer:
 def _require_known(name: str) -> None:
     if name not in TEMPLATE_VARIABLES:
         raise InvalidInput(f"unknown message template {name!r}", code="unknown_template")
+
+
+def _require_language(language: str) -> None:
+    if language not in SUPPORTED_LANGUAGES:
+        raise InvalidInput(f"unknown language {language!r}: use one of {', '.join(SUPPORTED_LANGUAGES)}",
+                           code="unknown_language")

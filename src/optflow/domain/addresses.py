@@ -94,3 +94,22 @@ def channels_for_kind(kind: str) -> tuple[Channel, ...]:
     if kind == "email":
         return (Channel.EMAIL,)
     return (Channel.TEXT, Channel.CALL, Channel.WHATSAPP)
+
+
+@functools.lru_cache(maxsize=1024)
+def country_of(address: str) -> str | None:
+    """The country (ISO 3166 region code, "US", "MX") of a phone number in E.164 form, by its
+    numbering plan; None for anything else (an email, a chat id) or a number of no one country
+    (+1 numbers belong to the country of their area code: "CA" for 416, "US" for 415)."""
+    if not _E164.fullmatch(address):
+        return None
+    try:
+        region = phonenumbers.region_code_for_number(phonenumbers.parse(address, None))
+    except phonenumbers.NumberParseException:
+        return None
+    return region if region and region != "001" else None
+
+
+def is_country_code(code: str) -> bool:
+    """Whether `code` is a country (region) code that phone numbers can belong to ("MX", "US")."""
+    return code in phonenumbers.SUPPORTED_REGIONS

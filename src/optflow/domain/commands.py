@@ -38,6 +38,7 @@ class CreateContact(Command):
     region: str | None = None
     fields: dict[str, Any] = field(default_factory=dict)
     marketing_allowed: bool = True
+    language: str | None = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class UpdateContact(Command):
     fields: dict[str, Any] | None = None
     add_phones: tuple[str, ...] = ()
     add_emails: tuple[str, ...] = ()
+    language: str | None = None  # "" clears it
 
 
 @dataclass(frozen=True)

@@ -182,6 +182,12 @@ DEFAULT_ENTRIES: Mapping[str, Mapping[str, tuple[str, ...]]] = {
         "opt_in": ("oui",),
         "help": ("aide", "j'ai besoin d'aide"),
     },
+    # PARE, PARAR and CANCELAR are Spanish keywords too; the Spanish entry, earlier, reports them.
+    "pt": {
+        "opt_out": ("pare", "parar", "parem", "cancelar", "sair", "descadastrar", "chega"),
+        "opt_in": ("sim",),
+        "help": ("ajuda", "preciso de ajuda"),
+    },
     ANY_LANGUAGE: {
         "opt_out": ("🛑", "🚫", "❌", "⛔", "🔕", "📴", "🖕"),
     },

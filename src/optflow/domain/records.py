@@ -130,6 +130,7 @@ class Contact:
     dnd_channels: str  # comma-separated channels
     created_at: datetime
     updated_at: datetime
+    language: str | None  # set by an agent or learned from the customer's words; None: not known
 
     @property
     def dnd(self) -> DndSettings:

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .addresses import is_country_code
 from .machine import DEFAULT_CONSENT_METHODS
 from .model import Channel, Mode, Purpose
 
@@ -51,7 +52,11 @@ class OrgSettings(BaseModel):
     stop_applies_to_all_channels: bool = False
     consent_methods: list[str] = Field(default_factory=lambda: list(DEFAULT_CONSENT_METHODS))
     keywords: dict[str, dict[str, list[str]]] = Field(default_factory=dict)
+    # Country code ("MX") -> language -> intent -> entries: keywords for senders of that country only.
+    keywords_by_country: dict[str, dict[str, dict[str, list[str]]]] = Field(default_factory=dict)
+    # Template name -> override in the default language; "<name>.<language>" -> override in that language.
     templates: dict[str, str] = Field(default_factory=dict)
+    default_language: Literal["en", "es", "fr", "pt"] = "en"
     reauth_days: dict[Channel, int] = Field(default_factory=dict)
     request_lapse_days: int = Field(default=30, ge=1, le=3650)
     quiet_hours: bool = True
@@ -70,6 +75,19 @@ class OrgSettings(BaseModel):
         if not cleaned:
             raise ValueError("at least one consent method is needed")
         return cleaned
+
+    @field_validator("keywords_by_country")
+    @classmethod
+    def _known_countries(cls, value: dict[str, Any]) -> dict[str, Any]:
+        known: dict[str, Any] = {}
+        for code, additions in value.items():
+            country = code.strip().upper()
+            if not is_country_code(country):
+                raise ValueError(f"{code!r} is not a country code such as 'MX' or 'US' (ISO 3166)")
+            if country in known:
+                raise ValueError(f"{country} is given twice")
+            known[country] = additions
+        return known
 
     @field_validator("reauth_days")
     @classmethod

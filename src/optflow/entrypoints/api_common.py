@@ -242,7 +242,7 @@ def contact_out(uow: UnitOfWork, org_id: int, contact_id: int) -> ContactOut:
             consents.append(stored.pop((address.value, channel), default))
     consents.extend(stored.values())  # e.g. chat consents on a phone number
     return ContactOut(
-        id=row.id, name=row.name, time_zone=row.time_zone, region=row.region,
+        id=row.id, name=row.name, time_zone=row.time_zone, region=row.region, language=row.language,
         fields=row.fields(), active=row.active, do_not_call=row.do_not_call, marketing_allowed=row.marketing_allowed,
         dnd=DndOut(all_channels=dnd.all_channels, channels=sorted(dnd.channels)),
         addresses=[AddressOut(kind=a.kind, value=a.value) for a in addresses],

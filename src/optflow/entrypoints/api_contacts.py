@@ -112,7 +112,7 @@ def register(bp: Blueprint) -> None:
         result = await handle(request, c.CreateContact(
             caller.org_id, name=body.name, phones=tuple(body.phones), emails=tuple(body.emails),
             time_zone=body.time_zone, region=body.region, fields=body.fields,
-            marketing_allowed=body.marketing_allowed))
+            marketing_allowed=body.marketing_allowed, language=body.language))
         with system.bus.uow(read_only=True) as uow:
             contact = contact_out(uow, caller.org_id, result.contact_id)
         return respond(contact, 201, {"Location": f"{bp.url_prefix}/contacts/{contact.id}"})
@@ -165,7 +165,7 @@ def register(bp: Blueprint) -> None:
     @route("agent", body=ContactPatch, ok=(200, ContactOut, "The contact after the change."), errors=(404, 409),
            params=(CONTACT,), tag=TAG)
     async def update_contact(request: Request, contact_id: int) -> HTTPResponse:
-        """Change a contact's name, time zone, region or fields, or add addresses."""
+        """Change a contact's name, time zone, region, language or fields, or add addresses."""
         path_id(contact_id, "contact")
         body = read_body(request, ContactPatch)
         given = body.model_fields_set
@@ -178,6 +178,7 @@ def register(bp: Blueprint) -> None:
             time_zone=(body.time_zone or "") if "time_zone" in given else None,
             region=(body.region or "") if "region" in given else None,
             fields=(body.fields or {}) if "fields" in given else None,
+            language=(body.language or "") if "language" in given else None,
             add_phones=tuple(body.add_phones), add_emails=tuple(body.add_emails)))
         with system.bus.uow(read_only=True) as uow:
             return respond(contact_out(uow, caller.org_id, contact_id))

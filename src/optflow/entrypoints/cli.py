@@ -409,6 +409,38 @@ def orgs_set(obj: Ctx, settings_json: str, org: int | None) -> None:
     click.echo(f"updated settings of org {org_id}: {', '.join(sorted(changes)) or 'nothing'}")
 
 
+@orgs.command("set-template")
+@click.argument("name")
+@click.argument("source_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--language", help="en, es, fr or pt: the language of this text (default: the org's default "
+                                  "language).")
+@click.option("--org", type=int)
+@pass_ctx
+@friendly_errors
+def orgs_set_template(obj: Ctx, name: str, source_file: Path, language: str | None, org: int | None) -> None:
+    """Override the message template NAME (e.g. customer/help) with the Jinja text in SOURCE_FILE,
+    for customers answered in LANGUAGE. The text is checked before it is saved."""
+    from ..domain.languages import SUPPORTED_LANGUAGES
+    from ..domain.templates import override_key
+    from ..service_layer.admin import update_settings
+
+    code = language.strip().lower() if language is not None else None
+    if code is not None and code not in SUPPORTED_LANGUAGES:
+        raise click.BadParameter(f"{language!r} is not one of {', '.join(SUPPORTED_LANGUAGES)}",
+                                 param_hint="--language")
+    try:
+        source = source_file.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise click.BadParameter("the file is not UTF-8 text", param_hint="SOURCE_FILE") from None
+    key = override_key(name, code)
+    org_id = obj.org_id(org)
+    with obj.uow() as uow:
+        templates = {**(uow.orgs.own_settings(org_id).get("templates") or {}), key: source}
+        update_settings(uow, obj.system.services.renderer, org_id, {"templates": templates})
+        uow.commit()
+    click.echo(f"org {org_id}: template {key} saved")
+
+
 def _json_arg(text: str | None, name: str) -> dict[str, Any] | None:
     if text is None:
         return None

@@ -26,6 +26,7 @@ def _contact_json(obj: Ctx, org_id: int, contact_id: int) -> dict[str, Any]:
         consents = uow.consents.for_addresses(org_id, [a.value for a in addresses])
     return {
         "id": contact_id, "name": contact.name, "time_zone": contact.time_zone, "region": contact.region,
+        "language": contact.language,
         "active": contact.active, "do_not_call": contact.do_not_call, "marketing_allowed": contact.marketing_allowed,
         "dnd": {"all": contact.dnd_all, "channels": [ch for ch in contact.dnd_channels.split(",") if ch]},
         "addresses": [{"kind": a.kind, "value": a.value} for a in addresses],
@@ -64,17 +65,33 @@ def register(main: click.Group) -> None:
     @click.option("--time-zone")
     @click.option("--region", help="US state code, for state quiet-hour rules.")
     @click.option("--no-marketing", is_flag=True, help="The contact declined marketing.")
+    @click.option("--language", help="en, es, fr or pt: the language the contact is answered in.")
     @click.option("--org", type=int)
     @pass_ctx
     @friendly_errors
     def contacts_add(obj: Ctx, name: str, phones: tuple[str, ...], emails: tuple[str, ...], time_zone: str | None,
-                     region: str | None, no_marketing: bool, org: int | None) -> None:
+                     region: str | None, no_marketing: bool, language: str | None, org: int | None) -> None:
         if not phones and not emails:
             raise click.UsageError("give at least one --phone or --email")
         result = obj.system.bus.handle(c.CreateContact(obj.org_id(org), name=name, phones=phones, emails=emails,
                                                        time_zone=time_zone, region=region,
-                                                       marketing_allowed=not no_marketing))
+                                                       marketing_allowed=not no_marketing, language=language))
         click.echo(f"created contact {result.contact_id}")
+
+    @contacts.command("set-language")
+    @click.argument("contact")
+    @click.argument("language")
+    @click.option("--org", type=int)
+    @pass_ctx
+    @friendly_errors
+    def contacts_set_language(obj: Ctx, contact: str, language: str, org: int | None) -> None:
+        """Answer CONTACT (an id, a phone number or an email address) in LANGUAGE (en, es, fr or
+        pt; `none` to forget it) when their own message does not say."""
+        org_id = obj.org_id(org)
+        contact_id = resolve_contact(obj, org_id, contact)
+        code = "" if language.strip().lower() == "none" else language.strip().lower()
+        obj.system.bus.handle(c.UpdateContact(org_id, contact_id, language=code))
+        click.echo(f"contact {contact_id}: language {code or 'not set'}")
 
     @contacts.command("show")
     @click.argument("contact")

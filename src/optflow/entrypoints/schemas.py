@@ -32,6 +32,7 @@ Method = Annotated[str, Field(min_length=1, max_length=64)]
 TimeZone = Annotated[str, Field(max_length=64)]
 # A US state code (for state quiet-hour rules); empty clears it on PATCH.
 Region = Annotated[str, Field(pattern=r"^([A-Za-z]{2})?$")]
+Language = Literal["en", "es", "fr", "pt"]
 
 
 def _openapi30(node: Any) -> Any:
@@ -107,6 +108,8 @@ class ContactIn(ApiModel):
     region: Region | None = Field(default=None, description="US state code, for state quiet-hour rules.")
     fields: dict[str, Any] = Field(default_factory=dict, description="Your own data about the contact.")
     marketing_allowed: bool = True
+    language: Language | None = Field(default=None, description="ISO 639-1 code the contact is answered in; "
+                                                                 "learned from their messages when not set.")
 
 
 class ContactPatch(ApiModel):
@@ -117,6 +120,7 @@ class ContactPatch(ApiModel):
     time_zone: TimeZone | None = None
     region: Region | None = None
     fields: dict[str, Any] | None = Field(default=None, description="Replaces the whole object.")
+    language: Language | None = Field(default=None, description="en, es, fr or pt; null: not known.")
     add_phones: list[Phone] = Field(default_factory=list, max_length=20)
     add_emails: list[Email] = Field(default_factory=list, max_length=20)
 
@@ -147,6 +151,8 @@ class ContactOut(ApiModel):
     name: str
     time_zone: str | None
     region: str | None
+    language: str | None = Field(description="The language the contact is answered in when their message "
+                                             "does not say (set, or learned from what they wrote).")
     fields: dict[str, Any]
     active: bool = Field(description="Reachable: set by an opt-in on calls, cleared by an opt-out.")
     do_not_call: bool
@@ -396,7 +402,17 @@ class SettingsPatch(ApiModel):
         default=None, description="The methods a manual opt-in may name.")
     keywords: dict[str, dict[KeywordIntent, list[Word] | None] | None] | None = Field(
         default=None, description="Per language code (e.g. `es`), per intent: extra keywords.")
-    templates: dict[str, str | None] | None = Field(default=None, description="Template overrides by name.")
+    keywords_by_country: dict[
+        Annotated[str, Field(pattern=r"^[A-Za-z]{2}$")],
+        dict[str, dict[KeywordIntent, list[Word] | None] | None] | None,
+    ] | None = Field(default=None, description="Per country code (ISO 3166, e.g. `MX`), per language, per "
+                                               "intent: extra keywords for senders whose number is of that "
+                                               "country only.")
+    templates: dict[str, str | None] | None = Field(
+        default=None, description="Template overrides: by name (e.g. `customer/help`) in the org's default "
+                                  "language, by name and language (e.g. `customer/help.es`) in another.")
+    default_language: Language | None = Field(
+        default=None, description="The language of texts to a customer whose language is not known (default en).")
     reauth_days: dict[Channel, Annotated[int, Field(ge=1, le=36_500)] | None] | None = Field(
         default=None, description="Contact control rules: days after which a consent must be renewed.")
     request_lapse_days: Annotated[int, Field(ge=1, le=3650)] | None = None

@@ -16,6 +16,7 @@ from ..domain.keywords import KeywordTable
 from ..domain.model import Channel, DomainError, InvalidInput, TransitionRefused
 from ..domain.records import Agent
 from ..domain.settings import OrgSettings
+from ..domain.templates import parse_override_key
 from .ports import Renderer
 from .unit_of_work import UnitOfWork, UnitOfWorkFactory
 
@@ -53,25 +54,42 @@ def settings_error(exc: ValidationError) -> InvalidInput:
 
 
 def check_templates(renderer: Renderer, templates: Mapping[str, str]) -> None:
-    for name, source in templates.items():
+    """Every override must render: keyed by template name (the org's default language) or by
+    `<name>.<language>` ("customer/help.es")."""
+    for key, source in templates.items():
+        name, _ = parse_override_key(key)
         problem = renderer.check_override(name, source)
         if problem:
-            raise InvalidInput(f"template {name}: {problem}", code="invalid_template")
+            raise InvalidInput(f"template {key}: {problem}", code="invalid_template")
 
 
-def check_keywords(keywords: Mapping[str, Any]) -> None:
-    """Org keyword additions must build a classifier table: a bad entry stored now would break
-    every inbound message of the org later, STOP included."""
+def check_keywords(keywords: Mapping[str, Any], by_country: Mapping[str, Any] | None = None) -> None:
+    """Org keyword additions, and those for senders of one country on top of them, must build a
+    classifier table: a bad entry stored now would break every inbound message of the org later,
+    STOP included."""
     if not isinstance(keywords, Mapping):
         raise InvalidInput("keywords must map languages to intents to words", code="invalid_settings")
-    KeywordTable.default().with_additions(keywords)
+    table = KeywordTable.default().with_additions(keywords)
+    if by_country is None:
+        return
+    if not isinstance(by_country, Mapping):
+        raise InvalidInput("keywords_by_country must map country codes to languages to intents to words",
+                           code="invalid_settings")
+    for country, additions in by_country.items():
+        if not isinstance(additions, Mapping):
+            raise InvalidInput(f"keywords_by_country: {country}: expected a mapping of language -> intent -> words",
+                               code="invalid_settings")
+        try:
+            table.with_additions(additions)
+        except InvalidInput as exc:
+            raise InvalidInput(f"keywords_by_country: {country}: {exc}", code=exc.code) from None
 
 
 def create_org(uow: UnitOfWork, name: str, now: datetime, parent_id: int | None = None,
                settings: Mapping[str, Any] | None = None, numbers: tuple[str, ...] = ()) -> int:
     if not name.strip():
         raise InvalidInput("an org needs a name", code="name_required")
-    check_keywords((settings or {}).get("keywords") or {})
+    check_keywords((settings or {}).get("keywords") or {}, (settings or {}).get("keywords_by_country") or {})
     try:
         org_id = uow.orgs.create(name.strip(), now, parent_id, settings)
     except ValidationError as exc:
@@ -97,7 +115,7 @@ def update_settings(uow: UnitOfWork, renderer: Renderer, org_id: int, changes: M
     own = {} if replace else uow.orgs.own_settings(org_id)
     own.update(changes)
     check_templates(renderer, own.get("templates") or {})
-    check_keywords(own.get("keywords") or {})
+    check_keywords(own.get("keywords") or {}, own.get("keywords_by_country") or {})
     try:
         return uow.orgs.replace_settings(org_id, own)
     except ValidationError as exc:

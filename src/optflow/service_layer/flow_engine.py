@@ -22,6 +22,7 @@ from typing import Any
 from ..domain import commands as c
 from ..domain import events as ev
 from ..domain import flows as f
+from ..domain.languages import DEFAULT_LANGUAGE
 from ..domain.model import Actor, ActorKind, Channel, DomainError, InvalidInput, NotFound, State
 from ..domain.policy import Allow, Defer, MessageKind
 from ..domain.records import ENDED, RUNNING, Contact, Enrollment, EnrollmentStatus, SendWindow
@@ -108,9 +109,11 @@ class FlowEngine:
             self._versions[key] = flow
         return self._versions[key]
 
-    def render_content(self, name: str, variables: Mapping[str, object], settings: Any) -> str:
+    def render_content(self, name: str, variables: Mapping[str, object], settings: Any,
+                       language: str = DEFAULT_LANGUAGE) -> str:
+        """A step's text: a packaged template (in `language`) or the flow's own content template."""
         if name in TEMPLATE_NAMES:
-            return h.render(self.services, settings, name, dict(variables))
+            return h.render(self.services, settings, name, dict(variables), language)
         text = self.source.render_content(name, variables)
         if text is None:
             raise DomainError(f"unknown flow template {name!r}", code="unknown_template")
@@ -525,12 +528,19 @@ class FlowEngine:
         if not isinstance(decision, Allow):
             report.skipped += 1
             return f"skipped: {decision.reason}", None
+        # Packaged templates speak the contact's language; a flow's own content is written in one
+        # language and gets its variables as documented (English words).
+        language = h.customer_language(settings, contact)
+        content_language = language if step.template in TEMPLATE_NAMES else DEFAULT_LANGUAGE
         variables = h.template_variables(uow, org_id, settings, step.channel, contact, None,
-                                         event=dict(event))
-        body = self.render_content(step.template, variables, settings)
+                                         language=content_language, event=dict(event))
+        body = self.render_content(step.template, variables, settings, content_language)
         if step.channel is Channel.EMAIL and step.purpose.value == "marketing" and self.unsubscribe_url:
-            footer_vars = {**variables, "unsubscribe_url": self.unsubscribe_url(org_id, address, step.channel)}
-            body = f"{body}\n\n{h.render(self.services, settings, 'email/marketing_footer', footer_vars)}"
+            footer_vars = {**h.template_variables(uow, org_id, settings, step.channel, contact, None,
+                                                  language=language),
+                           "unsubscribe_url": self.unsubscribe_url(org_id, address, step.channel)}
+            footer = h.render(self.services, settings, "email/marketing_footer", footer_vars, language)
+            body = f"{body}\n\n{footer}"
         h.queue_to_customer(uow, org_id, contact_id, step.channel, address, body, now, kind=MessageKind.NORMAL,
                             purpose=step.purpose, subject=step.subject, enrollment_id=row.id)
         report.sent += 1

@@ -17,8 +17,16 @@ from ..domain import commands as c
 from ..domain import consent_rules as rules
 from ..domain import events as ev
 from ..domain import pin as pins
-from ..domain.addresses import channels_for_kind, normalize, normalize_for_channel, written_as_e164
+from ..domain.addresses import channels_for_kind, country_of, normalize, normalize_for_channel, written_as_e164
 from ..domain.keywords import Classification, KeywordTable
+from ..domain.languages import (
+    CHANNEL_WORDS,
+    YES_WORDS,
+    localised_setting,
+    reply_language,
+    spoken_language,
+    supported_language,
+)
 from ..domain.machine import TransitionContext
 from ..domain.model import (
     SYSTEM,
@@ -52,6 +60,7 @@ from ..domain.policy import (
 from ..domain.records import Audience, Contact, Direction, MessageStatus
 from ..domain.redaction import mask_address
 from ..domain.settings import OrgSettings
+from ..domain.templates import override_for
 from .ports import Renderer
 from .unit_of_work import UnitOfWork
 
@@ -88,19 +97,26 @@ class Services:
             for handler in self.subscribers.get(type(event), ()):
                 handler(uow, event, now)
 
-    def keywords(self, settings: OrgSettings) -> KeywordTable:
-        if not settings.keywords:  # most orgs: no per-message work at all
+    def keywords(self, settings: OrgSettings, country: str | None = None) -> KeywordTable:
+        """The org's keyword table for a sender of `country` (None: unknown): the default table,
+        the org's additions, and its additions for that country (`keywords_by_country`).
+        Compiled once per distinct content and shared."""
+        regional = settings.keywords_by_country.get(country) if country is not None else None
+        if not settings.keywords and not regional:  # most orgs: no per-message work at all
             return KeywordTable.default()
-        key = json.dumps(settings.keywords, sort_keys=True)
+        key = json.dumps([settings.keywords, regional or {}], sort_keys=True)
         table = self._keyword_tables.get(key)
         if table is None:
-            try:
-                table = KeywordTable.default().with_additions(settings.keywords)
-            except DomainError:
-                # Settings are checked when saved; a bad stored entry must still never stop
-                # the default keywords (STOP above all) from working.
-                log.exception("org keyword additions are invalid; using the default keywords")
-                table = KeywordTable.default()
+            table = KeywordTable.default()
+            for additions, what in ((settings.keywords, "org"), (regional, f"{country} country")):
+                if not additions:
+                    continue
+                try:
+                    table = table.with_additions(additions)
+                except DomainError:
+                    # Settings are checked when saved; a bad stored entry must still never stop
+                    # the default keywords (STOP above all), nor the org's others, from working.
+                    log.exception("%s keyword additions are invalid; leaving them out", what)
             self._keyword_tables[key] = table
         return table
 
@@ -173,8 +189,17 @@ def recipient_of(contact: Contact | None) -> Recipient:
     )
 
 
+def customer_language(settings: OrgSettings, contact: Contact | None, spoken: str | None = None) -> str:
+    """The language a text to the customer is written in: the one they just used (`spoken`), else
+    their contact's, else the org's default (domain/languages.py)."""
+    return reply_language(spoken, contact.language if contact is not None else None, settings.default_language)
+
+
 def template_variables(uow: UnitOfWork, org_id: int, settings: OrgSettings, channel: Channel,
-                       contact: Contact | None, actor: Actor | None, **extra: Any) -> dict[str, Any]:
+                       contact: Contact | None, actor: Actor | None, *, language: str,
+                       **extra: Any) -> dict[str, Any]:
+    """The variables of a packaged template, with what optflow supplies itself (the channel's
+    name, the opt-in word, the defaults of the text settings) in `language`."""
     org = uow.orgs.get(org_id)
     employee = ""
     if actor is not None and actor.kind is ActorKind.AGENT and actor.id and actor.id.isdigit():
@@ -183,9 +208,9 @@ def template_variables(uow: UnitOfWork, org_id: int, settings: OrgSettings, chan
     return {
         "org_name": org.name, "program_name": settings.program_name,
         "employee_name": employee or org.name, "contact_name": contact.name if contact is not None else "",
-        "channel": channel.value, "help_contact": settings.help_contact,
-        "message_frequency": settings.message_frequency, "stop_word": "STOP", "start_word": "START",
-        "help_word": "HELP", "yes_word": "YES", **extra,
+        "channel": CHANNEL_WORDS[language][channel], "help_contact": localised_setting(language, settings.help_contact),
+        "message_frequency": localised_setting(language, settings.message_frequency), "stop_word": "STOP",
+        "start_word": "START", "help_word": "HELP", "yes_word": YES_WORDS[language], **extra,
     }
 
 
@@ -210,16 +235,18 @@ def prerendered(texts: Mapping[tuple[str, str, str], str]) -> Iterator[None]:
         _PRERENDERED.reset(token)
 
 
-def render(svc: Services, settings: OrgSettings, name: str, variables: dict[str, Any]) -> str:
-    """Never raises for a known template, and is bounded; the renderer logs and counts fallbacks.
-    An org's override rendered before the write lock was taken is not rendered again."""
-    override = settings.templates.get(name)
+def render(svc: Services, settings: OrgSettings, name: str, variables: dict[str, Any], language: str) -> str:
+    """The text of `name` in `language`: the org's override for that language when it has one
+    (`domain.templates.override_for`), else the packaged template. Never raises for a known
+    template, and is bounded; the renderer logs and counts fallbacks. An org's override rendered
+    before the write lock was taken is not rendered again."""
+    override = override_for(settings.templates, name, language, settings.default_language)
     texts = _PRERENDERED.get()
     if override is not None and texts is not None:
         text = texts.get(_render_key(name, override, variables))
         if text is not None:
             return text
-    return svc.renderer.render(name, variables, override).text
+    return svc.renderer.render(name, variables, override, language).text
 
 
 def prerender_inbound(uow: UnitOfWork, svc: Services, cmd: c.ReceiveInbound, now: datetime,
@@ -242,7 +269,10 @@ def prerender_inbound(uow: UnitOfWork, svc: Services, cmd: c.ReceiveInbound, now
         return
     address, contact = _sender(uow, org_id, cmd)
     contact_id = contact.id if contact is not None else None
-    intent = classify_inbound(svc, settings, cmd.body, cmd.opt_out_type).intent
+    classification = classify_inbound(svc, settings, cmd.body, cmd.opt_out_type, sender_country(settings, address))
+    intent = classification.intent
+    language = customer_language(settings, contact, spoken_language(classification.language,
+                                                                    classification.matched, cmd.body))
     consent = uow.consents.get(org_id, address, cmd.channel)
     actor = Actor(ActorKind.CUSTOMER, address)
     if intent is Intent.OPT_OUT:
@@ -257,15 +287,18 @@ def prerender_inbound(uow: UnitOfWork, svc: Services, cmd: c.ReceiveInbound, now
         held = [row.body for address_, channel in outcome.release_holds
                 for row in uow.messages.held(org_id, address_, channel) if row.direction is Direction.IN]
         note_extra = {"held_message": "\n".join(held)}
-    wanted = [(m.template, template_variables(uow, org_id, settings, m.channel, contact,
-                                             None if m.reply else actor))
+    notes = settings.default_language
+    wanted = [(m.template, language, template_variables(uow, org_id, settings, m.channel, contact,
+                                                       None if m.reply else actor, language=language))
               for m in outcome.to_customer if not (outcome.issue_pin and m.kind is MessageKind.PIN)]
-    wanted += [(n.template, template_variables(uow, org_id, settings, n.channel, contact, None, **note_extra))
+    wanted += [(n.template, notes, template_variables(uow, org_id, settings, n.channel, contact, None,
+                                                      language=notes, **note_extra))
                for n in outcome.to_employee]
-    for name, variables in wanted:
-        override = settings.templates.get(name)
+    for name, in_language, variables in wanted:
+        override = override_for(settings.templates, name, in_language, settings.default_language)
         if override is not None:
-            into[_render_key(name, override, variables)] = svc.renderer.render(name, variables, override).text
+            into[_render_key(name, override, variables)] = svc.renderer.render(name, variables, override,
+                                                                              in_language).text
 
 
 def write_outcome(uow: UnitOfWork, outcome: rules.Outcome, now: datetime) -> None:
@@ -324,10 +357,11 @@ def consents_for_opt_out(uow: UnitOfWork, settings: OrgSettings, org_id: int, co
 
 def revoke(uow: UnitOfWork, svc: Services, org_id: int, contact: Contact | None, cause: rules.Revocation,
            now: datetime, *, replies: list[str] | None = None, render_messages: bool = True,
-           own: Consent | None = None) -> rules.Outcome:
+           own: Consent | None = None, language: str | None = None) -> rules.Outcome:
     """Every opt-out, whichever door it came through: load, decide (`consent_rules.revoke`),
-    write, and send what follows. With `render_messages=False` (the last-resort fallback) the
-    same decision is written and no message is rendered or sent."""
+    write, and send what follows (to the customer in `language`, by default their contact's
+    or the org's). With `render_messages=False` (the last-resort fallback) the same decision is
+    written and no message is rendered or sent."""
     settings = uow.orgs.settings(org_id)
     contact_id = contact.id if contact is not None else None
     consents = consents_for_opt_out(uow, settings, org_id, contact_id, cause, own)
@@ -335,7 +369,7 @@ def revoke(uow: UnitOfWork, svc: Services, org_id: int, contact: Contact | None,
     write_outcome(uow, outcome, now)
     if render_messages:
         send_outcome_messages(uow, svc, org_id, settings, contact, outcome, consents[0], now, cause.actor,
-                              replies=replies, note_extra={"reason": _opt_out_reason(cause)})
+                              replies=replies, note_extra={"reason": _opt_out_reason(cause)}, language=language)
     return outcome
 
 
@@ -348,17 +382,22 @@ def send_outcome_messages(uow: UnitOfWork, svc: Services, org_id: int, settings:
                           contact: Contact | None, outcome: rules.Outcome, consent: Consent, now: datetime,
                           actor: Actor, *, replies: list[str] | None, customer_extra: dict[str, Any] | None = None,
                           note_extra: dict[str, Any] | None = None, not_before: datetime | None = None,
-                          agent_id: int | None = None, note_actor: Actor | None = None) -> list[int]:
+                          agent_id: int | None = None, note_actor: Actor | None = None,
+                          language: str | None = None) -> list[int]:
     """Render and record the messages a decision asked for: replies to the customer's own message
     go into `replies` (policy-checked), others are queued (from `not_before`, as `agent_id`'s);
     notes go to the employee (named after `note_actor`). The `*_extra` variables are those only
-    the caller knows (the PIN it issued, the held message). Returns the queued messages' ids."""
+    the caller knows (the PIN it issued, the held message). The customer's texts are in
+    `language` (default: `customer_language`), the notes in the org's default language.
+    Returns the queued messages' ids."""
     contact_id = contact.id if contact is not None else None
+    language = language or customer_language(settings, contact)
     queued = []
     for message in outcome.to_customer:
         variables = template_variables(uow, org_id, settings, message.channel, contact,
-                                       None if message.reply else actor, **(customer_extra or {}))
-        body = render(svc, settings, message.template, variables)
+                                       None if message.reply else actor, language=language,
+                                       **(customer_extra or {}))
+        body = render(svc, settings, message.template, variables, language)
         kind = message.kind
         if message.reply and replies is not None:
             _record_reply(uow, org_id, contact_id, consent, body, kind, now, replies, settings, contact)
@@ -388,7 +427,10 @@ def queue_to_customer(uow: UnitOfWork, org_id: int, contact_id: int | None, chan
 def notify_employee(uow: UnitOfWork, svc: Services, org_id: int, settings: OrgSettings, contact: Contact | None,
                     channel: Channel, address: str, template: str, now: datetime, actor: Actor | None = None,
                     **extra: Any) -> int:
-    body = render(svc, settings, template, template_variables(uow, org_id, settings, channel, contact, actor, **extra))
+    language = settings.default_language
+    body = render(svc, settings, template,
+                  template_variables(uow, org_id, settings, channel, contact, actor, language=language, **extra),
+                  language)
     log.info("notified the employee about %s (%s)", mask_address(address), template)
     return uow.messages.add(
         org_id=org_id, contact_id=contact.id if contact is not None else None, direction=Direction.OUT,
@@ -477,8 +519,17 @@ def _record_reply(uow: UnitOfWork, org_id: int, contact_id: int | None, consent:
             uow.consents.save(consent, now)
 
 
-def classify_inbound(svc: Services, settings: OrgSettings, body: str, opt_out_type: str | None) -> Classification:
-    result = svc.keywords(settings).classify(body)
+def sender_country(settings: OrgSettings, address: str) -> str | None:
+    """The country whose keywords apply to `address`; only looked up (a phone number parse, cached)
+    for an org that has keywords for some country."""
+    return country_of(address) if settings.keywords_by_country else None
+
+
+def classify_inbound(svc: Services, settings: OrgSettings, body: str, opt_out_type: str | None,
+                     country: str | None = None) -> Classification:
+    """What the customer's message asks for, read with the keywords of the org and of the sender's
+    `country`; Twilio's OptOutType wins over the words."""
+    result = svc.keywords(settings, country).classify(body)
     forced = OPT_OUT_TYPES.get((opt_out_type or "").strip().upper())
     if forced is not None and forced is not result.intent:
         return Classification(intent=forced, matched=f"OptOutType={opt_out_type}", language=None)
@@ -495,7 +546,7 @@ def receive_inbound(cmd: c.ReceiveInbound, uow: UnitOfWork, svc: Services, now: 
     address, contact = _sender(uow, org_id, cmd)
     contact_id = contact.id if contact is not None else None
     settings = uow.orgs.settings(org_id)
-    classification = classify_inbound(svc, settings, cmd.body, cmd.opt_out_type)
+    classification = classify_inbound(svc, settings, cmd.body, cmd.opt_out_type, sender_country(settings, address))
     intent = classification.intent
     # Stored with the status and replies most messages end with; changed below only if needed.
     status = stored_status = MessageStatus.DELIVERED if contact is not None else MessageStatus.UNASSOCIATED
@@ -510,9 +561,10 @@ def receive_inbound(cmd: c.ReceiveInbound, uow: UnitOfWork, svc: Services, now: 
     actor = Actor(ActorKind.CUSTOMER, address)
     source = cmd.provider_id or f"message:{message_id}"
     replies: list[str] = []
-
-    def variables(**extra: Any) -> dict[str, Any]:
-        return template_variables(uow, org_id, settings, cmd.channel, contact, None, **extra)
+    spoken = spoken_language(classification.language, classification.matched, cmd.body)
+    language = customer_language(settings, contact, spoken)
+    if contact is not None and spoken is not None and spoken != contact.language:
+        uow.contacts.update(contact.id, now, language=spoken)  # learned from what they wrote
 
     def ctx(**kw: Any) -> TransitionContext:
         return TransitionContext(actor=actor, now=now, source_message_id=source,
@@ -520,7 +572,7 @@ def receive_inbound(cmd: c.ReceiveInbound, uow: UnitOfWork, svc: Services, now: 
 
     if intent is Intent.OPT_OUT:
         revoke(uow, svc, org_id, contact, inbound_revocation(address, cmd, source), now, replies=replies,
-               own=consent)
+               own=consent, language=language)
     else:
         answered = rules.answer(org_id, contact_id, consent, intent, settings,
                                 ctx(evidence=cmd.body[:500]))
@@ -535,7 +587,7 @@ def receive_inbound(cmd: c.ReceiveInbound, uow: UnitOfWork, svc: Services, now: 
         if answered.hold_inbound:
             status = MessageStatus.HELD
         send_outcome_messages(uow, svc, org_id, settings, contact, answered, consent, now, actor, replies=replies,
-                              customer_extra=pin, note_extra={"held_message": "\n".join(held)})
+                              customer_extra=pin, note_extra={"held_message": "\n".join(held)}, language=language)
     if replies or status is not stored_status:
         uow.messages.set(message_id, status=status, reply_text=json.dumps(replies))
     if contact_id is not None and intent is Intent.OTHER:
@@ -614,7 +666,8 @@ def create_contact(cmd: c.CreateContact, uow: UnitOfWork, svc: Services, now: da
     settings = uow.orgs.settings(cmd.org_id)
     contact_id = uow.contacts.create(cmd.org_id, now, name=cmd.name, time_zone=_check_zone(cmd.time_zone),
                                      region=_check_region(cmd.region), fields=cmd.fields,
-                                     marketing_allowed=cmd.marketing_allowed)
+                                     marketing_allowed=cmd.marketing_allowed,
+                                     language=_check_language(cmd.language))
     _add_addresses(uow, cmd.org_id, contact_id, cmd.phones, cmd.emails)
     uow.events.append(ev.BusinessEvent(cmd.org_id, contact_id, "contact.created", now))
     for row in uow.contacts.addresses(contact_id):
@@ -650,6 +703,16 @@ def _check_region(region: str | None) -> str | None:
     return code
 
 
+def _check_language(language: str | None) -> str | None:
+    if not language:
+        return None
+    code = supported_language(language)
+    if code is None:
+        raise InvalidInput(f"language must be one of en, es, fr, pt (ISO 639-1), not {language!r}",
+                           code="invalid_language")
+    return code
+
+
 def update_contact(cmd: c.UpdateContact, uow: UnitOfWork, svc: Services, now: datetime) -> ActionResult:
     uow.contacts.get(cmd.org_id, cmd.contact_id)
     values: dict[str, Any] = {}
@@ -661,6 +724,8 @@ def update_contact(cmd: c.UpdateContact, uow: UnitOfWork, svc: Services, now: da
         values["region"] = _check_region(cmd.region)
     if cmd.fields is not None:
         values["fields"] = cmd.fields
+    if cmd.language is not None:
+        values["language"] = _check_language(cmd.language)
     if values:
         uow.contacts.update(cmd.contact_id, now, **values)
     _add_addresses(uow, cmd.org_id, cmd.contact_id, cmd.add_phones, cmd.add_emails)
@@ -874,8 +939,10 @@ def send_message(cmd: c.SendMessage, uow: UnitOfWork, svc: Services, now: dateti
     _refuse_if_denied(decision)
     body = cmd.body
     if mode is Mode.DISCLAIMER and not uow.messages.has_outbound(cmd.org_id, address, cmd.channel):
+        language = customer_language(settings, contact)
         notice = render(svc, settings, "customer/disclaimer",
-                        template_variables(uow, cmd.org_id, settings, cmd.channel, contact, cmd.actor))
+                        template_variables(uow, cmd.org_id, settings, cmd.channel, contact, cmd.actor,
+                                           language=language), language)
         body = f"{body}\n\n{notice}"
     message_id = queue_to_customer(uow, cmd.org_id, cmd.contact_id, cmd.channel, address, body, now,
                                    kind=MessageKind.NORMAL, purpose=cmd.purpose,

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ..domain.flows import Flow
+from ..domain.languages import DEFAULT_LANGUAGE
 from ..domain.ledger import Checkpoint, Keyring
 from ..domain.model import Channel
 from ..domain.outbound import OutboundMessage, PostOutcome, SendResult
@@ -21,10 +22,15 @@ class RenderedText(Protocol):
 
 
 class Renderer(Protocol):
-    """Renders the messages of `domain.templates.TEMPLATE_NAMES`: an org's override when it works,
-    else the packaged text, else a built-in one. Never raises for a known name; bounded."""
+    """Renders the messages of `domain.templates.TEMPLATE_NAMES` in one of
+    `domain.languages.SUPPORTED_LANGUAGES`: an org's override when it works, else the packaged
+    text, else a built-in one. Never raises for a known name; bounded."""
 
-    def render(self, name: str, variables: Mapping[str, object], override: str | None = None) -> RenderedText: ...
+    def render(self, name: str, variables: Mapping[str, object], override: str | None = None,
+               language: str = DEFAULT_LANGUAGE) -> RenderedText:
+        """`override` is the org's text for `language`; the packaged text is taken in `language`
+        (English when the template is not translated)."""
+        ...
 
     def check_override(self, name: str, source: str) -> str | None:
         """None when an org's template may be saved, else what is wrong with it."""
