@@ -20,7 +20,7 @@ from optflow.domain.typo_guard import REAL_WORDS
 @pytest.mark.parametrize(("message", "matched", "language", "rule"), [
     ("STOP", "stop", "en", "keyword"),
     ("alto por favor", "alto", "es", "keyword"),
-    ("ya no me manden textos", "no me manden textos", "es", "phrase:"),  # "ya": courtesy
+    ("ya no me manden textos", "ya no me manden textos", "es", "phrase:"),
     ("Sáquenme de su lista de contactos", "saquenme de su lista", "es", "phrase:"),
     ("elimine mi número por favor", "elimine mi numero", "es", "phrase:"),
     ("no deseo recibir más mensajes", "no deseo recibir mas mensajes", "es", "phrase:"),
@@ -30,7 +30,7 @@ from optflow.domain.typo_guard import REAL_WORDS
     ("arrêtez de m'écrire", "arretez de mecrire", "fr", "phrase:"),
     ("count me out of these texts", "count me out", "en", "phrase:"),
     ("take my number off", "take my number off", "en", "phrase:"),
-    ("never text this number again", "never text this number again", "en", "phrase:"),
+    ("never text this number again", "never text this number", "en", "phrase:"),
     ("Goodbye!", "goodbye", "en", "farewell"),
     ("Adiós", "adios", "es", "farewell"),
     ("sotp", "sotp", "en", "typo:stop"),
@@ -48,10 +48,10 @@ def test_an_opt_out_names_its_words_language_and_rule(message: str, matched: str
 
 def test_a_phrase_rule_is_the_entry_as_written() -> None:
     result = classify("please stop texting me")
-    entries = DEFAULT_ENTRIES["en"]["opt_out"]
+    written = {" ".join(entry.strip(".… ").split()) for entry in DEFAULT_ENTRIES["en"]["opt_out"]}
     assert result.rule is not None and result.rule.startswith("phrase:")
-    assert result.rule.removeprefix("phrase:") in entries
-    assert result.rule.removeprefix("phrase:").startswith("(stop|quit|cease|halt) (texting")
+    assert result.rule.removeprefix("phrase:") in written  # without its "..." marks
+    assert result.rule.removeprefix("phrase:").startswith("(stop|quit|cease) (texting")
 
 
 def test_the_rule_is_an_explanation_not_part_of_the_decision() -> None:

@@ -1,8 +1,8 @@
 """Classify an inbound text message as an opt-out, an opt-in, a request for help, or anything else.
 
 Every inbound message passes through here first, so the classifier is pure, table-driven and
-precompiled: a `KeywordTable` turns its entries into a dictionary and two regular expressions per
-intent once, and `classify` then costs a few microseconds.
+precompiled: a `KeywordTable` turns its entries into a dictionary and regular expressions per
+intent once, and `classify` then costs a few microseconds (docs/performance.md has the figures).
 
 How a message is read
 ---------------------
@@ -25,8 +25,28 @@ An entry of the table matches in one of two ways:
   of any length. Reserved for requests that cannot mean anything else ("stop texting me",
   "remove me from your list", "no me escriban más").
 
+The default table holds, per language (English, Spanish, French, Portuguese), the providers'
+keywords and a *phrase grammar*: anywhere entries for the ways people ask to stop (first person,
+"I don't want these texts", "no deseo recibir más mensajes"; imperatives, "dejen de escribirme",
+"parem de me enviar mensagens"; removal of the person or the number, "take my number off",
+"elimine mi número", "tirem meu número"; "no more ...", "don't ... again", "never ...").
+
+Three more rules, in this order, around the entries:
+
+* **farewells** ("goodbye", "adiós", "tchau") opt out when they are the whole message, never
+  when they close a conversation ("ok thanks, bye").
+* **negatives** (`NEGATIVE_ENTRIES`): words that use an opt-out's words about something or someone
+  else ("stop by", "don't stop", "stop my autopay", "cancel my appointment", the personal "a" in
+  "no me manden más al técnico") are set aside before the entries are matched, so a request
+  elsewhere in the same message still counts ("cancel my appointment and remove my number").
+* **typos**: in a short message whose other words the table knows, a word it does not know is
+  corrected to a nearby keyword of `TYPO_KEYWORDS` ("sotp", "unsubcribe", "cancle"), unless it is
+  a real word (`typo_guard.REAL_WORDS`: "step", "shop", "quite").
+
 When several intents match, opt-out wins, then help, then opt-in (an ambiguous message must not
-count as consent).
+count as consent). Erring on the side of honouring is the rule: a negative only sets aside the
+words it names. Every result names its rule (`Classification.rule`), which goes into the ledger's
+evidence with the matched words.
 
 Entry syntax
 ------------
@@ -672,25 +692,45 @@ def _group(sources: Iterable[str]) -> str:
 
 @dataclass(frozen=True)
 class _Matcher:
-    """The compiled patterns of one intent, with the words a match must begin with (a cheap pre-check)."""
+    """The compiled patterns of one intent, with the words a match must begin with (a cheap pre-check).
+
+    The whole-message pattern tries the entries before the words around them (a lazy prefix: most
+    messages are an entry and a courtesy word). The entries that may appear anywhere are grouped by
+    the words they can begin with, so a message is searched only at its words that begin one, with
+    only those entries: the leftmost match wins, then the first entry in the table's order, as a
+    search of them all would choose.
+    """
 
     intent: Intent
     whole: re.Pattern[str] | None
     whole_starts: frozenset[str]
-    anywhere: re.Pattern[str] | None
-    anywhere_starts: frozenset[str]
+    anywhere: Mapping[str, re.Pattern[str]]  # first word -> the anywhere entries that can begin with it
 
     @classmethod
     def build(cls, intent: Intent, entries: list[tuple[int, _CompiledEntry]], surround: str) -> _Matcher:
-        anywhere = [(group, entry) for group, entry in entries if entry.anywhere]
-        whole_core, anywhere_core = _core(entries), _core(anywhere)
+        by_first: dict[str, list[tuple[int, _CompiledEntry]]] = {}
+        for index, entry in entries:
+            if entry.anywhere:
+                for word in entry.first:
+                    by_first.setdefault(word, []).append((index, entry))
         return cls(
             intent,
-            re.compile(f"^ {surround}*{whole_core}{surround}*$") if entries else None,
+            re.compile(f"^ {surround}*?{_core(entries)}{surround}*$") if entries else None,
             frozenset().union(*(entry.first for _, entry in entries)),
-            re.compile(f" {anywhere_core}") if anywhere else None,
-            frozenset().union(*(entry.first for _, entry in anywhere)),
+            {word: re.compile(_core(listed)) for word, listed in by_first.items()},
         )
+
+    def search(self, padded: str, words: list[str]) -> re.Match[str] | None:
+        """The leftmost match of an anywhere entry in `padded` (`words`, one space before each)."""
+        position = 1
+        for word in words:
+            pattern = self.anywhere.get(word)
+            if pattern is not None:
+                match = pattern.match(padded, position)
+                if match is not None:
+                    return match
+            position += len(word) + 1
+        return None
 
 
 def _core(entries: list[tuple[int, _CompiledEntry]]) -> str:
@@ -882,11 +922,9 @@ class KeywordTable:
         padded = f" {' '.join(distinct)} "
         whole = len(distinct) <= MAX_WORDS and self._vocabulary.issuperset(distinct)
         for matcher in self._matchers:
-            match = None
-            if whole and matcher.whole and not matcher.whole_starts.isdisjoint(distinct):
+            match = matcher.search(padded, distinct) if matcher.anywhere else None
+            if match is None and whole and matcher.whole and not matcher.whole_starts.isdisjoint(distinct):
                 match = matcher.whole.match(padded)
-            if match is None and matcher.anywhere and not matcher.anywhere_starts.isdisjoint(distinct):
-                match = matcher.anywhere.search(padded)
             if match is not None:
                 return self._result(matcher.intent, match, written, kept), negative
         return None, negative
