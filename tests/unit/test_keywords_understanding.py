@@ -139,3 +139,16 @@ def test_every_negative_entry_compiles_and_names_its_language() -> None:
     assert set(NEGATIVE_ENTRIES) == {"en", "es", "fr", "pt"}
     assert classify("stop by").language == "en"
     assert classify("no me manden más al técnico").language == "es"
+
+
+@pytest.mark.parametrize(("message", "expected"), [
+    ("This isn't Karen. Please stop.", Intent.OPT_OUT),
+    ("Wrong number. Who is Maria?", Intent.OPT_OUT),
+    ("No soy Juan. Ya no me escriban.", Intent.OPT_OUT),
+    ("Não sou a Ana. Pare.", Intent.OPT_OUT),
+    ("I can't make it tomorrow. Please cancel.", Intent.OTHER),  # cancel ends appointments too
+    ("Got it, thanks. Bye!", Intent.OTHER),  # a farewell closing a chat
+    ("I will check my calendar. Yes.", Intent.OTHER),  # consent is never read sentence by sentence
+])
+def test_a_sentence_that_is_a_request_to_stop_counts_in_a_longer_message(message: str, expected: Intent) -> None:
+    assert classify(message).intent is expected

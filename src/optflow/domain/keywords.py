@@ -217,6 +217,10 @@ DEFAULT_ENTRIES: Mapping[str, Mapping[str, tuple[str, ...]]] = {
             "|contact) ...",
             "... (do not|dont|dnt|never) (text|message|reply|write|respond) [to me] back ...",
             "... (blocking|reporting) (you|this number|your number) ...",
+            "... (stop|quit|cease) sending (me|us|this number|my number) ...",
+            "... (im|i am|were|we are|i m) (done|finished|through|over) with (you|you guys|your company"
+            f"|these|your|the|this|all|all these|all your|all of these) [{_MESSAGES}] ...",
+            f"... (make|get) [these|the|your|all these|all the|all your|this|all] {_MESSAGES} [to] (stop|end) ...",
             f"... (leave|let) (me|us) [the] [{_PROFANE}|hell|heck] (alone|be|in peace) ...",
             "... (get|be taken|be removed|taken|removed) (off|off of|out of|from) " + _LIST + " ...",
             "(i|we) (quit|cancel|unsubscribe|opt out|am out|m out|are out)", "stahp",
@@ -302,6 +306,10 @@ DEFAULT_ENTRIES: Mapping[str, Mapping[str, tuple[str, ...]]] = {
             "|sus mensajes|estos mensajes|los textos|sus textos|de mandar mensajes|de enviar mensajes) ...",
             "... no más (mensajes|textos|sms|llamadas|notificaciones|promociones|publicidad) ...",
             "... basta [ya] de (mensajes|textos|sms|llamadas|notificaciones|promociones) ...",
+            "... no se (molesten|moleste|molestes|preocupen) en (escribirme|mandarme|enviarme|contactarme"
+            "|llamarme|escribir|mandar|enviar) ...",
+            "... no (enviarme|mandarme|escribirme|contactarme|llamarme|molestarme|textearme) (más|mas|nada"
+            "|mensajes|nunca) ...",
             "... no (me|nos) (llamen|llames|llame|escriban|escribas|escriba|manden|mandes|mande|envíen|envíes"
             "|envíe|contacten|contactes|contacte) (ni|y) [me|nos|tampoco] (llamen|llames|llame|escriban|escribas"
             "|escriba|manden|mandes|mande|envíen|envíes|envíe|contacten|contactes|contacte) ...",
@@ -767,6 +775,16 @@ class _Negatives:
                    tuple(rules))
 
 
+_SENTENCE_ENDS = re.compile(r"[.!?;¿¡\n]+")
+_SENTENCE_KEYWORDS = frozenset({
+    "stop", "stopall", "stop all", "unsubscribe", "unsub", "optout", "opt out", "revoke", "arret", "arrete",
+    "arretez", "alto", "detener", "desuscribir", "descadastrar", "pare", "parem", "paren",
+})
+"""A sentence of a longer message that is a phrase entry, or one of these keywords, on its own
+("This isn't Karen. Please stop.", "Wrong number. Who is Maria?") is an opt-out. Not a keyword that
+also ends other things ("I can't come tomorrow. Please cancel."), a farewell ("Thanks. Bye!") or a
+misspelling."""
+
 MASK = "_"
 """Stands in for a word that a negative set aside (normalised words never contain it)."""
 
@@ -900,6 +918,13 @@ class KeywordTable:
             corrected = self._corrected(distinct, written, kept)
             if corrected is not None:
                 return corrected
+        sentences = [part for part in _SENTENCE_ENDS.split(text) if part.strip()]
+        if len(sentences) > 1:
+            for sentence in sentences:
+                found = self.classify(sentence)
+                if found.intent is Intent.OPT_OUT and found.rule is not None and (
+                        found.rule.startswith("phrase:") or found.matched in _SENTENCE_KEYWORDS):
+                    return found
         return negative or OTHER
 
     def _match(
