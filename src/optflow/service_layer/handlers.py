@@ -341,8 +341,12 @@ def revoke(uow: UnitOfWork, svc: Services, org_id: int, contact: Contact | None,
 
 
 def _opt_out_reason(cause: rules.Revocation) -> str:
-    """What the employee's note says the customer wrote."""
-    return f'replied "{cause.evidence.strip()[:40]}"' if cause.evidence else ""
+    """What the employee's note says the customer wrote (their words, without the classifier's
+    explanation that `inbound_evidence` adds for the ledger)."""
+    words = cause.evidence or ""
+    if cause.door is rules.Door.INBOUND and words.endswith("]"):
+        words = words.rpartition(_EXPLANATION_MARK)[0] or words
+    return f'replied "{words.strip()[:40]}"' if words else ""
 
 
 def send_outcome_messages(uow: UnitOfWork, svc: Services, org_id: int, settings: OrgSettings,
@@ -575,9 +579,12 @@ class _Target:
     channel: Channel
 
 
+_EXPLANATION_MARK = "\n["
+
+
 def inbound_evidence(body: str, classification: Classification) -> str:
     """What the ledger keeps of an inbound message: its words, and which rule read them how."""
-    return f"{body[:500]}\n[{classification.explanation()}]"
+    return f"{body[:500]}{_EXPLANATION_MARK}{classification.explanation()}]"
 
 
 def inbound_revocation(address: str, cmd: c.ReceiveInbound, source: str | None,
