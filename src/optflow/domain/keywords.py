@@ -217,17 +217,22 @@ DEFAULT_ENTRIES: Mapping[str, Mapping[str, tuple[str, ...]]] = {
             "|contact) ...",
             "... (do not|dont|dnt|never) (text|message|reply|write|respond) [to me] back ...",
             "... (blocking|reporting) (you|this number|your number) ...",
-            "... (stop|quit|cease) sending (me|us|this number|my number) ...",
-            "... (im|i am|were|we are|i m) (done|finished|through|over) with (you|you guys|your company"
-            f"|these|your|the|this|all|all these|all your|all of these) [{_MESSAGES}] ...",
+            "... (stop|quit|cease) sending (me|us|this number|my number) (stuff|things|anything|crap|junk|garbage"
+            "|this|that|it|them|more|spam|this stuff|this crap|this junk|that stuff|these things) ...",
+            "... (im|i am|were|we are|i m) (done|finished|through) with (you|you guys|your company) ...",
+            "... (im|i am|were|we are|i m) (done|finished|through) with (these|your|the|this|all|all these|all your"
+            f"|all of these) {_MESSAGES} ...",
             f"... (make|get) [these|the|your|all these|all the|all your|this|all] {_MESSAGES} [to] (stop|end) ...",
             f"... (leave|let) (me|us) [the] [{_PROFANE}|hell|heck] (alone|be|in peace) ...",
-            "... (get|be taken|be removed|taken|removed) (off|off of|out of|from) " + _LIST + " ...",
+            "... (get|be taken|be removed) (off|off of|out of|from) " + _LIST + " ...",
             "(i|we) (quit|cancel|unsubscribe|opt out|am out|m out|are out)", "stahp",
             "... (stop|quit|cease) (texting|txting|messaging|msging|contacting|spamming|harassing|bothering"
             "|calling) (this number|my number|this phone|my phone|my cell) ...",
             # First person: "I want out", "I don't want these", "I no longer wish to receive".
-            "... (i|we) (want|need|would like|wanna) out [of this|of these|of your|now] ...",
+            "(i|we) (want|need|would like|wanna) out [now]",
+            "... (i|we) (want|need|would like|wanna) out of (this|these|your|the|all|all these|all your) "
+            f"({_MESSAGES}|list|lists|texting|program|thing|group) ...",
+            "(remove|delete|erase) (it|that|this|this one)",
             "... (i|we) (do not|dont|no longer|dont ever|do not ever|never) (want|wish|need|care) "
             "[to receive|to get|to be getting|to keep getting|to keep receiving|to be sent] [these|your|any|more"
             f"|any more|anymore|any of these|any of your|those|such] {_MESSAGES} ...",
@@ -244,7 +249,10 @@ DEFAULT_ENTRIES: Mapping[str, Mapping[str, tuple[str, ...]]] = {
             "... (how|where) (do|can|would|should) (i|we) (opt out|unsubscribe|unsub|stop (these|the|your|this"
             "|all|getting|receiving)) ...",
             "... (unsubscribe|unsub|opt out|optout) (me|us|this number|my number|my phone) ...",
-            "... (unsubscribe|unsub|opt out|optout) (from|of) (this|these|your|the|all|all your|all of your) ...",
+            "... (unsubscribe|unsub|opt out|optout) (from|of) (this|these|all|all your|all of your|all these"
+            "|everything|it) ...",
+            "... (unsubscribe|unsub|opt out|optout) (from|of) [the|your|ur] [text|sms|texting|mailing|marketing] "
+            f"({_MESSAGES}|list|lists|program|programs|service) ...",
             "... wrong (number|person|phone number) ...",
             "... (im|i am|i will|ill|going to|gonna|about to) (block|blocking|report|reporting) "
             "(this number|your number|you|this|these texts) ...",
@@ -300,7 +308,9 @@ DEFAULT_ENTRIES: Mapping[str, Mapping[str, tuple[str, ...]]] = {
             "(mensajes|mensaje|textos|texto|sms|notificaciones|alertas|promociones|publicidad|llamadas"
             "|correos) ...",
             "... (quiero|deseo|quisiera|necesito|me quiero|me gustaría) (dejar de recibir|cancelar|darme de baja"
-            "|salir|desuscribirme|desuscribir|que me (borren|saquen|quiten|eliminen)) ...",
+            "|salir de (la|su|esta|sus|tu|esa) (lista|listas|base de datos|sistema|grupo|lista de contactos)"
+            "|desuscribirme|desuscribir|que me (borren|saquen|quiten|eliminen)) ...",
+            "[ya] no (quiero|deseo|queremos) (más|mas|nada|nada más)",
             "... (dejen|deje|deja|dejes|paren|pare|para|detengan|detenga) (de mandar|de enviar|de escribir"
             "|de textear|de mandarme|de enviarme|de escribirme|de llamarme|de contactarme|los mensajes"
             "|sus mensajes|estos mensajes|los textos|sus textos|de mandar mensajes|de enviar mensajes) ...",
@@ -355,8 +365,9 @@ DEFAULT_ENTRIES: Mapping[str, Mapping[str, tuple[str, ...]]] = {
             "... (retirez|enlevez|supprimez|effacez|rayez|ôtez|retire|enlève|supprime|efface|rayer|supprimer"
             "|retirer|effacer) (mon numéro|mon numero|mon nom|mes coordonnées|ce numéro|mon contact) ...",
             "... (retirez|enlevez|supprimez|effacez|rayez|retire|enlève|supprime|efface) moi (de|des|du) ...",
-            "... (je|nous) ne (veux|veut|voulons|souhaite|souhaitons|désire) plus (recevoir|de|vos|ces|rien"
-            "|être contacté|être contactée|aucun) ...",
+            "... (je|nous) ne (veux|veut|voulons|souhaite|souhaitons|désire) plus (recevoir|rien|être contacté"
+            "|être contactée|aucun message|aucun sms|[de] (vos|ces) (messages|sms|textos|nouvelles|appels|courriels"
+            "|mails)|de (messages|sms|textos|appels)) ...",
             "... (je|nous) (veux|voudrais|souhaite|aimerais|désire) (me désabonner|me désinscrire|ne plus "
             "recevoir|arrêter de recevoir|arrêter les messages|être retiré|être retirée|être désabonné) ...",
             "... (foutez|fichez|laissez) moi la paix ...",
@@ -391,8 +402,13 @@ DEFAULT_ENTRIES: Mapping[str, Mapping[str, tuple[str, ...]]] = {
             "|meu numero|meu telefone|meu celular|meu contato|meus dados|meu nome|este número|esse número"
             "|este numero|esse numero) ...",
             "... (me|nos) (tirem|tire|tira|retirem|retire|removam|remova|remove|excluam|exclua|exclui"
-            "|descadastrem|descadastre|descadastra|apaguem|apague|apaga|deletem|delete|deleta) ...",
-            "... (tirem|tire|tira|retirem|retire|removam|remova|excluam|exclua|descadastrem|descadastre) me ...",
+            "|descadastrem|descadastre|descadastra|apaguem|apague|apaga|deletem|delete|deleta) (da|dessa|desta|do"
+            "|dos|das|deste|desse|de sua|da sua|de seu|do seu|de vossa|de) ...",
+            "(me|nos) (tirem|tire|tira|retirem|retire|removam|remova|remove|excluam|exclua|exclui|descadastrem"
+            "|descadastre|descadastra|apaguem|apague|apaga)",
+            "... (tirem|tire|tira|retirem|retire|removam|remova|excluam|exclua|descadastrem|descadastre) me (da"
+            "|dessa|desta|do|dos|das|deste|desse|de sua|da sua|de) ...",
+            "... (me|nos) (descadastrem|descadastre|descadastra|descadastrar) ...",
             # "Não me mandem mais nada", "não quero mais receber mensagens":
             "... (não|nao|nunca) (me|nos) (mandem|mande|manda|mandar|enviem|envie|envia|enviar|escrevam"
             "|escreva|escreve|liguem|ligue|liga|contatem|contate|contactem|contacte|perturbem|perturbe"
@@ -400,7 +416,8 @@ DEFAULT_ENTRIES: Mapping[str, Mapping[str, tuple[str, ...]]] = {
             "... (não|nao) (quero|desejo|preciso|gostaria de) [mais] [receber|continuar recebendo|ser"
             "|mais receber] [mais] (mensagens|mensagem|sms|torpedos|textos|nada|notificações|propaganda"
             "|publicidade|ligações|contatado|contactado|incomodado|essas mensagens|suas mensagens) ...",
-            "... (quero|desejo|gostaria de|preciso) (sair|cancelar|me descadastrar|descadastrar|ser removido"
+            "... (quero|desejo|gostaria de|preciso) (sair (da|dessa|desta|do|deste|desse) (lista|grupo|cadastro"
+            "|base)|cancelar|me descadastrar|descadastrar|ser removido"
             "|ser removida|parar de receber|deixar de receber|cancelar as mensagens|cancelar o recebimento) ...",
             "... (me|nos) (deixem|deixe|deixa) em paz ...",
             "... (deixem|deixe|deixa) me em paz ...",
@@ -456,6 +473,10 @@ NEGATIVE_ENTRIES: Mapping[str, tuple[str, ...]] = {
         "(stop|quit|cease) (him|her|them|the technician|the tech|the driver|your technician|your driver) "
         "(from|coming|calling me|texting me)",
         "(end|start) of (the|this|next|last) (month|week|year|day|story|line)",
+        "(is this|is that|was that|do i have|did i call|did i text|did i dial|have i got|i have|i called|i texted"
+        "|i dialed|i used|maybe i have|sorry i have|i think i have) [the|a] wrong (number|phone number)",
+        "(paper|mailed|printed|mail) (statements|statement|bills|bill|invoices|invoice|letters|copies|checks"
+        "|catalogs|coupons)",
         "end of story",
         "(count|counting|counted) (me|us) in",
         "we (have|ve) got to stop",
@@ -475,6 +496,11 @@ NEGATIVE_ENTRIES: Mapping[str, tuple[str, ...]] = {
         "|débito|transferencia|técnico|servicio técnico|reservación|reserva|plan de pagos|tarjeta|cuenta)",
         "para (qué|que|cuándo|cuando|mañana|hoy|mí|ti|usted|ustedes|nosotros|ver|pagar|saber|confirmar)",
         "(no|nunca) (pares|paren|pare|dejes|dejen|deje) de",
+        # Things that are not messages: invoices on paper, visits, people.
+        "[ya] no (me|nos) (mandes|manden|mande|envíes|envíen|envíe) [más|mas] (facturas|factura|recibos|recibo"
+        "|estados de cuenta|cartas|carta|correspondencia|papeles|folletos|catálogos|paquetes|técnicos|vendedores"
+        "|cobradores|empleados|gente|personas)",
+        "(facturas|factura|recibos|recibo|estados de cuenta|cartas) en papel",
     ),
     "fr": (
         "(annuler|annulez|annule|arrêter|arrêtez|arrête|suspendre|suspendez) (le|la|mon|ma|mes|les|ce|cette) "
