@@ -189,8 +189,7 @@ DEFAULT_ENTRIES: Mapping[str, Mapping[str, tuple[str, ...]]] = {
             # The phrase grammar: the ways people ask to stop, anywhere in a message of any length.
             # Asking to be counted out, taken off, removed or deleted (the person or the number).
             "... count (me|us|my number|this number) out ...",
-            "... (take|get) (my number|my phone number|this number|my phone|my name|my info|my contact) "
-            "(off|out) ...",
+            "... (take|get) (my number|my phone number|this number|my phone|my cell|my contact) (off|out) ...",
             "... (take|get) (me|us) (off|out of|off of) " + _LIST + " ...",
             "... (remove|delete|erase|drop|lose) (my number|my phone number|this number|my phone|my contact"
             "|my contact info|my info|my information|my details|my name|me|us) (from|off|off of|out of) ...",
@@ -243,7 +242,10 @@ DEFAULT_ENTRIES: Mapping[str, Mapping[str, tuple[str, ...]]] = {
             "[these|your|the|any|text|sms]) ...",
             "... (stop|quit) (receiving|getting) [these|your|the|any|all|all these|all your|all of these] "
             "(texts|txts|text messages|messages|msgs|sms|notifications|alerts|reminders|promotions) ...",
-            "... (i|we) (never|did not|didnt|dont remember|do not remember) (signed|sign|signing) up ...",
+            "(i|we) (never|did not|didnt|dont remember|do not remember) (signed|sign|signing) up [for this|for these"
+            "|for any of this|for that]",
+            "... (i|we) (never|did not|didnt|dont remember|do not remember) (signed|sign|signing) up (for|to) "
+            f"(this|these|your|any|any of this|this stuff|{_MESSAGES}|this list|your list|texts from you) ...",
             "... (i|we) (never|did not|didnt) (agree|agreed|consent|consented|opt in|opted in|subscribe"
             "|subscribed|ask|asked) (to|for) (this|these|that|your|any|texts|messages) ...",
             "... (how|where) (do|can|would|should) (i|we) (opt out|unsubscribe|unsub|stop (these|the|your|this"
