@@ -8,6 +8,8 @@
   rows written with plain SQL.
 - dispatch: 100,000 enrolments due at once through `FlowEngine.run_due`, vs plain batched
   inserts of the same outbox rows through the same driver.
+- classifier: the median cost of classifying one message of the labelled corpus, vs the
+  classifier before issue 13 (bench/classifier.py).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from optflow.domain.ledger import entry_hash
 from optflow.domain.model import Channel, State
 
 from . import datasets as ds
+from .classifier import classifier
 from .load import LoadResult, run_load, write_requests
 from .procs import ServerProcess, free_port, start_server
 from .report import Figure, Report
@@ -479,5 +482,5 @@ def _plain_outbox_inserts(database_url: str, sample: dict[str, Any], count: int)
 
 
 SCENARIOS: dict[str, Callable[[Run], None]] = {
-    "inbound": inbound, "scale": scale, "fanout": fanout, "dispatch": dispatch,
+    "inbound": inbound, "scale": scale, "fanout": fanout, "dispatch": dispatch, "classifier": classifier,
 }

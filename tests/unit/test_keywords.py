@@ -102,7 +102,7 @@ def test_the_labelled_table_covers_every_required_keyword() -> None:
         ("yes please", Classification(Intent.OPT_IN, "yes", "en")),
         ("AIDE", Classification(Intent.HELP, "aide", "fr")),
         ("ok thanks", Classification(Intent.OTHER, None, None)),
-        ("can you stop by at 5?", Classification(Intent.OTHER, None, None)),
+        ("can you stop by at 5?", Classification(Intent.OTHER, "stop by", "en")),  # a negative
         ("", Classification(Intent.OTHER, None, None)),
         ("   ", Classification(Intent.OTHER, None, None)),
     ],
@@ -129,10 +129,10 @@ def test_the_default_table_is_built_once_and_shared() -> None:
 
 
 def test_classify_uses_the_table_it_is_given() -> None:
-    table = KeywordTable.default().with_additions({"es": {"opt_out": ["baja"]}})
-    assert classify("baja").intent == Intent.OTHER
-    assert classify("baja", table) == Classification(Intent.OPT_OUT, "baja", "es")
-    assert classify("baja", table) == table.classify("baja")
+    table = KeywordTable.default().with_additions({"es": {"opt_out": ["pausa"]}})
+    assert classify("pausa").intent == Intent.OTHER
+    assert classify("pausa", table) == Classification(Intent.OPT_OUT, "pausa", "es")
+    assert classify("pausa", table) == table.classify("pausa")
 
 
 # --------------------------------------------------------------------------------------------
@@ -140,9 +140,9 @@ def test_classify_uses_the_table_it_is_given() -> None:
 # --------------------------------------------------------------------------------------------
 
 ORG_ADDITIONS = {
-    "es": {"opt_out": ["baja"], "opt_in": ["vale"]},
+    "es": {"opt_out": ["pausa"], "opt_in": ["vale"]},
     "en": {
-        "opt_out": ["not interested", "... no longer want (texts|messages) ..."],
+        "opt_out": ["not interested", "... (too many|so many) (texts|messages) ..."],
         "help": ["assistance"],
     },
     "*": {"opt_out": ["👎"]},
@@ -157,16 +157,16 @@ def org_table() -> KeywordTable:
 @pytest.mark.parametrize(
     ("message", "expected"),
     [
-        ("baja", Classification(Intent.OPT_OUT, "baja", "es")),
-        ("BAJA!", Classification(Intent.OPT_OUT, "baja", "es")),
-        ("baja por favor", Classification(Intent.OPT_OUT, "baja", "es")),
+        ("pausa", Classification(Intent.OPT_OUT, "pausa", "es")),
+        ("PAUSA!", Classification(Intent.OPT_OUT, "pausa", "es")),
+        ("pausa por favor", Classification(Intent.OPT_OUT, "pausa", "es")),
         ("vale", Classification(Intent.OPT_IN, "vale", "es")),
         ("Vale, gracias", Classification(Intent.OPT_IN, "vale", "es")),
         ("not interested", Classification(Intent.OPT_OUT, "not interested", "en")),
         ("Not interested, thanks", Classification(Intent.OPT_OUT, "not interested", "en")),
         (
-            "Hello, I paid everything last week and I no longer want messages from your company",
-            Classification(Intent.OPT_OUT, "no longer want messages", "en"),
+            "Hello, I paid everything last week and I get too many messages from your company",
+            Classification(Intent.OPT_OUT, "too many messages", "en"),
         ),
         ("assistance", Classification(Intent.HELP, "assistance", "en")),
         ("asssistance", Classification(Intent.HELP, "assistance", "en")),  # runs collapse on both sides
@@ -184,30 +184,30 @@ def test_an_org_adds_words_phrases_and_emoji(
 @pytest.mark.parametrize(
     "message",
     [
-        "baja",
+        "pausa",
         "vale",
         "not interested",
-        "Hello, I paid everything last week and I no longer want messages from your company",
+        "Hello, I paid everything last week and I get too many messages from your company",
         "assistance",
         "👎",
-        "the baja trip was great",  # an added whole-message word inside a sentence
+        "the pausa button was great",  # an added whole-message word inside a sentence
     ],
 )
 def test_additions_do_not_leak_into_the_default_table(org_table: KeywordTable, message: str) -> None:
     assert org_table is not KeywordTable.default()
     assert classify(message).intent == Intent.OTHER
-    if message == "the baja trip was great":
+    if message == "the pausa button was great":
         assert org_table.classify(message).intent == Intent.OTHER
 
 
 def test_additions_leave_the_extended_table_unchanged() -> None:
-    base = KeywordTable.default().with_additions({"es": {"opt_out": ["baja"]}})
+    base = KeywordTable.default().with_additions({"es": {"opt_out": ["pausa"]}})
     before = base.as_dict()
-    extended = base.with_additions({"es": {"opt_out": ["chao"]}})
+    extended = base.with_additions({"es": {"opt_out": ["silencio"]}})
     assert base.as_dict() == before
-    assert base.classify("chao").intent == Intent.OTHER
-    assert extended.classify("chao").intent == Intent.OPT_OUT
-    assert extended.classify("baja").intent == Intent.OPT_OUT
+    assert base.classify("silencio").intent == Intent.OTHER
+    assert extended.classify("silencio").intent == Intent.OPT_OUT
+    assert extended.classify("pausa").intent == Intent.OPT_OUT
 
 
 def test_as_dict_shows_entries_as_written_with_the_additions(org_table: KeywordTable) -> None:
@@ -217,10 +217,10 @@ def test_as_dict_shows_entries_as_written_with_the_additions(org_table: KeywordT
     assert fcc_seven <= set(default["en"]["opt_out"])
     assert "no más" in default["es"]["opt_out"]
     assert "🛑" in default["*"]["opt_out"]
-    assert "baja" not in default["es"]["opt_out"]
-    assert shown["es"]["opt_out"] == [*default["es"]["opt_out"], "baja"]
+    assert "pausa" not in default["es"]["opt_out"]
+    assert shown["es"]["opt_out"] == [*default["es"]["opt_out"], "pausa"]
     assert shown["es"]["opt_in"] == [*default["es"]["opt_in"], "vale"]
-    assert shown["en"]["opt_out"][-1] == "... no longer want (texts|messages) ..."
+    assert shown["en"]["opt_out"][-1] == "... (too many|so many) (texts|messages) ..."
     assert shown["*"]["opt_out"][-1] == "👎"
 
 
@@ -240,14 +240,14 @@ def test_adding_a_known_entry_again_changes_nothing() -> None:
     ("additions", "named"),
     [
         ({"es": {"opt_out": [""]}}, ["es/opt_out", "empty"]),
-        ({"es": {"opt_out": ["baja", "   "]}}, ["es/opt_out", "empty"]),
-        ({"es": {"optout": ["baja"]}}, ["es", "'optout'", "opt_out, opt_in or help"]),
-        ({"es": {"other": ["baja"]}}, ["es", "'other'"]),
+        ({"es": {"opt_out": ["pausa", "   "]}}, ["es/opt_out", "empty"]),
+        ({"es": {"optout": ["pausa"]}}, ["es", "'optout'", "opt_out, opt_in or help"]),
+        ({"es": {"other": ["pausa"]}}, ["es", "'other'"]),
         ({"english": {"opt_out": ["halt"]}}, ["'english'", "language code"]),
         ({"": {"opt_out": ["halt"]}}, ["''", "language code"]),
-        ({"es": {"opt_out": "baja"}}, ["es/opt_out", "list"]),
-        ({"es": {"opt_out": ["baja", 7]}}, ["es/opt_out", "7"]),
-        ({"es": ["baja"]}, ["es", "intent"]),
+        ({"es": {"opt_out": "pausa"}}, ["es/opt_out", "list"]),
+        ({"es": {"opt_out": ["pausa", 7]}}, ["es/opt_out", "7"]),
+        ({"es": ["pausa"]}, ["es", "intent"]),
         ({"fr": {"opt_out": ["(arrêtez|cessez de m'écrire"]}}, ["fr/opt_out", "(arrêtez", "missing ')'"]),
         ({"fr": {"opt_out": ["arrêtez]"]}}, ["fr/opt_out", "unexpected ']'"]),
         ({"en": {"opt_out": ["(stop|) now"]}}, ["en/opt_out", "empty alternative"]),
@@ -270,6 +270,6 @@ def test_bad_additions_raise_invalid_input_naming_the_problem(additions: object,
 def test_a_failed_addition_leaves_the_default_table_as_it_was() -> None:
     before = KeywordTable.default().as_dict()
     with pytest.raises(InvalidInput):
-        KeywordTable.default().with_additions({"es": {"opt_out": ["baja", ""]}})
+        KeywordTable.default().with_additions({"es": {"opt_out": ["pausa", ""]}})
     assert KeywordTable.default().as_dict() == before
-    assert classify("baja").intent == Intent.OTHER
+    assert classify("pausa").intent == Intent.OTHER

@@ -276,14 +276,14 @@ def prerender_inbound(uow: UnitOfWork, svc: Services, cmd: c.ReceiveInbound, now
     consent = uow.consents.get(org_id, address, cmd.channel)
     actor = Actor(ActorKind.CUSTOMER, address)
     if intent is Intent.OPT_OUT:
-        cause = inbound_revocation(address, cmd, cmd.provider_id)
+        cause = inbound_revocation(address, cmd, cmd.provider_id, classification)
         consents = consents_for_opt_out(uow, settings, org_id, contact_id, cause, consent, lock=False)
         outcome = rules.revoke(org_id, contact_id, consents, cause, settings, now)
         note_extra: dict[str, Any] = {"reason": _opt_out_reason(cause)}
     else:
         outcome = rules.answer(org_id, contact_id, consent, intent, settings, TransitionContext(
-            actor=actor, now=now, source_message_id=cmd.provider_id, evidence=cmd.body[:500],
-            allowed_methods=tuple(settings.consent_methods)))
+            actor=actor, now=now, source_message_id=cmd.provider_id,
+            evidence=inbound_evidence(cmd.body, classification), allowed_methods=tuple(settings.consent_methods)))
         held = [row.body for address_, channel in outcome.release_holds
                 for row in uow.messages.held(org_id, address_, channel) if row.direction is Direction.IN]
         note_extra = {"held_message": "\n".join(held)}
@@ -374,8 +374,12 @@ def revoke(uow: UnitOfWork, svc: Services, org_id: int, contact: Contact | None,
 
 
 def _opt_out_reason(cause: rules.Revocation) -> str:
-    """What the employee's note says the customer wrote."""
-    return f'replied "{cause.evidence.strip()[:40]}"' if cause.evidence else ""
+    """What the employee's note says the customer wrote (their words, without the classifier's
+    explanation that `inbound_evidence` adds for the ledger)."""
+    words = cause.evidence or ""
+    if cause.door is rules.Door.INBOUND and words.endswith("]"):
+        words = words.rpartition(_EXPLANATION_MARK)[0] or words
+    return f'replied "{words.strip()[:40]}"' if words else ""
 
 
 def send_outcome_messages(uow: UnitOfWork, svc: Services, org_id: int, settings: OrgSettings,
@@ -532,7 +536,8 @@ def classify_inbound(svc: Services, settings: OrgSettings, body: str, opt_out_ty
     result = svc.keywords(settings, country).classify(body)
     forced = OPT_OUT_TYPES.get((opt_out_type or "").strip().upper())
     if forced is not None and forced is not result.intent:
-        return Classification(intent=forced, matched=f"OptOutType={opt_out_type}", language=None)
+        return Classification(intent=forced, matched=f"OptOutType={opt_out_type}", language=None,
+                              rule="provider:OptOutType")
     return result
 
 
@@ -571,11 +576,11 @@ def receive_inbound(cmd: c.ReceiveInbound, uow: UnitOfWork, svc: Services, now: 
                                  allowed_methods=tuple(settings.consent_methods), **kw)
 
     if intent is Intent.OPT_OUT:
-        revoke(uow, svc, org_id, contact, inbound_revocation(address, cmd, source), now, replies=replies,
-               own=consent, language=language)
+        revoke(uow, svc, org_id, contact, inbound_revocation(address, cmd, source, classification), now,
+               replies=replies, own=consent, language=language)
     else:
         answered = rules.answer(org_id, contact_id, consent, intent, settings,
-                                ctx(evidence=cmd.body[:500]))
+                                ctx(evidence=inbound_evidence(cmd.body, classification)))
         write_outcome(uow, answered, now)
         held = release_held(uow, org_id, answered, now)
         pin: dict[str, Any] = {}
@@ -629,10 +634,20 @@ class _Target:
     channel: Channel
 
 
-def inbound_revocation(address: str, cmd: c.ReceiveInbound, source: str | None) -> rules.Revocation:
+_EXPLANATION_MARK = "\n["
+
+
+def inbound_evidence(body: str, classification: Classification) -> str:
+    """What the ledger keeps of an inbound message: its words, and which rule read them how."""
+    return f"{body[:500]}{_EXPLANATION_MARK}{classification.explanation()}]"
+
+
+def inbound_revocation(address: str, cmd: c.ReceiveInbound, source: str | None,
+                       classification: Classification) -> rules.Revocation:
     """The customer's own message asked to stop (a keyword, words, or the provider's OptOutType)."""
     return rules.Revocation(rules.Door.INBOUND, Actor(ActorKind.CUSTOMER, address), address, cmd.channel,
-                            method="keyword", evidence=cmd.body[:500], source_message_id=source)
+                            method="keyword", evidence=inbound_evidence(cmd.body, classification),
+                            source_message_id=source)
 
 
 def _all_targets(uow: UnitOfWork, contact_id: int | None, fallback_address: str) -> list[_Target]:

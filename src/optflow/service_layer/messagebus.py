@@ -233,14 +233,15 @@ def record_opt_out_only(uow: UnitOfWork, services: Services, command: c.ReceiveI
         if org_id is None:
             raise NotFound(f"no org owns {command.to_address!r}", code="unknown_number")
     settings = uow.orgs.settings(org_id)
-    if classify_inbound(services, settings, command.body, command.opt_out_type).intent is not Intent.OPT_OUT:
+    classification = classify_inbound(services, settings, command.body, command.opt_out_type)
+    if classification.intent is not Intent.OPT_OUT:
         return False
     address = normalize_for_channel(command.from_address, command.channel)
     contact = uow.contacts.at_address(org_id, address)
     # Only what cannot fail is stored: text made storable and cut short (see domain/text.py).
     body, provider_id = storable(command.body[:FALLBACK_BODY_CHARS]), storable(command.provider_id or "") or None
     stored = dataclasses.replace(command, body=body, provider_id=provider_id)
-    revoke(uow, services, org_id, contact, inbound_revocation(address, stored, provider_id), now,
+    revoke(uow, services, org_id, contact, inbound_revocation(address, stored, provider_id, classification), now,
            render_messages=False)
     try:
         with uow.savepoint():
