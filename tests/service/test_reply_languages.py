@@ -107,11 +107,11 @@ def test_an_org_in_spanish_answers_an_unknown_language_in_spanish_with_its_own_o
 
 
 def test_keywords_of_a_country_apply_to_its_numbers_only(system: System) -> None:
-    new_org(system, keywords_by_country={"MX": {"es": {"opt_out": ["CANCELEN TODO"]}}})
-    mexican = sms(system, "CANCELEN TODO", frm=MEXICAN)
+    new_org(system, keywords_by_country={"MX": {"es": {"opt_out": ["MOTORSBAJA"]}}})
+    mexican = sms(system, "MOTORSBAJA", frm=MEXICAN)
     assert mexican.intent is Intent.OPT_OUT and mexican.state is State.OPTED_OUT
     assert "se ha dado de baja" in mexican.replies[0]
-    american = sms(system, "CANCELEN TODO", frm=PHONE)
+    american = sms(system, "MOTORSBAJA", frm=PHONE)
     assert american.intent is Intent.OTHER and american.state is State.UNKNOWN
 
 

@@ -438,12 +438,6 @@ DEFAULT_ENTRIES: Mapping[str, Mapping[str, tuple[str, ...]]] = {
         ),
         "help": ("ajuda", "preciso de ajuda", "informação", "informações"),
     },
-    # PARE, PARAR and CANCELAR are Spanish keywords too; the Spanish entry, earlier, reports them.
-    "pt": {
-        "opt_out": ("pare", "parar", "parem", "cancelar", "sair", "descadastrar", "chega"),
-        "opt_in": ("sim",),
-        "help": ("ajuda", "preciso de ajuda"),
-    },
     ANY_LANGUAGE: {
         "opt_out": ("🛑", "🚫", "❌", "⛔", "🔕", "📴", "🖕"),
     },
