@@ -22,6 +22,7 @@ from .adapters.webhook_poster import WebhookPoster, derived_secret
 from .config import Config
 from .domain.model import Channel
 from .domain.tokens import unsubscribe_url
+from .service_layer import imports
 from .service_layer.dispatcher import Dispatcher
 from .service_layer.flow_engine import FlowEngine, load_flow_directory
 from .service_layer.handlers import Services
@@ -147,7 +148,7 @@ def bootstrap(config: Config | None = None, *, clock: Callable[[], datetime] = u
                         pin_key=pin_key(config, engine.url))
     engine_flows = FlowEngine(flows, services, flows_dir,
                               unsubscribe_url=functools.partial(unsubscribe_url, config.public_url, secret))
-    bus = MessageBus(engine, services, clock, engine_flows.command_handlers())
+    bus = MessageBus(engine, services, clock, {**engine_flows.command_handlers(), **imports.HANDLERS})
     dispatcher = Dispatcher(engine, services, sender or build_sender(config), secret, config.public_url, clock)
     webhooks = WebhookDispatcher(engine, WebhookPoster(config.webhook_secret or derived_secret(secret)),
                                  retry_base=timedelta(seconds=config.webhook_retry_base_seconds))

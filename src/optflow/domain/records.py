@@ -99,7 +99,7 @@ class Org:
 
 
 # An agent's role, from least to most allowed (stored as this text; `admin.add_agent` checks it).
-Role = Literal["agent", "supervisor", "admin"]
+Role = Literal["agent", "supervisor", "admin", "integration"]
 
 
 @dataclass(slots=True, frozen=True)
@@ -130,6 +130,7 @@ class Contact:
     dnd_channels: str  # comma-separated channels
     created_at: datetime
     updated_at: datetime
+    external_id: str | None  # the contact's key in the business's CRM
 
     @property
     def dnd(self) -> DndSettings:

@@ -343,7 +343,7 @@ class AgentOut(ApiModel):
 
     id: int
     name: str
-    role: Literal["agent", "supervisor", "admin"]
+    role: Literal["agent", "supervisor", "admin", "integration"]
     created_at: datetime
     last_used_at: datetime | None = Field(description="Within an hour; null if never used.")
     expires_at: datetime | None = Field(description="Null: never expires.")

@@ -1,0 +1,174 @@
+"""CRM changes in and bulk imports, spoken to in commands: the upsert by external id, the
+declined marketing permission on record, imported consents dated as given, the suppression list."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from conftest import Clock, new_agent, new_org
+from optflow.bootstrap import System
+from optflow.domain import commands as c
+from optflow.domain.model import Actor, ActorKind, Channel, DomainError, Purpose, State, TransitionRefused
+from optflow.service_layer import imports
+
+PHONE = "+14155552671"
+EMAIL = "sam@example.com"
+GIVEN = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
+
+
+@pytest.fixture
+def org(system: System) -> int:
+    return new_org(system)
+
+
+@pytest.fixture
+def crm(system: System, org: int) -> Actor:
+    agent = new_agent(system, org, role="integration", name="Salesforce sync")
+    return imports.actor_of_token(agent.id, "integration")
+
+
+def ledger(system: System, org: int) -> list[dict[str, Any]]:
+    with system.bus.uow(read_only=True) as uow:
+        return uow.ledger.entries(org)
+
+
+def consent(system: System, org: int, address: str = PHONE, channel: Channel = Channel.TEXT) -> Any:
+    with system.bus.uow(read_only=True) as uow:
+        return uow.consents.get(org, address, channel)
+
+
+def upsert(system: System, org: int, actor: Actor, external_id: str = "CRM-1", **changes: Any) -> imports.Upserted:
+    return system.bus.handle(c.UpsertContact(org, external_id, actor, **changes))  # type: ignore[no-any-return]
+
+
+def consent_row(system: System, org: int, actor: Actor, **values: str) -> imports.Imported:
+    row = {"channel": "text", "state": "opted_in", "method": "web_form", "occurred_at": GIVEN.isoformat(),
+           "phone": PHONE, **values}
+    return system.bus.handle(imports.consent_command(row, org, actor))  # type: ignore[no-any-return]
+
+
+# ------------------------------------------------------------------------------------ upsert
+
+
+def test_a_contact_created_with_marketing_declined_leaves_a_ledger_entry(system: System, org: int) -> None:
+    contact_id = system.bus.handle(c.CreateContact(org, name="Lead", phones=(PHONE,), marketing_allowed=False)
+                                   ).contact_id
+    [entry] = [e for e in ledger(system, org) if e["trigger"] == "marketing_off"]
+    assert (entry["contact_id"], entry["from_state"], entry["to_state"]) == (contact_id, "marketing:unset",
+                                                                           "marketing:off")
+    system.bus.handle(c.CreateContact(org, name="Other", phones=("+14155552672",)))
+    assert [e["trigger"] for e in ledger(system, org)] == ["marketing_off"]  # marketing allowed: nothing to record
+
+
+def test_upsert_creates_then_updates_then_changes_nothing(system: System, org: int, crm: Actor) -> None:
+    created = upsert(system, org, crm, name="Sam", phones=(PHONE,), marketing_allowed=False)
+    assert created.created and created.changed
+    [entry] = ledger(system, org)
+    assert (entry["trigger"], entry["actor_kind"], entry["actor_id"]) == ("marketing_off", "integration", crm.id)
+
+    updated = upsert(system, org, crm, name="Sam Jones", emails=(EMAIL,), marketing_allowed=True)
+    assert (updated.contact_id, updated.created, updated.changed) == (created.contact_id, False, True)
+    with system.bus.uow(read_only=True) as uow:
+        contact = uow.contacts.get(org, created.contact_id)
+        assert (contact.name, contact.marketing_allowed, contact.external_id) == ("Sam Jones", True, "CRM-1")
+        assert {a.value for a in uow.contacts.addresses(contact.id)} == {PHONE, EMAIL}
+    assert [e["trigger"] for e in ledger(system, org)] == ["marketing_off", "marketing_on"]
+
+    again = upsert(system, org, crm, name="Sam Jones", phones=(PHONE,), emails=(EMAIL,), marketing_allowed=True)
+    assert (again.created, again.changed) == (False, False)
+    assert len(ledger(system, org)) == 2
+
+
+def test_upsert_adopts_a_contact_without_external_id_and_refuses_another_ones_address(
+        system: System, org: int, crm: Actor) -> None:
+    existing = system.bus.handle(c.CreateContact(org, name="Sam", phones=(PHONE,))).contact_id
+    assert upsert(system, org, crm, phones=(PHONE,)).contact_id == existing
+    with pytest.raises(TransitionRefused) as refused:
+        upsert(system, org, crm, external_id="CRM-2", phones=(PHONE,))
+    assert refused.value.code == "address_taken"
+
+
+# ------------------------------------------------------------------------------------ consents
+
+
+def test_an_imported_consent_is_dated_as_given_and_a_second_import_records_nothing(
+        system: System, org: int, crm: Actor, clock: Clock) -> None:
+    first = consent_row(system, org, crm, external_id="CRM-9", name="Pat", evidence="form #12", source="webinar")
+    assert first.skipped is None and first.contact_id is not None
+    stored = consent(system, org)
+    assert (stored.state, stored.opted_in_at, stored.method) == (State.OPTED_IN, GIVEN, "web_form")
+    [entry] = ledger(system, org)
+    assert (entry["occurred_at"], entry["recorded_at"]) == (GIVEN, clock())
+    assert (entry["actor_kind"], entry["evidence"]) == ("integration", "source: webinar; form #12")
+
+    clock.advance(hours=1)
+    again = consent_row(system, org, crm, external_id="CRM-9", name="Pat", evidence="form #12", source="webinar")
+    assert again.skipped is not None and again.contact_id == first.contact_id
+    assert len(ledger(system, org)) == 1
+
+
+def test_an_import_does_not_reopen_a_later_opt_out_and_an_imported_opt_out_always_applies(
+        system: System, org: int, crm: Actor) -> None:
+    consent_row(system, org, crm, state="opted_out", occurred_at="2026-04-01T00:00:00Z")
+    with pytest.raises(DomainError) as refused:
+        consent_row(system, org, crm)  # a consent of 1 March after an opt-out of 1 April
+    assert refused.value.code == "opted_out"
+    assert consent(system, org).state is State.OPTED_OUT
+    assert consent(system, org).opted_out_at == datetime(2026, 4, 1, tzinfo=UTC)
+
+    consent_row(system, org, crm, phone="+14155552672")
+    out = consent_row(system, org, crm, phone="+14155552672", state="opted_out", occurred_at="2026-02-01")
+    assert out.skipped is None  # an opt-out older than the consent on record still applies
+    assert consent(system, org, "+14155552672").state is State.OPTED_OUT
+    assert consent_row(system, org, crm, phone="+14155552672", state="opted_out",
+                       occurred_at="2026-02-01").skipped == "already opted out"
+    assert [e["to_state"] for e in ledger(system, org)] == ["opted_out", "opted_in", "opted_out"]
+
+
+def test_an_import_refuses_a_method_the_org_does_not_know_and_a_date_to_come(
+        system: System, org: int, crm: Actor, clock: Clock) -> None:
+    with pytest.raises(DomainError) as refused:
+        consent_row(system, org, crm, method="carrier_pigeon")
+    assert refused.value.code == "unknown_method"
+    with pytest.raises(DomainError) as future:
+        consent_row(system, org, crm, occurred_at=(clock() + timedelta(days=1)).isoformat())
+    assert future.value.code == "occurred_in_future"
+    assert ledger(system, org) == []
+
+
+# ------------------------------------------------------------------------------------ suppressions
+
+
+def test_a_suppressed_address_is_never_messaged_nor_opted_in_by_an_import(
+        system: System, org: int, crm: Actor) -> None:
+    contact_id = consent_row(system, org, crm, name="Sam").contact_id
+    assert contact_id is not None
+    system.bus.handle(c.AddSuppression(org, crm, "(415) 555-2671", "litigator list"))
+    with pytest.raises(DomainError) as denied:
+        system.bus.handle(c.SendMessage(org, contact_id, Channel.TEXT, "Hello", crm, purpose=Purpose.CONVERSATIONAL))
+    assert denied.value.code == "suppressed"
+    with pytest.raises(DomainError) as refused:
+        consent_row(system, org, crm, phone="+14155552671", occurred_at="2026-05-01T00:00:00Z")
+    assert refused.value.code == "suppressed"
+    again = system.bus.handle(c.AddSuppression(org, crm, PHONE, "litigator list"))
+    assert again.skipped == "already suppressed"
+    entries = [e for e in ledger(system, org) if e["trigger"] == "suppressed"]
+    assert [(e["address"], e["channel"], e["evidence"]) for e in entries] == [(PHONE, "all", "litigator list")]
+
+
+def test_a_suppression_on_one_channel_leaves_the_others(system: System, org: int, crm: Actor) -> None:
+    contact_id = consent_row(system, org, crm, name="Sam", email=EMAIL).contact_id
+    consent_row(system, org, crm, channel="email", email=EMAIL)
+    system.bus.handle(c.AddSuppression(org, crm, PHONE, "complaint", Channel.TEXT))
+    assert contact_id is not None
+    queued = system.bus.handle(c.SendMessage(org, contact_id, Channel.EMAIL, "Hello", crm))
+    assert queued.status == "queued"
+
+
+def test_an_agent_and_an_integration_appear_as_themselves(system: System, org: int) -> None:
+    agent = new_agent(system, org)
+    assert imports.actor_of_token(agent.id, "agent") == Actor(ActorKind.AGENT, str(agent.id), "agent")
+    assert imports.actor_of_token(7, "integration").kind is ActorKind.INTEGRATION
