@@ -71,6 +71,13 @@ class ImportJob:
     error: str | None
     created_at: datetime
     finished_at: datetime | None
+    header_json: str
+
+    @property
+    def header(self) -> list[str]:
+        """The file's columns (for the rejects file)."""
+        columns: list[str] = json.loads(self.header_json)
+        return columns
 
 
 @dataclass(frozen=True)
@@ -82,16 +89,18 @@ class ImportReject:
 
 _JOB_COLUMNS = tuple(orm.import_jobs.c[name] for name in (
     "id", "org_id", "agent_id", "kind", "status", "rows_total", "rows_done", "imported", "skipped", "rejected",
-    "error", "created_at", "finished_at"))
+    "error", "created_at", "finished_at", "header_json"))
 
 
 class ImportJobRepository:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
-    def add(self, org_id: int, agent_id: int | None, kind: str, source: str, rows_total: int, now: datetime) -> int:
+    def add(self, org_id: int, agent_id: int | None, kind: str, source: str, rows_total: int, now: datetime,
+            header: Sequence[str] = ()) -> int:
         result = self.conn.execute(insert(orm.import_jobs).values(
             org_id=org_id, agent_id=agent_id, kind=kind, status="queued", source=source, rows_total=rows_total,
+            header_json=json.dumps(list(header)),
             rows_done=0, imported=0, skipped=0, rejected=0, created_at=now))
         return int(result.inserted_primary_key[0])  # type: ignore[index]
 

@@ -364,6 +364,7 @@ class ImportJobRow(SQLModel, table=True):
     kind: str  # consents | suppressions
     status: str = "queued"  # queued | running (leased until lease_until) | done | failed
     source: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    header_json: str = Field(default="[]", sa_column=Column(Text, nullable=False, default="[]"))
     rows_total: int = 0
     rows_done: int = 0
     imported: int = 0

@@ -410,6 +410,15 @@ def count_rows(text: str, kind: str) -> int:
         raise InvalidInput(f"the file cannot be read as CSV ({exc})", code="invalid_csv") from None
 
 
+def header_of(text: str) -> list[str]:
+    """The header line of a file whose header was checked (`count_rows`), without the columns of
+    an earlier rejects file: the columns of its rejects."""
+    for fields in csv.reader(text.splitlines(keepends=True)):
+        if any(value.strip() for value in fields):
+            return [name for name in fields if name.strip().lower() not in REJECTS_COLUMNS]
+    return []
+
+
 def run_import_jobs(bus: Any, clock: Callable[[], datetime], *, max_jobs: int = 1) -> int:
     """Process waiting API import jobs (the scheduler calls this): each is claimed with a
     lease, read row by row from where it got to, handled in batches, and its progress and
@@ -437,13 +446,16 @@ def _run_job(bus: Any, clock: Callable[[], datetime], job: Any, source: str) -> 
         if agent is not None:
             actor = actor_of_token(agent.id, agent.role)
     tally = Tally(imported=job.imported, skipped=job.skipped, rejected=job.rejected, rows=job.rows_done)
+    header = next(csv.reader(line for line in source.splitlines(keepends=True) if line.strip()), [])
+    earlier_rejects = {i for i, name in enumerate(header) if name.strip().lower() in REJECTS_COLUMNS}
     try:
         rows = read_rows(source.splitlines(keepends=True), job.kind)
         pending = (row for index, row in enumerate(rows) if index >= job.rows_done)
         for batch in batches(pending):
             outcomes = import_batch(bus, job.kind, job.org_id, actor, batch, tally)
             with bus.uow() as uow:
-                uow.import_jobs.add_rejects(job.id, [(row.line, reason, row.fields)
+                uow.import_jobs.add_rejects(job.id, [(row.line, reason, [f for i, f in enumerate(row.fields)
+                                                                          if i not in earlier_rejects])
                                                      for row, _, reason in outcomes if reason is not None])
                 uow.import_jobs.progress(job.id, rows_done=tally.rows, imported=tally.imported, skipped=tally.skipped,
                                          rejected=tally.rejected, lease_until=clock() + JOB_LEASE)

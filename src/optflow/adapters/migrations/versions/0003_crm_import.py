@@ -47,6 +47,7 @@ def upgrade() -> None:
     sa.Column('kind', sa.String(), nullable=False),
     sa.Column('status', sa.String(), nullable=False),
     sa.Column('source', sa.Text(), nullable=False),
+    sa.Column('header_json', sa.Text(), nullable=False),
     sa.Column('rows_total', sa.Integer(), nullable=False),
     sa.Column('rows_done', sa.Integer(), nullable=False),
     sa.Column('imported', sa.Integer(), nullable=False),
