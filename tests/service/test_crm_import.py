@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import Engine
 
-from conftest import Clock, new_agent, new_org
+from conftest import Clock, RecordingSender, make_system, new_agent, new_org
 from optflow.bootstrap import System
 from optflow.domain import commands as c
 from optflow.domain.model import Actor, ActorKind, Channel, DomainError, Purpose, State, TransitionRefused
@@ -17,6 +18,12 @@ from optflow.service_layer import imports
 PHONE = "+14155552671"
 EMAIL = "sam@example.com"
 GIVEN = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
+
+
+@pytest.fixture
+def system(engine: Engine, clock: Clock, sender: RecordingSender) -> System:
+    """On SQLite and on PostgreSQL (when one is configured)."""
+    return make_system(engine, clock, sender)
 
 
 @pytest.fixture
@@ -172,3 +179,31 @@ def test_an_agent_and_an_integration_appear_as_themselves(system: System, org: i
     agent = new_agent(system, org)
     assert imports.actor_of_token(agent.id, "agent") == Actor(ActorKind.AGENT, str(agent.id), "agent")
     assert imports.actor_of_token(7, "integration").kind is ActorKind.INTEGRATION
+
+
+def test_a_message_queued_before_the_suppression_is_cancelled_and_never_handed_over(
+        system: System, org: int, crm: Actor, sender: RecordingSender) -> None:
+    contact_id = consent_row(system, org, crm, name="Sam").contact_id
+    assert contact_id is not None
+    queued = system.bus.handle(c.SendMessage(org, contact_id, Channel.TEXT, "Your car is ready", crm))
+    assert queued.status == "queued"
+    system.bus.handle(c.AddSuppression(org, crm, PHONE, "asked never to be texted", Channel.TEXT))
+    system.dispatcher.run(system.clock())
+    assert sender.to(PHONE) == []
+    with system.bus.uow(read_only=True) as uow:
+        message = uow.messages.get(queued.message_id)
+    assert message is not None and message.status.value == "cancelled"
+
+
+def test_an_import_file_is_read_in_batches_with_its_rows_lines(system: System, org: int, crm: Actor) -> None:
+    lines = ["phone,channel,state,method,occurred_at\n"]
+    lines += [f"+1415555{2700 + i:04d},text,opted_in,web_form,2026-01-0{1 + i % 9}\n" for i in range(7)]
+    lines.insert(3, "\n")  # a blank line is passed over, and the lines after it keep their numbers
+    lines.append("+14155552799,text,opted_in,web_form\n")  # a field too few
+    tally = imports.Tally()
+    outcomes = []
+    for batch in imports.batches(imports.read_rows(lines, "consents"), size=3):
+        outcomes += imports.import_batch(system.bus, "consents", org, crm, batch, tally)
+    assert (tally.rows, tally.imported, tally.rejected) == (8, 7, 1)
+    assert [row.line for row, _, _ in outcomes] == [2, 3, 5, 6, 7, 8, 9, 10]
+    assert outcomes[-1][2] is not None and "4 fields where the header has 5" in outcomes[-1][2]
