@@ -207,3 +207,14 @@ def test_an_import_file_is_read_in_batches_with_its_rows_lines(system: System, o
     assert (tally.rows, tally.imported, tally.rejected) == (8, 7, 1)
     assert [row.line for row, _, _ in outcomes] == [2, 3, 5, 6, 7, 8, 9, 10]
     assert outcomes[-1][2] is not None and "4 fields where the header has 5" in outcomes[-1][2]
+
+
+def test_a_nul_in_an_imported_row_is_stored_as_a_replacement_character(system: System, org: int,
+                                                                       crm: Actor) -> None:
+    lines = ["name,phone,channel,state,method,occurred_at,evidence\n",
+             "Sa\x00m,+14155552671,text,opted_in,web_form,2026-01-01,scan\x00ned form\n"]
+    tally = imports.Tally()
+    imports.import_batch(system.bus, "consents", org, crm, list(imports.read_rows(lines, "consents")), tally)
+    assert tally.imported == 1
+    [entry] = ledger(system, org)
+    assert entry["evidence"] == "scan\ufffdned form"

@@ -14,6 +14,7 @@ from ..domain import commands as c
 from ..domain.addresses import normalize_email, normalize_phone
 from ..domain.model import Channel, DomainError, InvalidInput, NotFound
 from ..domain.records import ENDED, RUNNING
+from ..domain.text import storable
 from .api_common import (
     caller_of,
     contact_out,
@@ -155,7 +156,7 @@ def register(bp: Blueprint) -> None:
         caller = caller_of(request)
         result = await handle(request, c.UpsertContact(
             caller.org_id, key, caller.actor,
-            name=(body.name or "") if "name" in given else None,
+            name=storable(body.name or "") if "name" in given else None,
             phones=tuple(body.phones), emails=tuple(body.emails),
             time_zone=(body.time_zone or "") if "time_zone" in given else None,
             region=(body.region or "") if "region" in given else None,

@@ -12,6 +12,7 @@ and is started again, records nothing twice.
 from __future__ import annotations
 
 import csv
+import io
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from ..domain import consent_rules as rules
 from ..domain.addresses import looks_like_email, normalize_for_channel
 from ..domain.machine import TransitionContext
 from ..domain.model import Actor, ActorKind, Channel, DomainError, InvalidInput, TransitionRefused
+from ..domain.text import storable
 from .admin import INTEGRATION_ROLE
 from .handlers import (
     Services,
@@ -268,7 +270,9 @@ def read_rows(lines: Iterable[str], kind: str) -> Iterator[Row]:
         if len(fields) != len(columns):
             problem = (f"{len(fields)} field{'s' if len(fields) != 1 else ''} where the header has "
                        f"{len(columns)} (a separator too many or too few, or a quote not closed?)")
-        values = {} if problem else {column: value.strip() for column, value in zip(columns, fields, strict=True)
+        # Made storable (a NUL or a lone surrogate becomes U+FFFD): PostgreSQL refuses them.
+        values = {} if problem else {column: storable(value.strip())
+                                     for column, value in zip(columns, fields, strict=True)
                                      if column not in REJECTS_COLUMNS}
         yield Row(line, tuple(fields), values, problem)
     if columns is None:
@@ -405,7 +409,7 @@ def count_rows(text: str, kind: str) -> int:
     """Check a file sent to the API (its header, that it reads as CSV) and count its rows;
     `HeaderRefused` or `InvalidInput` when it cannot be imported at all."""
     try:
-        return sum(1 for _ in read_rows(text.splitlines(keepends=True), kind))
+        return sum(1 for _ in read_rows(io.StringIO(text, newline=""), kind))
     except csv.Error as exc:
         raise InvalidInput(f"the file cannot be read as CSV ({exc})", code="invalid_csv") from None
 
@@ -413,9 +417,17 @@ def count_rows(text: str, kind: str) -> int:
 def header_of(text: str) -> list[str]:
     """The header line of a file whose header was checked (`count_rows`), without the columns of
     an earlier rejects file: the columns of its rejects."""
-    for fields in csv.reader(text.splitlines(keepends=True)):
+    for fields in csv.reader(io.StringIO(text, newline="")):
         if any(value.strip() for value in fields):
             return [name for name in fields if name.strip().lower() not in REJECTS_COLUMNS]
+    return []
+
+
+def header_of_file(text: str) -> list[str]:
+    """The header line of a file as it is (with the columns of an earlier rejects file)."""
+    for fields in csv.reader(io.StringIO(text, newline="")):
+        if any(value.strip() for value in fields):
+            return fields
     return []
 
 
@@ -446,10 +458,10 @@ def _run_job(bus: Any, clock: Callable[[], datetime], job: Any, source: str) -> 
         if agent is not None:
             actor = actor_of_token(agent.id, agent.role)
     tally = Tally(imported=job.imported, skipped=job.skipped, rejected=job.rejected, rows=job.rows_done)
-    header = next(csv.reader(line for line in source.splitlines(keepends=True) if line.strip()), [])
+    header = header_of_file(source)
     earlier_rejects = {i for i, name in enumerate(header) if name.strip().lower() in REJECTS_COLUMNS}
     try:
-        rows = read_rows(source.splitlines(keepends=True), job.kind)
+        rows = read_rows(io.StringIO(source, newline=""), job.kind)
         pending = (row for index, row in enumerate(rows) if index >= job.rows_done)
         for batch in batches(pending):
             outcomes = import_batch(bus, job.kind, job.org_id, actor, batch, tally)
