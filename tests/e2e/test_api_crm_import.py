@@ -8,11 +8,13 @@ import io
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 
+from e2e.conftest import _start, _stop
 from e2e.helpers import API, error_code
 from optflow.service_layer import admin
 from optflow.service_layer.unit_of_work import UnitOfWork
@@ -138,3 +140,22 @@ def test_an_import_that_cannot_be_read_is_refused_at_once(agent: httpx.Client, p
 def test_an_import_of_another_org_is_not_found(agent: httpx.Client) -> None:
     response = agent.get(f"{API}/imports/999999")
     assert response.status_code == 404 and error_code(response) == "import_not_found"
+
+
+def test_an_import_may_be_larger_than_a_json_body_up_to_its_own_limit(tmp_path: Path) -> None:
+    """The API's bodies stop at 64 KiB; an import streams up to OPTFLOW_MAX_IMPORT_BYTES."""
+    server = _start(tmp_path, {"OPTFLOW_MAX_IMPORT_BYTES": "100000"})
+    try:
+        row = "+14155550100,,,a reason long enough to fill the file a little faster than a short one\n"
+        header = "phone,email,channel,reason\n"
+        fits = header + row * (80_000 // len(row))
+        with server.client("agent") as client:
+            accepted = client.post(f"{API}/imports", params={"kind": "suppressions"}, content=fits,
+                                   headers={"Content-Type": "text/csv"})
+            assert accepted.status_code == 202, accepted.text
+            assert accepted.json()["rows_total"] == 80_000 // len(row)
+            too_big = client.post(f"{API}/imports", params={"kind": "suppressions"},
+                                  content=header + row * (120_000 // len(row)), headers={"Content-Type": "text/csv"})
+            assert too_big.status_code == 413 and error_code(too_big) == "payload_too_large"
+    finally:
+        _stop(server.process)

@@ -3,6 +3,7 @@ processes in batches (`service_layer.imports.run_import_jobs`), never on the req
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 from typing import Any
@@ -25,28 +26,39 @@ KIND = openapi.definitions.Parameter(
 CSV_TYPES = ("text/csv", "application/csv", "text/plain")
 
 
-def _file_of(request: Request) -> str:
+async def _body(request: Request) -> bytes:
+    """The whole body of a streamed request, refused with 413 past the import size limit (the
+    route streams: the API's general body limit is far too small for a file of contacts)."""
+    limit = system_of(request).config.max_import_bytes
+    data = bytearray()
+    while (chunk := await request.stream.read()) is not None:  # type: ignore[union-attr]
+        data += chunk
+        if len(data) > limit:
+            raise ApiError(413, "payload_too_large", f"the file is larger than {limit} bytes "
+                                                     "(OPTFLOW_MAX_IMPORT_BYTES); split it, or use `optflow import`")
+    return bytes(data)
+
+
+def _file_of(request: Request, data: bytes) -> str:
     """The CSV file of the request: the body itself (`text/csv`), or the part `file` of a
     multipart form. UTF-8 (a byte-order mark is accepted)."""
     media_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
     if media_type == "multipart/form-data":
+        request.body = data
         upload = request.files.get("file") if request.files else None
         if upload is None:
             raise InvalidInput("the form has no part named 'file'", code="file_required")
         data = upload.body
-    elif media_type in CSV_TYPES:
-        data = request.body or b""
-    else:
+    elif media_type not in CSV_TYPES:
         raise ApiError(415, "unsupported_media_type",
                        f"send the CSV file as 'Content-Type: text/csv' or as the part 'file' of a multipart form, "
                        f"not {media_type or 'nothing'!r}")
     try:
-        content = data.decode("utf-8-sig")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise InvalidInput(f"the file is not UTF-8: byte 0x{data[exc.start]:02X} at offset {exc.start} (line {line})",
                            code="not_utf8") from None
-    return content
 
 
 def _import_out(job: Any) -> ImportOut:
@@ -56,12 +68,15 @@ def _import_out(job: Any) -> ImportOut:
 
 
 def register(bp: Blueprint) -> None:
-    @bp.post("/imports")
+    @bp.post("/imports", stream=True)
     @openapi.body({"text/csv": openapi.String()}, required=True)
     @route("agent", ok=(202, ImportOut, "The import is queued; follow it at `Location`."),
            errors=(400, 413, 415, 422), params=(KIND,), tag=TAG)
     async def create_import(request: Request) -> HTTPResponse:
         """Import a CSV file of consents or of suppressions (the columns: docs/integrations.md).
+
+        The body is the file (`Content-Type: text/csv`), or a multipart form whose part `file`
+        is; up to 50 MiB (`OPTFLOW_MAX_IMPORT_BYTES`).
 
         The file's encoding and header are checked at once (422 saying what is wrong, nothing
         imported); its rows are then imported by the scheduler in batches of 500, each consent a
@@ -70,18 +85,23 @@ def register(bp: Blueprint) -> None:
         kind = query_value(request, "kind") or ""
         if kind not in imports.COLUMNS:
             raise InvalidInput("kind must be 'consents' or 'suppressions'", code="invalid_kind")
-        content = _file_of(request)
-        rows = imports.count_rows(content, kind)
+        data = await _body(request)
         caller = caller_of(request)
         system = system_of(request)
-        with system.bus.uow() as uow:
-            job_id = uow.import_jobs.add(caller.org_id, caller.agent_id, kind, content, rows, system.clock(),
-                                         header=imports.header_of(content))
-            uow.commit()
-        with system.bus.uow(read_only=True) as uow:
-            job = uow.import_jobs.get(caller.org_id, job_id)
-        assert job is not None
-        return respond(_import_out(job), 202, {"Location": f"{bp.url_prefix}/imports/{job_id}"})
+
+        def queue() -> Any:
+            """Off the event loop: decoding, checking and counting a large file, and the write."""
+            content = _file_of(request, data)
+            rows = imports.count_rows(content, kind)
+            with system.bus.uow() as uow:
+                job_id = uow.import_jobs.add(caller.org_id, caller.agent_id, kind, content, rows, system.clock(),
+                                             header=imports.header_of(content))
+                uow.commit()
+            with system.bus.uow(read_only=True) as uow:
+                return uow.import_jobs.get(caller.org_id, job_id)
+
+        job = await asyncio.get_running_loop().run_in_executor(None, queue)
+        return respond(_import_out(job), 202, {"Location": f"{bp.url_prefix}/imports/{job.id}"})
 
     @bp.get("/imports/<import_id:int>")
     @route("agent", ok=(200, ImportOut, "The import and its progress."), errors=(404,), params=(IMPORT,), tag=TAG)
