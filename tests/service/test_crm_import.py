@@ -218,3 +218,31 @@ def test_a_nul_in_an_imported_row_is_stored_as_a_replacement_character(system: S
     assert tally.imported == 1
     [entry] = ledger(system, org)
     assert entry["evidence"] == "scan\ufffdned form"
+
+
+def test_an_import_adopts_a_contact_without_external_id_and_refuses_another_ones_address(
+        system: System, org: int, crm: Actor) -> None:
+    existing = system.bus.handle(c.CreateContact(org, name="Sam", phones=(PHONE,))).contact_id
+    assert consent_row(system, org, crm, external_id="CRM-7").contact_id == existing
+    with system.bus.uow(read_only=True) as uow:
+        assert uow.contacts.get(org, existing).external_id == "CRM-7"
+    with pytest.raises(TransitionRefused) as refused:
+        consent_row(system, org, crm, external_id="CRM-8", occurred_at="2026-06-01T00:00:00Z")
+    assert refused.value.code == "address_taken"
+    assert [e["trigger"] for e in ledger(system, org)] == ["record_opt_in"]
+
+
+def test_only_a_supervisor_with_evidence_imports_a_consent_given_after_an_opt_out(
+        system: System, org: int, crm: Actor) -> None:
+    supervisor = Actor(ActorKind.AGENT, str(new_agent(system, org, role="supervisor", name="Sue").id), "supervisor")
+    consent_row(system, org, crm, state="opted_out", occurred_at="2026-02-01T00:00:00Z")
+    for actor in (crm, Actor(ActorKind.AGENT, str(new_agent(system, org, name="Al").id), "agent")):
+        with pytest.raises(DomainError) as refused:
+            consent_row(system, org, actor, occurred_at="2026-03-01T00:00:00Z", evidence="signed form")
+        assert refused.value.code == "opted_out"
+    with pytest.raises(DomainError) as older:
+        consent_row(system, org, supervisor, occurred_at="2026-01-01T00:00:00Z", evidence="signed form")
+    assert older.value.code == "consent_before_opt_out"
+    consent_row(system, org, supervisor, occurred_at="2026-03-01T00:00:00Z", evidence="signed form")
+    assert consent(system, org).state is State.OPTED_IN
+    assert [e["actor_id"] for e in ledger(system, org)] == [crm.id, supervisor.id]

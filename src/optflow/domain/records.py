@@ -98,7 +98,8 @@ class Org:
         return settings
 
 
-# An agent's role, from least to most allowed (stored as this text; `admin.add_agent` checks it).
+# An agent's role, from least to most allowed, then `integration`: another system's token, with an
+# agent's rights (stored as this text; `admin.add_agent` checks it).
 Role = Literal["agent", "supervisor", "admin", "integration"]
 
 

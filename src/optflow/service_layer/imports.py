@@ -161,9 +161,10 @@ def import_consent(cmd: c.ImportConsent, uow: UnitOfWork, svc: Services, now: da
 
 
 def _import_contact(uow: UnitOfWork, cmd: c.ImportConsent, address: str, now: datetime) -> int | None:
-    """The contact of an imported row: by external id, else by address; created (with the row's
-    addresses) when the row names one and none is found. None: the consent is kept on the
-    address alone, like an opt-out from a number no contact has."""
+    """The contact of an imported row: by external id, else by address (a contact without an
+    external id then gets the row's, as the upsert adopts it); created (with the row's addresses)
+    when the row names one and none is found. None: the consent is kept on the address alone,
+    like an opt-out from a number no contact has."""
     owner = uow.contacts.find_by_address(cmd.org_id, address)
     phones = [a for a in (address, *cmd.other_addresses) if not looks_like_email(a)]
     emails = [a for a in (address, *cmd.other_addresses) if looks_like_email(a)]
@@ -176,6 +177,12 @@ def _import_contact(uow: UnitOfWork, cmd: c.ImportConsent, address: str, now: da
             _add_addresses(uow, cmd.org_id, contact.id, phones, emails)
             return contact.id
     if owner is not None:
+        if cmd.external_id:
+            found = uow.contacts.get(cmd.org_id, owner)
+            if found.external_id is not None:
+                raise TransitionRefused(f"{address} belongs to the contact with external id {found.external_id!r}",
+                                        code="address_taken")
+            uow.contacts.update(owner, now, external_id=cmd.external_id)
         return owner
     if not (cmd.external_id or cmd.name):
         return None
