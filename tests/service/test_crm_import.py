@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from conftest import Clock, RecordingSender, make_system, new_agent, new_org
 from optflow.bootstrap import System
@@ -246,3 +246,45 @@ def test_only_a_supervisor_with_evidence_imports_a_consent_given_after_an_opt_ou
     consent_row(system, org, supervisor, occurred_at="2026-03-01T00:00:00Z", evidence="signed form")
     assert consent(system, org).state is State.OPTED_IN
     assert [e["actor_id"] for e in ledger(system, org)] == [crm.id, supervisor.id]
+
+
+JOB_FILE = ("phone,channel,state,method,occurred_at\n"
+            "+14155552671,text,opted_in,web_form,2026-01-01\n"
+            "+14155552672,text,opted_in,web_form,2026-01-02\n"
+            "+14155552673,text,opted_in,web_form,2026-01-03\n"
+            "+14155552674,text,opted_in,carrier_pigeon,2026-01-04\n"
+            "+14155552675,text,opted_out,,2026-01-05\n")
+
+
+def test_an_api_job_runs_in_batches_and_a_dead_worker_s_job_goes_on_from_its_last_batch(
+        system: System, org: int, crm: Actor, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(imports, "BATCH_ROWS", 2)
+    agent = new_agent(system, org, role="integration", name="CRM")
+    with system.bus.uow() as uow:
+        job_id = uow.import_jobs.add(org, agent.id, "consents", JOB_FILE, imports.count_rows(JOB_FILE, "consents"),
+                                     clock(), header=imports.header_of(JOB_FILE))
+        uow.commit()
+    # A worker took it, imported the first batch, wrote its progress, and died.
+    first = list(imports.read_rows(JOB_FILE.splitlines(keepends=True), "consents"))[:2]
+    imports.import_batch(system.bus, "consents", org, crm, first, imports.Tally())
+    with system.bus.uow() as uow:
+        assert uow.import_jobs.claim(clock(), clock() + imports.JOB_LEASE, False) is not None
+        uow.import_jobs.progress(job_id, rows_done=2, imported=2, skipped=0, rejected=0,
+                                 lease_until=clock() + imports.JOB_LEASE)
+        uow.commit()
+    assert imports.run_import_jobs(system.bus, clock) == 0  # its lease still holds
+
+    clock.advance(minutes=6)
+    assert imports.run_import_jobs(system.bus, clock) == 1
+
+    with system.bus.uow(read_only=True) as uow:
+        job = uow.import_jobs.get(org, job_id)
+        rejects = list(uow.import_jobs.rejects(job_id))
+    assert job is not None
+    assert (job.status, job.rows_total, job.rows_done, job.imported, job.skipped, job.rejected) == (
+        "done", 5, 5, 4, 0, 1)
+    assert [(r.line, r.fields[0]) for r in rejects] == [(5, "+14155552674")] and "carrier_pigeon" in rejects[0].reason
+    assert [e["to_state"] for e in ledger(system, org)] == ["opted_in", "opted_in", "opted_in", "opted_out"]
+    assert ledger(system, org)[2]["actor_kind"] == "integration"
+    with system.engine.connect() as conn:
+        assert conn.execute(text(f"SELECT source FROM import_jobs WHERE id = {job_id}")).scalar() == ""

@@ -470,7 +470,7 @@ def _run_job(bus: Any, clock: Callable[[], datetime], job: Any, source: str) -> 
     try:
         rows = read_rows(io.StringIO(source, newline=""), job.kind)
         pending = (row for index, row in enumerate(rows) if index >= job.rows_done)
-        for batch in batches(pending):
+        for batch in batches(pending, BATCH_ROWS):
             outcomes = import_batch(bus, job.kind, job.org_id, actor, batch, tally)
             with bus.uow() as uow:
                 uow.import_jobs.add_rejects(job.id, [(row.line, reason, [f for i, f in enumerate(row.fields)
