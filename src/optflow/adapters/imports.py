@@ -49,10 +49,11 @@ class SuppressionRepository:
             org_id=org_id, address=address, channel=channel, reason=reason, actor_kind=actor_kind,
             actor_id=actor_id, created_at=now))
 
-    def for_org(self, org_id: int, limit: int, offset: int) -> list[Suppression]:
+    def for_addresses(self, org_id: int, addresses: Sequence[str]) -> list[Suppression]:
+        """The suppressions of some addresses, oldest first."""
         table = orm.suppressions
         query = select(table.c.address, table.c.channel, table.c.reason, table.c.created_at).where(
-            table.c.org_id == org_id).order_by(table.c.id).limit(limit).offset(offset)
+            and_(table.c.org_id == org_id, table.c.address.in_(list(addresses)))).order_by(table.c.id)
         return [Suppression(*row) for row in self.conn.execute(query)]
 
 

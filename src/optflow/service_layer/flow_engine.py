@@ -31,6 +31,7 @@ from ..adapters.flow_batch import (
     BufferedMessages,
     PreloadedConsents,
     PreloadedContacts,
+    PreloadedSuppressions,
     SendWindow,
 )
 from ..adapters.flow_loader import FlowValidationError, content_templates, load_flow_text, load_flows
@@ -611,6 +612,7 @@ class _BatchUnitOfWork(UnitOfWork):
         self.orgs, self.agents, self.ledger = uow.orgs, uow.agents, uow.ledger
         self.contacts = PreloadedContacts(uow.conn, reads)
         self.consents = PreloadedConsents(uow.conn, reads)
+        self.suppressions = PreloadedSuppressions(uow.conn, reads)
         self.reads = reads
         self.writes = writes
 
