@@ -43,6 +43,9 @@ def test_import_consents_with_rejects_then_again_changes_nothing(tmp_path: Path)
     assert len(entries) == 3
     assert any("2026-03-01T09:30:00+00:00" in line and "opted_in" in line and "recorded" in line for line in entries)
 
+    shown = optflow(tmp_path, "contacts", "show", "+14155552671")
+    assert '"external_id": "CRM-1"' in shown.stdout and '"name": "Sam"' in shown.stdout
+
     second = optflow(tmp_path, "import", "consents", str(source), "--as", "1")
 
     assert "imported 0 consents, skipped 3 already on record, rejected 2" in second.stdout
