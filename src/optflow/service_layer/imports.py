@@ -38,6 +38,7 @@ from .handlers import (
     revoke,
     write_outcome,
 )
+from .messagebus import MessageBus
 from .unit_of_work import UnitOfWork
 
 log = logging.getLogger("optflow.imports")
@@ -362,7 +363,7 @@ class Tally:
     rows: int = 0
 
 
-def import_batch(bus: Any, kind: str, org_id: int, actor: Actor, rows: Sequence[Row], tally: Tally) -> list[
+def import_batch(bus: MessageBus, kind: str, org_id: int, actor: Actor, rows: Sequence[Row], tally: Tally) -> list[
         tuple[Row, str | None, str | None]]:
     """Handle one batch of rows in one transaction (a savepoint each). Returns, per row, what
     became of it: (row, why it was skipped, why it was rejected)."""
@@ -438,7 +439,7 @@ def header_of_file(text: str) -> list[str]:
     return []
 
 
-def run_import_jobs(bus: Any, clock: Callable[[], datetime], *, max_jobs: int = 1) -> int:
+def run_import_jobs(bus: MessageBus, clock: Callable[[], datetime], *, max_jobs: int = 1) -> int:
     """Process waiting API import jobs (the scheduler calls this): each is claimed with a
     lease, read row by row from where it got to, handled in batches, and its progress and
     rejects written after each batch. Returns the number of jobs finished."""
@@ -457,7 +458,7 @@ def run_import_jobs(bus: Any, clock: Callable[[], datetime], *, max_jobs: int = 
     return finished
 
 
-def _run_job(bus: Any, clock: Callable[[], datetime], job: Any, source: str) -> None:
+def _run_job(bus: MessageBus, clock: Callable[[], datetime], job: Any, source: str) -> None:
     actor = Actor(ActorKind.INTEGRATION, f"import:{job.id}")
     if job.agent_id is not None:
         with bus.uow(read_only=True) as uow:
