@@ -24,6 +24,7 @@ from .adapters.webhook_poster import WebhookPoster, derived_secret
 from .config import Config
 from .domain.model import Channel
 from .domain.tokens import unsubscribe_url
+from .service_layer import imports
 from .service_layer.dispatcher import Dispatcher
 from .service_layer.flow_engine import FlowEngine
 from .service_layer.handlers import Services
@@ -151,7 +152,7 @@ def bootstrap(config: Config | None = None, *, clock: Callable[[], datetime] = u
     engine_flows = FlowEngine(flows, services, flow_directory,
                               unsubscribe_url=functools.partial(unsubscribe_url, config.public_url, secret))
     uows = SqlUnitOfWorkFactory(engine)
-    bus = MessageBus(uows, services, clock, engine_flows.command_handlers())
+    bus = MessageBus(uows, services, clock, {**engine_flows.command_handlers(), **imports.HANDLERS})
     dispatcher = Dispatcher(uows, services, sender or build_sender(config), secret, config.public_url, clock)
     webhooks = WebhookDispatcher(uows, WebhookPoster(config.webhook_secret or derived_secret(secret)),
                                  retry_base=timedelta(seconds=config.webhook_retry_base_seconds))

@@ -44,6 +44,7 @@ class Config:
     chat_webhook_url: str | None = None
     chat_webhook_secret: str | None = None
     max_body_bytes: int = 64 * 1024
+    max_import_bytes: int = 50 * 1024 * 1024  # a CSV file sent to POST /api/v1/imports
     # The ledger's key file and checkpoint file (adapters/ledger_files.py); by default beside the
     # SQLite database, or in `data_dir` (PostgreSQL: default ~/.local/share/optflow).
     ledger_key_file: Path | None = None
@@ -87,6 +88,7 @@ class Config:
             webhook_secret=_env("OPTFLOW_WEBHOOK_SECRET"),
             webhook_retry_base_seconds=float(_env("OPTFLOW_WEBHOOK_RETRY_BASE_SECONDS", "10") or 10),
             reply_budget_seconds=float(_env("OPTFLOW_REPLY_BUDGET_SECONDS", "10") or 10),
+            max_import_bytes=int(_env("OPTFLOW_MAX_IMPORT_BYTES", str(50 * 1024 * 1024)) or 50 * 1024 * 1024),
         )
         for key, value in overrides.items():
             if value is not None:

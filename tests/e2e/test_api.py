@@ -607,15 +607,23 @@ def test_every_route_is_documented_with_its_schemas_and_the_bearer_scheme(server
         ("POST", "/unassociated/{message_id}/link"), ("GET", "/settings"), ("PATCH", "/settings"),
         ("GET", "/reports/consent"), ("GET", "/agents"), ("POST", "/agents/{agent_id}/revoke"),
         ("PATCH", "/agents/{agent_id}"),
+        ("PUT", "/contacts/by-external-id/{external_id}"), ("POST", "/imports"), ("GET", "/imports/{import_id}"),
+        ("GET", "/imports/{import_id}/rejects"),
     }
     without_body = {("POST", API + "/agents/{agent_id}/revoke")}
+    csv_body, csv_answer = {("POST", API + "/imports")}, {("GET", API + "/imports/{import_id}/rejects")}
     assert set(operations) == {(method, API + path) for method, path in expected}
     for (method, path), op in operations.items():
         assert op["security"] == [{"token": []}], (method, path)
         assert "401" in op["responses"], (method, path)
         ok = next(status for status in op["responses"] if status.startswith("2"))
-        assert "$ref" in op["responses"][ok]["content"]["application/json"]["schema"], (method, path)
-        if method in ("POST", "PUT", "PATCH") and (method, path) not in without_body:
+        if (method, path) in csv_answer:
+            assert "text/csv" in op["responses"][ok]["content"], (method, path)
+        else:
+            assert "$ref" in op["responses"][ok]["content"]["application/json"]["schema"], (method, path)
+        if (method, path) in csv_body:
+            assert op["requestBody"]["required"] is True and "text/csv" in op["requestBody"]["content"]
+        elif method in ("POST", "PUT", "PATCH") and (method, path) not in without_body:
             body = op["requestBody"]
             assert body["required"] is True, (method, path)
             schema_name = body["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]

@@ -118,6 +118,8 @@ def build(system: System) -> Scenario:
     system.bus.handle(c.SetDnd(s.org, s.ids["Quiet"], actor, on=True, channels=(Channel.TEXT,)))
     s.contact("NoPhone", Channel.EMAIL, phone=False)
     s.contact("Asleep", Channel.TEXT, time_zone=TOKYO)
+    s.contact("Suppressed", Channel.TEXT, Channel.EMAIL)  # its number is on the suppression list, for texts
+    system.bus.handle(c.AddSuppression(s.org, actor, f"+1212555{len(s.ids) - 1:04d}", "litigator", Channel.TEXT))
     s.contact("DripThenStop", Channel.TEXT)
     s.contact("StopThenDrip", Channel.TEXT)
     s.contact("Broken", Channel.TEXT)
@@ -130,7 +132,7 @@ def build(system: System) -> Scenario:
                          kind="normal", status="sent", created_at=START - timedelta(hours=2),
                          sent_at=START - timedelta(hours=2))
         uow.commit()
-    for name in ("Both", "TextOnly", "Stopped", "Unknown", "Quiet", "NoPhone", "Asleep"):
+    for name in ("Both", "TextOnly", "Stopped", "Unknown", "Quiet", "NoPhone", "Asleep", "Suppressed"):
         s.enrol_in(s.org, name, "drip")
     s.enrol_in(s.org, "DripThenStop", "drip", "stopper")
     s.enrol_in(s.org, "StopThenDrip", "stopper", "drip")
@@ -223,6 +225,7 @@ def test_a_batch_comes_out_as_running_each_enrolment_on_its_own(
         for name in ("Unknown", "Quiet"):
             assert outbox(batched.engine, ids[name]) == [], name
         assert [row[:2] for row in outbox(batched.engine, ids["Stopped"])] == [("email", "queued")]
+        assert [row[:2] for row in outbox(batched.engine, ids["Suppressed"])] == [("email", "queued")]
         assert "Unsubscribe: http://" in outbox(batched.engine, ids["Stopped"])[0][2]
         assert [row[:2] for row in outbox(batched.engine, ids["DripThenStop"])] == [("text", "cancelled")]
         assert outbox(batched.engine, ids["StopThenDrip"]) == []

@@ -3,10 +3,11 @@
 The same contact (text, call and email opted in; messages queued on texts and emails; a drip that
 sends on both) opts out of texts through each door optflow has: the signed Twilio webhook (the
 word, and Twilio's OptOutType on an ordinary text), the signed chat webhook, an agent through the
-REST API, an agent through the CLI, the one-click unsubscribe link, the carrier's "unsubscribed
-recipient" answer to the dispatcher, a flow's `opt_out` step, and the bus's last-resort fallback
-when rendering fails. With "STOP applies to every channel" off and on, every door must leave the
-same consents, the same ledger entries, the same cancelled messages and the same enrolments.
+REST API, an agent through the CLI, a bulk import of opt-outs, the one-click unsubscribe link,
+the carrier's "unsubscribed recipient" answer to the dispatcher, a flow's `opt_out` step, and the
+bus's last-resort fallback when rendering fails. With "STOP applies to every channel" off and on,
+every door must leave the same consents, the same ledger entries, the same cancelled messages and
+the same enrolments.
 """
 
 from __future__ import annotations
@@ -117,6 +118,16 @@ async def cli_agent(world: World) -> None:
     assert result.exit_code == 0, result.output
 
 
+async def cli_import(world: World) -> None:
+    """A bulk import of opt-outs (`optflow import consents`), dated as given."""
+    source = Path(world.database_url.removeprefix("sqlite:///")).with_name("opt-outs.csv")
+    source.write_text(f"phone,channel,state,occurred_at\n{PHONE},text,opted_out,{world.system.clock().isoformat()}\n")
+    result = CliRunner().invoke(cli_main, ["import", "consents", str(source), "--as", "Alice"],
+                                env={"DATABASE_URL": world.database_url, "OPTFLOW_FLOWS_DIR": str(FLOWS),
+                                     "OPTFLOW_SECRET": "test-secret", "OPTFLOW_PIN_KEY": "k" * 32})
+    assert result.exit_code == 0, result.output
+
+
 async def one_click(world: World) -> None:
     token = make_token("test-secret", UnsubscribeTarget(world.org, PHONE, Channel.TEXT))
     await world.post(f"/unsubscribe/{token}", "List-Unsubscribe=One-Click",
@@ -144,6 +155,7 @@ async def fallback(world: World) -> None:
 DOORS: dict[str, tuple[Door, str]] = {
     "twilio-word": (twilio_word, "twilio-word"), "twilio-opt-out-type": (twilio_opt_out_type, "twilio-word"),
     "rest-agent": (rest_agent, "twilio-word"), "cli-agent": (cli_agent, "twilio-word"),
+    "cli-import": (cli_import, "twilio-word"),
     "one-click": (one_click, "twilio-word"), "carrier-21610": (carrier, "twilio-word"),
     "flow-step": (flow_step, "twilio-word"), "fallback": (fallback, "twilio-word"),
     "twilio-whatsapp": (twilio_whatsapp, "twilio-whatsapp"), "chat-webhook": (chat_webhook, "twilio-whatsapp"),

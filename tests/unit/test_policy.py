@@ -207,6 +207,24 @@ def test_dnd_on_one_channel_blocks_that_channel_only() -> None:
     assert decide(request(channel=Channel.CALL), on_text, settings(Mode.AUTO)) == Allow()
 
 
+@pytest.mark.parametrize(
+    "kind", [MessageKind.NORMAL, MessageKind.OPT_IN_REQUEST, MessageKind.OPT_IN_CONFIRMATION, MessageKind.PIN]
+)
+@pytest.mark.parametrize("purpose", list(Purpose))
+def test_a_suppressed_address_gets_nothing_the_business_starts_whatever_its_consent(
+    kind: MessageKind, purpose: Purpose
+) -> None:
+    suppressed = request(kind=kind, purpose=purpose, consent_state=State.OPTED_IN, suppression="litigator list")
+    decision = decide(suppressed, recipient(), settings(Mode.AUTO))
+    assert deny_code(decision) == DenyCode.SUPPRESSED == "suppressed"
+    assert isinstance(decision, Deny) and "litigator list" in decision.reason
+
+
+def test_a_suppressed_address_still_gets_the_answers_carriers_require() -> None:
+    help_reply = request(kind=MessageKind.HELP_REPLY, consent_state=State.OPTED_IN, suppression="complaint")
+    assert decide(help_reply, recipient(), settings(Mode.AUTO)) == Allow()
+
+
 @pytest.mark.parametrize("channel", list(Channel))
 @pytest.mark.parametrize(
     "kind", [MessageKind.NORMAL, MessageKind.OPT_IN_REQUEST, MessageKind.OPT_IN_CONFIRMATION, MessageKind.PIN]

@@ -37,6 +37,7 @@ from ..domain.records import (
 )
 from . import orm
 from .enrollments import EnrollmentRepository
+from .imports import ALL_CHANNELS, Suppression, SuppressionRepository
 from .prepared import Prepared, bind_list, bind_values
 from .records import ADDRESS, CONTACT
 from .repository import (
@@ -97,6 +98,7 @@ class BatchReads:
     send_windows: dict[int, SendWindow] = field(default_factory=dict)  # by org id, for orgs with caps
     # By (org id, contact id): the contact's outbound rows a cap may count (channel, status, not_before, sent_at).
     sends: dict[tuple[int, int], list[Row]] = field(default_factory=dict)
+    suppressions: dict[tuple[int, str], list[Suppression]] = field(default_factory=dict)  # by (org id, address)
 
     @classmethod
     def load(cls, conn: Connection, enrollments: Sequence[Enrollment],
@@ -120,11 +122,15 @@ class BatchReads:
             for address in self.addresses.get(row.contact_id, ()):
                 wanted.setdefault(row.org_id, {})[address.value] = None
         consents = ConsentRepository(conn)
+        suppressions = SuppressionRepository(conn)
         for org_id, addresses in wanted.items():
             self.consents.update(((org_id, address), []) for address in addresses)
+            self.suppressions.update(((org_id, address), []) for address in addresses)
             for chunk in _chunks(addresses):  # an address is in one chunk, whose consents come in id order
                 for consent in consents.for_addresses(org_id, chunk):
                     self.consents[(org_id, consent.address)].append(consent)
+                for suppression in suppressions.for_addresses(org_id, chunk):
+                    self.suppressions[(org_id, suppression.address)].append(suppression)
 
     def _load_sends(self, conn: Connection, enrollments: Sequence[Enrollment]) -> None:
         for org_id, window in self.send_windows.items():
@@ -213,6 +219,18 @@ class PreloadedConsents(ConsentRepository):
             return super().for_addresses(org_id, addresses)
         found = [consent for key in keys for consent in self.reads.consents[key]]
         return [_copy(consent) for consent in sorted(found, key=lambda consent: consent.id or 0)]
+
+
+class PreloadedSuppressions(SuppressionRepository):
+    def __init__(self, conn: Connection, reads: BatchReads) -> None:
+        super().__init__(conn)
+        self.reads = reads
+
+    def reason_for(self, org_id: int, address: str, channel: Channel) -> str | None:
+        found = self.reads.suppressions.get((org_id, address))
+        if found is None:
+            return super().reason_for(org_id, address, channel)
+        return next((s.reason for s in found if s.channel in (channel.value, ALL_CHANNELS)), None)
 
 
 def _copy(consent: Consent) -> Consent:

@@ -126,6 +126,9 @@ class AgentRow(SQLModel, table=True):
 
 class ContactRow(SQLModel, table=True):
     __tablename__ = "contacts"
+    # An external id (the CRM's own key of the contact) is unique within its org; NULLs are not
+    # compared, so any number of contacts may have none.
+    __table_args__ = (UniqueConstraint("org_id", "external_id", name="uq_contact_org_external_id"),)
     id: int | None = Field(default=None, primary_key=True)
     org_id: int = Field(foreign_key="orgs.id", index=True)
     name: str = ""
@@ -140,6 +143,7 @@ class ContactRow(SQLModel, table=True):
     created_at: datetime = Field(sa_type=UtcDateTime)
     updated_at: datetime = Field(sa_type=UtcDateTime)
     language: str | None = None  # ISO 639-1 code the contact is answered in (domain/languages.py)
+    external_id: str | None = None  # the contact's key in the business's CRM (upsert by external id)
 
 
 class AddressRow(SQLModel, table=True):
@@ -331,6 +335,59 @@ class WebhookDeliveryRow(SQLModel, table=True):
     delivered_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
 
 
+class SuppressionRow(SQLModel, table=True):
+    """An address never to be messaged, whatever its consent says (a litigator list, a
+    complaint, a number the business must not text). The policy refuses every message to it but
+    the HELP reply and the one opt-out confirmation; `channel` is a channel or `all`."""
+
+    __tablename__ = "suppressions"
+    __table_args__ = (UniqueConstraint("org_id", "address", "channel", name="uq_suppression_org_address_channel"),)
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: int = Field(foreign_key="orgs.id")
+    address: str  # E.164 or normalised email
+    channel: str = "all"
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    actor_kind: str
+    actor_id: str | None = None
+    created_at: datetime = Field(sa_type=UtcDateTime)
+
+
+class ImportJobRow(SQLModel, table=True):
+    """A CSV import sent through the API: stored with its file, processed by the scheduler in
+    batches (`rows_done` is how far it got, so a restarted run goes on from there), its rejected
+    rows in `import_rejects`. The file is emptied once the job has finished."""
+
+    __tablename__ = "import_jobs"
+    __table_args__ = (Index("ix_import_jobs_status", "status"),)
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: int = Field(foreign_key="orgs.id", index=True)
+    agent_id: int | None = Field(default=None, foreign_key="agents.id")
+    kind: str  # consents | suppressions
+    status: str = "queued"  # queued | running (leased until lease_until) | done | failed
+    source: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    header_json: str = Field(default="[]", sa_column=Column(Text, nullable=False, default="[]"))
+    rows_total: int = 0
+    rows_done: int = 0
+    imported: int = 0
+    skipped: int = 0
+    rejected: int = 0
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    lease_until: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    created_at: datetime = Field(sa_type=UtcDateTime)
+    finished_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+
+
+class ImportRejectRow(SQLModel, table=True):
+    """A row of an API import that was rejected: its line in the file, why, and its fields."""
+
+    __tablename__ = "import_rejects"
+    id: int | None = Field(default=None, primary_key=True)
+    import_id: int = Field(foreign_key="import_jobs.id", index=True)
+    line: int
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    fields_json: str = Field(sa_column=Column(Text, nullable=False))
+
+
 orgs = _table(OrgRow)
 org_numbers = _table(OrgNumberRow)
 agents = _table(AgentRow)
@@ -344,6 +401,9 @@ flow_versions = _table(FlowVersionRow)
 enrollments = _table(EnrollmentRow)
 enrollment_steps = _table(EnrollmentStepRow)
 webhook_deliveries = _table(WebhookDeliveryRow)
+suppressions = _table(SuppressionRow)
+import_jobs = _table(ImportJobRow)
+import_rejects = _table(ImportRejectRow)
 metadata = SQLModel.metadata
 
 

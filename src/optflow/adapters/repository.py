@@ -337,12 +337,20 @@ class ContactRepository:
 
     def create(self, org_id: int, now: datetime, name: str = "", time_zone: str | None = None,
                region: str | None = None, fields: Mapping[str, Any] | None = None,
-               marketing_allowed: bool = True, language: str | None = None) -> int:
+               marketing_allowed: bool = True, language: str | None = None,
+               external_id: str | None = None) -> int:
         return new_id(self.conn.execute(insert(orm.contacts).values(
             org_id=org_id, name=name, time_zone=time_zone, region=region, language=language,
             fields_json=json.dumps(dict(fields or {})), marketing_allowed=marketing_allowed,
-            created_at=now, updated_at=now,
+            created_at=now, updated_at=now, external_id=external_id,
         )))
+
+    def by_external_id(self, org_id: int, external_id: str, *, lock: bool = False) -> Contact | None:
+        """The contact the business's CRM knows as `external_id`; `lock` holds its row (PostgreSQL)."""
+        query = select(orm.contacts).where(and_(orm.contacts.c.org_id == org_id,
+                                                orm.contacts.c.external_id == external_id))
+        row = self.conn.execute(query.with_for_update() if lock else query).first()
+        return CONTACT(row) if row is not None else None
 
     def get(self, org_id: int, contact_id: int, *, lock: bool = False) -> Contact:
         """The contact; `lock` holds its row until the transaction ends (PostgreSQL)."""
@@ -379,8 +387,10 @@ class ContactRepository:
         return list(rows)
 
     def search(self, org_id: int, *, address: str | None = None, name: str | None = None,
-               limit: int = 50, offset: int = 0) -> list[Contact]:
+               external_id: str | None = None, limit: int = 50, offset: int = 0) -> list[Contact]:
         q = select(orm.contacts).where(orm.contacts.c.org_id == org_id)
+        if external_id is not None:
+            q = q.where(orm.contacts.c.external_id == external_id)
         if address:
             q = q.where(orm.contacts.c.id.in_(
                 select(orm.addresses.c.contact_id).where(

@@ -22,7 +22,9 @@ from .flow_batch import (
     BufferedMessages,
     PreloadedConsents,
     PreloadedContacts,
+    PreloadedSuppressions,
 )
+from .imports import ImportJobRepository, SuppressionRepository
 from .prepared import Savepoint
 from .reports import ReportQueries
 from .repository import (
@@ -95,6 +97,8 @@ class SqlUnitOfWork:
         self.enrollments = EnrollmentRepository(self.conn)
         self.webhook_deliveries = WebhookDeliveryRepository(self.conn)
         self.reports = ReportQueries(self.conn)
+        self.suppressions = SuppressionRepository(self.conn)
+        self.import_jobs = ImportJobRepository(self.conn)
         self.events = []
         self.commit_on_error = False
         return self
@@ -164,9 +168,10 @@ class BatchUnitOfWork(SqlUnitOfWork):
         self.conn = uow.conn
         self.skip_locked = uow.skip_locked
         self.orgs, self.agents, self.ledger = uow.orgs, uow.agents, uow.ledger
-        self.webhook_deliveries, self.reports = uow.webhook_deliveries, uow.reports
+        self.webhook_deliveries, self.reports, self.import_jobs = uow.webhook_deliveries, uow.reports, uow.import_jobs
         self.contacts = PreloadedContacts(uow.conn, reads)
         self.consents = PreloadedConsents(uow.conn, reads)
+        self.suppressions = PreloadedSuppressions(uow.conn, reads)
         self.reads = reads
         self.drop_writes()
 

@@ -39,6 +39,57 @@ class CreateContact(Command):
     fields: dict[str, Any] = field(default_factory=dict)
     marketing_allowed: bool = True
     language: str | None = None
+    actor: Actor | None = None  # who creates it (the ledger names them for a declined marketing); None: the system
+    external_id: str | None = None  # the contact's key in the business's CRM
+
+
+@dataclass(frozen=True)
+class UpsertContact(Command):
+    """Create or update the contact the business's CRM knows as `external_id` (a CRM sync).
+
+    Only what is given changes (None: unchanged); addresses are only ever added. Sending the
+    same body again changes nothing and records nothing."""
+
+    org_id: int
+    external_id: str
+    actor: Actor
+    name: str | None = None
+    phones: tuple[str, ...] = ()
+    emails: tuple[str, ...] = ()
+    time_zone: str | None = None
+    region: str | None = None
+    fields: dict[str, Any] | None = None
+    marketing_allowed: bool | None = None
+
+
+@dataclass(frozen=True)
+class ImportConsent(Command):
+    """One consent of a bulk import: a consent (or an opt-out) the customer gave elsewhere, at
+    `occurred_at`. The contact is found by `external_id`, else by the address, and created
+    when `external_id` or `name` is given and none is found."""
+
+    org_id: int
+    actor: Actor
+    channel: Channel
+    address: str
+    opted_in: bool  # False: an opt-out
+    occurred_at: datetime
+    method: str
+    evidence: str | None = None
+    external_id: str | None = None
+    name: str | None = None
+    other_addresses: tuple[str, ...] = ()  # more addresses of the contact (the phone of an email row ...)
+
+
+@dataclass(frozen=True)
+class AddSuppression(Command):
+    """Put an address on the org's suppression list (`channel` None: every channel)."""
+
+    org_id: int
+    actor: Actor
+    address: str
+    reason: str
+    channel: Channel | None = None
 
 
 @dataclass(frozen=True)

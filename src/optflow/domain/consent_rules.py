@@ -21,6 +21,11 @@ The rules (docs/consent-machine.md has them as a table):
   record a consent over it only as a supervisor, with evidence, for a consent given after the
   opt-out. A reset (number reassigned) is a supervisor's, with a reason.
 - An opt-in request by a person or a flow never goes over an opt-out.
+- A bulk import records a consent given elsewhere, dated as given, as a person would
+  (`imported_opt_in`): never for a suppressed address, never over an opt-out by anyone but a
+  supervisor with evidence of a consent given after it; a consent already on record since that
+  date (or a later one) is left alone, so importing the same file twice records nothing twice.
+  An imported opt-out always applies, unless the address is opted out already.
 
 The transition table itself (which trigger goes from which state to which) is
 `machine.TRANSITIONS`; this module decides which triggers to fire, on what, and what follows.
@@ -68,6 +73,7 @@ class Door(enum.StrEnum):
     ONE_CLICK = "one_click"  # the unsubscribe link or RFC 8058 one-click POST
     CARRIER = "carrier"  # the provider says the recipient unsubscribed (Twilio 21610)
     FLOW = "flow"  # a flow's `opt_out` step
+    IMPORT = "import"  # a bulk import of opt-outs given elsewhere (a CSV, a CRM)
 
 
 @dataclass(frozen=True)
@@ -234,7 +240,7 @@ def check_manual_opt_in(consent: Consent, ctx: TransitionContext) -> None:
     """A person records a consent the customer gave outside optflow (a form, a call). Over the
     customer's own opt-out only a supervisor may, with evidence, for a consent given after it:
     an agent cannot reopen an opt-out, and nobody can with a consent older than the opt-out."""
-    if consent.state is not State.OPTED_OUT or ctx.actor.kind is not ActorKind.AGENT:
+    if consent.state is not State.OPTED_OUT or not ctx.actor.for_business:
         return
     who = f"{consent.address} opted out of {consent.channel.value}"
     if not _is_supervisor(ctx.actor):
@@ -253,7 +259,7 @@ def check_manual_opt_in(consent: Consent, ctx: TransitionContext) -> None:
 def check_reset(ctx: TransitionContext) -> None:
     """A reset forgets a consent, an opt-out included, because the number now belongs to someone
     else: a supervisor's decision, with the reason on record."""
-    if ctx.actor.kind is ActorKind.AGENT and not _is_supervisor(ctx.actor):
+    if ctx.actor.for_business and not _is_supervisor(ctx.actor):
         raise TransitionRefused("only a supervisor can reset a consent (number reassigned)", code="forbidden")
     if not (ctx.evidence and ctx.evidence.strip()):
         raise InvalidInput("a reset needs a reason (for example: number reassigned to a new person)",
@@ -360,3 +366,31 @@ def answer(org_id: int, contact_id: int | None, consent: Consent, intent: Intent
                        contact_id)
                 reply("customer/opt_in_request.customer_started", MessageKind.OPT_IN_REQUEST)
     return outcome
+
+
+# ------------------------------------------------------------------------------------ imports
+
+
+def imported_opt_in(org_id: int, contact_id: int | None, consent: Consent, ctx: TransitionContext,
+                    suppression: str | None) -> Outcome:
+    """Decide a consent from a bulk import (a CSV row, a CRM): `ctx.occurred_at` is when the
+    customer gave it. An empty outcome means the consent on record already covers it (given then
+    or later): nothing to record. Raises a `DomainError` saying why not."""
+    if suppression is not None:
+        raise TransitionRefused(f"{consent.address} is on the suppression list ({suppression}); it cannot be "
+                                "opted in", code="suppressed")
+    given = ctx.occurred_at
+    if given is None:
+        raise InvalidInput("an imported consent needs the moment it was given", code="occurred_at_required")
+    if consent.state in (State.OPTED_IN, State.REAUTH_DUE):
+        if consent.opted_in_at is not None and consent.opted_in_at >= given:
+            return Outcome()
+        # A consent given after the one on record renews it (restarts its clock).
+        return change(org_id, contact_id, consent, Trigger.REAUTHORIZE, ctx)
+    return change(org_id, contact_id, consent, Trigger.RECORD_OPT_IN, ctx)
+
+
+def imported_opt_out_applies(consent: Consent) -> bool:
+    """An imported opt-out applies to a consent not opted out already (a repeated import of the
+    same opt-out records nothing more)."""
+    return consent.state is not State.OPTED_OUT

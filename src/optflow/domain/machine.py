@@ -216,7 +216,7 @@ def fire(consent: Consent, trigger: Trigger, ctx: TransitionContext) -> Transiti
     reason.
     """
     trigger = Trigger(trigger)
-    if trigger in (Trigger.RECORD_OPT_IN, Trigger.REAUTHORIZE) and ctx.actor.kind is ActorKind.AGENT:
+    if trigger in (Trigger.RECORD_OPT_IN, Trigger.REAUTHORIZE) and ctx.actor.for_business:
         _check_manual_opt_in(ctx)
     from_state = State(consent.state)
     # transitions reads enum members by their name: hand it the plain value, restore the enum after.

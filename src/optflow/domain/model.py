@@ -52,6 +52,7 @@ class ActorKind(enum.StrEnum):
     CUSTOMER = "customer"
     AGENT = "agent"
     SYSTEM = "system"
+    INTEGRATION = "integration"  # another system acting for the business (a CRM's sync, a bulk import's API token)
 
 
 class Trigger(enum.StrEnum):
@@ -97,6 +98,12 @@ class Actor:
 
     def __str__(self) -> str:
         return f"{self.kind.value}:{self.id}" if self.id else self.kind.value
+
+    @property
+    def for_business(self) -> bool:
+        """An employee or an integration acting for the business: what they record about a
+        consent is checked the same way (method, date, an opt-out only the customer reopens)."""
+        return self.kind in (ActorKind.AGENT, ActorKind.INTEGRATION)
 
 
 CUSTOMER = Actor(ActorKind.CUSTOMER)

@@ -6,7 +6,8 @@ The checks run in a fixed order, and the first refusal wins:
 
 1. opt-out (and the two answers an opted-out contact may still get: the opt-out confirmation,
    once and within five minutes, and the reply to HELP);
-2. do-not-disturb;
+2. the suppression list (an address never to be messaged, whatever its consent says), then
+   do-not-disturb;
 3. consent, the org's mode on the channel, and marketing permission;
 4. reasons to wait: frequency caps, then quiet hours in the recipient's local time.
 
@@ -62,6 +63,7 @@ class DenyCode(enum.StrEnum):
     CONFIRMATION_ALREADY_SENT = "confirmation_already_sent"
     CONFIRMATION_WINDOW_PASSED = "confirmation_window_passed"
     NO_SENDING_WINDOW = "no_sending_window"  # quiet hours leave no moment in the coming week
+    SUPPRESSED = "suppressed"  # the address is on the org's suppression list
 
 
 class DeferCode(enum.StrEnum):
@@ -70,6 +72,10 @@ class DeferCode(enum.StrEnum):
 
 
 OPT_OUT_CONFIRMATION_WINDOW = timedelta(minutes=5)
+
+# The answers that go even to an opted-out (or suppressed) address: carriers require the HELP
+# reply, and the customer's own STOP gets its one confirmation.
+ANSWERS_AN_OPTED_OUT_CONTACT_GETS = frozenset({MessageKind.OPT_OUT_CONFIRMATION, MessageKind.HELP_REPLY})
 
 # Kinds the business starts. The others answer the customer's own message and never wait.
 _DEFERRABLE_KINDS = frozenset({MessageKind.NORMAL, MessageKind.OPT_IN_REQUEST})
@@ -139,6 +145,8 @@ class SendRequest:
     # queued or claimed but not sent yet, at the first moment each may go (possibly after `now`).
     # At least those inside the largest cap window; older ones are ignored.
     recent_sends: Sequence[datetime] = ()
+    # Why the address is on the org's suppression list for this channel; None: it is not.
+    suppression: str | None = None
 
 
 @dataclass(frozen=True)
@@ -169,8 +177,10 @@ def decide(request: SendRequest, recipient: Recipient, settings: PolicySettings)
     refusal = _opt_out_rules(request)
     if refusal is not None:
         return refusal
-    if request.kind in (MessageKind.OPT_OUT_CONFIRMATION, MessageKind.HELP_REPLY):
+    if request.kind in ANSWERS_AN_OPTED_OUT_CONTACT_GETS:
         return Allow()
+    if request.suppression is not None:
+        return Deny(f"the address is on the suppression list ({request.suppression})", DenyCode.SUPPRESSED)
     if recipient.dnd.blocks(request.channel):
         scope = "every channel" if recipient.dnd.all_channels else request.channel.value
         return Deny(f"the contact is on do-not-disturb for {scope}", DenyCode.DND)

@@ -98,8 +98,9 @@ class Org:
         return settings
 
 
-# An agent's role, from least to most allowed (stored as this text; `admin.add_agent` checks it).
-Role = Literal["agent", "supervisor", "admin"]
+# An agent's role, from least to most allowed, then `integration`: another system's token, with an
+# agent's rights (stored as this text; `admin.add_agent` checks it).
+Role = Literal["agent", "supervisor", "admin", "integration"]
 
 
 @dataclass(slots=True, frozen=True)
@@ -131,6 +132,7 @@ class Contact:
     created_at: datetime
     updated_at: datetime
     language: str | None  # set by an agent or learned from the customer's words; None: not known
+    external_id: str | None  # the contact's key in the business's CRM
 
     @property
     def dnd(self) -> DndSettings:
@@ -234,3 +236,45 @@ class SendWindow:
 
     channels: frozenset[Channel]
     since: datetime
+
+
+ALL_CHANNELS = "all"  # a suppression of every channel
+
+
+@dataclass(frozen=True)
+class Suppression:
+    address: str
+    channel: str  # a channel's value, or "all"
+    reason: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ImportJob:
+    id: int
+    org_id: int
+    agent_id: int | None
+    kind: str
+    status: str
+    rows_total: int
+    rows_done: int
+    imported: int
+    skipped: int
+    rejected: int
+    error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+    header_json: str
+
+    @property
+    def header(self) -> list[str]:
+        """The file's columns (for the rejects file)."""
+        columns: list[str] = json.loads(self.header_json)
+        return columns
+
+
+@dataclass(frozen=True)
+class ImportReject:
+    line: int
+    reason: str
+    fields: list[str]

@@ -247,7 +247,7 @@ def contact_out(uow: UnitOfWork, org_id: int, contact_id: int) -> ContactOut:
         dnd=DndOut(all_channels=dnd.all_channels, channels=sorted(dnd.channels)),
         addresses=[AddressOut(kind=a.kind, value=a.value) for a in addresses],
         consents=[_consent_out(k) for k in consents],
-        created_at=row.created_at, updated_at=row.updated_at,
+        created_at=row.created_at, updated_at=row.updated_at, external_id=row.external_id,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import TypeVar
+from urllib.parse import unquote
 
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
@@ -13,6 +14,7 @@ from ..domain import commands as c
 from ..domain.addresses import normalize_email, normalize_phone
 from ..domain.model import Channel, DomainError, InvalidInput, NotFound
 from ..domain.records import ENDED, RUNNING
+from ..domain.text import storable
 from .api_common import (
     caller_of,
     contact_out,
@@ -39,6 +41,7 @@ from .schemas import (
     ContactListOut,
     ContactOut,
     ContactPatch,
+    ContactUpsertIn,
     DndIn,
     EnrollIn,
     EnrollmentListOut,
@@ -57,6 +60,22 @@ from .schemas import (
 TAG = "contacts"
 ACTIONS_TAG = "consent actions"
 CONTACT = id_param("contact_id", "The contact's id.")
+EXTERNAL_ID = openapi.definitions.Parameter(
+    "external_id", openapi.String(minLength=1, maxLength=200), "path", required=True,
+    description="The contact's key in your CRM (URL-encoded; printable text, at most 200 characters).")
+
+
+def _external_id(raw: str) -> str:
+    """A CRM's key as given in the path (percent-decoded: `%2F` is a slash), or a 422: printable
+    text of 1 to 200 characters without surrounding spaces."""
+    try:
+        value = unquote(raw, errors="strict")
+    except UnicodeDecodeError:
+        raise InvalidInput("external_id is not UTF-8 once percent-decoded", code="invalid_external_id") from None
+    if not 1 <= len(value) <= 200 or not value.isprintable() or value != value.strip():
+        raise InvalidInput("external_id must be 1 to 200 printable characters without surrounding spaces",
+                           code="invalid_external_id")
+    return value
 ENROLLMENT = id_param("enrollment_id", "The enrolment's id.")
 
 Body = TypeVar("Body", bound=ApiModel)
@@ -117,16 +136,48 @@ def register(bp: Blueprint) -> None:
             contact = contact_out(uow, caller.org_id, result.contact_id)
         return respond(contact, 201, {"Location": f"{bp.url_prefix}/contacts/{contact.id}"})
 
+    @bp.put("/contacts/by-external-id/<external_id:str>")
+    @openapi.response(201, {"application/json": openapi.Component(ContactOut)}, "The contact, created.")
+    @route("agent", body=ContactUpsertIn, ok=(200, ContactOut, "The contact after the change."),
+           errors=(409, 422), params=(EXTERNAL_ID,), tag=TAG)
+    async def upsert_contact(request: Request, external_id: str) -> HTTPResponse:
+        """Create or update the contact your CRM knows by `external_id` (a CRM sync).
+
+        Creates it (201) when no contact has that external id, or adopts the contact that owns
+        the addresses given if it has no external id yet; otherwise updates it (200). A key left
+        out changes nothing, `null` clears the name, time zone or region; addresses are only
+        added. The same body sent twice changes nothing and records nothing. A marketing
+        permission given or declined is a ledger entry whose actor is the caller (an
+        `integration` token shows as `integration`).
+        """
+        key = _external_id(external_id)
+        body = read_body(request, ContactUpsertIn)
+        given = body.model_fields_set
+        caller = caller_of(request)
+        result = await handle(request, c.UpsertContact(
+            caller.org_id, key, caller.actor,
+            name=storable(body.name or "") if "name" in given else None,
+            phones=tuple(body.phones), emails=tuple(body.emails),
+            time_zone=(body.time_zone or "") if "time_zone" in given else None,
+            region=(body.region or "") if "region" in given else None,
+            fields=(body.fields or {}) if "fields" in given else None,
+            marketing_allowed=body.marketing_allowed))
+        with system_of(request).bus.uow(read_only=True) as uow:
+            contact = contact_out(uow, caller.org_id, result.contact_id)
+        return respond(contact, 201 if result.created else 200,
+                       {"Location": f"{bp.url_prefix}/contacts/{contact.id}"} if result.created else None)
+
     @bp.get("/contacts")
     @route("agent", ok=(200, ContactListOut, "Matching contacts, oldest first."), errors=(400, 422), tag=TAG,
-           params=(query_param("phone", openapi.String(maxLength=64), "A phone number in any common format."),
+           params=(query_param("external_id", openapi.String(maxLength=200), "Your CRM's key of the contact."),
+                   query_param("phone", openapi.String(maxLength=64), "A phone number in any common format."),
                    query_param("email", openapi.String(maxLength=320), "An email address."),
                    query_param("name", openapi.String(maxLength=200), "Part of the name (case-insensitive)."),
                    query_param("limit", openapi.Integer(minimum=1, maximum=100, default=50), "Page size."),
                    query_param("offset", openapi.Integer(minimum=0, maximum=1_000_000, default=0),
                                "Contacts to skip.")))
     async def search_contacts(request: Request) -> HTTPResponse:
-        """Find contacts by phone number, email address or name.
+        """Find contacts by phone number, email address, name or external id.
 
         The phone number and the email are normalised first, so `(415) 555-2671` finds
         `+14155552671`. Without criteria, lists every contact.
@@ -134,19 +185,22 @@ def register(bp: Blueprint) -> None:
         caller = caller_of(request)
         limit = query_int(request, "limit", 50, 1, 100)
         offset = query_int(request, "offset", 0, 0, 1_000_000)
-        phone, email, name = (query_value(request, k) or None for k in ("phone", "email", "name"))
-        for key, value, longest in (("phone", phone, 64), ("email", email, 320), ("name", name, 200)):
+        phone, email, name, external_id = (query_value(request, k) or None
+                                           for k in ("phone", "email", "name", "external_id"))
+        for key, value, longest in (("phone", phone, 64), ("email", email, 320), ("name", name, 200),
+                                    ("external_id", external_id, 200)):
             if value is not None and len(value) > longest:
                 raise InvalidInput(f"{key} is longer than {longest} characters", code="invalid_input")
         addresses = [a for a in (phone and normalize_phone(phone), email and normalize_email(email)) if a]
         with system_of(request).bus.uow(read_only=True) as uow:
             if len(addresses) == 2:
                 by_email = {r.id for r in uow.contacts.search(caller.org_id, address=addresses[1], limit=1)}
-                rows = [r for r in uow.contacts.search(caller.org_id, address=addresses[0], name=name, limit=limit,
-                                                       offset=offset) if r.id in by_email]
+                rows = [r for r in uow.contacts.search(caller.org_id, address=addresses[0], name=name,
+                                                       external_id=external_id, limit=limit, offset=offset)
+                        if r.id in by_email]
             else:
                 rows = uow.contacts.search(caller.org_id, address=addresses[0] if addresses else None, name=name,
-                                           limit=limit, offset=offset)
+                                           external_id=external_id, limit=limit, offset=offset)
             contacts = [contact_out(uow, caller.org_id, row.id) for row in rows]
         return respond(ContactListOut(contacts=contacts, limit=limit, offset=offset))
 

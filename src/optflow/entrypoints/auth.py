@@ -10,11 +10,20 @@ from typing import Any
 from sanic import Request
 from sanic.response import HTTPResponse
 
-from ..domain.model import Actor, ActorKind
-from ..service_layer.admin import ROLES, TokenRefused, check_token, record_token_use, token_hash, token_use_is_stale
+from ..domain.model import Actor
+from ..service_layer.admin import (
+    INTEGRATION_ROLE,
+    ROLES,
+    TokenRefused,
+    check_token,
+    record_token_use,
+    token_hash,
+    token_use_is_stale,
+)
+from ..service_layer.imports import actor_of_token
 from .errors import ApiError
 
-RANK = {role: rank for rank, role in enumerate(ROLES)}
+RANK = {role: rank for rank, role in enumerate(ROLES)} | {INTEGRATION_ROLE: 0}  # an integration: an agent's rights
 
 
 @dataclass(frozen=True)
@@ -26,7 +35,7 @@ class Caller:
 
     @property
     def actor(self) -> Actor:
-        return Actor(ActorKind.AGENT, str(self.agent_id), self.role)
+        return actor_of_token(self.agent_id, self.role)
 
 
 def authenticate(request: Request) -> Caller:

@@ -472,7 +472,9 @@ def parse_duration(value: str, name: str) -> timedelta:
 
 @agents.command("add")
 @click.argument("name")
-@click.option("--role", type=click.Choice(["agent", "supervisor", "admin"]), default="agent", show_default=True)
+@click.option("--role", type=click.Choice(["agent", "supervisor", "admin", "integration"]), default="agent",
+              show_default=True, help="integration: a token for another system (a CRM's sync); an agent's rights, "
+                                      "and the ledger names the integration")
 @click.option("--org", type=int)
 @click.option("--expires-in", help="The token stops working after this long: 90d, 12h, 30m, 2w (default: never).")
 @pass_ctx
@@ -563,9 +565,11 @@ def agents_expire(obj: Ctx, agent_id: int, expires_in: str | None, at: str | Non
 
 from .cli_contacts import register as _register_contacts  # noqa: E402
 from .cli_flows import register as _register_flows  # noqa: E402
+from .cli_imports import register as _register_imports  # noqa: E402
 
 _register_contacts(main)
 _register_flows(main)
+_register_imports(main)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -25,8 +25,8 @@ def _contact_json(obj: Ctx, org_id: int, contact_id: int) -> dict[str, Any]:
         addresses = uow.contacts.addresses(contact_id)
         consents = uow.consents.for_addresses(org_id, [a.value for a in addresses])
     return {
-        "id": contact_id, "name": contact.name, "time_zone": contact.time_zone, "region": contact.region,
-        "language": contact.language,
+        "id": contact_id, "external_id": contact.external_id, "name": contact.name, "time_zone": contact.time_zone,
+        "region": contact.region, "language": contact.language,
         "active": contact.active, "do_not_call": contact.do_not_call, "marketing_allowed": contact.marketing_allowed,
         "dnd": {"all": contact.dnd_all, "channels": [ch for ch in contact.dnd_channels.split(",") if ch]},
         "addresses": [{"kind": a.kind, "value": a.value} for a in addresses],

@@ -20,6 +20,7 @@ from ..bootstrap import System, bootstrap
 from ..config import Config
 from ..service_layer.dispatcher import DeliveryReport
 from ..service_layer.flow_engine import FlowRunReport
+from ..service_layer.imports import run_import_jobs
 from ..service_layer.ledger_audit import CheckpointRun, write_checkpoints
 from ..service_layer.sweeps import SweepReport, sweep_consents
 from ..service_layer.webhook_dispatcher import WebhookDeliveryReport
@@ -40,17 +41,20 @@ class DueReport:
     outbox: DeliveryReport
     webhooks: WebhookDeliveryReport
     checkpoints: CheckpointRun
+    imports: int = 0  # API import jobs finished
 
 
 def run_due(system: System, now: datetime) -> DueReport:
     """Every periodic job once, in the order that lets one pass finish the work: the clock
     sweep (may enrol contacts in reminder flows), the flows (may queue messages and webhooks),
-    the outbox, the webhooks, then a checkpoint of the ledger's chains."""
+    the outbox, the webhooks, then a checkpoint of the ledger's chains. The API's import jobs
+    come first (an imported consent may release held messages)."""
+    imports = run_import_jobs(system.bus, lambda: now, max_jobs=1_000)
     sweep = sweep_consents(system.uows, system.services, now)
     flows = system.flows.run_due(system.uows, now)
     outbox = system.dispatcher.run(now)
     webhooks = system.webhooks.run(now)
-    return DueReport(sweep, flows, outbox, webhooks, write_checkpoints(system.uows, now))
+    return DueReport(sweep, flows, outbox, webhooks, write_checkpoints(system.uows, now), imports)
 
 
 def _guarded(name: str, job: Any) -> Any:
@@ -76,6 +80,8 @@ def run_scheduler(config: Config, stop_after: float | None = None) -> None:
                       seconds=OUTBOX_SECONDS, id="webhooks")
     scheduler.add_job(_guarded("flows", lambda: system.flows.run_due(system.uows, clock())), "interval",
                       seconds=FLOWS_SECONDS, id="flows")
+    scheduler.add_job(_guarded("imports", lambda: run_import_jobs(system.bus, clock)), "interval",
+                      seconds=FLOWS_SECONDS, id="imports")
     scheduler.add_job(_guarded("consent-clock", lambda: sweep_consents(system.uows, system.services, clock())),
                       "interval", seconds=SWEEP_SECONDS, id="consent-clock")
     scheduler.add_job(_guarded("ledger-checkpoint", lambda: write_checkpoints(system.uows, clock())),

@@ -112,6 +112,21 @@ class ContactIn(ApiModel):
                                                                  "learned from their messages when not set.")
 
 
+class ContactUpsertIn(ApiModel):
+    """A CRM's view of one contact. A key left out leaves what optflow has; `null` clears the
+    name, time zone or region. Addresses are only ever added (one of another contact is refused).
+    `marketing_allowed` changes are kept in the ledger, with the caller as the actor."""
+
+    name: Name | None = None
+    phones: list[Phone] = Field(default_factory=list, max_length=20)
+    emails: list[Email] = Field(default_factory=list, max_length=20)
+    time_zone: TimeZone | None = None
+    region: Region | None = None
+    fields: dict[str, Any] | None = Field(default=None, description="Replaces the whole object.")
+    marketing_allowed: bool | None = Field(default=None, description="\"Opt in to future marketing\": given or "
+                                                                    "declined.")
+
+
 class ContactPatch(ApiModel):
     """Only the keys present change; a key set to null clears it. Addresses are only ever added
     here (a number that was reassigned gets its consent reset, it is not removed)."""
@@ -162,6 +177,7 @@ class ContactOut(ApiModel):
     consents: list[ConsentOut] = Field(description="One entry per address and channel it can be reached on.")
     created_at: datetime
     updated_at: datetime
+    external_id: str | None = Field(default=None, description="The contact's key in your CRM (see the upsert).")
 
 
 class ContactListOut(ApiModel):
@@ -349,7 +365,7 @@ class AgentOut(ApiModel):
 
     id: int
     name: str
-    role: Literal["agent", "supervisor", "admin"]
+    role: Literal["agent", "supervisor", "admin", "integration"]
     created_at: datetime
     last_used_at: datetime | None = Field(description="Within an hour; null if never used.")
     expires_at: datetime | None = Field(description="Null: never expires.")
@@ -463,3 +479,20 @@ class ConsentReportOut(ApiModel):
     by_channel: list[ChannelReport]
     by_mode: list[ModeReport]
     by_method: list[MethodReport]
+
+
+# ------------------------------------------------------------------------------------ imports
+
+
+class ImportOut(ApiModel):
+    id: int
+    kind: Literal["consents", "suppressions"]
+    status: Literal["queued", "running", "done", "failed"]
+    rows_total: int = Field(description="Rows in the file (after its header).")
+    rows_done: int = Field(description="Rows dealt with so far: progress is rows_done / rows_total.")
+    imported: int
+    skipped: int = Field(description="Rows already on record (a consent since that date, an address suppressed).")
+    rejected: int = Field(description="Rows refused; `GET /imports/{id}/rejects` has them with their reasons.")
+    error: str | None = Field(description="Why the job stopped, if it failed.")
+    created_at: datetime
+    finished_at: datetime | None

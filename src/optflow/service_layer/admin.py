@@ -20,7 +20,10 @@ from ..domain.templates import parse_override_key
 from .ports import Renderer
 from .unit_of_work import UnitOfWork, UnitOfWorkFactory
 
-ROLES = ("agent", "supervisor", "admin")
+ROLES = ("agent", "supervisor", "admin")  # people, from least to most allowed
+# Another system's token (a CRM's sync): an agent's rights, recorded in the ledger as the integration.
+INTEGRATION_ROLE = "integration"
+TOKEN_ROLES = (*ROLES, INTEGRATION_ROLE)
 # How often a token's `last_used_at` is written: once an hour at most, not on every request
 # (on SQLite every write takes the database's one writer lock).
 TOKEN_USE_PRECISION = timedelta(hours=1)
@@ -124,8 +127,8 @@ def update_settings(uow: UnitOfWork, renderer: Renderer, org_id: int, changes: M
 
 def add_agent(uow: UnitOfWork, org_id: int, name: str, role: str, now: datetime,
               expires_at: datetime | None = None) -> NewAgent:
-    if role not in ROLES:
-        raise InvalidInput(f"unknown role {role!r}: use one of {', '.join(ROLES)}", code="unknown_role")
+    if role not in TOKEN_ROLES:
+        raise InvalidInput(f"unknown role {role!r}: use one of {', '.join(TOKEN_ROLES)}", code="unknown_role")
     if not name.strip():
         raise InvalidInput("an agent needs a name", code="name_required")
     uow.orgs.get(org_id)

@@ -46,6 +46,7 @@ from ..domain.model import (
     Trigger,
 )
 from ..domain.policy import (
+    ANSWERS_AN_OPTED_OUT_CONTACT_GETS,
     Allow,
     Decision,
     Defer,
@@ -458,7 +459,10 @@ def policy_decision(uow: UnitOfWork, settings: OrgSettings, contact: Contact | N
         recent = uow.messages.recent_sends(consent.org_id or 0, contact.id,
                                            {ch for cap in caps for ch in cap.channels}, now - longest,
                                            planned_from=None if at_hand_over else now)
+    suppression = None if kind in ANSWERS_AN_OPTED_OUT_CONTACT_GETS \
+        else uow.suppressions.reason_for(consent.org_id or 0, consent.address, consent.channel)
     request = SendRequest(
+        suppression=suppression,
         channel=consent.channel, address=consent.address, purpose=purpose, now=now,
         consent_state=consent.state, kind=kind, opted_out_at=consent.opted_out_at,
         opt_out_confirmation_sent=consent.opt_out_confirmation_sent if confirmation_sent is None
@@ -681,10 +685,13 @@ def create_contact(cmd: c.CreateContact, uow: UnitOfWork, svc: Services, now: da
     settings = uow.orgs.settings(cmd.org_id)
     contact_id = uow.contacts.create(cmd.org_id, now, name=cmd.name, time_zone=_check_zone(cmd.time_zone),
                                      region=_check_region(cmd.region), fields=cmd.fields,
-                                     marketing_allowed=cmd.marketing_allowed,
+                                     marketing_allowed=cmd.marketing_allowed, external_id=cmd.external_id,
                                      language=_check_language(cmd.language))
     _add_addresses(uow, cmd.org_id, contact_id, cmd.phones, cmd.emails)
     uow.events.append(ev.BusinessEvent(cmd.org_id, contact_id, "contact.created", now))
+    if not cmd.marketing_allowed:
+        # "Opt in to future marketing" left unticked is the customer's answer too: on the record.
+        record_marketing(uow, cmd.org_id, contact_id, cmd.actor or SYSTEM, now, None, False)
     for row in uow.contacts.addresses(contact_id):
         for channel in channels_for_kind(row.kind):
             if settings.mode(channel) is Mode.AUTO:
@@ -759,7 +766,7 @@ def _load(uow: UnitOfWork, cmd: c.ContactAction) -> tuple[Contact, OrgSettings, 
 
 
 def _agent_id(actor: Actor) -> int | None:
-    return int(actor.id) if actor.kind is ActorKind.AGENT and actor.id and actor.id.isdigit() else None
+    return int(actor.id) if actor.for_business and actor.id and actor.id.isdigit() else None
 
 
 def _refuse_if_denied(decision: Decision) -> None:
@@ -917,14 +924,21 @@ def _dnd_label(dnd: DndSettings) -> str:
     return "dnd:" + ",".join(sorted(ch.value for ch in dnd.channels)) if dnd.channels else "dnd:none"
 
 
+def record_marketing(uow: UnitOfWork, org_id: int, contact_id: int, actor: Actor, now: datetime,
+                     before: bool | None, allowed: bool) -> None:
+    """The ledger entry and the event of a marketing permission given or declined (`before`
+    None: the contact is new, with no permission before)."""
+    was = "unset" if before is None else "on" if before else "off"
+    _ledger_contact_change(uow, org_id, contact_id, actor, now, channel="all", from_state=f"marketing:{was}",
+                           to_state="marketing:" + ("on" if allowed else "off"),
+                           trigger="marketing_on" if allowed else "marketing_off")
+    uow.events.append(ev.MarketingChanged(org_id, contact_id, allowed, now))
+
+
 def set_marketing(cmd: c.SetMarketing, uow: UnitOfWork, svc: Services, now: datetime) -> ActionResult:
     contact = uow.contacts.get(cmd.org_id, cmd.contact_id)
     uow.contacts.update(cmd.contact_id, now, marketing_allowed=cmd.allowed)
-    _ledger_contact_change(uow, cmd.org_id, cmd.contact_id, cmd.actor, now, channel="all",
-                           from_state="marketing:" + ("on" if contact.marketing_allowed else "off"),
-                           to_state="marketing:" + ("on" if cmd.allowed else "off"),
-                           trigger="marketing_on" if cmd.allowed else "marketing_off")
-    uow.events.append(ev.MarketingChanged(cmd.org_id, cmd.contact_id, cmd.allowed, now))
+    record_marketing(uow, cmd.org_id, cmd.contact_id, cmd.actor, now, contact.marketing_allowed, cmd.allowed)
     return ActionResult(cmd.contact_id, None, None, status="marketing_on" if cmd.allowed else "marketing_off")
 
 

@@ -5,7 +5,7 @@ A unit of work (`unit_of_work.UnitOfWork`) carries one of each, all in its trans
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -19,8 +19,11 @@ from ..domain.records import (
     Enrollment,
     EnrollmentStatus,
     FlowVersion,
+    ImportJob,
+    ImportReject,
     Message,
     Org,
+    Suppression,
     WebhookDelivery,
 )
 from ..domain.reports import Counts, MethodCounts
@@ -70,6 +73,7 @@ class ContactRepository(Protocol):
         fields: Mapping[str, Any] | None = None,
         marketing_allowed: bool = True,
         language: str | None = None,
+        external_id: str | None = None,
     ) -> int: ...
     def get(self, org_id: int, contact_id: int, *, lock: bool = False) -> Contact: ...
     def update(self, contact_id: int, now: datetime, **values: Any) -> None: ...
@@ -79,8 +83,10 @@ class ContactRepository(Protocol):
     def add_address(self, org_id: int, contact_id: int, kind: str, value: str) -> None: ...
     def addresses(self, contact_id: int) -> list[Address]: ...
     def search(
-        self, org_id: int, *, address: str | None = None, name: str | None = None, limit: int = 50, offset: int = 0
+        self, org_id: int, *, address: str | None = None, name: str | None = None, external_id: str | None = None,
+        limit: int = 50, offset: int = 0,
     ) -> list[Contact]: ...
+    def by_external_id(self, org_id: int, external_id: str, *, lock: bool = False) -> Contact | None: ...
 
 
 class ConsentRepository(Protocol):
@@ -179,3 +185,31 @@ class ReportQueries(Protocol):
     ) -> tuple[list[MethodCounts], dict[Channel, Counts]]:
         """Counts per channel and method, and the conversions per channel, of entries recorded in
         [since, until)."""
+
+
+class SuppressionRepository(Protocol):
+    """The org's suppression list: addresses never to be messaged, with the reason."""
+
+    def reason_for(self, org_id: int, address: str, channel: Channel) -> str | None: ...
+    def get(self, org_id: int, address: str, channel: str) -> Suppression | None: ...
+    def add(
+        self, org_id: int, address: str, channel: str, reason: str, actor_kind: str, actor_id: str | None, now: datetime
+    ) -> None: ...
+    def for_addresses(self, org_id: int, addresses: Sequence[str]) -> list[Suppression]: ...
+
+
+class ImportJobRepository(Protocol):
+    """The API's bulk import jobs, their progress and their rejected rows."""
+
+    def add(
+        self, org_id: int, agent_id: int | None, kind: str, source: str, rows_total: int, now: datetime,
+        header: Sequence[str] = (),
+    ) -> int: ...
+    def get(self, org_id: int, job_id: int) -> ImportJob | None: ...
+    def claim(self, now: datetime, lease_until: datetime, skip_locked: bool) -> tuple[ImportJob, str] | None: ...
+    def progress(
+        self, job_id: int, *, rows_done: int, imported: int, skipped: int, rejected: int, lease_until: datetime
+    ) -> None: ...
+    def finish(self, job_id: int, now: datetime, error: str | None = None) -> None: ...
+    def add_rejects(self, job_id: int, rejects: Iterable[tuple[int, str, Sequence[str]]]) -> None: ...
+    def rejects(self, job_id: int, batch: int = 1000) -> Iterator[ImportReject]: ...

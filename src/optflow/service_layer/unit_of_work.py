@@ -16,10 +16,12 @@ from .repositories import (
     ConsentRepository,
     ContactRepository,
     EnrollmentRepository,
+    ImportJobRepository,
     LedgerRepository,
     MessageRepository,
     OrgRepository,
     ReportQueries,
+    SuppressionRepository,
     WebhookDeliveryRepository,
 )
 
@@ -50,6 +52,10 @@ class UnitOfWork(Protocol):
     def webhook_deliveries(self) -> WebhookDeliveryRepository: ...
     @property
     def reports(self) -> ReportQueries: ...
+    @property
+    def suppressions(self) -> SuppressionRepository: ...
+    @property
+    def import_jobs(self) -> ImportJobRepository: ...
 
     def __enter__(self) -> UnitOfWork: ...
 
