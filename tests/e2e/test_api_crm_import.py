@@ -16,8 +16,8 @@ import pytest
 
 from e2e.conftest import _start, _stop
 from e2e.helpers import API, error_code
+from optflow.adapters.unit_of_work import SqlUnitOfWork
 from optflow.service_layer import admin
-from optflow.service_layer.unit_of_work import UnitOfWork
 
 if TYPE_CHECKING:
     from e2e.conftest import Library, Server
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture
 def crm(server: Server, library: Library) -> Iterator[httpx.Client]:
     """A client with an integration's token (a CRM's sync) in the server's org."""
-    with UnitOfWork(library.system.engine) as uow:
+    with SqlUnitOfWork(library.system.engine) as uow:
         token = admin.add_agent(uow, server.org_id, "HubSpot sync", "integration", datetime.now(UTC)).token
         uow.commit()
     with httpx.Client(base_url=server.base_url, headers={"Authorization": f"Bearer {token}"}, timeout=15) as client:
@@ -36,7 +36,7 @@ def crm(server: Server, library: Library) -> Iterator[httpx.Client]:
 
 
 def ledger_of(library: Library, org_id: int, contact_id: int) -> list[dict[str, Any]]:
-    with UnitOfWork(library.system.engine) as uow:
+    with SqlUnitOfWork(library.system.engine) as uow:
         return [row for row in uow.ledger.entries(org_id) if row["contact_id"] == contact_id]
 
 
