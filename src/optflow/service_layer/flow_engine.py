@@ -254,10 +254,12 @@ class FlowEngine:
 
     def consent_changed(self, uow: UnitOfWork, org_id: int, contact_id: int, channel: Channel, state: State,
                         now: datetime) -> None:
+        """End the enrolments that exit on this state, and start the flows it triggers. A flow
+        triggered by `opted_out` runs too (to tell a CRM, to note it for the employee); its steps
+        that would message the contact on a closed channel are refused by the policy."""
         self._exit(uow, contact_id, now, "consent", state.value, {"channel": channel},
                    f"consent {state.value} on {channel.value}")
-        if state is not State.OPTED_OUT:
-            self._trigger(uow, org_id, contact_id, "consent", state.value, {"channel": channel.value}, now)
+        self._trigger(uow, org_id, contact_id, "consent", state.value, {"channel": channel.value}, now)
 
     def keyword(self, uow: UnitOfWork, org_id: int, contact_id: int, text: str, channel: Channel,
                 now: datetime) -> None:
