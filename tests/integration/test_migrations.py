@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Column, Connection, Engine, Index, MetaData, String, inspect, select, text
+from sqlalchemy import Column, Connection, Engine, Index, MetaData, String, Table, inspect, select, text
 
 from conftest import START
 from optflow.adapters import db, migrations, orm
@@ -142,6 +142,21 @@ def rows(engine: Engine, tables: tuple[str, ...] | None = None) -> dict[str, lis
                 for table in orm.metadata.sorted_tables if tables is None or table.name in tables}
 
 
+def stored_columns(engine: Engine, tables: tuple[str, ...],
+                   like: dict[str, tuple[tuple[str, ...], list[tuple[Any, ...]]]] | None = None,
+                   ) -> dict[str, tuple[tuple[str, ...], list[tuple[Any, ...]]]]:
+    """The columns each table has in the database (or those of `like`) and their rows: what a
+    database of an older revision held, to compare after columns were added."""
+    found = {}
+    with engine.connect() as conn:
+        for name in tables:
+            table = Table(name, MetaData(), autoload_with=conn)
+            columns = like[name][0] if like is not None else tuple(table.c.keys())
+            found[name] = (columns, sorted(tuple(row) for row in conn.execute(
+                select(*(table.c[column] for column in columns)))))
+    return found
+
+
 SHIPPED_HEAD = migrations.head()  # the newest revision this release ships
 TEST_REVISION = '''
 """Test only: rebuilds `contacts` on SQLite (a nullability change), which addresses and consents reference."""
@@ -241,14 +256,14 @@ def test_a_database_before_migrations_is_refused_then_adopted(empty_engine: Engi
         conn.execute(text("INSERT INTO contacts (id, org_id, name, active, do_not_call, dnd_all, dnd_channels, "
                           "marketing_allowed, fields_json, created_at, updated_at) VALUES (1, 1, 'Sam', TRUE, FALSE, "
                           "FALSE, '', TRUE, '{}', '2026-11-01 09:00:00', '2026-11-01 09:00:00')"))
-    before = rows(empty_engine, ("orgs", "contacts"))
+    before = stored_columns(empty_engine, ("orgs", "contacts"))
     with pytest.raises(migrations.SchemaNotCurrent, match=r"no schema revision .* run `optflow db upgrade`"):
         db.create_schema(empty_engine)
 
     report = migrations.upgrade(empty_engine)
 
     assert report.before.unversioned and report.after == (migrations.head(),)
-    assert rows(empty_engine, ("orgs", "contacts")) == before
+    assert stored_columns(empty_engine, ("orgs", "contacts"), like=before) == before
     with empty_engine.connect() as conn:
         assert schema_differences(conn, orm.metadata) == []
 
