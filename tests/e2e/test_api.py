@@ -607,8 +607,14 @@ def test_every_route_is_documented_with_its_schemas_and_the_bearer_scheme(server
         ("POST", "/unassociated/{message_id}/link"), ("GET", "/settings"), ("PATCH", "/settings"),
         ("GET", "/reports/consent"), ("GET", "/agents"), ("POST", "/agents/{agent_id}/revoke"),
         ("PATCH", "/agents/{agent_id}"),
+        ("POST", "/event-endpoints"), ("GET", "/event-endpoints"), ("PATCH", "/event-endpoints/{endpoint_id}"),
+        ("DELETE", "/event-endpoints/{endpoint_id}"), ("GET", "/event-endpoints/{endpoint_id}/secret"),
+        ("POST", "/event-endpoints/{endpoint_id}/rotate-secret"), ("GET", "/event-endpoints/{endpoint_id}/deliveries"),
+        ("POST", "/event-deliveries/{delivery_id}/redeliver"),
     }
-    without_body = {("POST", API + "/agents/{agent_id}/revoke")}
+    without_body = {("POST", API + path) for path in (
+        "/agents/{agent_id}/revoke", "/event-endpoints/{endpoint_id}/rotate-secret",
+        "/event-deliveries/{delivery_id}/redeliver")}
     assert set(operations) == {(method, API + path) for method, path in expected}
     for (method, path), op in operations.items():
         assert op["security"] == [{"token": []}], (method, path)
