@@ -7,17 +7,18 @@ PostgreSQL, against a real HTTP receiver on 127.0.0.1."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, text, update
 
 from conftest import ORG_NUMBER, Clock, RecordingSender, make_system, new_org
 from fakes.event_receiver import EventReceiver
 from optflow.adapters import orm
+from optflow.adapters.templates import Rendered, TemplateRenderer
 from optflow.bootstrap import System
 from optflow.domain import commands as c
 from optflow.domain.model import Actor, ActorKind, Channel, DomainError, NotFound
@@ -214,3 +215,66 @@ def test_an_event_is_retried_with_backoff_for_a_day_then_failed_and_can_be_redel
         assert endpoints.redeliver(uow, org, again.delivery.id, clock()).delivery.status == "queued"
         with pytest.raises(NotFound):
             endpoints.redeliver(uow, org + 1, again.delivery.id, clock())
+
+
+class BrokenRenderer(TemplateRenderer):
+    """Every template fails: the inbound handler crashes, and the opt-out fallback takes over."""
+
+    def render(self, name: str, variables: Mapping[str, object], override: str | None = None) -> Rendered:
+        raise RuntimeError("the template engine fell over")
+
+
+def test_an_opt_out_saved_by_the_fallback_is_an_event_too(
+        system: System, clock: Clock, receiver: EventReceiver) -> None:
+    org = new_org(system)
+    endpoint_id = register(system, org, receiver, ("consent.changed",))
+    system.bus.handle(c.CreateContact(org, name="Pat", phones=(PHONE,)))
+    system.services.renderer = BrokenRenderer(system.config.template_dir)
+    with pytest.raises(RuntimeError, match="fell over"):
+        system.bus.handle(c.ReceiveInbound(Channel.TEXT, PHONE, ORG_NUMBER, "STOP", "SM-broken"))
+    [entry] = ledger(system, org)
+    assert entry["to_state"] == "opted_out"
+    [row] = deliveries(system, org, endpoint_id)
+    assert row.event_id == f"optflow-ledger-{org}-{entry['seq']}"
+    system.webhooks.run(clock())
+    [event] = receiver.delivered()
+    assert event.verified and event.json()["data"]["to_state"] == "opted_out"
+
+
+def test_a_refused_change_and_another_orgs_changes_queue_nothing(
+        system: System, clock: Clock, receiver: EventReceiver) -> None:
+    org = new_org(system)
+    other = new_org(system, "Other", "+12025550188")
+    endpoint_id = register(system, org, receiver)
+    contact = system.bus.handle(c.CreateContact(org, name="Sam", phones=(PHONE,))).contact_id
+    with pytest.raises(DomainError):  # no such method: refused, rolled back
+        system.bus.handle(c.RecordOptIn(org, contact, Channel.TEXT, AGENT, method="telepathy"))
+    elsewhere = system.bus.handle(c.CreateContact(other, name="Kim", phones=(OTHER_PHONE,))).contact_id
+    system.bus.handle(c.SetMarketing(other, elsewhere, AGENT, allowed=False))
+    assert ledger(system, org) == [] and len(ledger(system, other)) == 1
+    assert deliveries(system, org, endpoint_id) == []
+    with system.bus.uow(read_only=True) as uow, pytest.raises(NotFound):
+        endpoints.delivery_log(uow, other, endpoint_id)
+
+
+def test_an_event_that_cannot_be_queued_never_stops_the_opt_out(
+        system: System, clock: Clock, receiver: EventReceiver) -> None:
+    org = new_org(system)
+    register(system, org, receiver)
+    system.bus.handle(c.CreateContact(org, name="Pat", phones=(PHONE,)))
+    with system.engine.begin() as conn:  # the outbox refuses every row (a stand-in for a broken table)
+        conn.execute(text("DROP TABLE webhook_attempts"))
+        conn.execute(text("DROP TABLE webhook_deliveries"))
+        conn.execute(text("CREATE TABLE webhook_deliveries (id INTEGER PRIMARY KEY, org_id INTEGER NOT NULL "
+                          "CHECK (org_id < 0))"))
+    try:
+        reply = system.bus.handle(c.ReceiveInbound(Channel.TEXT, PHONE, ORG_NUMBER, "STOP", "SM-stop"))
+        with system.bus.uow(read_only=True) as uow:
+            assert uow.consents.get(org, PHONE, Channel.TEXT).state == "opted_out"
+        assert ledger(system, org)[-1]["to_state"] == "opted_out"
+        assert reply.replies  # handled in full (the confirmation), not only by the fallback
+    finally:  # the schema as it was, for the next test on this database
+        with system.engine.begin() as conn:
+            conn.execute(text("DROP TABLE webhook_deliveries"))
+            orm.webhook_deliveries.create(conn)
+            orm.webhook_attempts.create(conn)
