@@ -115,6 +115,7 @@ def test_event_endpoint_routes_refuse_bad_input_pause_rotate_and_remove(
     for body, code in (
         ({"url": "ftp://crm.example/x", "event_types": ["consent.changed"]}, "invalid_url"),
         ({"url": "https://crm.example/\x00", "event_types": ["consent.changed"]}, "invalid_url"),
+        ({"url": "http://[::1/crm", "event_types": ["consent.changed"]}, "invalid_url"),
         ({"url": "https://crm.example/x", "event_types": ["lead.created"]}, "invalid_input"),
         ({"url": "https://crm.example/x", "event_types": []}, "invalid_input"),
         ({"url": "https://crm.example/x", "event_types": ["consent.changed"], "secret": "mine"}, "invalid_input"),
@@ -122,7 +123,9 @@ def test_event_endpoint_routes_refuse_bad_input_pause_rotate_and_remove(
         refused = admin_client.post(url, json=body)
         assert (refused.status_code, error_code(refused)) == (422, code), refused.text
     closed_port = "http://127.0.0.1:9/crm"  # nothing listens: nothing reaches anyone from this test
-    endpoint = admin_client.post(url, json={"url": closed_port, "event_types": ["marketing.changed"]}).json()
+    endpoint = admin_client.post(url, json={"url": closed_port, "event_types": ["marketing.changed"],
+                                            "description": "odd \x00 text"}).json()
+    assert endpoint["description"] == "odd \ufffd text"  # stored as text can be
     path = f"{url}/{endpoint['id']}"
     try:
         assert endpoint["id"] in [e["id"] for e in admin_client.get(url).json()["endpoints"]]

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from ..domain.consent_events import DELIVERY_WINDOW, EVENT_TYPES
 from ..domain.model import InvalidInput, NotFound, TransitionRefused
 from ..domain.records import DeliveryStatus, EventEndpoint, WebhookAttempt, WebhookDelivery
+from ..domain.text import storable
 from .unit_of_work import UnitOfWork
 
 MAX_URL_CHARS = 2000
@@ -28,18 +29,18 @@ class DeliveryLog:
 
 def check_endpoint(url: str, event_types: Sequence[str], description: str = "") -> tuple[str, tuple[str, ...]]:
     """The URL and event types of a new endpoint, checked (InvalidInput naming what is wrong);
-    the types in their canonical order, each once."""
+    the types in their canonical order, each once. A description is any text (made storable)."""
     url = url.strip()
     if len(url) > MAX_URL_CHARS:
         raise InvalidInput(f"the url is longer than {MAX_URL_CHARS} characters", code="invalid_url")
-    if any(ch.isspace() or ord(ch) < 32 for ch in url):
-        raise InvalidInput("the url holds spaces or control characters", code="invalid_url")
+    if any(ch.isspace() or ord(ch) < 32 for ch in url) or storable(url) != url:
+        raise InvalidInput("the url holds spaces, control characters or invalid text", code="invalid_url")
     try:
         parts = urlsplit(url)
-        host = parts.hostname
-    except ValueError:
-        host = None
-    if parts.scheme not in ("http", "https") or not host:
+        scheme, host = parts.scheme, parts.hostname
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        scheme, host = "", None
+    if scheme not in ("http", "https") or not host:
         raise InvalidInput(f"the url must be an http:// or https:// address with a host, not {url[:100]!r}",
                            code="invalid_url")
     if not event_types:
@@ -49,8 +50,8 @@ def check_endpoint(url: str, event_types: Sequence[str], description: str = "") 
     if unknown:
         raise InvalidInput(f"unknown event type(s) {', '.join(map(repr, unknown))}; known: {', '.join(EVENT_TYPES)}",
                            code="invalid_event_types")
-    if len(description) > MAX_DESCRIPTION_CHARS or "\x00" in description:
-        raise InvalidInput(f"the description must be at most {MAX_DESCRIPTION_CHARS} characters, without NUL",
+    if len(description) > MAX_DESCRIPTION_CHARS:
+        raise InvalidInput(f"the description is longer than {MAX_DESCRIPTION_CHARS} characters",
                            code="invalid_description")
     return url, tuple(kind for kind in EVENT_TYPES if kind in event_types)
 
@@ -60,7 +61,7 @@ def add_endpoint(uow: UnitOfWork, org_id: int, url: str, event_types: Sequence[s
     """Register an endpoint; it receives the events of changes committed from now on. Its
     secret is derived from a fresh random salt (see `WebhookPoster.endpoint_secret`)."""
     url, types = check_endpoint(url, event_types, description)
-    return uow.event_endpoints.add(org_id, url, types, description, secrets.token_hex(16), now)
+    return uow.event_endpoints.add(org_id, url, types, storable(description), secrets.token_hex(16), now)
 
 
 def set_active(uow: UnitOfWork, org_id: int, endpoint_id: int, active: bool) -> EventEndpoint:
