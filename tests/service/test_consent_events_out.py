@@ -7,6 +7,7 @@ PostgreSQL, against a real HTTP receiver on 127.0.0.1."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
@@ -15,11 +16,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text, update
 
-from conftest import ORG_NUMBER, Clock, RecordingSender, make_system, new_org
+from conftest import ORG_NUMBER, TEST_PIN_KEY, Clock, RecordingSender, make_system, new_org
 from fakes.event_receiver import EventReceiver
 from optflow.adapters import orm
 from optflow.adapters.templates import Rendered, TemplateRenderer
-from optflow.bootstrap import System
+from optflow.bootstrap import System, bootstrap
+from optflow.config import Config
 from optflow.domain import commands as c
 from optflow.domain.model import Actor, ActorKind, Channel, DomainError, NotFound
 from optflow.domain.records import DeliveryStatus, WebhookDelivery
@@ -278,3 +280,31 @@ def test_an_event_that_cannot_be_queued_never_stops_the_opt_out(
             conn.execute(text("DROP TABLE webhook_deliveries"))
             orm.webhook_deliveries.create(conn)
             orm.webhook_attempts.create(conn)
+
+
+def test_an_endpoints_secret_is_not_in_the_database_and_every_process_derives_the_same(
+        sqlite_engine: Engine, clock: Clock, sender: RecordingSender, tmp_path: Path) -> None:
+    (tmp_path / "flows").mkdir()
+    first = make_system(sqlite_engine, clock, sender, tmp_path / "flows")
+    org = new_org(first)
+    with first.bus.uow() as uow:
+        endpoint = endpoints.add_endpoint(uow, org, "https://crm.example/hooks", ("consent.changed",), clock())
+        uow.commit()
+    secret = first.webhooks.poster.endpoint_secret(endpoint.secret_salt)
+    key_file = Path(str(sqlite_engine.url.database) + "-webhook.key")
+    assert key_file.stat().st_mode & 0o077 == 0  # created readable by its owner only
+
+    second = make_system(sqlite_engine, clock, sender, tmp_path / "flows")  # another process, same files
+    assert second.webhooks.poster.endpoint_secret(endpoint.secret_salt) == secret
+    database = Path(str(sqlite_engine.url.database)).read_bytes()
+    key = secret.removeprefix("whsec_").encode()
+    assert key not in database and base64.b64decode(key) not in database
+
+    other_key = bootstrap(Config(database_url=str(sqlite_engine.url), flows_dir=tmp_path / "flows",
+                                 secret="test-secret", pin_key=TEST_PIN_KEY, webhook_key="another-key-" + "0" * 32),
+                          clock=clock, sender=sender, engine=sqlite_engine)
+    assert other_key.webhooks.poster.endpoint_secret(endpoint.secret_salt) != secret
+    with first.bus.uow() as uow:
+        rotated = endpoints.rotate_secret(uow, org, endpoint.id)
+        uow.commit()
+    assert first.webhooks.poster.endpoint_secret(rotated.secret_salt) != secret
