@@ -80,7 +80,7 @@ def run_until_idle(system: System, clock: Clock, rounds: int = 40) -> None:
     """Run the dispatcher, moving the clock to each next retry, until nothing is left queued."""
     for _ in range(rounds):
         system.webhooks.run(clock())
-        with system.bus.uow(read_only=True) as uow:
+        with system.bus.uow() as uow:  # what could be claimed next, and when (rolled back: claims nothing)
             due = [row.next_attempt_at for row in uow.webhook_deliveries.claim_due(
                 clock() + timedelta(days=2), clock(), 1000, False)]
             uow.rollback()
