@@ -116,6 +116,23 @@ def pin_key(config: Config, database_url: URL) -> bytes:
     return load_key(SecretSource(PIN_KEY_NAME, config.pin_key, path), ephemeral_ok=in_memory)
 
 
+WEBHOOK_KEY_NAME = "webhook key"
+WEBHOOK_KEY_SUFFIX = "webhook.key"
+DATA_DIR_WEBHOOK_KEY = "optflow-webhook.key"
+
+
+def webhook_key(config: Config, database_url: URL) -> bytes:
+    """The key event endpoints' secrets are derived from (`adapters.webhook_poster.endpoint_secret`),
+    kept outside the database like the PIN key: `OPTFLOW_WEBHOOK_KEY`, else the file
+    `OPTFLOW_WEBHOOK_KEY_FILE`, else `optflow.db-webhook.key` beside the SQLite database or
+    `optflow-webhook.key` in the data directory, created on first use."""
+    path = config.webhook_key_file or secret_file_beside_database(database_url, WEBHOOK_KEY_SUFFIX)
+    in_memory = path is None and database_url.get_backend_name() == "sqlite"
+    if path is None and not in_memory:
+        path = ledger_files.data_dir(config) / DATA_DIR_WEBHOOK_KEY
+    return load_key(SecretSource(WEBHOOK_KEY_NAME, config.webhook_key, path), ephemeral_ok=in_memory)
+
+
 def build_sender(config: Config, console_stream: TextIO | None = None) -> Sender:
     console = ConsoleSender(console_stream)
     routes: dict[Channel, Sender] = {channel: console for channel in Channel}
@@ -154,6 +171,7 @@ def bootstrap(config: Config | None = None, *, clock: Callable[[], datetime] = u
     uows = SqlUnitOfWorkFactory(engine)
     bus = MessageBus(uows, services, clock, {**engine_flows.command_handlers(), **imports.HANDLERS})
     dispatcher = Dispatcher(uows, services, sender or build_sender(config), secret, config.public_url, clock)
-    webhooks = WebhookDispatcher(uows, WebhookPoster(config.webhook_secret or derived_secret(secret)),
+    poster = WebhookPoster(config.webhook_secret or derived_secret(secret), webhook_key=webhook_key(config, engine.url))
+    webhooks = WebhookDispatcher(uows, poster,
                                  retry_base=timedelta(seconds=config.webhook_retry_base_seconds))
     return System(config, engine, uows, services, bus, dispatcher, engine_flows, clock, secret, webhooks)

@@ -50,7 +50,9 @@ class Config:
     ledger_key_file: Path | None = None
     ledger_checkpoint_file: Path | None = None
     webhook_secret: str | None = None  # `whsec_...` signing flow webhooks; None: derived from `secret`
-    webhook_retry_base_seconds: float = 10.0  # first retry of a failed flow webhook, doubling after
+    webhook_key: str | None = field(default=None, repr=False)  # derives event endpoints' secrets
+    webhook_key_file: Path | None = None
+    webhook_retry_base_seconds: float = 10.0  # first retry of a failed webhook or event, doubling after
     reply_budget_seconds: float = 10.0  # later than this after receipt, replies go through the API
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -86,6 +88,8 @@ class Config:
             ledger_key_file=Path(key_file) if key_file else None,
             ledger_checkpoint_file=Path(checkpoint_file) if checkpoint_file else None,
             webhook_secret=_env("OPTFLOW_WEBHOOK_SECRET"),
+            webhook_key=_env("OPTFLOW_WEBHOOK_KEY"),
+            webhook_key_file=_path_env("OPTFLOW_WEBHOOK_KEY_FILE"),
             webhook_retry_base_seconds=float(_env("OPTFLOW_WEBHOOK_RETRY_BASE_SECONDS", "10") or 10),
             reply_budget_seconds=float(_env("OPTFLOW_REPLY_BUDGET_SECONDS", "10") or 10),
             max_import_bytes=int(_env("OPTFLOW_MAX_IMPORT_BYTES", str(50 * 1024 * 1024)) or 50 * 1024 * 1024),

@@ -609,8 +609,14 @@ def test_every_route_is_documented_with_its_schemas_and_the_bearer_scheme(server
         ("PATCH", "/agents/{agent_id}"),
         ("PUT", "/contacts/by-external-id/{external_id}"), ("POST", "/imports"), ("GET", "/imports/{import_id}"),
         ("GET", "/imports/{import_id}/rejects"),
+        ("POST", "/event-endpoints"), ("GET", "/event-endpoints"), ("PATCH", "/event-endpoints/{endpoint_id}"),
+        ("DELETE", "/event-endpoints/{endpoint_id}"), ("GET", "/event-endpoints/{endpoint_id}/secret"),
+        ("POST", "/event-endpoints/{endpoint_id}/rotate-secret"), ("GET", "/event-endpoints/{endpoint_id}/deliveries"),
+        ("POST", "/event-deliveries/{delivery_id}/redeliver"),
     }
-    without_body = {("POST", API + "/agents/{agent_id}/revoke")}
+    without_body = {("POST", API + path) for path in (
+        "/agents/{agent_id}/revoke", "/event-endpoints/{endpoint_id}/rotate-secret",
+        "/event-deliveries/{delivery_id}/redeliver")}
     csv_body, csv_answer = {("POST", API + "/imports")}, {("GET", API + "/imports/{import_id}/rejects")}
     assert set(operations) == {(method, API + path) for method, path in expected}
     for (method, path), op in operations.items():

@@ -157,15 +157,6 @@ def rows(engine: Engine, tables: tuple[str, ...] | None = None,
                 for table in orm.metadata.sorted_tables if table.name in names}
 
 
-def stored(engine: Engine, columns: dict[str, list[str]]) -> dict[str, list[tuple[Any, ...]]]:
-    """The rows of some tables, read through the given columns only (a schema older than the
-    models lacks the columns added since)."""
-    with engine.connect() as conn:
-        return {table: sorted(tuple(row) for row in conn.execute(
-                    select(*(orm.metadata.tables[table].c[name] for name in names))))
-                for table, names in columns.items()}
-
-
 SHIPPED_HEAD = migrations.head()  # the newest revision this release ships
 TEST_REVISION = '''
 """Test only: rebuilds `contacts` on SQLite (a nullability change), which addresses and consents reference."""

@@ -43,7 +43,8 @@ class _Answers(WebhookPoster):
         super().__init__("whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
         self.posted = 0
 
-    def post(self, url: str, webhook_id: str, at: datetime, body: bytes) -> PostOutcome:
+    def post(self, url: str, webhook_id: str, at: datetime, body: bytes,
+             secret_salt: str | None = None) -> PostOutcome:
         self.posted += 1
         return PostOutcome(200) if self.posted == 1 else PostOutcome(503, "HTTP 503")
 

@@ -313,14 +313,39 @@ class EnrollmentStepRow(SQLModel, table=True):
     at: datetime = Field(sa_type=UtcDateTime)
 
 
+class EventEndpointRow(SQLModel, table=True):
+    """A receiver of the org's consent events (`consent.changed`, `dnd.changed`,
+    `marketing.changed`): a CRM or DMS kept in step. Its Standard Webhooks secret is not stored:
+    it is derived from the webhook key (kept outside the database, `adapters/secrets.py`) and
+    `secret_salt`, so a copy of the database cannot sign or forge events."""
+
+    __tablename__ = "event_endpoints"
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: int = Field(foreign_key="orgs.id", index=True)
+    url: str = Field(sa_column=Column(Text, nullable=False))
+    description: str = ""
+    event_types: str  # comma-separated event types it receives
+    active: bool = True
+    secret_salt: str  # with the webhook key, derives the endpoint's secret; a new salt rotates it
+    created_at: datetime = Field(sa_type=UtcDateTime)
+    removed_at: datetime | None = Field(default=None, sa_type=UtcDateTime)  # removed: kept for its log
+
+
 class WebhookDeliveryRow(SQLModel, table=True):
-    """The outbox of a flow's `webhook` steps: written in the step's transaction, POSTed by the
+    """The outbox of webhooks: a flow's `webhook` steps, and consent events to the org's event
+    endpoints (`endpoint_id` set). Written in the transaction of the change, POSTed by the
     scheduler's delivery job outside any transaction, signed (Standard Webhooks), retried with
     backoff. A table of its own rather than `messages`: a webhook goes to a system, not to a
-    person, so it has no address, consent or policy check, and its own retry rules."""
+    person, so it has no address, consent or policy check, and its own retry rules.
+
+    Consent events to one endpoint go in order per contact: a row waits while an earlier row of
+    its endpoint with the same `ordering_key` is queued or being sent."""
 
     __tablename__ = "webhook_deliveries"
-    __table_args__ = (Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_webhook_deliveries_endpoint_order", "endpoint_id", "ordering_key", "status"),
+    )
     id: int | None = Field(default=None, primary_key=True)
     org_id: int = Field(foreign_key="orgs.id")
     enrollment_id: int | None = Field(default=None, index=True)
@@ -333,6 +358,23 @@ class WebhookDeliveryRow(SQLModel, table=True):
     last_error: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime = Field(sa_type=UtcDateTime)
     delivered_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    endpoint_id: int | None = None  # the event endpoint (event_endpoints.id); None: a flow's webhook
+    event_type: str | None = None  # consent.changed | dnd.changed | marketing.changed
+    event_id: str | None = None  # the event's `webhook-id`, the same on retries and redeliveries
+    ordering_key: str | None = None  # `contact:<id>` (or `address:<address>`): delivered in order per key
+    give_up_at: datetime | None = Field(default=None, sa_type=UtcDateTime)  # no retry after; None: by count
+
+
+class WebhookAttemptRow(SQLModel, table=True):
+    """The delivery log: one row per POST of a webhook delivery, with what came back."""
+
+    __tablename__ = "webhook_attempts"
+    id: int | None = Field(default=None, primary_key=True)
+    delivery_id: int = Field(foreign_key="webhook_deliveries.id", index=True)
+    attempt: int  # 1 for the first POST of the delivery
+    attempted_at: datetime = Field(sa_type=UtcDateTime)
+    status_code: int | None = None  # None: no answer (refused, timed out)
+    error: str | None = Field(default=None, sa_column=Column(Text))
 
 
 class SuppressionRow(SQLModel, table=True):
@@ -400,10 +442,12 @@ messages = _table(MessageRow)
 flow_versions = _table(FlowVersionRow)
 enrollments = _table(EnrollmentRow)
 enrollment_steps = _table(EnrollmentStepRow)
+event_endpoints = _table(EventEndpointRow)
 webhook_deliveries = _table(WebhookDeliveryRow)
 suppressions = _table(SuppressionRow)
 import_jobs = _table(ImportJobRow)
 import_rejects = _table(ImportRejectRow)
+webhook_attempts = _table(WebhookAttemptRow)
 metadata = SQLModel.metadata
 
 

@@ -26,10 +26,12 @@ from ..domain.records import (
     Direction,
     Enrollment,
     EnrollmentStatus,
+    EventEndpoint,
     FlowVersion,
     Message,
     MessageStatus,
     Org,
+    WebhookAttempt,
     WebhookDelivery,
 )
 from . import orm
@@ -78,3 +80,5 @@ MESSAGE = Reader(orm.messages, Message, {
 ENROLLMENT = Reader(orm.enrollments, Enrollment, {"status": EnrollmentStatus})
 FLOW_VERSION = Reader(orm.flow_versions, FlowVersion)
 WEBHOOK_DELIVERY = Reader(orm.webhook_deliveries, WebhookDelivery, {"status": DeliveryStatus})
+EVENT_ENDPOINT = Reader(orm.event_endpoints, EventEndpoint)
+WEBHOOK_ATTEMPT = Reader(orm.webhook_attempts, WebhookAttempt)

@@ -34,7 +34,7 @@ from ..domain.records import (
     Org,
 )
 from ..domain.settings import OrgSettings, resolve
-from . import ledger_files, orm
+from . import event_outbox, ledger_files, orm
 from .prepared import Prepared, bind_list, bind_values
 from .records import ADDRESS, AGENT, CONTACT, MESSAGE, ORG
 
@@ -522,7 +522,10 @@ class LedgerRepository:
         A damaged chain never stops the entries (opt-outs among them) from being written: a
         missing head row, or one behind the entries present, is repaired from the last entry
         present, and a `DAMAGE_TRIGGER` entry is chained in first saying what was found, so that
-        `verify` and the metrics show it. An ERROR is logged."""
+        `verify` and the metrics show it. An ERROR is logged.
+
+        The consent events of the entries are queued for the org's event endpoints here too
+        (`event_outbox.queue_events`), once each entry has its sequence number."""
         entries, self.queue.entries = self.queue.entries, []
         if not entries:
             return
@@ -544,6 +547,7 @@ class LedgerRepository:
                 rows = self._chain_past_collision(org_id, head["seq"], [row.id for row in inserted], appended, key)
             _UPDATE_LEDGER_HEAD.execute(self.conn, {"w_org_id": org_id, "seq": rows[-1]["seq"],
                                                     "hash": rows[-1]["hash"]})
+            event_outbox.queue_events(self.conn, org_id, rows)
 
     def _recreate_head(self, org_id: int) -> tuple[Row, str | None]:
         """The head row was missing: re-create it at the last entry present and lock it. Also

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from ..domain.records import Contact, Enrollment, SendWindow
 from . import db, ledger_files
 from .enrollments import EnrollmentRepository
+from .event_outbox import EventEndpointRepository
 from .flow_batch import (
     BatchReads,
     BatchWrites,
@@ -97,6 +98,7 @@ class SqlUnitOfWork:
         self.enrollments = EnrollmentRepository(self.conn)
         self.webhook_deliveries = WebhookDeliveryRepository(self.conn)
         self.reports = ReportQueries(self.conn)
+        self.event_endpoints = EventEndpointRepository(self.conn)
         self.suppressions = SuppressionRepository(self.conn)
         self.import_jobs = ImportJobRepository(self.conn)
         self.events = []
@@ -169,6 +171,7 @@ class BatchUnitOfWork(SqlUnitOfWork):
         self.skip_locked = uow.skip_locked
         self.orgs, self.agents, self.ledger = uow.orgs, uow.agents, uow.ledger
         self.webhook_deliveries, self.reports, self.import_jobs = uow.webhook_deliveries, uow.reports, uow.import_jobs
+        self.event_endpoints = uow.event_endpoints
         self.contacts = PreloadedContacts(uow.conn, reads)
         self.consents = PreloadedConsents(uow.conn, reads)
         self.suppressions = PreloadedSuppressions(uow.conn, reads)

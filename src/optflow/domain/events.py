@@ -1,9 +1,10 @@
 """Domain events: facts the service layer announces after a change, for whoever subscribes.
 
 Handlers raise them into the unit of work (`uow.events`); the message bus hands them, in the same
-transaction, to the subscribers that bootstrap registered (the flow engine today; the outbound
-consent event stream next). The handlers therefore know nothing of flows, and flows react to
-consent changes without being called by name.
+transaction, to the subscribers that bootstrap registered (the flow engine). The handlers
+therefore know nothing of flows, and flows react to consent changes without being called by
+name. (The consent events sent to CRMs are made from the ledger entries instead, which carry
+their sequence number and are written by every door: see `domain/consent_events.py`.)
 """
 
 from __future__ import annotations

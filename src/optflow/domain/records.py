@@ -75,7 +75,7 @@ ENDED = (EnrollmentStatus.DONE, EnrollmentStatus.CANCELLED)
 
 
 class DeliveryStatus(enum.StrEnum):
-    """A flow webhook's delivery (`webhook_deliveries`): QUEUED -> SENDING (leased) ->
+    """A webhook's delivery (`webhook_deliveries`): QUEUED -> SENDING (leased) ->
     DELIVERED | FAILED, or QUEUED again for a retry."""
 
     QUEUED = "queued"
@@ -228,6 +228,38 @@ class WebhookDelivery:
     last_error: str | None
     created_at: datetime
     delivered_at: datetime | None
+    endpoint_id: int | None  # the event endpoint it goes to; None: a flow's webhook step
+    event_type: str | None
+    event_id: str | None  # the `webhook-id` of an event (the same on every attempt and redelivery)
+    ordering_key: str | None  # events with the same key go to their endpoint in order
+    give_up_at: datetime | None  # an event is not tried after this (then failed); None: by attempt count
+
+
+@dataclass(slots=True, frozen=True)
+class EventEndpoint:
+    id: int
+    org_id: int
+    url: str
+    description: str
+    event_types: str  # comma-separated
+    active: bool
+    secret_salt: str
+    created_at: datetime
+    removed_at: datetime | None
+
+    @property
+    def types(self) -> tuple[str, ...]:
+        return tuple(t for t in self.event_types.split(",") if t)
+
+
+@dataclass(slots=True, frozen=True)
+class WebhookAttempt:
+    id: int
+    delivery_id: int
+    attempt: int
+    attempted_at: datetime
+    status_code: int | None
+    error: str | None
 
 
 @dataclass(frozen=True)

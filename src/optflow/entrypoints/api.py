@@ -1,7 +1,7 @@
 """The REST API under /api/v1: agents, supervisors and admins of one org, by API token.
 
 Each route turns its request into a command for the message bus (or a read through a unit of
-work) and its result into JSON; the routes live in `api_contacts` and `api_org`, what they
+work) and its result into JSON; the routes live in `api_contacts`, `api_org` and `api_events`, what they
 share in `api_common`, their bodies in `schemas`. Everything is scoped to the caller's org.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from sanic import Blueprint
 from sanic_ext.extensions.openapi.builders import SpecificationBuilder
 
-from . import api_contacts, api_imports, api_org
+from . import api_contacts, api_events, api_imports, api_org
 from .api_common import SECURITY_SCHEME
 
 URL_PREFIX = "/api/v1"
@@ -24,4 +24,5 @@ def api_blueprint() -> Blueprint:
     api_contacts.register(bp)
     api_org.register(bp)
     api_imports.register(bp)
+    api_events.register(bp)
     return bp

@@ -246,7 +246,7 @@ def worker(obj: Ctx) -> None:
 @pass_ctx
 @friendly_errors
 def run_due_command(obj: Ctx, at: str | None) -> None:
-    """Run every periodic job once: consent clock, flows, outbox, flow webhooks, ledger checkpoint."""
+    """Run every periodic job once: consent clock, flows, outbox, webhooks and events, ledger checkpoint."""
     from .scheduler import run_due
 
     now = parse_time(at, "--at") or obj.system.clock()
@@ -566,10 +566,12 @@ def agents_expire(obj: Ctx, agent_id: int, expires_in: str | None, at: str | Non
 from .cli_contacts import register as _register_contacts  # noqa: E402
 from .cli_flows import register as _register_flows  # noqa: E402
 from .cli_imports import register as _register_imports  # noqa: E402
+from .cli_webhooks import register as _register_webhooks  # noqa: E402
 
 _register_contacts(main)
 _register_flows(main)
 _register_imports(main)
+_register_webhooks(main)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -496,3 +496,70 @@ class ImportOut(ApiModel):
     error: str | None = Field(description="Why the job stopped, if it failed.")
     created_at: datetime
     finished_at: datetime | None
+
+
+# ------------------------------------------------------------------------------------ consent events out
+
+EventType = Literal["consent.changed", "dnd.changed", "marketing.changed"]
+
+
+class EventEndpointIn(ApiModel):
+    """A receiver of consent events (your CRM or DMS)."""
+
+    url: Annotated[str, Field(min_length=1, max_length=2000)] = Field(
+        description="http:// or https:// address the events are POSTed to.")
+    event_types: list[EventType] = Field(min_length=1, max_length=3, description="Which events it receives.")
+    description: Annotated[str, Field(max_length=200)] = ""
+
+
+class EventEndpointPatch(ApiModel):
+    active: bool = Field(description="False pauses it: no events are queued for it until it is active again.")
+
+
+class EventEndpointOut(ApiModel):
+    id: int
+    url: str
+    description: str
+    event_types: list[str]
+    active: bool
+    created_at: datetime
+
+
+class EventEndpointSecretOut(EventEndpointOut):
+    secret: str = Field(description="The Standard Webhooks secret (`whsec_...`) to verify its events with.")
+
+
+class EventEndpointRemovedOut(ApiModel):
+    id: int
+    failed_deliveries: int = Field(description="Its deliveries not yet made, now marked failed.")
+
+
+class EventEndpointListOut(ApiModel):
+    endpoints: list[EventEndpointOut]
+
+
+class WebhookAttemptOut(ApiModel):
+    attempt: int
+    attempted_at: datetime
+    status_code: int | None = Field(description="The receiver's HTTP status; null when it did not answer.")
+    error: str | None
+
+
+class EventDeliveryOut(ApiModel):
+    id: int
+    endpoint_id: int
+    event_id: str = Field(description="The event's `webhook-id`: the same on every attempt and redelivery.")
+    event_type: str
+    status: Literal["queued", "sending", "delivered", "failed"]
+    attempts: list[WebhookAttemptOut] = Field(description="The delivery log, oldest first.")
+    next_attempt_at: datetime | None = Field(description="When it is tried next (queued only).")
+    give_up_at: datetime | None
+    last_status: int | None
+    last_error: str | None
+    created_at: datetime
+    delivered_at: datetime | None
+    payload: dict[str, Any] = Field(description="The event, as it is sent.")
+
+
+class EventDeliveryListOut(ApiModel):
+    deliveries: list[EventDeliveryOut]

@@ -44,6 +44,17 @@ RETRY_AFTER = timedelta(hours=1)  # an enrolment whose step failed unexpectedly 
 _performing: ContextVar[int | None] = ContextVar("optflow_performing_enrollment", default=None)
 
 
+@dataclass(frozen=True)
+class _OptedOut:
+    """The `consent: opted_out` trigger of an opt-out, queued behind the opt-out's own events:
+    the opt-out's `ChannelsBlocked` ends the contact's enrolments, and must not end the ones
+    the opt-out itself starts (a flow that waits, then tells a CRM)."""
+
+    org_id: int
+    contact_id: int
+    channel: Channel
+
+
 @dataclass
 class FlowRunReport:
     enrollments: int = 0
@@ -69,6 +80,7 @@ class FlowEngine:
         services.subscribe(ev.ChannelsUnblocked, self._on_channels_unblocked)
         services.subscribe(ev.CustomerReplied, self._on_customer_replied)
         services.subscribe(ev.BusinessEvent, self._on_business_event)
+        services.subscribe(_OptedOut, self._on_opted_out)
         self.source = source
         self._versions: dict[tuple[str, str], f.Flow | None] = {}
         self._sources: dict[tuple[str, str], str] = {}
@@ -218,10 +230,20 @@ class FlowEngine:
 
     def consent_changed(self, uow: UnitOfWork, org_id: int, contact_id: int, channel: Channel, state: State,
                         now: datetime) -> None:
+        """End the enrolments that exit on this state, and start the flows it triggers. A flow
+        triggered by `opted_out` runs too (to tell a CRM, say), once the opt-out has closed the
+        contact's channels and ended their enrolments (`_OptedOut`); its steps that would message
+        the contact on a closed channel are refused by the policy."""
         self._exit(uow, contact_id, now, "consent", state.value, {"channel": channel},
                    f"consent {state.value} on {channel.value}")
-        if state is not State.OPTED_OUT:
+        if state is State.OPTED_OUT:
+            uow.events.append(_OptedOut(org_id, contact_id, channel))  # after the opt-out's ChannelsBlocked
+        else:
             self._trigger(uow, org_id, contact_id, "consent", state.value, {"channel": channel.value}, now)
+
+    def _on_opted_out(self, uow: UnitOfWork, event: _OptedOut, now: datetime) -> None:
+        self._trigger(uow, event.org_id, event.contact_id, "consent", State.OPTED_OUT.value,
+                      {"channel": event.channel.value}, now)
 
     def keyword(self, uow: UnitOfWork, org_id: int, contact_id: int, text: str, channel: Channel,
                 now: datetime) -> None:

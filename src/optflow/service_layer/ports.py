@@ -48,9 +48,14 @@ class Sender(Protocol):
 
 
 class WebhookPoster(Protocol):
-    """POSTs one webhook delivery, signed; never raises for what the receiver did."""
+    """POSTs one webhook delivery, signed (with an event endpoint's own secret when its salt is
+    given); never raises for what the receiver did."""
 
-    def post(self, url: str, webhook_id: str, at: datetime, body: bytes) -> PostOutcome: ...
+    def post(self, url: str, webhook_id: str, at: datetime, body: bytes,
+             secret_salt: str | None = None) -> PostOutcome: ...
+
+    def endpoint_secret(self, secret_salt: str) -> str:
+        """The Standard Webhooks secret (`whsec_...`) of the event endpoint with this salt."""
 
     def close(self) -> None: ...
 

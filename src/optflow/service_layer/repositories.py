@@ -16,14 +16,17 @@ from ..domain.records import (
     Address,
     Agent,
     Contact,
+    DeliveryStatus,
     Enrollment,
     EnrollmentStatus,
+    EventEndpoint,
     FlowVersion,
     ImportJob,
     ImportReject,
     Message,
     Org,
     Suppression,
+    WebhookAttempt,
     WebhookDelivery,
 )
 from ..domain.reports import Counts, MethodCounts
@@ -177,6 +180,28 @@ class WebhookDeliveryRepository(Protocol):
         self, now: datetime, lease_until: datetime, limit: int, skip_locked: bool
     ) -> list[WebhookDelivery]: ...
     def set(self, delivery_id: int, **values: Any) -> None: ...
+    def record_attempt(
+        self, delivery_id: int, attempt: int, at: datetime, status_code: int | None, error: str | None, **values: Any
+    ) -> None: ...
+    def attempts(self, delivery_ids: Iterable[int]) -> dict[int, list[WebhookAttempt]]: ...
+    def for_endpoint(
+        self, endpoint_id: int, status: DeliveryStatus | None = None, limit: int = 100, before_id: int | None = None
+    ) -> list[WebhookDelivery]: ...
+    def redeliver(self, delivery: WebhookDelivery, now: datetime, give_up_at: datetime) -> int: ...
+
+
+class EventEndpointRepository(Protocol):
+    """The org's receivers of consent events (their secrets are derived, never stored)."""
+
+    def add(
+        self, org_id: int, url: str, event_types: Iterable[str], description: str, secret_salt: str, now: datetime
+    ) -> EventEndpoint: ...
+    def get(self, org_id: int, endpoint_id: int) -> EventEndpoint: ...
+    def for_org(self, org_id: int) -> list[EventEndpoint]: ...
+    def set_active(self, endpoint_id: int, active: bool) -> None: ...
+    def set_salt(self, endpoint_id: int, secret_salt: str) -> None: ...
+    def remove(self, endpoint_id: int, now: datetime) -> int: ...
+    def salts(self, endpoint_ids: Iterable[int]) -> dict[int, str]: ...
 
 
 class ReportQueries(Protocol):

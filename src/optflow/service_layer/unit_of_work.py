@@ -16,6 +16,7 @@ from .repositories import (
     ConsentRepository,
     ContactRepository,
     EnrollmentRepository,
+    EventEndpointRepository,
     ImportJobRepository,
     LedgerRepository,
     MessageRepository,
@@ -50,6 +51,8 @@ class UnitOfWork(Protocol):
     def enrollments(self) -> EnrollmentRepository: ...
     @property
     def webhook_deliveries(self) -> WebhookDeliveryRepository: ...
+    @property
+    def event_endpoints(self) -> EventEndpointRepository: ...
     @property
     def reports(self) -> ReportQueries: ...
     @property
