@@ -23,6 +23,7 @@ from optflow.adapters.templates import Rendered, TemplateRenderer
 from optflow.bootstrap import System, bootstrap
 from optflow.config import Config
 from optflow.domain import commands as c
+from optflow.domain.languages import DEFAULT_LANGUAGE
 from optflow.domain.model import Actor, ActorKind, Channel, DomainError, NotFound
 from optflow.domain.records import DeliveryStatus, WebhookDelivery
 from optflow.service_layer import event_endpoints as endpoints
@@ -222,7 +223,8 @@ def test_an_event_is_retried_with_backoff_for_a_day_then_failed_and_can_be_redel
 class BrokenRenderer(TemplateRenderer):
     """Every template fails: the inbound handler crashes, and the opt-out fallback takes over."""
 
-    def render(self, name: str, variables: Mapping[str, object], override: str | None = None) -> Rendered:
+    def render(self, name: str, variables: Mapping[str, object], override: str | None = None,
+               language: str = DEFAULT_LANGUAGE) -> Rendered:
         raise RuntimeError("the template engine fell over")
 
 
