@@ -31,7 +31,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from .events import ChannelsBlocked, ConsentChanged, Event
 from .machine import TransitionContext, fire
@@ -48,11 +48,13 @@ from .model import (
     TransitionRefused,
     Trigger,
 )
-from .policy import MessageKind
+from .policy import OPT_OUT_CONFIRMATION_WINDOW, MessageKind
 from .settings import OrgSettings
 
 # Channels on which an opt-out is confirmed with a message (a call has no message to send).
 CONFIRMED_CHANNELS = frozenset({Channel.TEXT, Channel.WHATSAPP, Channel.CHAT, Channel.EMAIL})
+# How far ahead of `now` a stated moment may lie (clocks of the people and machines that state it differ).
+CLOCK_TOLERANCE = timedelta(minutes=5)
 # States from which a person's opt-out is confirmed when the customer did not write it themselves:
 # we were messaging them on that channel, so they hear that it stopped.
 _WERE_MESSAGING = frozenset({State.REQUESTED, State.OPTED_IN, State.REAUTH_DUE})
@@ -175,12 +177,25 @@ def opt_out_scope(consents: Sequence[Consent], cause: Revocation, settings: OrgS
     return scope
 
 
-def confirms_opt_out(cause: Revocation, previous: State, already_sent: bool) -> bool:
+def check_revocation(cause: Revocation, now: datetime) -> None:
+    """An opt-out's own moment (`occurred_at`, when the customer asked: a call yesterday, a letter)
+    may lie in the past, never in the future: that is a typing error to show the person, not
+    an opt-out to refuse. Every other part of an opt-out is accepted as it comes."""
+    if cause.occurred_at is not None and cause.occurred_at > now + CLOCK_TOLERANCE:
+        raise InvalidInput("the moment the customer opted out (occurred_at) cannot be in the future",
+                           code="occurred_in_future")
+
+
+def confirms_opt_out(cause: Revocation, previous: State, already_sent: bool, now: datetime) -> bool:
     """The one confirmation of an opt-out goes when a person asked for it (the customer, or an
     agent for them) on a channel that can carry it. A customer who wrote STOP always hears back
-    once; an agent's opt-out is confirmed only on a channel we were messaging them on. A flow,
+    once; an agent's opt-out is confirmed only on a channel we were messaging them on, and only
+    while the confirmation window of the moment the customer asked is open (an opt-out taken
+    on a call last week and recorded now gets none: the policy would refuse it anyway). A flow,
     the carrier and the unsubscribe link (which was itself the confirmation) send none."""
     if already_sent or cause.channel not in CONFIRMED_CHANNELS:
+        return False
+    if cause.occurred_at is not None and now - cause.occurred_at > OPT_OUT_CONFIRMATION_WINDOW:
         return False
     if cause.door is Door.INBOUND:
         return True
@@ -191,7 +206,9 @@ def revoke(org_id: int, contact_id: int | None, consents: Sequence[Consent], cau
            settings: OrgSettings, now: datetime) -> Outcome:
     """Decide an opt-out. `consents` holds every consent of the contact (or of the lone address
     when no contact owns it), loaded for update; they are changed in place and returned in the
-    outcome. Never refuses for a business reason."""
+    outcome. Never refuses for a business reason (only a stated moment in the future, a typing
+    error, is sent back: `check_revocation`)."""
+    check_revocation(cause, now)
     outcome = Outcome()
     scope = opt_out_scope(consents, cause, settings)
     own = scope[0]
@@ -215,7 +232,7 @@ def revoke(org_id: int, contact_id: int | None, consents: Sequence[Consent], cau
             org_id, contact_id, None if everything else channels,
             "opted out of every channel" if everything
             else "opted out of " + ", ".join(sorted(ch.value for ch in channels)), now)
-    if confirms_opt_out(cause, previous, confirmation_sent):
+    if confirms_opt_out(cause, previous, confirmation_sent, now):
         outcome.to_customer.append(CustomerMessage("customer/opt_out_confirmation", own.channel, own.address,
                                                    MessageKind.OPT_OUT_CONFIRMATION, reply=cause.door is Door.INBOUND))
     if cause.door is Door.INBOUND and contact_id is not None:

@@ -189,9 +189,17 @@ class PinIn(ChannelIn):
 
 
 class OptOutIn(ApiModel):
+    """An opt-out the customer asked for outside optflow (a call, a letter), with the form's date,
+    time and method. Never refused for its method: an opt-out is recorded whatever it is called."""
+
     channel: Channel | None = None
     address: Address | None = None
     all_channels: bool = Field(default=False, description="Every channel of every address of the contact.")
+    method: Annotated[str, Field(min_length=1, max_length=64, pattern=r"\S")] | None = Field(
+        default=None, description="How the customer opted out (e.g. `phone_call`, `letter`); default `agent`.")
+    occurred_at: datetime | None = Field(default=None, description="When the customer opted out; default now. "
+                                                                    "A date-time without offset is UTC; "
+                                                                    "never in the future.")
     evidence: Text | None = None
 
 
