@@ -138,3 +138,42 @@ def test_collect_opt_out_form_through_the_cli_keeps_its_date_time_and_method(sho
     entry = shop.ledger()[-1]
     assert (entry["to_state"], entry["method"], entry["evidence"]) == ("opted_out", "letter", "letter dated 19 Nov")
     assert _aware(entry["occurred_at"]) == datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+
+
+# ------------------------------------------------------------------------- item 8, Collect!
+
+WORK_PHONE = "+14155552672"
+
+
+def _phone_flags(body: dict[str, Any]) -> dict[str, tuple[bool, bool]]:
+    return {a["value"]: (a["active"], a["do_not_call"]) for a in body["contact"]["addresses"] if a["kind"] == "phone"}
+
+
+async def test_collect_active_and_do_not_call_belong_to_each_phone_and_follow_its_calls_and_texts(
+        shop: Shop) -> None:
+    """Collect!: "When you run an opt in, Collect! will set the Active field to Yes and uncheck the
+    Do Not Call field. When you run an opt out, ... Active to No and check Do Not Call", on the
+    phone record the form was run on."""
+    shop.system.bus.handle(c.UpdateContact(shop.org, shop.contact, add_phones=(WORK_PHONE,)))
+    # The home phone's texts and calls were opted in (the fixture): its record is active.
+    status, body = await shop.post("opt-ins", {"channel": "text", "address": WORK_PHONE, "method": "verbal"})
+    assert status == 200, body
+    assert _phone_flags(body) == {PHONE: (True, False), WORK_PHONE: (True, False)}
+    # An opt-out of texts (not calls) on the work phone: only that record turns inactive, Do-Not-Call.
+    status, body = await shop.post("opt-out", {"channel": "text", "address": WORK_PHONE, "method": "phone_call"})
+    assert status == 200, body
+    assert _phone_flags(body) == {PHONE: (True, False), WORK_PHONE: (False, True)}
+    # Calls opted in on it (its texts stay opted out): the last opt-in makes it active and callable.
+    status, body = await shop.post("opt-ins", {"channel": "call", "address": WORK_PHONE, "method": "verbal"})
+    assert status == 200, body
+    assert _phone_flags(body) == {PHONE: (True, False), WORK_PHONE: (True, False)}
+    # The customer texts STOP from the home phone: that record only.
+    shop.system.bus.handle(c.ReceiveInbound(Channel.TEXT, PHONE, "+12025550123", "STOP", "SM" + "1" * 32))
+    with shop.system.bus.uow() as uow:
+        flags = {a.value: (a.active, a.do_not_call) for a in uow.contacts.addresses(shop.contact)
+                 if a.kind == "phone"}
+    assert flags == {PHONE: (False, True), WORK_PHONE: (True, False)}
+    # The CLI shows them per phone record as well.
+    shown = json.loads(shop.cli("contacts", "show", str(shop.contact)))
+    assert {a["value"]: (a["active"], a["do_not_call"]) for a in shown["addresses"] if a["kind"] == "phone"} == flags
+    assert "active" not in next(a for a in shown["addresses"] if a["kind"] == "email")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Dialect, Index, Table, Text, UniqueConstraint
+from sqlalchemy import Column, DateTime, Dialect, Index, Table, Text, UniqueConstraint, false
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -149,6 +149,10 @@ class AddressRow(SQLModel, table=True):
     contact_id: int = Field(foreign_key="contacts.id", index=True)
     kind: str  # phone | email
     value: str  # E.164 or normalised email
+    # A phone record's own Active and Do-Not-Call (Collect!'s): set by the last opt-in or opt-out
+    # of its calls or texts. Unused on emails.
+    active: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
+    do_not_call: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
 
 
 class ConsentRow(SQLModel, table=True):

@@ -372,6 +372,13 @@ class ContactRepository:
         self._addresses.pop(contact_id, None)
         self.conn.execute(insert(orm.addresses).values(org_id=org_id, contact_id=contact_id, kind=kind, value=value))
 
+    def set_phone_flags(self, org_id: int, value: str, *, active: bool, do_not_call: bool) -> None:
+        """A phone record's own Active and Do-Not-Call (no row changes for a number no contact has)."""
+        self._addresses.clear()
+        self.conn.execute(update(orm.addresses).where(orm.addresses.c.org_id == org_id,
+                                                      orm.addresses.c.value == value)
+                          .values(active=active, do_not_call=do_not_call))
+
     def addresses(self, contact_id: int) -> list[Address]:
         rows = self._addresses.get(contact_id)
         if rows is None:

@@ -114,6 +114,20 @@ class Change:
     record: TransitionRecord
 
 
+@dataclass(frozen=True)
+class PhoneFlags:
+    """A phone record's Active and Do-Not-Call, as Collect! keeps them: any opt-in of the phone's
+    calls or texts (a re-authorisation too) makes it active and callable; any opt-out of either
+    makes it inactive and Do-Not-Call."""
+
+    active: bool
+    do_not_call: bool
+
+
+# The channels of a phone whose opt-ins and opt-outs set its record's flags.
+PHONE_FLAG_CHANNELS = frozenset({Channel.CALL, Channel.TEXT})
+
+
 @dataclass
 class Outcome:
     """Everything a consent change causes, as data for the service layer to write."""
@@ -122,6 +136,7 @@ class Outcome:
     cancel_outbound: list[tuple[str, Channel]] = field(default_factory=list)
     blocked: ChannelsBlocked | None = None
     call_flags: dict[str, bool] = field(default_factory=dict)  # contact's active / do_not_call
+    phone_flags: dict[str, PhoneFlags] = field(default_factory=dict)  # by phone number
     release_holds: list[tuple[str, Channel]] = field(default_factory=list)
     to_customer: list[CustomerMessage] = field(default_factory=list)
     to_employee: list[EmployeeNote] = field(default_factory=list)
@@ -137,8 +152,12 @@ class Outcome:
 
 
 def _follow_on(outcome: Outcome, org_id: int, contact_id: int | None, change: Change) -> None:
-    """What any consent change brings with it: the call flags and the event."""
+    """What any consent change brings with it: the phone record's flags, the contact's call
+    flags and the event."""
     record = change.record
+    if record.channel in PHONE_FLAG_CHANNELS and record.to_state in (State.OPTED_IN, State.OPTED_OUT):
+        opted_in = record.to_state is State.OPTED_IN
+        outcome.phone_flags[record.address] = PhoneFlags(active=opted_in, do_not_call=not opted_in)
     if contact_id is None:
         return
     if record.channel is Channel.CALL and record.to_state in (State.OPTED_IN, State.OPTED_OUT):

@@ -29,7 +29,7 @@ def _contact_json(obj: Ctx, org_id: int, contact_id: int) -> dict[str, Any]:
         "id": contact_id, "name": contact.name, "time_zone": contact.time_zone, "region": contact.region,
         "active": contact.active, "do_not_call": contact.do_not_call, "marketing_allowed": contact.marketing_allowed,
         "dnd": {"all": contact.dnd_all, "channels": [ch for ch in contact.dnd_channels.split(",") if ch]},
-        "addresses": [{"kind": a.kind, "value": a.value} for a in addresses],
+        "addresses": [{"kind": a.kind, "value": a.value, **a.phone_flags()} for a in addresses],
         "consents": [{"channel": k.channel.value, "address": k.address, "state": k.state.value,
                       "awaiting_pin": k.awaiting_pin,
                       "opted_in_at": k.opted_in_at.isoformat() if k.opted_in_at else None,

@@ -124,6 +124,12 @@ class ContactPatch(ApiModel):
 class AddressOut(ApiModel):
     kind: str = Field(description="`phone` or `email`.")
     value: str
+    active: bool | None = Field(default=None, description="A phone record's Active flag: set by the last opt-in "
+                                                          "of its calls or texts, cleared by the last opt-out; "
+                                                          "null for an email.")
+    do_not_call: bool | None = Field(default=None, description="A phone record's Do-Not-Call flag: the "
+                                                               "opposite of `active` once either was recorded; "
+                                                               "null for an email.")
 
 
 class ConsentOut(ApiModel):
@@ -148,7 +154,8 @@ class ContactOut(ApiModel):
     time_zone: str | None
     region: str | None
     fields: dict[str, Any]
-    active: bool = Field(description="Reachable: set by an opt-in on calls, cleared by an opt-out.")
+    active: bool = Field(description="Reachable by calls: set by an opt-in on calls, cleared by an opt-out "
+                                     "(each phone record has its own flags too, in `addresses`).")
     do_not_call: bool
     marketing_allowed: bool
     dnd: DndOut

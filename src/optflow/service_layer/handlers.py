@@ -270,8 +270,8 @@ def prerender_inbound(uow: UnitOfWork, svc: Services, cmd: c.ReceiveInbound, now
 
 def write_outcome(uow: UnitOfWork, outcome: rules.Outcome, now: datetime) -> None:
     """Write what a consent decision changed: the consents, their ledger entries, the contact's
-    call flags, the outbox rows it cancels, the held messages it releases and its events. The
-    messages it asks for are rendered by the caller (`send_outcome_messages`), so that the
+    call flags and its phone records' flags, the outbox rows it cancels, the held messages it
+    releases and its events. The messages it asks for are rendered by the caller (`send_outcome_messages`), so that the
     fallback can write the same decision without rendering anything."""
     for change in outcome.changes:
         uow.consents.save(change.consent, now)
@@ -279,6 +279,9 @@ def write_outcome(uow: UnitOfWork, outcome: rules.Outcome, now: datetime) -> Non
     contact_id = next((ch.consent.contact_id for ch in outcome.changes if ch.consent.contact_id), None)
     if outcome.call_flags and contact_id is not None:
         uow.contacts.update(contact_id, now, **outcome.call_flags)
+    for phone, flags in outcome.phone_flags.items():
+        uow.contacts.set_phone_flags(outcome.changes[0].consent.org_id or 0, phone, active=flags.active,
+                                     do_not_call=flags.do_not_call)
     for address, channel in outcome.cancel_outbound:
         org_id = outcome.changes[0].consent.org_id if outcome.changes else None
         if org_id is not None:
