@@ -139,3 +139,14 @@ def test_a_customer_writing_after_their_opt_out_is_asked_again_and_their_message
     stranger = rules.answer(1, None, Consent(channel=Channel.TEXT, address=PHONE), Intent.OTHER, OrgSettings(),
                             ctx(CUSTOMER))
     assert stranger.changes == [] and stranger.to_customer == []
+
+
+@pytest.mark.parametrize(("state", "holding", "expected"), [
+    (State.UNKNOWN, False, rules.HeldMessageRequest.OPT_IN),
+    (State.REQUESTED, False, rules.HeldMessageRequest.NONE),
+    (State.REAUTH_DUE, False, rules.HeldMessageRequest.REAUTH),
+    (State.REAUTH_DUE, True, rules.HeldMessageRequest.NONE),
+])
+def test_an_agents_held_message_asks_for_renewal_where_a_consent_is_due(
+        state: State, holding: bool, expected: rules.HeldMessageRequest) -> None:
+    assert rules.request_for_held_message(state, holding) is expected

@@ -313,6 +313,32 @@ def change(org_id: int, contact_id: int | None, consent: Consent, trigger: Trigg
     return outcome
 
 
+class HeldMessageRequest(enum.StrEnum):
+    """What an agent's message to a customer without a usable consent sends besides being held."""
+
+    OPT_IN = "opt_in"  # a fresh opt-in request: the consent becomes `requested`
+    REAUTH = "reauth"  # the re-authorisation request: the consent stays `reauth_due`
+    NONE = "none"  # a request already waits for the customer's answer
+
+
+def request_for_held_message(state: State, already_holding: bool) -> HeldMessageRequest:
+    """An agent writes to a customer whose consent the message needs (consent mode). The message
+    is held; which request goes with it depends on the consent:
+
+    - `reauth_due`: the customer consented and the consent aged. The re-authorisation request
+      goes (once, while messages wait) and the consent stays `reauth_due`, so the customer's
+      YES or the agent's record of a spoken renewal (`reauthorize`) still renews it; either
+      releases the held messages. A fresh opt-in request would move it to `requested`, where
+      the agent could no longer record the renewal.
+    - `requested`: the request already went; nothing more.
+    - otherwise (`unknown`): the opt-in request."""
+    if state is State.REAUTH_DUE:
+        return HeldMessageRequest.NONE if already_holding else HeldMessageRequest.REAUTH
+    if state is State.REQUESTED:
+        return HeldMessageRequest.NONE
+    return HeldMessageRequest.OPT_IN
+
+
 def answer(org_id: int, contact_id: int | None, consent: Consent, intent: Intent, settings: OrgSettings,
            ctx: TransitionContext) -> Outcome:
     """Decide the answer to a customer's own message that is not a STOP (`revoke` has those),
@@ -334,6 +360,8 @@ def answer(org_id: int, contact_id: int | None, consent: Consent, intent: Intent
     if intent is Intent.HELP:
         reply("customer/help", MessageKind.HELP_REPLY)
     elif intent is Intent.OPT_IN and consent.state in (State.OPTED_IN, State.REAUTH_DUE):
+        if consent.state is State.REAUTH_DUE:  # what an agent wrote meanwhile waited for this
+            outcome.release_holds.append((consent.address, consent.channel))
         _apply(outcome, consent, Trigger.REAUTHORIZE, replace(ctx, method="keyword"), org_id, contact_id)
         reply("customer/opt_in_confirmation", MessageKind.OPT_IN_CONFIRMATION)
     elif intent is Intent.OPT_IN:

@@ -750,9 +750,10 @@ def confirm_pin(cmd: c.ConfirmPin, uow: UnitOfWork, svc: Services, now: datetime
 
 def reauthorize(cmd: c.Reauthorize, uow: UnitOfWork, svc: Services, now: datetime) -> ActionResult:
     _, settings, consent = _load(uow, cmd)
-    decide_change(uow, consent, Trigger.REAUTHORIZE, TransitionContext(
+    renewed = decide_change(uow, consent, Trigger.REAUTHORIZE, TransitionContext(
         actor=cmd.actor, now=now, occurred_at=cmd.occurred_at, method=cmd.method, evidence=cmd.evidence,
         allowed_methods=tuple(settings.consent_methods)), cmd.contact_id)
+    release_held(uow, cmd.org_id, renewed, now)
     return ActionResult(cmd.contact_id, cmd.channel, consent.state, status="reauthorized")
 
 
@@ -878,17 +879,27 @@ def send_message(cmd: c.SendMessage, uow: UnitOfWork, svc: Services, now: dateti
     agent_id = _agent_id(cmd.actor)
     if isinstance(decision, Deny) and decision.code in ("no_consent", "reauth_due") \
             and mode is Mode.CONSENT and cmd.purpose is Purpose.CONVERSATIONAL:
+        already_holding = any(row.direction is Direction.OUT for row in uow.messages.held(cmd.org_id, address,
+                                                                                          cmd.channel))
         message_id = uow.messages.add(
             org_id=cmd.org_id, contact_id=cmd.contact_id, direction=Direction.OUT, audience=Audience.CUSTOMER,
             channel=cmd.channel.value, address=address, body=cmd.body, subject=cmd.subject,
             purpose=cmd.purpose.value, kind=MessageKind.NORMAL.value, status=MessageStatus.HELD, created_at=now,
             agent_id=agent_id,
         )
-        if consent.state is not State.REQUESTED:
+        request = rules.request_for_held_message(consent.state, already_holding)
+        if request is rules.HeldMessageRequest.REAUTH:
+            send_reauth_request(c.SendReauthRequest(cmd.org_id, cmd.contact_id, cmd.channel, cmd.actor, address),
+                                uow, svc, now)
+        elif request is rules.HeldMessageRequest.OPT_IN:
             request_opt_in(c.RequestOptIn(cmd.org_id, cmd.contact_id, cmd.channel, cmd.actor, address,
                                           reason="first message"), uow, svc, now)
+        asked = {rules.HeldMessageRequest.REAUTH: "; the re-authorisation request was sent",
+                 rules.HeldMessageRequest.OPT_IN: "; the opt-in request was sent"}.get(request, "")
+        waits_for = "renews their consent (YES, or your record of it)" if consent.state is State.REAUTH_DUE \
+            else "replies YES"
         return ActionResult(cmd.contact_id, cmd.channel, consent.state, status="held", message_id=message_id,
-                            detail="held until the customer replies YES; the opt-in request was sent")
+                            detail=f"held until the customer {waits_for}{asked}")
     _refuse_if_denied(decision)
     body = cmd.body
     if mode is Mode.DISCLAIMER and not uow.messages.has_outbound(cmd.org_id, address, cmd.channel):
