@@ -313,6 +313,49 @@ def change(org_id: int, contact_id: int | None, consent: Consent, trigger: Trigg
     return outcome
 
 
+class RequestPath(enum.StrEnum):
+    """Who sent an opt-in request, which decides whether the customer's YES needs a PIN in an
+    org that asks for one (its `pin_paths`)."""
+
+    AGENT = "agent"  # an agent's own request (or their first message): the agent waits for the PIN
+    SUPERVISOR_LINK = "supervisor_link"  # a supervisor linked a number that wrote in to a contact
+    FLOW = "flow"  # a flow's step (the payment plan's request, a business event's)
+    QUICK = "quick"  # "quick opt-in": YES alone, always
+
+
+# The request's path is kept in the requested consent's `method` until the answer (it is replaced
+# by the method of the consent then: `keyword`). "quick_opt_in" is how quick requests were marked.
+_PATH_MARKERS = {RequestPath.QUICK: "quick_opt_in", RequestPath.AGENT: "request:agent",
+                 RequestPath.SUPERVISOR_LINK: "request:supervisor_link", RequestPath.FLOW: "request:flow"}
+_MARKER_PATHS = {marker: path for path, marker in _PATH_MARKERS.items()}
+
+
+def request_path(reason: str, quick: bool) -> RequestPath:
+    """The path of a request from its command's reason (agent, supervisor_link, flow, event, ...)."""
+    if quick:
+        return RequestPath.QUICK
+    if reason == "supervisor_link":
+        return RequestPath.SUPERVISOR_LINK
+    if reason in ("flow", "event", "payment_plan"):
+        return RequestPath.FLOW
+    return RequestPath.AGENT
+
+
+def mark_request(consent: Consent, path: RequestPath) -> None:
+    """Remember on the requested consent which path asked, for the answer (`needs_pin`)."""
+    consent.method = _PATH_MARKERS[path]
+
+
+def needs_pin(consent: Consent, settings: OrgSettings, contact_id: int | None) -> bool:
+    """Whether the customer's YES waits for a PIN: in an org that asks for one, for a contact,
+    when the request came through one of the org's `pin_paths`. A YES without a marked request
+    (the customer wrote first, or an older request) follows the agent's path, as before."""
+    if not settings.pin_required or contact_id is None:
+        return False
+    path = _MARKER_PATHS.get(consent.method or "", RequestPath.AGENT)
+    return path is not RequestPath.QUICK and path.value in settings.pin_paths
+
+
 class HeldMessageRequest(enum.StrEnum):
     """What an agent's message to a customer without a usable consent sends besides being held."""
 
@@ -365,7 +408,7 @@ def answer(org_id: int, contact_id: int | None, consent: Consent, intent: Intent
         _apply(outcome, consent, Trigger.REAUTHORIZE, replace(ctx, method="keyword"), org_id, contact_id)
         reply("customer/opt_in_confirmation", MessageKind.OPT_IN_CONFIRMATION)
     elif intent is Intent.OPT_IN:
-        pin_required = settings.pin_required and consent.method != "quick_opt_in" and contact_id is not None
+        pin_required = needs_pin(consent, settings, contact_id)
         _apply(outcome, consent, Trigger.ACCEPT,
                replace(ctx, method="keyword", pin_required=pin_required, customer_initiated=True), org_id, contact_id)
         if consent.awaiting_pin:

@@ -15,6 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from .machine import DEFAULT_CONSENT_METHODS
 from .model import Channel, Mode, Purpose
 
+# The paths of an opt-in request a PIN may be asked on (`consent_rules.RequestPath` but quick).
+PinPath = Literal["agent", "supervisor_link", "flow"]
+
 
 class CapSetting(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -46,6 +49,11 @@ class OrgSettings(BaseModel):
     business_type: str = "general"
     modes: dict[Channel, Mode] = Field(default_factory=dict)
     pin_required: bool = False
+    # With `pin_required`: the paths of an opt-in request whose YES needs the PIN. By default
+    # only an agent's own request (the agent waits for the customer to read the PIN out); a
+    # supervisor's link of an unknown number and a flow's request (a payment plan's) opt in on
+    # YES alone, as ACE does. A quick opt-in never needs one.
+    pin_paths: list[PinPath] = Field(default_factory=lambda: list[PinPath](["agent"]))
     pin_ttl_minutes: int = Field(default=10, ge=1, le=24 * 60)
     pin_max_attempts: int = Field(default=5, ge=1, le=20)
     stop_applies_to_all_channels: bool = False

@@ -166,7 +166,11 @@ def register(bp: Blueprint) -> None:
     @route("agent", body=ContactPatch, ok=(200, ContactOut, "The contact after the change."), errors=(404, 409),
            params=(CONTACT,), tag=TAG)
     async def update_contact(request: Request, contact_id: int) -> HTTPResponse:
-        """Change a contact's name, time zone, region or fields, or add addresses."""
+        """Change a contact's name, time zone, region or fields, or add addresses.
+
+        In a channel the org runs in `auto` mode an added address is opted in at once (method
+        `auto`), as at creation.
+        """
         path_id(contact_id, "contact")
         body = read_body(request, ContactPatch)
         given = body.model_fields_set

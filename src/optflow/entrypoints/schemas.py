@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import DEFAULT_REF_TEMPLATE, GenerateJsonSchema, JsonSchemaMode
 
 from ..domain.model import Channel, Mode, Purpose, State
-from ..domain.settings import CapSetting, OrgSettings
+from ..domain.settings import CapSetting, OrgSettings, PinPath
 
 # Database ids are signed 64-bit integers; anything outside can name no row.
 MAX_ID = 2**63 - 1
@@ -404,6 +404,9 @@ class SettingsPatch(ApiModel):
     modes: dict[Channel, Mode | None] | None = Field(default=None, description="Per channel: consent, "
                                                                               "disclaimer or auto.")
     pin_required: bool | None = None
+    pin_paths: Annotated[list[PinPath], Field(max_length=3)] | None = Field(
+        default=None, description="With `pin_required`: which opt-in requests' YES needs the PIN (`agent`, "
+                                  "`supervisor_link`, `flow`); default only an agent's own.")
     pin_ttl_minutes: Annotated[int, Field(ge=1, le=24 * 60)] | None = None
     pin_max_attempts: Annotated[int, Field(ge=1, le=20)] | None = None
     stop_applies_to_all_channels: bool | None = None

@@ -615,16 +615,27 @@ def create_contact(cmd: c.CreateContact, uow: UnitOfWork, svc: Services, now: da
                                      marketing_allowed=cmd.marketing_allowed)
     _add_addresses(uow, cmd.org_id, contact_id, cmd.phones, cmd.emails)
     uow.events.append(ev.BusinessEvent(cmd.org_id, contact_id, "contact.created", now))
+    _auto_opt_in(uow, settings, cmd.org_id, contact_id, [row.value for row in uow.contacts.addresses(contact_id)],
+                 now)
+    return ActionResult(contact_id, None, None, status="created")
+
+
+def _auto_opt_in(uow: UnitOfWork, settings: OrgSettings, org_id: int, contact_id: int, values: Sequence[str],
+                 now: datetime) -> None:
+    """In a channel the org runs in `auto` mode (business types allowed to), a contact's address
+    is opted in as it is stored, when the contact is created or the address added later; never
+    over an opt-out, and once (an address already opted in keeps its consent)."""
     for row in uow.contacts.addresses(contact_id):
+        if row.value not in values:
+            continue
         for channel in channels_for_kind(row.kind):
             if settings.mode(channel) is Mode.AUTO:
-                consent = uow.consents.get(cmd.org_id, row.value, channel, lock=True)
-                if consent.state is not State.OPTED_OUT:
+                consent = uow.consents.get(org_id, row.value, channel, lock=True)
+                if consent.state not in (State.OPTED_OUT, State.OPTED_IN):
                     decide_change(uow, consent, Trigger.RECORD_OPT_IN,
                                   TransitionContext(actor=SYSTEM, now=now, method="auto",
                                                     evidence=f"auto opt-in for business type {settings.business_type}",
                                                     allowed_methods=("auto",)), contact_id)
-    return ActionResult(contact_id, None, None, status="created")
 
 
 def _check_zone(zone: str | None) -> str | None:
@@ -661,7 +672,11 @@ def update_contact(cmd: c.UpdateContact, uow: UnitOfWork, svc: Services, now: da
         values["fields"] = cmd.fields
     if values:
         uow.contacts.update(cmd.contact_id, now, **values)
+    known = {row.value for row in uow.contacts.addresses(cmd.contact_id)}
     _add_addresses(uow, cmd.org_id, cmd.contact_id, cmd.add_phones, cmd.add_emails)
+    added = [row.value for row in uow.contacts.addresses(cmd.contact_id) if row.value not in known]
+    if added:
+        _auto_opt_in(uow, uow.orgs.settings(cmd.org_id), cmd.org_id, cmd.contact_id, added, now)
     return ActionResult(cmd.contact_id, None, None, status="updated")
 
 
@@ -708,9 +723,8 @@ def request_opt_in(cmd: c.RequestOptIn, uow: UnitOfWork, svc: Services, now: dat
                                 code="already_opted_in")
     decide_change(uow, consent, Trigger.REQUEST_OPT_IN,
                   TransitionContext(actor=cmd.actor, now=now, evidence=cmd.reason), cmd.contact_id)
-    if cmd.quick:
-        consent.method = "quick_opt_in"
-        uow.consents.save(consent, now)
+    rules.mark_request(consent, rules.request_path(cmd.reason, cmd.quick))
+    uow.consents.save(consent, now)
     message_id = _queue_request(uow, svc, cmd, contact, settings, consent, decision,
                                 "customer/opt_in_request.employee_started", now)
     if cmd.actor.kind is ActorKind.AGENT:
