@@ -67,6 +67,9 @@ class OrgSettings(BaseModel):
     caps: list[CapSetting] = Field(default_factory=list)
     preset: Literal["none", "debt_collection"] = "none"
     group_messaging: dict[Channel, bool] = Field(default_factory=dict)
+    # The CRM's pipeline stage names that mean "discontinued" (no more communication): a
+    # `pipeline.stage_changed` event to one of them starts the `discontinued` flow.
+    discontinued_stages: list[str] = Field(default_factory=lambda: ["discontinued", "Discontinued Process"])
     twilio_auth_token: str | None = None
     chat_secret: str | None = None
     unsubscribe_secret: str | None = None

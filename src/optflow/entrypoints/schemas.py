@@ -404,6 +404,8 @@ class SettingsPatch(ApiModel):
     modes: dict[Channel, Mode | None] | None = Field(default=None, description="Per channel: consent, "
                                                                               "disclaimer or auto.")
     pin_required: bool | None = None
+    discontinued_stages: Annotated[list[Word], Field(max_length=50)] | None = Field(
+        default=None, description="CRM pipeline stage names that mean discontinued (any case).")
     pin_paths: Annotated[list[PinPath], Field(max_length=3)] | None = Field(
         default=None, description="With `pin_required`: which opt-in requests' YES needs the PIN (`agent`, "
                                   "`supervisor_link`, `flow`); default only an agent's own.")
