@@ -70,7 +70,8 @@ def test_employee_started_first_message_is_held_until_the_customer_says_yes(
     [request] = library.messages(org.id, number, audience="customer", kind="opt_in_request")
     assert request["status"] in DELIVERED
     assert request["body"] == text(library, org, "customer/opt_in_request.employee_started", contact_id, org.agent)
-    assert employee_notes(library, org, number) == [text(library, org, "employee/opt_in_request_sent", contact_id)]
+    assert employee_notes(library, org, number) == [text(library, org, "employee/opt_in_request_sent", contact_id,
+                                                         held_message="Your car is ready for pickup.")]
     assert [r["status"] for r in library.messages(org.id, number, body="Your car is ready for pickup.")] == ["held"]
 
     replies = twiml_messages(server.sms(number, "Yes", To=org.number))

@@ -58,6 +58,7 @@ COMMON_VARIABLES: frozenset[str] = frozenset(
 _EXTRA_VARIABLES: Mapping[str, frozenset[str]] = {
     "customer/pin": frozenset({"pin", "pin_valid_minutes"}),
     "employee/contact_opted_in": frozenset({"held_message"}),
+    "employee/opt_in_request_sent": frozenset({"held_message"}),
     "employee/contact_opted_out": frozenset({"reason"}),
     "email/marketing_footer": frozenset({"unsubscribe_url"}),
 }
@@ -219,8 +220,9 @@ def _help_built_in(v: Mapping[str, object]) -> str:
 
 
 def _opt_in_request_built_in(v: Mapping[str, object]) -> str:
+    rates = "" if _text_of(v, "channel", "") == "email" else " Msg & data rates may apply."
     return (f"{_org(v)} would like to send you messages. Reply {_text_of(v, 'yes_word', 'YES')} to agree or "
-            f"{_text_of(v, 'stop_word', 'STOP')} to opt out. Msg & data rates may apply.")
+            f"{_text_of(v, 'stop_word', 'STOP')} to opt out.{rates}")
 
 
 def _opt_in_confirmation_built_in(v: Mapping[str, object]) -> str:
@@ -244,8 +246,9 @@ def _disclaimer_built_in(v: Mapping[str, object]) -> str:
 
 
 def _request_sent_built_in(v: Mapping[str, object]) -> str:
-    return (f"Opt-in request sent to {_text_of(v, 'contact_name', 'the contact')}. Your message is held "
-            f"until they reply {_text_of(v, 'yes_word', 'YES')}.")
+    held = (f" Your message is held until they reply {_text_of(v, 'yes_word', 'YES')}."
+            if _text_of(v, "held_message", "") else "")
+    return f"Opt-in request sent to {_text_of(v, 'contact_name', 'the contact')}.{held}"
 
 
 def _opted_in_built_in(v: Mapping[str, object]) -> str:

@@ -67,6 +67,7 @@ class ContactAction(Command):
 class RequestOptIn(ContactAction):
     quick: bool = False  # "quick opt-in": the customer's YES opts in without a PIN
     reason: str = "agent"  # agent | payment_plan | supervisor_link | flow | event
+    held_message: str = ""  # the agent's message that waits for the consent (they wrote; the request followed)
 
 
 @dataclass(frozen=True)

@@ -356,6 +356,30 @@ def needs_pin(consent: Consent, settings: OrgSettings, contact_id: int | None) -
     return path is not RequestPath.QUICK and path.value in settings.pin_paths
 
 
+def next_request_at(consent: Consent, settings: OrgSettings) -> datetime | None:
+    """When another opt-in request may go to an address that was asked and has not answered
+    yet (None: now). Customers asked again and again read it as spam; one request, then a
+    reminder after the org's `request_interval_hours`."""
+    if consent.state is not State.REQUESTED or consent.requested_at is None:
+        return None
+    return consent.requested_at + timedelta(hours=settings.request_interval_hours)
+
+
+def may_request_again(consent: Consent, settings: OrgSettings, now: datetime) -> bool:
+    allowed = next_request_at(consent, settings)
+    return allowed is None or now >= allowed
+
+
+def check_request_interval(consent: Consent, settings: OrgSettings, now: datetime) -> None:
+    """Refuse an opt-in request that follows the last unanswered one too soon (`next_request_at`)."""
+    allowed = next_request_at(consent, settings)
+    if allowed is not None and now < allowed:
+        raise TransitionRefused(
+            f"an opt-in request went to {consent.address} by {consent.channel.value} at "
+            f"{consent.requested_at.isoformat() if consent.requested_at else 'a moment ago'} and waits for an "
+            f"answer; another may go from {allowed.isoformat()}", code="request_too_soon")
+
+
 class HeldMessageRequest(enum.StrEnum):
     """What an agent's message to a customer without a usable consent sends besides being held."""
 

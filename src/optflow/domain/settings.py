@@ -62,6 +62,9 @@ class OrgSettings(BaseModel):
     templates: dict[str, str] = Field(default_factory=dict)
     reauth_days: dict[Channel, int] = Field(default_factory=dict)
     request_lapse_days: int = Field(default=30, ge=1, le=3650)
+    # How long after an opt-in request another may go to the same address while it waits for an
+    # answer (an agent pressing the button again, a flow's reminder): one request, not four in a row.
+    request_interval_hours: int = Field(default=24, ge=1, le=24 * 365)
     quiet_hours: bool = True
     quiet_hours_purposes: list[Purpose] = Field(default_factory=lambda: list(Purpose))
     caps: list[CapSetting] = Field(default_factory=list)

@@ -404,6 +404,9 @@ class SettingsPatch(ApiModel):
     modes: dict[Channel, Mode | None] | None = Field(default=None, description="Per channel: consent, "
                                                                               "disclaimer or auto.")
     pin_required: bool | None = None
+    request_interval_hours: Annotated[int, Field(ge=1, le=24 * 365)] | None = Field(
+        default=None, description="Hours before another opt-in request may go to an address that was "
+                                  "asked and has not answered (default 24).")
     discontinued_stages: Annotated[list[Word], Field(max_length=50)] | None = Field(
         default=None, description="CRM pipeline stage names that mean discontinued (any case).")
     pin_paths: Annotated[list[PinPath], Field(max_length=3)] | None = Field(

@@ -721,6 +721,7 @@ def request_opt_in(cmd: c.RequestOptIn, uow: UnitOfWork, svc: Services, now: dat
     if consent.state is State.OPTED_IN:
         raise TransitionRefused(f"{consent.address} is already opted in to {consent.channel.value}",
                                 code="already_opted_in")
+    rules.check_request_interval(consent, settings, now)
     decide_change(uow, consent, Trigger.REQUEST_OPT_IN,
                   TransitionContext(actor=cmd.actor, now=now, evidence=cmd.reason), cmd.contact_id)
     rules.mark_request(consent, rules.request_path(cmd.reason, cmd.quick))
@@ -729,7 +730,7 @@ def request_opt_in(cmd: c.RequestOptIn, uow: UnitOfWork, svc: Services, now: dat
                                 "customer/opt_in_request.employee_started", now)
     if cmd.actor.kind is ActorKind.AGENT:
         notify_employee(uow, svc, cmd.org_id, settings, contact, cmd.channel, consent.address,
-                        "employee/opt_in_request_sent", now, cmd.actor)
+                        "employee/opt_in_request_sent", now, cmd.actor, held_message=cmd.held_message)
     return ActionResult(cmd.contact_id, cmd.channel, consent.state, status="requested", message_id=message_id)
 
 
@@ -907,7 +908,7 @@ def send_message(cmd: c.SendMessage, uow: UnitOfWork, svc: Services, now: dateti
                                 uow, svc, now)
         elif request is rules.HeldMessageRequest.OPT_IN:
             request_opt_in(c.RequestOptIn(cmd.org_id, cmd.contact_id, cmd.channel, cmd.actor, address,
-                                          reason="first message"), uow, svc, now)
+                                          reason="first message", held_message=cmd.body), uow, svc, now)
         asked = {rules.HeldMessageRequest.REAUTH: "; the re-authorisation request was sent",
                  rules.HeldMessageRequest.OPT_IN: "; the opt-in request was sent"}.get(request, "")
         waits_for = "renews their consent (YES, or your record of it)" if consent.state is State.REAUTH_DUE \
@@ -946,7 +947,8 @@ def link_unassociated(cmd: c.LinkUnassociated, uow: UnitOfWork, svc: Services, n
         if row.address == address:
             uow.messages.set(row.id, status=MessageStatus.DELIVERED, contact_id=cmd.contact_id)
     consent = uow.consents.get(cmd.org_id, address, channel)
-    if consent.state in (State.OPTED_IN, State.OPTED_OUT):
+    settings = uow.orgs.settings(cmd.org_id)
+    if consent.state in (State.OPTED_IN, State.OPTED_OUT) or not rules.may_request_again(consent, settings, now):
         return ActionResult(cmd.contact_id, channel, consent.state, status="linked")
     result = request_opt_in(c.RequestOptIn(cmd.org_id, cmd.contact_id, channel, cmd.actor, address,
                                            reason="supervisor_link"), uow, svc, now)
