@@ -144,7 +144,8 @@ def bootstrap(config: Config | None = None, *, clock: Callable[[], datetime] = u
     flows = load_flow_directory(flows_dir, renderer)
     secret = installation_secret(engine, config.secret)
     services = Services(renderer=renderer, pin_digits=pin_digits, public_url=config.public_url,
-                        pin_key=pin_key(config, engine.url))
+                        pin_key=pin_key(config, engine.url),
+                        unsubscribe_url=functools.partial(unsubscribe_url, config.public_url, secret))
     engine_flows = FlowEngine(flows, services, flows_dir,
                               unsubscribe_url=functools.partial(unsubscribe_url, config.public_url, secret))
     bus = MessageBus(engine, services, clock, engine_flows.command_handlers())

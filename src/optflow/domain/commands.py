@@ -116,6 +116,9 @@ class OptOutAddress(Command):
     evidence: str | None = None
     door: Door = Door.ONE_CLICK
     source_message_id: str | None = None
+    # The person asked to stop marketing only (an email's unsubscribe link, "stop marketing
+    # emails"): see `consent_rules.unsubscribe_ends_marketing_only`.
+    marketing_only: bool = False
 
 
 @dataclass(frozen=True)

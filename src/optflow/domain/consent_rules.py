@@ -313,6 +313,15 @@ def change(org_id: int, contact_id: int | None, consent: Consent, trigger: Trigg
     return outcome
 
 
+def unsubscribe_ends_marketing_only(channel: Channel, marketing_only: bool, has_contact: bool) -> bool:
+    """An unsubscribe link is on marketing email only. Pressed as it comes (RFC 8058's one-click
+    POST, the page's "stop marketing emails"), it ends the contact's marketing permission and
+    leaves their email consent as it is, so receipts and other transactional mail still go; the
+    person ends everything with the page's "stop all emails". An address no contact owns has
+    no marketing permission to end: the channel is opted out, as an opt-out is never lost."""
+    return marketing_only and channel is Channel.EMAIL and has_contact
+
+
 class RequestPath(enum.StrEnum):
     """Who sent an opt-in request, which decides whether the customer's YES needs a PIN in an
     org that asks for one (its `pin_paths`)."""

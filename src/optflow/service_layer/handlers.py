@@ -75,6 +75,8 @@ class Services:
     pin_digits: Callable[[], str]
     pin_key: bytes = field(kw_only=True, repr=False)  # kept outside the database (adapters.secrets)
     public_url: str = "http://127.0.0.1:8000"
+    # The one-click unsubscribe link of (org, address, channel), for marketing email's footer.
+    unsubscribe_url: Callable[[int, str, Channel], str] | None = None
     subscribers: dict[type, list[Subscriber]] = field(default_factory=dict)
     _keyword_tables: dict[str, KeywordTable] = field(default_factory=dict)
 
@@ -809,6 +811,11 @@ def opt_out_address(cmd: c.OptOutAddress, uow: UnitOfWork, svc: Services, now: d
     carrier's "unsubscribed recipient", an imported suppression). Repeating it records nothing
     more. Returns None when no contact owns the address."""
     contact = uow.contacts.at_address(cmd.org_id, cmd.address)
+    if contact is not None and rules.unsubscribe_ends_marketing_only(cmd.channel, cmd.marketing_only, True):
+        if contact.marketing_allowed:
+            set_marketing(c.SetMarketing(cmd.org_id, contact.id, cmd.actor, allowed=False), uow, svc, now)
+        consent = uow.consents.get(cmd.org_id, cmd.address, cmd.channel)
+        return ActionResult(contact.id, cmd.channel, consent.state, status="marketing_off")
     revoke(uow, svc, cmd.org_id, contact, rules.Revocation(
         cmd.door, cmd.actor, cmd.address, cmd.channel, method=cmd.method, evidence=cmd.evidence,
         source_message_id=cmd.source_message_id), now)
@@ -921,6 +928,12 @@ def send_message(cmd: c.SendMessage, uow: UnitOfWork, svc: Services, now: dateti
         notice = render(svc, settings, "customer/disclaimer",
                         template_variables(uow, cmd.org_id, settings, cmd.channel, contact, cmd.actor))
         body = f"{body}\n\n{notice}"
+    if cmd.channel is Channel.EMAIL and cmd.purpose is Purpose.MARKETING and svc.unsubscribe_url is not None:
+        # The same footer as a flow's marketing mail; the dispatcher adds the List-Unsubscribe headers.
+        footer = render(svc, settings, "email/marketing_footer", template_variables(
+            uow, cmd.org_id, settings, cmd.channel, contact, cmd.actor,
+            unsubscribe_url=svc.unsubscribe_url(cmd.org_id, address, cmd.channel)))
+        body = f"{body}\n\n{footer}"
     message_id = queue_to_customer(uow, cmd.org_id, cmd.contact_id, cmd.channel, address, body, now,
                                    kind=MessageKind.NORMAL, purpose=cmd.purpose,
                                    not_before=decision.until if isinstance(decision, Defer) else None,
