@@ -113,14 +113,16 @@ def test_customer_started_message_reaches_the_employee_after_yes(server: Server,
     [inbound] = library.messages(org.id, number, direction="in")
     assert inbound["status"] == "held"
     assert library.consent(org.id, number).state is State.REQUESTED
+    assert employee_notes(library, org, number) == [text(  # Movius's "MT" note: asked first
+        library, org, "employee/opt_in_request_sent.customer_started", contact_id, held_message="Hi, is my car ready?")]
 
     second = twiml_messages(server.sms(number, "YES", To=org.number))
 
-    assert second == [text(library, org, "customer/opt_in_confirmation", contact_id)]
+    assert second == [text(library, org, "customer/opt_in_confirmation.customer_started", contact_id)]
     statuses = {row["body"]: row["status"] for row in library.messages(org.id, number, direction="in")}
     assert statuses["Hi, is my car ready?"] == "delivered"
     assert employee_notes(library, org, number)[-1] == text(
-        library, org, "employee/contact_opted_in", contact_id, held_message="Hi, is my car ready?")
+        library, org, "employee/contact_opted_in.customer_started", contact_id, held_message="Hi, is my car ready?")
 
 
 # ------------------------------------------------------------------------------------- disclaimer mode

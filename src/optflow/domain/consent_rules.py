@@ -232,6 +232,7 @@ def revoke(org_id: int, contact_id: int | None, consents: Sequence[Consent], cau
     scope = opt_out_scope(consents, cause, settings)
     own = scope[0]
     previous = State(own.state)
+    declined_own_request = started_by_customer(own)  # Movius's "MT" rejection
     confirmation_sent = own.opt_out_confirmation_sent
     ctx = TransitionContext(actor=cause.actor, now=now, occurred_at=cause.occurred_at, method=cause.method,
                             evidence=cause.evidence, source_message_id=cause.source_message_id)
@@ -252,10 +253,12 @@ def revoke(org_id: int, contact_id: int | None, consents: Sequence[Consent], cau
             "opted out of every channel" if everything
             else "opted out of " + ", ".join(sorted(ch.value for ch in channels)), now)
     if confirms_opt_out(cause, previous, confirmation_sent, now):
-        outcome.to_customer.append(CustomerMessage("customer/opt_out_confirmation", own.channel, own.address,
+        outcome.to_customer.append(CustomerMessage(_variant("customer/opt_out_confirmation", declined_own_request),
+                                                   own.channel, own.address,
                                                    MessageKind.OPT_OUT_CONFIRMATION, reply=cause.door is Door.INBOUND))
     if cause.door is Door.INBOUND and contact_id is not None:
-        outcome.to_employee.append(EmployeeNote("employee/contact_opted_out", own.channel, own.address))
+        outcome.to_employee.append(EmployeeNote(_variant("employee/contact_opted_out", declined_own_request),
+                                                own.channel, own.address))
     return outcome
 
 
@@ -330,12 +333,14 @@ class RequestPath(enum.StrEnum):
     SUPERVISOR_LINK = "supervisor_link"  # a supervisor linked a number that wrote in to a contact
     FLOW = "flow"  # a flow's step (the payment plan's request, a business event's)
     QUICK = "quick"  # "quick opt-in": YES alone, always
+    CUSTOMER = "customer"  # the customer wrote first (Movius's "MT" case); a PIN as on the agent's path
 
 
 # The request's path is kept in the requested consent's `method` until the answer (it is replaced
 # by the method of the consent then: `keyword`). "quick_opt_in" is how quick requests were marked.
 _PATH_MARKERS = {RequestPath.QUICK: "quick_opt_in", RequestPath.AGENT: "request:agent",
-                 RequestPath.SUPERVISOR_LINK: "request:supervisor_link", RequestPath.FLOW: "request:flow"}
+                 RequestPath.SUPERVISOR_LINK: "request:supervisor_link", RequestPath.FLOW: "request:flow",
+                 RequestPath.CUSTOMER: "request:customer"}
 _MARKER_PATHS = {marker: path for path, marker in _PATH_MARKERS.items()}
 
 
@@ -362,7 +367,23 @@ def needs_pin(consent: Consent, settings: OrgSettings, contact_id: int | None) -
     if not settings.pin_required or contact_id is None:
         return False
     path = _MARKER_PATHS.get(consent.method or "", RequestPath.AGENT)
+    if path is RequestPath.CUSTOMER:
+        path = RequestPath.AGENT
     return path is not RequestPath.QUICK and path.value in settings.pin_paths
+
+
+# The texts of a conversation the customer started (Movius's "MT" case) are templates of their own,
+# named with this suffix; those of one an employee started ("MO") keep the plain names.
+CUSTOMER_STARTED = ".customer_started"
+
+
+def started_by_customer(consent: Consent) -> bool:
+    """Whether the request this consent waits on went because the customer wrote first."""
+    return consent.state is State.REQUESTED and consent.method == _PATH_MARKERS[RequestPath.CUSTOMER]
+
+
+def _variant(template: str, customer_started: bool) -> str:
+    return template + CUSTOMER_STARTED if customer_started else template
 
 
 def next_request_at(consent: Consent, settings: OrgSettings) -> datetime | None:
@@ -441,6 +462,7 @@ def answer(org_id: int, contact_id: int | None, consent: Consent, intent: Intent
         _apply(outcome, consent, Trigger.REAUTHORIZE, replace(ctx, method="keyword"), org_id, contact_id)
         reply("customer/opt_in_confirmation", MessageKind.OPT_IN_CONFIRMATION)
     elif intent is Intent.OPT_IN:
+        customer_started = started_by_customer(consent)
         pin_required = needs_pin(consent, settings, contact_id)
         _apply(outcome, consent, Trigger.ACCEPT,
                replace(ctx, method="keyword", pin_required=pin_required, customer_initiated=True), org_id, contact_id)
@@ -450,9 +472,10 @@ def answer(org_id: int, contact_id: int | None, consent: Consent, intent: Intent
             outcome.to_employee.append(EmployeeNote("employee/pin_sent", consent.channel, consent.address))
         else:
             outcome.release_holds.append((consent.address, consent.channel))
-            reply("customer/opt_in_confirmation", MessageKind.OPT_IN_CONFIRMATION)
+            reply(_variant("customer/opt_in_confirmation", customer_started), MessageKind.OPT_IN_CONFIRMATION)
             if contact_id is not None:
-                outcome.to_employee.append(EmployeeNote("employee/contact_opted_in", consent.channel, consent.address))
+                outcome.to_employee.append(EmployeeNote(_variant("employee/contact_opted_in", customer_started),
+                                                        consent.channel, consent.address))
     elif contact_id is not None:
         consent_mode = settings.mode(consent.channel) is Mode.CONSENT
         if consent.state is State.OPTED_OUT or (consent_mode and consent.state is not State.OPTED_IN):
@@ -460,5 +483,9 @@ def answer(org_id: int, contact_id: int | None, consent: Consent, intent: Intent
             if consent.state in (State.UNKNOWN, State.REAUTH_DUE, State.OPTED_OUT):
                 _apply(outcome, consent, Trigger.REQUEST_OPT_IN, replace(ctx, customer_initiated=True), org_id,
                        contact_id)
+                mark_request(consent, RequestPath.CUSTOMER)
                 reply("customer/opt_in_request.customer_started", MessageKind.OPT_IN_REQUEST)
+                # Movius's "MT" note: the employee learns that someone wrote and was asked first.
+                outcome.to_employee.append(EmployeeNote("employee/opt_in_request_sent.customer_started",
+                                                        consent.channel, consent.address))
     return outcome

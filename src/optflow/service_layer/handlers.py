@@ -258,7 +258,7 @@ def prerender_inbound(uow: UnitOfWork, svc: Services, cmd: c.ReceiveInbound, now
             allowed_methods=tuple(settings.consent_methods)))
         held = [row.body for address_, channel in outcome.release_holds
                 for row in uow.messages.held(org_id, address_, channel) if row.direction is Direction.IN]
-        note_extra = {"held_message": "\n".join(held)}
+        note_extra = {"held_message": "\n".join(held) or (cmd.body if outcome.hold_inbound and not held else "")}
     wanted = [(m.template, template_variables(uow, org_id, settings, m.channel, contact,
                                              None if m.reply else actor))
               for m in outcome.to_customer if not (outcome.issue_pin and m.kind is MessageKind.PIN)]
@@ -534,8 +534,10 @@ def receive_inbound(cmd: c.ReceiveInbound, uow: UnitOfWork, svc: Services, now: 
             pin = {"pin": digits, "pin_valid_minutes": settings.pin_ttl_minutes}
         if answered.hold_inbound:
             status = MessageStatus.HELD
+        # The employee's note quotes what was released, or says the customer's message now waits.
+        waiting = cmd.body if answered.hold_inbound and not held else ""
         send_outcome_messages(uow, svc, org_id, settings, contact, answered, consent, now, actor, replies=replies,
-                              customer_extra=pin, note_extra={"held_message": "\n".join(held)})
+                              customer_extra=pin, note_extra={"held_message": "\n".join(held) or waiting})
     if replies or status is not stored_status:
         uow.messages.set(message_id, status=status, reply_text=json.dumps(replies))
     if contact_id is not None and intent is Intent.OTHER:
