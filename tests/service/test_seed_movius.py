@@ -8,13 +8,16 @@ at all and shared every other text with the MO side."""
 from __future__ import annotations
 
 from itertools import count
+from pathlib import Path
 
 import pytest
 
-from conftest import ORG_NUMBER, new_agent, new_org
+from conftest import ORG_NUMBER, new_agent, new_org, run_cli
+from optflow.adapters import db
 from optflow.bootstrap import System
 from optflow.domain import commands as c
 from optflow.domain.model import Actor, ActorKind, Channel, State
+from optflow.service_layer.unit_of_work import UnitOfWork
 
 PHONE = "+14155552671"
 _sids = count(1)
@@ -73,3 +76,39 @@ def test_movius_mo_keeps_its_own_texts(line: Line) -> None:
                             "they reply YES.", "Sam opted in to text messages."]
     with line.system.bus.uow() as uow:
         assert uow.consents.get(line.org, PHONE, Channel.TEXT).state is State.OPTED_IN
+
+
+DANAS_LINE = "+12025550150"
+
+
+def test_movius_a_number_can_be_an_employees_own_line_and_speaks_in_their_name(line: Line) -> None:
+    from optflow.service_layer import admin
+
+    with line.system.bus.uow() as uow:
+        admin.add_number(uow, line.org, DANAS_LINE, int(line.agent.id or 0))
+        uow.commit()
+    asked = line.system.bus.handle(c.ReceiveInbound(Channel.TEXT, PHONE, DANAS_LINE, "Hi Dana, is my car ready?",
+                                                    f"SM{next(_sids):032x}"))
+    assert asked.replies[0].startswith("Thanks for contacting Dana at Acme.")
+    confirmed = line.system.bus.handle(c.ReceiveInbound(Channel.TEXT, PHONE, DANAS_LINE, "YES",
+                                                        f"SM{next(_sids):032x}"))
+    assert "Dana gets your message now" in confirmed.replies[0]
+
+
+def test_movius_the_orgs_shared_number_speaks_in_the_orgs_name(line: Line) -> None:
+    assert line.customer_writes("Hello?")[0].startswith("Thanks for contacting Acme.")
+
+
+def test_movius_an_employees_line_is_added_from_the_cli(tmp_path: Path) -> None:
+    assert run_cli(tmp_path, "init").returncode == 0
+    assert run_cli(tmp_path, "agents", "add", "Dana", "--role", "agent").returncode == 0
+    added = run_cli(tmp_path, "orgs", "add-number", DANAS_LINE, "--agent", "Dana")
+    assert added.returncode == 0, added.stderr
+    assert "own line" in added.stdout
+    unknown = run_cli(tmp_path, "orgs", "add-number", "+12025550151", "--agent", "Nobody")
+    assert unknown.returncode != 0 and "Nobody" in unknown.stderr
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'cli.db'}")
+    with UnitOfWork(engine) as uow:
+        assert uow.orgs.number_owner(DANAS_LINE) is not None
+        assert uow.orgs.number_owner("+12025550151") is None
+    engine.dispose()

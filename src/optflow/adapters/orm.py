@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Dialect, Index, Table, Text, UniqueConstraint, false
+from sqlalchemy import Column, DateTime, Dialect, ForeignKey, Index, Integer, Table, Text, UniqueConstraint, false
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -109,6 +109,9 @@ class OrgNumberRow(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     org_id: int = Field(foreign_key="orgs.id", index=True)
     number: str = Field(unique=True)
+    # An employee's own line (Movius's MultiLine): customers who write to it are writing to them.
+    agent_id: int | None = Field(default=None, sa_column=Column(
+        Integer, ForeignKey("agents.id", name="fk_org_numbers_agent_id"), nullable=True))
 
 
 class AgentRow(SQLModel, table=True):

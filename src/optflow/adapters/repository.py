@@ -270,8 +270,13 @@ class OrgRepository:
         self._memo.clear()
         return resolved
 
-    def add_number(self, org_id: int, number: str) -> None:
-        self.conn.execute(insert(orm.org_numbers).values(org_id=org_id, number=number))
+    def add_number(self, org_id: int, number: str, agent_id: int | None = None) -> None:
+        self.conn.execute(insert(orm.org_numbers).values(org_id=org_id, number=number, agent_id=agent_id))
+
+    def number_owner(self, number: str) -> int | None:
+        """The agent whose own line `number` is (None: the org's shared number, or no number of ours)."""
+        return self.conn.execute(select(orm.org_numbers.c.agent_id)
+                                 .where(orm.org_numbers.c.number == number)).scalar()
 
     def numbers(self, org_id: int) -> list[str]:
         q = select(orm.org_numbers.c.number).where(orm.org_numbers.c.org_id == org_id).order_by(orm.org_numbers.c.id)

@@ -373,17 +373,20 @@ def orgs_add(obj: Ctx, name: str, parent: int | None, numbers: tuple[str, ...], 
 @orgs.command("add-number")
 @click.argument("number")
 @click.option("--org", type=int)
+@click.option("--agent", help="An employee's own line (an id or name from `agents list`): the texts customers "
+                              "get on it speak in that employee's name.")
 @pass_ctx
 @friendly_errors
-def orgs_add_number(obj: Ctx, number: str, org: int | None) -> None:
+def orgs_add_number(obj: Ctx, number: str, org: int | None, agent: str | None) -> None:
     """Add a texting number to an org: inbound messages to it belong to that org."""
     from ..service_layer.admin import add_number
 
     org_id = obj.org_id(org)
+    owner = obj.acting_agent(agent, org_id) if agent is not None else None
     with obj.uow() as uow:
-        value = add_number(uow, org_id, number)
+        value = add_number(uow, org_id, number, int(owner.id) if owner is not None and owner.id else None)
         uow.commit()
-    click.echo(f"org {org_id} now answers {value}")
+    click.echo(f"org {org_id} now answers {value}" + (f" as agent {owner.id}'s own line" if owner else ""))
 
 
 @orgs.command("show")

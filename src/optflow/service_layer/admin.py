@@ -94,12 +94,18 @@ def create_org(uow: UnitOfWork, name: str, now: datetime, parent_id: int | None 
     return org_id
 
 
-def add_number(uow: UnitOfWork, org_id: int, number: str) -> str:
+def add_number(uow: UnitOfWork, org_id: int, number: str, agent_id: int | None = None) -> str:
+    """Add a texting number to the org; with `agent_id`, as that employee's own line: the texts
+    customers get on it speak in the employee's name."""
     value = normalize_for_channel(number, Channel.TEXT)
     owner = uow.orgs.find_by_number(value)
     if owner is not None:
         raise TransitionRefused(f"{value} already belongs to org {owner}", code="number_taken")
-    uow.orgs.add_number(org_id, value)
+    if agent_id is not None:
+        agent = uow.agents.get(agent_id)
+        if agent is None or agent.org_id != org_id:
+            raise InvalidInput(f"org {org_id} has no agent {agent_id}", code="unknown_agent")
+    uow.orgs.add_number(org_id, value, agent_id)
     return value
 
 

@@ -259,10 +259,11 @@ def prerender_inbound(uow: UnitOfWork, svc: Services, cmd: c.ReceiveInbound, now
         held = [row.body for address_, channel in outcome.release_holds
                 for row in uow.messages.held(org_id, address_, channel) if row.direction is Direction.IN]
         note_extra = {"held_message": "\n".join(held) or (cmd.body if outcome.hold_inbound and not held else "")}
+    employee = line_owner(uow, cmd)
     wanted = [(m.template, template_variables(uow, org_id, settings, m.channel, contact,
-                                             None if m.reply else actor))
+                                             employee if m.reply else actor))
               for m in outcome.to_customer if not (outcome.issue_pin and m.kind is MessageKind.PIN)]
-    wanted += [(n.template, template_variables(uow, org_id, settings, n.channel, contact, None, **note_extra))
+    wanted += [(n.template, template_variables(uow, org_id, settings, n.channel, contact, employee, **note_extra))
                for n in outcome.to_employee]
     for name, variables in wanted:
         override = settings.templates.get(name)
@@ -329,7 +330,7 @@ def consents_for_opt_out(uow: UnitOfWork, settings: OrgSettings, org_id: int, co
 
 def revoke(uow: UnitOfWork, svc: Services, org_id: int, contact: Contact | None, cause: rules.Revocation,
            now: datetime, *, replies: list[str] | None = None, render_messages: bool = True,
-           own: Consent | None = None) -> rules.Outcome:
+           own: Consent | None = None, employee: Actor | None = None) -> rules.Outcome:
     """Every opt-out, whichever door it came through: load, decide (`consent_rules.revoke`),
     write, and send what follows. With `render_messages=False` (the last-resort fallback) the
     same decision is written and no message is rendered or sent."""
@@ -340,7 +341,7 @@ def revoke(uow: UnitOfWork, svc: Services, org_id: int, contact: Contact | None,
     write_outcome(uow, outcome, now)
     if render_messages:
         send_outcome_messages(uow, svc, org_id, settings, contact, outcome, consents[0], now, cause.actor,
-                              replies=replies, note_extra={"reason": _opt_out_reason(cause)})
+                              replies=replies, note_extra={"reason": _opt_out_reason(cause)}, employee=employee)
     return outcome
 
 
@@ -352,14 +353,15 @@ def _opt_out_reason(cause: rules.Revocation) -> str:
 def send_outcome_messages(uow: UnitOfWork, svc: Services, org_id: int, settings: OrgSettings,
                           contact: Contact | None, outcome: rules.Outcome, consent: Consent, now: datetime,
                           actor: Actor, *, replies: list[str] | None, customer_extra: dict[str, Any] | None = None,
-                          note_extra: dict[str, Any] | None = None) -> None:
+                          note_extra: dict[str, Any] | None = None, employee: Actor | None = None) -> None:
     """Render and record the messages a decision asked for: replies to the customer's own message
     go into `replies` (policy-checked), others are queued; notes go to the employee. The
-    `*_extra` variables are those only the caller knows (the PIN it issued, the held message)."""
+    `*_extra` variables are those only the caller knows (the PIN it issued, the held message).
+    `employee`: whose own line the customer wrote to, if one's; replies and notes name them."""
     contact_id = contact.id if contact is not None else None
     for message in outcome.to_customer:
         variables = template_variables(uow, org_id, settings, message.channel, contact,
-                                       None if message.reply else actor, **(customer_extra or {}))
+                                       employee if message.reply else actor, **(customer_extra or {}))
         body = render(svc, settings, message.template, variables)
         kind = message.kind
         if message.reply and replies is not None:
@@ -370,7 +372,7 @@ def send_outcome_messages(uow: UnitOfWork, svc: Services, org_id: int, settings:
                           kind=kind, purpose=Purpose.CONVERSATIONAL)
     for note in outcome.to_employee:
         notify_employee(uow, svc, org_id, settings, contact, note.channel, note.address, note.template, now,
-                        **(note_extra or {}))
+                        employee, **(note_extra or {}))
 
 
 def queue_to_customer(uow: UnitOfWork, org_id: int, contact_id: int | None, channel: Channel, address: str,
@@ -508,6 +510,7 @@ def receive_inbound(cmd: c.ReceiveInbound, uow: UnitOfWork, svc: Services, now: 
         return _replayed(uow, org_id, cmd)
     consent = uow.consents.get(org_id, address, cmd.channel, lock=True)
     actor = Actor(ActorKind.CUSTOMER, address)
+    employee = line_owner(uow, cmd)
     source = cmd.provider_id or f"message:{message_id}"
     replies: list[str] = []
 
@@ -520,7 +523,7 @@ def receive_inbound(cmd: c.ReceiveInbound, uow: UnitOfWork, svc: Services, now: 
 
     if intent is Intent.OPT_OUT:
         revoke(uow, svc, org_id, contact, inbound_revocation(address, cmd, source), now, replies=replies,
-               own=consent)
+               own=consent, employee=employee)
     else:
         answered = rules.answer(org_id, contact_id, consent, intent, settings,
                                 ctx(evidence=cmd.body[:500]))
@@ -537,7 +540,8 @@ def receive_inbound(cmd: c.ReceiveInbound, uow: UnitOfWork, svc: Services, now: 
         # The employee's note quotes what was released, or says the customer's message now waits.
         waiting = cmd.body if answered.hold_inbound and not held else ""
         send_outcome_messages(uow, svc, org_id, settings, contact, answered, consent, now, actor, replies=replies,
-                              customer_extra=pin, note_extra={"held_message": "\n".join(held) or waiting})
+                              customer_extra=pin, note_extra={"held_message": "\n".join(held) or waiting},
+                              employee=employee)
     if replies or status is not stored_status:
         uow.messages.set(message_id, status=status, reply_text=json.dumps(replies))
     if contact_id is not None and intent is Intent.OTHER:
@@ -545,6 +549,17 @@ def receive_inbound(cmd: c.ReceiveInbound, uow: UnitOfWork, svc: Services, now: 
         uow.events.append(ev.CustomerReplied(org_id, contact_id, cmd.channel, cmd.body, now))
     return InboundResult(org_id, message_id, intent, consent.state, cmd.channel, address, tuple(replies),
                          contact_id=contact_id)
+
+
+def line_owner(uow: UnitOfWork, cmd: c.ReceiveInbound) -> Actor | None:
+    """The employee whose own line the customer wrote to (Movius's MultiLine), as the actor whose
+    name the texts use; None for the org's shared numbers (the texts then use the org's name)."""
+    try:
+        number = normalize_for_channel(cmd.to_address, cmd.channel)
+    except DomainError:  # a chat gateway's own address, not a number of ours
+        return None
+    agent_id = uow.orgs.number_owner(number)
+    return Actor(ActorKind.AGENT, str(agent_id)) if agent_id is not None else None
 
 
 def _replayed(uow: UnitOfWork, org_id: int, cmd: c.ReceiveInbound) -> InboundResult:
