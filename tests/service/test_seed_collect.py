@@ -177,3 +177,12 @@ async def test_collect_active_and_do_not_call_belong_to_each_phone_and_follow_it
     shown = json.loads(shop.cli("contacts", "show", str(shop.contact)))
     assert {a["value"]: (a["active"], a["do_not_call"]) for a in shown["addresses"] if a["kind"] == "phone"} == flags
     assert "active" not in next(a for a in shown["addresses"] if a["kind"] == "email")
+
+
+def test_collect_a_number_that_opted_out_before_it_was_a_contacts_is_do_not_call(shop: Shop) -> None:
+    stranger = "+14155552679"
+    shop.system.bus.handle(c.ReceiveInbound(Channel.TEXT, stranger, "+12025550123", "STOP", "SM" + "2" * 32))
+    created = shop.system.bus.handle(c.CreateContact(shop.org, name="Lee", phones=(stranger,))).contact_id
+    with shop.system.bus.uow() as uow:
+        [phone] = uow.contacts.addresses(created)
+    assert (phone.active, phone.do_not_call) == (False, True)

@@ -128,6 +128,25 @@ class PhoneFlags:
 PHONE_FLAG_CHANNELS = frozenset({Channel.CALL, Channel.TEXT})
 
 
+def phone_flags_from(consents: Sequence[Consent]) -> PhoneFlags | None:
+    """The flags a phone record gets from consents recorded before it was a contact's (a number
+    that opted out, then was added to a contact): the latest opt-in or opt-out of its calls or
+    texts decides; None when neither was ever recorded."""
+    latest: tuple[datetime, bool] | None = None
+    for consent in consents:
+        if consent.channel not in PHONE_FLAG_CHANNELS:
+            continue
+        if consent.state is State.OPTED_OUT and consent.opted_out_at is not None:
+            moment, opted_in = consent.opted_out_at, False
+        elif consent.state in (State.OPTED_IN, State.REAUTH_DUE) and consent.opted_in_at is not None:
+            moment, opted_in = consent.opted_in_at, True
+        else:
+            continue
+        if latest is None or moment >= latest[0]:
+            latest = (moment, opted_in)
+    return None if latest is None else PhoneFlags(active=latest[1], do_not_call=not latest[1])
+
+
 @dataclass
 class Outcome:
     """Everything a consent change causes, as data for the service layer to write."""

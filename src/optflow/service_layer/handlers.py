@@ -624,6 +624,10 @@ def _add_addresses(uow: UnitOfWork, org_id: int, contact_id: int, phones: Iterab
         if owner is None:
             uow.contacts.add_address(org_id, contact_id, kind, value)
             uow.consents.attach_contact(org_id, value, contact_id)
+            if kind == "phone":  # an opt-out (or opt-in) the number gave before it was the contact's
+                flags = rules.phone_flags_from(uow.consents.for_addresses(org_id, [value]))
+                if flags is not None:
+                    uow.contacts.set_phone_flags(org_id, value, active=flags.active, do_not_call=flags.do_not_call)
 
 
 def create_contact(cmd: c.CreateContact, uow: UnitOfWork, svc: Services, now: datetime) -> ActionResult:
