@@ -56,6 +56,7 @@ def _row(result: Any) -> Row | None:
 # with the column names an UPDATE takes its SET clause from (the other keys of the parameters).
 _ORG = Prepared(select(orm.orgs).where(orm.orgs.c.id == bindparam("w_id")))
 _ORG_BY_NUMBER = Prepared(select(orm.org_numbers.c.org_id).where(orm.org_numbers.c.number == bindparam("w_number")))
+_LINE_OWNER = Prepared(select(orm.org_numbers.c.agent_id).where(orm.org_numbers.c.number == bindparam("w_number")))
 _AGENT = Prepared(select(orm.agents).where(orm.agents.c.id == bindparam("w_id")))
 _CONTACT_SELECT = select(orm.contacts).where(and_(orm.contacts.c.id == bindparam("w_id"),
                                                   orm.contacts.c.org_id == bindparam("w_org_id")))
@@ -275,8 +276,7 @@ class OrgRepository:
 
     def number_owner(self, number: str) -> int | None:
         """The agent whose own line `number` is (None: the org's shared number, or no number of ours)."""
-        return self.conn.execute(select(orm.org_numbers.c.agent_id)
-                                 .where(orm.org_numbers.c.number == number)).scalar()
+        return _LINE_OWNER.scalar(self.conn, {"w_number": number})
 
     def numbers(self, org_id: int) -> list[str]:
         q = select(orm.org_numbers.c.number).where(orm.org_numbers.c.org_id == org_id).order_by(orm.org_numbers.c.id)

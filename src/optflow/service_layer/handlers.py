@@ -274,8 +274,9 @@ def prerender_inbound(uow: UnitOfWork, svc: Services, cmd: c.ReceiveInbound, now
 def write_outcome(uow: UnitOfWork, outcome: rules.Outcome, now: datetime) -> None:
     """Write what a consent decision changed: the consents, their ledger entries, the contact's
     call flags and its phone records' flags, the outbox rows it cancels, the held messages it
-    releases and its events. The messages it asks for are rendered by the caller (`send_outcome_messages`), so that the
-    fallback can write the same decision without rendering anything."""
+    releases and its events. The messages it asks for are rendered by the caller
+    (`send_outcome_messages`), so that the fallback can write the same decision without
+    rendering anything."""
     for change in outcome.changes:
         uow.consents.save(change.consent, now)
         uow.ledger.append(change.consent.org_id or 0, change.consent.contact_id, change.record)
@@ -510,7 +511,6 @@ def receive_inbound(cmd: c.ReceiveInbound, uow: UnitOfWork, svc: Services, now: 
         return _replayed(uow, org_id, cmd)
     consent = uow.consents.get(org_id, address, cmd.channel, lock=True)
     actor = Actor(ActorKind.CUSTOMER, address)
-    employee = line_owner(uow, cmd)
     source = cmd.provider_id or f"message:{message_id}"
     replies: list[str] = []
 
@@ -523,7 +523,7 @@ def receive_inbound(cmd: c.ReceiveInbound, uow: UnitOfWork, svc: Services, now: 
 
     if intent is Intent.OPT_OUT:
         revoke(uow, svc, org_id, contact, inbound_revocation(address, cmd, source), now, replies=replies,
-               own=consent, employee=employee)
+               own=consent, employee=line_owner(uow, cmd))
     else:
         answered = rules.answer(org_id, contact_id, consent, intent, settings,
                                 ctx(evidence=cmd.body[:500]))
@@ -539,6 +539,8 @@ def receive_inbound(cmd: c.ReceiveInbound, uow: UnitOfWork, svc: Services, now: 
             status = MessageStatus.HELD
         # The employee's note quotes what was released, or says the customer's message now waits.
         waiting = cmd.body if answered.hold_inbound and not held else ""
+        # Most messages ask for no text at all: only those that do look up whose line it is.
+        employee = line_owner(uow, cmd) if answered.to_customer or answered.to_employee else None
         send_outcome_messages(uow, svc, org_id, settings, contact, answered, consent, now, actor, replies=replies,
                               customer_extra=pin, note_extra={"held_message": "\n".join(held) or waiting},
                               employee=employee)
@@ -554,10 +556,12 @@ def receive_inbound(cmd: c.ReceiveInbound, uow: UnitOfWork, svc: Services, now: 
 def line_owner(uow: UnitOfWork, cmd: c.ReceiveInbound) -> Actor | None:
     """The employee whose own line the customer wrote to (Movius's MultiLine), as the actor whose
     name the texts use; None for the org's shared numbers (the texts then use the org's name)."""
-    try:
-        number = normalize_for_channel(cmd.to_address, cmd.channel)
-    except DomainError:  # a chat gateway's own address, not a number of ours
-        return None
+    number = written_as_e164(cmd.to_address, cmd.channel)
+    if number is None:
+        try:
+            number = normalize_for_channel(cmd.to_address, cmd.channel)
+        except DomainError:  # a chat gateway's own address, not a number of ours
+            return None
     agent_id = uow.orgs.number_owner(number)
     return Actor(ActorKind.AGENT, str(agent_id)) if agent_id is not None else None
 
