@@ -165,7 +165,8 @@ def bootstrap(config: Config | None = None, *, clock: Callable[[], datetime] = u
     flows = flow_directory.load_all()
     secret = installation_secret(engine, config.secret)
     services = Services(renderer=renderer, pin_digits=pin_digits, public_url=config.public_url,
-                        pin_key=pin_key(config, engine.url))
+                        pin_key=pin_key(config, engine.url),
+                        unsubscribe_url=functools.partial(unsubscribe_url, config.public_url, secret))
     engine_flows = FlowEngine(flows, services, flow_directory,
                               unsubscribe_url=functools.partial(unsubscribe_url, config.public_url, secret))
     uows = SqlUnitOfWorkFactory(engine)

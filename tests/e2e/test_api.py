@@ -104,8 +104,9 @@ def test_a_new_contact_is_stored_normalised_with_every_channel_unknown(
     national = f"({number[2:5]}) {number[5:8]}-{number[8:]}"
     created = new_contact(agent, phones=[national], emails=["Sam.Lee@Example.COM"], time_zone="America/Chicago",
                           region="tx", fields={"account": "A-17"}, marketing_allowed=False)
-    assert created["addresses"] == [{"kind": "phone", "value": number},
-                                    {"kind": "email", "value": "sam.lee@example.com"}]
+    assert created["addresses"] == [{"kind": "phone", "value": number, "active": False, "do_not_call": False},
+                                    {"kind": "email", "value": "sam.lee@example.com", "active": None,
+                                     "do_not_call": None}]
     assert {(k["channel"], k["state"]) for k in created["consents"]} == {
         ("text", "unknown"), ("call", "unknown"), ("whatsapp", "unknown"), ("email", "unknown")}
     assert (created["time_zone"], created["region"]) == ("America/Chicago", "TX")

@@ -70,7 +70,8 @@ def test_employee_started_first_message_is_held_until_the_customer_says_yes(
     [request] = library.messages(org.id, number, audience="customer", kind="opt_in_request")
     assert request["status"] in DELIVERED
     assert request["body"] == text(library, org, "customer/opt_in_request.employee_started", contact_id, org.agent)
-    assert employee_notes(library, org, number) == [text(library, org, "employee/opt_in_request_sent", contact_id)]
+    assert employee_notes(library, org, number) == [text(library, org, "employee/opt_in_request_sent", contact_id,
+                                                         held_message="Your car is ready for pickup.")]
     assert [r["status"] for r in library.messages(org.id, number, body="Your car is ready for pickup.")] == ["held"]
 
     replies = twiml_messages(server.sms(number, "Yes", To=org.number))
@@ -112,14 +113,16 @@ def test_customer_started_message_reaches_the_employee_after_yes(server: Server,
     [inbound] = library.messages(org.id, number, direction="in")
     assert inbound["status"] == "held"
     assert library.consent(org.id, number).state is State.REQUESTED
+    assert employee_notes(library, org, number) == [text(  # Movius's "MT" note: asked first
+        library, org, "employee/opt_in_request_sent.customer_started", contact_id, held_message="Hi, is my car ready?")]
 
     second = twiml_messages(server.sms(number, "YES", To=org.number))
 
-    assert second == [text(library, org, "customer/opt_in_confirmation", contact_id)]
+    assert second == [text(library, org, "customer/opt_in_confirmation.customer_started", contact_id)]
     statuses = {row["body"]: row["status"] for row in library.messages(org.id, number, direction="in")}
     assert statuses["Hi, is my car ready?"] == "delivered"
     assert employee_notes(library, org, number)[-1] == text(
-        library, org, "employee/contact_opted_in", contact_id, held_message="Hi, is my car ready?")
+        library, org, "employee/contact_opted_in.customer_started", contact_id, held_message="Hi, is my car ready?")
 
 
 # ------------------------------------------------------------------------------------- disclaimer mode

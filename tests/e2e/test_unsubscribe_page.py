@@ -1,5 +1,5 @@
 """The one-click unsubscribe page in a real browser (Debian's Chromium driven by Playwright):
-opening the link changes nothing; pressing the button opts the address out."""
+opening the link changes nothing; pressing "Stop all emails" opts the address out."""
 
 from __future__ import annotations
 
@@ -45,8 +45,10 @@ def test_one_click_page_confirms_before_anything_changes(server, browser, tmp_pa
     page.screenshot(path=str(tmp_path / "before.png"), full_page=True)
     assert _state(server.database_url, server.org_id, email) is State.OPTED_IN, "a GET must change nothing"
     buttons = page.locator("button")
-    assert buttons.count() == 1
-    buttons.first.click()
+    # Marketing email's link: stop marketing only (receipts still come), or every email.
+    assert [buttons.nth(i).inner_text() for i in range(buttons.count())] == ["Stop marketing emails",
+                                                                               "Stop all emails"]
+    buttons.nth(1).click()
     page.wait_for_load_state()
     page.screenshot(path=str(tmp_path / "after.png"), full_page=True)
     assert _state(server.database_url, server.org_id, email) is State.OPTED_OUT

@@ -299,8 +299,19 @@ def email_contact(library: Library, org_id: int) -> tuple[int, str]:
     return result.contact_id, email
 
 
-def test_the_unsubscribe_page_changes_nothing_and_its_button_unsubscribes(server: Server, library: Library) -> None:
-    _, email = email_contact(library, server.org_id)
+def marketing_allowed(library: Library, org_id: int, contact_id: int) -> bool:
+    with library.system.bus.uow() as uow:
+        return uow.contacts.get(org_id, contact_id).marketing_allowed
+
+
+def marketing_entries(library: Library, org_id: int, contact_id: int) -> list[dict[str, Any]]:
+    with library.system.bus.uow() as uow:
+        return [e for e in uow.ledger.entries(org_id) if e["contact_id"] == contact_id
+                and e["trigger"] == "marketing_off"]
+
+
+def test_the_unsubscribe_page_changes_nothing_and_its_buttons_unsubscribe(server: Server, library: Library) -> None:
+    contact_id, email = email_contact(library, server.org_id)
     url = unsubscribe_url(server, library, server.org_id, email)
     with httpx.Client(timeout=15) as client:
         page = client.get(url)
@@ -309,12 +320,21 @@ def test_the_unsubscribe_page_changes_nothing_and_its_button_unsubscribes(server
         assert library.consent(server.org_id, email, Channel.EMAIL).state is State.UNKNOWN
         assert library.ledger(server.org_id, email) == []
         fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', page.text))
-        done = client.post(url, data=fields)  # what the browser sends for the page's button
+        buttons = dict((value, name) for name, value in re.findall(
+            r'<button type="submit" name="([^"]+)" value="([^"]*)">', page.text))
+        assert set(buttons) == {"marketing", "all"}
+        # What the browser sends for "Stop marketing emails": marketing ends, email consent stays.
+        done = client.post(url, data={**fields, buttons["marketing"]: "marketing"})
+        assert done.status_code == 200 and "unsubscribed from marketing emails" in done.text
+        assert library.consent(server.org_id, email, Channel.EMAIL).state is State.UNKNOWN
+        assert not marketing_allowed(library, server.org_id, contact_id)
+        # And for "Stop all emails": the address is opted out of email.
+        done = client.post(url, data={**fields, buttons["all"]: "all"})
     assert done.status_code == 200 and "unsubscribed" in done.text
     assert library.consent(server.org_id, email, Channel.EMAIL).state is State.OPTED_OUT
 
 
-def test_one_click_post_opts_out_once_without_redirect(server: Server, library: Library) -> None:
+def test_one_click_post_ends_marketing_once_without_redirect(server: Server, library: Library) -> None:
     contact_id, email = email_contact(library, server.org_id)
     url = unsubscribe_url(server, library, server.org_id, email)
     with httpx.Client(timeout=15, follow_redirects=False) as client:
@@ -324,20 +344,20 @@ def test_one_click_post_opts_out_once_without_redirect(server: Server, library: 
                              headers={"Content-Type": "application/x-www-form-urlencoded"})
     for response in (first, second):
         assert response.status_code == 200 and "location" not in response.headers
-    assert library.consent(server.org_id, email, Channel.EMAIL).state is State.OPTED_OUT
-    [entry] = library.ledger(server.org_id, email)  # the repeated POST recorded nothing more
-    assert (entry["trigger"], entry["method"], entry["actor_kind"], entry["actor_id"], entry["contact_id"]) == \
-        ("opt_out", "one_click_unsubscribe", "system", "one-click", contact_id)
+    assert not marketing_allowed(library, server.org_id, contact_id)
+    assert library.consent(server.org_id, email, Channel.EMAIL).state is State.UNKNOWN  # receipts still go
+    [entry] = marketing_entries(library, server.org_id, contact_id)  # the repeated POST recorded nothing more
+    assert (entry["actor_kind"], entry["actor_id"]) == ("system", "one-click")
 
 
-def test_one_click_post_as_multipart_opts_out(server: Server, library: Library) -> None:
-    _, email = email_contact(library, server.org_id)
+def test_one_click_post_as_multipart_ends_marketing(server: Server, library: Library) -> None:
+    contact_id, email = email_contact(library, server.org_id)
     with httpx.Client(timeout=15) as client:
         response = client.post(unsubscribe_url(server, library, server.org_id, email),
                                files={"List-Unsubscribe": (None, "One-Click")})
     assert response.status_code == 200
     assert "multipart/form-data" in response.request.headers["content-type"]
-    assert library.consent(server.org_id, email, Channel.EMAIL).state is State.OPTED_OUT
+    assert not marketing_allowed(library, server.org_id, contact_id)
 
 
 def test_one_click_for_an_address_no_contact_owns_still_opts_out(server: Server, library: Library) -> None:

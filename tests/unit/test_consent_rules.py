@@ -191,3 +191,14 @@ def test_there_is_no_reauthorisation_without_a_consent(state: State) -> None:
     with pytest.raises(DomainError) as refused:
         rules.reauthorization_request(Consent(channel=Channel.TEXT, address=PHONE, state=state, org_id=1))
     assert refused.value.code == "invalid_transition"
+
+
+@pytest.mark.parametrize(("state", "holding", "expected"), [
+    (State.UNKNOWN, False, rules.HeldMessageRequest.OPT_IN),
+    (State.REQUESTED, False, rules.HeldMessageRequest.NONE),
+    (State.REAUTH_DUE, False, rules.HeldMessageRequest.REAUTH),
+    (State.REAUTH_DUE, True, rules.HeldMessageRequest.NONE),
+])
+def test_an_agents_held_message_asks_for_renewal_where_a_consent_is_due(
+        state: State, holding: bool, expected: rules.HeldMessageRequest) -> None:
+    assert rules.request_for_held_message(state, holding) is expected

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Dialect, Index, Table, Text, UniqueConstraint
+from sqlalchemy import Column, DateTime, Dialect, ForeignKey, Index, Integer, Table, Text, UniqueConstraint, false
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -109,6 +109,9 @@ class OrgNumberRow(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     org_id: int = Field(foreign_key="orgs.id", index=True)
     number: str = Field(unique=True)
+    # An employee's own line (Movius's MultiLine): customers who write to it are writing to them.
+    agent_id: int | None = Field(default=None, sa_column=Column(
+        Integer, ForeignKey("agents.id", name="fk_org_numbers_agent_id"), nullable=True))
 
 
 class AgentRow(SQLModel, table=True):
@@ -154,6 +157,10 @@ class AddressRow(SQLModel, table=True):
     contact_id: int = Field(foreign_key="contacts.id", index=True)
     kind: str  # phone | email
     value: str  # E.164 or normalised email
+    # A phone record's own Active and Do-Not-Call (Collect!'s): set by the last opt-in or opt-out
+    # of its calls or texts. Unused on emails.
+    active: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
+    do_not_call: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
 
 
 class ConsentRow(SQLModel, table=True):

@@ -60,6 +60,10 @@ COMMON_VARIABLES: frozenset[str] = frozenset(
 _EXTRA_VARIABLES: Mapping[str, frozenset[str]] = {
     "customer/pin": frozenset({"pin", "pin_valid_minutes"}),
     "employee/contact_opted_in": frozenset({"held_message"}),
+    "employee/opt_in_request_sent": frozenset({"held_message"}),
+    "employee/opt_in_request_sent.customer_started": frozenset({"held_message"}),
+    "employee/contact_opted_in.customer_started": frozenset({"held_message"}),
+    "employee/contact_opted_out.customer_started": frozenset({"reason"}),
     "employee/contact_opted_out": frozenset({"reason"}),
     "email/marketing_footer": frozenset({"unsubscribe_url"}),
 }
@@ -222,8 +226,9 @@ def _help_built_in(v: Mapping[str, object]) -> str:
 
 
 def _opt_in_request_built_in(v: Mapping[str, object]) -> str:
+    rates = "" if _text_of(v, "channel", "") == "email" else " Msg & data rates may apply."
     return (f"{_org(v)} would like to send you messages. Reply {_text_of(v, 'yes_word', 'YES')} to agree or "
-            f"{_text_of(v, 'stop_word', 'STOP')} to opt out. Msg & data rates may apply.")
+            f"{_text_of(v, 'stop_word', 'STOP')} to opt out.{rates}")
 
 
 def _opt_in_confirmation_built_in(v: Mapping[str, object]) -> str:
@@ -247,8 +252,15 @@ def _disclaimer_built_in(v: Mapping[str, object]) -> str:
 
 
 def _request_sent_built_in(v: Mapping[str, object]) -> str:
-    return (f"Opt-in request sent to {_text_of(v, 'contact_name', 'the contact')}. Your message is held "
-            f"until they reply {_text_of(v, 'yes_word', 'YES')}.")
+    held = (f" Your message is held until they reply {_text_of(v, 'yes_word', 'YES')}."
+            if _text_of(v, "held_message", "") else "")
+    return f"Opt-in request sent to {_text_of(v, 'contact_name', 'the contact')}.{held}"
+
+
+def _customer_asked_first_built_in(v: Mapping[str, object]) -> str:
+    held = (f" Their message reaches you once they reply {_text_of(v, 'yes_word', 'YES')}."
+            if _text_of(v, "held_message", "") else "")
+    return f"{_text_of(v, 'contact_name', 'A contact')} wrote to you and was asked to opt in first.{held}"
 
 
 def _opted_in_built_in(v: Mapping[str, object]) -> str:
@@ -284,6 +296,11 @@ BUILT_IN_TEXTS: Mapping[str, Callable[[Mapping[str, object]], str]] = MappingPro
     "employee/contact_opted_out": _opted_out_built_in,
     "employee/pin_sent": _pin_sent_built_in,
     "email/marketing_footer": _footer_built_in,
+    "customer/opt_in_confirmation.customer_started": _opt_in_confirmation_built_in,
+    "customer/opt_out_confirmation.customer_started": _opt_out_built_in,
+    "employee/opt_in_request_sent.customer_started": _customer_asked_first_built_in,
+    "employee/contact_opted_in.customer_started": _opted_in_built_in,
+    "employee/contact_opted_out.customer_started": _opted_out_built_in,
 })
 """The last-resort text of every template, in English (tests check that none is missing)."""
 

@@ -120,6 +120,7 @@ class ContactAction(Command):
 class RequestOptIn(ContactAction):
     quick: bool = False  # "quick opt-in": the customer's YES opts in without a PIN
     reason: str = "agent"  # agent | payment_plan | supervisor_link | flow | event
+    held_message: str = ""  # the agent's message that waits for the consent (they wrote; the request followed)
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,9 @@ class OptOutAddress(Command):
     evidence: str | None = None
     door: Door = Door.ONE_CLICK
     source_message_id: str | None = None
+    # The person asked to stop marketing only (an email's unsubscribe link, "stop marketing
+    # emails"): see `consent_rules.unsubscribe_ends_marketing_only`.
+    marketing_only: bool = False
 
 
 @dataclass(frozen=True)

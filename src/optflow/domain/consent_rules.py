@@ -36,7 +36,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from .events import ChannelsBlocked, ConsentChanged, Event
 from .machine import TransitionContext, fire
@@ -53,11 +53,13 @@ from .model import (
     TransitionRefused,
     Trigger,
 )
-from .policy import MessageKind
+from .policy import OPT_OUT_CONFIRMATION_WINDOW, MessageKind
 from .settings import OrgSettings
 
 # Channels on which an opt-out is confirmed with a message (a call has no message to send).
 CONFIRMED_CHANNELS = frozenset({Channel.TEXT, Channel.WHATSAPP, Channel.CHAT, Channel.EMAIL})
+# How far ahead of `now` a stated moment may lie (clocks of the people and machines that state it differ).
+CLOCK_TOLERANCE = timedelta(minutes=5)
 # States from which a person's opt-out is confirmed when the customer did not write it themselves:
 # we were messaging them on that channel, so they hear that it stopped.
 _WERE_MESSAGING = frozenset({State.REQUESTED, State.OPTED_IN, State.REAUTH_DUE})
@@ -118,6 +120,39 @@ class Change:
     record: TransitionRecord
 
 
+@dataclass(frozen=True)
+class PhoneFlags:
+    """A phone record's Active and Do-Not-Call, as Collect! keeps them: any opt-in of the phone's
+    calls or texts (a re-authorisation too) makes it active and callable; any opt-out of either
+    makes it inactive and Do-Not-Call."""
+
+    active: bool
+    do_not_call: bool
+
+
+# The channels of a phone whose opt-ins and opt-outs set its record's flags.
+PHONE_FLAG_CHANNELS = frozenset({Channel.CALL, Channel.TEXT})
+
+
+def phone_flags_from(consents: Sequence[Consent]) -> PhoneFlags | None:
+    """The flags a phone record gets from consents recorded before it was a contact's (a number
+    that opted out, then was added to a contact): the latest opt-in or opt-out of its calls or
+    texts decides; None when neither was ever recorded."""
+    latest: tuple[datetime, bool] | None = None
+    for consent in consents:
+        if consent.channel not in PHONE_FLAG_CHANNELS:
+            continue
+        if consent.state is State.OPTED_OUT and consent.opted_out_at is not None:
+            moment, opted_in = consent.opted_out_at, False
+        elif consent.state in (State.OPTED_IN, State.REAUTH_DUE) and consent.opted_in_at is not None:
+            moment, opted_in = consent.opted_in_at, True
+        else:
+            continue
+        if latest is None or moment >= latest[0]:
+            latest = (moment, opted_in)
+    return None if latest is None else PhoneFlags(active=latest[1], do_not_call=not latest[1])
+
+
 @dataclass
 class Outcome:
     """Everything a consent change causes, as data for the service layer to write."""
@@ -126,6 +161,7 @@ class Outcome:
     cancel_outbound: list[tuple[str, Channel]] = field(default_factory=list)
     blocked: ChannelsBlocked | None = None
     call_flags: dict[str, bool] = field(default_factory=dict)  # contact's active / do_not_call
+    phone_flags: dict[str, PhoneFlags] = field(default_factory=dict)  # by phone number
     release_holds: list[tuple[str, Channel]] = field(default_factory=list)
     to_customer: list[CustomerMessage] = field(default_factory=list)
     to_employee: list[EmployeeNote] = field(default_factory=list)
@@ -141,8 +177,12 @@ class Outcome:
 
 
 def _follow_on(outcome: Outcome, org_id: int, contact_id: int | None, change: Change) -> None:
-    """What any consent change brings with it: the call flags and the event."""
+    """What any consent change brings with it: the phone record's flags, the contact's call
+    flags and the event."""
     record = change.record
+    if record.channel in PHONE_FLAG_CHANNELS and record.to_state in (State.OPTED_IN, State.OPTED_OUT):
+        opted_in = record.to_state is State.OPTED_IN
+        outcome.phone_flags[record.address] = PhoneFlags(active=opted_in, do_not_call=not opted_in)
     if contact_id is None:
         return
     if record.channel is Channel.CALL and record.to_state in (State.OPTED_IN, State.OPTED_OUT):
@@ -181,12 +221,25 @@ def opt_out_scope(consents: Sequence[Consent], cause: Revocation, settings: OrgS
     return scope
 
 
-def confirms_opt_out(cause: Revocation, previous: State, already_sent: bool) -> bool:
+def check_revocation(cause: Revocation, now: datetime) -> None:
+    """An opt-out's own moment (`occurred_at`, when the customer asked: a call yesterday, a letter)
+    may lie in the past, never in the future: that is a typing error to show the person, not
+    an opt-out to refuse. Every other part of an opt-out is accepted as it comes."""
+    if cause.occurred_at is not None and cause.occurred_at > now + CLOCK_TOLERANCE:
+        raise InvalidInput("the moment the customer opted out (occurred_at) cannot be in the future",
+                           code="occurred_in_future")
+
+
+def confirms_opt_out(cause: Revocation, previous: State, already_sent: bool, now: datetime) -> bool:
     """The one confirmation of an opt-out goes when a person asked for it (the customer, or an
     agent for them) on a channel that can carry it. A customer who wrote STOP always hears back
-    once; an agent's opt-out is confirmed only on a channel we were messaging them on. A flow,
+    once; an agent's opt-out is confirmed only on a channel we were messaging them on, and only
+    while the confirmation window of the moment the customer asked is open (an opt-out taken
+    on a call last week and recorded now gets none: the policy would refuse it anyway). A flow,
     the carrier and the unsubscribe link (which was itself the confirmation) send none."""
     if already_sent or cause.channel not in CONFIRMED_CHANNELS:
+        return False
+    if cause.occurred_at is not None and now - cause.occurred_at > OPT_OUT_CONFIRMATION_WINDOW:
         return False
     if cause.door is Door.INBOUND:
         return True
@@ -197,11 +250,14 @@ def revoke(org_id: int, contact_id: int | None, consents: Sequence[Consent], cau
            settings: OrgSettings, now: datetime) -> Outcome:
     """Decide an opt-out. `consents` holds every consent of the contact (or of the lone address
     when no contact owns it), loaded for update; they are changed in place and returned in the
-    outcome. Never refuses for a business reason."""
+    outcome. Never refuses for a business reason (only a stated moment in the future, a typing
+    error, is sent back: `check_revocation`)."""
+    check_revocation(cause, now)
     outcome = Outcome()
     scope = opt_out_scope(consents, cause, settings)
     own = scope[0]
     previous = State(own.state)
+    declined_own_request = started_by_customer(own)  # Movius's "MT" rejection
     confirmation_sent = own.opt_out_confirmation_sent
     ctx = TransitionContext(actor=cause.actor, now=now, occurred_at=cause.occurred_at, method=cause.method,
                             evidence=cause.evidence, source_message_id=cause.source_message_id)
@@ -221,11 +277,13 @@ def revoke(org_id: int, contact_id: int | None, consents: Sequence[Consent], cau
             org_id, contact_id, None if everything else channels,
             "opted out of every channel" if everything
             else "opted out of " + ", ".join(sorted(ch.value for ch in channels)), now)
-    if confirms_opt_out(cause, previous, confirmation_sent):
-        outcome.to_customer.append(CustomerMessage("customer/opt_out_confirmation", own.channel, own.address,
+    if confirms_opt_out(cause, previous, confirmation_sent, now):
+        outcome.to_customer.append(CustomerMessage(_variant("customer/opt_out_confirmation", declined_own_request),
+                                                   own.channel, own.address,
                                                    MessageKind.OPT_OUT_CONFIRMATION, reply=cause.door is Door.INBOUND))
     if cause.door is Door.INBOUND and contact_id is not None:
-        outcome.to_employee.append(EmployeeNote("employee/contact_opted_out", own.channel, own.address))
+        outcome.to_employee.append(EmployeeNote(_variant("employee/contact_opted_out", declined_own_request),
+                                                own.channel, own.address))
     return outcome
 
 
@@ -321,6 +379,126 @@ def reauthorization_request(consent: Consent) -> Outcome:
                                                 MessageKind.OPT_IN_REQUEST, reply=False)])
 
 
+def unsubscribe_ends_marketing_only(channel: Channel, marketing_only: bool, has_contact: bool) -> bool:
+    """An unsubscribe link is on marketing email only. Pressed as it comes (RFC 8058's one-click
+    POST, the page's "stop marketing emails"), it ends the contact's marketing permission and
+    leaves their email consent as it is, so receipts and other transactional mail still go; the
+    person ends everything with the page's "stop all emails". An address no contact owns has
+    no marketing permission to end: the channel is opted out, as an opt-out is never lost."""
+    return marketing_only and channel is Channel.EMAIL and has_contact
+
+
+class RequestPath(enum.StrEnum):
+    """Who sent an opt-in request, which decides whether the customer's YES needs a PIN in an
+    org that asks for one (its `pin_paths`)."""
+
+    AGENT = "agent"  # an agent's own request (or their first message): the agent waits for the PIN
+    SUPERVISOR_LINK = "supervisor_link"  # a supervisor linked a number that wrote in to a contact
+    FLOW = "flow"  # a flow's step (the payment plan's request, a business event's)
+    QUICK = "quick"  # "quick opt-in": YES alone, always
+    CUSTOMER = "customer"  # the customer wrote first (Movius's "MT" case); a PIN as on the agent's path
+
+
+# The request's path is kept in the requested consent's `method` until the answer (it is replaced
+# by the method of the consent then: `keyword`). "quick_opt_in" is how quick requests were marked.
+_PATH_MARKERS = {RequestPath.QUICK: "quick_opt_in", RequestPath.AGENT: "request:agent",
+                 RequestPath.SUPERVISOR_LINK: "request:supervisor_link", RequestPath.FLOW: "request:flow",
+                 RequestPath.CUSTOMER: "request:customer"}
+_MARKER_PATHS = {marker: path for path, marker in _PATH_MARKERS.items()}
+
+
+def request_path(reason: str, quick: bool) -> RequestPath:
+    """The path of a request from its command's reason (agent, supervisor_link, flow, event, ...)."""
+    if quick:
+        return RequestPath.QUICK
+    if reason == "supervisor_link":
+        return RequestPath.SUPERVISOR_LINK
+    if reason in ("flow", "event", "payment_plan"):
+        return RequestPath.FLOW
+    return RequestPath.AGENT
+
+
+def mark_request(consent: Consent, path: RequestPath) -> None:
+    """Remember on the requested consent which path asked, for the answer (`needs_pin`)."""
+    consent.method = _PATH_MARKERS[path]
+
+
+def needs_pin(consent: Consent, settings: OrgSettings, contact_id: int | None) -> bool:
+    """Whether the customer's YES waits for a PIN: in an org that asks for one, for a contact,
+    when the request came through one of the org's `pin_paths`. A YES without a marked request
+    (the customer wrote first, or an older request) follows the agent's path, as before."""
+    if not settings.pin_required or contact_id is None:
+        return False
+    path = _MARKER_PATHS.get(consent.method or "", RequestPath.AGENT)
+    if path is RequestPath.CUSTOMER:
+        path = RequestPath.AGENT
+    return path is not RequestPath.QUICK and path.value in settings.pin_paths
+
+
+# The texts of a conversation the customer started (Movius's "MT" case) are templates of their own,
+# named with this suffix; those of one an employee started ("MO") keep the plain names.
+CUSTOMER_STARTED = ".customer_started"
+
+
+def started_by_customer(consent: Consent) -> bool:
+    """Whether the request this consent waits on went because the customer wrote first."""
+    return consent.state is State.REQUESTED and consent.method == _PATH_MARKERS[RequestPath.CUSTOMER]
+
+
+def _variant(template: str, customer_started: bool) -> str:
+    return template + CUSTOMER_STARTED if customer_started else template
+
+
+def next_request_at(consent: Consent, settings: OrgSettings) -> datetime | None:
+    """When another opt-in request may go to an address that was asked and has not answered
+    yet (None: now). Customers asked again and again read it as spam; one request, then a
+    reminder after the org's `request_interval_hours`."""
+    if consent.state is not State.REQUESTED or consent.requested_at is None:
+        return None
+    return consent.requested_at + timedelta(hours=settings.request_interval_hours)
+
+
+def may_request_again(consent: Consent, settings: OrgSettings, now: datetime) -> bool:
+    allowed = next_request_at(consent, settings)
+    return allowed is None or now >= allowed
+
+
+def check_request_interval(consent: Consent, settings: OrgSettings, now: datetime) -> None:
+    """Refuse an opt-in request that follows the last unanswered one too soon (`next_request_at`)."""
+    allowed = next_request_at(consent, settings)
+    if allowed is not None and now < allowed:
+        raise TransitionRefused(
+            f"an opt-in request went to {consent.address} by {consent.channel.value} at "
+            f"{consent.requested_at.isoformat() if consent.requested_at else 'a moment ago'} and waits for an "
+            f"answer; another may go from {allowed.isoformat()}", code="request_too_soon")
+
+
+class HeldMessageRequest(enum.StrEnum):
+    """What an agent's message to a customer without a usable consent sends besides being held."""
+
+    OPT_IN = "opt_in"  # a fresh opt-in request: the consent becomes `requested`
+    REAUTH = "reauth"  # the re-authorisation request: the consent stays `reauth_due`
+    NONE = "none"  # a request already waits for the customer's answer
+
+
+def request_for_held_message(state: State, already_holding: bool) -> HeldMessageRequest:
+    """An agent writes to a customer whose consent the message needs (consent mode). The message
+    is held; which request goes with it depends on the consent:
+
+    - `reauth_due`: the customer consented and the consent aged. The re-authorisation request
+      goes (once, while messages wait) and the consent stays `reauth_due`, so the customer's
+      YES or the agent's record of a spoken renewal (`reauthorize`) still renews it; either
+      releases the held messages. A fresh opt-in request would move it to `requested`, where
+      the agent could no longer record the renewal.
+    - `requested`: the request already went; nothing more.
+    - otherwise (`unknown`): the opt-in request."""
+    if state is State.REAUTH_DUE:
+        return HeldMessageRequest.NONE if already_holding else HeldMessageRequest.REAUTH
+    if state is State.REQUESTED:
+        return HeldMessageRequest.NONE
+    return HeldMessageRequest.OPT_IN
+
+
 def answer(org_id: int, contact_id: int | None, consent: Consent, intent: Intent, settings: OrgSettings,
            ctx: TransitionContext) -> Outcome:
     """Decide the answer to a customer's own message that is not a STOP (`revoke` has those),
@@ -342,10 +520,13 @@ def answer(org_id: int, contact_id: int | None, consent: Consent, intent: Intent
     if intent is Intent.HELP:
         reply("customer/help", MessageKind.HELP_REPLY)
     elif intent is Intent.OPT_IN and consent.state in (State.OPTED_IN, State.REAUTH_DUE):
+        if consent.state is State.REAUTH_DUE:  # what an agent wrote meanwhile waited for this
+            outcome.release_holds.append((consent.address, consent.channel))
         _apply(outcome, consent, Trigger.REAUTHORIZE, replace(ctx, method="keyword"), org_id, contact_id)
         reply("customer/opt_in_confirmation", MessageKind.OPT_IN_CONFIRMATION)
     elif intent is Intent.OPT_IN:
-        pin_required = settings.pin_required and consent.method != "quick_opt_in" and contact_id is not None
+        customer_started = started_by_customer(consent)
+        pin_required = needs_pin(consent, settings, contact_id)
         _apply(outcome, consent, Trigger.ACCEPT,
                replace(ctx, method="keyword", pin_required=pin_required, customer_initiated=True), org_id, contact_id)
         if consent.awaiting_pin:
@@ -354,9 +535,10 @@ def answer(org_id: int, contact_id: int | None, consent: Consent, intent: Intent
             outcome.to_employee.append(EmployeeNote("employee/pin_sent", consent.channel, consent.address))
         else:
             outcome.release_holds.append((consent.address, consent.channel))
-            reply("customer/opt_in_confirmation", MessageKind.OPT_IN_CONFIRMATION)
+            reply(_variant("customer/opt_in_confirmation", customer_started), MessageKind.OPT_IN_CONFIRMATION)
             if contact_id is not None:
-                outcome.to_employee.append(EmployeeNote("employee/contact_opted_in", consent.channel, consent.address))
+                outcome.to_employee.append(EmployeeNote(_variant("employee/contact_opted_in", customer_started),
+                                                        consent.channel, consent.address))
     elif contact_id is not None:
         consent_mode = settings.mode(consent.channel) is Mode.CONSENT
         if consent.state is State.OPTED_OUT or (consent_mode and consent.state is not State.OPTED_IN):
@@ -364,7 +546,11 @@ def answer(org_id: int, contact_id: int | None, consent: Consent, intent: Intent
             if consent.state in (State.UNKNOWN, State.REAUTH_DUE, State.OPTED_OUT):
                 _apply(outcome, consent, Trigger.REQUEST_OPT_IN, replace(ctx, customer_initiated=True), org_id,
                        contact_id)
+                mark_request(consent, RequestPath.CUSTOMER)
                 reply("customer/opt_in_request.customer_started", MessageKind.OPT_IN_REQUEST)
+                # Movius's "MT" note: the employee learns that someone wrote and was asked first.
+                outcome.to_employee.append(EmployeeNote("employee/opt_in_request_sent.customer_started",
+                                                        consent.channel, consent.address))
     return outcome
 
 

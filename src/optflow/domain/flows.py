@@ -27,6 +27,7 @@ import enum
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .model import Channel, InvalidInput, Purpose, State
@@ -64,11 +65,36 @@ def equalities(values: Mapping[str, Scalar]) -> Equalities:
     return tuple(sorted(values.items()))
 
 
+def _fold(text: str) -> str:
+    """Text as people mean it: without regard to case or to runs of spaces."""
+    return " ".join(text.split()).casefold()
+
+
 def _same(expected: Scalar, actual: object) -> bool:
-    """Equality that does not confuse `true` with 1 (Python's True == 1)."""
+    """Equality that does not confuse `true` with 1 (Python's True == 1), and compares text
+    without regard to case or spacing (a CRM's "Discontinued" is the flow's `discontinued`)."""
     if isinstance(expected, bool) or isinstance(actual, bool):
         return type(expected) is type(actual) and expected == actual
+    if isinstance(expected, str) and isinstance(actual, str):
+        return _fold(expected) == _fold(actual)
     return expected == actual
+
+
+PIPELINE_STAGE_EVENT = "pipeline.stage_changed"
+DISCONTINUED_STAGE = "discontinued"
+
+
+def with_pipeline_stage(name: str, data: Mapping[str, Any], discontinued_stages: Sequence[str]) -> Mapping[str, Any]:
+    """A CRM names its pipeline's stages as it likes (Market Center's is "Discontinued Process").
+    A `pipeline.stage_changed` event whose `stage` is one of the org's names for "discontinued"
+    (`discontinued_stages`, compared without regard to case or spacing) reaches the flows as
+    `stage: discontinued`, its own name kept as `stage_name`; any other event is left as it is."""
+    stage = data.get("stage")
+    if name != PIPELINE_STAGE_EVENT or not isinstance(stage, str):
+        return data
+    if _fold(stage) not in {_fold(s) for s in discontinued_stages}:
+        return data
+    return {**data, "stage": DISCONTINUED_STAGE, "stage_name": stage}
 
 
 def _all_equal(required: Equalities, data: Mapping[str, object]) -> bool:

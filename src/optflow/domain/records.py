@@ -154,6 +154,12 @@ class Address:
     contact_id: int
     kind: str  # phone | email
     value: str  # E.164 or normalised email
+    active: bool  # a phone's: its last call or text opt-in set it, its last opt-out cleared it
+    do_not_call: bool  # a phone's: the opposite of `active` once either was recorded
+
+    def phone_flags(self) -> dict[str, bool]:
+        """A phone record's Active and Do-Not-Call flags, by name (an email has none)."""
+        return {"active": self.active, "do_not_call": self.do_not_call} if self.kind == "phone" else {}
 
 
 @dataclass(slots=True, frozen=True)

@@ -16,6 +16,9 @@ from .addresses import is_country_code
 from .machine import DEFAULT_CONSENT_METHODS
 from .model import Channel, Mode, Purpose
 
+# The paths of an opt-in request a PIN may be asked on (`consent_rules.RequestPath` but quick).
+PinPath = Literal["agent", "supervisor_link", "flow"]
+
 
 class CapSetting(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -47,6 +50,11 @@ class OrgSettings(BaseModel):
     business_type: str = "general"
     modes: dict[Channel, Mode] = Field(default_factory=dict)
     pin_required: bool = False
+    # With `pin_required`: the paths of an opt-in request whose YES needs the PIN. By default
+    # only an agent's own request (the agent waits for the customer to read the PIN out); a
+    # supervisor's link of an unknown number and a flow's request (a payment plan's) opt in on
+    # YES alone, as ACE does. A quick opt-in never needs one.
+    pin_paths: list[PinPath] = Field(default_factory=lambda: list[PinPath](["agent"]))
     pin_ttl_minutes: int = Field(default=10, ge=1, le=24 * 60)
     pin_max_attempts: int = Field(default=5, ge=1, le=20)
     stop_applies_to_all_channels: bool = False
@@ -59,11 +67,17 @@ class OrgSettings(BaseModel):
     default_language: Literal["en", "es", "fr", "pt"] = "en"
     reauth_days: dict[Channel, int] = Field(default_factory=dict)
     request_lapse_days: int = Field(default=30, ge=1, le=3650)
+    # How long after an opt-in request another may go to the same address while it waits for an
+    # answer (an agent pressing the button again, a flow's reminder): one request, not four in a row.
+    request_interval_hours: int = Field(default=24, ge=1, le=24 * 365)
     quiet_hours: bool = True
     quiet_hours_purposes: list[Purpose] = Field(default_factory=lambda: list(Purpose))
     caps: list[CapSetting] = Field(default_factory=list)
     preset: Literal["none", "debt_collection"] = "none"
     group_messaging: dict[Channel, bool] = Field(default_factory=dict)
+    # The CRM's pipeline stage names that mean "discontinued" (no more communication): a
+    # `pipeline.stage_changed` event to one of them starts the `discontinued` flow.
+    discontinued_stages: list[str] = Field(default_factory=lambda: ["discontinued", "Discontinued Process"])
     twilio_auth_token: str | None = None
     chat_secret: str | None = None
     unsubscribe_secret: str | None = None

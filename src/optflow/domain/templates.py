@@ -22,6 +22,12 @@ TEMPLATE_NAMES: tuple[str, ...] = (
     "employee/contact_opted_out",
     "employee/pin_sent",
     "email/marketing_footer",
+    # A conversation the customer started (Movius's "MT" case) has texts of its own.
+    "customer/opt_in_confirmation.customer_started",
+    "customer/opt_out_confirmation.customer_started",
+    "employee/opt_in_request_sent.customer_started",
+    "employee/contact_opted_in.customer_started",
+    "employee/contact_opted_out.customer_started",
 )
 
 CUSTOMER_TEMPLATE_NAMES: tuple[str, ...] = tuple(

@@ -245,7 +245,7 @@ def contact_out(uow: UnitOfWork, org_id: int, contact_id: int) -> ContactOut:
         id=row.id, name=row.name, time_zone=row.time_zone, region=row.region, language=row.language,
         fields=row.fields(), active=row.active, do_not_call=row.do_not_call, marketing_allowed=row.marketing_allowed,
         dnd=DndOut(all_channels=dnd.all_channels, channels=sorted(dnd.channels)),
-        addresses=[AddressOut(kind=a.kind, value=a.value) for a in addresses],
+        addresses=[AddressOut(kind=a.kind, value=a.value, **a.phone_flags()) for a in addresses],
         consents=[_consent_out(k) for k in consents],
         created_at=row.created_at, updated_at=row.updated_at, external_id=row.external_id,
     )

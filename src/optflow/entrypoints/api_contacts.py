@@ -32,6 +32,7 @@ from .api_common import (
     run_action,
     system_of,
 )
+from .api_org import utc_or_422
 from .auth import Caller
 from .schemas import (
     ActionOut,
@@ -219,7 +220,11 @@ def register(bp: Blueprint) -> None:
     @route("agent", body=ContactPatch, ok=(200, ContactOut, "The contact after the change."), errors=(404, 409),
            params=(CONTACT,), tag=TAG)
     async def update_contact(request: Request, contact_id: int) -> HTTPResponse:
-        """Change a contact's name, time zone, region, language or fields, or add addresses."""
+        """Change a contact's name, time zone, region, language or fields, or add addresses.
+
+        In a channel the org runs in `auto` mode an added address is opted in at once (method
+        `auto`), as at creation.
+        """
         path_id(contact_id, "contact")
         body = read_body(request, ContactPatch)
         given = body.model_fields_set
@@ -312,13 +317,17 @@ def register(bp: Blueprint) -> None:
         """Opt the contact out of one channel, or of every channel with `all_channels`.
 
         Never refused for a business reason. Queued messages and automations on the channel stop.
+        `method`, `occurred_at` and `evidence` record how and when the customer asked (a call
+        yesterday: its moment, not now); the ledger keeps them beside the moment it was recorded.
+        An opt-out dated more than five minutes ago gets no confirmation message.
         """
         caller, body = _caller_and_body(request, contact_id, OptOutIn)
         if body.channel is None and not body.all_channels:
             raise InvalidInput("say which channel, or set all_channels", code="channel_required")
         # The command names a channel even for all_channels; any will do then (none is singled out).
         command = c.OptOut(caller.org_id, contact_id, body.channel or Channel.TEXT, caller.actor, body.address,
-                           all_channels=body.all_channels, evidence=body.evidence)
+                           all_channels=body.all_channels, method=(body.method or "agent").strip(),
+                           occurred_at=utc_or_422(body.occurred_at, "occurred_at"), evidence=body.evidence)
         return await run_action(request, command, contact_id, hide_channel=body.channel is None)
 
     @bp.post("/contacts/<contact_id:int>/reset")

@@ -148,14 +148,22 @@ def main(ctx: click.Context, database: str | None, flows_dir: str | None, verbos
 @main.command()
 @click.option("--org-name", default="Demo organisation", show_default=True)
 @click.option("--number", default="+12025550123", show_default=True, help="The org's texting number.")
+@click.option("--program-name", help="What customers read the messages come from  [default: ORG_NAME messages]")
+@click.option("--help-contact", help="Where HELP points customers, e.g. a phone number or an email address  "
+                                     "[default: call or text NUMBER]")
 @pass_ctx
 @friendly_errors
-def init(obj: Ctx, org_name: str, number: str) -> None:
-    """Create the database and, on first run, a default org with an admin token."""
+def init(obj: Ctx, org_name: str, number: str, program_name: str | None, help_contact: str | None) -> None:
+    """Create the database and, on first run, a default org with an admin token.
+
+    Customers read the program name in every opt-in request and the HELP contact in every HELP
+    answer: give them here (or change them later in the org's settings)."""
     from ..service_layer.admin import ensure_default_setup
 
+    wording = {key: value.strip() for key, value in (("program_name", program_name),
+                                                     ("help_contact", help_contact)) if value and value.strip()}
     system = obj.system
-    admin = ensure_default_setup(system.uows, system.clock(), org_name, number)
+    admin = ensure_default_setup(system.uows, system.clock(), org_name, number, wording)
     if admin is None:
         click.echo("already initialised; nothing changed")
         return
@@ -364,17 +372,20 @@ def orgs_add(obj: Ctx, name: str, parent: int | None, numbers: tuple[str, ...], 
 @orgs.command("add-number")
 @click.argument("number")
 @click.option("--org", type=int)
+@click.option("--agent", help="An employee's own line (an id or name from `agents list`): the texts customers "
+                              "get on it speak in that employee's name.")
 @pass_ctx
 @friendly_errors
-def orgs_add_number(obj: Ctx, number: str, org: int | None) -> None:
+def orgs_add_number(obj: Ctx, number: str, org: int | None, agent: str | None) -> None:
     """Add a texting number to an org: inbound messages to it belong to that org."""
     from ..service_layer.admin import add_number
 
     org_id = obj.org_id(org)
+    owner = obj.acting_agent(agent, org_id) if agent is not None else None
     with obj.uow() as uow:
-        value = add_number(uow, org_id, number)
+        value = add_number(uow, org_id, number, int(owner.id) if owner is not None and owner.id else None)
         uow.commit()
-    click.echo(f"org {org_id} now answers {value}")
+    click.echo(f"org {org_id} now answers {value}" + (f" as agent {owner.id}'s own line" if owner else ""))
 
 
 @orgs.command("show")

@@ -29,7 +29,7 @@ def _contact_json(obj: Ctx, org_id: int, contact_id: int) -> dict[str, Any]:
         "region": contact.region, "language": contact.language,
         "active": contact.active, "do_not_call": contact.do_not_call, "marketing_allowed": contact.marketing_allowed,
         "dnd": {"all": contact.dnd_all, "channels": [ch for ch in contact.dnd_channels.split(",") if ch]},
-        "addresses": [{"kind": a.kind, "value": a.value} for a in addresses],
+        "addresses": [{"kind": a.kind, "value": a.value, **a.phone_flags()} for a in addresses],
         "consents": [{"channel": k.channel.value, "address": k.address, "state": k.state.value,
                       "awaiting_pin": k.awaiting_pin,
                       "opted_in_at": k.opted_in_at.isoformat() if k.opted_in_at else None,
@@ -152,8 +152,9 @@ def register(main: click.Group) -> None:
     @click.argument("contact")
     @click.option("--channel", default="text", show_default=True)
     @click.option("--all-channels", is_flag=True, help="opt-out / dnd: every channel.")
-    @click.option("--method", help="record / reauthorize: how consent was obtained.")
-    @click.option("--at", "at", help="record / reauthorize: when consent was given (ISO-8601).")
+    @click.option("--method", help="record / reauthorize / opt-out: how the customer consented or opted out.")
+    @click.option("--at", "at", help="record / reauthorize / opt-out: when the customer consented or opted out "
+                                     "(ISO-8601; default now).")
     @click.option("--evidence", help="record / reauthorize / opt-out: free text kept in the ledger.")
     @click.option("--pin", help="confirm-pin: the code the customer read out.")
     @click.option("--org", type=int)
@@ -185,8 +186,8 @@ def register(main: click.Group) -> None:
         elif action == "text-reauth":
             command = c.SendReauthRequest(org_id, contact_id, ch, actor)
         elif action == "opt-out":
-            command = c.OptOut(org_id, contact_id, ch, actor, all_channels=all_channels, evidence=evidence,
-                               occurred_at=when)
+            command = c.OptOut(org_id, contact_id, ch, actor, all_channels=all_channels,
+                               method=_opt_out_method(method), evidence=evidence, occurred_at=when)
         elif action == "reset":
             command = c.ResetConsent(org_id, contact_id, ch, actor, evidence=evidence)
         elif action in ("dnd-on", "dnd-off"):
@@ -288,6 +289,15 @@ def register(main: click.Group) -> None:
 
 CONTACT_COLUMNS = ("name", "phone", "email", "time_zone", "region", "marketing")
 YES, NO = ("yes", "y", "true", "1"), ("no", "n", "false", "0")
+
+
+def _opt_out_method(method: str | None) -> str:
+    """How the customer opted out, as the opt-out form names it; `agent` when not said."""
+    if method is None:
+        return "agent"
+    if not method.strip() or len(method) > 64:
+        raise click.BadParameter("say how the customer opted out, in 1 to 64 characters", param_hint="--method")
+    return method.strip()
 
 
 def _split_addresses(field: str) -> tuple[str, ...]:

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import DEFAULT_REF_TEMPLATE, GenerateJsonSchema, JsonSchemaMode
 
 from ..domain.model import Channel, Mode, Purpose, State
-from ..domain.settings import CapSetting, OrgSettings
+from ..domain.settings import CapSetting, OrgSettings, PinPath
 
 # Database ids are signed 64-bit integers; anything outside can name no row.
 MAX_ID = 2**63 - 1
@@ -143,6 +143,12 @@ class ContactPatch(ApiModel):
 class AddressOut(ApiModel):
     kind: str = Field(description="`phone` or `email`.")
     value: str
+    active: bool | None = Field(default=None, description="A phone record's Active flag: set by the last opt-in "
+                                                          "of its calls or texts, cleared by the last opt-out; "
+                                                          "null for an email.")
+    do_not_call: bool | None = Field(default=None, description="A phone record's Do-Not-Call flag: the "
+                                                               "opposite of `active` once either was recorded; "
+                                                               "null for an email.")
 
 
 class ConsentOut(ApiModel):
@@ -169,7 +175,8 @@ class ContactOut(ApiModel):
     language: str | None = Field(description="The language the contact is answered in when their message "
                                              "does not say (set, or learned from what they wrote).")
     fields: dict[str, Any]
-    active: bool = Field(description="Reachable: set by an opt-in on calls, cleared by an opt-out.")
+    active: bool = Field(description="Reachable by calls: set by an opt-in on calls, cleared by an opt-out "
+                                     "(each phone record has its own flags too, in `addresses`).")
     do_not_call: bool
     marketing_allowed: bool
     dnd: DndOut
@@ -211,9 +218,17 @@ class PinIn(ChannelIn):
 
 
 class OptOutIn(ApiModel):
+    """An opt-out the customer asked for outside optflow (a call, a letter), with the form's date,
+    time and method. Never refused for its method: an opt-out is recorded whatever it is called."""
+
     channel: Channel | None = None
     address: Address | None = None
     all_channels: bool = Field(default=False, description="Every channel of every address of the contact.")
+    method: Annotated[str, Field(min_length=1, max_length=64, pattern=r"\S")] | None = Field(
+        default=None, description="How the customer opted out (e.g. `phone_call`, `letter`); default `agent`.")
+    occurred_at: datetime | None = Field(default=None, description="When the customer opted out; default now. "
+                                                                    "A date-time without offset is UTC; "
+                                                                    "never in the future.")
     evidence: Text | None = None
 
 
@@ -411,6 +426,14 @@ class SettingsPatch(ApiModel):
     modes: dict[Channel, Mode | None] | None = Field(default=None, description="Per channel: consent, "
                                                                               "disclaimer or auto.")
     pin_required: bool | None = None
+    request_interval_hours: Annotated[int, Field(ge=1, le=24 * 365)] | None = Field(
+        default=None, description="Hours before another opt-in request may go to an address that was "
+                                  "asked and has not answered (default 24).")
+    discontinued_stages: Annotated[list[Word], Field(max_length=50)] | None = Field(
+        default=None, description="CRM pipeline stage names that mean discontinued (any case).")
+    pin_paths: Annotated[list[PinPath], Field(max_length=3)] | None = Field(
+        default=None, description="With `pin_required`: which opt-in requests' YES needs the PIN (`agent`, "
+                                  "`supervisor_link`, `flow`); default only an agent's own.")
     pin_ttl_minutes: Annotated[int, Field(ge=1, le=24 * 60)] | None = None
     pin_max_attempts: Annotated[int, Field(ge=1, le=20)] | None = None
     stop_applies_to_all_channels: bool | None = None

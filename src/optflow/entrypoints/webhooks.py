@@ -147,8 +147,9 @@ def webhooks_blueprint() -> Blueprint:
         if found is None:
             return _invalid_link_page()
         target, org_name = found
-        await unsubscribe_address(request, target)
-        return _done_page(target, org_name)
+        everything = _form_value(request, "scope") == "all"
+        marketing_only = await unsubscribe_address(request, target, marketing_only=not everything)
+        return _done_page(target, org_name, marketing_only=marketing_only)
 
     return bp
 
@@ -304,11 +305,25 @@ def _unsubscribe_target(system: System, token: str) -> tuple[UnsubscribeTarget, 
     return target, str(org.name)
 
 
-async def unsubscribe_address(request: Request, target: UnsubscribeTarget) -> None:
-    """Opt the address out on the token's channel, once (a mail provider may POST twice)."""
-    await request.app.ctx.commands.submit(c.OptOutAddress(
+def _form_value(request: Request, name: str) -> str:
+    """A field of a urlencoded POST ("" when absent or the body is no form)."""
+    try:
+        form = request.form
+    except Exception:  # a body that is no form: RFC 8058 asks for one field, nothing else counts
+        return ""
+    value = form.get(name) if form else None
+    return value.strip().lower() if isinstance(value, str) else ""
+
+
+async def unsubscribe_address(request: Request, target: UnsubscribeTarget, *, marketing_only: bool = False) -> bool:
+    """Act on the link, once (a mail provider may POST twice): on email, unless the person asked
+    for everything, end marketing only (`consent_rules.unsubscribe_ends_marketing_only`);
+    otherwise opt the address out on the token's channel. True when only marketing ended."""
+    result = await request.app.ctx.commands.submit(c.OptOutAddress(
         target.org_id, target.address, target.channel, ONE_CLICK_ACTOR, method=ONE_CLICK_METHOD,
-        evidence="unsubscribe link (RFC 8058 one-click POST)"))
+        evidence="unsubscribe link (RFC 8058 one-click POST)" if marketing_only
+        else "unsubscribe link: stop everything on the channel", marketing_only=marketing_only))
+    return getattr(result, "status", None) == "marketing_off"
 
 
 def _channel_words(channel: Channel) -> str:
@@ -317,6 +332,17 @@ def _channel_words(channel: Channel) -> str:
 
 
 def _confirm_page(target: UnsubscribeTarget, org_name: str) -> HTTPResponse:
+    if target.channel is Channel.EMAIL:
+        return _page("Unsubscribe", f"""
+<h1>Stop these emails?</h1>
+<p>Stop marketing emails from <strong>{html.escape(org_name)}</strong> to
+<strong>{html.escape(target.address)}</strong>: you still get receipts and other messages about
+what you bought or asked for. Or stop every email from them.</p>
+<form method="post">
+  <input type="hidden" name="List-Unsubscribe" value="One-Click">
+  <button type="submit" name="scope" value="marketing">Stop marketing emails</button>
+  <button type="submit" name="scope" value="all">Stop all emails</button>
+</form>""")
     return _page("Unsubscribe", f"""
 <h1>Stop these messages?</h1>
 <p>Press the button to stop {_channel_words(target.channel)} from <strong>{html.escape(org_name)}</strong>
@@ -327,7 +353,13 @@ to <strong>{html.escape(target.address)}</strong>.</p>
 </form>""")
 
 
-def _done_page(target: UnsubscribeTarget, org_name: str) -> HTTPResponse:
+def _done_page(target: UnsubscribeTarget, org_name: str, *, marketing_only: bool = False) -> HTTPResponse:
+    if marketing_only:
+        return _page("Unsubscribed", f"""
+<h1>You are unsubscribed from marketing emails</h1>
+<p>{html.escape(target.address)} will get no more marketing emails from
+<strong>{html.escape(org_name)}</strong>; receipts and other messages about what you bought or asked
+for still come. You can close this page.</p>""")
     return _page("Unsubscribed", f"""
 <h1>You are unsubscribed</h1>
 <p>{html.escape(target.address)} will get no more {_channel_words(target.channel)} from

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -88,10 +88,22 @@ def check_keywords(keywords: Mapping[str, Any], by_country: Mapping[str, Any] | 
             raise InvalidInput(f"keywords_by_country: {country}: {exc}", code=exc.code) from None
 
 
+def customer_facing_defaults(name: str, numbers: Sequence[str]) -> dict[str, str]:
+    """What customers read of a new top-level org until an admin words it: the program is named
+    after the org, and HELP points to the org's own number (the built-in defaults, "optflow
+    messages" and "reply HELP", tell a customer nothing)."""
+    wording = {"program_name": f"{name.strip()} messages"}
+    if numbers:
+        wording["help_contact"] = f"call or text {normalize_for_channel(numbers[0], Channel.TEXT)}"
+    return wording
+
+
 def create_org(uow: UnitOfWork, name: str, now: datetime, parent_id: int | None = None,
                settings: Mapping[str, Any] | None = None, numbers: tuple[str, ...] = ()) -> int:
     if not name.strip():
         raise InvalidInput("an org needs a name", code="name_required")
+    if parent_id is None:  # a sub-org inherits its parent's wording
+        settings = {**customer_facing_defaults(name, numbers), **(settings or {})}
     check_keywords((settings or {}).get("keywords") or {}, (settings or {}).get("keywords_by_country") or {})
     try:
         org_id = uow.orgs.create(name.strip(), now, parent_id, settings)
@@ -102,12 +114,18 @@ def create_org(uow: UnitOfWork, name: str, now: datetime, parent_id: int | None 
     return org_id
 
 
-def add_number(uow: UnitOfWork, org_id: int, number: str) -> str:
+def add_number(uow: UnitOfWork, org_id: int, number: str, agent_id: int | None = None) -> str:
+    """Add a texting number to the org; with `agent_id`, as that employee's own line: the texts
+    customers get on it speak in the employee's name."""
     value = normalize_for_channel(number, Channel.TEXT)
     owner = uow.orgs.find_by_number(value)
     if owner is not None:
         raise TransitionRefused(f"{value} already belongs to org {owner}", code="number_taken")
-    uow.orgs.add_number(org_id, value)
+    if agent_id is not None:
+        agent = uow.agents.get(agent_id)
+        if agent is None or agent.org_id != org_id:
+            raise InvalidInput(f"org {org_id} has no agent {agent_id}", code="unknown_agent")
+    uow.orgs.add_number(org_id, value, agent_id)
     return value
 
 
@@ -178,14 +196,16 @@ def set_agent_expiry(uow: UnitOfWork, org_id: int, agent_id: int, expires_at: da
     return uow.agents.in_org(org_id, agent_id)
 
 
-def ensure_default_setup(uows: UnitOfWorkFactory, now: datetime, org_name: str, number: str) -> NewAgent | None:
+def ensure_default_setup(uows: UnitOfWorkFactory, now: datetime, org_name: str, number: str,
+                         wording: Mapping[str, str] | None = None) -> NewAgent | None:
     """First run: a default org with a demo number and an admin token. Returns the new admin,
-    or None when the installation already has an org."""
+    or None when the installation already has an org. `wording` (program_name, help_contact)
+    replaces what `customer_facing_defaults` derives from the name and number."""
     with uows() as uow:
         if uow.orgs.first_id() is not None:
             return None
         org_id = create_org(uow, org_name, now, numbers=(number,),
-                            settings={"twilio_auth_token": secrets.token_hex(16)})
+                            settings={"twilio_auth_token": secrets.token_hex(16), **(wording or {})})
         admin = add_agent(uow, org_id, "admin", "admin", now)
         uow.commit()
         return admin

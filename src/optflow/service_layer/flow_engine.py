@@ -225,6 +225,7 @@ class FlowEngine:
 
     def event(self, uow: UnitOfWork, org_id: int, contact_id: int, name: str, data: Mapping[str, Any],
               now: datetime) -> list[int]:
+        data = f.with_pipeline_stage(name, data, uow.orgs.settings(org_id).discontinued_stages)
         self._exit(uow, contact_id, now, "event", name, data, f"event {name}")
         return self._trigger(uow, org_id, contact_id, "event", name, data, now)
 

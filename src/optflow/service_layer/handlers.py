@@ -85,6 +85,8 @@ class Services:
     pin_digits: Callable[[], str]
     pin_key: bytes = field(kw_only=True, repr=False)  # kept outside the database (adapters.secrets)
     public_url: str = "http://127.0.0.1:8000"
+    # The one-click unsubscribe link of (org, address, channel), for marketing email's footer.
+    unsubscribe_url: Callable[[int, str, Channel], str] | None = None
     subscribers: dict[type, list[Subscriber]] = field(default_factory=dict)
     _keyword_tables: dict[str, KeywordTable] = field(default_factory=dict)
 
@@ -287,12 +289,13 @@ def prerender_inbound(uow: UnitOfWork, svc: Services, cmd: c.ReceiveInbound, now
             evidence=inbound_evidence(cmd.body, classification), allowed_methods=tuple(settings.consent_methods)))
         held = [row.body for address_, channel in outcome.release_holds
                 for row in uow.messages.held(org_id, address_, channel) if row.direction is Direction.IN]
-        note_extra = {"held_message": "\n".join(held)}
+        note_extra = {"held_message": "\n".join(held) or (cmd.body if outcome.hold_inbound and not held else "")}
     notes = settings.default_language
+    employee = line_owner(uow, cmd)
     wanted = [(m.template, language, template_variables(uow, org_id, settings, m.channel, contact,
-                                                       None if m.reply else actor, language=language))
+                                                       employee if m.reply else actor, language=language))
               for m in outcome.to_customer if not (outcome.issue_pin and m.kind is MessageKind.PIN)]
-    wanted += [(n.template, notes, template_variables(uow, org_id, settings, n.channel, contact, None,
+    wanted += [(n.template, notes, template_variables(uow, org_id, settings, n.channel, contact, employee,
                                                       language=notes, **note_extra))
                for n in outcome.to_employee]
     for name, in_language, variables in wanted:
@@ -304,15 +307,19 @@ def prerender_inbound(uow: UnitOfWork, svc: Services, cmd: c.ReceiveInbound, now
 
 def write_outcome(uow: UnitOfWork, outcome: rules.Outcome, now: datetime) -> None:
     """Write what a consent decision changed: the consents, their ledger entries, the contact's
-    call flags, the outbox rows it cancels, the held messages it releases and its events. The
-    messages it asks for are rendered by the caller (`send_outcome_messages`), so that the
-    fallback can write the same decision without rendering anything."""
+    call flags and its phone records' flags, the outbox rows it cancels, the held messages it
+    releases and its events. The messages it asks for are rendered by the caller
+    (`send_outcome_messages`), so that the fallback can write the same decision without
+    rendering anything."""
     for change in outcome.changes:
         uow.consents.save(change.consent, now)
         uow.ledger.append(change.consent.org_id or 0, change.consent.contact_id, change.record)
     contact_id = next((ch.consent.contact_id for ch in outcome.changes if ch.consent.contact_id), None)
     if outcome.call_flags and contact_id is not None:
         uow.contacts.update(contact_id, now, **outcome.call_flags)
+    for phone, flags in outcome.phone_flags.items():
+        uow.contacts.set_phone_flags(outcome.changes[0].consent.org_id or 0, phone, active=flags.active,
+                                     do_not_call=flags.do_not_call)
     for address, channel in outcome.cancel_outbound:
         org_id = outcome.changes[0].consent.org_id if outcome.changes else None
         if org_id is not None:
@@ -358,7 +365,8 @@ def consents_for_opt_out(uow: UnitOfWork, settings: OrgSettings, org_id: int, co
 
 def revoke(uow: UnitOfWork, svc: Services, org_id: int, contact: Contact | None, cause: rules.Revocation,
            now: datetime, *, replies: list[str] | None = None, render_messages: bool = True,
-           own: Consent | None = None, language: str | None = None) -> rules.Outcome:
+           own: Consent | None = None, language: str | None = None,
+           employee: Actor | None = None) -> rules.Outcome:
     """Every opt-out, whichever door it came through: load, decide (`consent_rules.revoke`),
     write, and send what follows (to the customer in `language`, by default their contact's
     or the org's). With `render_messages=False` (the last-resort fallback) the same decision is
@@ -370,7 +378,8 @@ def revoke(uow: UnitOfWork, svc: Services, org_id: int, contact: Contact | None,
     write_outcome(uow, outcome, now)
     if render_messages:
         send_outcome_messages(uow, svc, org_id, settings, contact, outcome, consents[0], now, cause.actor,
-                              replies=replies, note_extra={"reason": _opt_out_reason(cause)}, language=language)
+                              replies=replies, note_extra={"reason": _opt_out_reason(cause)}, language=language,
+                              employee=employee)
     return outcome
 
 
@@ -388,19 +397,20 @@ def send_outcome_messages(uow: UnitOfWork, svc: Services, org_id: int, settings:
                           actor: Actor, *, replies: list[str] | None, customer_extra: dict[str, Any] | None = None,
                           note_extra: dict[str, Any] | None = None, not_before: datetime | None = None,
                           agent_id: int | None = None, note_actor: Actor | None = None,
-                          language: str | None = None) -> list[int]:
+                          language: str | None = None, employee: Actor | None = None) -> list[int]:
     """Render and record the messages a decision asked for: replies to the customer's own message
     go into `replies` (policy-checked), others are queued (from `not_before`, as `agent_id`'s);
-    notes go to the employee (named after `note_actor`). The `*_extra` variables are those only
-    the caller knows (the PIN it issued, the held message). The customer's texts are in
-    `language` (default: `customer_language`), the notes in the org's default language.
+    notes go to the employee (named after `note_actor`, else `employee`). The `*_extra` variables
+    are those only the caller knows (the PIN it issued, the held message). The customer's texts
+    are in `language` (default: `customer_language`), the notes in the org's default language.
+    `employee`: whose own line the customer wrote to, if one's; replies and notes name them.
     Returns the queued messages' ids."""
     contact_id = contact.id if contact is not None else None
     language = language or customer_language(settings, contact)
     queued = []
     for message in outcome.to_customer:
         variables = template_variables(uow, org_id, settings, message.channel, contact,
-                                       None if message.reply else actor, language=language,
+                                       employee if message.reply else actor, language=language,
                                        **(customer_extra or {}))
         body = render(svc, settings, message.template, variables, language)
         kind = message.kind
@@ -413,7 +423,7 @@ def send_outcome_messages(uow: UnitOfWork, svc: Services, org_id: int, settings:
                                         agent_id=agent_id))
     for note in outcome.to_employee:
         notify_employee(uow, svc, org_id, settings, contact, note.channel, note.address, note.template, now,
-                        note_actor, **(note_extra or {}))
+                        note_actor or employee, **(note_extra or {}))
     return queued
 
 
@@ -581,7 +591,7 @@ def receive_inbound(cmd: c.ReceiveInbound, uow: UnitOfWork, svc: Services, now: 
 
     if intent is Intent.OPT_OUT:
         revoke(uow, svc, org_id, contact, inbound_revocation(address, cmd, source, classification), now,
-               replies=replies, own=consent, language=language)
+               replies=replies, own=consent, language=language, employee=line_owner(uow, cmd))
     else:
         answered = rules.answer(org_id, contact_id, consent, intent, settings,
                                 ctx(evidence=inbound_evidence(cmd.body, classification)))
@@ -595,8 +605,13 @@ def receive_inbound(cmd: c.ReceiveInbound, uow: UnitOfWork, svc: Services, now: 
             pin = {"pin": digits, "pin_valid_minutes": settings.pin_ttl_minutes}
         if answered.hold_inbound:
             status = MessageStatus.HELD
+        # The employee's note quotes what was released, or says the customer's message now waits.
+        waiting = cmd.body if answered.hold_inbound and not held else ""
+        # Most messages ask for no text at all: only those that do look up whose line it is.
+        employee = line_owner(uow, cmd) if answered.to_customer or answered.to_employee else None
         send_outcome_messages(uow, svc, org_id, settings, contact, answered, consent, now, actor, replies=replies,
-                              customer_extra=pin, note_extra={"held_message": "\n".join(held)}, language=language)
+                              customer_extra=pin, note_extra={"held_message": "\n".join(held) or waiting},
+                              language=language, employee=employee)
     if replies or status is not stored_status:
         uow.messages.set(message_id, status=status, reply_text=json.dumps(replies))
     if contact_id is not None and intent is Intent.OTHER:
@@ -604,6 +619,19 @@ def receive_inbound(cmd: c.ReceiveInbound, uow: UnitOfWork, svc: Services, now: 
         uow.events.append(ev.CustomerReplied(org_id, contact_id, cmd.channel, cmd.body, now))
     return InboundResult(org_id, message_id, intent, consent.state, cmd.channel, address, tuple(replies),
                          contact_id=contact_id)
+
+
+def line_owner(uow: UnitOfWork, cmd: c.ReceiveInbound) -> Actor | None:
+    """The employee whose own line the customer wrote to (Movius's MultiLine), as the actor whose
+    name the texts use; None for the org's shared numbers (the texts then use the org's name)."""
+    number = written_as_e164(cmd.to_address, cmd.channel)
+    if number is None:
+        try:
+            number = normalize_for_channel(cmd.to_address, cmd.channel)
+        except DomainError:  # a chat gateway's own address, not a number of ours
+            return None
+    agent_id = uow.orgs.number_owner(number)
+    return Actor(ActorKind.AGENT, str(agent_id)) if agent_id is not None else None
 
 
 def _replayed(uow: UnitOfWork, org_id: int, cmd: c.ReceiveInbound) -> InboundResult:
@@ -678,6 +706,10 @@ def _add_addresses(uow: UnitOfWork, org_id: int, contact_id: int, phones: Iterab
         if owner is None:
             uow.contacts.add_address(org_id, contact_id, kind, value)
             uow.consents.attach_contact(org_id, value, contact_id)
+            if kind == "phone":  # an opt-out (or opt-in) the number gave before it was the contact's
+                flags = rules.phone_flags_from(uow.consents.for_addresses(org_id, [value]))
+                if flags is not None:
+                    uow.contacts.set_phone_flags(org_id, value, active=flags.active, do_not_call=flags.do_not_call)
 
 
 def create_contact(cmd: c.CreateContact, uow: UnitOfWork, svc: Services, now: datetime) -> ActionResult:
@@ -692,16 +724,27 @@ def create_contact(cmd: c.CreateContact, uow: UnitOfWork, svc: Services, now: da
     if not cmd.marketing_allowed:
         # "Opt in to future marketing" left unticked is the customer's answer too: on the record.
         record_marketing(uow, cmd.org_id, contact_id, cmd.actor or SYSTEM, now, None, False)
+    _auto_opt_in(uow, settings, cmd.org_id, contact_id, [row.value for row in uow.contacts.addresses(contact_id)],
+                 now)
+    return ActionResult(contact_id, None, None, status="created")
+
+
+def _auto_opt_in(uow: UnitOfWork, settings: OrgSettings, org_id: int, contact_id: int, values: Sequence[str],
+                 now: datetime) -> None:
+    """In a channel the org runs in `auto` mode (business types allowed to), a contact's address
+    is opted in as it is stored, when the contact is created or the address added later; never
+    over an opt-out, and once (an address already opted in keeps its consent)."""
     for row in uow.contacts.addresses(contact_id):
+        if row.value not in values:
+            continue
         for channel in channels_for_kind(row.kind):
             if settings.mode(channel) is Mode.AUTO:
-                consent = uow.consents.get(cmd.org_id, row.value, channel, lock=True)
-                if consent.state is not State.OPTED_OUT:
+                consent = uow.consents.get(org_id, row.value, channel, lock=True)
+                if consent.state not in (State.OPTED_OUT, State.OPTED_IN):
                     decide_change(uow, consent, Trigger.RECORD_OPT_IN,
                                   TransitionContext(actor=SYSTEM, now=now, method="auto",
                                                     evidence=f"auto opt-in for business type {settings.business_type}",
                                                     allowed_methods=("auto",)), contact_id)
-    return ActionResult(contact_id, None, None, status="created")
 
 
 def _check_zone(zone: str | None) -> str | None:
@@ -750,7 +793,11 @@ def update_contact(cmd: c.UpdateContact, uow: UnitOfWork, svc: Services, now: da
         values["language"] = _check_language(cmd.language)
     if values:
         uow.contacts.update(cmd.contact_id, now, **values)
+    known = {row.value for row in uow.contacts.addresses(cmd.contact_id)}
     _add_addresses(uow, cmd.org_id, cmd.contact_id, cmd.add_phones, cmd.add_emails)
+    added = [row.value for row in uow.contacts.addresses(cmd.contact_id) if row.value not in known]
+    if added:
+        _auto_opt_in(uow, uow.orgs.settings(cmd.org_id), cmd.org_id, cmd.contact_id, added, now)
     return ActionResult(cmd.contact_id, None, None, status="updated")
 
 
@@ -780,13 +827,14 @@ def request_opt_in(cmd: c.RequestOptIn, uow: UnitOfWork, svc: Services, now: dat
     rules.check_request(consent, ctx)  # before the policy: an opt-out's refusal says who may reopen it
     decision = policy_decision(uow, settings, contact, consent, Purpose.CONVERSATIONAL, MessageKind.OPT_IN_REQUEST, now)
     _refuse_if_denied(decision)
+    rules.check_request_interval(consent, settings, now)
     requested = decide_change(uow, consent, Trigger.REQUEST_OPT_IN, ctx, cmd.contact_id)
-    if cmd.quick:
-        consent.method = "quick_opt_in"
-        uow.consents.save(consent, now)
+    rules.mark_request(consent, rules.request_path(cmd.reason, cmd.quick))
+    uow.consents.save(consent, now)
     queued = send_outcome_messages(uow, svc, cmd.org_id, settings, contact, requested, consent, now, cmd.actor,
                                    replies=None, not_before=_deferred_until(decision),
-                                   agent_id=_agent_id(cmd.actor), note_actor=cmd.actor)
+                                   agent_id=_agent_id(cmd.actor), note_actor=cmd.actor,
+                                   note_extra={"held_message": cmd.held_message})
     return ActionResult(cmd.contact_id, cmd.channel, consent.state, status="requested", message_id=queued[0])
 
 
@@ -821,9 +869,10 @@ def confirm_pin(cmd: c.ConfirmPin, uow: UnitOfWork, svc: Services, now: datetime
 
 def reauthorize(cmd: c.Reauthorize, uow: UnitOfWork, svc: Services, now: datetime) -> ActionResult:
     _, settings, consent = _load(uow, cmd)
-    decide_change(uow, consent, Trigger.REAUTHORIZE, TransitionContext(
+    renewed = decide_change(uow, consent, Trigger.REAUTHORIZE, TransitionContext(
         actor=cmd.actor, now=now, occurred_at=cmd.occurred_at, method=cmd.method, evidence=cmd.evidence,
         allowed_methods=tuple(settings.consent_methods)), cmd.contact_id)
+    release_held(uow, cmd.org_id, renewed, now)
     return ActionResult(cmd.contact_id, cmd.channel, consent.state, status="reauthorized")
 
 
@@ -862,6 +911,11 @@ def opt_out_address(cmd: c.OptOutAddress, uow: UnitOfWork, svc: Services, now: d
     carrier's "unsubscribed recipient", an imported suppression). Repeating it records nothing
     more. Returns None when no contact owns the address."""
     contact = uow.contacts.at_address(cmd.org_id, cmd.address)
+    if contact is not None and rules.unsubscribe_ends_marketing_only(cmd.channel, cmd.marketing_only, True):
+        if contact.marketing_allowed:
+            set_marketing(c.SetMarketing(cmd.org_id, contact.id, cmd.actor, allowed=False), uow, svc, now)
+        consent = uow.consents.get(cmd.org_id, cmd.address, cmd.channel)
+        return ActionResult(contact.id, cmd.channel, consent.state, status="marketing_off")
     revoke(uow, svc, cmd.org_id, contact, rules.Revocation(
         cmd.door, cmd.actor, cmd.address, cmd.channel, method=cmd.method, evidence=cmd.evidence,
         source_message_id=cmd.source_message_id), now)
@@ -954,17 +1008,27 @@ def send_message(cmd: c.SendMessage, uow: UnitOfWork, svc: Services, now: dateti
     agent_id = _agent_id(cmd.actor)
     if isinstance(decision, Deny) and decision.code in ("no_consent", "reauth_due") \
             and mode is Mode.CONSENT and cmd.purpose is Purpose.CONVERSATIONAL:
+        already_holding = any(row.direction is Direction.OUT for row in uow.messages.held(cmd.org_id, address,
+                                                                                          cmd.channel))
         message_id = uow.messages.add(
             org_id=cmd.org_id, contact_id=cmd.contact_id, direction=Direction.OUT, audience=Audience.CUSTOMER,
             channel=cmd.channel.value, address=address, body=cmd.body, subject=cmd.subject,
             purpose=cmd.purpose.value, kind=MessageKind.NORMAL.value, status=MessageStatus.HELD, created_at=now,
             agent_id=agent_id,
         )
-        if consent.state is not State.REQUESTED:
+        request = rules.request_for_held_message(consent.state, already_holding)
+        if request is rules.HeldMessageRequest.REAUTH:
+            send_reauth_request(c.SendReauthRequest(cmd.org_id, cmd.contact_id, cmd.channel, cmd.actor, address),
+                                uow, svc, now)
+        elif request is rules.HeldMessageRequest.OPT_IN:
             request_opt_in(c.RequestOptIn(cmd.org_id, cmd.contact_id, cmd.channel, cmd.actor, address,
-                                          reason="first message"), uow, svc, now)
+                                          reason="first message", held_message=cmd.body), uow, svc, now)
+        asked = {rules.HeldMessageRequest.REAUTH: "; the re-authorisation request was sent",
+                 rules.HeldMessageRequest.OPT_IN: "; the opt-in request was sent"}.get(request, "")
+        waits_for = "renews their consent (YES, or your record of it)" if consent.state is State.REAUTH_DUE \
+            else "replies YES"
         return ActionResult(cmd.contact_id, cmd.channel, consent.state, status="held", message_id=message_id,
-                            detail="held until the customer replies YES; the opt-in request was sent")
+                            detail=f"held until the customer {waits_for}{asked}")
     _refuse_if_denied(decision)
     body = cmd.body
     if mode is Mode.DISCLAIMER and not uow.messages.has_outbound(cmd.org_id, address, cmd.channel):
@@ -973,6 +1037,13 @@ def send_message(cmd: c.SendMessage, uow: UnitOfWork, svc: Services, now: dateti
                         template_variables(uow, cmd.org_id, settings, cmd.channel, contact, cmd.actor,
                                            language=language), language)
         body = f"{body}\n\n{notice}"
+    if cmd.channel is Channel.EMAIL and cmd.purpose is Purpose.MARKETING and svc.unsubscribe_url is not None:
+        # The same footer as a flow's marketing mail; the dispatcher adds the List-Unsubscribe headers.
+        language = customer_language(settings, contact)
+        footer = render(svc, settings, "email/marketing_footer", template_variables(
+            uow, cmd.org_id, settings, cmd.channel, contact, cmd.actor, language=language,
+            unsubscribe_url=svc.unsubscribe_url(cmd.org_id, address, cmd.channel)), language)
+        body = f"{body}\n\n{footer}"
     message_id = queue_to_customer(uow, cmd.org_id, cmd.contact_id, cmd.channel, address, body, now,
                                    kind=MessageKind.NORMAL, purpose=cmd.purpose,
                                    not_before=decision.until if isinstance(decision, Defer) else None,
@@ -999,7 +1070,8 @@ def link_unassociated(cmd: c.LinkUnassociated, uow: UnitOfWork, svc: Services, n
         if row.address == address:
             uow.messages.set(row.id, status=MessageStatus.DELIVERED, contact_id=cmd.contact_id)
     consent = uow.consents.get(cmd.org_id, address, channel)
-    if consent.state in (State.OPTED_IN, State.OPTED_OUT):
+    settings = uow.orgs.settings(cmd.org_id)
+    if consent.state in (State.OPTED_IN, State.OPTED_OUT) or not rules.may_request_again(consent, settings, now):
         return ActionResult(cmd.contact_id, channel, consent.state, status="linked")
     result = request_opt_in(c.RequestOptIn(cmd.org_id, cmd.contact_id, channel, cmd.actor, address,
                                            reason="supervisor_link"), uow, svc, now)

@@ -1,0 +1,114 @@
+"""Movius MultiLine's opt-in with consent (issue 12, item 8: "Movius").
+
+Movius keeps separate texts for a conversation the customer started ("MT") and one an employee
+started ("MO"): the request, the employee's note that it went, the confirmation, the employee's
+note of the YES, and those of a refusal. Here the MT side, which had no note to the employee
+at all and shared every other text with the MO side."""
+
+from __future__ import annotations
+
+from itertools import count
+from pathlib import Path
+
+import pytest
+
+from conftest import ORG_NUMBER, new_agent, new_org, run_cli
+from optflow.adapters import db
+from optflow.adapters.unit_of_work import SqlUnitOfWork
+from optflow.bootstrap import System
+from optflow.domain import commands as c
+from optflow.domain.model import Actor, ActorKind, Channel, State
+
+PHONE = "+14155552671"
+_sids = count(1)
+
+
+class Line:
+    def __init__(self, system: System) -> None:
+        self.system = system
+        self.org = new_org(system)
+        self.agent = Actor(ActorKind.AGENT, str(new_agent(system, self.org, name="Dana").id), "agent")
+        self.contact = system.bus.handle(c.CreateContact(self.org, name="Sam", phones=(PHONE,))).contact_id
+
+    def customer_writes(self, body: str) -> list[str]:
+        result = self.system.bus.handle(c.ReceiveInbound(Channel.TEXT, PHONE, ORG_NUMBER, body,
+                                                         f"SM{next(_sids):032x}"))
+        return list(result.replies)
+
+    def notes(self) -> list[str]:
+        with self.system.bus.uow() as uow:
+            rows = uow.messages.for_contact(self.org, self.contact, limit=50)
+        return [m.body for m in sorted(rows, key=lambda m: m.id) if m.audience.value == "employee"]
+
+
+@pytest.fixture
+def line(system: System) -> Line:
+    return Line(system)
+
+
+def test_movius_mt_the_employee_learns_the_customer_was_asked_first_and_gets_the_mt_texts(line: Line) -> None:
+    replies = line.customer_writes("Hi, is my car ready?")
+    assert "To continue by text, reply YES" in replies[0]
+    assert line.notes() == ["Sam tried to send you a text message and was asked to opt in first. Their message "
+                            "reaches you once they reply YES."]
+    replies = line.customer_writes("YES")
+    assert replies == ["Acme alerts: opted in, Acme gets your message now. Msg frequency varies. Msg & data rates "
+                       "may apply. Reply HELP for help, STOP to end."]
+    assert line.notes()[1:] == ["Sam opted in to text messages; you can reply now. Their message: Hi, is my car "
+                                "ready?"]
+
+
+def test_movius_mt_a_customer_who_wrote_first_and_declines_gets_the_mt_refusal_texts(line: Line) -> None:
+    line.customer_writes("Hi, is my car ready?")
+    replies = line.customer_writes("STOP")
+    assert replies == ["Acme alerts: opt-out confirmed, you will get no text messages from Acme. If you change "
+                       "your mind, reply START."]
+    assert line.notes()[1:] == ['Sam who wrote to you declined to opt in to text messages (replied "STOP"). '
+                                "Nothing can be sent to them until they consent."]
+
+
+def test_movius_mo_keeps_its_own_texts(line: Line) -> None:
+    held = line.system.bus.handle(c.SendMessage(line.org, line.contact, Channel.TEXT, "Your car is ready", line.agent))
+    assert held.status == "held"
+    replies = line.customer_writes("YES")
+    assert replies[0].startswith("Acme alerts: you are subscribed to text messages.")
+    assert line.notes() == ["Opt-in request sent to Sam by text. Your message is held and will be delivered once "
+                            "they reply YES.", "Sam opted in to text messages."]
+    with line.system.bus.uow() as uow:
+        assert uow.consents.get(line.org, PHONE, Channel.TEXT).state is State.OPTED_IN
+
+
+DANAS_LINE = "+12025550150"
+
+
+def test_movius_a_number_can_be_an_employees_own_line_and_speaks_in_their_name(line: Line) -> None:
+    from optflow.service_layer import admin
+
+    with line.system.bus.uow() as uow:
+        admin.add_number(uow, line.org, DANAS_LINE, int(line.agent.id or 0))
+        uow.commit()
+    asked = line.system.bus.handle(c.ReceiveInbound(Channel.TEXT, PHONE, DANAS_LINE, "Hi Dana, is my car ready?",
+                                                    f"SM{next(_sids):032x}"))
+    assert asked.replies[0].startswith("Thanks for contacting Dana at Acme.")
+    confirmed = line.system.bus.handle(c.ReceiveInbound(Channel.TEXT, PHONE, DANAS_LINE, "YES",
+                                                        f"SM{next(_sids):032x}"))
+    assert "Dana gets your message now" in confirmed.replies[0]
+
+
+def test_movius_the_orgs_shared_number_speaks_in_the_orgs_name(line: Line) -> None:
+    assert line.customer_writes("Hello?")[0].startswith("Thanks for contacting Acme.")
+
+
+def test_movius_an_employees_line_is_added_from_the_cli(tmp_path: Path) -> None:
+    assert run_cli(tmp_path, "init").returncode == 0
+    assert run_cli(tmp_path, "agents", "add", "Dana", "--role", "agent").returncode == 0
+    added = run_cli(tmp_path, "orgs", "add-number", DANAS_LINE, "--agent", "Dana")
+    assert added.returncode == 0, added.stderr
+    assert "own line" in added.stdout
+    unknown = run_cli(tmp_path, "orgs", "add-number", "+12025550151", "--agent", "Nobody")
+    assert unknown.returncode != 0 and "Nobody" in unknown.stderr
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'cli.db'}")
+    with SqlUnitOfWork(engine) as uow:
+        assert uow.orgs.number_owner(DANAS_LINE) is not None
+        assert uow.orgs.number_owner("+12025550151") is None
+    engine.dispose()
