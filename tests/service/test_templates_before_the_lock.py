@@ -105,7 +105,7 @@ async def test_the_overrides_of_the_customers_language_are_rendered_before_the_w
         stop = await batcher.submit(c.ReceiveInbound(Channel.TEXT, PHONE, ORG_NUMBER, "ALTO", "SMalto1"))
     finally:
         await batcher.close()
-    assert help_.replies == ("Ayuda de Acme: responda HELP.",)
+    assert help_.replies == ("Ayuda de Acme: llame o escriba al +12025550123.",)  # the default HELP contact, in Spanish
     assert stop.replies == ("Acme: no le escribiremos más. START para volver.",)
     assert {name for name, _ in probe.overrides} == {"customer/help", "customer/opt_out_confirmation",
                                                      "employee/contact_opted_out"}

@@ -181,3 +181,12 @@ def test_keywords_by_country_merge_country_by_country_from_the_parent() -> None:
 def test_a_country_given_twice_is_refused() -> None:
     with pytest.raises(ValueError, match="MX is given twice"):
         resolve([{"keywords_by_country": {"mx": {"es": {"opt_out": ["BAJA"]}}, "MX": {"es": {"opt_out": ["X"]}}}}])
+
+
+@pytest.mark.parametrize(("language", "shown"), [
+    ("en", "call or text +12025550123"), ("es", "llame o escriba al +12025550123"),
+    ("fr", "appelez ou écrivez au +12025550123"), ("pt", "ligue ou envie mensagem para +12025550123"),
+])
+def test_a_new_orgs_help_contact_is_shown_in_the_customers_language(language: str, shown: str) -> None:
+    assert localised_setting(language, "call or text +12025550123") == shown
+    assert localised_setting(language, "call or text our office") == "call or text our office"  # an org's own words

@@ -365,7 +365,9 @@ _TRANSLATED_BUILT_INS: Mapping[str, Mapping[str, str]] = MappingProxyType({
         "pin": "(indisponível)", "unsubscribe_url": "(responda STOP)",
     },
 })
-_SAME_BUILT_IN = {"customer/opt_in_request.customer_started": "customer/opt_in_request.employee_started"}
+_SAME_BUILT_IN = {"customer/opt_in_request.customer_started": "customer/opt_in_request.employee_started",
+                  "customer/opt_in_confirmation.customer_started": "customer/opt_in_confirmation",
+                  "customer/opt_out_confirmation.customer_started": "customer/opt_out_confirmation"}
 
 
 def built_in_text(name: str, language: str, variables: Mapping[str, object]) -> tuple[str, str]:

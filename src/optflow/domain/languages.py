@@ -159,6 +159,23 @@ DEFAULT_SETTING_TEXTS: Mapping[str, Mapping[str, str]] = MappingProxyType({
 value the org left at its default is shown in the reply's language, a value it wrote as it is."""
 
 
+HELP_BY_NUMBER = "call or text {}"
+"""The HELP contact a new org is given (its own number in place of `{}`), until an admin words it."""
+
+HELP_BY_NUMBER_TEXTS: Mapping[str, str] = MappingProxyType({
+    "es": "llame o escriba al {}", "fr": "appelez ou écrivez au {}", "pt": "ligue ou envie mensagem para {}",
+})
+
+
 def localised_setting(language: str, value: str) -> str:
-    """`value` of a text setting as shown in `language`: translated if it is the setting's default."""
-    return DEFAULT_SETTING_TEXTS.get(language, {}).get(value, value)
+    """`value` of a text setting as shown in `language`: translated if it is the setting's
+    default, or the HELP contact a new org is given (`HELP_BY_NUMBER`); as written otherwise."""
+    translated = DEFAULT_SETTING_TEXTS.get(language, {}).get(value)
+    if translated is not None:
+        return translated
+    prefix = HELP_BY_NUMBER.format("")
+    number = value[len(prefix):]
+    if language in HELP_BY_NUMBER_TEXTS and value.startswith(prefix) and number.startswith("+") \
+            and number[1:].isdigit():
+        return HELP_BY_NUMBER_TEXTS[language].format(number)
+    return value

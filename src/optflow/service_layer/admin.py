@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from ..domain.addresses import normalize_for_channel
 from ..domain.keywords import KeywordTable
+from ..domain.languages import HELP_BY_NUMBER
 from ..domain.model import Channel, DomainError, InvalidInput, TransitionRefused
 from ..domain.records import Agent
 from ..domain.settings import OrgSettings
@@ -94,7 +95,7 @@ def customer_facing_defaults(name: str, numbers: Sequence[str]) -> dict[str, str
     messages" and "reply HELP", tell a customer nothing)."""
     wording = {"program_name": f"{name.strip()} messages"}
     if numbers:
-        wording["help_contact"] = f"call or text {normalize_for_channel(numbers[0], Channel.TEXT)}"
+        wording["help_contact"] = HELP_BY_NUMBER.format(normalize_for_channel(numbers[0], Channel.TEXT))
     return wording
 
 
