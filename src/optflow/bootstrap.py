@@ -19,9 +19,10 @@ from .adapters.secrets import SecretSource, load_key, secret_file_beside_databas
 from .adapters.senders import ConsoleSender, Router, Sender, SmtpSender, TwilioSender, WebhookSender
 from .adapters.templates import TemplateRenderer
 from .adapters.webhook_poster import WebhookPoster, derived_secret
-from .config import Config
+from .config import TWILIO_STATUS_PATH, Config
 from .domain.model import Channel
 from .domain.tokens import unsubscribe_url
+from .service_layer import delivery_signals
 from .service_layer.dispatcher import Dispatcher
 from .service_layer.flow_engine import FlowEngine, load_flow_directory
 from .service_layer.handlers import Services
@@ -112,6 +113,14 @@ def pin_key(config: Config, database_url: URL) -> bytes:
     return load_key(SecretSource(PIN_KEY_NAME, config.pin_key, path), ephemeral_ok=in_memory)
 
 
+def status_callback_url(config: Config) -> str | None:
+    """Twilio's StatusCallback for each message: on when the config says so, or by default when
+    the public URL is https (Twilio cannot reach a development server on a loopback address)."""
+    wanted = config.status_callbacks if config.status_callbacks is not None \
+        else config.public_url.startswith("https://")
+    return config.public_url.rstrip("/") + TWILIO_STATUS_PATH if wanted else None
+
+
 def build_sender(config: Config, console_stream: TextIO | None = None) -> Sender:
     console = ConsoleSender(console_stream)
     routes: dict[Channel, Sender] = {channel: console for channel in Channel}
@@ -147,8 +156,9 @@ def bootstrap(config: Config | None = None, *, clock: Callable[[], datetime] = u
                         pin_key=pin_key(config, engine.url))
     engine_flows = FlowEngine(flows, services, flows_dir,
                               unsubscribe_url=functools.partial(unsubscribe_url, config.public_url, secret))
-    bus = MessageBus(engine, services, clock, engine_flows.command_handlers())
-    dispatcher = Dispatcher(engine, services, sender or build_sender(config), secret, config.public_url, clock)
+    bus = MessageBus(engine, services, clock, {**engine_flows.command_handlers(), **delivery_signals.HANDLERS})
+    dispatcher = Dispatcher(engine, services, sender or build_sender(config), secret, config.public_url, clock,
+                            status_callback_url=status_callback_url(config))
     webhooks = WebhookDispatcher(engine, WebhookPoster(config.webhook_secret or derived_secret(secret)),
                                  retry_base=timedelta(seconds=config.webhook_retry_base_seconds))
     return System(config, engine, services, bus, dispatcher, engine_flows, clock, secret, webhooks)

@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from .delivery import Undeliverable
 from .events import ChannelsBlocked, ConsentChanged, Event
 from .machine import TransitionContext, fire
 from .model import (
@@ -68,6 +69,43 @@ class Door(enum.StrEnum):
     ONE_CLICK = "one_click"  # the unsubscribe link or RFC 8058 one-click POST
     CARRIER = "carrier"  # the provider says the recipient unsubscribed (Twilio 21610)
     FLOW = "flow"  # a flow's `opt_out` step
+    COMPLAINT = "complaint"  # the recipient reported our email as spam (a mail provider or an ARF report)
+    BOUNCE = "bounce"  # a mail server or provider says the address bounced (marks it, never an opt-out)
+
+
+@dataclass(frozen=True)
+class AddressSignal:
+    """A provider says an address cannot, or must not, get messages on a channel: a bounce, a
+    complaint, a carrier's 30004/30005/30006 (`delivery.Undeliverable`). Not an opt-out by itself."""
+
+    door: Door
+    actor: Actor
+    address: str
+    channel: Channel
+    reason: Undeliverable
+    evidence: str | None = None
+    source_message_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Marked:
+    """A consent put on do-not-contact, and what it was before (None: nothing against it)."""
+
+    consent: Consent
+    previous: str | None
+    signal: AddressSignal
+
+
+def mark_undeliverable(consent: Consent, signal: AddressSignal, now: datetime) -> Marked | None:
+    """Put the (address, channel) of `consent` on do-not-contact with the signal's reason; the
+    consent's state stays (nobody opted out). None when it already carries that reason. A
+    complaint outranks a bounce: once complained, a later bounce does not replace the reason."""
+    previous = consent.do_not_contact
+    if previous == signal.reason or (previous == Undeliverable.COMPLAINED and signal.reason is Undeliverable.BOUNCED):
+        return None
+    consent.do_not_contact = signal.reason.value
+    consent.do_not_contact_at = now
+    return Marked(consent, previous, signal)
 
 
 @dataclass(frozen=True)

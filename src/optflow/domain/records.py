@@ -49,6 +49,8 @@ class MessageStatus(enum.StrEnum):
     DENIED = "denied"
     CANCELLED = "cancelled"
     HELD = "held"
+    UNDELIVERED = "undelivered"  # the provider reported it could not deliver it (Twilio's status callback)
+    DIALLED = "dialled"  # a call a dialler placed outside optflow, recorded through /attempts
     REPLIED = "replied"
     DELIVERED = "delivered"
     UNASSOCIATED = "unassociated"
@@ -59,7 +61,9 @@ class MessageStatus(enum.StrEnum):
 NOT_HANDED_OVER = (MessageStatus.QUEUED, MessageStatus.SENDING)
 # Rows whose `sent_at` is the moment they were handed to a provider: delivered, in flight, or of
 # unknown outcome (a `failed` row keeps `sent_at` only then; a refusal clears it).
-HANDED_OVER = (MessageStatus.SENT, MessageStatus.HANDED_OVER, MessageStatus.FAILED)
+# Delivery reports (DELIVERED, UNDELIVERED) and calls dialled elsewhere count as handed over too.
+HANDED_OVER = (MessageStatus.SENT, MessageStatus.HANDED_OVER, MessageStatus.FAILED, MessageStatus.DELIVERED,
+               MessageStatus.UNDELIVERED, MessageStatus.DIALLED)
 
 
 class EnrollmentStatus(enum.StrEnum):
@@ -179,6 +183,9 @@ class Message:
     last_error: str | None
     created_at: datetime
     sent_at: datetime | None  # outbound: handed to the provider
+    provider_status: str | None  # the provider's last delivery report (Twilio's MessageStatus)
+    error_code: str | None  # the provider's error code with that report
+    template_json: str | None  # a WhatsApp template message: {"name", "variables", "content_sid"}
 
 
 @dataclass(slots=True, frozen=True)

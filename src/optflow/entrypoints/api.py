@@ -10,7 +10,7 @@ from __future__ import annotations
 from sanic import Blueprint
 from sanic_ext.extensions.openapi.builders import SpecificationBuilder
 
-from . import api_contacts, api_org
+from . import api_calls, api_contacts, api_org
 from .api_common import SECURITY_SCHEME
 
 URL_PREFIX = "/api/v1"
@@ -23,4 +23,5 @@ def api_blueprint() -> Blueprint:
     bp = Blueprint("api_v1", url_prefix=URL_PREFIX)
     api_contacts.register(bp)
     api_org.register(bp)
+    api_calls.register(bp)
     return bp
