@@ -606,9 +606,13 @@ def test_every_route_is_documented_with_its_schemas_and_the_bearer_scheme(server
         ("POST", "/messages"), ("POST", "/events"), ("GET", "/unassociated"),
         ("POST", "/unassociated/{message_id}/link"), ("GET", "/settings"), ("PATCH", "/settings"),
         ("GET", "/reports/consent"), ("GET", "/agents"), ("POST", "/agents/{agent_id}/revoke"),
-        ("PATCH", "/agents/{agent_id}"),
+        ("PATCH", "/agents/{agent_id}"), ("POST", "/checks"), ("POST", "/attempts"), ("POST", "/bounces/dsn"),
     }
     without_body = {("POST", API + "/agents/{agent_id}/revoke")}
+    bounce_report = operations[("POST", API + "/bounces/dsn")]["requestBody"]
+    assert bounce_report["required"] is True and list(bounce_report["content"]) == [
+        "message/rfc822", "application/octet-stream"]
+    without_body.add(("POST", API + "/bounces/dsn"))
     assert set(operations) == {(method, API + path) for method, path in expected}
     for (method, path), op in operations.items():
         assert op["security"] == [{"token": []}], (method, path)

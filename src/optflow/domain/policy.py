@@ -6,9 +6,14 @@ The checks run in a fixed order, and the first refusal wins:
 
 1. opt-out (and the two answers an opted-out contact may still get: the opt-out confirmation,
    once and within five minutes, and the reply to HELP);
-2. do-not-disturb;
-3. consent, the org's mode on the channel, and marketing permission;
-4. reasons to wait: frequency caps, then quiet hours in the recipient's local time.
+2. do-not-contact: the address cannot or must not get messages on the channel (a bounce, a
+   complaint, a carrier's block; `delivery.Undeliverable`);
+3. do-not-disturb;
+4. consent, the org's mode on the channel, and marketing permission;
+5. WhatsApp's 24-hour window: free-form only within 24 hours of the customer's last message,
+   approved templates only outside it;
+6. reasons to wait: frequency caps, then quiet hours in the recipient's local time (a free-form
+   WhatsApp message that would wait past its window is refused instead).
 
 Only messages the business starts (`NORMAL`, `OPT_IN_REQUEST`) ever wait: the others answer
 something the customer just sent, so holding them back would break the answer (an opt-out

@@ -35,11 +35,13 @@ class Audience(enum.StrEnum):
 class MessageStatus(enum.StrEnum):
     """Where a message is. Outbound through the outbox (service_layer/dispatcher.py):
     QUEUED -> SENDING (claimed, leased) -> HANDED_OVER (given to the provider) -> SENT | FAILED,
+    then, by the provider's delivery report, DELIVERED | UNDELIVERED | FAILED (never back);
     or QUEUED again (a retry or deferral); DENIED (the policy refused it at hand-over), CANCELLED
     (an opt-out or DND stopped it), HELD (waiting for the customer's YES). Replies given in the
     webhook's answer are REPLIED (or DENIED); employee notes are DELIVERED. Inbound: RECEIVED
     (before its handling is stored), DELIVERED to the employee, HELD until the customer's YES, or
-    UNASSOCIATED (no contact owns the sender's address yet)."""
+    UNASSOCIATED (no contact owns the sender's address yet). A call a dialler placed outside
+    optflow is stored DIALLED (POST /api/v1/attempts)."""
 
     QUEUED = "queued"
     SENDING = "sending"

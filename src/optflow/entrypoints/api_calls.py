@@ -31,6 +31,7 @@ TAG = "diallers"
 # A check may ask about a moment a little in the past (clocks differ) or in the future.
 CHECK_PAST_TOLERANCE = timedelta(minutes=5)
 CHECK_HORIZON = timedelta(days=31)
+REPORT_MEDIA_TYPES = ("message/rfc822", "application/octet-stream")
 CallOutcome = Literal["connected", "no_answer", "busy", "voicemail", "failed", "wrong_number", "do_not_call"]
 assert set(CallOutcome.__args__) == set(CALL_OUTCOMES)  # type: ignore[attr-defined]
 
@@ -165,11 +166,13 @@ def register(bp: Blueprint) -> None:
                                   consent_state=result.state), 201)
 
     @bp.post("/bounces/dsn")
+    @openapi.body({media: {"schema": {"type": "string", "format": "binary"}} for media in REPORT_MEDIA_TYPES},
+                  required=True)
     @route("supervisor", ok=(200, BouncesOut, "What the report changed."), errors=(400, 413, 415, 422),
            tag="bounces")
-    @openapi.body({"message/rfc822": {"schema": {"type": "string", "format": "binary"}}}, required=True)
     async def bounce_report(request: Request) -> HTTPResponse:
-        """The bounce mailbox over HTTP: one RFC 822 message (`Content-Type: message/rfc822`).
+        """The bounce mailbox over HTTP: one RFC 822 message (`Content-Type: message/rfc822`, or
+        `application/octet-stream` for clients that cannot name it).
 
         An RFC 3464 delivery status notification (or a bounce in a known non-standard format)
         puts each permanently failed address on email do-not-contact (`bounced`); an RFC 5965
@@ -177,7 +180,7 @@ def register(bp: Blueprint) -> None:
         failures change nothing.
         """
         media_type = (request.headers.get("content-type") or "").partition(";")[0].strip().lower()
-        if media_type != "message/rfc822":
+        if media_type not in REPORT_MEDIA_TYPES and (request.body or b"").strip():
             raise ApiError(415, "unsupported_media_type", "send the bounce as Content-Type: message/rfc822")
         items = mail_feedback.from_report(request.body or b"")
         caller = caller_of(request)
