@@ -164,6 +164,8 @@ def test_twilio_status_callbacks_move_messages_and_carrier_errors_mark_the_numbe
         assert refused.status_code == 409 and error_code(refused) == "unknown_number"
         consents = {k["channel"]: k for k in agent.get(f"{API}/contacts/{contact['id']}").json()["consents"]}
         assert consents["text"]["state"] == "opted_in"  # not an opt-out: the number cannot take texts
+        assert consents["text"]["do_not_contact"] == "unknown_number"
+        assert consents["call"]["do_not_contact"] is None  # the number may still be called
     [entry] = [e for e in signals_library.ledger(signals_server.org_id, number) if e["trigger"] == "do_not_contact_on"]
     assert (entry["to_state"], entry["method"]) == ("do_not_contact:unknown_number", "carrier")
 

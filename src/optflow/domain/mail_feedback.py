@@ -171,7 +171,7 @@ def _arf_complaint(message: Message) -> list[MailFeedback]:
         content_type = part.get_content_type()
         if content_type == "message/feedback-report":
             fields = _report_fields(part)
-            recipients += [value.strip() for name, value in fields if name == "original-rcpt-to"]
+            recipients += [email.utils.parseaddr(value)[1] for name, value in fields if name == "original-rcpt-to"]
         elif content_type in ("message/rfc822", "text/rfc822-headers") and not recipients:
             original = part.get_payload(0) if part.is_multipart() else email.message_from_string(
                 str(part.get_payload()), policy=email.policy.compat32)

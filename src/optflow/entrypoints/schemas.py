@@ -135,6 +135,10 @@ class ConsentOut(ApiModel):
     requested_at: datetime | None
     opted_in_at: datetime | None = Field(description="When the current consent was given (reauth clock).")
     opted_out_at: datetime | None
+    do_not_contact: str | None = Field(default=None, description="The address cannot or must not get messages on "
+                                       "this channel, whatever the state: `bounced`, `complained`, "
+                                       "`carrier_blocked`, `unknown_number`, `not_textable`.")
+    do_not_contact_at: datetime | None = None
 
 
 class DndOut(ApiModel):
