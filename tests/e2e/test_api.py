@@ -601,7 +601,7 @@ def test_every_route_is_documented_with_its_schemas_and_the_bearer_scheme(server
         ("DELETE", "/contacts/{contact_id}/enrollments/{enrollment_id}"),
         *(("POST", f"/contacts/{{contact_id}}/{action}") for action in (
             "opt-in-request", "quick-opt-in", "opt-ins", "pin-confirmation", "reauthorization", "reauth-request",
-            "opt-out", "reset")),
+            "opt-out", "reset", "do-not-contact-lift")),
         ("PUT", "/contacts/{contact_id}/dnd"), ("PUT", "/contacts/{contact_id}/marketing"),
         ("POST", "/messages"), ("POST", "/events"), ("GET", "/unassociated"),
         ("POST", "/unassociated/{message_id}/link"), ("GET", "/settings"), ("PATCH", "/settings"),

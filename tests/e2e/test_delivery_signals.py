@@ -166,8 +166,19 @@ def test_twilio_status_callbacks_move_messages_and_carrier_errors_mark_the_numbe
         assert consents["text"]["state"] == "opted_in"  # not an opt-out: the number cannot take texts
         assert consents["text"]["do_not_contact"] == "unknown_number"
         assert consents["call"]["do_not_contact"] is None  # the number may still be called
-    [entry] = [e for e in signals_library.ledger(signals_server.org_id, number) if e["trigger"] == "do_not_contact_on"]
-    assert (entry["to_state"], entry["method"]) == ("do_not_contact:unknown_number", "carrier")
+        lift = {"channel": "text", "evidence": "the customer says the number is in service again"}
+        assert agent.post(f"{API}/contacts/{contact['id']}/do-not-contact-lift", json=lift).status_code == 403
+    with shop.client("supervisor") as supervisor:
+        lifted = supervisor.post(f"{API}/contacts/{contact['id']}/do-not-contact-lift", json=lift)
+        assert lifted.status_code == 200, lifted.text
+        again = supervisor.post(f"{API}/contacts/{contact['id']}/do-not-contact-lift", json=lift)
+        assert again.status_code == 409 and error_code(again) == "not_on_do_not_contact"
+    with shop.client() as agent:
+        assert send(agent, contact, "text", "Back in touch").status_code == 202
+    entries = [(e["trigger"], e["to_state"], e["method"]) for e in signals_library.ledger(signals_server.org_id, number)
+               if e["trigger"].startswith("do_not_contact")]
+    assert entries == [("do_not_contact_on", "do_not_contact:unknown_number", "carrier"),
+                       ("do_not_contact_off", "do_not_contact:none", "agent")]
 
 
 def test_a_status_callback_for_an_unknown_message_is_a_404(signals_server: Server) -> None:

@@ -28,6 +28,12 @@ EMAIL = "pat@customer.example"
 ORG_EMAIL = "service@acme.example"
 
 
+@pytest.fixture
+def system(engine: Engine, clock: Clock, sender: RecordingSender) -> System:
+    """On SQLite and on PostgreSQL (when OPTFLOW_TEST_POSTGRES_URL is set)."""
+    return make_system(engine, clock, sender)
+
+
 def agent_of(system: System, org: int) -> Actor:
     return Actor(ActorKind.AGENT, str(new_agent(system, org).id), "agent")
 
@@ -53,10 +59,10 @@ def smtp() -> Iterator[SmtpSink]:
 
 
 def test_an_smtp_550_puts_the_address_on_email_do_not_contact_and_the_next_mail_is_refused(
-        sqlite_engine: Engine, clock: Clock, smtp: SmtpSink) -> None:
+        engine: Engine, clock: Clock, smtp: SmtpSink) -> None:
     smtp.recipient_replies[EMAIL] = "550 5.1.1 <pat@customer.example>: user unknown"
     sender = Router({Channel.EMAIL: SmtpSender("127.0.0.1", ORG_EMAIL, port=smtp.port, timeout=5)})
-    system = make_system(sqlite_engine, clock, sender)  # type: ignore[arg-type]
+    system = make_system(engine, clock, sender)  # type: ignore[arg-type]
     org = new_org(system)
     agent = agent_of(system, org)
     contact = system.bus.handle(c.CreateContact(org, name="Pat", emails=(EMAIL,))).contact_id
@@ -199,8 +205,8 @@ def test_a_complaint_opts_the_email_out_and_marks_it_complained(system: System) 
 # ------------------------------------------------------------------------------ calls
 
 
-def test_the_console_sender_marks_a_call_failed_not_sent(sqlite_engine: Engine, clock: Clock) -> None:
-    system = make_system(sqlite_engine, clock, ConsoleSender())  # type: ignore[arg-type]
+def test_the_console_sender_marks_a_call_failed_not_sent(engine: Engine, clock: Clock) -> None:
+    system = make_system(engine, clock, ConsoleSender())  # type: ignore[arg-type]
     org = new_org(system)
     agent = agent_of(system, org)
     contact = system.bus.handle(c.CreateContact(org, name="Sam", phones=(PHONE,))).contact_id
@@ -323,3 +329,33 @@ def test_a_template_is_for_whatsapp_only(system: System, texting: tuple[int, int
         system.bus.handle(c.SendMessage(org, contact, Channel.TEXT, "", agent,
                                         template=c.WhatsAppTemplate("appointment_reminder")))
     assert getattr(refused.value, "code", None) == "template_not_whatsapp"
+
+
+# ------------------------------------------------------------------------------ lifting do-not-contact
+
+
+def test_a_supervisor_lifts_a_bounce_but_not_a_complaint_and_a_reset_clears_both(system: System) -> None:
+    org = new_org(system)
+    supervisor = Actor(ActorKind.AGENT, str(new_agent(system, org, role="supervisor", name="Sue").id), "supervisor")
+    agent = agent_of(system, org)
+    contact = system.bus.handle(c.CreateContact(org, name="Pat", emails=(EMAIL,))).contact_id
+    system.bus.handle(c.ReportMailFeedback(org, (c.MailFeedback(EMAIL, complaint=False),), "dsn"))
+
+    for actor, evidence, code in ((agent, "fixed", "forbidden"), (supervisor, " ", "reason_required")):
+        with pytest.raises(Exception) as refused:
+            system.bus.handle(c.LiftDoNotContact(org, contact, Channel.EMAIL, actor, evidence=evidence))
+        assert getattr(refused.value, "code", None) == code
+    system.bus.handle(c.LiftDoNotContact(org, contact, Channel.EMAIL, supervisor, evidence="mailbox restored"))
+    with system.bus.uow() as uow:
+        assert uow.consents.get(org, EMAIL, Channel.EMAIL).do_not_contact is None
+    assert ledger_triggers(system, org, EMAIL)[-2:] == ["do_not_contact_on", "do_not_contact_off"]
+
+    system.bus.handle(c.ReportMailFeedback(org, (c.MailFeedback(EMAIL, complaint=True),), "arf"))
+    with pytest.raises(TransitionRefused) as refused:
+        system.bus.handle(c.LiftDoNotContact(org, contact, Channel.EMAIL, supervisor, evidence="they said sorry"))
+    assert refused.value.code == "complained"
+    system.bus.handle(c.ResetConsent(org, contact, Channel.EMAIL, supervisor, evidence="address given to a new owner"))
+    with system.bus.uow() as uow:
+        consent = uow.consents.get(org, EMAIL, Channel.EMAIL)
+    assert (consent.state, consent.do_not_contact) == (State.UNKNOWN, None)
+

@@ -125,6 +125,13 @@ class ResetConsent(ContactAction):
 
 
 @dataclass(frozen=True)
+class LiftDoNotContact(ContactAction):
+    """A supervisor takes the address off do-not-contact on the channel, saying why."""
+
+    evidence: str | None = None
+
+
+@dataclass(frozen=True)
 class SetDnd(Command):
     org_id: int
     contact_id: int

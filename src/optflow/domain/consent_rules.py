@@ -108,6 +108,27 @@ def mark_undeliverable(consent: Consent, signal: AddressSignal, now: datetime) -
     return Marked(consent, previous, signal)
 
 
+def lift_do_not_contact(consent: Consent, actor: Actor, evidence: str | None) -> str:
+    """A supervisor takes the (address, channel) off do-not-contact (the mailbox exists again,
+    the carrier lifted its block), with the reason on record. A complaint stays: it came with the
+    person's opt-out, which only they can reopen (a reset, for a reassigned number, clears both).
+    Returns the reason that was lifted."""
+    previous = consent.do_not_contact
+    where = f"{consent.address} on {consent.channel.value}"
+    if previous is None:
+        raise TransitionRefused(f"{where} is not on do-not-contact", code="not_on_do_not_contact")
+    if not _is_supervisor(actor):
+        raise TransitionRefused("only a supervisor can take an address off do-not-contact", code="forbidden")
+    if previous == Undeliverable.COMPLAINED:
+        raise TransitionRefused(f"{where} complained about our messages; only a reset (number or address "
+                                "reassigned) clears that", code="complained")
+    if not (evidence and evidence.strip()):
+        raise InvalidInput("say why the address can take messages again (evidence)", code="reason_required")
+    consent.do_not_contact = None
+    consent.do_not_contact_at = None
+    return previous
+
+
 @dataclass(frozen=True)
 class Revocation:
     """An opt-out: who, through which door, on which (address, channel), with what proof."""
@@ -310,6 +331,10 @@ def change(org_id: int, contact_id: int | None, consent: Consent, trigger: Trigg
         check_reset(ctx)
     outcome = Outcome()
     done = _apply(outcome, consent, trigger, ctx, org_id, contact_id)
+    if trigger is Trigger.RESET:
+        # The address belongs to someone else now: what it said about the old owner is gone too.
+        consent.do_not_contact = None
+        consent.do_not_contact_at = None
     if done.record.to_state is State.OPTED_IN and done.record.from_state is not State.OPTED_IN:
         outcome.release_holds.append((consent.address, consent.channel))
     return outcome

@@ -18,13 +18,13 @@ from typing import Any
 
 from ..domain import commands as c
 from ..domain import consent_rules as rules
-from ..domain.addresses import normalize_email
+from ..domain.addresses import normalize_email, normalize_for_channel
 from ..domain.delivery import Undeliverable, carrier_effect, describe, reported_status
 from ..domain.model import Actor, ActorKind, Channel, InvalidInput, NotFound, Purpose, State
 from ..domain.policy import Decision, MessageKind
 from ..domain.records import Audience, Contact, Direction, Message, MessageStatus
 from ..domain.redaction import mask_address
-from .handlers import Services, opt_out_address, policy_decision, revoke
+from .handlers import ActionResult, Services, opt_out_address, policy_decision, revoke
 from .unit_of_work import UnitOfWork
 
 log = logging.getLogger("optflow.delivery_signals")
@@ -74,6 +74,37 @@ def apply_carrier_error(uow: UnitOfWork, svc: Services, message: Message, error_
         mark_address(uow, message.org_id, rules.AddressSignal(
             rules.Door.CARRIER, CARRIER, message.address, message.channel, effect.undeliverable,
             evidence=evidence[:500], source_message_id=source), now)
+
+
+def lift_do_not_contact(cmd: c.LiftDoNotContact, uow: UnitOfWork, svc: Services, now: datetime) -> ActionResult:
+    """A supervisor's lift of a do-not-contact mark (`consent_rules.lift_do_not_contact`), in the ledger."""
+    uow.contacts.get(cmd.org_id, cmd.contact_id)
+    address = _address_of(uow, cmd)
+    consent = uow.consents.get(cmd.org_id, address, cmd.channel, lock=True)
+    previous = rules.lift_do_not_contact(consent, cmd.actor, cmd.evidence)
+    uow.consents.save(consent, now)
+    uow.ledger.append_change(
+        cmd.org_id, cmd.contact_id, channel=cmd.channel.value, address=address,
+        from_state=f"do_not_contact:{previous}", to_state="do_not_contact:none", trigger="do_not_contact_off",
+        method=cmd.actor.kind.value, actor_kind=cmd.actor.kind.value, actor_id=cmd.actor.id, source_message_id=None,
+        evidence=(cmd.evidence or "")[:1000], occurred_at=now, recorded_at=now,
+    )
+    return ActionResult(cmd.contact_id, cmd.channel, consent.state, status="do_not_contact_lifted")
+
+
+def _address_of(uow: UnitOfWork, cmd: c.ContactAction) -> str:
+    """The contact's address the action names, or their first one of the channel's kind."""
+    kind = "email" if cmd.channel is Channel.EMAIL else "phone"
+    rows = [row.value for row in uow.contacts.addresses(cmd.contact_id) if row.kind == kind]
+    if cmd.address is not None:
+        wanted = normalize_for_channel(cmd.address, cmd.channel)
+        if wanted not in rows:
+            raise InvalidInput(f"{mask_address(wanted)} is not an address of contact {cmd.contact_id}",
+                               code="unknown_address")
+        return wanted
+    if not rows:
+        raise InvalidInput(f"contact {cmd.contact_id} has no address for {cmd.channel.value}", code="no_address")
+    return rows[0]
 
 
 # ------------------------------------------------------------------------------ delivery reports
@@ -217,4 +248,5 @@ HANDLERS: dict[type, Any] = {
     c.RecordDeliveryStatus: record_delivery_status,
     c.ReportMailFeedback: report_mail_feedback,
     c.RecordCallAttempt: record_call_attempt,
+    c.LiftDoNotContact: lift_do_not_contact,
 }
