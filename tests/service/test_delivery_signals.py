@@ -359,3 +359,14 @@ def test_a_supervisor_lifts_a_bounce_but_not_a_complaint_and_a_reset_clears_both
         consent = uow.consents.get(org, EMAIL, Channel.EMAIL)
     assert (consent.state, consent.do_not_contact) == (State.UNKNOWN, None)
 
+
+
+def test_a_report_before_the_hand_over_or_on_a_row_queued_again_leaves_the_dispatchers_record_alone(
+        system: System, clock: Clock, texting: tuple[int, int, Actor], sender: RecordingSender) -> None:
+    org, contact, agent = texting
+    message_id = system.bus.handle(c.SendMessage(org, contact, Channel.TEXT, "Hi", agent)).message_id
+    assert system.bus.handle(c.RecordDeliveryStatus(org, "SMq", "queued", None, message_id)).status \
+        is MessageStatus.QUEUED  # still in our outbox: Twilio's "queued" says nothing here
+    system.dispatcher.run(clock())
+    row = message_row(system, message_id)
+    assert (row["status"], row["provider_status"]) == ("sent", None)

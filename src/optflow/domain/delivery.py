@@ -92,6 +92,13 @@ _RANK = {
 }
 
 
+def is_delivery_report(current: MessageStatus, provider_status: str) -> bool:
+    """Whether the report says something about a message that was handed over: Twilio's statuses
+    before the hand-over (queued, accepted, ...) and reports on a message that is not (queued
+    again for a retry, refused) are kept nowhere, so the dispatcher still records its own outcome."""
+    return provider_status.strip().lower() in _TWILIO_STATUSES and current in _RANK
+
+
 def reported_status(current: MessageStatus, provider_status: str) -> MessageStatus | None:
     """The status a provider's report moves an outbound message to, or None when it moves it
     nowhere: an earlier or equal step (reports arrive out of order), a report on a message that

@@ -19,7 +19,7 @@ from typing import Any
 from ..domain import commands as c
 from ..domain import consent_rules as rules
 from ..domain.addresses import normalize_email, normalize_for_channel
-from ..domain.delivery import Undeliverable, carrier_effect, describe, reported_status
+from ..domain.delivery import Undeliverable, carrier_effect, describe, is_delivery_report, reported_status
 from ..domain.model import Actor, ActorKind, Channel, InvalidInput, NotFound, Purpose, State
 from ..domain.policy import Decision, MessageKind
 from ..domain.records import Audience, Contact, Direction, Message, MessageStatus
@@ -121,15 +121,16 @@ def record_delivery_status(cmd: c.RecordDeliveryStatus, uow: UnitOfWork, svc: Se
     """Move the message along (never back: reports arrive out of order), keep the provider's
     status and error code, and apply what the error code means for the address."""
     message = _reported_message(uow, cmd)
-    values: dict[str, Any] = {"provider_status": cmd.provider_status[:40], "error_code": cmd.error_code}
-    if message.provider_id is None:
-        values["provider_id"] = cmd.provider_id
     new = reported_status(message.status, cmd.provider_status)
-    if new is not None:
-        values["status"] = new
-        if new is not MessageStatus.SENT:
-            values["last_error"] = f"{cmd.provider_status} (error {cmd.error_code})" if cmd.error_code else None
-    uow.messages.set(message.id, **values)
+    if is_delivery_report(message.status, cmd.provider_status):
+        values: dict[str, Any] = {"provider_status": cmd.provider_status[:40], "error_code": cmd.error_code}
+        if message.provider_id is None:
+            values["provider_id"] = cmd.provider_id
+        if new is not None:
+            values["status"] = new
+            if new is not MessageStatus.SENT:
+                values["last_error"] = f"{cmd.provider_status} (error {cmd.error_code})" if cmd.error_code else None
+        uow.messages.set(message.id, **values)
     if cmd.error_code:
         apply_carrier_error(uow, svc, message, cmd.error_code,
                             f"provider reported {cmd.provider_status} with error {cmd.error_code}", now)

@@ -417,7 +417,7 @@ def policy_decision(uow: UnitOfWork, settings: OrgSettings, contact: Contact | N
         else confirmation_sent,
         recent_sends=tuple(recent), do_not_contact=consent.do_not_contact, template=template,
         last_customer_message_at=uow.messages.last_inbound_at(consent.org_id or 0, consent.address, consent.channel)
-        if consent.channel is Channel.WHATSAPP else None,
+        if consent.channel is Channel.WHATSAPP and kind in (MessageKind.NORMAL, MessageKind.OPT_IN_REQUEST) else None,
     )
     return decide(request, recipient_of(contact), org_policy)
 
