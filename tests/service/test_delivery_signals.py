@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import Engine, select
@@ -370,3 +370,16 @@ def test_a_report_before_the_hand_over_or_on_a_row_queued_again_leaves_the_dispa
     system.dispatcher.run(clock())
     row = message_row(system, message_id)
     assert (row["status"], row["provider_status"]) == ("sent", None)
+
+
+def test_the_pre_call_check_defers_to_the_callees_morning(system: System, clock: Clock) -> None:
+    org = new_org(system, preset="debt_collection")  # quiet hours on
+    agent = agent_of(system, org)
+    new_york = "+12125550100"
+    contact = system.bus.handle(c.CreateContact(org, name="Ny", phones=(new_york,))).contact_id
+    system.bus.handle(c.RecordOptIn(org, contact, Channel.CALL, agent, method="verbal"))
+    clock.now = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)  # 03:00 in New York
+    with system.bus.uow() as uow:
+        decision = check_call(uow, org, new_york, None, Channel.CALL, Purpose.TRANSACTIONAL, clock())
+    assert isinstance(decision, Defer) and decision.until == datetime(2026, 11, 24, 13, 0, tzinfo=UTC)
+    assert "America/New_York" in decision.reason
