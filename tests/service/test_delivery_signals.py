@@ -314,6 +314,7 @@ def test_a_whatsapp_conversation_across_the_24_hour_window(system: System, clock
     assert refused.value.code == "template_not_approved"
     system.dispatcher.run(clock())
     sent = sender.to(PHONE)[-1]
+    assert sent.body.startswith("[WhatsApp template appointment_reminder]")  # the history's preview
     assert sent.content_sid == TEMPLATE_SID
     assert json.loads(sent.content_variables or "") == {"1": "Tuesday", "2": "9:00"}
 

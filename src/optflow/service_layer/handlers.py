@@ -905,7 +905,8 @@ def send_message(cmd: c.SendMessage, uow: UnitOfWork, svc: Services, now: dateti
         return ActionResult(cmd.contact_id, cmd.channel, consent.state, status="held", message_id=message_id,
                             detail="held until the customer replies YES; the opt-in request was sent")
     _refuse_if_denied(decision)
-    body = cmd.body
+    body = cmd.body or (f"[WhatsApp template {cmd.template.name}] {json.dumps(cmd.template.variables)}"
+                        if cmd.template else "")
     if mode is Mode.DISCLAIMER and not uow.messages.has_outbound(cmd.org_id, address, cmd.channel):
         notice = render(svc, settings, "customer/disclaimer",
                         template_variables(uow, cmd.org_id, settings, cmd.channel, contact, cmd.actor))
