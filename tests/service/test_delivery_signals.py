@@ -384,3 +384,13 @@ def test_the_pre_call_check_defers_to_the_callees_morning(system: System, clock:
         decision = check_call(uow, org, new_york, None, Channel.CALL, Purpose.TRANSACTIONAL, clock())
     assert isinstance(decision, Defer) and decision.until == datetime(2026, 11, 24, 13, 0, tzinfo=UTC)
     assert "America/New_York" in decision.reason
+
+
+def test_the_api_offers_exactly_the_call_outcomes_the_service_knows() -> None:
+    from typing import get_args
+
+    from optflow.entrypoints.api_calls import CallOutcome
+    from optflow.service_layer.delivery_signals import CALL_OUTCOMES
+
+    assert set(get_args(CallOutcome)) == set(CALL_OUTCOMES)
+
