@@ -21,10 +21,10 @@ from .adapters.senders import ConsoleSender, Router, Sender, SmtpSender, TwilioS
 from .adapters.templates import TemplateRenderer
 from .adapters.unit_of_work import SqlUnitOfWorkFactory
 from .adapters.webhook_poster import WebhookPoster, derived_secret
-from .config import Config
+from .config import TWILIO_STATUS_PATH, Config
 from .domain.model import Channel
 from .domain.tokens import unsubscribe_url
-from .service_layer import imports
+from .service_layer import delivery_signals, imports
 from .service_layer.dispatcher import Dispatcher
 from .service_layer.flow_engine import FlowEngine
 from .service_layer.handlers import Services
@@ -133,6 +133,14 @@ def webhook_key(config: Config, database_url: URL) -> bytes:
     return load_key(SecretSource(WEBHOOK_KEY_NAME, config.webhook_key, path), ephemeral_ok=in_memory)
 
 
+def status_callback_url(config: Config) -> str | None:
+    """Twilio's StatusCallback for each message: on when the config says so, or by default when
+    the public URL is https (Twilio cannot reach a development server on a loopback address)."""
+    wanted = config.status_callbacks if config.status_callbacks is not None \
+        else config.public_url.startswith("https://")
+    return config.public_url.rstrip("/") + TWILIO_STATUS_PATH if wanted else None
+
+
 def build_sender(config: Config, console_stream: TextIO | None = None) -> Sender:
     console = ConsoleSender(console_stream)
     routes: dict[Channel, Sender] = {channel: console for channel in Channel}
@@ -170,8 +178,10 @@ def bootstrap(config: Config | None = None, *, clock: Callable[[], datetime] = u
     engine_flows = FlowEngine(flows, services, flow_directory,
                               unsubscribe_url=functools.partial(unsubscribe_url, config.public_url, secret))
     uows = SqlUnitOfWorkFactory(engine)
-    bus = MessageBus(uows, services, clock, {**engine_flows.command_handlers(), **imports.HANDLERS})
-    dispatcher = Dispatcher(uows, services, sender or build_sender(config), secret, config.public_url, clock)
+    bus = MessageBus(uows, services, clock, {**engine_flows.command_handlers(), **imports.HANDLERS,
+                                             **delivery_signals.HANDLERS})
+    dispatcher = Dispatcher(uows, services, sender or build_sender(config), secret, config.public_url, clock,
+                            status_callback_url=status_callback_url(config))
     poster = WebhookPoster(config.webhook_secret or derived_secret(secret), webhook_key=webhook_key(config, engine.url))
     webhooks = WebhookDispatcher(uows, poster,
                                  retry_base=timedelta(seconds=config.webhook_retry_base_seconds))

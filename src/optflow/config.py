@@ -17,6 +17,10 @@ def _path_env(name: str) -> Path | None:
     return Path(value) if value else None
 
 
+# Where Twilio posts its delivery reports (StatusCallback); served by entrypoints/webhooks.py.
+TWILIO_STATUS_PATH = "/webhooks/twilio/status"
+
+
 @dataclass
 class Config:
     database_url: str | None = None
@@ -54,6 +58,8 @@ class Config:
     webhook_key_file: Path | None = None
     webhook_retry_base_seconds: float = 10.0  # first retry of a failed webhook or event, doubling after
     reply_budget_seconds: float = 10.0  # later than this after receipt, replies go through the API
+    # Ask Twilio for delivery reports (StatusCallback) on each message; None: when public_url is https.
+    status_callbacks: bool | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -93,6 +99,7 @@ class Config:
             webhook_retry_base_seconds=float(_env("OPTFLOW_WEBHOOK_RETRY_BASE_SECONDS", "10") or 10),
             reply_budget_seconds=float(_env("OPTFLOW_REPLY_BUDGET_SECONDS", "10") or 10),
             max_import_bytes=int(_env("OPTFLOW_MAX_IMPORT_BYTES", str(50 * 1024 * 1024)) or 50 * 1024 * 1024),
+            status_callbacks={"1": True, "0": False}.get(_env("OPTFLOW_TWILIO_STATUS_CALLBACKS") or ""),
         )
         for key, value in overrides.items():
             if value is not None:

@@ -602,12 +602,12 @@ def test_every_route_is_documented_with_its_schemas_and_the_bearer_scheme(server
         ("DELETE", "/contacts/{contact_id}/enrollments/{enrollment_id}"),
         *(("POST", f"/contacts/{{contact_id}}/{action}") for action in (
             "opt-in-request", "quick-opt-in", "opt-ins", "pin-confirmation", "reauthorization", "reauth-request",
-            "opt-out", "reset")),
+            "opt-out", "reset", "do-not-contact-lift")),
         ("PUT", "/contacts/{contact_id}/dnd"), ("PUT", "/contacts/{contact_id}/marketing"),
         ("POST", "/messages"), ("POST", "/events"), ("GET", "/unassociated"),
         ("POST", "/unassociated/{message_id}/link"), ("GET", "/settings"), ("PATCH", "/settings"),
         ("GET", "/reports/consent"), ("GET", "/agents"), ("POST", "/agents/{agent_id}/revoke"),
-        ("PATCH", "/agents/{agent_id}"),
+        ("PATCH", "/agents/{agent_id}"), ("POST", "/checks"), ("POST", "/attempts"), ("POST", "/bounces/dsn"),
         ("PUT", "/contacts/by-external-id/{external_id}"), ("POST", "/imports"), ("GET", "/imports/{import_id}"),
         ("GET", "/imports/{import_id}/rejects"),
         ("POST", "/event-endpoints"), ("GET", "/event-endpoints"), ("PATCH", "/event-endpoints/{endpoint_id}"),
@@ -619,6 +619,10 @@ def test_every_route_is_documented_with_its_schemas_and_the_bearer_scheme(server
         "/agents/{agent_id}/revoke", "/event-endpoints/{endpoint_id}/rotate-secret",
         "/event-deliveries/{delivery_id}/redeliver")}
     csv_body, csv_answer = {("POST", API + "/imports")}, {("GET", API + "/imports/{import_id}/rejects")}
+    bounce_report = operations[("POST", API + "/bounces/dsn")]["requestBody"]
+    assert bounce_report["required"] is True and list(bounce_report["content"]) == [
+        "message/rfc822", "application/octet-stream"]
+    without_body.add(("POST", API + "/bounces/dsn"))
     assert set(operations) == {(method, API + path) for method, path in expected}
     for (method, path), op in operations.items():
         assert op["security"] == [{"token": []}], (method, path)

@@ -76,6 +76,10 @@ class FakeTwilioRequest:
     def body(self) -> str | None:
         return self.form.get("Body")
 
+    @property
+    def status_callback(self) -> str | None:
+        return self.form.get("StatusCallback")
+
 
 @dataclass
 class _Reply:
@@ -104,6 +108,7 @@ class FakeTwilioApi(LoopbackHttpService):
         self.auth_token = auth_token
         self.response_delay = response_delay
         self.unsubscribed: set[str] = set()
+        self.refused: dict[str, int] = {}  # `To` -> the error code its create call gets (30004, 30005, ...)
         self.sent: list[FakeTwilioRequest] = []
         self.journal: TextIO | None = None  # every request as a JSON line, when set
         self._lock = threading.Lock()
@@ -158,7 +163,7 @@ class FakeTwilioApi(LoopbackHttpService):
             return _error(HTTPStatus.BAD_REQUEST, 21604, "The To parameter is required")
         if not (form.get("From") or form.get("MessagingServiceSid")):
             return _error(HTTPStatus.BAD_REQUEST, 21603, "Either From or MessagingServiceSid is required")
-        if not form.get("Body"):
+        if not (form.get("Body") or form.get("ContentSid")):
             return _error(HTTPStatus.BAD_REQUEST, 21602, "The Body parameter is required")
         if not _E164.fullmatch(to.removeprefix("whatsapp:")):
             return _error(HTTPStatus.BAD_REQUEST, 21211, f"The To number {to} is not a valid phone number")
@@ -166,6 +171,8 @@ class FakeTwilioApi(LoopbackHttpService):
             return _error(
                 HTTPStatus.BAD_REQUEST, UNSUBSCRIBED_RECIPIENT, "The recipient has opted out of this sender"
             )
+        if to in self.refused:
+            return _error(HTTPStatus.BAD_REQUEST, self.refused[to], "The carrier refused this number")
         sid = "SM" + uuid.uuid4().hex
         return _Reply(HTTPStatus.CREATED, self._message_resource(sid, form), sid=sid)
 
@@ -188,7 +195,7 @@ class FakeTwilioApi(LoopbackHttpService):
         return {
             "account_sid": self.account_sid,
             "api_version": API_VERSION,
-            "body": form["Body"],
+            "body": form.get("Body", ""),
             "date_created": now,
             "date_sent": None,
             "date_updated": now,

@@ -32,6 +32,7 @@ from optflow.adapters.senders import (
     ConsoleSender,
     OutboundMessage,
     PermanentSendError,
+    RecipientUndeliverable,
     RecipientUnsubscribed,
     Router,
     Sender,
@@ -41,6 +42,7 @@ from optflow.adapters.senders import (
     TwilioSender,
     WebhookSender,
 )
+from optflow.domain.delivery import Undeliverable
 from optflow.domain.model import Channel, Purpose
 from optflow.domain.signatures import sign_webhook_body, verify_webhook_signature
 
@@ -183,6 +185,40 @@ def test_twilio_messaging_service_is_used_unless_the_message_names_its_sender(
     assert (second.messaging_service_sid, second.from_) == (None, "+15005550007")
 
 
+def test_twilio_is_asked_for_delivery_reports_when_the_message_names_a_status_callback(
+    twilio: FakeTwilioApi, closing: Closing
+) -> None:
+    sender = closing(twilio_sender(twilio))
+    sender.send(replace(TEXT, status_callback="https://optflow.example/webhooks/twilio/status?message=41"))
+    sender.send(TEXT)
+
+    assert [r.status_callback for r in twilio.accepted] == [
+        "https://optflow.example/webhooks/twilio/status?message=41", None]
+
+
+def test_a_whatsapp_template_goes_as_its_content_sid_and_variables(twilio: FakeTwilioApi, closing: Closing) -> None:
+    sender = closing(twilio_sender(twilio))
+    sender.send(replace(TEXT, channel=Channel.WHATSAPP, body="preview", content_sid="HX" + "a" * 32,
+                        content_variables='{"1": "Alex"}'))
+
+    [request] = twilio.accepted
+    assert request.form["ContentSid"] == "HX" + "a" * 32
+    assert json.loads(request.form["ContentVariables"]) == {"1": "Alex"}
+    assert "Body" not in request.form
+
+
+@pytest.mark.parametrize(("code", "reason"), [
+    (30004, Undeliverable.CARRIER_BLOCKED), (30005, Undeliverable.UNKNOWN_NUMBER),
+    (30006, Undeliverable.NOT_TEXTABLE)])
+def test_twilio_carrier_refusals_say_the_number_cannot_be_texted(
+    twilio: FakeTwilioApi, closing: Closing, code: int, reason: Undeliverable
+) -> None:
+    twilio.refused[CUSTOMER_NUMBER] = code
+    with pytest.raises(RecipientUndeliverable) as refused:
+        closing(twilio_sender(twilio)).send(TEXT)
+    assert (refused.value.reason, refused.value.code) == (reason, str(code))
+
+
 def test_twilio_sender_needs_an_identity() -> None:
     with pytest.raises(ValueError):
         TwilioSender("AC" + "0" * 32, "token")
@@ -274,6 +310,31 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def smtp_sender(sink: SmtpSink, **settings: Any) -> SmtpSender:
     return SmtpSender("127.0.0.1", FROM_ADDRESS, port=sink.port, timeout=2.0, **settings)
+
+
+@pytest.mark.parametrize("reply", ["550 5.1.1 <pat@customer.example>: user unknown",
+                                   "551 5.1.6 user has moved", "553 5.1.3 mailbox name not allowed"])
+def test_a_recipient_refused_for_good_at_rcpt_is_a_bounce(smtp: SmtpSink, reply: str) -> None:
+    smtp.recipient_replies[CUSTOMER_EMAIL] = reply
+    with pytest.raises(RecipientUndeliverable) as refused:
+        smtp_sender(smtp).send(MARKETING_EMAIL)
+    assert refused.value.reason is Undeliverable.BOUNCED and refused.value.code == reply[:3]
+    assert smtp.messages == []
+
+
+@pytest.mark.parametrize("reply", ["552 5.2.2 mailbox full", "554 5.7.1 policy refusal", "450 4.2.1 try later"])
+def test_other_refusals_at_rcpt_do_not_judge_the_address(smtp: SmtpSink, reply: str) -> None:
+    smtp.recipient_replies[CUSTOMER_EMAIL] = reply
+    with pytest.raises(SendError) as refused:
+        smtp_sender(smtp).send(MARKETING_EMAIL)
+    assert not isinstance(refused.value, RecipientUndeliverable)
+
+
+def test_the_console_does_not_pretend_to_place_a_call() -> None:
+    stream = io.StringIO()
+    with pytest.raises(PermanentSendError) as refused:
+        ConsoleSender(stream).send(replace(TEXT, channel=Channel.CALL))
+    assert refused.value.code == "not_dialled" and stream.getvalue() == ""
 
 
 def test_marketing_email_carries_exactly_the_rfc_8058_headers(smtp: SmtpSink) -> None:

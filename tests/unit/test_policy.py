@@ -717,3 +717,49 @@ def test_answers_to_the_customer_are_never_capped() -> None:
 def test_a_cap_needs_a_positive_limit_and_window(limit: int, window: timedelta) -> None:
     with pytest.raises(InvalidInput):
         FrequencyCap(limit=limit, window=window, channels=frozenset({Channel.CALL}))
+
+
+# --- do-not-contact and WhatsApp's window (issue 12) -------------------------------------------
+
+
+@pytest.mark.parametrize("reason", ["bounced", "complained", "carrier_blocked", "unknown_number", "not_textable"])
+@pytest.mark.parametrize("kind", [MessageKind.NORMAL, MessageKind.OPT_IN_REQUEST, MessageKind.PIN])
+def test_an_address_on_do_not_contact_gets_nothing_the_business_starts(reason: str, kind: MessageKind) -> None:
+    decision = decide(request(do_not_contact=reason, kind=kind), recipient(), settings(Mode.AUTO))
+    assert deny_code(decision) == reason and reason in decision.reason  # type: ignore[union-attr]
+
+
+def test_do_not_contact_does_not_silence_the_answers_to_the_customers_own_message() -> None:
+    assert decide(request(do_not_contact="not_textable", kind=MessageKind.HELP_REPLY), recipient(),
+                  settings()) == Allow()
+
+
+WHATSAPP = {"channel": Channel.WHATSAPP, "now": WEDNESDAY_1PM_NY}
+
+
+def test_free_form_whatsapp_needs_the_customers_message_within_24_hours() -> None:
+    never = decide(request(**WHATSAPP), recipient(), settings())
+    assert deny_code(never) == DenyCode.OUTSIDE_WHATSAPP_WINDOW
+    inside = request(**WHATSAPP, last_customer_message_at=WEDNESDAY_1PM_NY - timedelta(hours=23, minutes=59))
+    assert decide(inside, recipient(), settings()) == Allow()
+    closed = replace(inside, last_customer_message_at=WEDNESDAY_1PM_NY - timedelta(hours=24))
+    assert deny_code(decide(closed, recipient(), settings())) == DenyCode.OUTSIDE_WHATSAPP_WINDOW
+    assert deny_code(decide(replace(closed, kind=MessageKind.OPT_IN_REQUEST), recipient(), settings())) \
+        == DenyCode.OUTSIDE_WHATSAPP_WINDOW
+    assert decide(replace(closed, kind=MessageKind.OPT_IN_CONFIRMATION), recipient(), settings()) == Allow()
+
+
+def test_only_an_approved_template_goes_outside_the_window() -> None:
+    approved = settings(whatsapp_templates=frozenset({"reminder"}))
+    assert decide(request(**WHATSAPP, template="reminder"), recipient(), approved) == Allow()
+    assert deny_code(decide(request(**WHATSAPP, template="promo"), recipient(), approved)) \
+        == DenyCode.TEMPLATE_NOT_APPROVED
+
+
+def test_a_whatsapp_message_that_quiet_hours_push_past_its_window_is_refused_now() -> None:
+    late_evening = local(NY, 2026, 1, 14, 20, 50)  # 20:50 in New York: the window shuts at 21:00
+    wrote = late_evening - timedelta(hours=14)  # the customer's window closes at 06:50 tomorrow, before 08:00
+    pending = request(**{**WHATSAPP, "now": local(NY, 2026, 1, 14, 21, 30)}, last_customer_message_at=wrote)
+    assert deny_code(decide(pending, recipient(), settings())) == DenyCode.OUTSIDE_WHATSAPP_WINDOW
+    recent = replace(pending, last_customer_message_at=local(NY, 2026, 1, 14, 21, 0))
+    assert isinstance(decide(recent, recipient(), settings()), Defer)  # open until 21:00 tomorrow

@@ -29,6 +29,7 @@ from ..domain.records import (
     HANDED_OVER,
     NOT_HANDED_OVER,
     Address,
+    Audience,
     Contact,
     Direction,
     Enrollment,
@@ -72,7 +73,7 @@ def _sends(contacts: int, channels: int) -> Prepared:
     m = orm.messages.c
     return Prepared(select(m.contact_id, m.channel, m.status, m.not_before, m.sent_at).where(and_(
         m.org_id == bindparam("w_org_id"), m.contact_id.in_(bind_list("w_contact_id", contacts)),
-        m.direction == Direction.OUT, m.channel.in_(bind_list("w_channel", channels)),
+        m.direction == Direction.OUT, m.audience == Audience.CUSTOMER, m.channel.in_(bind_list("w_channel", channels)),
         or_(and_(status_in(HANDED_OVER), m.sent_at >= bindparam("w_since")), status_in(NOT_HANDED_OVER)),
     )))
 

@@ -190,6 +190,11 @@ class ConsentRow(SQLModel, table=True):
     pin_expires_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
     pin_attempts: int = 0
     updated_at: datetime = Field(sa_type=UtcDateTime)
+    # The address cannot or must not get messages on this channel, whatever the consent says: a
+    # permanent bounce, a spam complaint, a carrier's "blocked", "unknown number" or "landline"
+    # (`domain.delivery.Undeliverable`); None: nothing known against it. Not a customer opt-out.
+    do_not_contact: str | None = None
+    do_not_contact_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
 
 
 class LedgerRow(SQLModel, table=True):
@@ -273,6 +278,13 @@ class MessageRow(SQLModel, table=True):
     last_error: str | None = None
     created_at: datetime = Field(sa_type=UtcDateTime)
     sent_at: datetime | None = Field(default=None, sa_type=UtcDateTime)  # outbound: handed to the provider
+    # The provider's own last word on delivery (Twilio's MessageStatus from its status callback)
+    # and its error code; once the provider has spoken, the dispatcher's record no longer moves
+    # the status (a late "sent" must not overwrite "delivered").
+    provider_status: str | None = None
+    error_code: str | None = None
+    # A WhatsApp template message: {"name", "variables", "content_sid"} as JSON; None: free-form.
+    template_json: str | None = Field(default=None, sa_column=Column(Text))
 
 
 class FlowVersionRow(SQLModel, table=True):

@@ -109,10 +109,17 @@ _UPDATE_MESSAGE = Prepared(update(orm.messages).where(orm.messages.c.id == bindp
 _INBOUND_BY_PROVIDER_ID = Prepared(select(orm.messages).where(and_(
     orm.messages.c.org_id == bindparam("w_org_id"), orm.messages.c.direction == Direction.IN,
     orm.messages.c.provider_id == bindparam("w_provider_id"))))
+_OUTBOUND_BY_PROVIDER_ID = Prepared(select(orm.messages).where(and_(
+    orm.messages.c.org_id == bindparam("w_org_id"), orm.messages.c.direction == Direction.OUT,
+    orm.messages.c.provider_id == bindparam("w_provider_id"))))
 _HELD = Prepared(select(orm.messages).where(and_(
     orm.messages.c.org_id == bindparam("w_org_id"), orm.messages.c.address == bindparam("w_address"),
     orm.messages.c.channel == bindparam("w_channel"), orm.messages.c.status == MessageStatus.HELD,
 )).order_by(orm.messages.c.id))
+
+_LAST_INBOUND = Prepared(select(func.max(orm.messages.c.created_at)).where(and_(
+    orm.messages.c.org_id == bindparam("w_org_id"), orm.messages.c.address == bindparam("w_address"),
+    orm.messages.c.channel == bindparam("w_channel"), orm.messages.c.direction == Direction.IN)))
 
 
 @functools.lru_cache(maxsize=32)
@@ -149,7 +156,7 @@ def _recent_sends(count: int, with_planned: bool) -> Prepared:
     handed_over = and_(status_in(HANDED_OVER), m.sent_at >= bindparam("w_since"))
     return Prepared(select(m.status, m.not_before, m.sent_at).where(and_(
         m.org_id == bindparam("w_org_id"), m.contact_id == bindparam("w_contact_id"), m.direction == Direction.OUT,
-        m.channel.in_(bind_list("w_channel", count)),
+        m.audience == Audience.CUSTOMER, m.channel.in_(bind_list("w_channel", count)),
         or_(handed_over, status_in(NOT_HANDED_OVER)) if with_planned else handed_over,
     )))
 
@@ -181,8 +188,11 @@ _RELEASE = Prepared(update(orm.messages).where(and_(
     orm.messages.c.id == bindparam("w_id"), orm.messages.c.claim_token == bindparam("w_token"),
     orm.messages.c.status == MessageStatus.SENDING,
 )))
+# Once the provider reported on a message (its status callback can arrive before the dispatcher
+# records the hand-over's outcome), its report stands and the dispatcher's record changes nothing.
 _RECORD = Prepared(update(orm.messages).where(and_(
     orm.messages.c.id == bindparam("w_id"), orm.messages.c.claim_token == bindparam("w_token"),
+    orm.messages.c.provider_status.is_(None),
 )))
 _RENEW = Prepared(update(orm.messages).where(and_(
     status_in((MessageStatus.SENDING, MessageStatus.HANDED_OVER)), orm.messages.c.claim_token == bindparam("w_token"),
@@ -417,7 +427,8 @@ class ContactRepository:
 
 _CONSENT_FIELDS = (
     "state", "awaiting_pin", "opted_in_at", "requested_at", "opted_out_at", "method", "version",
-    "opt_out_confirmation_sent", "pin_hash", "pin_expires_at", "pin_attempts", "contact_id",
+    "opt_out_confirmation_sent", "pin_hash", "pin_expires_at", "pin_attempts", "contact_id", "do_not_contact",
+    "do_not_contact_at",
 )
 
 
@@ -434,6 +445,7 @@ def consent_from_row(row: Any) -> Consent:
         id=row["id"], contact_id=row["contact_id"], org_id=row["org_id"], version=row["version"],
         opt_out_confirmation_sent=bool(row["opt_out_confirmation_sent"]), pin_hash=row["pin_hash"],
         pin_expires_at=row["pin_expires_at"], pin_attempts=row["pin_attempts"],
+        do_not_contact=row["do_not_contact"], do_not_contact_at=row["do_not_contact_at"],
     )
 
 
@@ -674,6 +686,10 @@ class MessageRepository:
     def find_inbound(self, org_id: int, provider_id: str) -> Message | None:
         return _INBOUND_BY_PROVIDER_ID.record(self.conn, {"w_org_id": org_id, "w_provider_id": provider_id}, MESSAGE)
 
+    def find_outbound(self, org_id: int, provider_id: str) -> Message | None:
+        """The outbound message the provider knows by `provider_id` (a delivery report's subject)."""
+        return _OUTBOUND_BY_PROVIDER_ID.record(self.conn, {"w_org_id": org_id, "w_provider_id": provider_id}, MESSAGE)
+
     def set(self, message_id: int, **values: Any) -> None:
         _UPDATE_MESSAGE.execute(self.conn, {"w_id": message_id, **values})
 
@@ -700,6 +716,12 @@ class MessageRepository:
         values = [c.value for c in channels]
         params = {"w_org_id": org_id, "w_contact_id": contact_id, "w_since": since, **bind_values("w_channel", values)}
         return send_moments(_recent_sends(len(values), planned_from is not None).rows(self.conn, params), planned_from)
+
+    def last_inbound_at(self, org_id: int, address: str, channel: Channel) -> datetime | None:
+        """When the customer at `address` last wrote on `channel` (None: never)."""
+        last: datetime | None = _LAST_INBOUND.scalar(
+            self.conn, {"w_org_id": org_id, "w_address": address, "w_channel": channel.value})
+        return last
 
     def for_contact(self, org_id: int, contact_id: int, limit: int = 100) -> list[Message]:
         q = select(orm.messages).where(and_(

@@ -182,6 +182,13 @@ class ResetConsent(ContactAction):
 
 
 @dataclass(frozen=True)
+class LiftDoNotContact(ContactAction):
+    """A supervisor takes the address off do-not-contact on the channel, saying why."""
+
+    evidence: str | None = None
+
+
+@dataclass(frozen=True)
 class SetDnd(Command):
     org_id: int
     contact_id: int
@@ -211,6 +218,60 @@ class SendMessage(Command):
     purpose: Purpose = Purpose.CONVERSATIONAL
     subject: str | None = None
     address: str | None = None
+    template: WhatsAppTemplate | None = None  # WhatsApp only: an approved template instead of free text
+
+
+@dataclass(frozen=True)
+class WhatsAppTemplate:
+    """An approved WhatsApp template (by the name the org registered) and its variables."""
+
+    name: str
+    variables: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RecordDeliveryStatus(Command):
+    """A provider's delivery report on an outbound message (Twilio's status callback): the message
+    is found by our id when the callback URL carried it, else by the provider's id."""
+
+    org_id: int
+    provider_id: str
+    provider_status: str
+    error_code: str | None = None
+    message_id: int | None = None
+
+
+@dataclass(frozen=True)
+class MailFeedback:
+    """One address a mail provider or a bounce report says bounced, or whose owner complained."""
+
+    address: str
+    complaint: bool  # True: a spam complaint; False: a permanent bounce
+    evidence: str | None = None
+
+
+@dataclass(frozen=True)
+class ReportMailFeedback(Command):
+    """Bounces and complaints from a mail provider's webhook or a bounce mailbox (`source` names it)."""
+
+    org_id: int
+    items: tuple[MailFeedback, ...]
+    source: str
+
+
+@dataclass(frozen=True)
+class RecordCallAttempt(Command):
+    """A call a dialler placed outside optflow: it counts against the caps; an outcome of
+    `do_not_call` (the person asked not to be called) opts the number out of calls."""
+
+    org_id: int
+    address: str  # E.164
+    actor: Actor
+    placed_at: datetime
+    outcome: str
+    purpose: Purpose = Purpose.TRANSACTIONAL
+    contact_id: int | None = None
+    note: str | None = None
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
+from .delivery import Undeliverable
 from .events import ChannelsBlocked, ConsentChanged, Event
 from .machine import TransitionContext, fire
 from .model import (
@@ -76,6 +77,64 @@ class Door(enum.StrEnum):
     CARRIER = "carrier"  # the provider says the recipient unsubscribed (Twilio 21610)
     FLOW = "flow"  # a flow's `opt_out` step
     IMPORT = "import"  # a bulk import of opt-outs given elsewhere (a CSV, a CRM)
+    COMPLAINT = "complaint"  # the recipient reported our email as spam (a mail provider or an ARF report)
+    BOUNCE = "bounce"  # a mail server or provider says the address bounced (marks it, never an opt-out)
+
+
+@dataclass(frozen=True)
+class AddressSignal:
+    """A provider says an address cannot, or must not, get messages on a channel: a bounce, a
+    complaint, a carrier's 30004/30005/30006 (`delivery.Undeliverable`). Not an opt-out by itself."""
+
+    door: Door
+    actor: Actor
+    address: str
+    channel: Channel
+    reason: Undeliverable
+    evidence: str | None = None
+    source_message_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Marked:
+    """A consent put on do-not-contact, and what it was before (None: nothing against it)."""
+
+    consent: Consent
+    previous: str | None
+    signal: AddressSignal
+
+
+def mark_undeliverable(consent: Consent, signal: AddressSignal, now: datetime) -> Marked | None:
+    """Put the (address, channel) of `consent` on do-not-contact with the signal's reason; the
+    consent's state stays (nobody opted out). None when it already carries that reason. A
+    complaint outranks a bounce: once complained, a later bounce does not replace the reason."""
+    previous = consent.do_not_contact
+    if previous == signal.reason or (previous == Undeliverable.COMPLAINED and signal.reason is Undeliverable.BOUNCED):
+        return None
+    consent.do_not_contact = signal.reason.value
+    consent.do_not_contact_at = now
+    return Marked(consent, previous, signal)
+
+
+def lift_do_not_contact(consent: Consent, actor: Actor, evidence: str | None) -> str:
+    """A supervisor takes the (address, channel) off do-not-contact (the mailbox exists again,
+    the carrier lifted its block), with the reason on record. A complaint stays: it came with the
+    person's opt-out, which only they can reopen (a reset, for a reassigned number, clears both).
+    Returns the reason that was lifted."""
+    previous = consent.do_not_contact
+    where = f"{consent.address} on {consent.channel.value}"
+    if previous is None:
+        raise TransitionRefused(f"{where} is not on do-not-contact", code="not_on_do_not_contact")
+    if not _is_supervisor(actor):
+        raise TransitionRefused("only a supervisor can take an address off do-not-contact", code="forbidden")
+    if previous == Undeliverable.COMPLAINED:
+        raise TransitionRefused(f"{where} complained about our messages; only a reset (number or address "
+                                "reassigned) clears that", code="complained")
+    if not (evidence and evidence.strip()):
+        raise InvalidInput("say why the address can take messages again (evidence)", code="reason_required")
+    consent.do_not_contact = None
+    consent.do_not_contact_at = None
+    return previous
 
 
 @dataclass(frozen=True)
@@ -354,6 +413,10 @@ def change(org_id: int, contact_id: int | None, consent: Consent, trigger: Trigg
         check_request(consent, ctx)
     outcome = Outcome()
     done = _apply(outcome, consent, trigger, ctx, org_id, contact_id)
+    if trigger is Trigger.RESET:
+        # The address belongs to someone else now: what it said about the old owner is gone too.
+        consent.do_not_contact = None
+        consent.do_not_contact_at = None
     if done.record.to_state is State.OPTED_IN and done.record.from_state is not State.OPTED_IN:
         outcome.release_holds.append((consent.address, consent.channel))
     if requested_by_employee:

@@ -134,6 +134,10 @@ class Consent:
     pin_hash: str | None = None
     pin_expires_at: datetime | None = None
     pin_attempts: int = 0
+    # The address cannot or must not get messages on this channel (`delivery.Undeliverable`:
+    # bounced, complained, carrier_blocked, ...), whatever the state says; None: nothing against it.
+    do_not_contact: str | None = None
+    do_not_contact_at: datetime | None = None
 
 
 @dataclass(frozen=True)

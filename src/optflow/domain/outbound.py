@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .delivery import Undeliverable
 from .model import Channel, Purpose
 
 
@@ -28,6 +29,10 @@ class OutboundMessage:
     sender: str | None = None  # from number, from address or messaging service sid; None: adapter's own
     unsubscribe_url: str | None = None  # https one-click URL, required on marketing email (RFC 8058)
     unsubscribe_mailto: str | None = None  # optional second List-Unsubscribe entry for marketing email
+    status_callback: str | None = None  # where the provider reports delivery (Twilio's StatusCallback)
+    # WhatsApp template message: the Twilio Content SID and its variables (`body` is then a preview).
+    content_sid: str | None = None
+    content_variables: str | None = None  # JSON object
 
     @property
     def idempotency_key(self) -> str:
@@ -60,6 +65,16 @@ class PermanentSendError(SendError):
 
 class RecipientUnsubscribed(PermanentSendError):
     """The provider refused because the recipient opted out with the provider itself."""
+
+
+class RecipientUndeliverable(PermanentSendError):
+    """The provider refused because the address cannot take messages on the channel: a mail
+    server's permanent refusal of the recipient (SMTP 550/551/553 at RCPT TO), a carrier's
+    30004/30005/30006. `reason` is a `domain.delivery.Undeliverable`."""
+
+    def __init__(self, message: str, reason: Undeliverable, code: str | None = None) -> None:
+        super().__init__(message, code)
+        self.reason = reason
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,14 @@ The checks run in a fixed order, and the first refusal wins:
 1. opt-out (and the two answers an opted-out contact may still get: the opt-out confirmation,
    once and within five minutes, and the reply to HELP);
 2. the suppression list (an address never to be messaged, whatever its consent says), then
-   do-not-disturb;
-3. consent, the org's mode on the channel, and marketing permission;
-4. reasons to wait: frequency caps, then quiet hours in the recipient's local time.
+   do-not-contact: the address cannot or must not get messages on the channel (a bounce, a
+   complaint, a carrier's block; `delivery.Undeliverable`);
+3. do-not-disturb;
+4. consent, the org's mode on the channel, and marketing permission;
+5. WhatsApp's 24-hour window: free-form only within 24 hours of the customer's last message,
+   approved templates only outside it;
+6. reasons to wait: frequency caps, then quiet hours in the recipient's local time (a free-form
+   WhatsApp message that would wait past its window is refused instead).
 
 Only messages the business starts (`NORMAL`, `OPT_IN_REQUEST`) ever wait: the others answer
 something the customer just sent, so holding them back would break the answer (an opt-out
@@ -64,6 +69,15 @@ class DenyCode(enum.StrEnum):
     CONFIRMATION_WINDOW_PASSED = "confirmation_window_passed"
     NO_SENDING_WINDOW = "no_sending_window"  # quiet hours leave no moment in the coming week
     SUPPRESSED = "suppressed"  # the address is on the org's suppression list
+    # The address is on do-not-contact for the channel (the reasons of `delivery.Undeliverable`).
+    BOUNCED = "bounced"
+    COMPLAINED = "complained"
+    CARRIER_BLOCKED = "carrier_blocked"
+    UNKNOWN_NUMBER = "unknown_number"
+    NOT_TEXTABLE = "not_textable"
+    # WhatsApp: free-form only within 24 hours of the customer's last message; templates outside.
+    OUTSIDE_WHATSAPP_WINDOW = "outside_whatsapp_window"
+    TEMPLATE_NOT_APPROVED = "template_not_approved"
 
 
 class DeferCode(enum.StrEnum):
@@ -72,6 +86,8 @@ class DeferCode(enum.StrEnum):
 
 
 OPT_OUT_CONFIRMATION_WINDOW = timedelta(minutes=5)
+# Meta's customer service window: a customer's message opens it for 24 hours.
+WHATSAPP_WINDOW = timedelta(hours=24)
 
 # The answers that go even to an opted-out (or suppressed) address: carriers require the HELP
 # reply, and the customer's own STOP gets its one confirmation.
@@ -115,6 +131,7 @@ class PolicySettings:
     quiet_hours_purposes: frozenset[Purpose] = frozenset(Purpose)
     quiet_hours_channels: frozenset[Channel] = frozenset(Channel)
     caps: tuple[FrequencyCap, ...] = ()
+    whatsapp_templates: frozenset[str] = frozenset()  # names of the org's approved WhatsApp templates
 
     def mode(self, channel: Channel) -> Mode:
         return self.modes.get(channel, Mode.CONSENT)
@@ -147,6 +164,12 @@ class SendRequest:
     recent_sends: Sequence[datetime] = ()
     # Why the address is on the org's suppression list for this channel; None: it is not.
     suppression: str | None = None
+    # The (address, channel) is on do-not-contact with this reason (a bounce, a carrier's block).
+    do_not_contact: str | None = None
+    # WhatsApp only: when the customer last wrote on WhatsApp (None: never), and the name of the
+    # approved template the message is (None: free-form text).
+    last_customer_message_at: datetime | None = None
+    template: str | None = None
 
 
 @dataclass(frozen=True)
@@ -181,6 +204,9 @@ def decide(request: SendRequest, recipient: Recipient, settings: PolicySettings)
         return Allow()
     if request.suppression is not None:
         return Deny(f"the address is on the suppression list ({request.suppression})", DenyCode.SUPPRESSED)
+    if request.do_not_contact:
+        return Deny(f"the address is on do-not-contact for {request.channel.value}: {request.do_not_contact}",
+                    request.do_not_contact)
     if recipient.dnd.blocks(request.channel):
         scope = "every channel" if recipient.dnd.all_channels else request.channel.value
         return Deny(f"the contact is on do-not-disturb for {scope}", DenyCode.DND)
@@ -189,7 +215,45 @@ def decide(request: SendRequest, recipient: Recipient, settings: PolicySettings)
         return refusal
     if request.kind not in _DEFERRABLE_KINDS:
         return Allow()
-    return _waiting_rules(request, recipient, settings)
+    refusal = _whatsapp_rules(request, settings)
+    if refusal is not None:
+        return refusal
+    decision = _waiting_rules(request, recipient, settings)
+    closes = _whatsapp_window_end(request)
+    if isinstance(decision, Defer) and closes is not None and decision.until >= closes:
+        return Deny(f"{decision.reason}; by then the 24-hour WhatsApp window (until {closes:%Y-%m-%d %H:%M} UTC) "
+                    "has closed, and outside it only an approved template may go", DenyCode.OUTSIDE_WHATSAPP_WINDOW)
+    return decision
+
+
+def _whatsapp_window_end(request: SendRequest) -> datetime | None:
+    """When the free-form window of a free-form WhatsApp message closes; None when no window
+    applies (another channel, or a template)."""
+    if request.channel is not Channel.WHATSAPP or request.template is not None:
+        return None
+    last = request.last_customer_message_at
+    return (last + WHATSAPP_WINDOW).astimezone(UTC) if last is not None else None
+
+
+def _whatsapp_rules(request: SendRequest, settings: PolicySettings) -> Deny | None:
+    """A message the business starts on WhatsApp: free-form only within 24 hours of the customer's
+    last message; outside it only one of the org's approved templates."""
+    if request.channel is not Channel.WHATSAPP:
+        return None
+    if request.template is not None:
+        if request.template not in settings.whatsapp_templates:
+            return Deny(f"{request.template!r} is not one of the org's approved WhatsApp templates",
+                        DenyCode.TEMPLATE_NOT_APPROVED)
+        return None
+    last = request.last_customer_message_at
+    if last is None:
+        return Deny("the customer never wrote on WhatsApp, so only an approved template may go",
+                    DenyCode.OUTSIDE_WHATSAPP_WINDOW)
+    if request.now - last >= WHATSAPP_WINDOW:
+        return Deny(f"the customer last wrote on WhatsApp at {last.astimezone(UTC):%Y-%m-%d %H:%M} UTC, more than "
+                    "24 hours ago; outside that window only an approved template may go",
+                    DenyCode.OUTSIDE_WHATSAPP_WINDOW)
+    return None
 
 
 def _opt_out_rules(request: SendRequest) -> Deny | None:

@@ -35,11 +35,13 @@ class Audience(enum.StrEnum):
 class MessageStatus(enum.StrEnum):
     """Where a message is. Outbound through the outbox (service_layer/dispatcher.py):
     QUEUED -> SENDING (claimed, leased) -> HANDED_OVER (given to the provider) -> SENT | FAILED,
+    then, by the provider's delivery report, DELIVERED | UNDELIVERED | FAILED (never back);
     or QUEUED again (a retry or deferral); DENIED (the policy refused it at hand-over), CANCELLED
     (an opt-out or DND stopped it), HELD (waiting for the customer's YES). Replies given in the
     webhook's answer are REPLIED (or DENIED); employee notes are DELIVERED. Inbound: RECEIVED
     (before its handling is stored), DELIVERED to the employee, HELD until the customer's YES, or
-    UNASSOCIATED (no contact owns the sender's address yet)."""
+    UNASSOCIATED (no contact owns the sender's address yet). A call a dialler placed outside
+    optflow is stored DIALLED (POST /api/v1/attempts)."""
 
     QUEUED = "queued"
     SENDING = "sending"
@@ -49,6 +51,8 @@ class MessageStatus(enum.StrEnum):
     DENIED = "denied"
     CANCELLED = "cancelled"
     HELD = "held"
+    UNDELIVERED = "undelivered"  # the provider reported it could not deliver it (Twilio's status callback)
+    DIALLED = "dialled"  # a call a dialler placed outside optflow, recorded through /attempts
     REPLIED = "replied"
     DELIVERED = "delivered"
     UNASSOCIATED = "unassociated"
@@ -59,7 +63,9 @@ class MessageStatus(enum.StrEnum):
 NOT_HANDED_OVER = (MessageStatus.QUEUED, MessageStatus.SENDING)
 # Rows whose `sent_at` is the moment they were handed to a provider: delivered, in flight, or of
 # unknown outcome (a `failed` row keeps `sent_at` only then; a refusal clears it).
-HANDED_OVER = (MessageStatus.SENT, MessageStatus.HANDED_OVER, MessageStatus.FAILED)
+# Delivery reports (DELIVERED, UNDELIVERED) and calls dialled elsewhere count as handed over too.
+HANDED_OVER = (MessageStatus.SENT, MessageStatus.HANDED_OVER, MessageStatus.FAILED, MessageStatus.DELIVERED,
+               MessageStatus.UNDELIVERED, MessageStatus.DIALLED)
 
 
 class EnrollmentStatus(enum.StrEnum):
@@ -188,6 +194,9 @@ class Message:
     last_error: str | None
     created_at: datetime
     sent_at: datetime | None  # outbound: handed to the provider
+    provider_status: str | None  # the provider's last delivery report (Twilio's MessageStatus)
+    error_code: str | None  # the provider's error code with that report
+    template_json: str | None  # a WhatsApp template message: {"name", "variables", "content_sid"}
 
 
 @dataclass(slots=True, frozen=True)

@@ -81,6 +81,11 @@ class OrgSettings(BaseModel):
     twilio_auth_token: str | None = None
     chat_secret: str | None = None
     unsubscribe_secret: str | None = None
+    # The HMAC key of the email events webhook (bounces and complaints from a mail provider).
+    email_events_secret: str | None = None
+    # The org's WhatsApp templates that Meta approved, by name: the Twilio Content SID (HX...)
+    # each is sent as. Outside the 24-hour window only these may go.
+    whatsapp_templates: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("consent_methods")
     @classmethod
@@ -119,6 +124,16 @@ class OrgSettings(BaseModel):
                     f"group messaging cannot be enabled on {channel.value} while it runs in consent mode"
                 )
         return self
+
+    @field_validator("whatsapp_templates")
+    @classmethod
+    def _template_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, content_sid in value.items():
+            if not name.strip() or len(name) > 200:
+                raise ValueError("a WhatsApp template needs a name of 1 to 200 characters")
+            if not (content_sid.startswith("HX") and 2 < len(content_sid) <= 64 and content_sid.isalnum()):
+                raise ValueError(f"WhatsApp template {name!r}: give its Twilio Content SID (HX...)")
+        return value
 
     def mode(self, channel: Channel) -> Mode:
         return self.modes.get(channel, Mode.CONSENT)

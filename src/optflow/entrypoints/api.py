@@ -10,7 +10,7 @@ from __future__ import annotations
 from sanic import Blueprint
 from sanic_ext.extensions.openapi.builders import SpecificationBuilder
 
-from . import api_contacts, api_events, api_imports, api_org
+from . import api_calls, api_contacts, api_events, api_imports, api_org
 from .api_common import SECURITY_SCHEME
 
 URL_PREFIX = "/api/v1"
@@ -25,4 +25,5 @@ def api_blueprint() -> Blueprint:
     api_org.register(bp)
     api_imports.register(bp)
     api_events.register(bp)
+    api_calls.register(bp)
     return bp

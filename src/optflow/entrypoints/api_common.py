@@ -225,7 +225,8 @@ async def run_action(request: Request, command: Command, contact_id: int, *,
 def _consent_out(consent: Consent) -> ConsentOut:
     return ConsentOut(channel=consent.channel, address=consent.address, state=consent.state,
                       awaiting_pin=consent.awaiting_pin, method=consent.method, requested_at=consent.requested_at,
-                      opted_in_at=consent.opted_in_at, opted_out_at=consent.opted_out_at)
+                      opted_in_at=consent.opted_in_at, opted_out_at=consent.opted_out_at,
+                      do_not_contact=consent.do_not_contact, do_not_contact_at=consent.do_not_contact_at)
 
 
 def contact_out(uow: UnitOfWork, org_id: int, contact_id: int) -> ContactOut:

@@ -343,6 +343,20 @@ def register(bp: Blueprint) -> None:
         return await run_action(request, c.ResetConsent(caller.org_id, contact_id, body.channel, caller.actor,
                                                   body.address, evidence=body.evidence), contact_id)
 
+    @bp.post("/contacts/<contact_id:int>/do-not-contact-lift")
+    @route("supervisor", body=ResetIn, ok=(200, ActionOut, "The address may get messages on the channel again."),
+           errors=action_errors, params=(CONTACT,), tag=ACTIONS_TAG)
+    async def lift_do_not_contact(request: Request, contact_id: int) -> HTTPResponse:
+        """Take an address off do-not-contact on a channel (supervisors).
+
+        For a mailbox that exists again or a number the carrier no longer blocks; the reason goes
+        in `evidence` and the ledger. A complaint cannot be lifted (it came with the person's
+        opt-out); a reset, for a reassigned address, clears both.
+        """
+        caller, body = _caller_and_body(request, contact_id, ResetIn)
+        return await run_action(request, c.LiftDoNotContact(caller.org_id, contact_id, body.channel, caller.actor,
+                                                            body.address, evidence=body.evidence), contact_id)
+
     @bp.put("/contacts/<contact_id:int>/dnd")
     @route("agent", body=DndIn, ok=(200, ActionOut, "Do-not-disturb changed."), errors=(404,), params=(CONTACT,),
            tag=ACTIONS_TAG)

@@ -64,7 +64,7 @@ from .schemas import (
     UnassociatedListOut,
 )
 
-SECRET_SETTINGS = ("twilio_auth_token", "chat_secret", "unsubscribe_secret")
+SECRET_SETTINGS = ("twilio_auth_token", "chat_secret", "unsubscribe_secret", "email_events_secret")
 REDACTED = "********"
 REPORT_DEFAULT_DAYS = 30
 CSV_COLUMNS = ("channel", "mode", "method", "opt_ins", "opt_outs", "requests", "reauthorizations",
@@ -177,7 +177,8 @@ def register(bp: Blueprint) -> None:
         """Send a message from an employee to a contact.
 
         The send policy decides: refused with 409 and its reason as `error.code` (`opted_out`,
-        `dnd`, `no_consent`, `marketing_declined`, ...); `deferred` until quiet hours end or a
+        `dnd`, `no_consent`, `marketing_declined`, `bounced`, `outside_whatsapp_window`, ...);
+        `deferred` until quiet hours end or a
         frequency cap allows; in consent mode without consent yet, `held` until the customer
         replies YES, and the opt-in request goes out.
         """
@@ -185,7 +186,8 @@ def register(bp: Blueprint) -> None:
         caller = caller_of(request)
         result: ActionResult = await handle(request, c.SendMessage(
             caller.org_id, body.contact_id, body.channel, body.body, caller.actor, purpose=body.purpose,
-            subject=body.subject, address=body.address))
+            subject=body.subject, address=body.address,
+            template=c.WhatsAppTemplate(body.template.name, dict(body.template.variables)) if body.template else None))
         assert result.message_id is not None and result.channel is not None
         return respond(SendOut(message_id=result.message_id, contact_id=result.contact_id, channel=result.channel,
                                status=result.status, state=result.state, detail=result.detail), 202)

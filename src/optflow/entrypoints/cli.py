@@ -400,7 +400,8 @@ def orgs_show(obj: Ctx, org: int | None) -> None:
         numbers = uow.orgs.numbers(org_id)
     click.echo(json.dumps({"id": org_id, "name": row.name, "parent_id": row.parent_id, "numbers": numbers,
                            "settings": settings.model_dump(mode="json", exclude={"twilio_auth_token", "chat_secret",
-                                                                                 "unsubscribe_secret"})}, indent=2))
+                                                                                 "unsubscribe_secret",
+                                                                                 "email_events_secret"})}, indent=2))
 
 
 @orgs.command("set")
@@ -574,6 +575,7 @@ def agents_expire(obj: Ctx, agent_id: int, expires_in: str | None, at: str | Non
     click.echo(f"the token of {row.name} (id {agent_id}) expires: {_when(row.expires_at, 'never')}")
 
 
+from .cli_bounces import register as _register_bounces  # noqa: E402
 from .cli_contacts import register as _register_contacts  # noqa: E402
 from .cli_flows import register as _register_flows  # noqa: E402
 from .cli_imports import register as _register_imports  # noqa: E402
@@ -583,6 +585,7 @@ _register_contacts(main)
 _register_flows(main)
 _register_imports(main)
 _register_webhooks(main)
+_register_bounces(main)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -33,7 +33,7 @@ def _contact_json(obj: Ctx, org_id: int, contact_id: int) -> dict[str, Any]:
         "consents": [{"channel": k.channel.value, "address": k.address, "state": k.state.value,
                       "awaiting_pin": k.awaiting_pin,
                       "opted_in_at": k.opted_in_at.isoformat() if k.opted_in_at else None,
-                      "method": k.method} for k in consents],
+                      "method": k.method, "do_not_contact": k.do_not_contact} for k in consents],
     }
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.json_schema import DEFAULT_REF_TEMPLATE, GenerateJsonSchema, JsonSchemaMode
 
 from ..domain.model import Channel, Mode, Purpose, State
@@ -160,6 +160,10 @@ class ConsentOut(ApiModel):
     requested_at: datetime | None
     opted_in_at: datetime | None = Field(description="When the current consent was given (reauth clock).")
     opted_out_at: datetime | None
+    do_not_contact: str | None = Field(default=None, description="The address cannot or must not get messages on "
+                                       "this channel, whatever the state: `bounced`, `complained`, "
+                                       "`carrier_blocked`, `unknown_number`, `not_textable`.")
+    do_not_contact_at: datetime | None = None
 
 
 class DndOut(ApiModel):
@@ -330,13 +334,29 @@ class EnrollIn(ApiModel):
 # ------------------------------------------------------------------------------------ messages, events
 
 
+class TemplateIn(ApiModel):
+    name: str = Field(min_length=1, max_length=200, description="The name the org registered in "
+                                                                "`whatsapp_templates` (an approved template).")
+    variables: dict[Annotated[str, Field(max_length=50)], Annotated[str, Field(max_length=1000)]] = Field(
+        default_factory=dict, max_length=50, description='e.g. `{"1": "Alex", "2": "Friday"}`.')
+
+
 class MessageIn(ApiModel):
     contact_id: Id
     channel: Channel
-    body: str = Field(min_length=1, max_length=5000)
+    body: str = Field(default="", max_length=5000, description="The text; may be left out for a WhatsApp template.")
     purpose: Purpose = Purpose.CONVERSATIONAL
     subject: str | None = Field(default=None, max_length=300, description="Email only.")
     address: Address | None = None
+    template: TemplateIn | None = Field(default=None, description="WhatsApp only: an approved template instead of "
+                                                                  "free text (the only kind allowed outside the "
+                                                                  "24 hours after the customer's last message).")
+
+    @model_validator(mode="after")
+    def _body_or_template(self) -> MessageIn:
+        if not self.body and self.template is None:
+            raise ValueError("give a body, or a template for WhatsApp")
+        return self
 
 
 class SendOut(ApiModel):
@@ -411,6 +431,7 @@ Secret = Annotated[str, Field(max_length=200)]
 # A consent method or keyword: some text that is not only spaces.
 Word = Annotated[str, Field(min_length=1, max_length=100, pattern=r"\S")]
 KeywordIntent = Literal["opt_out", "opt_in", "help"]
+TemplateSid = Annotated[str, Field(pattern=r"^HX[0-9A-Za-z]{1,62}$")]
 
 
 class SettingsPatch(ApiModel):
@@ -463,6 +484,9 @@ class SettingsPatch(ApiModel):
     twilio_auth_token: Secret | None = None
     chat_secret: Secret | None = None
     unsubscribe_secret: Secret | None = None
+    email_events_secret: Secret | None = None
+    whatsapp_templates: dict[Label, TemplateSid | None] | None = Field(
+        default=None, description="Approved WhatsApp templates: name to Twilio Content SID (HX...).")
 
 
 # ------------------------------------------------------------------------------------ reports

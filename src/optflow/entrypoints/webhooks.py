@@ -28,16 +28,20 @@ from sanic_ext import openapi
 from twilio.request_validator import RequestValidator
 
 from ..bootstrap import System
-from ..config import Config
+from ..config import TWILIO_STATUS_PATH, Config
 from ..domain import commands as c
+from ..domain import mail_feedback
 from ..domain.addresses import normalize_for_channel
 from ..domain.model import Actor, ActorKind, Channel, InvalidInput, NotFound
 from ..domain.settings import OrgSettings
 from ..domain.signatures import verify_webhook_signature
 from ..domain.text import storable
 from ..domain.tokens import UnsubscribeTarget, read_token
+from ..service_layer.delivery_signals import DeliveryReportResult, MailFeedbackResult
 from ..service_layer.handlers import InboundResult
+from .api_common import query_value
 from .errors import ApiError
+from .schemas import MAX_ID
 
 log = logging.getLogger("optflow.webhooks")
 
@@ -53,6 +57,7 @@ CHAT_CHANNELS = {"chat": Channel.CHAT, "whatsapp": Channel.WHATSAPP}
 # the classifier and the stored record each took would depend on the parser.
 SINGLE_VALUED_TWILIO_FIELDS = ("Body", "From", "To", "MessageSid", "OptOutType")
 DEMO_CUSTOMER_NUMBER = "+14155550100"
+STATUS_FIELDS = ("MessageSid", "MessageStatus", "ErrorCode", "From", "To")
 
 
 def webhooks_blueprint() -> Blueprint:
@@ -125,6 +130,50 @@ def webhooks_blueprint() -> Blueprint:
         return json_response({"intent": result.intent.value, "state": result.state.value,
                               "replies": list(result.replies), "duplicate": result.duplicate})
 
+    @bp.post(TWILIO_STATUS_PATH, name="twilio_status")
+    @openapi.exclude()
+    async def twilio_status(request: Request) -> HTTPResponse:
+        """Twilio's delivery report on a message we sent (its StatusCallback), signed like the
+        inbound webhook; `From` is the org's own number. The message is found by our id in the
+        query (`?message=`, set by the dispatcher) or else by `MessageSid`."""
+        form: RequestParameters = request.get_form(keep_blank_values=True) or RequestParameters()
+        _refuse_repeated_fields(form, STATUS_FIELDS)
+        sender = _required(form, "From")
+        config: Config = request.app.ctx.config
+
+        def check(settings: OrgSettings) -> None:
+            if not config.skip_signature_check:
+                _check_twilio_signature(request, settings.twilio_auth_token or config.twilio_auth_token, form)
+
+        org_id, _ = request.app.ctx.orgs.authenticated(_e164(sender), check)
+        message = query_value(request, "message")
+        if message is not None and not (message.isdigit() and 1 <= int(message) <= MAX_ID):
+            raise ApiError(400, "bad_request", "the query parameter message must be a message id")
+        error_code = storable(form.get("ErrorCode") or "").strip() or None
+        result: DeliveryReportResult = await request.app.ctx.commands.submit(c.RecordDeliveryStatus(
+            org_id, storable(_required(form, "MessageSid"))[:64], storable(_required(form, "MessageStatus"))[:40],
+            error_code[:20] if error_code else None, int(message) if message is not None else None))
+        return json_response({"message_id": result.message_id, "status": result.status.value})
+
+    @bp.post("/webhooks/email/<org_id:int>", name="email_events")
+    @openapi.exclude()
+    async def email_events(request: Request, org_id: int) -> HTTPResponse:
+        """A mail provider's bounce and complaint events (generic, SendGrid, Amazon SES or SNS,
+        Postmark JSON), signed with the org's `email_events_secret` in X-Optflow-Signature."""
+        config: Config = request.app.ctx.config
+        settings = _org_settings(request, org_id)
+        if not config.skip_signature_check:
+            if not settings.email_events_secret:
+                raise ApiError(403, "forbidden", "email events are not set up for this org (no email_events_secret)")
+            if not verify_webhook_signature(settings.email_events_secret, request.body,
+                                            request.headers.get(CHAT_SIGNATURE_HEADER)):
+                raise ApiError(403, "forbidden", f"missing or invalid {CHAT_SIGNATURE_HEADER}")
+        source, items = mail_feedback.from_provider_json(request.body)
+        result: MailFeedbackResult = await request.app.ctx.commands.submit(
+            c.ReportMailFeedback(org_id, tuple(items), source))
+        return json_response({"format": source, "bounced": result.bounced, "complained": result.complained,
+                              "unchanged": result.unchanged, "invalid": len(result.invalid)})
+
     @bp.get("/unsubscribe/<token:str>", name="unsubscribe_page")
     @openapi.exclude()
     async def unsubscribe_page(request: Request, token: str) -> HTTPResponse:
@@ -174,13 +223,23 @@ def _required(form: Mapping[str, Any], name: str) -> str:
     return str(value)
 
 
-def _refuse_repeated_fields(form: RequestParameters) -> None:
+def _refuse_repeated_fields(form: RequestParameters, fields: Sequence[str] = SINGLE_VALUED_TWILIO_FIELDS) -> None:
     """400 for a form that repeats a single-valued field, before anything is looked up or stored
     (`form.get` would quietly take the first value)."""
-    repeated = [name for name in SINGLE_VALUED_TWILIO_FIELDS if len(form.getlist(name) or ()) > 1]
+    repeated = [name for name in fields if len(form.getlist(name) or ()) > 1]
     if repeated:
         raise ApiError(400, "repeated_field", f"the form field{'s' if len(repeated) > 1 else ''} "
                                               f"{', '.join(map(repr, repeated))} must appear only once")
+
+
+def _org_settings(request: Request, org_id: int) -> OrgSettings:
+    """An org's settings, 404 for an id no org has."""
+    system: System = request.app.ctx.system
+    if not 1 <= org_id <= MAX_ID:
+        raise NotFound(f"no org {org_id}", code="org_not_found")
+    with system.bus.uow(read_only=True) as uow:
+        uow.orgs.get(org_id)
+        return uow.orgs.settings(org_id)
 
 
 def _e164(number: str) -> str:

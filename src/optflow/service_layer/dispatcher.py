@@ -24,6 +24,7 @@ Sending happens outside any transaction: a slow provider never holds a database 
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 from collections.abc import Callable
@@ -31,13 +32,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from ..domain import commands as c
-from ..domain.consent_rules import Door
+from ..domain.consent_rules import AddressSignal, Door
 from ..domain.model import Actor, ActorKind, Channel, Purpose
-from ..domain.outbound import OutboundMessage, PermanentSendError, RecipientUnsubscribed, TransientSendError
+from ..domain.outbound import (
+    OutboundMessage,
+    PermanentSendError,
+    RecipientUndeliverable,
+    RecipientUnsubscribed,
+    TransientSendError,
+)
 from ..domain.policy import Allow, Decision, Defer, MessageKind
 from ..domain.records import Message, MessageStatus
 from ..domain.tokens import unsubscribe_url
-from . import late_replies
+from . import delivery_signals, late_replies
 from .handlers import Services, opt_out_address, policy_decision, policy_settings
 from .ports import Sender
 from .unit_of_work import UnitOfWork, UnitOfWorkFactory
@@ -90,8 +97,12 @@ def _utc_now() -> datetime:
 
 class Dispatcher:
     def __init__(self, uows: UnitOfWorkFactory, services: Services, sender: Sender, unsubscribe_secret: str,
-                 public_url: str, clock: Callable[[], datetime] = _utc_now) -> None:
-        """`clock` times each hand-over and the lease renewals while a batch is being sent."""
+                 public_url: str, clock: Callable[[], datetime] = _utc_now, *,
+                 status_callback_url: str | None = None) -> None:
+        """`clock` times each hand-over and the lease renewals while a batch is being sent.
+        `status_callback_url`: where Twilio reports the delivery of each text and WhatsApp
+        message (the message's id is added to it); None: no reports asked for."""
+        self.status_callback_url = status_callback_url
         self.uows = uows
         self.services = services
         self.sender = sender
@@ -196,15 +207,23 @@ class Dispatcher:
         consent = uow.consents.get(org_id, row.address, channel)
         # An opt-out confirmation goes only while none has reached the customer: one answered in
         # a webhook meanwhile (a second STOP) makes a queued one redundant.
-        return policy_decision(uow, settings, contact, consent, row.purpose, kind, now, at_hand_over=True)
+        template = json.loads(row.template_json)["name"] if row.template_json else None
+        return policy_decision(uow, settings, contact, consent, row.purpose, kind, now, at_hand_over=True,
+                               template=template)
 
     def _outbound(self, row: Message) -> OutboundMessage:
         unsubscribe = None
         if row.channel is Channel.EMAIL and row.purpose is Purpose.MARKETING:
             unsubscribe = self.unsubscribe_url(row.org_id, row.address, row.channel)
+        callback = None
+        if self.status_callback_url and row.channel in (Channel.TEXT, Channel.WHATSAPP):
+            callback = f"{self.status_callback_url}?message={row.id}"
+        template = json.loads(row.template_json) if row.template_json else None
         return OutboundMessage(
             id=row.id, org_id=row.org_id, channel=row.channel, to=row.address, body=row.body, purpose=row.purpose,
-            subject=row.subject or None, unsubscribe_url=unsubscribe,
+            subject=row.subject or None, unsubscribe_url=unsubscribe, status_callback=callback,
+            content_sid=template["content_sid"] if template else None,
+            content_variables=json.dumps(template["variables"]) if template else None,
         )
 
     def _send(self, message: OutboundMessage, token: str, attempts: int, report: DeliveryReport) -> _Outcome | None:
@@ -216,6 +235,10 @@ class Dispatcher:
         except RecipientUnsubscribed as exc:
             self._carrier_opt_out(message, token, str(exc))
             report.opted_out_by_carrier += 1
+            report.failed += 1
+            return None
+        except RecipientUndeliverable as exc:
+            self._undeliverable(message, token, exc)
             report.failed += 1
             return None
         except TransientSendError as exc:
@@ -242,9 +265,23 @@ class Dispatcher:
     def _record(self, uow: UnitOfWork, claim: _Claim, outcome: _Outcome) -> None:
         message_id, values = outcome
         if not uow.messages.record(message_id, claim.token, **values):
-            log.warning("message %s: its claim was taken over; the outcome was not recorded", message_id)
+            log.warning("message %s: its claim was taken over, or the provider reported on it first; the "
+                        "outcome was not recorded", message_id)
         elif values.get("status") is MessageStatus.SENT and message_id in claim.confirmations:
             late_replies.note_sent(uow, message_id, self.clock())
+
+    def _undeliverable(self, message: OutboundMessage, token: str, error: RecipientUndeliverable) -> None:
+        """The provider says the address cannot take messages (an SMTP 550, Twilio 30004-30006):
+        the address goes on do-not-contact for the channel, in the transaction recording the failure."""
+        now = self.clock()
+        with self.uows() as uow:
+            uow.messages.record(message.id, token, status=MessageStatus.FAILED, sent_at=None, last_error=str(error),
+                                error_code=error.code)
+            delivery_signals.mark_address(uow, message.org_id, AddressSignal(
+                Door.BOUNCE if message.channel is Channel.EMAIL else Door.CARRIER, CARRIER, message.to,
+                message.channel, error.reason, evidence=str(error)[:500], source_message_id=f"message:{message.id}"),
+                now)
+            uow.commit()
 
     def _carrier_opt_out(self, message: OutboundMessage, token: str, error: str) -> None:
         """The provider says the recipient unsubscribed (Twilio 21610): that is an opt-out."""

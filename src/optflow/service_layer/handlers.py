@@ -180,6 +180,7 @@ def _build_policy_settings(settings: OrgSettings) -> PolicySettings:
                          purposes=frozenset(cap.purposes), name=cap.name)
             for cap in settings.effective_caps()
         ),
+        whatsapp_templates=frozenset(settings.whatsapp_templates),
     )
 
 
@@ -457,9 +458,11 @@ def notify_employee(uow: UnitOfWork, svc: Services, org_id: int, settings: OrgSe
 
 def policy_decision(uow: UnitOfWork, settings: OrgSettings, contact: Contact | None, consent: Consent,
                     purpose: Purpose, kind: MessageKind, now: datetime, *,
-                    confirmation_sent: bool | None = None, at_hand_over: bool = False) -> Decision:
+                    confirmation_sent: bool | None = None, at_hand_over: bool = False,
+                    template: str | None = None) -> Decision:
     """Frequency caps count the messages already queued or claimed too, except `at_hand_over`
-    (the dispatcher's last check before the provider), which counts only those handed over."""
+    (the dispatcher's last check before the provider), which counts only those handed over.
+    `template`: the message is that WhatsApp template (None: free-form)."""
     recent: Sequence[datetime] = ()
     org_policy = policy_settings(settings)
     caps = [cap for cap in org_policy.caps if consent.channel in cap.channels]
@@ -477,7 +480,9 @@ def policy_decision(uow: UnitOfWork, settings: OrgSettings, contact: Contact | N
         consent_state=consent.state, kind=kind, opted_out_at=consent.opted_out_at,
         opt_out_confirmation_sent=consent.opt_out_confirmation_sent if confirmation_sent is None
         else confirmation_sent,
-        recent_sends=tuple(recent),
+        recent_sends=tuple(recent), do_not_contact=consent.do_not_contact, template=template,
+        last_customer_message_at=uow.messages.last_inbound_at(consent.org_id or 0, consent.address, consent.channel)
+        if consent.channel is Channel.WHATSAPP and kind in (MessageKind.NORMAL, MessageKind.OPT_IN_REQUEST) else None,
     )
     return decide(request, recipient_of(contact), org_policy)
 
@@ -996,14 +1001,27 @@ def set_marketing(cmd: c.SetMarketing, uow: UnitOfWork, svc: Services, now: date
     return ActionResult(cmd.contact_id, None, None, status="marketing_on" if cmd.allowed else "marketing_off")
 
 
+def _template_json(cmd: c.SendMessage, settings: OrgSettings) -> str | None:
+    """A WhatsApp template message as stored on its row (None: free-form); the policy refuses a
+    name the org has not registered as approved."""
+    if cmd.template is None:
+        return None
+    if cmd.channel is not Channel.WHATSAPP:
+        raise InvalidInput("templates are for WhatsApp messages only", code="template_not_whatsapp")
+    return json.dumps({"name": cmd.template.name, "variables": cmd.template.variables,
+                       "content_sid": settings.whatsapp_templates.get(cmd.template.name)})
+
+
 def send_message(cmd: c.SendMessage, uow: UnitOfWork, svc: Services, now: datetime) -> ActionResult:
-    if not cmd.body.strip():
+    if not cmd.body.strip() and cmd.template is None:
         raise InvalidInput("the message body is empty", code="empty_body")
     contact = uow.contacts.get(cmd.org_id, cmd.contact_id)
     settings = uow.orgs.settings(cmd.org_id)
     address = _contact_address(uow, cmd.contact_id, cmd.channel, cmd.address)
     consent = uow.consents.get(cmd.org_id, address, cmd.channel, lock=True)
-    decision = policy_decision(uow, settings, contact, consent, cmd.purpose, MessageKind.NORMAL, now)
+    template_json = _template_json(cmd, settings)
+    decision = policy_decision(uow, settings, contact, consent, cmd.purpose, MessageKind.NORMAL, now,
+                               template=cmd.template.name if cmd.template else None)
     mode = settings.mode(cmd.channel)
     agent_id = _agent_id(cmd.actor)
     if isinstance(decision, Deny) and decision.code in ("no_consent", "reauth_due") \
@@ -1014,7 +1032,7 @@ def send_message(cmd: c.SendMessage, uow: UnitOfWork, svc: Services, now: dateti
             org_id=cmd.org_id, contact_id=cmd.contact_id, direction=Direction.OUT, audience=Audience.CUSTOMER,
             channel=cmd.channel.value, address=address, body=cmd.body, subject=cmd.subject,
             purpose=cmd.purpose.value, kind=MessageKind.NORMAL.value, status=MessageStatus.HELD, created_at=now,
-            agent_id=agent_id,
+            agent_id=agent_id, template_json=template_json,
         )
         request = rules.request_for_held_message(consent.state, already_holding)
         if request is rules.HeldMessageRequest.REAUTH:
@@ -1030,7 +1048,8 @@ def send_message(cmd: c.SendMessage, uow: UnitOfWork, svc: Services, now: dateti
         return ActionResult(cmd.contact_id, cmd.channel, consent.state, status="held", message_id=message_id,
                             detail=f"held until the customer {waits_for}{asked}")
     _refuse_if_denied(decision)
-    body = cmd.body
+    body = cmd.body or (f"[WhatsApp template {cmd.template.name}] {json.dumps(cmd.template.variables)}"
+                        if cmd.template else "")
     if mode is Mode.DISCLAIMER and not uow.messages.has_outbound(cmd.org_id, address, cmd.channel):
         language = customer_language(settings, contact)
         notice = render(svc, settings, "customer/disclaimer",
@@ -1048,6 +1067,8 @@ def send_message(cmd: c.SendMessage, uow: UnitOfWork, svc: Services, now: dateti
                                    kind=MessageKind.NORMAL, purpose=cmd.purpose,
                                    not_before=decision.until if isinstance(decision, Defer) else None,
                                    agent_id=agent_id, subject=cmd.subject)
+    if template_json is not None:
+        uow.messages.set(message_id, template_json=template_json)
     return ActionResult(cmd.contact_id, cmd.channel, consent.state,
                         status="deferred" if isinstance(decision, Defer) else "queued", message_id=message_id,
                         detail=decision.reason if isinstance(decision, Defer) else None)

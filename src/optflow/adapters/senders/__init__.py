@@ -6,6 +6,7 @@ The dispatcher codes against `Sender`; `Router` picks the sender for a message's
 from .base import (
     OutboundMessage,
     PermanentSendError,
+    RecipientUndeliverable,
     RecipientUnsubscribed,
     Sender,
     SendError,
@@ -22,6 +23,7 @@ __all__ = [
     "ConsoleSender",
     "OutboundMessage",
     "PermanentSendError",
+    "RecipientUndeliverable",
     "RecipientUnsubscribed",
     "Router",
     "SendError",

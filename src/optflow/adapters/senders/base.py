@@ -16,6 +16,7 @@ from optflow.domain.model import Channel
 from optflow.domain.outbound import (
     OutboundMessage,
     PermanentSendError,
+    RecipientUndeliverable,
     RecipientUnsubscribed,
     SendError,
     SendResult,
@@ -23,8 +24,8 @@ from optflow.domain.outbound import (
 )
 
 __all__ = [  # the senders' vocabulary comes from here with their base class
-    "OutboundMessage", "PermanentSendError", "RecipientUnsubscribed", "SendError", "SendResult", "Sender",
-    "TransientSendError",
+    "OutboundMessage", "PermanentSendError", "RecipientUndeliverable", "RecipientUnsubscribed", "SendError",
+    "SendResult", "Sender", "TransientSendError",
 ]
 
 

@@ -20,11 +20,13 @@ import ssl
 from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
 
+from optflow.domain.delivery import Undeliverable
 from optflow.domain.model import Channel, Purpose
 
 from .base import (
     OutboundMessage,
     PermanentSendError,
+    RecipientUndeliverable,
     Sender,
     SendError,
     SendResult,
@@ -121,9 +123,19 @@ def list_unsubscribe_value(message: OutboundMessage) -> str:
     return ", ".join(entries)
 
 
+# Replies to RCPT TO that say the mailbox does not exist or will never take mail from us: the
+# address bounced (RFC 5321 4.2.3). Other 5xx at RCPT (552, 554: storage, policy) fail the
+# message without judging the address.
+_BOUNCED_RCPT_CODES = frozenset({550, 551, 553})
+
+
 def _classify(exc: OSError) -> SendError:
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
         code, reply = next(iter(exc.recipients.values()))
+        if code in _BOUNCED_RCPT_CODES:
+            text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
+            return RecipientUndeliverable(f"SMTP server refused the recipient: {code} {text}",
+                                          Undeliverable.BOUNCED, code=str(code))
         return _by_reply_code(code, reply)
     if isinstance(exc, smtplib.SMTPResponseException):
         return _by_reply_code(exc.smtp_code, exc.smtp_error)

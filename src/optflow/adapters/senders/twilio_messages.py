@@ -14,11 +14,13 @@ from twilio.base.exceptions import TwilioRestException, TwilioServiceException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
+from optflow.domain.delivery import TWILIO_UNDELIVERABLE, describe
 from optflow.domain.model import Channel
 
 from .base import (
     OutboundMessage,
     PermanentSendError,
+    RecipientUndeliverable,
     RecipientUnsubscribed,
     Sender,
     SendResult,
@@ -64,10 +66,15 @@ class TwilioSender(Sender):
         self._require_channel(message)
         whatsapp = message.channel is Channel.WHATSAPP
         identity = message.sender or self._default_identity
+        content: dict[str, str] = {"body": message.body}
+        if whatsapp and message.content_sid:
+            content = {"content_sid": message.content_sid, "content_variables": message.content_variables or "{}"}
+        if message.status_callback:
+            content["status_callback"] = message.status_callback
         try:
             created = self._client.messages.create(
                 to=_address(message.to, whatsapp),
-                body=message.body,
+                **content,
                 **_identity_params(identity, whatsapp),
             )
         except (TwilioRestException, TwilioServiceException) as exc:
@@ -98,6 +105,10 @@ def _classify(status: int, code: int | None, exc: Exception) -> PermanentSendErr
         return RecipientUnsubscribed(
             "Twilio refused: the recipient has opted out of messages from this sender", code=str(code)
         )
+    undeliverable = TWILIO_UNDELIVERABLE.get(str(code))
+    if undeliverable is not None:
+        return RecipientUndeliverable(f"Twilio refused (error {code}): {describe(undeliverable)}", undeliverable,
+                                      code=str(code))
     if status in (408, 429) or status >= 500:
         return TransientSendError(f"Twilio answered HTTP {status}: {_plain(exc)}")
     return PermanentSendError(
