@@ -11,6 +11,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from ..adapters import db
+from ..adapters.console_auth import ConsoleSessionRepository, SignInFailureRepository
 from ..adapters.enrollments import EnrollmentRepository
 from ..adapters.prepared import Savepoint
 from ..adapters.repository import (
@@ -82,6 +83,8 @@ class UnitOfWork:
         self.messages = MessageRepository(self.conn)
         self.enrollments = EnrollmentRepository(self.conn)
         self.webhook_deliveries = WebhookDeliveryRepository(self.conn)
+        self.console_sessions = ConsoleSessionRepository(self.conn)
+        self.sign_in_failures = SignInFailureRepository(self.conn)
         self.events = []
         self.commit_on_error = False
         return self
