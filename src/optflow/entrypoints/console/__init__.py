@@ -10,11 +10,11 @@ from sanic.response import HTTPResponse, redirect
 from sanic_ext.extensions.openapi import openapi
 
 from ...domain.model import DomainError, NotFound
-from . import views_auth, views_contacts
+from . import views_auth, views_automations, views_contact, views_contacts, views_conversation, views_history
 from .security import CONSOLE_PREFIX, STATIC, ConsoleRefusal, refusal_page
 
 # Each module's `register(bp)` adds its routes; add a new module here.
-VIEW_MODULES = (views_auth, views_contacts)
+VIEW_MODULES = (views_auth, views_contacts, views_contact, views_conversation, views_history, views_automations)
 
 
 def console_blueprint() -> Blueprint:

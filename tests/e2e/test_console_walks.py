@@ -1,0 +1,105 @@
+"""Each seed product's workflow, walked through the console in a real browser (Debian's
+Chromium), with axe-core on the pages it passes. Waits are on locators, never on time."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from playwright.sync_api import expect
+
+from e2e.conftest import Console, Library, Server, fresh_number
+
+
+def new_contact(page: Any, name: str, phone: str | None = None, email: str | None = None) -> int:
+    """Create a contact through the form; the browser ends on its page. Returns its id."""
+    page.get_by_role("link", name="Contacts", exact=True).click()
+    page.get_by_role("link", name="New contact").click()
+    page.get_by_label("Name").fill(name)
+    if phone:
+        page.get_by_label("Phone number").fill(phone)
+    if email:
+        page.get_by_label("Email address").fill(email)
+    page.get_by_role("button", name="Create contact").click()
+    expect(page.get_by_role("status")).to_have_text("Contact created.")
+    match = re.search(r"/console/contacts/([0-9]+)$", page.url)
+    assert match, page.url
+    return int(match.group(1))
+
+
+def channel_row(page: Any, label: str) -> Any:
+    """The section of one channel (Texts, Calls, Email ...) on the contact page."""
+    return page.locator("section.channel").filter(has=page.get_by_role("heading", name=re.compile(f"^{label} ")))
+
+
+def record(page: Any, label: str, action: str, *, date: str, time: str, method: str, evidence: str) -> None:
+    """Open the channel's "Opt In" or "Opt Out" form, fill the date, time, method and evidence, submit."""
+    row = channel_row(page, label)
+    row.locator("summary", has_text=f"{action} {label}").click()
+    form = row.locator("details[open] form")
+    form.get_by_label(re.compile("^Date")).fill(date)
+    form.get_by_label(re.compile("^Time")).fill(time)
+    form.get_by_label("Method").select_option(method)
+    form.get_by_label(re.compile("^Evidence")).fill(evidence)
+    form.get_by_role("button", name=f"{action} {label}").click()
+
+
+def test_collect_opt_in_calls_flags_log_opt_out_texts_and_text_reauth(console: Console, library: Library,
+                                                                      server: Server) -> None:
+    page = console.sign_in("agent")
+    phone = fresh_number()
+    contact_id = new_contact(page, "Colin Collect", phone)
+    console.assert_accessible(page)
+    expect(page.get_by_text("Active: no")).to_be_visible()
+
+    # Opt in calls with a past date and a method: the flags flip.
+    record(page, "Calls", "Opt In", date="2026-11-02", time="14:30", method="phone_call",
+           evidence="Said yes on the recorded call of 2 November")
+    expect(page.get_by_role("status")).to_have_text("Opted in (Calls).")
+    expect(page.get_by_text("Active: yes")).to_be_visible()
+    expect(page.get_by_text("Do not call: no")).to_be_visible()
+    calls = channel_row(page, "Calls")
+    expect(calls.get_by_role("heading")).to_contain_text("opted in")
+    expect(calls).to_contain_text("2026-11-02 14:30 UTC")
+    expect(calls).to_contain_text("phone call")
+    expect(calls).to_contain_text("agent one")
+
+    # Texts: opted in on paper, then Text Reauth asks the customer to confirm it.
+    record(page, "Texts", "Opt In", date="2026-10-01", time="09:00", method="paper_form", evidence="Form 17")
+    expect(page.get_by_role("status")).to_have_text("Opted in (Texts).")
+    channel_row(page, "Texts").get_by_role("button", name="Text Reauth").click()
+    expect(page.get_by_role("status")).to_have_text("Re-authorisation request sent (Texts).")
+    sent = library.messages(server.org_id, phone, direction="out", audience="customer")
+    assert [(m["channel"], m["kind"]) for m in sent] == [("text", "opt_in_request")], sent
+
+    # Opt out of texts with its own date and method.
+    record(page, "Texts", "Opt Out", date="2026-11-20", time="08:15", method="verbal",
+           evidence="Asked on the phone to stop texts")
+    expect(page.get_by_role("status")).to_have_text("Opted out (Texts).")
+    texts = channel_row(page, "Texts")
+    expect(texts.get_by_role("heading")).to_contain_text("opted out")
+    # A button that may not be used says why (the consent rules' own words).
+    expect(texts.get_by_role("button", name="Opt In Texts")).to_be_disabled()
+    expect(texts).to_contain_text("only the customer can reopen it")
+    console.assert_accessible(page)
+
+    # The log shows every change, with when it was given and when it was recorded.
+    page.get_by_role("link", name="Consent history").click()
+    timeline = page.locator("ol.timeline")
+    expect(timeline).to_contain_text("call · " + phone + ": unknown → opted in")
+    expect(timeline).to_contain_text("2026-11-02 14:30 UTC")
+    opted_out = timeline.locator("li", has_text="text · " + phone + ": opted in → opted out")
+    expect(opted_out).to_contain_text("2026-11-20 08:15 UTC")
+    expect(opted_out).to_contain_text("verbal")
+    expect(opted_out).to_contain_text("Asked on the phone to stop texts")
+    console.assert_accessible(page)
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Proof of consent (CSV)").click()
+    csv_text = Path(download.value.path()).read_text(encoding="utf-8")
+    assert csv_text.splitlines()[0].startswith("seq,recorded_at,occurred_at,address,channel")
+    assert "paper_form" in csv_text and "phone_call" in csv_text
+    page.goto(console.url(f"/console/contacts/{contact_id}/proof"))
+    expect(page.get_by_role("heading", name="Proof of consent")).to_be_visible()
+    expect(page.locator("table").last).to_contain_text("Said yes on the recorded call of 2 November")
+    console.assert_accessible(page)
