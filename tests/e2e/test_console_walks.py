@@ -10,6 +10,7 @@ from typing import Any
 from playwright.sync_api import expect
 
 from e2e.conftest import Console, Library, Server, fresh_number
+from e2e.helpers import api_org
 
 
 def new_contact(page: Any, name: str, phone: str | None = None, email: str | None = None) -> int:
@@ -103,3 +104,83 @@ def test_collect_opt_in_calls_flags_log_opt_out_texts_and_text_reauth(console: C
     expect(page.get_by_role("heading", name="Proof of consent")).to_be_visible()
     expect(page.locator("table").last).to_contain_text("Said yes on the recorded call of 2 November")
     console.assert_accessible(page)
+
+
+def test_ace_opt_in_request_then_the_customers_yes_then_the_pin(console: Console, library: Library,
+                                                                server: Server) -> None:
+    org = api_org(server, library, pin_required=True)
+    page = console.sign_in(person=library.add_person(org.org.id))
+    phone = fresh_number()
+    new_contact(page, "Ace Customer", phone)
+    texts = channel_row(page, "Texts")
+    texts.get_by_role("button", name="Send Opt-In Request (Texts)").click()
+    expect(page.get_by_role("status")).to_have_text("Opt-in request sent (Texts).")
+    expect(texts.get_by_role("heading")).to_contain_text("requested")
+    expect(texts.get_by_role("button", name="Enter PIN (Texts)")).to_be_disabled()
+    expect(texts).to_contain_text("no PIN is awaited")
+
+    # The customer's YES arrives through the signed Twilio webhook; optflow texts them a PIN.
+    answer = org.sms(phone, "YES")
+    assert answer.status_code == 200, answer.text
+    pins = [m for m in library.messages(org.org.id, phone, direction="out") if m["kind"] == "pin"]
+    assert len(pins) == 1
+    pin = re.search(r"\b([0-9]{4,8})\b", pins[0]["body"])
+    assert pin, pins[0]["body"]
+    page.reload()
+    expect(texts.get_by_role("heading")).to_contain_text("awaiting PIN")
+    console.assert_accessible(page)
+
+    # A wrong PIN is refused with the reason; the right one opts the customer in.
+    wrong = "0000" if pin.group(1) != "0000" else "1111"
+    texts.get_by_label("PIN the customer read out").fill(wrong)
+    texts.get_by_role("button", name="Enter PIN").click()
+    expect(page.get_by_role("alert")).to_contain_text("Refused:")
+    texts.get_by_label("PIN the customer read out").fill(pin.group(1))
+    texts.get_by_role("button", name="Enter PIN").click()
+    expect(page.get_by_role("status")).to_have_text("Opted in (Texts).")
+    expect(texts.get_by_role("heading")).to_contain_text("opted in")
+    expect(texts).to_contain_text("pin")
+
+
+def test_market_center_stop_dnd_discontinued_and_an_automation_removed(console: Console, library: Library,
+                                                                       server: Server) -> None:
+    org = api_org(server, library)
+    page = console.sign_in(person=library.add_person(org.org.id), width=375)  # a phone's width
+    phone, email = fresh_number(), f"mc{fresh_number()[1:]}@example.com"
+    contact_id = new_contact(page, "Mia Market", phone, email)
+    record(page, "Texts", "Opt In", date="2026-11-01", time="10:00", method="web_form", evidence="Signup form")
+    expect(page.get_by_role("status")).to_have_text("Opted in (Texts).")
+    record(page, "Email", "Opt In", date="2026-11-01", time="10:00", method="web_form", evidence="Signup form")
+    expect(page.get_by_role("status")).to_have_text("Opted in (Email).")
+
+    # An automation, removed after a confirmation.
+    with org.client() as api:
+        enrolled = api.post(f"/api/v1/contacts/{contact_id}/enrollments", json={"flow": "welcome_drip"})
+        assert enrolled.status_code == 201, enrolled.text
+    page.get_by_role("link", name="Automations").click()
+    page.get_by_role("link", name="Remove from welcome_drip").click()
+    console.assert_accessible(page)
+    page.get_by_role("button", name="Yes, remove from welcome_drip").click()
+    expect(page.get_by_role("status")).to_have_text("Removed from the automation.")
+    expect(page.get_by_text("None.")).to_be_visible()
+
+    # STOP by text ends texts, not email.
+    assert org.sms(phone, "STOP").status_code == 200
+    page.get_by_role("link", name="Consent", exact=True).click()
+    expect(channel_row(page, "Texts").get_by_role("heading")).to_contain_text("opted out")
+    expect(channel_row(page, "Email").get_by_role("heading")).to_contain_text("opted in")
+
+    # Do not disturb on every channel.
+    page.get_by_role("button", name="Do Not Disturb (all channels)").click()
+    expect(page.get_by_text("Do not disturb (all channels): on")).to_be_visible()
+    console.assert_accessible(page)
+
+    # The opportunity moves to "discontinued": the flow opts out of everything.
+    with org.client() as api:
+        event = api.post("/api/v1/events", json={"name": "pipeline.stage_changed", "contact_id": contact_id,
+                                                  "data": {"stage": "discontinued"}})
+        assert event.status_code == 202, event.text
+    page.reload()
+    expect(channel_row(page, "Email").get_by_role("heading")).to_contain_text("opted out")
+    page.get_by_role("link", name="Consent history").click()
+    expect(page.locator("ol.timeline")).to_contain_text("email · " + email + ": opted in → opted out")
