@@ -4,6 +4,7 @@ Chromium), with axe-core on the pages it passes. Waits are on locators, never on
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -184,3 +185,59 @@ def test_market_center_stop_dnd_discontinued_and_an_automation_removed(console: 
     expect(channel_row(page, "Email").get_by_role("heading")).to_contain_text("opted out")
     page.get_by_role("link", name="Consent history").click()
     expect(page.locator("ol.timeline")).to_contain_text("email · " + email + ": opted in → opted out")
+
+
+def test_autoplay_marketing_off_a_bulk_flow_skips_the_contact_a_reply_still_goes(
+        console: Console, library: Library, server: Server) -> None:
+    org = api_org(server, library)
+    page = console.sign_in(person=library.add_person(org.org.id))
+    phone = fresh_number()
+    contact_id = new_contact(page, "Otto Autoplay", phone)
+    record(page, "Texts", "Opt In", date="2026-11-01", time="10:00", method="web_form", evidence="Signup form")
+    expect(page.get_by_role("status")).to_have_text("Opted in (Texts).")
+    page.get_by_role("button", name="Marketing off").click()
+    expect(page.get_by_role("status")).to_have_text("Marketing off.")
+    expect(page.get_by_text("Marketing: off")).to_be_visible()
+
+    # The marketing drip comes to its first text a day later and skips this contact.
+    with org.client() as api:
+        enrolled = api.post(f"/api/v1/contacts/{contact_id}/enrollments", json={"flow": "welcome_drip"})
+        assert enrolled.status_code == 201, enrolled.text
+    library.system.flows.run_due(library.system.engine, datetime.now(UTC) + timedelta(days=1, hours=1))
+    assert not [m for m in library.messages(org.org.id, phone, direction="out") if m["purpose"] == "marketing"]
+    page.get_by_role("link", name="Automations").click()
+    page.get_by_text("Steps run").click()
+    expect(page.locator("ol.steps")).to_contain_text("skipped")
+    expect(page.locator("ol.steps")).to_contain_text("marketing")
+
+    # A one-to-one message still goes.
+    page.get_by_role("link", name="Conversation").click()
+    page.get_by_role("textbox", name="Message").fill("Your car is ready for pick-up.")
+    page.get_by_role("button", name="Send").click()
+    expect(page.get_by_role("status")).to_have_text("Sent to the outbox.")
+    expect(page.locator("li.msg-outbound").last).to_contain_text("Your car is ready for pick-up.")
+    console.assert_accessible(page)
+
+
+def test_movius_the_first_message_is_held_until_yes_then_goes_and_the_employee_sees_the_notes(
+        console: Console, library: Library, server: Server) -> None:
+    org = api_org(server, library)  # texts in consent mode (the default)
+    page = console.sign_in(person=library.add_person(org.org.id))
+    phone = fresh_number()
+    new_contact(page, "Maya Movius", phone)
+    page.get_by_role("link", name="Conversation").click()
+    page.get_by_role("textbox", name="Message").fill("Hi, this is Sam about your lease renewal.")
+    page.get_by_role("button", name="Send").click()
+    expect(page.get_by_role("status")).to_contain_text("Held: held until the customer replies YES")
+    first = page.locator("li.msg-outbound", has_text="about your lease renewal")
+    expect(first.locator(".status")).to_have_text("held until the customer replies YES")
+    console.assert_accessible(page)
+
+    assert org.sms(phone, "YES").status_code == 200
+    page.reload()
+    expect(first.locator(".status")).not_to_have_text("held until the customer replies YES")
+    expect(page.locator("li.msg-inbound")).to_contain_text("YES")
+    expect(page.locator("li.msg-employee").first).to_be_visible()
+    held = [m for m in library.messages(org.org.id, phone, direction="out", audience="customer")
+            if "lease renewal" in m["body"]]
+    assert [m["status"] for m in held] != ["held"], held

@@ -218,7 +218,12 @@ ACTIONS: dict[str, tuple[str, Builder]] = {
 }
 
 
-def outcome_notice(action: str, result: ActionResult | None) -> str:
+def outcome_notice(request: Request, action: str, result: ActionResult | None) -> str:
+    if action == "marketing":
+        return "Marketing on." if form_value(request, "allowed") == "on" else "Marketing off."
+    if action == "dnd":
+        where = "all channels" if form_value(request, "all_channels") == "on" else form_value(request, "channel")
+        return f"Do not disturb {'on' if form_value(request, 'on') == 'on' else 'off'} ({where})."
     if result is None:
         return "Done."
     what = {"opted_in": "Opted in", "opted_out": "Opted out", "requested": "Opt-in request sent",
@@ -257,4 +262,4 @@ def register(bp: Blueprint) -> None:
             result = await handle(request, build(request, person, contact_id, _zone(contact)))
         except DomainError as exc:
             return flash(request, back, f"Refused: {exc}", "error")
-        return flash(request, back, outcome_notice(action, result))
+        return flash(request, back, outcome_notice(request, action, result))
