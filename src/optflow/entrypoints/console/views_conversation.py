@@ -21,7 +21,7 @@ def status_reason(message: Message) -> str:
     status = message.status
     if status is MessageStatus.HELD:
         return "held until the customer replies YES"
-    if status is MessageStatus.QUEUED and message.not_before is not None:
+    if status is MessageStatus.QUEUED and message.not_before is not None and message.not_before > message.created_at:
         return f"deferred until {message.not_before:%Y-%m-%d %H:%M} UTC"
     if status in (MessageStatus.DENIED, MessageStatus.FAILED, MessageStatus.CANCELLED) and message.last_error:
         return f"{status.value}: {message.last_error}"
