@@ -287,6 +287,7 @@ class Console:
     server: Server
     browser: Any
     pages: list[Any] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # the browser's console errors (a script failing, a CSP refusal)
 
     def sign_in(self, role: str = "agent", *, person: tuple[str, str] | None = None, width: int = 1280) -> Any:
         """A new browser context (its own cookies) signed in as `role` of the shared org, or as
@@ -294,12 +295,21 @@ class Console:
         context = self.browser.new_context(viewport={"width": width, "height": 900})
         page = context.new_page()
         self.pages.append(page)
+        page.on("console", lambda message: self.errors.append(message.text) if message.type == "error" else None)
+        page.on("pageerror", lambda error: self.errors.append(str(error)))
         page.goto(self.server.base_url + "/console/sign-in")
         email, password = person or PEOPLE[role]
         page.get_by_label("Email").fill(email)
         page.get_by_label("Password").fill(password)
         page.get_by_role("button", name="Sign in").click()
         page.get_by_role("heading", name="Contacts", exact=True).wait_for()
+        return page
+
+    def anonymous(self) -> Any:
+        """A page of a new browser context with no session."""
+        context = self.browser.new_context()
+        page = context.new_page()
+        self.pages.append(page)
         return page
 
     def url(self, path: str) -> str:
@@ -309,7 +319,8 @@ class Console:
     def serious_violations(page: Any) -> list[dict[str, Any]]:
         """axe-core's serious and critical findings on the page as it is now."""
         if not page.evaluate("() => typeof window.axe !== 'undefined'"):
-            page.add_script_tag(path=str(AXE))
+            # Evaluated through the DevTools protocol: the console's CSP forbids inline scripts.
+            page.evaluate(AXE.read_text(encoding="utf-8"))
         result = page.evaluate("async () => (await window.axe.run(document)).violations")
         return [{"id": v["id"], "impact": v["impact"], "help": v["help"],
                  "nodes": [n["target"] for n in v["nodes"]][:5]}
@@ -322,6 +333,7 @@ class Console:
     def close(self) -> None:
         for page in self.pages:
             page.context.close()
+        assert not self.errors, self.errors
 
 
 @pytest.fixture

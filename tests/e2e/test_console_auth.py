@@ -124,8 +124,7 @@ def test_an_expired_session_goes_back_to_sign_in(server: Server, library: Librar
 
 
 def test_sign_in_in_a_browser_is_accessible(console: Console) -> None:
-    page = console.browser.new_page()
-    console.pages.append(page)
+    page = console.anonymous()
     page.goto(console.url(CONSOLE + "/sign-in"))
     console.assert_accessible(page)
     signed_in = console.sign_in("agent", width=375)
@@ -152,3 +151,18 @@ def test_an_agent_gets_403_on_a_supervisors_action_even_without_the_button(serve
     entries = library.ledger(server.org_id, phone)
     assert [e["trigger"] for e in entries] == ["reset"]
     assert entries[0]["evidence"] == "number reassigned"
+
+
+def test_console_pages_load_only_their_own_assets_and_stay_out_of_the_api_document(server: Server) -> None:
+    with signed_in_client(server) as (client, _):
+        page = client.get(CONSOLE + "/contacts")
+        assert "default-src 'self'" in page.headers["content-security-policy"]
+        sources = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+        assets = [s for s in sources if s.endswith((".js", ".css"))]
+        assert assets == ["/console/static/console.css", "/console/static/vendor/htmx/htmx.min.js"], sources
+        assert all(s.startswith(("/", "#", "data:")) and not s.startswith("//") for s in sources), sources
+        for asset in assets:
+            answer = client.get(asset)
+            assert answer.status_code == 200 and len(answer.content) > 1000, asset
+    spec = httpx.get(server.base_url + "/docs/openapi.json", timeout=10).json()
+    assert not [path for path in spec["paths"] if path.startswith("/console") or path == "/"]

@@ -52,6 +52,7 @@ def test_collect_opt_in_calls_flags_log_opt_out_texts_and_text_reauth(console: C
     page = console.sign_in("agent")
     phone = fresh_number()
     contact_id = new_contact(page, "Colin Collect", phone)
+    assert page.evaluate("() => typeof window.htmx") == "object"  # the vendored htmx runs under the CSP
     console.assert_accessible(page)
     expect(page.get_by_text("Active: no")).to_be_visible()
 
