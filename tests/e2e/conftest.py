@@ -7,7 +7,9 @@ fresh phone numbers so tests never see each other's state.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import re
 import os
 import shutil
 import signal
@@ -277,6 +279,35 @@ def browser() -> Iterator[object]:
 
 
 AXE = Path(__file__).with_name("vendor") / "axe-core" / "axe.min.js"
+
+
+def sign_in_form_token(client: httpx.Client) -> str:
+    """Open the sign-in page (which sets its CSRF cookie) and return the form's token."""
+    page = client.get("/console/sign-in")
+    assert page.status_code == 200
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert token
+    return token.group(1)
+
+
+@contextlib.contextmanager
+def signed_in_client(server: Server, role: str = "agent") -> Iterator[tuple[httpx.Client, str]]:
+    """An HTTP client with a console session of `role` in the shared org, and the session's CSRF
+    token (read from a page): for tests of what the server answers, without a browser."""
+    with httpx.Client(base_url=server.base_url, timeout=15) as client:
+        yield _signed_in(client, role)
+
+
+def _signed_in(client: httpx.Client, role: str) -> tuple[httpx.Client, str]:
+    token = sign_in_form_token(client)
+    email, password = PEOPLE[role]
+    answer = client.post("/console/sign-in", data={"csrf_token": token, "email": email, "password": password})
+    assert answer.status_code == 303, answer.text
+    page = client.get("/console/contacts")
+    assert page.status_code == 200
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert csrf
+    return client, csrf.group(1)
 
 
 @dataclass

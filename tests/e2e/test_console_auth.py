@@ -2,45 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
 from sqlalchemy import update
 
-from e2e.conftest import PEOPLE, Console, Library, Server, fresh_number
+from e2e.conftest import PEOPLE, Console, Library, Server, fresh_number, sign_in_form_token, signed_in_client
 from optflow.adapters import orm
 
 CONSOLE = "/console"
-
-
-def _sign_in_form(client: httpx.Client) -> str:
-    page = client.get(CONSOLE + "/sign-in")
-    assert page.status_code == 200
-    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
-    assert token
-    return token.group(1)
-
-
-@contextlib.contextmanager
-def signed_in_client(server: Server, role: str = "agent") -> Iterator[tuple[httpx.Client, str]]:
-    """An HTTP client with a console session, and the session's CSRF token (read from a page)."""
-    with httpx.Client(base_url=server.base_url, timeout=15) as client:
-        yield _signed_in(client, role)
-
-
-def _signed_in(client: httpx.Client, role: str) -> tuple[httpx.Client, str]:
-    token = _sign_in_form(client)
-    email, password = PEOPLE[role]
-    answer = client.post(CONSOLE + "/sign-in", data={"csrf_token": token, "email": email, "password": password})
-    assert answer.status_code == 303, answer.text
-    page = client.get(CONSOLE + "/contacts")
-    assert page.status_code == 200
-    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
-    assert csrf
-    return client, csrf.group(1)
 
 
 def test_the_console_needs_a_session(server: Server) -> None:
@@ -52,7 +23,7 @@ def test_the_console_needs_a_session(server: Server) -> None:
 
 def test_sign_in_sets_a_safe_cookie_and_sign_out_ends_the_session(server: Server) -> None:
     with httpx.Client(base_url=server.base_url, timeout=15) as client:
-        token = _sign_in_form(client)
+        token = sign_in_form_token(client)
         email, password = PEOPLE["agent"]
         answer = client.post(CONSOLE + "/sign-in", data={"csrf_token": token, "email": email.upper(),
                                                          "password": password, "next": "/console/contacts/new"})
@@ -72,7 +43,7 @@ def test_sign_in_sets_a_safe_cookie_and_sign_out_ends_the_session(server: Server
 
 def test_sign_in_goes_back_only_to_console_pages(server: Server) -> None:
     with httpx.Client(base_url=server.base_url, timeout=15) as client:
-        token = _sign_in_form(client)
+        token = sign_in_form_token(client)
         email, password = PEOPLE["agent"]
         answer = client.post(CONSOLE + "/sign-in", data={"csrf_token": token, "email": email, "password": password,
                                                          "next": "//evil.example/console/x"})
@@ -83,7 +54,7 @@ def test_a_wrong_password_is_refused_then_slowed(server: Server, library: Librar
     org = library.new_org()
     email, _ = library.add_person(org.id)
     with httpx.Client(base_url=server.base_url, timeout=15) as client:
-        token = _sign_in_form(client)
+        token = sign_in_form_token(client)
         statuses = []
         for _ in range(4):
             answer = client.post(CONSOLE + "/sign-in", data={"csrf_token": token, "email": email,
