@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import re
 import os
+import re
 import shutil
 import signal
 import socket

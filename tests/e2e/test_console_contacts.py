@@ -54,5 +54,6 @@ def test_create_and_edit_a_contact_with_clear_errors(server: Server) -> None:
         assert "Contact saved." in page.text  # the flash notice, shown once
         assert "Contact saved." not in client.get(contact).text
         assert "(America/Chicago)" in page.text  # dates in the opt-in forms are in the contact's zone
-        zone = client.post(contact + "/edit", data={"csrf_token": csrf, "name": "Edwina Edit", "time_zone": "Mars/Base"})
+        zone = client.post(contact + "/edit", data={"csrf_token": csrf, "name": "Edwina Edit",
+                                                    "time_zone": "Mars/Base"})
         assert zone.status_code == 422
