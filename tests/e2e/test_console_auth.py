@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import UTC, datetime, timedelta
 
 import httpx
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from e2e.conftest import PEOPLE, Console, Library, Server, fresh_number, sign_in_form_token, signed_in_client
 from optflow.adapters import orm
@@ -137,3 +138,26 @@ def test_console_pages_load_only_their_own_assets_and_stay_out_of_the_api_docume
             assert answer.status_code == 200 and len(answer.content) > 1000, asset
     spec = httpx.get(server.base_url + "/docs/openapi.json", timeout=10).json()
     assert not [path for path in spec["paths"] if path.startswith("/console") or path == "/"]
+
+
+def test_a_session_in_use_stays_and_an_idle_one_ends(server: Server, library: Library) -> None:
+    with signed_in_client(server) as (client, _):
+        session = client.cookies["optflow_session"]
+        table = orm.console_sessions
+        with library.system.engine.connect() as conn:
+            row_id = conn.execute(select(table.c.id).where(
+                table.c.token_hash == hashlib.sha256(session.encode()).hexdigest())).scalar_one()
+
+        def seen(minutes_ago: int) -> None:
+            with library.system.engine.begin() as conn:
+                conn.execute(update(table).where(table.c.id == row_id).values(
+                    last_seen_at=datetime.now(UTC) - timedelta(minutes=minutes_ago)))
+
+        seen(100)  # used 100 minutes ago: still live, and this request counts as use
+        assert client.get(CONSOLE + "/contacts").status_code == 200
+        with library.system.engine.connect() as conn:
+            last_seen = conn.execute(select(table.c.last_seen_at).where(table.c.id == row_id)).scalar_one()
+        assert datetime.now(UTC) - last_seen < timedelta(minutes=5)
+        seen(121)  # over two hours without a request
+        answer = client.get(CONSOLE + "/contacts")
+        assert answer.status_code == 303 and answer.headers["location"].startswith("/console/sign-in")
