@@ -291,16 +291,18 @@ def sign_in_form_token(client: httpx.Client) -> str:
 
 
 @contextlib.contextmanager
-def signed_in_client(server: Server, role: str = "agent") -> Iterator[tuple[httpx.Client, str]]:
-    """An HTTP client with a console session of `role` in the shared org, and the session's CSRF
-    token (read from a page): for tests of what the server answers, without a browser."""
+def signed_in_client(server: Server, role: str = "agent", person: tuple[str, str] | None = None,
+                     ) -> Iterator[tuple[httpx.Client, str]]:
+    """An HTTP client with a console session of `role` in the shared org (or of `person`: email,
+    password from `Library.add_person`), and the session's CSRF token (read from a page): for
+    tests of what the server answers, without a browser."""
     with httpx.Client(base_url=server.base_url, timeout=15) as client:
-        yield _signed_in(client, role)
+        yield _signed_in(client, person or PEOPLE[role])
 
 
-def _signed_in(client: httpx.Client, role: str) -> tuple[httpx.Client, str]:
+def _signed_in(client: httpx.Client, person: tuple[str, str]) -> tuple[httpx.Client, str]:
     token = sign_in_form_token(client)
-    email, password = PEOPLE[role]
+    email, password = person
     answer = client.post("/console/sign-in", data={"csrf_token": token, "email": email, "password": password})
     assert answer.status_code == 303, answer.text
     page = client.get("/console/contacts")
