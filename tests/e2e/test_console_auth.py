@@ -7,6 +7,7 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import httpx
+from playwright.sync_api import expect
 from sqlalchemy import select, update
 
 from e2e.conftest import PEOPLE, Console, Library, Server, fresh_number, sign_in_form_token, signed_in_client
@@ -99,6 +100,19 @@ def test_sign_in_in_a_browser_is_accessible(console: Console) -> None:
     page = console.anonymous()
     page.goto(console.url(CONSOLE + "/sign-in"))
     console.assert_accessible(page)
+    # With the keyboard alone: the skip link first, then the form's fields in order, Enter submits.
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
+    page.keyboard.press("Tab")  # the "optflow" link
+    page.keyboard.press("Tab")
+    expect(page.get_by_label("Email")).to_be_focused()
+    email, password = PEOPLE["agent"]
+    page.keyboard.type(email)
+    page.keyboard.press("Tab")
+    expect(page.get_by_label("Password")).to_be_focused()
+    page.keyboard.type(password)
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="Contacts", exact=True)).to_be_visible()
     signed_in = console.sign_in("agent", width=375)
     console.assert_accessible(signed_in)
     signed_in.get_by_role("button", name="Sign out").click()
