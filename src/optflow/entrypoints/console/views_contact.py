@@ -6,6 +6,7 @@ a command to the bus; whether a button may be used, and why not, is asked of the
 from __future__ import annotations
 
 import copy
+import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
@@ -30,6 +31,8 @@ from .security import CONSOLE_PREFIX, ConsoleRefusal, Person, flash, form_value,
 CHANNEL_LABELS = {Channel.TEXT: "Texts", Channel.CALL: "Calls", Channel.EMAIL: "Email",
                   Channel.WHATSAPP: "WhatsApp", Channel.CHAT: "Chat"}
 # The buttons of a channel row and the consent trigger each one would fire (asked of the rules).
+# A re-authorisation request fires nothing until the customer answers; the renewal it asks for
+# (REAUTHORIZE) is what the rules are asked about.
 ACTION_TRIGGERS = {"opt_in": Trigger.RECORD_OPT_IN, "request": Trigger.REQUEST_OPT_IN,
                    "quick": Trigger.REQUEST_OPT_IN, "reauth": Trigger.REAUTHORIZE, "pin": Trigger.CONFIRM_PIN,
                    "reset": Trigger.RESET}
@@ -49,7 +52,8 @@ class ChannelRow:
     @property
     def key(self) -> str:
         """A unique, id-safe name for the row's forms."""
-        return f"{self.consent.channel.value}-{abs(hash(self.consent.address)) % 10**8}"
+        digest = hashlib.sha256(self.consent.address.encode()).hexdigest()[:8]
+        return f"{self.consent.channel.value}-{digest}"
 
     @property
     def messages(self) -> bool:

@@ -37,37 +37,37 @@ def _spreadsheet_safe(value: Any) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
-def _load(request: Request, person: Person, contact_id: int) -> tuple[Contact, list[dict[str, Any]], Any, str]:
-    system = system_of(request)
-    now = system.clock()
-    with system.bus.uow(read_only=True) as uow:
+def _load(request: Request, person: Person, contact_id: int) -> tuple[Contact, list[dict[str, Any]]]:
+    with system_of(request).bus.uow(read_only=True) as uow:
         contact = uow.contacts.get(person.org_id, contact_id)
-        entries = ledger_entries(uow, person, contact)
-        cards = contact_cards(uow, person, contact, now)
-        org_name = uow.orgs.get(person.org_id).name
-    return contact, entries, cards, org_name
+        return contact, ledger_entries(uow, person, contact)
 
 
 def register(bp: Blueprint) -> None:
     @bp.get("/contacts/<contact_id:int>/history")
     @page("agent")
     async def history(request: Request, person: Person, contact_id: int) -> HTTPResponse:
-        contact, entries, _, _ = _load(request, person, contact_id)
+        contact, entries = _load(request, person, contact_id)
         return render(request, "console/history.html", title=f"History of {contact.name or 'contact'}",
                       contact=contact, entries=list(reversed(entries)), tab="history")
 
     @bp.get("/contacts/<contact_id:int>/proof")
     @page("agent")
     async def proof(request: Request, person: Person, contact_id: int) -> HTTPResponse:
-        contact, entries, cards, org_name = _load(request, person, contact_id)
+        system = system_of(request)
+        now = system.clock()
+        with system.bus.uow(read_only=True) as uow:
+            contact = uow.contacts.get(person.org_id, contact_id)
+            entries = ledger_entries(uow, person, contact)
+            cards = contact_cards(uow, person, contact, now)
+            org_name = uow.orgs.get(person.org_id).name
         return render(request, "console/proof.html", title=f"Proof of consent: {contact.name or contact.id}",
-                      contact=contact, entries=entries, cards=cards, org_name=org_name,
-                      generated_at=system_of(request).clock())
+                      contact=contact, entries=entries, cards=cards, org_name=org_name, generated_at=now)
 
     @bp.get("/contacts/<contact_id:int>/proof.csv")
     @page("agent")
     async def proof_csv(request: Request, person: Person, contact_id: int) -> HTTPResponse:
-        contact, entries, _, _ = _load(request, person, contact_id)
+        contact, entries = _load(request, person, contact_id)
         out = io.StringIO()
         writer = csv.writer(out)
         writer.writerow(CSV_COLUMNS)
