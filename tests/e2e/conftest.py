@@ -322,10 +322,11 @@ class Console:
     pages: list[Any] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # the browser's console errors (a script failing, a CSP refusal)
 
-    def sign_in(self, role: str = "agent", *, person: tuple[str, str] | None = None, width: int = 1280) -> Any:
+    def sign_in(self, role: str = "agent", *, person: tuple[str, str] | None = None, width: int = 1280,
+                javascript: bool = True) -> Any:
         """A new browser context (its own cookies) signed in as `role` of the shared org, or as
         `person` (email, password: `Library.add_person`), on the contacts page."""
-        context = self.browser.new_context(viewport={"width": width, "height": 900})
+        context = self.browser.new_context(viewport={"width": width, "height": 900}, java_script_enabled=javascript)
         page = context.new_page()
         self.pages.append(page)
         page.on("console", lambda message: self.errors.append(message.text) if message.type == "error" else None)

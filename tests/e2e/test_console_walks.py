@@ -280,3 +280,19 @@ def test_the_conversation_shows_the_policys_answer_deferred_by_quiet_hours_and_d
     expect(page.get_by_role("alert")).to_contain_text("opted out")
     assert not [m for m in library.messages(org.org.id, phone, direction="out") if m["body"] == "One more thing"]
     console.assert_accessible(page)
+
+
+def test_without_javascript_every_form_still_works(console: Console) -> None:
+    page = console.sign_in("agent", javascript=False)
+    phone = fresh_number()
+    contact_id = new_contact(page, "Noah Noscript", phone)
+    record(page, "Calls", "Opt In", date="2026-11-03", time="11:00", method="verbal", evidence="At the desk")
+    expect(page.get_by_role("status")).to_have_text("Opted in (Calls).")
+    page.get_by_role("button", name="Do Not Disturb (Texts)").click()
+    expect(page.get_by_role("status")).to_have_text("Do not disturb on (text).")
+    page.goto(console.url(f"/console/contacts/{contact_id}/conversation"))
+    page.get_by_role("textbox", name="Message").fill("Hello")
+    page.get_by_role("button", name="Send").click()
+    expect(page.get_by_role("alert")).to_contain_text("Not sent:")  # do not disturb
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
