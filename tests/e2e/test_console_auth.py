@@ -86,10 +86,16 @@ def test_a_form_without_its_csrf_token_is_refused(server: Server) -> None:
     assert bare.status_code == 403
 
 
+def _digest(client: httpx.Client) -> str:
+    """What the database keeps of the client's session token."""
+    return hashlib.sha256(client.cookies["optflow_session"].encode()).hexdigest()
+
+
 def test_an_expired_session_goes_back_to_sign_in(server: Server, library: Library) -> None:
     with signed_in_client(server) as (client, csrf):
         with library.system.engine.begin() as conn:
-            conn.execute(update(orm.console_sessions).values(expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+            conn.execute(update(orm.console_sessions).where(orm.console_sessions.c.token_hash == _digest(client))
+                         .values(expires_at=datetime.now(UTC) - timedelta(seconds=1)))
         answer = client.get(CONSOLE + "/contacts")
         assert answer.status_code == 303 and answer.headers["location"].startswith("/console/sign-in?next=")
         posted = client.post(CONSOLE + "/contacts", data={"name": "Late", "csrf_token": csrf})
@@ -156,11 +162,9 @@ def test_console_pages_load_only_their_own_assets_and_stay_out_of_the_api_docume
 
 def test_a_session_in_use_stays_and_an_idle_one_ends(server: Server, library: Library) -> None:
     with signed_in_client(server) as (client, _):
-        session = client.cookies["optflow_session"]
         table = orm.console_sessions
         with library.system.engine.connect() as conn:
-            row_id = conn.execute(select(table.c.id).where(
-                table.c.token_hash == hashlib.sha256(session.encode()).hexdigest())).scalar_one()
+            row_id = conn.execute(select(table.c.id).where(table.c.token_hash == _digest(client))).scalar_one()
 
         def seen(minutes_ago: int) -> None:
             with library.system.engine.begin() as conn:
