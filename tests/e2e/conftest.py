@@ -7,8 +7,10 @@ fresh phone numbers so tests never see each other's state.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
+import re
 import shutil
 import signal
 import socket
@@ -32,12 +34,15 @@ from optflow.bootstrap import System, bootstrap
 from optflow.config import Config
 from optflow.domain.commands import Command
 from optflow.domain.model import Actor, ActorKind, Channel, Consent
-from optflow.service_layer import admin
+from optflow.service_layer import admin, console_auth
 
 REPO = Path(__file__).resolve().parents[2]
 TWILIO_TOKEN = "e2e-twilio-auth-token-0123456789"
 CHAT_SECRET = "e2e-chat-secret"
 ORG_NUMBER = "+12025550123"
+ROLES = ("agent", "supervisor", "admin")
+# Each role's console sign-in (email, password) in the shared org.
+PEOPLE = {role: (f"{role}@e2e.test", f"e2e-password-of-{role}") for role in ROLES}
 _numbers = itertools.count(100)
 
 
@@ -103,8 +108,11 @@ def _start(tmp: Path, extra_env: dict[str, str] | None = None, database_url: str
         org_id = admin.create_org(uow, "E2E Motors", now, numbers=(ORG_NUMBER,), settings={
             "twilio_auth_token": TWILIO_TOKEN, "chat_secret": CHAT_SECRET, "quiet_hours": False,
             "program_name": "E2E Motors alerts"})
-        tokens = {role: admin.add_agent(uow, org_id, f"{role} one", role, now).token
-                  for role in ("agent", "supervisor", "admin")}
+        tokens = {}
+        for role in ROLES:
+            person = admin.add_agent(uow, org_id, f"{role} one", role, now)
+            tokens[role] = person.token
+            console_auth.set_sign_in(uow, org_id, person.id, *PEOPLE[role])
         uow.commit()
     engine.dispose()
     port = free_port()
@@ -209,6 +217,15 @@ class Library:
             uow.commit()
         return TestOrg(org_id, number, Actor(ActorKind.AGENT, str(agent.id)))
 
+    def add_person(self, org_id: int, role: str = "agent", name: str = "Dana") -> tuple[str, str]:
+        """A person of `org_id` with a console sign-in: (email, password)."""
+        email, password = f"{role}.{fresh_number()[1:]}@e2e.test", "e2e-password-long-enough"
+        with SqlUnitOfWork(self.system.engine) as uow:
+            agent = admin.add_agent(uow, org_id, name, role, datetime.now(UTC))
+            console_auth.set_sign_in(uow, org_id, agent.id, email, password)
+            uow.commit()
+        return email, password
+
     def consent(self, org_id: int, address: str, channel: Channel = Channel.TEXT) -> Consent:
         with SqlUnitOfWork(self.system.engine) as uow:
             return uow.consents.get(org_id, address, channel)
@@ -256,3 +273,106 @@ def browser() -> Iterator[object]:
         chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
         yield chromium
         chromium.close()
+
+
+# ---------------------------------------------------------------- the console, signed in
+
+
+AXE = Path(__file__).with_name("vendor") / "axe-core" / "axe.min.js"
+
+
+def sign_in_form_token(client: httpx.Client) -> str:
+    """Open the sign-in page (which sets its CSRF cookie) and return the form's token."""
+    page = client.get("/console/sign-in")
+    assert page.status_code == 200
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert token
+    return token.group(1)
+
+
+@contextlib.contextmanager
+def signed_in_client(server: Server, role: str = "agent", person: tuple[str, str] | None = None,
+                     ) -> Iterator[tuple[httpx.Client, str]]:
+    """An HTTP client with a console session of `role` in the shared org (or of `person`: email,
+    password from `Library.add_person`), and the session's CSRF token (read from a page): for
+    tests of what the server answers, without a browser."""
+    with httpx.Client(base_url=server.base_url, timeout=15) as client:
+        yield _signed_in(client, person or PEOPLE[role])
+
+
+def _signed_in(client: httpx.Client, person: tuple[str, str]) -> tuple[httpx.Client, str]:
+    token = sign_in_form_token(client)
+    email, password = person
+    answer = client.post("/console/sign-in", data={"csrf_token": token, "email": email, "password": password})
+    assert answer.status_code == 303, answer.text
+    page = client.get("/console/contacts")
+    assert page.status_code == 200
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert csrf
+    return client, csrf.group(1)
+
+
+@dataclass
+class Console:
+    """Opens console pages in the browser as a person of the shared org (signed in through the
+    real sign-in form), and checks pages with axe-core."""
+
+    server: Server
+    browser: Any
+    pages: list[Any] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # the browser's console errors (a script failing, a CSP refusal)
+
+    def sign_in(self, role: str = "agent", *, person: tuple[str, str] | None = None, width: int = 1280,
+                javascript: bool = True) -> Any:
+        """A new browser context (its own cookies) signed in as `role` of the shared org, or as
+        `person` (email, password: `Library.add_person`), on the contacts page."""
+        context = self.browser.new_context(viewport={"width": width, "height": 900}, java_script_enabled=javascript)
+        page = context.new_page()
+        self.pages.append(page)
+        page.on("console", lambda message: self.errors.append(message.text) if message.type == "error" else None)
+        page.on("pageerror", lambda error: self.errors.append(str(error)))
+        page.goto(self.server.base_url + "/console/sign-in")
+        email, password = person or PEOPLE[role]
+        page.get_by_label("Email").fill(email)
+        page.get_by_label("Password").fill(password)
+        page.get_by_role("button", name="Sign in").click()
+        page.get_by_role("heading", name="Contacts", exact=True).wait_for()
+        return page
+
+    def anonymous(self) -> Any:
+        """A page of a new browser context with no session."""
+        context = self.browser.new_context()
+        page = context.new_page()
+        self.pages.append(page)
+        return page
+
+    def url(self, path: str) -> str:
+        return self.server.base_url + path
+
+    @staticmethod
+    def serious_violations(page: Any) -> list[dict[str, Any]]:
+        """axe-core's serious and critical findings on the page as it is now."""
+        if not page.evaluate("() => typeof window.axe !== 'undefined'"):
+            # Evaluated through the DevTools protocol: the console's CSP forbids inline scripts.
+            page.evaluate(AXE.read_text(encoding="utf-8"))
+        result = page.evaluate("async () => (await window.axe.run(document)).violations")
+        return [{"id": v["id"], "impact": v["impact"], "help": v["help"],
+                 "nodes": [n["target"] for n in v["nodes"]][:5]}
+                for v in result if v["impact"] in ("serious", "critical")]
+
+    def assert_accessible(self, page: Any) -> None:
+        violations = self.serious_violations(page)
+        assert not violations, violations
+
+    def close(self) -> None:
+        for page in self.pages:
+            page.context.close()
+        assert not self.errors, self.errors
+
+
+@pytest.fixture
+def console(server: Server, browser: Any) -> Iterator[Console]:
+    """`console.sign_in("agent")` gives a browser page signed in to the console."""
+    helper = Console(server, browser)
+    yield helper
+    helper.close()

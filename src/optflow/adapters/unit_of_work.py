@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from ..domain.records import Contact, Enrollment, SendWindow
 from . import db, ledger_files
+from .console_auth import ConsoleSessionRepository, SignInFailureRepository
 from .enrollments import EnrollmentRepository
 from .event_outbox import EventEndpointRepository
 from .flow_batch import (
@@ -98,6 +99,8 @@ class SqlUnitOfWork:
         self.enrollments = EnrollmentRepository(self.conn)
         self.webhook_deliveries = WebhookDeliveryRepository(self.conn)
         self.reports = ReportQueries(self.conn)
+        self.console_sessions = ConsoleSessionRepository(self.conn)
+        self.sign_in_failures = SignInFailureRepository(self.conn)
         self.event_endpoints = EventEndpointRepository(self.conn)
         self.suppressions = SuppressionRepository(self.conn)
         self.import_jobs = ImportJobRepository(self.conn)
@@ -172,6 +175,7 @@ class BatchUnitOfWork(SqlUnitOfWork):
         self.orgs, self.agents, self.ledger = uow.orgs, uow.agents, uow.ledger
         self.webhook_deliveries, self.reports, self.import_jobs = uow.webhook_deliveries, uow.reports, uow.import_jobs
         self.event_endpoints = uow.event_endpoints
+        self.console_sessions, self.sign_in_failures = uow.console_sessions, uow.sign_in_failures
         self.contacts = PreloadedContacts(uow.conn, reads)
         self.consents = PreloadedConsents(uow.conn, reads)
         self.suppressions = PreloadedSuppressions(uow.conn, reads)

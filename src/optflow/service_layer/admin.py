@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,6 +18,7 @@ from ..domain.model import Channel, DomainError, InvalidInput, TransitionRefused
 from ..domain.records import Agent
 from ..domain.settings import OrgSettings
 from ..domain.templates import parse_override_key
+from .console_auth import set_sign_in
 from .ports import Renderer
 from .unit_of_work import UnitOfWork, UnitOfWorkFactory
 
@@ -25,6 +26,7 @@ ROLES = ("agent", "supervisor", "admin")  # people, from least to most allowed
 # Another system's token (a CRM's sync): an agent's rights, recorded in the ledger as the integration.
 INTEGRATION_ROLE = "integration"
 TOKEN_ROLES = (*ROLES, INTEGRATION_ROLE)
+DEFAULT_ADMIN_EMAIL = "admin@localhost"  # the first run's admin signs in to the console with it
 # How often a token's `last_used_at` is written: once an hour at most, not on every request
 # (on SQLite every write takes the database's one writer lock).
 TOKEN_USE_PRECISION = timedelta(hours=1)
@@ -47,6 +49,8 @@ class NewAgent:
     name: str
     role: str
     token: str  # shown once; only its hash is stored
+    email: str | None = None  # the console sign-in, when one was set up
+    password: str | None = None  # shown once (a generated one); only its argon2 hash is stored
 
 
 def settings_error(exc: ValidationError) -> InvalidInput:
@@ -199,14 +203,17 @@ def set_agent_expiry(uow: UnitOfWork, org_id: int, agent_id: int, expires_at: da
 
 def ensure_default_setup(uows: UnitOfWorkFactory, now: datetime, org_name: str, number: str,
                          wording: Mapping[str, str] | None = None) -> NewAgent | None:
-    """First run: a default org with a demo number and an admin token. Returns the new admin,
-    or None when the installation already has an org. `wording` (program_name, help_contact)
-    replaces what `customer_facing_defaults` derives from the name and number."""
+    """First run: a default org with a demo number and an admin with an API token and a console
+    sign-in (a generated password). Returns the new admin, or None when the installation already
+    has an org. `wording` (program_name, help_contact) replaces what `customer_facing_defaults`
+    derives from the name and number."""
     with uows() as uow:
         if uow.orgs.first_id() is not None:
             return None
         org_id = create_org(uow, org_name, now, numbers=(number,),
                             settings={"twilio_auth_token": secrets.token_hex(16), **(wording or {})})
         admin = add_agent(uow, org_id, "admin", "admin", now)
+        password = secrets.token_urlsafe(12)
+        set_sign_in(uow, org_id, admin.id, DEFAULT_ADMIN_EMAIL, password)
         uow.commit()
-        return admin
+        return replace(admin, email=DEFAULT_ADMIN_EMAIL, password=password)

@@ -14,6 +14,7 @@ from .ports import LedgerFiles
 from .repositories import (
     AgentRepository,
     ConsentRepository,
+    ConsoleSessionRepository,
     ContactRepository,
     EnrollmentRepository,
     EventEndpointRepository,
@@ -22,6 +23,7 @@ from .repositories import (
     MessageRepository,
     OrgRepository,
     ReportQueries,
+    SignInFailureRepository,
     SuppressionRepository,
     WebhookDeliveryRepository,
 )
@@ -55,6 +57,10 @@ class UnitOfWork(Protocol):
     def event_endpoints(self) -> EventEndpointRepository: ...
     @property
     def reports(self) -> ReportQueries: ...
+    @property
+    def console_sessions(self) -> ConsoleSessionRepository: ...
+    @property
+    def sign_in_failures(self) -> SignInFailureRepository: ...
     @property
     def suppressions(self) -> SuppressionRepository: ...
     @property
