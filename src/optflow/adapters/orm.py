@@ -330,6 +330,16 @@ class WebhookDeliveryRow(SQLModel, table=True):
     delivered_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
 
 
+class NoteReadRow(SQLModel, table=True):
+    """Which employee has read which note to employees (a `messages` row with audience
+    `employee`): a note addressed to nobody in particular is read by each person on their own."""
+
+    __tablename__ = "note_reads"
+    agent_id: int = Field(primary_key=True, foreign_key="agents.id")
+    message_id: int = Field(primary_key=True, foreign_key="messages.id")
+    read_at: datetime = Field(sa_type=UtcDateTime)
+
+
 orgs = _table(OrgRow)
 org_numbers = _table(OrgNumberRow)
 agents = _table(AgentRow)
@@ -343,6 +353,7 @@ flow_versions = _table(FlowVersionRow)
 enrollments = _table(EnrollmentRow)
 enrollment_steps = _table(EnrollmentStepRow)
 webhook_deliveries = _table(WebhookDeliveryRow)
+note_reads = _table(NoteReadRow)
 metadata = SQLModel.metadata
 
 

@@ -626,7 +626,7 @@ class _BatchUnitOfWork(UnitOfWork):
         super().__init__(connection=uow.conn)
         self.conn = uow.conn
         self.skip_locked = uow.skip_locked
-        self.orgs, self.agents, self.ledger = uow.orgs, uow.agents, uow.ledger
+        self.orgs, self.agents, self.ledger, self.inbox = uow.orgs, uow.agents, uow.ledger, uow.inbox
         self.contacts = PreloadedContacts(uow.conn, reads)
         self.consents = PreloadedConsents(uow.conn, reads)
         self.reads = reads

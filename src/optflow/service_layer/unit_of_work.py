@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from ..adapters import db
 from ..adapters.enrollments import EnrollmentRepository
+from ..adapters.inbox import InboxRepository
 from ..adapters.prepared import Savepoint
 from ..adapters.repository import (
     AgentRepository,
@@ -82,6 +83,7 @@ class UnitOfWork:
         self.messages = MessageRepository(self.conn)
         self.enrollments = EnrollmentRepository(self.conn)
         self.webhook_deliveries = WebhookDeliveryRepository(self.conn)
+        self.inbox = InboxRepository(self.conn)
         self.events = []
         self.commit_on_error = False
         return self
