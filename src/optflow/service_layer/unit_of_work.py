@@ -14,6 +14,7 @@ from ..adapters import db
 from ..adapters.enrollments import EnrollmentRepository
 from ..adapters.inbox import InboxRepository
 from ..adapters.prepared import Savepoint
+from ..adapters.report_series import ReportSeriesRepository
 from ..adapters.repository import (
     AgentRepository,
     ConsentRepository,
@@ -84,6 +85,7 @@ class UnitOfWork:
         self.enrollments = EnrollmentRepository(self.conn)
         self.webhook_deliveries = WebhookDeliveryRepository(self.conn)
         self.inbox = InboxRepository(self.conn)
+        self.report_series = ReportSeriesRepository(self.conn)
         self.events = []
         self.commit_on_error = False
         return self
