@@ -31,13 +31,16 @@ from optflow.bootstrap import System, bootstrap
 from optflow.config import Config
 from optflow.domain.commands import Command
 from optflow.domain.model import Actor, ActorKind, Channel, Consent
-from optflow.service_layer import admin
+from optflow.service_layer import admin, console_auth
 from optflow.service_layer.unit_of_work import UnitOfWork
 
 REPO = Path(__file__).resolve().parents[2]
 TWILIO_TOKEN = "e2e-twilio-auth-token-0123456789"
 CHAT_SECRET = "e2e-chat-secret"
 ORG_NUMBER = "+12025550123"
+ROLES = ("agent", "supervisor", "admin")
+# Each role's console sign-in (email, password) in the shared org.
+PEOPLE = {role: (f"{role}@e2e.test", f"e2e-password-of-{role}") for role in ROLES}
 _numbers = itertools.count(100)
 
 
@@ -103,8 +106,11 @@ def _start(tmp: Path, extra_env: dict[str, str] | None = None, database_url: str
         org_id = admin.create_org(uow, "E2E Motors", now, numbers=(ORG_NUMBER,), settings={
             "twilio_auth_token": TWILIO_TOKEN, "chat_secret": CHAT_SECRET, "quiet_hours": False,
             "program_name": "E2E Motors alerts"})
-        tokens = {role: admin.add_agent(uow, org_id, f"{role} one", role, now).token
-                  for role in ("agent", "supervisor", "admin")}
+        tokens = {}
+        for role in ROLES:
+            person = admin.add_agent(uow, org_id, f"{role} one", role, now)
+            tokens[role] = person.token
+            console_auth.set_sign_in(uow, org_id, person.id, *PEOPLE[role])
         uow.commit()
     engine.dispose()
     port = free_port()
@@ -209,6 +215,15 @@ class Library:
             uow.commit()
         return TestOrg(org_id, number, Actor(ActorKind.AGENT, str(agent.id)))
 
+    def add_person(self, org_id: int, role: str = "agent", name: str = "Dana") -> tuple[str, str]:
+        """A person of `org_id` with a console sign-in: (email, password)."""
+        email, password = f"{role}.{fresh_number()[1:]}@e2e.test", "e2e-password-long-enough"
+        with UnitOfWork(self.system.engine) as uow:
+            agent = admin.add_agent(uow, org_id, name, role, datetime.now(UTC))
+            console_auth.set_sign_in(uow, org_id, agent.id, email, password)
+            uow.commit()
+        return email, password
+
     def consent(self, org_id: int, address: str, channel: Channel = Channel.TEXT) -> Consent:
         with UnitOfWork(self.system.engine) as uow:
             return uow.consents.get(org_id, address, channel)
@@ -256,3 +271,62 @@ def browser() -> Iterator[object]:
         chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
         yield chromium
         chromium.close()
+
+
+# ---------------------------------------------------------------- the console, signed in
+
+
+AXE = Path(__file__).with_name("vendor") / "axe-core" / "axe.min.js"
+
+
+@dataclass
+class Console:
+    """Opens console pages in the browser as a person of the shared org (signed in through the
+    real sign-in form), and checks pages with axe-core."""
+
+    server: Server
+    browser: Any
+    pages: list[Any] = field(default_factory=list)
+
+    def sign_in(self, role: str = "agent", *, person: tuple[str, str] | None = None, width: int = 1280) -> Any:
+        """A new browser context (its own cookies) signed in as `role` of the shared org, or as
+        `person` (email, password: `Library.add_person`), on the contacts page."""
+        context = self.browser.new_context(viewport={"width": width, "height": 900})
+        page = context.new_page()
+        self.pages.append(page)
+        page.goto(self.server.base_url + "/console/sign-in")
+        email, password = person or PEOPLE[role]
+        page.get_by_label("Email").fill(email)
+        page.get_by_label("Password").fill(password)
+        page.get_by_role("button", name="Sign in").click()
+        page.get_by_role("heading", name="Contacts", exact=True).wait_for()
+        return page
+
+    def url(self, path: str) -> str:
+        return self.server.base_url + path
+
+    @staticmethod
+    def serious_violations(page: Any) -> list[dict[str, Any]]:
+        """axe-core's serious and critical findings on the page as it is now."""
+        if not page.evaluate("() => typeof window.axe !== 'undefined'"):
+            page.add_script_tag(path=str(AXE))
+        result = page.evaluate("async () => (await window.axe.run(document)).violations")
+        return [{"id": v["id"], "impact": v["impact"], "help": v["help"],
+                 "nodes": [n["target"] for n in v["nodes"]][:5]}
+                for v in result if v["impact"] in ("serious", "critical")]
+
+    def assert_accessible(self, page: Any) -> None:
+        violations = self.serious_violations(page)
+        assert not violations, violations
+
+    def close(self) -> None:
+        for page in self.pages:
+            page.context.close()
+
+
+@pytest.fixture
+def console(server: Server, browser: Any) -> Iterator[Console]:
+    """`console.sign_in("agent")` gives a browser page signed in to the console."""
+    helper = Console(server, browser)
+    yield helper
+    helper.close()

@@ -113,6 +113,7 @@ class OrgNumberRow(SQLModel, table=True):
 
 class AgentRow(SQLModel, table=True):
     __tablename__ = "agents"
+    __table_args__ = (UniqueConstraint("email", name="uq_agents_email"),)
     id: int | None = Field(default=None, primary_key=True)
     org_id: int = Field(foreign_key="orgs.id", index=True)
     name: str
@@ -122,6 +123,32 @@ class AgentRow(SQLModel, table=True):
     expires_at: datetime | None = Field(default=None, sa_type=UtcDateTime)  # None: never
     revoked_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
     last_used_at: datetime | None = Field(default=None, sa_type=UtcDateTime)  # to the TOKEN_USE_PRECISION
+    # The console's sign-in: a person's email (lower case, unique) and the argon2 hash of their password.
+    email: str | None = None
+    password_hash: str | None = None
+
+
+class ConsoleSessionRow(SQLModel, table=True):
+    """A person signed in to the console. The cookie carries a random token; only its hash is
+    stored, so a copy of the database signs nobody in. Deleting the row signs the person out."""
+
+    __tablename__ = "console_sessions"
+    id: int | None = Field(default=None, primary_key=True)
+    agent_id: int = Field(foreign_key="agents.id", index=True)
+    token_hash: str = Field(unique=True)
+    created_at: datetime = Field(sa_type=UtcDateTime)
+    last_seen_at: datetime = Field(sa_type=UtcDateTime)
+    expires_at: datetime = Field(sa_type=UtcDateTime)
+
+
+class SignInFailureRow(SQLModel, table=True):
+    """Failed console sign-ins counted per key: an account (the hash of its email) or an IP address."""
+
+    __tablename__ = "sign_in_failures"
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(unique=True)
+    failures: int = 0
+    last_failure_at: datetime = Field(sa_type=UtcDateTime)
 
 
 class ContactRow(SQLModel, table=True):
@@ -354,6 +381,8 @@ enrollments = _table(EnrollmentRow)
 enrollment_steps = _table(EnrollmentStepRow)
 webhook_deliveries = _table(WebhookDeliveryRow)
 note_reads = _table(NoteReadRow)
+console_sessions = _table(ConsoleSessionRow)
+sign_in_failures = _table(SignInFailureRow)
 metadata = SQLModel.metadata
 
 

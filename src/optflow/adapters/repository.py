@@ -322,6 +322,11 @@ class AgentRepository:
     def get(self, agent_id: int) -> Agent | None:
         return _AGENT.record(self.conn, {"w_id": agent_id}, AGENT)
 
+    def by_email(self, email: str) -> Agent | None:
+        """The person who signs in to the console with `email` (lower case)."""
+        row = self.conn.execute(select(orm.agents).where(orm.agents.c.email == email)).first()
+        return AGENT(row) if row is not None else None
+
     def for_org(self, org_id: int) -> list[Agent]:
         q = select(orm.agents).where(orm.agents.c.org_id == org_id).order_by(orm.agents.c.id)
         return [AGENT(r) for r in self.conn.execute(q)]

@@ -113,6 +113,19 @@ class Agent:
     expires_at: datetime | None  # None: never
     revoked_at: datetime | None
     last_used_at: datetime | None
+    email: str | None  # signs in to the console with it (lower case)
+    password_hash: str | None  # argon2; None: no console sign-in
+
+
+@dataclass(slots=True, frozen=True)
+class ConsoleSession:
+    """A person signed in to the console (`console_sessions`; the token's hash is not read back)."""
+
+    id: int
+    agent_id: int
+    created_at: datetime
+    last_seen_at: datetime
+    expires_at: datetime
 
 
 @dataclass(slots=True, frozen=True)

@@ -88,12 +88,14 @@ def create_app(config: Config | None = None, system: System | None = None, *, na
     install_request_ids(app)
 
     from .api import api_blueprint
+    from .console import install_console
     from .metrics import metrics_blueprint
     from .webhooks import webhooks_blueprint
 
     app.blueprint(metrics_blueprint())
     app.blueprint(webhooks_blueprint())
     app.blueprint(api_blueprint())
+    install_console(app)
 
     @app.before_server_start
     async def start_system(app: Sanic, _: Any = None) -> None:

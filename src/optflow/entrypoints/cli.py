@@ -161,6 +161,7 @@ def init(obj: Ctx, org_name: str, number: str) -> None:
         return
     click.echo(f"created org {admin.org_id} ({org_name}) with number {number}")
     click.echo(f"admin API token (shown once): {admin.token}")
+    click.echo(f"console sign-in: {admin.email} with password (shown once): {admin.password}")
 
 
 @main.command()
@@ -200,6 +201,9 @@ def serve(obj: Ctx, host: str, port: int, workers: int, public_url: str | None, 
     if admin is not None:
         click.echo(f"first run: created org {admin.org_id} with number {DEFAULT_ORG_NUMBER}")
         click.echo(f"admin API token (shown once): {admin.token}")
+        click.echo(f"console sign-in: {admin.email} with password (shown once): {admin.password}")
+    click.echo(f"console: http://{host}:{port}/console (sign in with an email and password; "
+               "set one up with `optflow agents add NAME --email EMAIL`)")
     click.echo("API docs: " + f"http://{host}:{port}/docs")
     click.echo(f"metrics: http://{host}:{port}/metrics")
     if config.skip_signature_check:
@@ -439,27 +443,72 @@ def parse_duration(value: str, name: str) -> timedelta:
     return timedelta(**{_DURATION_UNITS[match.group(2)]: int(match.group(1))})
 
 
+EMAIL_HELP = "Let the person sign in to the console with this email (and a password)."
+PASSWORD_STDIN_HELP = "Read the console password from the first line of stdin (default: generate one and print it)."
+
+
+def _console_password(password_stdin: bool) -> tuple[str, bool]:
+    """(password, generated): the first line of stdin, or a new random one."""
+    import secrets
+    import sys
+
+    if password_stdin:
+        return sys.stdin.readline().rstrip("\r\n"), False
+    return secrets.token_urlsafe(12), True
+
+
 @agents.command("add")
 @click.argument("name")
 @click.option("--role", type=click.Choice(["agent", "supervisor", "admin"]), default="agent", show_default=True)
 @click.option("--org", type=int)
 @click.option("--expires-in", help="The token stops working after this long: 90d, 12h, 30m, 2w (default: never).")
+@click.option("--email", help=EMAIL_HELP)
+@click.option("--password-stdin", is_flag=True, help=PASSWORD_STDIN_HELP)
 @pass_ctx
 @friendly_errors
-def agents_add(obj: Ctx, name: str, role: str, org: int | None, expires_in: str | None) -> None:
-    """Create an agent and print its API token (shown once)."""
+def agents_add(obj: Ctx, name: str, role: str, org: int | None, expires_in: str | None, email: str | None,
+               password_stdin: bool) -> None:
+    """Create an agent and print its API token (shown once); with --email, a console sign-in too."""
     from ..service_layer.admin import add_agent
+    from ..service_layer.console_auth import set_sign_in
 
+    if password_stdin and not email:
+        raise click.UsageError("--password-stdin needs --email (the console sign-in it is for)")
     lifetime = parse_duration(expires_in, "--expires-in") if expires_in else None
     org_id = obj.org_id(org)
     now = obj.system.clock()
+    password, generated = _console_password(password_stdin) if email else ("", False)
     with obj.uow() as uow:
         agent = add_agent(uow, org_id, name, role, now, now + lifetime if lifetime else None)
+        person = set_sign_in(uow, org_id, agent.id, email, password) if email else None
         uow.commit()
     click.echo(f"created {role} {agent.name} (id {agent.id}) in org {org_id}")
     if lifetime:
         click.echo(f"the token expires at {_when(now + lifetime)}")
     click.echo(f"API token (shown once): {agent.token}")
+    if person is not None:
+        shown = f" with password (shown once): {password}" if generated else " with the password given"
+        click.echo(f"console sign-in: {person.email}{shown}")
+
+
+@agents.command("password")
+@click.argument("agent_id", type=int)
+@click.option("--email", required=True, help=EMAIL_HELP)
+@click.option("--password-stdin", is_flag=True, help=PASSWORD_STDIN_HELP)
+@click.option("--org", type=int)
+@pass_ctx
+@friendly_errors
+def agents_password(obj: Ctx, agent_id: int, email: str, password_stdin: bool, org: int | None) -> None:
+    """Set (or reset) an agent's console sign-in; signs them out of every session."""
+    from ..service_layer.console_auth import set_sign_in
+
+    org_id = obj.org_id(org)
+    password, generated = _console_password(password_stdin)
+    with obj.uow() as uow:
+        person = set_sign_in(uow, org_id, agent_id, email, password)
+        uow.commit()
+    shown = f" with password (shown once): {password}" if generated else " with the password given"
+    click.echo(f"console sign-in of agent {agent_id}: {person.email}{shown}")
 
 
 def _when(value: datetime | None, never: str = "-") -> str:

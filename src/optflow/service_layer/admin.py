@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,10 +17,12 @@ from ..domain.keywords import KeywordTable
 from ..domain.model import Channel, DomainError, InvalidInput, TransitionRefused
 from ..domain.records import Agent
 from ..domain.settings import OrgSettings
+from .console_auth import set_sign_in
 from .ports import Renderer
 from .unit_of_work import UnitOfWork
 
 ROLES = ("agent", "supervisor", "admin")
+DEFAULT_ADMIN_EMAIL = "admin@localhost"  # the first run's admin signs in to the console with it
 # How often a token's `last_used_at` is written: once an hour at most, not on every request
 # (on SQLite every write takes the database's one writer lock).
 TOKEN_USE_PRECISION = timedelta(hours=1)
@@ -43,6 +45,8 @@ class NewAgent:
     name: str
     role: str
     token: str  # shown once; only its hash is stored
+    email: str | None = None  # the console sign-in, when one was set up
+    password: str | None = None  # shown once (a generated one); only its argon2 hash is stored
 
 
 def settings_error(exc: ValidationError) -> InvalidInput:
@@ -159,13 +163,16 @@ def set_agent_expiry(uow: UnitOfWork, org_id: int, agent_id: int, expires_at: da
 
 
 def ensure_default_setup(engine: Engine, now: datetime, org_name: str, number: str) -> NewAgent | None:
-    """First run: a default org with a demo number and an admin token. Returns the new admin,
-    or None when the installation already has an org."""
+    """First run: a default org with a demo number and an admin with an API token and a console
+    sign-in (a generated password). Returns the new admin, or None when the installation already
+    has an org."""
     with UnitOfWork(engine) as uow:
         if uow.orgs.first_id() is not None:
             return None
         org_id = create_org(uow, org_name, now, numbers=(number,),
                             settings={"twilio_auth_token": secrets.token_hex(16)})
         admin = add_agent(uow, org_id, "admin", "admin", now)
+        password = secrets.token_urlsafe(12)
+        set_sign_in(uow, org_id, admin.id, DEFAULT_ADMIN_EMAIL, password)
         uow.commit()
-        return admin
+        return replace(admin, email=DEFAULT_ADMIN_EMAIL, password=password)

@@ -11,6 +11,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from ..adapters import db
+from ..adapters.console_auth import ConsoleSessionRepository, SignInFailureRepository
 from ..adapters.enrollments import EnrollmentRepository
 from ..adapters.inbox import InboxRepository
 from ..adapters.prepared import Savepoint
@@ -86,6 +87,8 @@ class UnitOfWork:
         self.webhook_deliveries = WebhookDeliveryRepository(self.conn)
         self.inbox = InboxRepository(self.conn)
         self.report_series = ReportSeriesRepository(self.conn)
+        self.console_sessions = ConsoleSessionRepository(self.conn)
+        self.sign_in_failures = SignInFailureRepository(self.conn)
         self.events = []
         self.commit_on_error = False
         return self

@@ -4,8 +4,8 @@ Additive: a new table. Notes stored before it count as unread for everyone; note
 meaning (the `agent_id` of a note, the person it is for, was always empty before, which now
 means a note for every person of the org).
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0004
+Revises: 0003
 Create Date: 2026-12-06 05:44:11.431383
 """
 
@@ -16,8 +16,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = '0003'
-down_revision: str | None = '0002'
+revision: str = '0004'
+down_revision: str | None = '0003'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

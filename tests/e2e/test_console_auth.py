@@ -1,0 +1,134 @@
+"""The console's sign-in, sessions, CSRF and role checks, through the real server."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import httpx
+from sqlalchemy import update
+
+from e2e.conftest import PEOPLE, Console, Library, Server
+from optflow.adapters import orm
+
+CONSOLE = "/console"
+
+
+def _sign_in_form(client: httpx.Client) -> str:
+    page = client.get(CONSOLE + "/sign-in")
+    assert page.status_code == 200
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert token
+    return token.group(1)
+
+
+@contextlib.contextmanager
+def signed_in_client(server: Server, role: str = "agent") -> Iterator[tuple[httpx.Client, str]]:
+    """An HTTP client with a console session, and the session's CSRF token (read from a page)."""
+    with httpx.Client(base_url=server.base_url, timeout=15) as client:
+        yield _signed_in(client, role)
+
+
+def _signed_in(client: httpx.Client, role: str) -> tuple[httpx.Client, str]:
+    token = _sign_in_form(client)
+    email, password = PEOPLE[role]
+    answer = client.post(CONSOLE + "/sign-in", data={"csrf_token": token, "email": email, "password": password})
+    assert answer.status_code == 303, answer.text
+    page = client.get(CONSOLE + "/contacts")
+    assert page.status_code == 200
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert csrf
+    return client, csrf.group(1)
+
+
+def test_the_console_needs_a_session(server: Server) -> None:
+    answer = httpx.get(server.base_url + CONSOLE + "/contacts?q=x", timeout=10)
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/console/sign-in?next=%2Fconsole%2Fcontacts%3Fq%3Dx"
+    assert httpx.get(server.base_url + "/", timeout=10).headers["location"] == "/console/contacts"
+
+
+def test_sign_in_sets_a_safe_cookie_and_sign_out_ends_the_session(server: Server) -> None:
+    with httpx.Client(base_url=server.base_url, timeout=15) as client:
+        token = _sign_in_form(client)
+        email, password = PEOPLE["agent"]
+        answer = client.post(CONSOLE + "/sign-in", data={"csrf_token": token, "email": email.upper(),
+                                                         "password": password, "next": "/console/contacts/new"})
+        assert answer.status_code == 303 and answer.headers["location"] == "/console/contacts/new"
+        cookie = next(h for h in answer.headers.get_list("set-cookie") if h.startswith("optflow_session="))
+        assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Path=/console" in cookie
+        session = client.cookies["optflow_session"]
+        page = client.get(CONSOLE + "/contacts")
+        assert page.status_code == 200 and "agent one" in page.text
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+        assert csrf
+        assert client.post(CONSOLE + "/sign-out", data={"csrf_token": csrf.group(1)}).status_code == 303
+    # The old cookie names no session any more (the row is gone, not only the cookie).
+    again = httpx.get(server.base_url + CONSOLE + "/contacts", cookies={"optflow_session": session}, timeout=10)
+    assert again.status_code == 303 and again.headers["location"].startswith("/console/sign-in")
+
+
+def test_sign_in_goes_back_only_to_console_pages(server: Server) -> None:
+    with httpx.Client(base_url=server.base_url, timeout=15) as client:
+        token = _sign_in_form(client)
+        email, password = PEOPLE["agent"]
+        answer = client.post(CONSOLE + "/sign-in", data={"csrf_token": token, "email": email, "password": password,
+                                                         "next": "//evil.example/console/x"})
+        assert answer.headers["location"] == "/console/contacts"
+
+
+def test_a_wrong_password_is_refused_then_slowed(server: Server, library: Library) -> None:
+    org = library.new_org()
+    email, _ = library.add_person(org.id)
+    with httpx.Client(base_url=server.base_url, timeout=15) as client:
+        token = _sign_in_form(client)
+        statuses = []
+        for _ in range(4):
+            answer = client.post(CONSOLE + "/sign-in", data={"csrf_token": token, "email": email,
+                                                             "password": "not the password"})
+            statuses.append(answer.status_code)
+        assert statuses == [401, 401, 401, 401] and "wrong email or password" in answer.text
+        # The fourth failure made the account wait 15 s: an attempt meanwhile, even with the
+        # right password, is answered 429 with Retry-After and the password is not checked.
+        answer = client.post(CONSOLE + "/sign-in", data={"csrf_token": token, "email": email,
+                                                         "password": "e2e-password-long-enough"})
+        assert answer.status_code == 429
+        assert int(answer.headers["retry-after"]) >= 1
+        assert "try again in" in answer.text
+
+
+def test_a_form_without_its_csrf_token_is_refused(server: Server) -> None:
+    with signed_in_client(server) as (client, csrf):
+        refused = client.post(CONSOLE + "/contacts", data={"name": "No Token"})
+        assert refused.status_code == 403 and "security token" in refused.text
+        wrong = client.post(CONSOLE + "/contacts", data={"name": "Wrong Token", "csrf_token": "x" * 64})
+        assert wrong.status_code == 403
+        done = client.post(CONSOLE + "/contacts", data={"name": "With Token", "csrf_token": csrf})
+        assert done.status_code == 303 and re.fullmatch(r"/console/contacts/[0-9]+", done.headers["location"])
+    # The sign-in form has its own token, tied to a cookie.
+    email, password = PEOPLE["agent"]
+    bare = httpx.post(server.base_url + CONSOLE + "/sign-in", data={"email": email, "password": password}, timeout=10)
+    assert bare.status_code == 403
+
+
+def test_an_expired_session_goes_back_to_sign_in(server: Server, library: Library) -> None:
+    with signed_in_client(server) as (client, csrf):
+        with library.system.engine.begin() as conn:
+            conn.execute(update(orm.console_sessions).values(expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+        answer = client.get(CONSOLE + "/contacts")
+        assert answer.status_code == 303 and answer.headers["location"].startswith("/console/sign-in?next=")
+        posted = client.post(CONSOLE + "/contacts", data={"name": "Late", "csrf_token": csrf})
+        assert posted.status_code == 401 and "Sign in again" in posted.text
+
+
+def test_sign_in_in_a_browser_is_accessible(console: Console) -> None:
+    page = console.browser.new_page()
+    console.pages.append(page)
+    page.goto(console.url(CONSOLE + "/sign-in"))
+    console.assert_accessible(page)
+    signed_in = console.sign_in("agent", width=375)
+    console.assert_accessible(signed_in)
+    signed_in.get_by_role("button", name="Sign out").click()
+    signed_in.get_by_role("heading", name="Sign in").wait_for()
