@@ -14,6 +14,7 @@ from ..adapters import db
 from ..adapters.console_auth import ConsoleSessionRepository, SignInFailureRepository
 from ..adapters.enrollments import EnrollmentRepository
 from ..adapters.inbox import InboxRepository
+from ..adapters.overviews import OverviewRepository
 from ..adapters.prepared import Savepoint
 from ..adapters.report_series import ReportSeriesRepository
 from ..adapters.repository import (
@@ -87,6 +88,7 @@ class UnitOfWork:
         self.webhook_deliveries = WebhookDeliveryRepository(self.conn)
         self.inbox = InboxRepository(self.conn)
         self.report_series = ReportSeriesRepository(self.conn)
+        self.overviews = OverviewRepository(self.conn)
         self.console_sessions = ConsoleSessionRepository(self.conn)
         self.sign_in_failures = SignInFailureRepository(self.conn)
         self.events = []
