@@ -5,7 +5,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN = $(VENV)/bin
 
-.PHONY: serve test bench multinode lint revision clean
+.PHONY: serve test bench multinode lint revision clean screenshots
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ bench: $(VENV)/.installed-test
 
 multinode: $(VENV)/.installed-test
 	$(BIN)/python -m bench.multinode
+
+# The console's screenshots in docs/console/ (a real server and Debian's chromium)
+screenshots: $(VENV)/.installed-test
+	$(BIN)/python scripts/console_screenshots.py
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests bench

@@ -50,3 +50,48 @@ def test_agents_input_errors_are_one_clear_line(tmp_path: Path) -> None:
     assert missing.returncode == 1 and "no agent with id 4242" in missing.stderr and "Traceback" not in missing.stderr
     neither = optflow(tmp_path, "agents", "expire", "1")
     assert neither.returncode == 2 and "exactly one of --in, --at and --never" in neither.stderr
+
+
+def _signs_in(tmp_path: Path, email: str, password: str) -> bool:
+    from datetime import UTC, datetime
+
+    from optflow.adapters import db
+    from optflow.service_layer import console_auth
+    from optflow.service_layer.unit_of_work import UnitOfWork
+
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'cli.db'}")
+    try:
+        with UnitOfWork(engine) as uow:
+            console_auth.sign_in(uow, email, password, "127.0.0.1", datetime.now(UTC))
+        return True
+    except console_auth.SignInRefused:
+        return False
+    finally:
+        engine.dispose()
+
+
+def test_people_get_a_console_sign_in_from_the_command_line(tmp_path: Path) -> None:
+    first = optflow(tmp_path, "init")
+    match = re.search(r"console sign-in: (\S+) with password \(shown once\): (\S+)", first.stdout)
+    assert first.returncode == 0 and match, first.stdout
+    assert _signs_in(tmp_path, match.group(1), match.group(2))
+
+    added = optflow(tmp_path, "agents", "add", "Dana", "--email", "Dana@Example.com", "--password-stdin",
+                    stdin="a long enough password\n")
+    assert added.returncode == 0, added.stderr
+    assert "console sign-in: dana@example.com with the password given" in added.stdout
+    assert "a long enough password" not in added.stdout
+    assert _signs_in(tmp_path, "dana@example.com", "a long enough password")
+    dana_id = re.search(r"\(id ([0-9]+)\)", added.stdout).group(1)  # type: ignore[union-attr]
+
+    reset = optflow(tmp_path, "agents", "password", dana_id, "--email", "dana@example.com")
+    generated = re.search(r"with password \(shown once\): (\S+)", reset.stdout)
+    assert reset.returncode == 0 and generated, reset.stderr
+    assert not _signs_in(tmp_path, "dana@example.com", "a long enough password")
+    assert _signs_in(tmp_path, "dana@example.com", generated.group(1))
+
+    short = optflow(tmp_path, "agents", "add", "Lee", "--email", "lee@example.com", "--password-stdin", stdin="short\n")
+    assert short.returncode == 1 and "at least 12 characters" in short.stderr and "Traceback" not in short.stderr
+    taken = optflow(tmp_path, "agents", "add", "Lee", "--email", "DANA@example.com")
+    assert taken.returncode == 1 and "already signs in" in taken.stderr
+    assert "Lee" not in optflow(tmp_path, "agents", "list").stdout  # nothing half-made

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from sqlalchemy import update
 
-from e2e.conftest import PEOPLE, Console, Library, Server
+from e2e.conftest import PEOPLE, Console, Library, Server, fresh_number
 from optflow.adapters import orm
 
 CONSOLE = "/console"
@@ -132,3 +132,23 @@ def test_sign_in_in_a_browser_is_accessible(console: Console) -> None:
     console.assert_accessible(signed_in)
     signed_in.get_by_role("button", name="Sign out").click()
     signed_in.get_by_role("heading", name="Sign in").wait_for()
+
+
+def test_an_agent_gets_403_on_a_supervisors_action_even_without_the_button(server: Server,
+                                                                          library: Library) -> None:
+    phone = fresh_number()
+    with signed_in_client(server, "agent") as (agent, csrf):
+        created = agent.post(CONSOLE + "/contacts", data={"name": "Role Test", "phone": phone, "csrf_token": csrf})
+        contact = created.headers["location"]
+        page = agent.get(contact)
+        assert "only a supervisor can reset a consent" in page.text  # the button says why it is off
+        form = {"channel": "text", "address": phone, "evidence": "number reassigned", "csrf_token": csrf}
+        refused = agent.post(contact + "/actions/reset", data=form)
+        assert refused.status_code == 403 and "needs the supervisor role" in refused.text
+    with signed_in_client(server, "supervisor") as (supervisor, csrf):
+        form["csrf_token"] = csrf
+        done = supervisor.post(contact + "/actions/reset", data=form)
+        assert done.status_code == 303
+    entries = library.ledger(server.org_id, phone)
+    assert [e["trigger"] for e in entries] == ["reset"]
+    assert entries[0]["evidence"] == "number reassigned"

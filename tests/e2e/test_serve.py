@@ -127,6 +127,18 @@ def test_serve_works_from_an_empty_directory_and_stops_on_sigterm(tmp_path: Path
     try:
         banner = serve.output()
         assert "first run: created org 1" in banner and "admin API token (shown once): of_" in banner
+        # The banner names the console and the first admin's sign-in, which works.
+        assert f"console: {serve.base_url}/console " in banner
+        person = re.search(r"console sign-in: (\S+) with password \(shown once\): (\S+)", banner)
+        assert person, banner
+        with httpx.Client(base_url=serve.base_url, timeout=15) as browser:
+            form = browser.get("/console/sign-in")
+            csrf = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+            assert csrf, form.text
+            signed_in = browser.post("/console/sign-in", data={"csrf_token": csrf.group(1), "email": person.group(1),
+                                                               "password": person.group(2)})
+            assert signed_in.status_code == 303, signed_in.text
+            assert "admin" in browser.get("/console/contacts").text
 
         # The banner's own command, pasted into a shell: signed at startup, so no dev flag needed.
         answer = subprocess.run(["bash", "-c", banner_command(banner)], capture_output=True, text=True, timeout=15)

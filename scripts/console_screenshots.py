@@ -1,0 +1,161 @@
+"""Take the screenshots of docs/console.md from a real `optflow serve` and Debian's Chromium, so
+they show the console as it is: `make screenshots` (or `python scripts/console_screenshots.py`).
+
+A fresh SQLite database in a temporary directory gets a demo org, an agent with a console sign-in
+and one contact with some history (through the message bus, as the API would make it); then the
+browser signs in and photographs each screen into docs/console/.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from optflow.bootstrap import bootstrap
+from optflow.config import Config
+from optflow.domain import commands as c
+from optflow.domain.model import Actor, ActorKind, Channel
+from optflow.service_layer import admin, console_auth
+from optflow.service_layer.unit_of_work import UnitOfWork
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "docs" / "console"
+EMAIL, PASSWORD = "dana@example.com", "screenshots-password"
+ORG_NUMBER = "+12025550123"
+PHONE, CUSTOMER_EMAIL = "+14155552671", "rosa.diaz@example.com"
+
+
+def _demo(database_url: str) -> int:
+    """The demo org, person and contact. Returns the contact's id."""
+    system = bootstrap(Config(database_url=database_url, flows_dir=REPO / "flows"))
+    try:
+        now = datetime.now(UTC)
+        with UnitOfWork(system.engine) as uow:
+            org_id = admin.create_org(uow, "Northwind Motors", now, numbers=(ORG_NUMBER,),
+                                      settings={"quiet_hours": False, "program_name": "Northwind alerts"})
+            dana = admin.add_agent(uow, org_id, "Dana Whitfield", "agent", now)
+            console_auth.set_sign_in(uow, org_id, dana.id, EMAIL, PASSWORD)
+            uow.commit()
+        agent = Actor(ActorKind.AGENT, str(dana.id), "agent")
+        bus = system.bus
+        contact_id = bus.handle(c.CreateContact(org_id, name="Rosa Díaz", phones=(PHONE,),
+                                                emails=(CUSTOMER_EMAIL,))).contact_id
+        bus.handle(c.RecordOptIn(org_id, contact_id, Channel.CALL, agent, method="phone_call",
+                                 occurred_at=now - timedelta(days=12), evidence="Recorded call, ticket 4471"))
+        bus.handle(c.RecordOptIn(org_id, contact_id, Channel.EMAIL, agent, method="web_form",
+                                 occurred_at=now - timedelta(days=30), evidence="Newsletter form"))
+        bus.handle(c.SendMessage(org_id, contact_id, Channel.TEXT, "Hi Rosa, your service is booked for Friday.",
+                                 agent))
+        bus.handle(c.ReceiveInbound(Channel.TEXT, PHONE, ORG_NUMBER, "YES", provider_id="SM" + "1" * 32))
+        bus.handle(c.EnrollContact(org_id, contact_id, "welcome_drip", agent))
+        return contact_id
+    finally:
+        system.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _serve(database_url: str, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = _free_port()
+    env = {**os.environ, "OPTFLOW_FLOWS_DIR": str(REPO / "flows")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "optflow", "--database", database_url, "serve", "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "1", "--no-scheduler"],
+        stdout=(workdir / "server.log").open("wb"), stderr=subprocess.STDOUT, env=env, cwd=workdir,
+        start_new_session=True)
+    base_url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit("optflow serve exited:\n" + (workdir / "server.log").read_text())
+        try:
+            if httpx.get(base_url + "/healthz", timeout=1).status_code == 200:
+                return process, base_url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGTERM)
+    raise SystemExit("optflow serve did not start")
+
+
+# (file name, what it shows, how to get there from a signed-in page, viewport width)
+Step = Callable[[Any, str, int], None]
+
+
+def _go(path: str) -> Step:
+    def step(page: Any, base_url: str, contact_id: int) -> None:
+        page.goto(base_url + path.format(contact=contact_id))
+        page.get_by_role("heading").first.wait_for()
+    return step
+
+
+def _open_opt_in_form(page: Any, base_url: str, contact_id: int) -> None:
+    _go("/console/contacts/{contact}")(page, base_url, contact_id)
+    page.locator("summary", has_text="Opt In Texts").click()
+
+
+SCREENS: list[tuple[str, str, Step, int]] = [
+    ("sign-in.png", "Sign in", _go("/console/sign-in"), 1100),
+    ("contacts.png", "Contacts: search and consent badges", _go("/console/contacts"), 1100),
+    ("contact.png", "The contact page", _go("/console/contacts/{contact}"), 1100),
+    ("contact-opt-in-form.png", "Opt In Texts with date, time, method and evidence", _open_opt_in_form, 1100),
+    ("contact-phone.png", "The contact page at 375 px", _go("/console/contacts/{contact}"), 375),
+    ("conversation.png", "Conversation", _go("/console/contacts/{contact}/conversation"), 1100),
+    ("history.png", "Consent history", _go("/console/contacts/{contact}/history"), 1100),
+    ("proof.png", "Proof of consent (printable)", _go("/console/contacts/{contact}/proof"), 1100),
+    ("automations.png", "Automations", _go("/console/contacts/{contact}/automations"), 1100),
+]
+
+
+def main() -> None:
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    OUT.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        database_url = f"sqlite:///{workdir / 'screenshots.db'}"
+        contact_id = _demo(database_url)
+        process, base_url = _serve(database_url, workdir)
+        try:
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=chromium, headless=True,
+                                            args=["--headless", "--no-sandbox", "--disable-gpu"])
+                for name, _, step, width in SCREENS:
+                    context = browser.new_context(viewport={"width": width, "height": 800})
+                    page = context.new_page()
+                    if name != "sign-in.png":
+                        page.goto(base_url + "/console/sign-in")
+                        page.get_by_label("Email").fill(EMAIL)
+                        page.get_by_label("Password").fill(PASSWORD)
+                        page.get_by_role("button", name="Sign in").click()
+                        page.wait_for_url(re.compile(r".*/console/contacts$"))
+                    step(page, base_url, contact_id)
+                    page.screenshot(path=str(OUT / name), full_page=True)
+                    context.close()
+                    print(f"wrote docs/console/{name}")
+                browser.close()
+        finally:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
