@@ -69,7 +69,8 @@ def line_chart(title: str, labels: Sequence[str], series: Mapping[str, Sequence[
     every = max(1, len(labels) // 6)
     for i, label in enumerate(labels):
         if i % every == 0 or i == len(labels) - 1:
-            parts.append(f'<text x="{x(i):.1f}" y="{HEIGHT - BOTTOM + 18}" text-anchor="middle" font-size="12" '
+            anchor = "end" if i == len(labels) - 1 and len(labels) > 1 else "start" if i == 0 else "middle"
+            parts.append(f'<text x="{x(i):.1f}" y="{HEIGHT - BOTTOM + 18}" text-anchor="{anchor}" font-size="12" '
                          f'fill="#333">{escape(label)}</text>')
     for (name, values), (colour, dash, shape) in zip(series.items(), STYLES, strict=False):
         points = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(values))

@@ -67,7 +67,8 @@ def settings_error(exc: ValidationError) -> SettingsRefused:
         parts.append(f"{where}: {error['msg']}")
         key = str(error["loc"][0]) if error["loc"] else "settings"
         detail = ".".join(str(p) for p in error["loc"][1:])
-        problems.setdefault(key, []).append(f"{detail}: {error['msg']}" if detail else str(error["msg"]))
+        message = str(error["msg"]).removeprefix("Value error, ")
+        problems.setdefault(key, []).append(f"{detail}: {message}" if detail else message)
     return SettingsRefused("invalid settings: " + "; ".join(parts), problems)
 
 

@@ -69,7 +69,7 @@ def register(bp: Blueprint) -> None:
 
     @bp.post("/flows/<name:str>/enrollments/<enrollment_id:int>/remove")
     @page("agent")
-    async def remove(request: Request, person: Person, name: str, enrollment_id: int) -> HTTPResponse:
+    async def remove_from_flow(request: Request, person: Person, name: str, enrollment_id: int) -> HTTPResponse:
         raw = form_value(request, "contact_id")
         if not raw.isdigit() or len(raw) > 11:
             raise InvalidInput("the form names no contact", code="invalid_input")

@@ -44,7 +44,7 @@ def register(bp: Blueprint) -> None:
 
     @bp.post("/queues/unassociated/<message_id:int>/link")
     @page("supervisor")
-    async def link(request: Request, person: Person, message_id: int) -> HTTPResponse:
+    async def link_unassociated(request: Request, person: Person, message_id: int) -> HTTPResponse:
         contact_id = _contact_named(request, person, form_value(request, "contact"))
         result = await handle(request, c.LinkUnassociated(person.org_id, message_id, contact_id, person.actor))
         detail = "; the opt-in request was queued" if result.message_id else ""
