@@ -37,7 +37,10 @@ def test_movius_the_employees_inbox_shows_the_notes(console: Console, library: L
     assert server.sms(phone, "YES", To=org.number).status_code == 200
     assert library.consent(org.id, phone).state is State.OPTED_IN
 
-    page.get_by_role("link", name="Inbox").click()
+    page.reload()
+    menu = page.get_by_role("navigation", name="Main")
+    expect(menu.get_by_role("link", name="Inbox 2 unread")).to_be_visible()  # on every page
+    menu.get_by_role("link", name="Inbox").click()
     expect(page.get_by_role("heading", name="Inbox 2 unread")).to_be_visible()
     notes = page.get_by_role("list", name="Notes").get_by_role("listitem")
     expect(notes).to_have_count(2)
@@ -49,6 +52,7 @@ def test_movius_the_employees_inbox_shows_the_notes(console: Console, library: L
     page.get_by_role("button", name="Mark all read").click()
     expect(page.get_by_role("heading", name="Inbox 0 unread")).to_be_visible()
     expect(page.get_by_role("status")).to_contain_text("1 note marked read.")
+    expect(menu.get_by_role("link", name="Inbox", exact=True)).to_be_visible()  # no count left
 
 
 def test_movius_the_group_messaging_switch_is_refused_in_consent_mode(console: Console, library: Library) -> None:

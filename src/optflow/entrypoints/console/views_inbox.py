@@ -8,7 +8,7 @@ from sanic.response import HTTPResponse
 
 from ...service_layer import inbox as inboxes
 from ..api_common import system_of
-from .security import CONSOLE_PREFIX, Person, flash, form_value, page, render, see_other
+from .security import CONSOLE_PREFIX, Person, environment, flash, form_value, page, render, see_other
 
 
 def _page_arg(request: Request) -> int:
@@ -16,7 +16,17 @@ def _page_arg(request: Request) -> int:
     return int(raw) if raw.isdigit() and 0 < len(raw) < 7 and int(raw) > 0 else 1
 
 
+def unread_notes(person: Person | None) -> int:
+    """The signed-in person's unread notes, for the menu of every page (a Jinja global)."""
+    if person is None:
+        return 0
+    with system_of(Request.get_current()).bus.uow(read_only=True) as uow:
+        return inboxes.unread_count(uow, person.org_id, person.agent_id)
+
+
 def register(bp: Blueprint) -> None:
+    environment().globals["unread_notes"] = unread_notes
+
     @bp.get("/inbox")
     @page("agent")
     async def inbox(request: Request, person: Person) -> HTTPResponse:
