@@ -130,7 +130,7 @@ def test_a_sub_organisation_is_edited_by_its_parents_admin_and_inherits_the_rest
         assert client.get(f"/console/admin/settings?org={server.org_id}").status_code == 404  # not under it
 
 
-def test_template_preview_uses_the_sandbox_and_says_what_is_wrong(server: Server) -> None:
+def test_template_preview_uses_the_sandbox_and_says_what_is_wrong(server: Server, library: Library) -> None:
     with signed_in_client(server, "admin") as (client, csrf):
         name = "customer/help"
         source = "Help from {{ org_name }}, {{ contact_name }}"
@@ -146,6 +146,12 @@ def test_template_preview_uses_the_sandbox_and_says_what_is_wrong(server: Server
         whole_page = client.post("/console/admin/templates/preview", data={"csrf_token": csrf, "name": name,
                                                                           "source": "Plain {{ org_name }}"})
         assert whole_page.status_code == 200 and "<h1>Message templates" in whole_page.text
+        saved = client.post("/console/admin/templates", data={"csrf_token": csrf, "name": name,
+                                                             "source": "Ask {{ help_contact }}"})
+        assert saved.status_code == 303
+        assert settings_of(library, server.org_id).templates[name] == "Ask {{ help_contact }}"
+        cleared = client.post("/console/admin/templates", data={"csrf_token": csrf, "name": name, "source": ""})
+        assert cleared.status_code == 303 and name not in settings_of(library, server.org_id).templates
 
 
 def test_an_admin_adds_a_person_who_can_then_sign_in_and_changes_their_role(server: Server, library: Library) -> None:

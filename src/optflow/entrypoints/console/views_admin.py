@@ -162,13 +162,17 @@ def register(bp: Blueprint) -> None:
         org_id = _org_arg(request, person)
         system = system_of(request)
         problem: str | None = None
-        with system.bus.uow() as uow:
+        with system.bus.uow(read_only=True) as uow:
             org = admin.managed_org(uow, person.org_id, org_id)
-            try:
+        try:
+            # As the API: the trial renders run before the write transaction (SQLite's write lock);
+            # the check inside it then finds the template already checked.
+            admin.check_templates(system.services.renderer, {name: source} if source.strip() else {})
+            with system.bus.uow() as uow:
                 admin.save_template(uow, system.services.renderer, org.id, name, source)
                 uow.commit()
-            except DomainError as exc:
-                problem = str(exc)
+        except DomainError as exc:
+            problem = str(exc)
         if problem is not None:
             return _templates_page(request, person, org.id, name, source, status=422, problem=problem)
         notice = f"Template {name} saved." if source.strip() else f"{name} uses the packaged text again."
