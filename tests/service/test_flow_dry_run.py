@@ -3,12 +3,14 @@ and it writes nothing. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, func, select
 
-from conftest import START, Clock, RecordingSender, make_system
+from conftest import REPO, START, Clock, RecordingSender, make_system
 from optflow.adapters import orm
 from optflow.bootstrap import System
 from optflow.domain import commands as c
@@ -128,3 +130,41 @@ def test_an_unknown_flow_or_contact_is_not_found(system: System) -> None:
         run(system, org, contact, flow="nope")
     with pytest.raises(NotFound):
         run(system, org, contact + 100)
+
+
+def test_actions_that_change_consent_or_post_a_webhook_are_shown_and_undone(
+        engine: Engine, clock: Clock, sender: RecordingSender, tmp_path: Path) -> None:
+    """The `discontinued` flow opts out, sets DND and ends the automations; a webhook step queues a
+    POST. The dry run shows each, and afterwards the consents, the flags, the enrolments, the
+    ledger and the webhook outbox are as they were."""
+    flows = tmp_path / "flows"
+    shutil.copytree(REPO / "flows", flows)
+    (flows / "tell_crm.yaml").write_text("""
+name: tell_crm
+description: Tells the CRM, then says goodbye.
+trigger: manual
+purpose: transactional
+steps:
+  - id: notify
+    webhook: {url: "https://crm.example.com/hook", body: {status: lost}}
+  - id: goodbye
+    send: {channel: text, template: welcome_1}
+""", encoding="utf-8")
+    system = make_system(engine, clock, sender, flows)
+    org, agent, contact = setup_contact(system)
+    opt_in(system, org, agent, contact, Channel.TEXT)
+    system.bus.handle(c.RecordEvent(org, "lead.created", contact, {}))
+    before = counts(system)
+
+    gone = run(system, org, contact, flow="discontinued")
+    assert [(s.action, s.outcome) for s in gone.steps] == [
+        ("opt_out", "opted out"), ("set_dnd", "do not disturb set"), ("remove_from_flows", "removed from other flows")]
+    crm = run(system, org, contact, flow="tell_crm")
+    assert crm.steps[0].action == "webhook" and crm.steps[0].outcome.startswith("webhook queued")
+    assert crm.messages[0][1].answer is Answer.ALLOW
+
+    assert counts(system) == before
+    with system.bus.uow(read_only=True) as uow:
+        assert uow.consents.get(org, PHONE, Channel.TEXT).state.value == "opted_in"
+        assert not uow.contacts.get(org, contact).dnd.all_channels
+        assert [e.flow_name for e in uow.enrollments.for_contact(contact)] == ["welcome_drip"]
