@@ -2,45 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
+import hashlib
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
-from sqlalchemy import update
+from playwright.sync_api import expect
+from sqlalchemy import select, update
 
-from e2e.conftest import PEOPLE, Console, Library, Server, fresh_number
+from e2e.conftest import PEOPLE, Console, Library, Server, fresh_number, sign_in_form_token, signed_in_client
 from optflow.adapters import orm
 
 CONSOLE = "/console"
-
-
-def _sign_in_form(client: httpx.Client) -> str:
-    page = client.get(CONSOLE + "/sign-in")
-    assert page.status_code == 200
-    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
-    assert token
-    return token.group(1)
-
-
-@contextlib.contextmanager
-def signed_in_client(server: Server, role: str = "agent") -> Iterator[tuple[httpx.Client, str]]:
-    """An HTTP client with a console session, and the session's CSRF token (read from a page)."""
-    with httpx.Client(base_url=server.base_url, timeout=15) as client:
-        yield _signed_in(client, role)
-
-
-def _signed_in(client: httpx.Client, role: str) -> tuple[httpx.Client, str]:
-    token = _sign_in_form(client)
-    email, password = PEOPLE[role]
-    answer = client.post(CONSOLE + "/sign-in", data={"csrf_token": token, "email": email, "password": password})
-    assert answer.status_code == 303, answer.text
-    page = client.get(CONSOLE + "/contacts")
-    assert page.status_code == 200
-    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
-    assert csrf
-    return client, csrf.group(1)
 
 
 def test_the_console_needs_a_session(server: Server) -> None:
@@ -52,7 +25,7 @@ def test_the_console_needs_a_session(server: Server) -> None:
 
 def test_sign_in_sets_a_safe_cookie_and_sign_out_ends_the_session(server: Server) -> None:
     with httpx.Client(base_url=server.base_url, timeout=15) as client:
-        token = _sign_in_form(client)
+        token = sign_in_form_token(client)
         email, password = PEOPLE["agent"]
         answer = client.post(CONSOLE + "/sign-in", data={"csrf_token": token, "email": email.upper(),
                                                          "password": password, "next": "/console/contacts/new"})
@@ -72,7 +45,7 @@ def test_sign_in_sets_a_safe_cookie_and_sign_out_ends_the_session(server: Server
 
 def test_sign_in_goes_back_only_to_console_pages(server: Server) -> None:
     with httpx.Client(base_url=server.base_url, timeout=15) as client:
-        token = _sign_in_form(client)
+        token = sign_in_form_token(client)
         email, password = PEOPLE["agent"]
         answer = client.post(CONSOLE + "/sign-in", data={"csrf_token": token, "email": email, "password": password,
                                                          "next": "//evil.example/console/x"})
@@ -83,7 +56,7 @@ def test_a_wrong_password_is_refused_then_slowed(server: Server, library: Librar
     org = library.new_org()
     email, _ = library.add_person(org.id)
     with httpx.Client(base_url=server.base_url, timeout=15) as client:
-        token = _sign_in_form(client)
+        token = sign_in_form_token(client)
         statuses = []
         for _ in range(4):
             answer = client.post(CONSOLE + "/sign-in", data={"csrf_token": token, "email": email,
@@ -124,10 +97,22 @@ def test_an_expired_session_goes_back_to_sign_in(server: Server, library: Librar
 
 
 def test_sign_in_in_a_browser_is_accessible(console: Console) -> None:
-    page = console.browser.new_page()
-    console.pages.append(page)
+    page = console.anonymous()
     page.goto(console.url(CONSOLE + "/sign-in"))
     console.assert_accessible(page)
+    # With the keyboard alone: the skip link first, then the form's fields in order, Enter submits.
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
+    page.keyboard.press("Tab")  # the "optflow" link
+    page.keyboard.press("Tab")
+    expect(page.get_by_label("Email")).to_be_focused()
+    email, password = PEOPLE["agent"]
+    page.keyboard.type(email)
+    page.keyboard.press("Tab")
+    expect(page.get_by_label("Password")).to_be_focused()
+    page.keyboard.type(password)
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="Contacts", exact=True)).to_be_visible()
     signed_in = console.sign_in("agent", width=375)
     console.assert_accessible(signed_in)
     signed_in.get_by_role("button", name="Sign out").click()
@@ -152,3 +137,41 @@ def test_an_agent_gets_403_on_a_supervisors_action_even_without_the_button(serve
     entries = library.ledger(server.org_id, phone)
     assert [e["trigger"] for e in entries] == ["reset"]
     assert entries[0]["evidence"] == "number reassigned"
+
+
+def test_console_pages_load_only_their_own_assets_and_stay_out_of_the_api_document(server: Server) -> None:
+    with signed_in_client(server) as (client, _):
+        page = client.get(CONSOLE + "/contacts")
+        assert "default-src 'self'" in page.headers["content-security-policy"]
+        sources = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+        assets = [s for s in sources if s.endswith((".js", ".css"))]
+        assert assets == ["/console/static/console.css", "/console/static/vendor/htmx/htmx.min.js"], sources
+        assert all(s.startswith(("/", "#", "data:")) and not s.startswith("//") for s in sources), sources
+        for asset in assets:
+            answer = client.get(asset)
+            assert answer.status_code == 200 and len(answer.content) > 1000, asset
+    spec = httpx.get(server.base_url + "/docs/openapi.json", timeout=10).json()
+    assert not [path for path in spec["paths"] if path.startswith("/console") or path == "/"]
+
+
+def test_a_session_in_use_stays_and_an_idle_one_ends(server: Server, library: Library) -> None:
+    with signed_in_client(server) as (client, _):
+        session = client.cookies["optflow_session"]
+        table = orm.console_sessions
+        with library.system.engine.connect() as conn:
+            row_id = conn.execute(select(table.c.id).where(
+                table.c.token_hash == hashlib.sha256(session.encode()).hexdigest())).scalar_one()
+
+        def seen(minutes_ago: int) -> None:
+            with library.system.engine.begin() as conn:
+                conn.execute(update(table).where(table.c.id == row_id).values(
+                    last_seen_at=datetime.now(UTC) - timedelta(minutes=minutes_ago)))
+
+        seen(100)  # used 100 minutes ago: still live, and this request counts as use
+        assert client.get(CONSOLE + "/contacts").status_code == 200
+        with library.system.engine.connect() as conn:
+            last_seen = conn.execute(select(table.c.last_seen_at).where(table.c.id == row_id)).scalar_one()
+        assert datetime.now(UTC) - last_seen < timedelta(minutes=5)
+        seen(121)  # over two hours without a request
+        answer = client.get(CONSOLE + "/contacts")
+        assert answer.status_code == 303 and answer.headers["location"].startswith("/console/sign-in")

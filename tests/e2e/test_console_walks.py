@@ -52,6 +52,7 @@ def test_collect_opt_in_calls_flags_log_opt_out_texts_and_text_reauth(console: C
     page = console.sign_in("agent")
     phone = fresh_number()
     contact_id = new_contact(page, "Colin Collect", phone)
+    assert page.evaluate("() => typeof window.htmx") == "object"  # the vendored htmx runs under the CSP
     console.assert_accessible(page)
     expect(page.get_by_text("Active: no")).to_be_visible()
 
@@ -241,3 +242,41 @@ def test_movius_the_first_message_is_held_until_yes_then_goes_and_the_employee_s
     held = [m for m in library.messages(org.org.id, phone, direction="out", audience="customer")
             if "lease renewal" in m["body"]]
     assert [m["status"] for m in held] != ["held"], held
+
+
+def night_zone(now: datetime) -> str:
+    """A fixed-offset zone where it is between 03:00 and 04:00 at `now` (inside quiet hours)."""
+    offset = (3 - now.hour) % 24
+    if offset > 12:
+        offset -= 24
+    return "Etc/GMT" if offset == 0 else f"Etc/GMT{-offset:+d}"  # Etc/GMT+3 is UTC-3
+
+
+def test_the_conversation_shows_the_policys_answer_deferred_by_quiet_hours_and_denied_after_opt_out(
+        console: Console, library: Library, server: Server) -> None:
+    org = api_org(server, library, quiet_hours=True)
+    page = console.sign_in(person=library.add_person(org.org.id))
+    phone = fresh_number()
+    contact_id = new_contact(page, "Nina Night", phone)
+    with org.client() as api:
+        assert api.patch(f"/api/v1/contacts/{contact_id}", json={"time_zone": night_zone(datetime.now(UTC))}
+                         ).status_code == 200
+    page.reload()
+    record(page, "Texts", "Opt In", date="", time="", method="verbal", evidence="On the phone just now")
+    expect(page.get_by_role("status")).to_have_text("Opted in (Texts).")
+
+    page.get_by_role("link", name="Conversation").click()
+    page.get_by_role("textbox", name="Message").fill("Your appointment is confirmed.")
+    page.get_by_role("button", name="Send").click()
+    expect(page.get_by_role("status")).to_contain_text("Deferred:")
+    expect(page.get_by_role("status")).to_contain_text("quiet hours")
+    expect(page.locator("li.msg-outbound", has_text="appointment is confirmed").locator(".status")
+           ).to_contain_text("deferred until")
+
+    assert org.sms(phone, "STOP").status_code == 200
+    page.get_by_role("textbox", name="Message").fill("One more thing")
+    page.get_by_role("button", name="Send").click()
+    expect(page.get_by_role("alert")).to_contain_text("Not sent:")
+    expect(page.get_by_role("alert")).to_contain_text("opted out")
+    assert not [m for m in library.messages(org.org.id, phone, direction="out") if m["body"] == "One more thing"]
+    console.assert_accessible(page)

@@ -32,10 +32,6 @@ class ConsoleSessionRepository:
         t = orm.console_sessions
         self.conn.execute(update(t).where(t.c.id == session_id).values(last_seen_at=now))
 
-    def set_expiry(self, session_id: int, expires_at: datetime) -> None:
-        t = orm.console_sessions
-        self.conn.execute(update(t).where(t.c.id == session_id).values(expires_at=expires_at))
-
     def delete(self, session_id: int) -> None:
         self.conn.execute(delete(orm.console_sessions).where(orm.console_sessions.c.id == session_id))
 

@@ -137,6 +137,7 @@ def sign_in(uow: UnitOfWork, email: str, password: str, ip: str, now: datetime) 
     token = secrets.token_urlsafe(32)
     expires_at = now + SESSION_LIFETIME
     session_id = uow.console_sessions.create(agent.id, _token_hash(token), now, expires_at)
+    uow.console_sessions.delete_expired(now)  # sessions past their lifetime: a few rows at most
     uow.commit()
     return SignedIn(token, session_id, agent, expires_at)
 

@@ -44,6 +44,9 @@ SIGN_IN_COOKIE = "optflow_sign_in"  # the CSRF token of the sign-in form, before
 FLASH_COOKIE = "optflow_flash"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
+# Only optflow's own scripts, styles and forms; no inline script; never inside a frame.
+CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                           "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 TEMPLATES = Path(__file__).with_name("templates")
 STATIC = Path(__file__).with_name("static")
 
@@ -116,6 +119,8 @@ def render(request: Request, template: str, status: int = 200, headers: Mapping[
     response = html(body, status=status, headers=dict(headers or {}))
     response.headers["Cache-Control"] = "no-store"
     response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    response.headers["Referrer-Policy"] = "same-origin"
     if notice is not None:
         response.delete_cookie(FLASH_COOKIE, path=CONSOLE_PREFIX)
     return response
@@ -190,8 +195,15 @@ def safe_next(target: str | None) -> str:
 # ------------------------------------------------------------------------------------ sessions
 
 
-def _current(request: Request) -> Person | None:
-    """The signed-in person of the request, or None; records that the session was seen."""
+def _record_seen(system: Any, session_id: int, now: Any) -> None:
+    with system.bus.uow() as uow:
+        console_auth.record_seen(uow, session_id, now)
+        uow.commit()
+
+
+async def _current(request: Request) -> Person | None:
+    """The signed-in person of the request, or None; records that the session was seen (a write,
+    so off the event loop: it may wait for SQLite's lock)."""
     token = request.cookies.get(SESSION_COOKIE) or ""
     if not token:
         return None
@@ -203,9 +215,7 @@ def _current(request: Request) -> Person | None:
         return None
     session, agent = found
     if console_auth.seen_is_stale(session, now):
-        with system.bus.uow() as uow:
-            console_auth.record_seen(uow, session.id, now)
-            uow.commit()
+        await off_the_loop(_record_seen, system, session.id, now)
     request.ctx.flash = _read_flash(request, token)
     return Person(agent.id, agent.org_id, agent.name, agent.role, agent.email or "", session.id, csrf_for(token))
 
@@ -238,7 +248,7 @@ def page(role: str) -> Callable[[Handler], Handler]:
     def decorate(handler: Handler) -> Handler:
         @functools.wraps(handler)
         async def wrapper(request: Request, *args: Any, **kwargs: Any) -> HTTPResponse:
-            person = _current(request)
+            person = await _current(request)
             if person is None:
                 if request.method == "GET":
                     return redirect(sign_in_url(request), status=303)
