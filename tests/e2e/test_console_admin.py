@@ -9,8 +9,7 @@ from datetime import UTC, datetime
 
 import httpx
 
-from e2e.conftest import PEOPLE, Library, Server
-from e2e.test_console_auth import _sign_in_form, signed_in_client
+from e2e.conftest import PEOPLE, Library, Server, sign_in_form_token, signed_in_client
 from optflow.domain import commands as c
 from optflow.domain.model import Actor, ActorKind, Channel, Mode
 
@@ -84,10 +83,7 @@ def test_group_messaging_is_refused_in_consent_mode_beside_the_field_and_nothing
         server: Server, library: Library) -> None:
     org = library.new_org()
     email, password = library.add_person(org.id, "admin")
-    with httpx.Client(base_url=server.base_url, timeout=15) as client:
-        token = _sign_in_form(client)
-        assert client.post("/console/sign-in", data={"csrf_token": token, "email": email,
-                                                     "password": password}).status_code == 303
+    with signed_in_client(server, person=(email, password)) as (client, _):
         form = _settings_form(client)
         assert form["mode_text"] == "consent"
         refused = client.post("/console/admin/settings", data={**form, "group_text": "on",
@@ -119,9 +115,7 @@ def test_a_sub_organisation_is_edited_by_its_parents_admin_and_inherits_the_rest
         child = admin.create_org(uow, "Branch", datetime.now(UTC), parent_id=parent.id)
         uow.commit()
     email, password = library.add_person(parent.id, "admin")
-    with httpx.Client(base_url=server.base_url, timeout=15) as client:
-        token = _sign_in_form(client)
-        client.post("/console/sign-in", data={"csrf_token": token, "email": email, "password": password})
+    with signed_in_client(server, person=(email, password)) as (client, _):
         form = _settings_form(client, child)
         assert form["program_name"] == "Parent programme"
         assert client.post("/console/admin/settings", data={**form, "help_contact": "call 555"}).status_code == 303
@@ -179,7 +173,7 @@ def test_an_admin_adds_a_person_who_can_then_sign_in_and_changes_their_role(serv
         mine = client.post(f"/console/admin/people/{me.id}/role", data={"csrf_token": csrf, "role": "agent"})
         assert mine.status_code == 409 and "yourself" in mine.text
     with httpx.Client(base_url=server.base_url, timeout=15) as client:
-        token = _sign_in_form(client)
+        token = sign_in_form_token(client)
         assert client.post("/console/sign-in", data={"csrf_token": token, "email": email,
                                                      "password": password[1]}).status_code == 303
 
@@ -196,9 +190,7 @@ def test_the_inbox_queues_reports_and_flows_pages(server: Server, library: Libra
                                  Actor(ActorKind.AGENT, str(sue.id), "supervisor")))
     stranger = library.new_number()
     server.sms(stranger, "who is this?", To=org.number)
-    with httpx.Client(base_url=server.base_url, timeout=15) as client:
-        token = _sign_in_form(client)
-        client.post("/console/sign-in", data={"csrf_token": token, "email": email, "password": password})
+    with signed_in_client(server, person=(email, password)) as (client, _):
         inbox = client.get("/console/inbox")
         assert inbox.status_code == 200 and "1 unread" in inbox.text and "Your message is held" in inbox.text
         queues = client.get("/console/queues")
