@@ -34,6 +34,7 @@ from optflow.service_layer.unit_of_work import UnitOfWork
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "docs" / "console"
 EMAIL, PASSWORD = "dana@example.com", "screenshots-password"
+ADMIN_EMAIL = "ada@example.com"  # an admin (same password), for the admin, supervisor and report screens
 ORG_NUMBER = "+12025550123"
 PHONE, CUSTOMER_EMAIL = "+14155552671", "rosa.diaz@example.com"
 
@@ -48,6 +49,8 @@ def _demo(database_url: str) -> int:
                                       settings={"quiet_hours": False, "program_name": "Northwind alerts"})
             dana = admin.add_agent(uow, org_id, "Dana Whitfield", "agent", now)
             console_auth.set_sign_in(uow, org_id, dana.id, EMAIL, PASSWORD)
+            ada = admin.add_agent(uow, org_id, "Ada Okafor", "admin", now)
+            console_auth.set_sign_in(uow, org_id, ada.id, ADMIN_EMAIL, PASSWORD)
             uow.commit()
         agent = Actor(ActorKind.AGENT, str(dana.id), "agent")
         bus = system.bus
@@ -61,6 +64,11 @@ def _demo(database_url: str) -> int:
                                  agent))
         bus.handle(c.ReceiveInbound(Channel.TEXT, PHONE, ORG_NUMBER, "YES", provider_id="SM" + "1" * 32))
         bus.handle(c.EnrollContact(org_id, contact_id, "welcome_drip", agent))
+        # For the supervisors' queues: a text from a number no contact has, and a message held until YES.
+        bus.handle(c.ReceiveInbound(Channel.TEXT, "+14155550188", ORG_NUMBER, "Hi, is my car ready?",
+                                    provider_id="SM" + "2" * 32))
+        lee = bus.handle(c.CreateContact(org_id, name="Lee Chen", phones=("+14155550177",))).contact_id
+        bus.handle(c.SendMessage(org_id, lee, Channel.TEXT, "Your quote for the brake job is ready.", agent))
         return contact_id
     finally:
         system.close()
@@ -106,12 +114,27 @@ def _go(path: str) -> Step:
     return step
 
 
+def _refused_group_messaging(page: Any, base_url: str, contact_id: int) -> None:
+    _go("/console/admin/settings")(page, base_url, contact_id)
+    page.get_by_label("Group messaging on text").check()
+    page.get_by_role("button", name="Save settings").click()
+    page.locator("#err-group_messaging").wait_for()
+
+
+def _template_preview(page: Any, base_url: str, contact_id: int) -> None:
+    _go("/console/admin/templates?name=customer/help")(page, base_url, contact_id)
+    page.get_by_label("The org's text").fill("{{ program_name }}: for help call {{ help_contact }}. "
+                                             "Reply {{ stop_word }} to opt out, {{ contact_name }}.")
+    page.locator("#preview", has_text="Alex Sample").wait_for()
+
+
 def _open_opt_in_form(page: Any, base_url: str, contact_id: int) -> None:
     _go("/console/contacts/{contact}")(page, base_url, contact_id)
     page.locator("summary", has_text="Opt In Texts").click()
 
 
-SCREENS: list[tuple[str, str, Step, int]] = [
+# (file name, what it shows, how to get there, viewport width[, who signs in: default Dana, an agent])
+SCREENS: list[tuple[Any, ...]] = [
     ("sign-in.png", "Sign in", _go("/console/sign-in"), 1100),
     ("contacts.png", "Contacts: search and consent badges", _go("/console/contacts"), 1100),
     ("contact.png", "The contact page", _go("/console/contacts/{contact}"), 1100),
@@ -121,6 +144,16 @@ SCREENS: list[tuple[str, str, Step, int]] = [
     ("history.png", "Consent history", _go("/console/contacts/{contact}/history"), 1100),
     ("proof.png", "Proof of consent (printable)", _go("/console/contacts/{contact}/proof"), 1100),
     ("automations.png", "Automations", _go("/console/contacts/{contact}/automations"), 1100),
+    ("inbox.png", "The employee's inbox", _go("/console/inbox"), 1100),
+    ("queues.png", "Supervisors' queues", _go("/console/queues"), 1100, ADMIN_EMAIL),
+    ("reports.png", "Reports", _go("/console/reports"), 1100, ADMIN_EMAIL),
+    ("flows.png", "Flows", _go("/console/flows"), 1100, ADMIN_EMAIL),
+    ("flow-dry-run.png", "A flow's dry run", _go(f"/console/flows/welcome_drip?contact=%2B{PHONE[1:]}#dry-run"),
+     1100, ADMIN_EMAIL),
+    ("settings.png", "Org settings, group messaging refused", _refused_group_messaging, 1100, ADMIN_EMAIL),
+    ("settings-phone.png", "Org settings at 375 px", _go("/console/admin/settings"), 375, ADMIN_EMAIL),
+    ("templates.png", "Template override with its preview", _template_preview, 1100, ADMIN_EMAIL),
+    ("people.png", "People", _go("/console/admin/people"), 1100, ADMIN_EMAIL),
 ]
 
 
@@ -138,12 +171,12 @@ def main() -> None:
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=chromium, headless=True,
                                             args=["--headless", "--no-sandbox", "--disable-gpu"])
-                for name, _, step, width in SCREENS:
+                for name, _, step, width, *who in SCREENS:
                     context = browser.new_context(viewport={"width": width, "height": 800})
                     page = context.new_page()
                     if name != "sign-in.png":
                         page.goto(base_url + "/console/sign-in")
-                        page.get_by_label("Email").fill(EMAIL)
+                        page.get_by_label("Email").fill(who[0] if who else EMAIL)
                         page.get_by_label("Password").fill(PASSWORD)
                         page.get_by_role("button", name="Sign in").click()
                         page.wait_for_url(re.compile(r".*/console/contacts$"))

@@ -18,6 +18,10 @@ from pathlib import Path
 import pytest
 from click.testing import Result
 from freezegun import freeze_time
+from sqlalchemy import create_engine, func, select
+
+from conftest import run_cli
+from optflow.adapters import orm
 
 REPO = Path(__file__).resolve().parents[2]
 BROKEN = Path("tests/fixtures/broken_flows")  # relative to REPO, as a person would type it
@@ -166,3 +170,39 @@ def test_enrol_from_a_csv_file_reports_each_rejected_row(cli: Cli, tmp_path: Pat
     assert "line 4: skipped, contact 1 is already in bulk_reminder" in out.stdout
     assert "outbox: 1 sent" in ok(cli("run-due", "--at", START.isoformat()))
     assert "no flow named 'nope'" in refused(cli("flows", "enroll-csv", "nope", str(csv_file)))
+
+
+def test_dry_run_prints_each_message_its_time_and_the_policys_answer_and_writes_nothing(tmp_path: Path) -> None:
+    """`optflow flows dry-run FLOW CONTACT` as a user runs it: a real process on a real file."""
+    assert run_cli(tmp_path, "init").returncode == 0
+    assert run_cli(tmp_path, "contacts", "add", "--name", "Sam", "--phone", SAM, "--email", "sam@example.com",
+                   "--time-zone", "America/New_York").returncode == 0
+    assert run_cli(tmp_path, "consent", "record", "1", "--method", "web_form", "--as", "1").returncode == 0
+    engine = create_engine(f"sqlite:///{tmp_path / 'cli.db'}")
+
+    def rows() -> list[int]:
+        with engine.connect() as conn:
+            return [conn.execute(select(func.count()).select_from(t)).scalar_one()
+                    for t in (orm.messages, orm.enrollments, orm.enrollment_steps, orm.ledger, orm.consents)]
+
+    before = rows()
+    run = run_cli(tmp_path, "flows", "dry-run", "welcome_drip", "1", "--at", "2026-11-23T08:00:00Z")
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0].startswith("Dry run of welcome_drip (version ") and "nothing is written or sent" in lines[0]
+    # 03:00 in New York on day 1: the first text waits for 08:00, the second goes two days later.
+    assert f"    text to {SAM} at 2026-11-24 13:00 UTC, defer: quiet hours: it is Tue 03:00 in America/New_York" \
+        in run.stdout
+    assert f"    text to {SAM} at 2026-11-26 13:00 UTC, allow" in lines
+    assert "      | Hi Sam, thanks for your interest in Demo organisation!" in run.stdout
+    assert "    email to sam@example.com at 2026-12-01 15:00 UTC, deny: marketing needs an opt-in; the consent " \
+           "is unknown" in lines
+    assert lines[-1] == "End: done: completed. 2 messages would be sent, 1 not."
+    assert rows() == before
+    engine.dispose()
+
+    unknown = run_cli(tmp_path, "flows", "dry-run", "nope", "1")
+    assert unknown.returncode == 1 and "no flow named 'nope'" in unknown.stderr
+    assert "Traceback" not in unknown.stderr
+    bad_data = run_cli(tmp_path, "flows", "dry-run", "welcome_drip", "1", "--data", "[1]")
+    assert bad_data.returncode == 1 and "the event data must be a JSON object" in bad_data.stderr

@@ -476,6 +476,16 @@ class ImportRejectRow(SQLModel, table=True):
     fields_json: str = Field(sa_column=Column(Text, nullable=False))
 
 
+class NoteReadRow(SQLModel, table=True):
+    """Which employee has read which note to employees (a `messages` row with audience
+    `employee`): a note addressed to nobody in particular is read by each person on their own."""
+
+    __tablename__ = "note_reads"
+    agent_id: int = Field(primary_key=True, foreign_key="agents.id")
+    message_id: int = Field(primary_key=True, foreign_key="messages.id")
+    read_at: datetime = Field(sa_type=UtcDateTime)
+
+
 orgs = _table(OrgRow)
 org_numbers = _table(OrgNumberRow)
 agents = _table(AgentRow)
@@ -494,6 +504,7 @@ suppressions = _table(SuppressionRow)
 import_jobs = _table(ImportJobRow)
 import_rejects = _table(ImportRejectRow)
 webhook_attempts = _table(WebhookAttemptRow)
+note_reads = _table(NoteReadRow)
 console_sessions = _table(ConsoleSessionRow)
 sign_in_failures = _table(SignInFailureRow)
 metadata = SQLModel.metadata

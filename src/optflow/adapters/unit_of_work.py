@@ -27,7 +27,10 @@ from .flow_batch import (
     PreloadedSuppressions,
 )
 from .imports import ImportJobRepository, SuppressionRepository
+from .inbox import InboxRepository
+from .overviews import OverviewRepository
 from .prepared import Savepoint
+from .report_series import ReportSeriesRepository
 from .reports import ReportQueries
 from .repository import (
     AgentRepository,
@@ -99,6 +102,9 @@ class SqlUnitOfWork:
         self.enrollments = EnrollmentRepository(self.conn)
         self.webhook_deliveries = WebhookDeliveryRepository(self.conn)
         self.reports = ReportQueries(self.conn)
+        self.inbox = InboxRepository(self.conn)
+        self.report_series = ReportSeriesRepository(self.conn)
+        self.overviews = OverviewRepository(self.conn)
         self.console_sessions = ConsoleSessionRepository(self.conn)
         self.sign_in_failures = SignInFailureRepository(self.conn)
         self.event_endpoints = EventEndpointRepository(self.conn)
@@ -174,7 +180,8 @@ class BatchUnitOfWork(SqlUnitOfWork):
         self.skip_locked = uow.skip_locked
         self.orgs, self.agents, self.ledger = uow.orgs, uow.agents, uow.ledger
         self.webhook_deliveries, self.reports, self.import_jobs = uow.webhook_deliveries, uow.reports, uow.import_jobs
-        self.event_endpoints = uow.event_endpoints
+        self.event_endpoints, self.inbox = uow.event_endpoints, uow.inbox
+        self.report_series, self.overviews = uow.report_series, uow.overviews
         self.console_sessions, self.sign_in_failures = uow.console_sessions, uow.sign_in_failures
         self.contacts = PreloadedContacts(uow.conn, reads)
         self.consents = PreloadedConsents(uow.conn, reads)

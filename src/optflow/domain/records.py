@@ -213,6 +213,15 @@ class Message:
 
 
 @dataclass(slots=True, frozen=True)
+class Note:
+    """A note to employees (a message with audience `employee`) as one person's inbox shows it."""
+
+    message: Message
+    contact_name: str | None  # None: the note is about an address no contact owns
+    read: bool  # by the person whose inbox it is
+
+
+@dataclass(slots=True, frozen=True)
 class Enrollment:
     id: int
     org_id: int

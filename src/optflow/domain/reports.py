@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 
 from .model import Channel, Mode, Trigger
 
@@ -65,6 +65,17 @@ class ConsentReport:
     modes: dict[Channel, Mode] = field(default_factory=dict)
     by_mode: dict[Mode, Counts] = field(default_factory=dict)
     by_method: list[MethodCounts] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class DayCounts:
+    day: date
+    channel: Channel
+    method: str | None
+    opt_ins: int
+    opt_outs: int
+    requests: int
+    reauthorizations: int
 
 
 def assemble(since: datetime, until: datetime, by_method: list[MethodCounts],

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from .addresses import is_country_code
 from .machine import DEFAULT_CONSENT_METHODS
@@ -116,14 +116,18 @@ class OrgSettings(BaseModel):
                 raise ValueError(f"re-authorisation period for {channel.value} must be at least 1 day")
         return value
 
-    @model_validator(mode="after")
-    def _group_messaging_needs_no_consent_mode(self) -> OrgSettings:
-        for channel, enabled in self.group_messaging.items():
-            if enabled and self.mode(channel) is Mode.CONSENT:
+    @field_validator("group_messaging")
+    @classmethod
+    def _group_messaging_needs_no_consent_mode(cls, value: dict[Channel, bool],
+                                               info: ValidationInfo) -> dict[Channel, bool]:
+        """A field's validator (`modes` is validated before it), so the refusal names the field."""
+        modes: dict[Channel, Mode] = info.data.get("modes") or {}
+        for channel, enabled in value.items():
+            if enabled and modes.get(channel, Mode.CONSENT) is Mode.CONSENT:
                 raise ValueError(
                     f"group messaging cannot be enabled on {channel.value} while it runs in consent mode"
                 )
-        return self
+        return value
 
     @field_validator("whatsapp_templates")
     @classmethod

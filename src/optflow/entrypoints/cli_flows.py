@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -9,7 +10,7 @@ import click
 from ..domain import commands as c
 from ..domain.model import InvalidInput
 from ..domain.records import ENDED, RUNNING
-from .cli import ACTING_AGENT_HELP, Ctx, friendly_errors, pass_ctx
+from .cli import ACTING_AGENT_HELP, Ctx, friendly_errors, parse_time, pass_ctx
 from .cli_contacts import resolve_contact
 from .cli_csv import FileRefused, check_rejects_path, default_rejects_path, process_rows, read_csv
 
@@ -27,6 +28,10 @@ def _one_contact(obj: Ctx, org_id: int, row: dict[str, str]) -> int:
                            + ", ".join(f"{column} {given[column]} is contact {found[column]}" for column in found),
                            code="ambiguous_contact")
     return found.popitem()[1]
+
+
+def _when(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def register(main: click.Group) -> None:
@@ -58,6 +63,41 @@ def register(main: click.Group) -> None:
         for flow in sorted(obj.system.flows.flows.values(), key=lambda fl: fl.name):
             trigger = f"{flow.trigger.kind.value}:{flow.trigger.name or ''}"
             click.echo(f"{flow.name:<28} {flow.version}  {trigger:<36} {flow.source_file}")
+
+    @flows.command("dry-run")
+    @click.argument("flow_name")
+    @click.argument("contact_id", type=int)
+    @click.option("--org", type=int)
+    @click.option("--at", "at", help="Start the run at this moment (ISO-8601); default now.")
+    @click.option("--data", help="The event the contact is enrolled with, as a JSON object (what event.* reads).")
+    @pass_ctx
+    @friendly_errors
+    def dry_run_command(obj: Ctx, flow_name: str, contact_id: int, org: int | None, at: str | None,
+                        data: str | None) -> None:
+        """Show every message FLOW_NAME would send the contact, when, and the policy's answer,
+        without writing anything."""
+        from ..service_layer.flow_dry_run import dry_run, event_data
+
+        system = obj.system
+        org_id = obj.org_id(org)
+        now = parse_time(at, "--at") or system.clock()
+        run = dry_run(system.bus.uow, system.flows, org_id, contact_id, flow_name, now, event_data(data))
+        click.echo(f"Dry run of {run.flow} (version {run.version}) for contact {contact_id} from "
+                   f"{_when(run.started_at)}; nothing is written or sent.")
+        if run.enrolment_refused:
+            click.echo(f"Note: {run.enrolment_refused}.")
+        for step in run.steps:
+            click.echo(f"{_when(step.at)}  {step.step} ({step.action}): {step.outcome}")
+            for message in step.messages:
+                reason = f": {message.reason}" if message.reason else ""
+                click.echo(f"    {message.channel.value} to {message.address} at {_when(message.send_at)}, "
+                           f"{message.answer.value}{reason}")
+                text = (f"Subject: {message.subject}\n" if message.subject else "") + message.text
+                for line in text.splitlines():
+                    click.echo(f"      | {line}")
+        sent = sum(1 for _, m in run.messages if m.answer.value in ("allow", "defer"))
+        click.echo(f"End: {run.end}. {sent} message{'s' if sent != 1 else ''} would be sent, "
+                   f"{len(run.messages) - sent} not.")
 
     @flows.command("enrollments")
     @click.argument("contact_id", type=int)

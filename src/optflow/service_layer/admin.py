@@ -14,10 +14,10 @@ from pydantic import ValidationError
 from ..domain.addresses import normalize_for_channel
 from ..domain.keywords import KeywordTable
 from ..domain.languages import HELP_BY_NUMBER
-from ..domain.model import Channel, DomainError, InvalidInput, TransitionRefused
-from ..domain.records import Agent
+from ..domain.model import Channel, DomainError, InvalidInput, NotFound, TransitionRefused
+from ..domain.records import Agent, Org
 from ..domain.settings import OrgSettings
-from ..domain.templates import parse_override_key
+from ..domain.templates import TEMPLATE_NAMES, parse_override_key
 from .console_auth import set_sign_in
 from .ports import Renderer
 from .unit_of_work import UnitOfWork, UnitOfWorkFactory
@@ -53,12 +53,26 @@ class NewAgent:
     password: str | None = None  # shown once (a generated one); only its argon2 hash is stored
 
 
-def settings_error(exc: ValidationError) -> InvalidInput:
+class SettingsRefused(InvalidInput):
+    """Settings that do not validate. `problems` maps each setting (its top-level key, or
+    "settings" for the whole) to what is wrong with it, so a form can say it beside the field."""
+
+    def __init__(self, message: str, problems: Mapping[str, list[str]], code: str = "invalid_settings") -> None:
+        super().__init__(message, code=code)
+        self.problems = dict(problems)
+
+
+def settings_error(exc: ValidationError) -> SettingsRefused:
     parts = []
+    problems: dict[str, list[str]] = {}
     for error in exc.errors():
         where = ".".join(str(p) for p in error["loc"]) or "settings"
         parts.append(f"{where}: {error['msg']}")
-    return InvalidInput("invalid settings: " + "; ".join(parts), code="invalid_settings")
+        key = str(error["loc"][0]) if error["loc"] else "settings"
+        detail = ".".join(str(p) for p in error["loc"][1:])
+        message = str(error["msg"]).removeprefix("Value error, ")
+        problems.setdefault(key, []).append(f"{detail}: {message}" if detail else message)
+    return SettingsRefused("invalid settings: " + "; ".join(parts), problems)
 
 
 def check_templates(renderer: Renderer, templates: Mapping[str, str]) -> None:
@@ -76,21 +90,26 @@ def check_keywords(keywords: Mapping[str, Any], by_country: Mapping[str, Any] | 
     classifier table: a bad entry stored now would break every inbound message of the org later,
     STOP included."""
     if not isinstance(keywords, Mapping):
-        raise InvalidInput("keywords must map languages to intents to words", code="invalid_settings")
-    table = KeywordTable.default().with_additions(keywords)
+        raise SettingsRefused("keywords must map languages to intents to words",
+                              {"keywords": ["keywords must map languages to intents to words"]})
+    try:
+        table = KeywordTable.default().with_additions(keywords)
+    except DomainError as exc:
+        raise SettingsRefused(str(exc), {"keywords": [str(exc)]}, code=exc.code) from None
     if by_country is None:
         return
     if not isinstance(by_country, Mapping):
-        raise InvalidInput("keywords_by_country must map country codes to languages to intents to words",
-                           code="invalid_settings")
+        message = "keywords_by_country must map country codes to languages to intents to words"
+        raise SettingsRefused(message, {"keywords_by_country": [message]})
     for country, additions in by_country.items():
         if not isinstance(additions, Mapping):
-            raise InvalidInput(f"keywords_by_country: {country}: expected a mapping of language -> intent -> words",
-                               code="invalid_settings")
+            message = f"keywords_by_country: {country}: expected a mapping of language -> intent -> words"
+            raise SettingsRefused(message, {"keywords_by_country": [message]})
         try:
             table.with_additions(additions)
-        except InvalidInput as exc:
-            raise InvalidInput(f"keywords_by_country: {country}: {exc}", code=exc.code) from None
+        except DomainError as exc:
+            message = f"keywords_by_country: {country}: {exc}"
+            raise SettingsRefused(message, {"keywords_by_country": [message]}, code=exc.code) from None
 
 
 def customer_facing_defaults(name: str, numbers: Sequence[str]) -> dict[str, str]:
@@ -217,3 +236,73 @@ def ensure_default_setup(uows: UnitOfWorkFactory, now: datetime, org_name: str, 
         set_sign_in(uow, org_id, admin.id, DEFAULT_ADMIN_EMAIL, password)
         uow.commit()
         return replace(admin, email=DEFAULT_ADMIN_EMAIL, password=password)
+
+
+def orgs_under(uow: UnitOfWork, org_id: int) -> list[Org]:
+    """The org and its sub-organisations (all levels down), the org first: what its admins manage."""
+    everything = uow.orgs.all()
+    children: dict[int | None, list[Org]] = {}
+    for org in everything:
+        children.setdefault(org.parent_id, []).append(org)
+    found = [uow.orgs.get(org_id)]
+    for org in found:
+        found.extend(child for child in children.get(org.id, []) if child not in found)
+    return found
+
+
+def managed_org(uow: UnitOfWork, org_id: int, wanted: int) -> Org:
+    """`wanted` if it is the org or one of its sub-organisations, else NotFound (another
+    installation's org is none of an admin's business, not even its existence)."""
+    for org in orgs_under(uow, org_id):
+        if org.id == wanted:
+            return org
+    raise NotFound(f"no org {wanted} under org {org_id}", code="org_not_found")
+
+
+def set_role(uow: UnitOfWork, org_id: int, agent_id: int, role: str) -> Agent:
+    if role not in ROLES:
+        raise InvalidInput(f"unknown role {role!r}: use one of {', '.join(ROLES)}", code="unknown_role")
+    uow.agents.in_org(org_id, agent_id)
+    uow.agents.update(agent_id, role=role)
+    return uow.agents.in_org(org_id, agent_id)
+
+
+# Sample data of a template preview: the org's own names and texts, and a made-up contact.
+PREVIEW_SAMPLE: Mapping[str, object] = {
+    "contact_name": "Alex Sample", "employee_name": "Sam Lee", "stop_word": "STOP", "start_word": "START",
+    "help_word": "HELP", "yes_word": "YES", "pin": "482913", "pin_valid_minutes": 10,
+    "held_message": "Is the car ready?", "unsubscribe_url": "https://example.com/u/sample", "reason": 'replied "stop"',
+}
+
+
+@dataclass(frozen=True)
+class TemplatePreview:
+    text: str  # what the customer or employee would read
+    problem: str | None  # why the override may not be saved (the text is then the one used instead)
+
+
+def preview_template(uow: UnitOfWork, renderer: Renderer, org_id: int, name: str, source: str,
+                     channel: Channel = Channel.TEXT) -> TemplatePreview:
+    """Render an override (empty: the packaged text) on sample data with the org's names, through
+    the same sandboxed, bounded renderer and the same check as saving it."""
+    if name not in TEMPLATE_NAMES:
+        raise InvalidInput(f"unknown template {name!r}", code="unknown_template")
+    settings = uow.orgs.settings(org_id)
+    variables = {**PREVIEW_SAMPLE, "org_name": uow.orgs.get(org_id).name, "program_name": settings.program_name,
+                 "help_contact": settings.help_contact, "message_frequency": settings.message_frequency,
+                 "channel": channel.value}
+    problem = renderer.check_override(name, source) if source.strip() else None
+    override = source if source.strip() and problem is None else None
+    return TemplatePreview(renderer.render(name, variables, override).text, problem)
+
+
+def save_template(uow: UnitOfWork, renderer: Renderer, org_id: int, name: str, source: str) -> OrgSettings:
+    """Set the org's override of `name` (empty: remove it, the packaged text applies again)."""
+    if name not in TEMPLATE_NAMES:
+        raise InvalidInput(f"unknown template {name!r}", code="unknown_template")
+    templates = dict(uow.orgs.own_settings(org_id).get("templates") or {})
+    if source.strip():
+        templates[name] = source
+    else:
+        templates.pop(name, None)
+    return update_settings(uow, renderer, org_id, {"templates": templates})

@@ -17,14 +17,14 @@ from collections.abc import Callable, Collection, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from ..domain import commands as c
 from ..domain import events as ev
 from ..domain import flows as f
 from ..domain.languages import DEFAULT_LANGUAGE
 from ..domain.model import Actor, ActorKind, Channel, DomainError, InvalidInput, NotFound, State
-from ..domain.policy import Allow, Defer, MessageKind
+from ..domain.policy import Allow, Decision, Defer, MessageKind
 from ..domain.records import ENDED, RUNNING, Contact, Enrollment, EnrollmentStatus, SendWindow
 from ..domain.templates import TEMPLATE_NAMES
 from . import handlers as h
@@ -42,6 +42,18 @@ RETRY_AFTER = timedelta(hours=1)  # an enrolment whose step failed unexpectedly 
 # it (the `discontinued` flow opts out, then sets DND, then removes the contact from flows);
 # a message it might still send on a closed channel is refused by the policy like any other.
 _performing: ContextVar[int | None] = ContextVar("optflow_performing_enrollment", default=None)
+
+
+class StepObserver(Protocol):
+    """Watches `execute` (a dry run, service_layer/flow_dry_run.py): each action before it is
+    performed, and the policy's decision on each send."""
+
+    def action(self, uow: UnitOfWork, action: f.Action, now: datetime) -> None: ...
+
+    def send_decision(self, step: f.Send, address: str, decision: Decision, now: datetime) -> None: ...
+
+
+step_observer: ContextVar[StepObserver | None] = ContextVar("optflow_step_observer", default=None)
 
 
 @dataclass(frozen=True)
@@ -446,6 +458,9 @@ class FlowEngine:
                 return
             at = plan.next_pc - 1
             report.steps += 1
+            observer = step_observer.get()
+            if observer is not None:
+                observer.action(uow, plan.action, now)
             performing = _performing.set(enrollment_id)
             try:
                 outcome, deferred_until = self._act(uow, flow, row, plan.action, contact, event, now, report)
@@ -546,6 +561,9 @@ class FlowEngine:
             return f"skipped: {exc}", None
         consent = uow.consents.get(org_id, address, step.channel)
         decision = h.policy_decision(uow, settings, contact, consent, step.purpose, MessageKind.NORMAL, now)
+        observer = step_observer.get()
+        if observer is not None:
+            observer.send_decision(step, address, decision, now)
         if isinstance(decision, Defer):
             return f"deferred: {decision.reason}", decision.until
         if not isinstance(decision, Allow):

@@ -424,7 +424,7 @@ def send_outcome_messages(uow: UnitOfWork, svc: Services, org_id: int, settings:
                                         agent_id=agent_id))
     for note in outcome.to_employee:
         notify_employee(uow, svc, org_id, settings, contact, note.channel, note.address, note.template, now,
-                        note_actor or employee, **(note_extra or {}))
+                        note_actor or employee, for_agent=_agent_id(actor), **(note_extra or {}))
     return queued
 
 
@@ -442,17 +442,24 @@ def queue_to_customer(uow: UnitOfWork, org_id: int, contact_id: int | None, chan
 
 def notify_employee(uow: UnitOfWork, svc: Services, org_id: int, settings: OrgSettings, contact: Contact | None,
                     channel: Channel, address: str, template: str, now: datetime, actor: Actor | None = None,
-                    **extra: Any) -> int:
+                    *, for_agent: int | None = None, **extra: Any) -> int:
+    """Store a note for an employee's inbox, in the org's default language. It is for
+    `for_agent`, else the agent acting, else the person who last wrote to the customer on this
+    channel (whose message may be the held one); with none of them, for every person of the org."""
     language = settings.default_language
     body = render(svc, settings, template,
                   template_variables(uow, org_id, settings, channel, contact, actor, language=language, **extra),
                   language)
+    if for_agent is None and actor is not None:
+        for_agent = _agent_id(actor)
+    if for_agent is None:
+        for_agent = uow.inbox.last_agent_for(org_id, address, channel)
     log.info("notified the employee about %s (%s)", mask_address(address), template)
     return uow.messages.add(
         org_id=org_id, contact_id=contact.id if contact is not None else None, direction=Direction.OUT,
         audience=Audience.EMPLOYEE, channel=channel.value, address=address, body=body,
         purpose=Purpose.CONVERSATIONAL.value, kind=MessageKind.NORMAL.value, status=MessageStatus.DELIVERED,
-        created_at=now, sent_at=now,
+        created_at=now, sent_at=now, agent_id=for_agent,
     )
 
 

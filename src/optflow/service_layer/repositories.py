@@ -25,12 +25,13 @@ from ..domain.records import (
     ImportJob,
     ImportReject,
     Message,
+    Note,
     Org,
     Suppression,
     WebhookAttempt,
     WebhookDelivery,
 )
-from ..domain.reports import Counts, MethodCounts
+from ..domain.reports import Counts, DayCounts, MethodCounts
 from ..domain.settings import OrgSettings
 from ..domain.sign_in import FailureCount
 
@@ -264,3 +265,27 @@ class SignInFailureRepository(Protocol):
     def get(self, key: str) -> FailureCount: ...
     def record(self, key: str, failures: int, now: datetime) -> None: ...
     def clear(self, key: str) -> None: ...
+
+
+class InboxRepository(Protocol):
+    """The notes addressed to employees, and which of them each person has read."""
+
+    def notes(
+        self, org_id: int, agent_id: int, *, unread_only: bool = False, limit: int = 50, offset: int = 0
+    ) -> list[Note]: ...
+    def unread_count(self, org_id: int, agent_id: int) -> int: ...
+    def mark_read(self, org_id: int, agent_id: int, message_ids: Sequence[int] | None, now: datetime) -> int: ...
+    def last_agent_for(self, org_id: int, address: str, channel: Channel) -> int | None: ...
+
+
+class OverviewRepository(Protocol):
+    """What the console's queues and flow pages read across contacts."""
+
+    def outbound_waiting(self, org_id: int, now: datetime, limit: int = 200) -> list[tuple[Message, str | None]]: ...
+    def enrolments_per_step(self, org_id: int) -> list[tuple[str, str, int, str, int]]: ...
+    def running_in_flow(self, org_id: int, flow_name: str, limit: int = 100) -> list[tuple[Enrollment, str]]: ...
+
+
+class ReportSeriesRepository(Protocol):
+    def daily(self, org_id: int, since: datetime, until: datetime) -> list[DayCounts]:
+        """Counts per UTC day, channel and method of the entries recorded in [since, until)."""

@@ -19,10 +19,13 @@ from .repositories import (
     EnrollmentRepository,
     EventEndpointRepository,
     ImportJobRepository,
+    InboxRepository,
     LedgerRepository,
     MessageRepository,
     OrgRepository,
+    OverviewRepository,
     ReportQueries,
+    ReportSeriesRepository,
     SignInFailureRepository,
     SuppressionRepository,
     WebhookDeliveryRepository,
@@ -57,6 +60,12 @@ class UnitOfWork(Protocol):
     def event_endpoints(self) -> EventEndpointRepository: ...
     @property
     def reports(self) -> ReportQueries: ...
+    @property
+    def inbox(self) -> InboxRepository: ...
+    @property
+    def report_series(self) -> ReportSeriesRepository: ...
+    @property
+    def overviews(self) -> OverviewRepository: ...
     @property
     def console_sessions(self) -> ConsoleSessionRepository: ...
     @property

@@ -10,11 +10,24 @@ from sanic.response import HTTPResponse, redirect
 from sanic_ext.extensions.openapi import openapi
 
 from ...domain.model import DomainError, NotFound
-from . import views_auth, views_automations, views_contact, views_contacts, views_conversation, views_history
+from . import (
+    views_admin,
+    views_auth,
+    views_automations,
+    views_contact,
+    views_contacts,
+    views_conversation,
+    views_flows,
+    views_history,
+    views_inbox,
+    views_reports,
+    views_supervisor,
+)
 from .security import CONSOLE_PREFIX, STATIC, ConsoleRefusal, refusal_page
 
 # Each module's `register(bp)` adds its routes; add a new module here.
-VIEW_MODULES = (views_auth, views_contacts, views_contact, views_conversation, views_history, views_automations)
+VIEW_MODULES = (views_auth, views_contacts, views_contact, views_conversation, views_history, views_automations,
+                views_inbox, views_supervisor, views_reports, views_flows, views_admin)
 
 
 def console_blueprint() -> Blueprint:
