@@ -49,6 +49,8 @@ def test_alto_gets_the_spanish_confirmation_and_opts_out(server: Server, library
 @pytest.mark.parametrize(("body", "expected"), [
     pytest.param("Por favor ya no me manden más mensajes", SPANISH_CONFIRMATION, id="spanish"),
     pytest.param("Arrêtez de m'écrire svp", FRENCH_CONFIRMATION, id="french"),
+    pytest.param("Por favor parem de me enviar mensagens", PORTUGUESE_CONFIRMATION, id="portuguese"),
+    pytest.param("tirem meu número da lista", PORTUGUESE_CONFIRMATION, id="portuguese-remove-my-number"),
 ])
 def test_a_plain_language_opt_out_is_confirmed_in_its_language(server: Server, library: Library, body: str,
                                                                 expected: str) -> None:

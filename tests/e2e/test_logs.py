@@ -68,7 +68,8 @@ def test_a_failing_stop_is_logged_as_json_with_its_request_id_and_no_personal_da
         assert uow.consents.get(failing_server.org_id, number, Channel.TEXT).state is State.OPTED_OUT
         [entry] = [e for e in uow.ledger.entries(failing_server.org_id) if e["address"] == number]
     system.close()
-    assert entry["evidence"] == BODY  # the record of what the customer wrote stays in the database
+    # The record of what the customer wrote stays in the database, with the rule that read it as a STOP.
+    assert entry["evidence"].startswith(BODY + "\n") and "[opt_out by phrase:" in entry["evidence"]
 
     everything = failing_server.log_path.read_text()
     lines = json_lines(failing_server.log_path)
