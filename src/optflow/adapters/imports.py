@@ -7,25 +7,42 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 
-from sqlalchemy import Connection, and_, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
 
 from ..domain.model import Channel
 from ..domain.records import ALL_CHANNELS, ImportJob, ImportReject, Suppression
 from . import orm
+from .prepared import Prepared
+
+# Asked by every policy decision, so built once (docs/performance.md).
+_SUPPRESSION_REASON = Prepared(select(orm.suppressions.c.reason).where(and_(
+    orm.suppressions.c.org_id == bindparam("w_org_id"), orm.suppressions.c.address == bindparam("w_address"),
+    or_(orm.suppressions.c.channel == bindparam("w_channel"), orm.suppressions.c.channel == ALL_CHANNELS),
+)).order_by(orm.suppressions.c.id).limit(1))
+
+
+_ANY_SUPPRESSION = Prepared(select(orm.suppressions.c.id).where(
+    orm.suppressions.c.org_id == bindparam("w_org_id")).limit(1))
 
 
 class SuppressionRepository:
+    """The suppression list. Most orgs have none: an org found without any in this transaction is
+    not asked about again (one statement per org and batch instead of one per message)."""
+
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+        self._known_empty: dict[int, bool] = {}  # org id -> it had no suppression when first asked
 
     def reason_for(self, org_id: int, address: str, channel: Channel) -> str | None:
         """Why `address` must not get messages on `channel`, or None when it is not suppressed."""
-        table = orm.suppressions
-        row = self.conn.execute(select(table.c.reason).where(and_(
-            table.c.org_id == org_id, table.c.address == address,
-            or_(table.c.channel == channel.value, table.c.channel == ALL_CHANNELS),
-        )).order_by(table.c.id).limit(1)).first()
-        return row[0] if row is not None else None
+        empty = self._known_empty.get(org_id)
+        if empty is None:
+            empty = self._known_empty[org_id] = _ANY_SUPPRESSION.scalar(self.conn, {"w_org_id": org_id}) is None
+        if empty:
+            return None
+        reason: str | None = _SUPPRESSION_REASON.scalar(
+            self.conn, {"w_org_id": org_id, "w_address": address, "w_channel": channel.value})
+        return reason
 
     def get(self, org_id: int, address: str, channel: str) -> Suppression | None:
         table = orm.suppressions
@@ -35,6 +52,7 @@ class SuppressionRepository:
 
     def add(self, org_id: int, address: str, channel: str, reason: str, actor_kind: str, actor_id: str | None,
             now: datetime) -> None:
+        self._known_empty[org_id] = False
         self.conn.execute(insert(orm.suppressions).values(
             org_id=org_id, address=address, channel=channel, reason=reason, actor_kind=actor_kind,
             actor_id=actor_id, created_at=now))

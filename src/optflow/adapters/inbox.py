@@ -10,15 +10,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Connection, and_, desc, exists, func, insert, literal, or_, select
+from sqlalchemy import Connection, and_, bindparam, desc, exists, func, insert, literal, or_, select
 from sqlalchemy.sql import ColumnElement
 
 from ..domain.model import Channel
 from ..domain.records import Audience, Direction, Note
 from . import orm
+from .prepared import Prepared
 from .records import MESSAGE
 
 _m = orm.messages.c
+
+# Who last wrote to a customer: asked for every note to an employee, so built once (docs/performance.md).
+_LAST_AGENT_FOR = Prepared(select(_m.agent_id).where(
+    _m.org_id == bindparam("w_org_id"), _m.address == bindparam("w_address"), _m.channel == bindparam("w_channel"),
+    _m.direction == Direction.OUT, _m.audience == Audience.CUSTOMER, _m.agent_id.is_not(None),
+).order_by(desc(_m.id)).limit(1))
 _r = orm.note_reads.c
 
 
@@ -67,9 +74,6 @@ class InboxRepository:
     def last_agent_for(self, org_id: int, address: str, channel: Channel) -> int | None:
         """The person who last wrote to `address` on `channel` (their message may be held): whom a
         note about the customer's answer is for."""
-        query = (select(_m.agent_id).where(
-            _m.org_id == org_id, _m.address == address, _m.channel == channel.value, _m.direction == Direction.OUT,
-            _m.audience == Audience.CUSTOMER, _m.agent_id.is_not(None))
-            .order_by(desc(_m.id)).limit(1))
-        value = self.conn.execute(query).scalar()
+        value = _LAST_AGENT_FOR.scalar(self.conn, {"w_org_id": org_id, "w_address": address,
+                                                   "w_channel": channel.value})
         return int(value) if value is not None else None

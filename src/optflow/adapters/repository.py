@@ -56,6 +56,8 @@ def _row(result: Any) -> Row | None:
 # with the column names an UPDATE takes its SET clause from (the other keys of the parameters).
 _ORG = Prepared(select(orm.orgs).where(orm.orgs.c.id == bindparam("w_id")))
 _ORG_BY_NUMBER = Prepared(select(orm.org_numbers.c.org_id).where(orm.org_numbers.c.number == bindparam("w_number")))
+_SET_PHONE_FLAGS = Prepared(update(orm.addresses).where(
+    orm.addresses.c.org_id == bindparam("w_org_id"), orm.addresses.c.value == bindparam("w_value")))
 _LINE_OWNER = Prepared(select(orm.org_numbers.c.agent_id).where(orm.org_numbers.c.number == bindparam("w_number")))
 _AGENT = Prepared(select(orm.agents).where(orm.agents.c.id == bindparam("w_id")))
 _CONTACT_SELECT = select(orm.contacts).where(and_(orm.contacts.c.id == bindparam("w_id"),
@@ -208,10 +210,12 @@ class OrgMemo:
     def __init__(self) -> None:
         self.rows: dict[int, Org] = {}
         self.settings: dict[int, OrgSettings] = {}
+        self.line_owners: dict[str, int | None] = {}  # number -> the agent whose own line it is
 
     def clear(self) -> None:
         self.rows.clear()
         self.settings.clear()
+        self.line_owners.clear()
 
 
 class OrgRepository:
@@ -282,11 +286,14 @@ class OrgRepository:
         return resolved
 
     def add_number(self, org_id: int, number: str, agent_id: int | None = None) -> None:
+        self._memo.line_owners.pop(number, None)
         self.conn.execute(insert(orm.org_numbers).values(org_id=org_id, number=number, agent_id=agent_id))
 
     def number_owner(self, number: str) -> int | None:
         """The agent whose own line `number` is (None: the org's shared number, or no number of ours)."""
-        return _LINE_OWNER.scalar(self.conn, {"w_number": number})
+        if number not in self._memo.line_owners:
+            self._memo.line_owners[number] = _LINE_OWNER.scalar(self.conn, {"w_number": number})
+        return self._memo.line_owners[number]
 
     def numbers(self, org_id: int) -> list[str]:
         q = select(orm.org_numbers.c.number).where(orm.org_numbers.c.org_id == org_id).order_by(orm.org_numbers.c.id)
@@ -403,9 +410,8 @@ class ContactRepository:
     def set_phone_flags(self, org_id: int, value: str, *, active: bool, do_not_call: bool) -> None:
         """A phone record's own Active and Do-Not-Call (no row changes for a number no contact has)."""
         self._addresses.clear()
-        self.conn.execute(update(orm.addresses).where(orm.addresses.c.org_id == org_id,
-                                                      orm.addresses.c.value == value)
-                          .values(active=active, do_not_call=do_not_call))
+        _SET_PHONE_FLAGS.execute(self.conn, {"w_org_id": org_id, "w_value": value, "active": active,
+                                             "do_not_call": do_not_call})
 
     def addresses(self, contact_id: int) -> list[Address]:
         rows = self._addresses.get(contact_id)
