@@ -35,6 +35,12 @@ def channel_row(page: Any, label: str) -> Any:
     return page.locator("section.channel").filter(has=page.get_by_role("heading", name=re.compile(f"^{label} ")))
 
 
+def phone_flags(page: Any, phone: str) -> Any:
+    """The Active and Do-Not-Call flags in the header of one phone number's card."""
+    return page.locator("section.card").filter(
+        has=page.get_by_role("heading", name=f"Phone {phone}", exact=True)).locator(".card-head .flags")
+
+
 def record(page: Any, label: str, action: str, *, date: str, time: str, method: str, evidence: str) -> None:
     """Open the channel's "Opt In" or "Opt Out" form, fill the date, time, method and evidence, submit."""
     row = channel_row(page, label)
@@ -54,14 +60,17 @@ def test_collect_opt_in_calls_flags_log_opt_out_texts_and_text_reauth(console: C
     contact_id = new_contact(page, "Colin Collect", phone)
     assert page.evaluate("() => typeof window.htmx") == "object"  # the vendored htmx runs under the CSP
     console.assert_accessible(page)
-    expect(page.get_by_text("Active: no")).to_be_visible()
+    contact_flags, number_flags = page.locator("#flags"), phone_flags(page, phone)
+    expect(contact_flags).to_contain_text("Active: no")
+    expect(number_flags).to_have_text(re.compile(r"Active: no\s+Do not call: no"))
 
-    # Opt in calls with a past date and a method: the flags flip.
+    # Opt in calls with a past date and a method: the flags flip, the contact's and the number's.
     record(page, "Calls", "Opt In", date="2026-11-02", time="14:30", method="phone_call",
            evidence="Said yes on the recorded call of 2 November")
     expect(page.get_by_role("status")).to_have_text("Opted in (Calls).")
-    expect(page.get_by_text("Active: yes")).to_be_visible()
-    expect(page.get_by_text("Do not call: no")).to_be_visible()
+    expect(contact_flags).to_contain_text("Active: yes")
+    expect(contact_flags).to_contain_text("Do not call: no")
+    expect(number_flags).to_have_text(re.compile(r"Active: yes\s+Do not call: no"))
     calls = channel_row(page, "Calls")
     expect(calls.get_by_role("heading")).to_contain_text("opted in")
     expect(calls).to_contain_text("2026-11-02 14:30 UTC")
@@ -82,6 +91,12 @@ def test_collect_opt_in_calls_flags_log_opt_out_texts_and_text_reauth(console: C
     expect(page.get_by_role("status")).to_have_text("Opted out (Texts).")
     texts = channel_row(page, "Texts")
     expect(texts.get_by_role("heading")).to_contain_text("opted out")
+    expect(texts).to_contain_text("2026-11-20 08:15 UTC")
+    expect(texts).to_contain_text("verbal")
+    # The number's own flags follow its latest call or text consent, the opt-out of texts; the
+    # contact's follow the calls channel, still opted in.
+    expect(number_flags).to_have_text(re.compile(r"Active: no\s+Do not call: yes"))
+    expect(contact_flags).to_contain_text("Active: yes")
     # A button that may not be used says why (the consent rules' own words).
     expect(texts.get_by_role("button", name="Opt In Texts")).to_be_disabled()
     expect(texts).to_contain_text("only the customer can reopen it")

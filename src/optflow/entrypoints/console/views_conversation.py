@@ -7,6 +7,7 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 
 from ...domain import commands as c
+from ...domain.delivery import error_meaning
 from ...domain.model import Channel, DomainError
 from ...domain.records import Audience, Direction, Message, MessageStatus
 from ..api_common import handle, system_of
@@ -23,9 +24,17 @@ def status_reason(message: Message) -> str:
         return "held until the customer replies YES"
     if status is MessageStatus.QUEUED and message.not_before is not None and message.not_before > message.created_at:
         return f"deferred until {message.not_before:%Y-%m-%d %H:%M} UTC"
-    if status in (MessageStatus.DENIED, MessageStatus.FAILED, MessageStatus.CANCELLED) and message.last_error:
-        return f"{status.value}: {message.last_error}"
-    return status.value.replace("_", " ")
+    if status is MessageStatus.DIALLED:  # a dialler's call: its outcome is kept as the provider's status
+        outcome = (message.provider_status or "").replace("_", " ")
+        return f"dialled: {outcome}" if outcome else "dialled"
+    words = status.value.replace("_", " ")
+    if status in (MessageStatus.DENIED, MessageStatus.FAILED, MessageStatus.CANCELLED,
+                  MessageStatus.UNDELIVERED) and message.last_error:
+        words = f"{words}: {message.last_error}"
+    elif message.error_code:
+        words = f"{words} (error {message.error_code})"
+    meaning = error_meaning(message.error_code)
+    return f"{words}; {meaning}" if meaning else words
 
 
 def register(bp: Blueprint) -> None:
