@@ -343,6 +343,7 @@ def test_do_not_contact_marks_with_their_reasons_a_supervisor_lifts_a_bounce_nev
     bounce_row = email_row(agent, bounced)
     expect(bounce_row.get_by_role("heading")).to_contain_text("do not contact")
     expect(bounce_row).to_contain_text("the email address bounced permanently")
+    expect(bounce_row.locator("dd").nth(1)).to_have_text("–")  # the consent's method: the mark is no consent
     expect(bounce_row.get_by_role("button", name="Lift do-not-contact (Email)")).to_be_disabled()
     expect(bounce_row).to_contain_text("only a supervisor can take an address off do-not-contact")
     texts = channel_row(agent, "Texts")

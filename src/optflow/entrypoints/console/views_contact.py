@@ -22,7 +22,7 @@ from ...domain.addresses import channels_for_kind
 from ...domain.delivery import Undeliverable, describe
 from ...domain.languages import LANGUAGE_NAMES
 from ...domain.machine import TransitionContext
-from ...domain.model import Channel, Consent, DomainError, Trigger
+from ...domain.model import Channel, Consent, DomainError, State, Trigger
 from ...domain.records import ALL_CHANNELS, Contact
 from ...domain.settings import OrgSettings
 from ...service_layer.handlers import ActionResult
@@ -42,6 +42,9 @@ MESSAGE_ACTIONS = ("request", "quick", "reauth", "pin")  # they send the custome
 # What the form stands in for when the rules are asked whether a button may be used (the rules
 # check the form's own evidence again on submit).
 FORM_EVIDENCE = "(evidence given in the form)"
+# The ledger also records marks beside the consent (do-not-contact, suppression, DND, marketing,
+# as "kind:value"); a row's since, method and by are those of its consent's last change of state.
+CONSENT_STATES = frozenset(state.value for state in State)
 
 
 @dataclass
@@ -129,7 +132,8 @@ def contact_cards(uow: UnitOfWork, person: Person, contact: Contact, now: dateti
     stored = {(k.address, k.channel): k for k in uow.consents.for_addresses(person.org_id, values)}
     last: dict[tuple[str, str], dict[str, Any]] = {}
     for entry in uow.ledger.for_contact(person.org_id, contact.id, values):
-        last[(entry["address"], entry["channel"])] = entry
+        if entry["to_state"] in CONSENT_STATES:
+            last[(entry["address"], entry["channel"])] = entry
     names = agent_names(uow, person.org_id)
     suppressions = uow.suppressions.for_addresses(person.org_id, values)
     dnd = contact.dnd
