@@ -43,6 +43,11 @@ def email_row(page: Any, email: str) -> Any:
     return card.locator("section.channel")
 
 
+def fits_width(page: Any, width: int) -> bool:
+    """Whether the page is no wider than the window (nothing to scroll sideways)."""
+    return bool(page.evaluate("document.documentElement.scrollWidth") <= width + 1)
+
+
 def phone_flags(page: Any, phone: str) -> Any:
     """The Active and Do-Not-Call flags in the header of one phone number's card."""
     return page.locator("section.card").filter(
@@ -350,10 +355,12 @@ def test_do_not_contact_marks_with_their_reasons_a_supervisor_lifts_a_bounce_nev
     expect(texts.get_by_role("heading")).to_contain_text("suppressed")
     expect(texts).to_contain_text("on the national do-not-call list")
     console.assert_accessible(agent)
+    assert fits_width(agent, 375)
     # The contact's language, set in the edit form (at a phone's width too).
     agent.get_by_role("link", name="Edit").click()
     agent.get_by_label(re.compile("^Language")).select_option("Spanish")
     console.assert_accessible(agent)
+    assert fits_width(agent, 375)
     agent.get_by_role("button", name="Save").click()
     expect(agent.get_by_role("status")).to_have_text("Contact saved.")
     expect(agent.locator("#flags")).to_contain_text("Language: Spanish")
@@ -361,6 +368,7 @@ def test_do_not_contact_marks_with_their_reasons_a_supervisor_lifts_a_bounce_nev
     expect(agent.locator("li.msg-outbound", has_text="call placed by a dialler").locator(".status")
            ).to_have_text("dialled: no answer")
     console.assert_accessible(agent)
+    assert fits_width(agent, 375)
 
     # A supervisor lifts the bounce with evidence; the complaint stays, and the page says why.
     supervisor = console.sign_in(person=library.add_person(org.org.id, "supervisor"))
