@@ -23,7 +23,7 @@ from ...domain.delivery import Undeliverable, describe
 from ...domain.languages import LANGUAGE_NAMES
 from ...domain.machine import TransitionContext
 from ...domain.model import Channel, Consent, DomainError, State, Trigger
-from ...domain.records import ALL_CHANNELS, Contact
+from ...domain.records import Contact
 from ...domain.settings import OrgSettings
 from ...service_layer.handlers import ActionResult
 from ...service_layer.unit_of_work import UnitOfWork
@@ -135,7 +135,6 @@ def contact_cards(uow: UnitOfWork, person: Person, contact: Contact, now: dateti
         if entry["to_state"] in CONSENT_STATES:
             last[(entry["address"], entry["channel"])] = entry
     names = agent_names(uow, person.org_id)
-    suppressions = uow.suppressions.for_addresses(person.org_id, values)
     dnd = contact.dnd
     cards = []
     for address in addresses:
@@ -147,8 +146,7 @@ def contact_cards(uow: UnitOfWork, person: Person, contact: Contact, now: dateti
             consent = stored.get((address.value, channel)) or Consent(channel=channel, address=address.value)
             row = ChannelRow(consent, CHANNEL_LABELS.get(channel, channel.value.title()),
                              dnd=dnd.all_channels or channel in dnd.channels,
-                             suppressed=next((s.reason for s in suppressions if s.address == address.value
-                                              and s.channel in (channel.value, ALL_CHANNELS)), None))
+                             suppressed=uow.suppressions.reason_for(person.org_id, address.value, channel))
             latest = last.get((address.value, channel.value))
             if latest is not None:
                 row.since, row.method = latest["occurred_at"], latest["method"]
