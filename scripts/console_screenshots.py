@@ -8,6 +8,7 @@ browser signs in and photographs each screen into docs/console/.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -24,12 +25,13 @@ from typing import Any
 
 import httpx
 
+from optflow.adapters.senders import ConsoleSender
 from optflow.bootstrap import bootstrap
 from optflow.config import Config
 from optflow.domain import commands as c
 from optflow.domain.model import Actor, ActorKind, Channel
+from optflow.domain.records import MessageStatus
 from optflow.service_layer import admin, console_auth
-from optflow.service_layer.unit_of_work import UnitOfWork
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "docs" / "console"
@@ -41,10 +43,12 @@ PHONE, CUSTOMER_EMAIL = "+14155552671", "rosa.diaz@example.com"
 
 def _demo(database_url: str) -> int:
     """The demo org, person and contact. Returns the contact's id."""
-    system = bootstrap(Config(database_url=database_url, flows_dir=REPO / "flows"))
+    # The outbox is delivered here, once, to a sender that prints into a buffer: the demo's texts
+    # get delivery reports, and nothing is printed.
+    system = bootstrap(Config(database_url=database_url, flows_dir=REPO / "flows"), sender=ConsoleSender(io.StringIO()))
     try:
         now = datetime.now(UTC)
-        with UnitOfWork(system.engine) as uow:
+        with system.uows() as uow:
             org_id = admin.create_org(uow, "Northwind Motors", now, numbers=(ORG_NUMBER,),
                                       settings={"quiet_hours": False, "program_name": "Northwind alerts"})
             dana = admin.add_agent(uow, org_id, "Dana Whitfield", "agent", now)
@@ -63,6 +67,18 @@ def _demo(database_url: str) -> int:
         bus.handle(c.SendMessage(org_id, contact_id, Channel.TEXT, "Hi Rosa, your service is booked for Friday.",
                                  agent))
         bus.handle(c.ReceiveInbound(Channel.TEXT, PHONE, ORG_NUMBER, "YES", provider_id="SM" + "1" * 32))
+        # The held text went out after the YES and was delivered; a reminder did not reach the
+        # phone (Twilio 30003: unreachable); a dialler's call was not answered; the email bounced.
+        _deliver(system, org_id, contact_id, "delivered")
+        bus.handle(c.SendMessage(org_id, contact_id, Channel.TEXT, "Reminder: your service is tomorrow at 9:00.",
+                                 agent))
+        _deliver(system, org_id, contact_id, "undelivered", "30003")
+        bus.handle(c.RecordCallAttempt(org_id, PHONE, agent, placed_at=now - timedelta(hours=2), outcome="no_answer",
+                                       contact_id=contact_id))
+        bus.handle(c.ReportMailFeedback(org_id, (c.MailFeedback(CUSTOMER_EMAIL, complaint=False,
+                                                                evidence="550 5.1.1 mailbox unavailable"),),
+                                        source="bounce mailbox"))
+        bus.handle(c.UpdateContact(org_id, contact_id, language="es"))
         bus.handle(c.EnrollContact(org_id, contact_id, "welcome_drip", agent))
         # For the supervisors' queues: a text from a number no contact has, and a message held until YES.
         bus.handle(c.ReceiveInbound(Channel.TEXT, "+14155550188", ORG_NUMBER, "Hi, is my car ready?",
@@ -72,6 +88,18 @@ def _demo(database_url: str) -> int:
         return contact_id
     finally:
         system.close()
+
+
+def _deliver(system: Any, org_id: int, contact_id: int, status: str, error_code: str | None = None) -> None:
+    """Hand what is due in the outbox to the sender, then report each text it sent as `status`,
+    as Twilio's status callback would."""
+    system.dispatcher.run(datetime.now(UTC))
+    with system.uows() as uow:
+        sent = [m for m in uow.messages.for_contact(org_id, contact_id)
+                if m.status == MessageStatus.SENT and m.provider_status is None]
+    for message in sent:
+        system.bus.handle(c.RecordDeliveryStatus(org_id, message.provider_id or "", status, error_code,
+                                                 message_id=message.id))
 
 
 def _free_port() -> int:
@@ -140,6 +168,7 @@ SCREENS: list[tuple[Any, ...]] = [
     ("contact.png", "The contact page", _go("/console/contacts/{contact}"), 1100),
     ("contact-opt-in-form.png", "Opt In Texts with date, time, method and evidence", _open_opt_in_form, 1100),
     ("contact-phone.png", "The contact page at 375 px", _go("/console/contacts/{contact}"), 375),
+    ("contact-form.png", "Editing a contact, its language", _go("/console/contacts/{contact}/edit"), 1100),
     ("conversation.png", "Conversation", _go("/console/contacts/{contact}/conversation"), 1100),
     ("history.png", "Consent history", _go("/console/contacts/{contact}/history"), 1100),
     ("proof.png", "Proof of consent (printable)", _go("/console/contacts/{contact}/proof"), 1100),

@@ -7,6 +7,7 @@ import re
 
 from e2e.conftest import Library, Server, fresh_number, signed_in_client
 from e2e.helpers import api_org
+from optflow.domain import commands as c
 from optflow.domain.model import Channel, State
 
 
@@ -41,3 +42,28 @@ def test_quick_opt_in_needs_no_pin_and_dnd_marketing_switch_per_channel(server: 
         bad_date = client.post(contact + "/actions/opt-in", data={**form, "method": "verbal", "date": "2026-13-45"})
         assert bad_date.status_code == 422 and "is not a date and time" in bad_date.text
         assert library.consent(org.org.id, phone, Channel.WHATSAPP).state is State.UNKNOWN
+
+
+def test_lifting_do_not_contact_is_a_supervisors_and_never_for_a_complaint(server: Server, library: Library) -> None:
+    org = api_org(server, library)
+    phone = fresh_number()
+    bounced, complained = f"b{phone[1:]}@example.com", f"c{phone[1:]}@example.com"
+    contact_id = library.handle(c.CreateContact(org.org.id, name="Lia Lift", emails=(bounced, complained))).contact_id
+    library.handle(c.ReportMailFeedback(org.org.id, (c.MailFeedback(bounced, complaint=False),
+                                                     c.MailFeedback(complained, complaint=True)), source="test"))
+    contact = f"/console/contacts/{contact_id}"
+    lift = {"channel": "email", "address": bounced, "evidence": "The mailbox works again"}
+    with signed_in_client(server, person=library.add_person(org.org.id)) as (client, csrf):
+        refused = client.post(contact + "/actions/do-not-contact-lift", data={**lift, "csrf_token": csrf})
+        assert refused.status_code == 403  # whatever the page showed
+    assert library.consent(org.org.id, bounced, Channel.EMAIL).do_not_contact == "bounced"
+    with signed_in_client(server, person=library.add_person(org.org.id, "supervisor")) as (client, csrf):
+        no_reason = client.post(contact + "/actions/do-not-contact-lift",
+                                data={**lift, "evidence": " ", "csrf_token": csrf})
+        assert no_reason.status_code == 303 and "Refused:" in notice(client.get(contact).text)
+        client.post(contact + "/actions/do-not-contact-lift", data={**lift, "address": complained, "csrf_token": csrf})
+        assert "complained about our messages" in notice(client.get(contact).text)
+        client.post(contact + "/actions/do-not-contact-lift", data={**lift, "csrf_token": csrf})
+        assert notice(client.get(contact).text) == "Do-not-contact lifted (Email)."
+    assert library.consent(org.org.id, bounced, Channel.EMAIL).do_not_contact is None
+    assert library.consent(org.org.id, complained, Channel.EMAIL).do_not_contact == "complained"

@@ -57,3 +57,28 @@ def test_create_and_edit_a_contact_with_clear_errors(server: Server) -> None:
         zone = client.post(contact + "/edit", data={"csrf_token": csrf, "name": "Edwina Edit",
                                                     "time_zone": "Mars/Base"})
         assert zone.status_code == 422
+
+
+def api_language(server: Server, contact_id: int) -> str | None:
+    with server.client() as api:
+        language: str | None = api.get(f"/api/v1/contacts/{contact_id}").json()["language"]
+    return language
+
+
+def test_the_contacts_language_is_shown_and_set_in_the_form(server: Server) -> None:
+    with signed_in_client(server) as (client, csrf):
+        contact = client.post("/console/contacts", data={"csrf_token": csrf, "name": "Lucía Lang",
+                                                         "phone": fresh_number(), "language": "es"}
+                              ).headers["location"]
+        contact_id = int(contact.rsplit("/", 1)[1])
+        assert "Language: Spanish" in client.get(contact).text
+        form = client.get(contact + "/edit").text
+        assert '<option value="es" selected>Spanish</option>' in form  # saving the form untouched keeps it
+        client.post(contact + "/edit", data={"csrf_token": csrf, "name": "Lucía Lang", "language": "pt"})
+        assert "Language: Portuguese" in client.get(contact).text
+        assert api_language(server, contact_id) == "pt"
+        bad = client.post(contact + "/edit", data={"csrf_token": csrf, "name": "Lucía Lang", "language": "klingon"})
+        assert bad.status_code == 422 and "language must be one of en, es, fr, pt" in bad.text
+        client.post(contact + "/edit", data={"csrf_token": csrf, "name": "Lucía Lang", "language": ""})
+        assert "Language: not known" in client.get(contact).text
+        assert api_language(server, contact_id) is None

@@ -12,6 +12,8 @@ from playwright.sync_api import expect
 
 from e2e.conftest import Console, Library, Server, fresh_number
 from e2e.helpers import api_org
+from optflow.domain import commands as c
+from optflow.domain.model import Channel
 
 
 def new_contact(page: Any, name: str, phone: str | None = None, email: str | None = None) -> int:
@@ -35,6 +37,23 @@ def channel_row(page: Any, label: str) -> Any:
     return page.locator("section.channel").filter(has=page.get_by_role("heading", name=re.compile(f"^{label} ")))
 
 
+def email_row(page: Any, email: str) -> Any:
+    """The Email channel's section in the card of one email address."""
+    card = page.locator("section.card").filter(has=page.get_by_role("heading", name=f"Email {email}", exact=True))
+    return card.locator("section.channel")
+
+
+def fits_width(page: Any, width: int) -> bool:
+    """Whether the page is no wider than the window (nothing to scroll sideways)."""
+    return bool(page.evaluate("document.documentElement.scrollWidth") <= width + 1)
+
+
+def phone_flags(page: Any, phone: str) -> Any:
+    """The Active and Do-Not-Call flags in the header of one phone number's card."""
+    return page.locator("section.card").filter(
+        has=page.get_by_role("heading", name=f"Phone {phone}", exact=True)).locator(".card-head .flags")
+
+
 def record(page: Any, label: str, action: str, *, date: str, time: str, method: str, evidence: str) -> None:
     """Open the channel's "Opt In" or "Opt Out" form, fill the date, time, method and evidence, submit."""
     row = channel_row(page, label)
@@ -54,14 +73,17 @@ def test_collect_opt_in_calls_flags_log_opt_out_texts_and_text_reauth(console: C
     contact_id = new_contact(page, "Colin Collect", phone)
     assert page.evaluate("() => typeof window.htmx") == "object"  # the vendored htmx runs under the CSP
     console.assert_accessible(page)
-    expect(page.get_by_text("Active: no")).to_be_visible()
+    contact_flags, number_flags = page.locator("#flags"), phone_flags(page, phone)
+    expect(contact_flags).to_contain_text("Active: no")
+    expect(number_flags).to_have_text(re.compile(r"Active: no\s+Do not call: no"))
 
-    # Opt in calls with a past date and a method: the flags flip.
+    # Opt in calls with a past date and a method: the flags flip, the contact's and the number's.
     record(page, "Calls", "Opt In", date="2026-11-02", time="14:30", method="phone_call",
            evidence="Said yes on the recorded call of 2 November")
     expect(page.get_by_role("status")).to_have_text("Opted in (Calls).")
-    expect(page.get_by_text("Active: yes")).to_be_visible()
-    expect(page.get_by_text("Do not call: no")).to_be_visible()
+    expect(contact_flags).to_contain_text("Active: yes")
+    expect(contact_flags).to_contain_text("Do not call: no")
+    expect(number_flags).to_have_text(re.compile(r"Active: yes\s+Do not call: no"))
     calls = channel_row(page, "Calls")
     expect(calls.get_by_role("heading")).to_contain_text("opted in")
     expect(calls).to_contain_text("2026-11-02 14:30 UTC")
@@ -82,6 +104,12 @@ def test_collect_opt_in_calls_flags_log_opt_out_texts_and_text_reauth(console: C
     expect(page.get_by_role("status")).to_have_text("Opted out (Texts).")
     texts = channel_row(page, "Texts")
     expect(texts.get_by_role("heading")).to_contain_text("opted out")
+    expect(texts).to_contain_text("2026-11-20 08:15 UTC")
+    expect(texts).to_contain_text("verbal")
+    # The number's own flags follow its latest call or text consent, the opt-out of texts; the
+    # contact's follow the calls channel, still opted in.
+    expect(number_flags).to_have_text(re.compile(r"Active: no\s+Do not call: yes"))
+    expect(contact_flags).to_contain_text("Active: yes")
     # A button that may not be used says why (the consent rules' own words).
     expect(texts.get_by_role("button", name="Opt In Texts")).to_be_disabled()
     expect(texts).to_contain_text("only the customer can reopen it")
@@ -296,3 +324,68 @@ def test_without_javascript_every_form_still_works(console: Console) -> None:
     expect(page.get_by_role("alert")).to_contain_text("Not sent:")  # do not disturb
     page.get_by_role("button", name="Sign out").click()
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+
+
+def test_do_not_contact_marks_with_their_reasons_a_supervisor_lifts_a_bounce_never_a_complaint(
+        console: Console, library: Library, server: Server) -> None:
+    org = api_org(server, library)
+    phone = fresh_number()
+    bounced, complained = f"b{phone[1:]}@example.com", f"c{phone[1:]}@example.com"
+    contact_id = library.handle(c.CreateContact(org.org.id, name="Dora Dnc", phones=(phone,),
+                                                emails=(bounced, complained))).contact_id
+    library.handle(c.ReportMailFeedback(org.org.id, (
+        c.MailFeedback(bounced, complaint=False, evidence="550 5.1.1 no such user"),
+        c.MailFeedback(complained, complaint=True, evidence="feedback loop report")), source="test"))
+    library.handle(c.AddSuppression(org.org.id, org.org.agent, phone, "on the national do-not-call list",
+                                    channel=Channel.TEXT))
+    with org.client() as dialler:
+        call = dialler.post("/api/v1/attempts", json={"number": phone, "outcome": "no_answer"})
+        assert call.status_code == 201, call.text
+
+    # An agent sees each mark with its reason, and why lifting it is not theirs to do.
+    agent = console.sign_in(person=library.add_person(org.org.id), width=375)
+    agent.goto(console.url(f"/console/contacts/{contact_id}"))
+    bounce_row = email_row(agent, bounced)
+    expect(bounce_row.get_by_role("heading")).to_contain_text("do not contact")
+    expect(bounce_row).to_contain_text("the email address bounced permanently")
+    expect(bounce_row.locator("dd").nth(1)).to_have_text("–")  # the consent's method: the mark is no consent
+    expect(bounce_row.get_by_role("button", name="Lift do-not-contact (Email)")).to_be_disabled()
+    expect(bounce_row).to_contain_text("only a supervisor can take an address off do-not-contact")
+    texts = channel_row(agent, "Texts")
+    expect(texts.get_by_role("heading")).to_contain_text("suppressed")
+    expect(texts).to_contain_text("on the national do-not-call list")
+    console.assert_accessible(agent)
+    assert fits_width(agent, 375)
+    # The contact's language, set in the edit form (at a phone's width too).
+    agent.get_by_role("link", name="Edit").click()
+    agent.get_by_label(re.compile("^Language")).select_option("Spanish")
+    console.assert_accessible(agent)
+    assert fits_width(agent, 375)
+    agent.get_by_role("button", name="Save").click()
+    expect(agent.get_by_role("status")).to_have_text("Contact saved.")
+    expect(agent.locator("#flags")).to_contain_text("Language: Spanish")
+    agent.get_by_role("link", name="Conversation").click()
+    expect(agent.locator("li.msg-outbound", has_text="call placed by a dialler").locator(".status")
+           ).to_have_text("dialled: no answer")
+    console.assert_accessible(agent)
+    assert fits_width(agent, 375)
+
+    # A supervisor lifts the bounce with evidence; the complaint stays, and the page says why.
+    supervisor = console.sign_in(person=library.add_person(org.org.id, "supervisor"))
+    supervisor.goto(console.url(f"/console/contacts/{contact_id}"))
+    complaint_row = email_row(supervisor, complained)
+    expect(complaint_row).to_contain_text("the recipient reported our email as spam")
+    expect(complaint_row.get_by_role("button", name="Lift do-not-contact (Email)")).to_be_disabled()
+    expect(complaint_row).to_contain_text("complained about our messages; only a reset")
+    bounce_row = email_row(supervisor, bounced)
+    bounce_row.locator("summary", has_text="Lift do-not-contact").click()
+    bounce_row.get_by_label(re.compile("why the address can take messages again")).fill(
+        "The customer says the mailbox works again")
+    console.assert_accessible(supervisor)
+    bounce_row.get_by_role("button", name="Lift do-not-contact (Email)").click()
+    expect(supervisor.get_by_role("status")).to_have_text("Do-not-contact lifted (Email).")
+    expect(email_row(supervisor, bounced).get_by_role("heading")).not_to_contain_text("do not contact")
+    assert library.consent(org.org.id, bounced, Channel.EMAIL).do_not_contact is None
+    assert library.consent(org.org.id, complained, Channel.EMAIL).do_not_contact == "complained"
+    lifted = [e for e in library.ledger(org.org.id, bounced) if e["trigger"] == "do_not_contact_off"]
+    assert [e["evidence"] for e in lifted] == ["The customer says the mailbox works again"]

@@ -52,6 +52,15 @@ def describe(reason: Undeliverable) -> str:
     return _REASON_WORDS[reason]
 
 
+def error_meaning(error_code: str | None) -> str | None:
+    """What a provider's error code says about the address, in words (for people reading a
+    message's status); None for a code that says nothing about the address."""
+    effect = carrier_effect(error_code)
+    if effect.opt_out:
+        return "the recipient opted out with the provider (Twilio 21610)"
+    return describe(effect.undeliverable) if effect.undeliverable is not None else None
+
+
 @dataclass(frozen=True)
 class CarrierEffect:
     """What a provider's error code means for the address: an opt-out, a do-not-contact mark, or

@@ -30,6 +30,10 @@ SUPPORTED_LANGUAGES: tuple[str, ...] = ("en", "es", "fr", "pt")
 
 DEFAULT_LANGUAGE = "en"
 
+LANGUAGE_NAMES: Mapping[str, str] = MappingProxyType({
+    "en": "English", "es": "Spanish", "fr": "French", "pt": "Portuguese"})
+"""The English name of each supported language, for people choosing or reading one."""
+
 NEUTRAL_KEYWORDS: frozenset[str] = frozenset({"stop", "start", "help"})
 """Keywords the texts of every language show (normalised): a customer using one says nothing
 about their language."""

@@ -19,8 +19,10 @@ from sanic.response import HTTPResponse
 from ...domain import commands as c
 from ...domain import consent_rules
 from ...domain.addresses import channels_for_kind
+from ...domain.delivery import Undeliverable, describe
+from ...domain.languages import LANGUAGE_NAMES
 from ...domain.machine import TransitionContext
-from ...domain.model import Channel, Consent, DomainError, Trigger
+from ...domain.model import Channel, Consent, DomainError, State, Trigger
 from ...domain.records import Contact
 from ...domain.settings import OrgSettings
 from ...service_layer.handlers import ActionResult
@@ -37,6 +39,12 @@ ACTION_TRIGGERS = {"opt_in": Trigger.RECORD_OPT_IN, "request": Trigger.REQUEST_O
                    "quick": Trigger.REQUEST_OPT_IN, "reauth": Trigger.REAUTHORIZE, "pin": Trigger.CONFIRM_PIN,
                    "reset": Trigger.RESET}
 MESSAGE_ACTIONS = ("request", "quick", "reauth", "pin")  # they send the customer a text or email
+# What the form stands in for when the rules are asked whether a button may be used (the rules
+# check the form's own evidence again on submit).
+FORM_EVIDENCE = "(evidence given in the form)"
+# The ledger also records marks beside the consent (do-not-contact, suppression, DND, marketing,
+# as "kind:value"); a row's since, method and by are those of its consent's last change of state.
+CONSENT_STATES = frozenset(state.value for state in State)
 
 
 @dataclass
@@ -48,6 +56,18 @@ class ChannelRow:
     by: str | None = None
     dnd: bool = False
     refused: dict[str, str | None] = field(default_factory=dict)  # action -> why not (None: allowed)
+    suppressed: str | None = None  # why the address is on the org's suppression list for the channel
+
+    @property
+    def do_not_contact(self) -> str | None:
+        """The do-not-contact mark's reason in words (the domain's), or None without a mark."""
+        reason = self.consent.do_not_contact
+        if reason is None:
+            return None
+        try:
+            return describe(Undeliverable(reason))
+        except ValueError:
+            return reason.replace("_", " ")
 
     @property
     def key(self) -> str:
@@ -65,6 +85,7 @@ class AddressCard:
     kind: str
     value: str
     rows: list[ChannelRow]
+    flags: dict[str, bool] = field(default_factory=dict)  # a phone's own Active and Do-Not-Call
 
 
 def who(actor_kind: str | None, actor_id: str | None, names: Mapping[str, str]) -> str:
@@ -86,9 +107,19 @@ def why_not(org_id: int, contact_id: int, consent: Consent, trigger: Trigger, pe
     (a method, evidence, the date); here they stand in so that only who and what state speak."""
     methods = tuple(settings.consent_methods)
     ctx = TransitionContext(actor=person.actor, now=now, occurred_at=now, method=methods[0] if methods else "verbal",
-                            evidence="(evidence given in the form)", allowed_methods=methods)
+                            evidence=FORM_EVIDENCE, allowed_methods=methods)
     try:
         consent_rules.change(org_id, contact_id, copy.copy(consent), trigger, ctx)
+    except DomainError as exc:
+        return str(exc)
+    return None
+
+
+def why_not_lift(consent: Consent, person: Person) -> str | None:
+    """The rules' answer to `person` lifting the consent's do-not-contact mark, tried on a copy:
+    None when allowed, else the refusal's own words (only supervisors; never a complaint)."""
+    try:
+        consent_rules.lift_do_not_contact(copy.copy(consent), person.actor, FORM_EVIDENCE)
     except DomainError as exc:
         return str(exc)
     return None
@@ -101,7 +132,8 @@ def contact_cards(uow: UnitOfWork, person: Person, contact: Contact, now: dateti
     stored = {(k.address, k.channel): k for k in uow.consents.for_addresses(person.org_id, values)}
     last: dict[tuple[str, str], dict[str, Any]] = {}
     for entry in uow.ledger.for_contact(person.org_id, contact.id, values):
-        last[(entry["address"], entry["channel"])] = entry
+        if entry["to_state"] in CONSENT_STATES:
+            last[(entry["address"], entry["channel"])] = entry
     names = agent_names(uow, person.org_id)
     dnd = contact.dnd
     cards = []
@@ -113,7 +145,8 @@ def contact_cards(uow: UnitOfWork, person: Person, contact: Contact, now: dateti
         for channel in channels:
             consent = stored.get((address.value, channel)) or Consent(channel=channel, address=address.value)
             row = ChannelRow(consent, CHANNEL_LABELS.get(channel, channel.value.title()),
-                             dnd=dnd.all_channels or channel in dnd.channels)
+                             dnd=dnd.all_channels or channel in dnd.channels,
+                             suppressed=uow.suppressions.reason_for(person.org_id, address.value, channel))
             latest = last.get((address.value, channel.value))
             if latest is not None:
                 row.since, row.method = latest["occurred_at"], latest["method"]
@@ -122,8 +155,10 @@ def contact_cards(uow: UnitOfWork, person: Person, contact: Contact, now: dateti
                 if action in MESSAGE_ACTIONS and not row.messages:
                     continue
                 row.refused[action] = why_not(person.org_id, contact.id, consent, trigger, person, now, settings)
+            if consent.do_not_contact is not None:
+                row.refused["lift"] = why_not_lift(consent, person)
             rows.append(row)
-        cards.append(AddressCard(address.kind, address.value, rows))
+        cards.append(AddressCard(address.kind, address.value, rows, flags=address.phone_flags()))
     return cards
 
 
@@ -197,6 +232,11 @@ def _reset(request: Request, person: Person, contact_id: int, zone: ZoneInfo) ->
                           evidence=_evidence(request))
 
 
+def _lift(request: Request, person: Person, contact_id: int, zone: ZoneInfo) -> c.Command:
+    return c.LiftDoNotContact(person.org_id, contact_id, _channel(request), person.actor,
+                              form_value(request, "address"), evidence=_evidence(request))
+
+
 def _dnd(request: Request, person: Person, contact_id: int, zone: ZoneInfo) -> c.Command:
     everything = form_value(request, "all_channels") == "on"
     return c.SetDnd(person.org_id, contact_id, person.actor, on=form_value(request, "on") == "on",
@@ -217,6 +257,7 @@ ACTIONS: dict[str, tuple[str, Builder]] = {
     "reauth-request": ("agent", _reauth),
     "pin": ("agent", _pin),
     "reset": ("supervisor", _reset),
+    "do-not-contact-lift": ("supervisor", _lift),
     "dnd": ("agent", _dnd),
     "marketing": ("agent", _marketing),
 }
@@ -231,7 +272,8 @@ def outcome_notice(request: Request, action: str, result: ActionResult | None) -
     if result is None:
         return "Done."
     what = {"opted_in": "Opted in", "opted_out": "Opted out", "requested": "Opt-in request sent",
-            "reauth_requested": "Re-authorisation request sent", "reauthorized": "Re-authorised"}.get(
+            "reauth_requested": "Re-authorisation request sent", "reauthorized": "Re-authorised",
+            "do_not_contact_lifted": "Do-not-contact lifted"}.get(
         result.status, result.status.replace("_", " ").capitalize())
     channel = f" ({CHANNEL_LABELS.get(result.channel, result.channel.value)})" if result.channel else ""
     return f"{what}{channel}." + (f" {result.detail}" if result.detail else "")
@@ -249,7 +291,7 @@ def register(bp: Blueprint) -> None:
             settings = uow.orgs.settings(person.org_id)
         return render(request, "console/contact.html", title=contact.name or f"Contact {contact.id}",
                       contact=contact, cards=cards, methods=list(settings.consent_methods),
-                      zone=_zone(contact).key, tab="consent")
+                      zone=_zone(contact).key, tab="consent", language_names=LANGUAGE_NAMES)
 
     @bp.post("/contacts/<contact_id:int>/actions/<action:str>")
     @page("agent")
