@@ -123,13 +123,14 @@ def test_movius_only_the_parents_admins_manage_its_sub_orgs(server: Server, libr
     assert subs_own.status_code == 200 and subs_own.json()["org_id"] == sub
 
 
-def _record_text_opt_in(library: Library, org_id: int) -> None:
+def _record_text_opt_in(library: Library, org_id: int) -> int:
     with SqlUnitOfWork(library.system.engine) as uow:
         agent = admin.add_agent(uow, org_id, "Lee", "agent", datetime.now(UTC))
         uow.commit()
     contact = library.handle(c.CreateContact(org_id, name="Kim", phones=(library.new_number(),))).contact_id
     library.handle(c.RecordOptIn(org_id, contact, Channel.TEXT, Actor(ActorKind.AGENT, str(agent.id), "agent"),
                                  method="web_form"))
+    return int(contact)
 
 
 def _report(parent: ApiOrg, **params: str) -> httpx.Response:
@@ -142,10 +143,12 @@ def test_movius_a_parent_orgs_report_counts_its_sub_orgs_under_their_modes_and_f
     parent = api_org(server, library)
     with parent.client("admin") as client:
         sub = _create(client, library, name="Acme West", settings={"modes": {"text": "disclaimer"}}).json()["org_id"]
-    _record_text_opt_in(library, parent.org.id)
+    parents_contact = _record_text_opt_in(library, parent.org.id)
     _record_text_opt_in(library, sub)
     with parent.client("admin") as client:  # the parent changes its mode afterwards: its opt-in stays "consent"
         assert client.patch(f"{API}/settings", json={"modes": {"text": "auto"}}).status_code == 200
+        [entry] = client.get(f"{API}/contacts/{parents_contact}/ledger").json()["entries"]
+    assert (entry["trigger"], entry["mode"]) == ("record_opt_in", "consent")
 
     report = _report(parent).json()
     assert report["totals"]["opt_ins"] == 2

@@ -58,7 +58,7 @@ class MethodCounts:
     channel: Channel
     method: str | None
     counts: Counts
-    mode: Mode | None = None  # the mode the entries were written under
+    mode: Mode  # the mode the entries were written under (or counted under: `mode_of`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +71,7 @@ class CountRow:
     method: str | None
     mode: Mode | None
     counts: Counts
-    entries: int = 0  # how many counted entries the row stands for
+    entries: int  # how many counted entries the row stands for
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,8 +114,8 @@ class DayCounts:
     opt_outs: int
     requests: int
     reauthorizations: int
-    org_id: int = 0
-    mode: Mode | None = None  # as recorded with the entries (None: written before it was kept)
+    org_id: int
+    mode: Mode | None  # as recorded with the entries (None: written before it was kept)
 
 
 def mode_of(recorded: Mode | None, org_id: int, channel: Channel,

@@ -154,7 +154,7 @@ def report_out(report: ConsentReport, first: date, last: date) -> ConsentReportO
         by_channel=[ChannelReport(channel=ch, mode=report.modes[ch], **_conversion(counts))
                     for ch, counts in report.by_channel.items()],
         by_mode=[ModeReport(mode=mode, **_conversion(counts)) for mode, counts in report.by_mode.items()],
-        by_method=[MethodReport(channel=m.channel, mode=m.mode or report.modes[m.channel], method=m.method,
+        by_method=[MethodReport(channel=m.channel, mode=m.mode, method=m.method,
                                 opt_ins=m.counts.opt_ins, opt_outs=m.counts.opt_outs, requests=m.counts.requests,
                                 reauthorizations=m.counts.reauthorizations) for m in report.by_method],
         by_org=[OrgReport(org_id=org.org_id, name=org.name, **_conversion(org.counts)) for org in report.by_org],
@@ -180,7 +180,7 @@ def report_csv(report: ConsentReport) -> str:
     for channel, counts in report.by_channel.items():
         for m in report.by_method:
             if m.channel is channel:
-                row("*", channel.value, (m.mode or report.modes[channel]).value, m.method or "", m.counts,
+                row("*", channel.value, m.mode.value, m.method or "", m.counts,
                     conversion=False)
         row("*", channel.value, "*", "*", counts, conversion=True)
     if len(report.by_org) > 1:

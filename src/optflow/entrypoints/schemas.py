@@ -274,6 +274,9 @@ class LedgerEntryOut(ApiModel):
     evidence: str | None
     occurred_at: datetime = Field(description="When the customer consented or opted out.")
     recorded_at: datetime = Field(description="When optflow recorded it.")
+    mode: str | None = Field(description="The mode the org ran the channel in when the entry was written: kept "
+                                         "beside the entry, outside its hash; null on entries written before "
+                                         "optflow kept it and on those that are not consent changes.")
     hash: str
 
 
