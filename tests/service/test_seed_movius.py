@@ -154,6 +154,16 @@ def test_movius_reports_count_each_opt_in_under_the_mode_in_force_when_it_happen
         (Mode.CONSENT, "web_form"): 1, (Mode.DISCLAIMER, "web_form"): 1}
 
 
+def test_movius_every_consent_entry_keeps_the_mode_of_its_moment_whichever_door(line: Line) -> None:
+    line.customer_writes("Hi, is my car ready?")  # the customer-started request
+    _set_text_mode(line.system, line.org, "disclaimer")
+    line.customer_writes("YES")
+    line.customer_writes("STOP")
+    with line.system.bus.uow(read_only=True) as uow:
+        entries = [(row["trigger"], row["mode"]) for row in uow.ledger.entries(line.org)]
+    assert entries == [("request_opt_in", "consent"), ("accept", "disclaimer"), ("opt_out", "disclaimer")]
+
+
 def test_movius_entries_made_before_the_mode_was_kept_count_under_the_current_mode_and_are_counted(
         line: Line) -> None:
     system = line.system
