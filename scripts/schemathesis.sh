@@ -34,6 +34,8 @@ if [ -z "$TOKEN" ]; then
 fi
 # Contact 1, with a number and an email: scripts/schemathesis.toml points the fuzzer at it.
 optflow contacts add --name "Fuzz Target" --phone "+14155552671" --email "fuzz@example.com" >/dev/null
+# Org 2, a sub-org of the token's org: the sub-org routes' `org_id` (scripts/schemathesis.toml).
+optflow orgs add "Fuzz Branch" --parent 1 >/dev/null
 
 setsid optflow serve --host 127.0.0.1 --port "$PORT" --workers 1 --no-scheduler >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!

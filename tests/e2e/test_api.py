@@ -614,6 +614,8 @@ def test_every_route_is_documented_with_its_schemas_and_the_bearer_scheme(server
         ("DELETE", "/event-endpoints/{endpoint_id}"), ("GET", "/event-endpoints/{endpoint_id}/secret"),
         ("POST", "/event-endpoints/{endpoint_id}/rotate-secret"), ("GET", "/event-endpoints/{endpoint_id}/deliveries"),
         ("POST", "/event-deliveries/{delivery_id}/redeliver"),
+        ("GET", "/sub-orgs"), ("POST", "/sub-orgs"), ("GET", "/sub-orgs/{org_id}/settings"),
+        ("PATCH", "/sub-orgs/{org_id}/settings"),
     }
     without_body = {("POST", API + path) for path in (
         "/agents/{agent_id}/revoke", "/event-endpoints/{endpoint_id}/rotate-secret",

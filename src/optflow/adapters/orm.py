@@ -256,6 +256,11 @@ class LedgerRow(SQLModel, table=True):
     prev_hash: str
     hash: str
     key_id: str | None = None
+    # The mode (`consent`, `disclaimer`, `auto`) the org ran the entry's channel in when the entry
+    # was written, for the reports. Not hashed (`domain/ledger.HASHED_FIELDS`), so chains written
+    # before it verify unchanged; empty on those older entries and on entries that are not
+    # consent transitions (DND, marketing, suppression, do-not-contact, damage).
+    mode: str | None = None
 
 
 class LedgerHeadRow(SQLModel, table=True):

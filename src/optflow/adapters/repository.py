@@ -20,7 +20,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from ..domain import ledger as ledger_chain
-from ..domain.model import Channel, Consent, DndSettings, NotFound, State, TransitionRecord
+from ..domain.model import Channel, Consent, DndSettings, Mode, NotFound, State, TransitionRecord
 from ..domain.records import (
     HANDED_OVER,
     NOT_HANDED_OVER,
@@ -535,13 +535,16 @@ class LedgerRepository:
         self.conn = conn
         self.queue = queue if queue is not None else LedgerQueue()
 
-    def append(self, org_id: int, contact_id: int | None, record: TransitionRecord) -> None:
+    def append(self, org_id: int, contact_id: int | None, record: TransitionRecord, mode: Mode | None = None) -> None:
+        """Queue the entry of a consent transition; `mode`: the mode the org ran the channel in
+        (stored beside the entry for the reports, outside its hash)."""
         self.append_change(
             org_id, contact_id, channel=record.channel.value, address=record.address,
             from_state=State(record.from_state).value, to_state=State(record.to_state).value,
             trigger=record.trigger.value, method=record.method, actor_kind=record.actor.kind.value,
             actor_id=record.actor.id, source_message_id=record.source_message_id,
             evidence=record.evidence, occurred_at=record.occurred_at, recorded_at=record.recorded_at,
+            mode=mode.value if mode is not None else None,
         )
 
     def append_change(self, org_id: int, contact_id: int | None, **change: Any) -> None:

@@ -10,13 +10,17 @@ What counts (entries recorded in the period, `recorded_at` in [since, until)):
 - conversion: of the distinct (address, channel) asked in the period, those with an opt-in entry
   after the request (at any later time).
 
-The ledger does not record the org's mode at the time of each entry, so a channel's counts are
-reported under the mode the channel runs in now.
+Each entry is counted under the mode its org ran the channel in when the entry was written
+(`ledger.mode`). Entries written before the ledger kept the mode have none: they are counted
+under the channel's current mode in their org, and the report says how many there were
+(`entries_without_mode`). A report for a parent org counts its sub-orgs' entries too (each under
+its own org's mode), with a breakdown per org. Conversion is counted per org, channel and the
+mode of the request: an address asked under two modes in one period counts once under each.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
@@ -54,6 +58,37 @@ class MethodCounts:
     channel: Channel
     method: str | None
     counts: Counts
+    mode: Mode  # the mode the entries were written under (or counted under: `mode_of`)
+
+
+@dataclass(frozen=True, slots=True)
+class CountRow:
+    """The ledger's counts of one org, channel, method and recorded mode (None: written before
+    the ledger kept the mode)."""
+
+    org_id: int
+    channel: Channel
+    method: str | None
+    mode: Mode | None
+    counts: Counts
+    entries: int  # how many counted entries the row stands for
+
+
+@dataclass(frozen=True, slots=True)
+class ConversionRow:
+    """The conversions of the requests of one org, channel and recorded mode."""
+
+    org_id: int
+    channel: Channel
+    mode: Mode | None
+    counts: Counts
+
+
+@dataclass
+class OrgCounts:
+    org_id: int
+    name: str
+    counts: Counts = field(default_factory=Counts)
 
 
 @dataclass
@@ -62,9 +97,12 @@ class ConsentReport:
     until: datetime
     totals: Counts = field(default_factory=Counts)
     by_channel: dict[Channel, Counts] = field(default_factory=dict)
-    modes: dict[Channel, Mode] = field(default_factory=dict)
-    by_mode: dict[Mode, Counts] = field(default_factory=dict)
+    modes: dict[Channel, Mode] = field(default_factory=dict)  # the mode each channel runs in now (the org asked)
+    by_mode: dict[Mode, Counts] = field(default_factory=dict)  # by the mode each entry was written under
     by_method: list[MethodCounts] = field(default_factory=list)
+    by_org: list[OrgCounts] = field(default_factory=list)
+    mode: Mode | None = None  # only entries written under this mode were counted
+    entries_without_mode: int = 0  # counted under their channel's current mode (written before it was kept)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,22 +114,51 @@ class DayCounts:
     opt_outs: int
     requests: int
     reauthorizations: int
+    org_id: int
+    mode: Mode | None  # as recorded with the entries (None: written before it was kept)
 
 
-def assemble(since: datetime, until: datetime, by_method: list[MethodCounts],
-             conversions: Mapping[Channel, Counts], modes: Mapping[Channel, Mode]) -> ConsentReport:
-    """The report from the counts per channel and method and the conversions per channel;
-    `modes` maps each channel to the mode it runs in (the org's settings)."""
-    report = ConsentReport(since=since, until=until, by_method=list(by_method))
-    for row in by_method:
-        report.by_channel.setdefault(row.channel, Counts()).add(row.counts)
-    for channel, counts in conversions.items():
+def mode_of(recorded: Mode | None, org_id: int, channel: Channel,
+            current: Mapping[int, Mapping[Channel, Mode]]) -> Mode:
+    """The mode an entry counts under: the one recorded with it, else its org's current mode of
+    the channel."""
+    if recorded is not None:
+        return recorded
+    return current.get(org_id, {}).get(channel, Mode.CONSENT)
+
+
+def assemble(since: datetime, until: datetime, rows: Sequence[CountRow], conversions: Sequence[ConversionRow],
+             modes: Mapping[int, Mapping[Channel, Mode]], orgs: Mapping[int, str], *, org_id: int,
+             mode: Mode | None = None) -> ConsentReport:
+    """The report of `org_id` (and of the other orgs in `orgs`, its sub-orgs) from the ledger's
+    counts. `modes` maps each org to the mode each channel runs in now; `mode`, if given, keeps
+    only the entries written under it."""
+    report = ConsentReport(since=since, until=until, mode=mode,
+                           modes={ch: modes.get(org_id, {}).get(ch, Mode.CONSENT) for ch in Channel})
+    per_org = {org: OrgCounts(org, name) for org, name in orgs.items()}
+    per_method: dict[tuple[Channel, Mode, str | None], Counts] = {}
+
+    def count(org: int, channel: Channel, under: Mode, counts: Counts) -> None:
         report.by_channel.setdefault(channel, Counts()).add(counts)
-    for channel, counts in report.by_channel.items():
-        mode = modes.get(channel, Mode.CONSENT)
-        report.modes[channel] = mode
-        report.by_mode.setdefault(mode, Counts()).add(counts)
+        report.by_mode.setdefault(under, Counts()).add(counts)
+        per_org.setdefault(org, OrgCounts(org, str(org))).counts.add(counts)
         report.totals.add(counts)
+
+    for row in rows:
+        under = mode_of(row.mode, row.org_id, row.channel, modes)
+        if mode is not None and under is not mode:
+            continue
+        if row.mode is None:
+            report.entries_without_mode += row.entries
+        count(row.org_id, row.channel, under, row.counts)
+        per_method.setdefault((row.channel, under, row.method), Counts()).add(row.counts)
+    for conversion in conversions:
+        under = mode_of(conversion.mode, conversion.org_id, conversion.channel, modes)
+        if mode is None or under is mode:
+            count(conversion.org_id, conversion.channel, under, conversion.counts)
+    report.by_method = [MethodCounts(channel, method, counts, under) for (channel, under, method), counts in
+                        sorted(per_method.items(), key=lambda item: (item[0][0], item[0][1], item[0][2] or ""))]
     report.by_channel = dict(sorted(report.by_channel.items()))
     report.by_mode = dict(sorted(report.by_mode.items()))
+    report.by_org = sorted(per_org.values(), key=lambda org: (org.org_id != org_id, org.org_id))
     return report

@@ -10,6 +10,7 @@ Status codes for bad input, everywhere:
 
 from __future__ import annotations
 
+import enum
 import re
 from collections.abc import Callable, Iterable, Mapping
 from datetime import date
@@ -45,6 +46,7 @@ from .schemas import (
 )
 
 M = TypeVar("M", bound=ApiModel)
+E = TypeVar("E", bound=enum.StrEnum)
 Handler = Callable[..., Any]
 
 SECURITY_SCHEME = "token"
@@ -138,6 +140,27 @@ def query_int(request: Request, name: str, default: int, low: int, high: int) ->
     if not low <= value <= high:
         raise ApiError(422, "invalid_input", f"{name} must be between {low} and {high}")
     return value
+
+
+def query_bool(request: Request, name: str, default: bool) -> bool:
+    raw = query_value(request, name)
+    if raw is None:
+        return default
+    if raw not in ("true", "false"):
+        raise ApiError(422, "invalid_input", f"{name} must be true or false, not {raw[:40]!r}")
+    return raw == "true"
+
+
+def query_choice(request: Request, name: str, choices: type[E]) -> E | None:
+    """One value of the string enum `choices`, or None when the parameter is absent."""
+    raw = query_value(request, name)
+    if raw is None:
+        return None
+    try:
+        return choices(raw)
+    except ValueError:
+        allowed = ", ".join(str(choice.value) for choice in choices)
+        raise ApiError(422, "invalid_input", f"{name} must be one of {allowed}, not {raw[:40]!r}") from None
 
 
 def query_date(request: Request, name: str) -> date | None:

@@ -400,7 +400,8 @@ def register(bp: Blueprint) -> None:
             seq=r["seq"], channel=r["channel"], address=r["address"], from_state=r["from_state"],
             to_state=r["to_state"], trigger=r["trigger"], method=r["method"], actor_kind=r["actor_kind"],
             actor_id=r["actor_id"], source_message_id=r["source_message_id"], evidence=r["evidence"],
-            occurred_at=r["occurred_at"], recorded_at=r["recorded_at"], hash=r["hash"]) for r in rows]))
+            occurred_at=r["occurred_at"], recorded_at=r["recorded_at"], mode=r["mode"], hash=r["hash"])
+            for r in rows]))
 
     @bp.get("/contacts/<contact_id:int>/messages")
     @route("agent", ok=(200, MessageListOut, "Messages, newest first."), errors=(400, 404, 422), tag=TAG,

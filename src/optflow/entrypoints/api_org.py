@@ -1,4 +1,4 @@
-"""Messages, business events, the unassociated queue, org settings and reports: /api/v1/..."""
+"""Messages, business events, the unassociated queue, org settings, sub-orgs and reports: /api/v1/..."""
 
 from __future__ import annotations
 
@@ -13,20 +13,24 @@ from sanic.response import HTTPResponse, text
 from sanic_ext.extensions.openapi import openapi
 
 from ..domain import commands as c
-from ..domain.model import InvalidInput, TransitionRefused
-from ..domain.records import Agent
+from ..domain.model import InvalidInput, Mode, TransitionRefused
+from ..domain.records import Agent, Org
 from ..domain.reports import ConsentReport, Counts
 from ..domain.settings import OrgSettings
 from ..service_layer.admin import (
     TokenRefused,
     check_templates,
     check_token,
+    create_sub_org,
+    managed_sub_org,
+    orgs_under,
     revoke_agent,
     set_agent_expiry,
     update_settings,
 )
 from ..service_layer.handlers import ActionResult
 from ..service_layer.reports import consent_report
+from ..service_layer.unit_of_work import UnitOfWork
 from .api_common import (
     caller_of,
     enrollment_out,
@@ -34,6 +38,8 @@ from .api_common import (
     id_param,
     message_out,
     path_id,
+    query_bool,
+    query_choice,
     query_date,
     query_param,
     query_value,
@@ -58,16 +64,20 @@ from .schemas import (
     MessageIn,
     MethodReport,
     ModeReport,
+    OrgReport,
     SendOut,
     SettingsOut,
     SettingsPatch,
+    SubOrgIn,
+    SubOrgListOut,
+    SubOrgOut,
     UnassociatedListOut,
 )
 
 SECRET_SETTINGS = ("twilio_auth_token", "chat_secret", "unsubscribe_secret", "email_events_secret")
 REDACTED = "********"
 REPORT_DEFAULT_DAYS = 30
-CSV_COLUMNS = ("channel", "mode", "method", "opt_ins", "opt_outs", "requests", "reauthorizations",
+CSV_COLUMNS = ("org", "channel", "mode", "method", "opt_ins", "opt_outs", "requests", "reauthorizations",
                "requested_addresses", "converted", "conversion_rate")
 
 
@@ -130,40 +140,53 @@ def _conversion(counts: Counts) -> dict[str, Any]:
             "converted": counts.converted, "conversion_rate": counts.conversion_rate}
 
 
+def _without_mode_note(report: ConsentReport) -> str | None:
+    if not report.entries_without_mode:
+        return None
+    return (f"{report.entries_without_mode} of the counted entries were written before the ledger kept the mode "
+            "they were made under; they are counted under their channel's current mode")
+
+
 def report_out(report: ConsentReport, first: date, last: date) -> ConsentReportOut:
     return ConsentReportOut(
-        date_from=first.isoformat(), date_to=last.isoformat(),
+        date_from=first.isoformat(), date_to=last.isoformat(), mode=report.mode,
         totals=ConversionCounts(**_conversion(report.totals)),
         by_channel=[ChannelReport(channel=ch, mode=report.modes[ch], **_conversion(counts))
                     for ch, counts in report.by_channel.items()],
         by_mode=[ModeReport(mode=mode, **_conversion(counts)) for mode, counts in report.by_mode.items()],
-        by_method=[MethodReport(channel=m.channel, method=m.method, opt_ins=m.counts.opt_ins,
-                                opt_outs=m.counts.opt_outs, requests=m.counts.requests,
+        by_method=[MethodReport(channel=m.channel, mode=m.mode, method=m.method,
+                                opt_ins=m.counts.opt_ins, opt_outs=m.counts.opt_outs, requests=m.counts.requests,
                                 reauthorizations=m.counts.reauthorizations) for m in report.by_method],
+        by_org=[OrgReport(org_id=org.org_id, name=org.name, **_conversion(org.counts)) for org in report.by_org],
+        entries_without_mode=report.entries_without_mode, note=_without_mode_note(report),
     )
 
 
 def report_csv(report: ConsentReport) -> str:
-    """One row per channel and method, then the channel's total (method `*`, with its
-    conversion), and a last row for everything."""
+    """One row per channel, mode (the one the entries were written under) and method, then the
+    channel's total (mode and method `*`, with its conversion); then each org's total (with
+    sub-orgs counted) and a last row for everything."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(CSV_COLUMNS)
 
-    def row(channel: str, mode: str, method: str, counts: Counts, conversion: bool) -> None:
+    def row(org: str, channel: str, mode: str, method: str, counts: Counts, conversion: bool) -> None:
         rate = counts.conversion_rate
-        writer.writerow([channel, mode, method, counts.opt_ins, counts.opt_outs, counts.requests,
+        writer.writerow([org, channel, mode, method, counts.opt_ins, counts.opt_outs, counts.requests,
                          counts.reauthorizations,
                          counts.requested_addresses if conversion else "", counts.converted if conversion else "",
                          "" if rate is None or not conversion else rate])
 
     for channel, counts in report.by_channel.items():
-        mode = report.modes[channel].value
         for m in report.by_method:
             if m.channel is channel:
-                row(channel.value, mode, m.method or "", m.counts, conversion=False)
-        row(channel.value, mode, "*", counts, conversion=True)
-    row("*", "*", "*", report.totals, conversion=True)
+                row("*", channel.value, m.mode.value, m.method or "", m.counts,
+                    conversion=False)
+        row("*", channel.value, "*", "*", counts, conversion=True)
+    if len(report.by_org) > 1:
+        for org in report.by_org:
+            row(str(org.org_id), "*", "*", "*", org.counts, conversion=True)
+    row("*", "*", "*", "*", report.totals, conversion=True)
     return out.getvalue()
 
 
@@ -243,12 +266,30 @@ def register(bp: Blueprint) -> None:
 
     # ------------------------------------------------------------------------------ settings
 
-    def settings_out(request: Request) -> SettingsOut:
-        org_id = caller_of(request).org_id
+    def settings_of(request: Request, org_id: int) -> SettingsOut:
         with system_of(request).bus.uow(read_only=True) as uow:
             row = uow.orgs.get(org_id)
             return SettingsOut(org_id=org_id, name=row.name, numbers=uow.orgs.numbers(org_id),
                                settings=redacted(uow.orgs.settings(org_id)))
+
+    def settings_out(request: Request) -> SettingsOut:
+        return settings_of(request, caller_of(request).org_id)
+
+    def patch_settings_of(request: Request, org_id: int, patch: dict[str, Any]) -> None:
+        """Apply a merge patch to the org's own settings, validated as a whole (as `PATCH /settings`)."""
+        system = system_of(request)
+        # Trial renders of new templates are bounded but not free: run them before the
+        # transaction (SQLite's write lock); the check of the merged settings inside it then
+        # finds them already checked.
+        new_templates = {name: source for name, source in (patch.get("templates") or {}).items() if source}
+        check_templates(system.services.renderer, new_templates)
+        with system.bus.uow() as uow:
+            merged = merge_patch(uow.orgs.own_settings(org_id), patch)
+            resolved = update_settings(uow, system.services.renderer, org_id, merged, replace=True)
+            # Keywords are compiled when the first message arrives; a bad one must be refused
+            # now, not break inbound handling (and STOP) later.
+            system.services.keywords(resolved)
+            uow.commit()
 
     @bp.get("/settings")
     @route("admin", ok=(200, SettingsOut, "The org's resolved settings."), tag="settings")
@@ -273,21 +314,79 @@ def register(bp: Blueprint) -> None:
         template override that does not render.
         """
         patch = read_body(request, SettingsPatch).model_dump(mode="json", exclude_unset=True)
-        org_id = caller_of(request).org_id
-        system = system_of(request)
-        # Trial renders of new templates are bounded but not free: run them before the
-        # transaction (SQLite's write lock); the check of the merged settings inside it then
-        # finds them already checked.
-        new_templates = {name: source for name, source in (patch.get("templates") or {}).items() if source}
-        check_templates(system.services.renderer, new_templates)
-        with system.bus.uow() as uow:
-            merged = merge_patch(uow.orgs.own_settings(org_id), patch)
-            resolved = update_settings(uow, system.services.renderer, org_id, merged, replace=True)
-            # Keywords are compiled when the first message arrives; a bad one must be refused
-            # now, not break inbound handling (and STOP) later.
-            system.services.keywords(resolved)
-            uow.commit()
+        patch_settings_of(request, caller_of(request).org_id, patch)
         return respond(settings_out(request))
+
+    # ------------------------------------------------------------------------------ sub-orgs
+
+    def sub_org_out(uow: UnitOfWork, org: Org) -> SubOrgOut:
+        assert org.parent_id is not None
+        return SubOrgOut(id=org.id, name=org.name, parent_id=org.parent_id, numbers=uow.orgs.numbers(org.id),
+                         created_at=org.created_at)
+
+    def sub_org_of(request: Request, org_id: int) -> int:
+        """The id, if it names a sub-org of the caller's org (404 otherwise)."""
+        path_id(org_id, "org")
+        with system_of(request).bus.uow(read_only=True) as uow:
+            return managed_sub_org(uow, caller_of(request).org_id, org_id).id
+
+    @bp.get("/sub-orgs")
+    @route("admin", ok=(200, SubOrgListOut, "The org's sub-orgs."), tag="sub-orgs")
+    async def list_sub_orgs(request: Request) -> HTTPResponse:
+        """The org's sub-orgs.
+
+        Every org under the caller's (a sub-org's own sub-orgs too), oldest first, with its
+        numbers.
+        """
+        with system_of(request).bus.uow(read_only=True) as uow:
+            orgs = orgs_under(uow, caller_of(request).org_id)[1:]
+            return respond(SubOrgListOut(sub_orgs=[sub_org_out(uow, org) for org in sorted(orgs, key=lambda o: o.id)]))
+
+    @bp.post("/sub-orgs")
+    @route("admin", body=SubOrgIn, ok=(201, SettingsOut, "Created; its resolved settings."), errors=(409,),
+           tag="sub-orgs")
+    async def create_sub_org_route(request: Request) -> HTTPResponse:
+        """Create a sub-org.
+
+        A sub-org of the caller's org, with its name, its texting numbers and its own settings
+        (a JSON merge patch over what it inherits, with the rules of `PATCH /settings`: 422
+        naming the field). A number that belongs to an org already is refused with 409
+        `number_taken`. The caller's org's admins manage it through `/sub-orgs/{org_id}/settings`.
+        """
+        body = read_body(request, SubOrgIn)
+        system = system_of(request)
+        own = merge_patch({}, body.settings.model_dump(mode="json", exclude_unset=True) if body.settings else {})
+        with system.bus.uow() as uow:
+            org_id = create_sub_org(uow, system.services.renderer, caller_of(request).org_id, body.name, system.clock(),
+                                    own, body.numbers)
+            system.services.keywords(uow.orgs.settings(org_id))  # as PATCH /settings: refused now, not later
+            uow.commit()
+        return respond(settings_of(request, org_id), 201, headers={"Location": f"/api/v1/sub-orgs/{org_id}/settings"})
+
+    @bp.get("/sub-orgs/<org_id:int>/settings")
+    @route("admin", ok=(200, SettingsOut, "The sub-org's resolved settings."), errors=(404,), tag="sub-orgs",
+           params=(id_param("org_id", "A sub-org of the caller's org."),))
+    async def get_sub_org_settings(request: Request, org_id: int) -> HTTPResponse:
+        """A sub-org's settings.
+
+        As they apply: its own values, then its parents', then the defaults. Secrets are never
+        shown. An org that is not a sub-org of the caller's is 404.
+        """
+        return respond(settings_of(request, sub_org_of(request, org_id)))
+
+    @bp.patch("/sub-orgs/<org_id:int>/settings")
+    @route("admin", body=SettingsPatch, ok=(200, SettingsOut, "The settings after the change."), errors=(404,),
+           tag="sub-orgs", params=(id_param("org_id", "A sub-org of the caller's org."),))
+    async def patch_sub_org_settings(request: Request, org_id: int) -> HTTPResponse:
+        """Change a sub-org's settings.
+
+        A JSON merge patch of the sub-org's own settings, validated as `PATCH /settings` validates
+        the org's. An org that is not a sub-org of the caller's is 404.
+        """
+        org = sub_org_of(request, org_id)
+        patch = read_body(request, SettingsPatch).model_dump(mode="json", exclude_unset=True)
+        patch_settings_of(request, org, patch)
+        return respond(settings_of(request, org))
 
     # ------------------------------------------------------------------------------ agents and tokens
 
@@ -355,24 +454,34 @@ def register(bp: Blueprint) -> None:
                              "Counts as JSON, or as CSV with `format=csv`."), errors=(400, 422), tag="reports",
            params=(query_param("from", openapi.Date(), "First day (UTC), included; default 29 days before `to`."),
                    query_param("to", openapi.Date(), "Last day (UTC), included; default today."),
-                   query_param("format", openapi.String(enum=["json", "csv"], default="json"), "json or csv.")))
+                   query_param("format", openapi.String(enum=["json", "csv"], default="json"), "json or csv."),
+                   query_param("mode", openapi.String(enum=[m.value for m in Mode]),
+                               "Count only the entries written under this mode; default every mode."),
+                   query_param("include_sub_orgs", openapi.Boolean(default=True),
+                               "Count the entries of the org's sub-orgs too (at every level); default true.")))
     async def consent_report_route(request: Request) -> HTTPResponse:
         """Consent report.
 
         Opt-ins, opt-outs, opt-in requests, re-authorisations and conversion (requests that
-        became opt-ins) by channel, method and mode, counted from the ledger.
+        became opt-ins) by channel, method, mode and org, counted from the ledger. Each entry
+        counts under the mode its org ran the channel in when it was written; entries written
+        before optflow kept that mode count under the channel's current mode
+        (`entries_without_mode` says how many). A parent org's report includes its sub-orgs'
+        entries unless `include_sub_orgs=false`.
         """
         fmt = query_value(request, "format")
         fmt = "json" if fmt is None else fmt
         if fmt not in ("json", "csv"):
             raise ApiError(422, "invalid_input", f"format must be json or csv, not {fmt!r}")
+        mode = query_choice(request, "mode", Mode)
+        include_sub_orgs = query_bool(request, "include_sub_orgs", default=True)
         system = system_of(request)
         org_id = caller_of(request).org_id
         first, last = report_period(request, system.clock().astimezone(UTC).date())
         since = _day_start(first)
         until = _day_start(last) + timedelta(days=1) if last < date.max else datetime.max.replace(tzinfo=UTC)
         with system.bus.uow(read_only=True) as uow:
-            report = consent_report(uow, org_id, since, until)
+            report = consent_report(uow, org_id, since, until, mode=mode, include_sub_orgs=include_sub_orgs)
         if fmt == "csv":
             return text(report_csv(report), content_type="text/csv; charset=utf-8", headers={
                 "Content-Disposition": f'attachment; filename="consent-{first}-{last}.csv"'})

@@ -274,6 +274,9 @@ class LedgerEntryOut(ApiModel):
     evidence: str | None
     occurred_at: datetime = Field(description="When the customer consented or opted out.")
     recorded_at: datetime = Field(description="When optflow recorded it.")
+    mode: str | None = Field(description="The mode the org ran the channel in when the entry was written: kept "
+                                         "beside the entry, outside its hash; null on entries written before "
+                                         "optflow kept it and on those that are not consent changes.")
     hash: str
 
 
@@ -489,6 +492,28 @@ class SettingsPatch(ApiModel):
         default=None, description="Approved WhatsApp templates: name to Twilio Content SID (HX...).")
 
 
+class SubOrgIn(ApiModel):
+    """A new sub-org of the caller's org: it inherits the org's settings key by key, and its own
+    `settings` (the same keys and rules as `PATCH /settings`) override them."""
+
+    name: Annotated[str, Field(min_length=1, max_length=200, pattern=r"\S")]
+    numbers: list[Phone] = Field(default_factory=list, max_length=20,
+                                 description="Its texting numbers, in any common format; stored as E.164.")
+    settings: SettingsPatch | None = None
+
+
+class SubOrgOut(ApiModel):
+    id: int
+    name: str
+    parent_id: int = Field(description="The org it belongs to (the caller's org, or a sub-org under it).")
+    numbers: list[str]
+    created_at: datetime
+
+
+class SubOrgListOut(ApiModel):
+    sub_orgs: list[SubOrgOut] = Field(description="Every org under the caller's, at every level, oldest first.")
+
+
 # ------------------------------------------------------------------------------------ reports
 
 
@@ -507,7 +532,8 @@ class ConversionCounts(ReportCounts):
 
 class ChannelReport(ConversionCounts):
     channel: Channel
-    mode: Mode = Field(description="The channel's mode in the org's current settings.")
+    mode: Mode = Field(description="The channel's mode in the org's current settings (the entries are counted "
+                                   "under the mode each was written under: `by_mode`).")
 
 
 class ModeReport(ConversionCounts):
@@ -516,16 +542,27 @@ class ModeReport(ConversionCounts):
 
 class MethodReport(ReportCounts):
     channel: Channel
+    mode: Mode = Field(description="The mode the entries were written under.")
     method: str | None = Field(description="e.g. keyword, pin, paper_form; null for requests.")
+
+
+class OrgReport(ConversionCounts):
+    org_id: int
+    name: str
 
 
 class ConsentReportOut(ApiModel):
     date_from: str = Field(description="First day included (UTC).")
     date_to: str = Field(description="Last day included (UTC).")
+    mode: Mode | None = Field(description="Only entries written under this mode were counted; null: every mode.")
     totals: ConversionCounts
     by_channel: list[ChannelReport]
-    by_mode: list[ModeReport]
+    by_mode: list[ModeReport] = Field(description="By the mode each entry was written under.")
     by_method: list[MethodReport]
+    by_org: list[OrgReport] = Field(description="The org first, then each sub-org counted (`include_sub_orgs`).")
+    entries_without_mode: int = Field(description="Counted entries written before the ledger kept the mode: "
+                                                  "counted under their channel's current mode in their org.")
+    note: str | None = Field(description="What the reader should know about the counts, if anything.")
 
 
 # ------------------------------------------------------------------------------------ imports

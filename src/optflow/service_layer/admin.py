@@ -259,6 +259,24 @@ def managed_org(uow: UnitOfWork, org_id: int, wanted: int) -> Org:
     raise NotFound(f"no org {wanted} under org {org_id}", code="org_not_found")
 
 
+def managed_sub_org(uow: UnitOfWork, org_id: int, wanted: int) -> Org:
+    """`wanted` if it is one of the org's sub-organisations (at any level), else NotFound: the
+    org itself is not its own sub-org, and an org elsewhere is none of its admins' business."""
+    if wanted != org_id:
+        for org in orgs_under(uow, org_id)[1:]:
+            if org.id == wanted:
+                return org
+    raise NotFound(f"no sub-org {wanted} under org {org_id}", code="org_not_found")
+
+
+def create_sub_org(uow: UnitOfWork, renderer: Renderer, parent_id: int, name: str, now: datetime,
+                   settings: Mapping[str, Any], numbers: Sequence[str] = ()) -> int:
+    """A sub-org of `parent_id`, its own `settings` validated as an org's own are
+    (`update_settings`: templates, keywords, the whole with inheritance)."""
+    check_templates(renderer, settings.get("templates") or {})
+    return create_org(uow, name, now, parent_id=parent_id, settings=settings, numbers=tuple(numbers))
+
+
 def set_role(uow: UnitOfWork, org_id: int, agent_id: int, role: str) -> Agent:
     if role not in ROLES:
         raise InvalidInput(f"unknown role {role!r}: use one of {', '.join(ROLES)}", code="unknown_role")

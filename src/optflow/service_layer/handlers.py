@@ -314,7 +314,11 @@ def write_outcome(uow: UnitOfWork, outcome: rules.Outcome, now: datetime) -> Non
     rendering anything."""
     for change in outcome.changes:
         uow.consents.save(change.consent, now)
-        uow.ledger.append(change.consent.org_id or 0, change.consent.contact_id, change.record)
+        owner = change.consent.org_id or 0
+        # The mode the channel runs in now, kept with the entry: reports count it under that mode
+        # even after the org changes it (the settings are the handler's own, remembered by the uow).
+        mode = uow.orgs.settings(owner).mode(change.record.channel) if owner else None
+        uow.ledger.append(owner, change.consent.contact_id, change.record, mode)
     contact_id = next((ch.consent.contact_id for ch in outcome.changes if ch.consent.contact_id), None)
     if outcome.call_flags and contact_id is not None:
         uow.contacts.update(contact_id, now, **outcome.call_flags)

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from ..domain import ledger as ledger_chain
-from ..domain.model import Channel, Consent, DndSettings, TransitionRecord
+from ..domain.model import Channel, Consent, DndSettings, Mode, TransitionRecord
 from ..domain.records import (
     RUNNING,
     Address,
@@ -31,7 +31,7 @@ from ..domain.records import (
     WebhookAttempt,
     WebhookDelivery,
 )
-from ..domain.reports import Counts, DayCounts, MethodCounts
+from ..domain.reports import ConversionRow, CountRow, DayCounts
 from ..domain.settings import OrgSettings
 from ..domain.sign_in import FailureCount
 
@@ -111,7 +111,8 @@ class LedgerRepository(Protocol):
     """The consent ledger. Appends are queued (`LedgerQueue`) and written by `flush`, which the
     unit of work calls before it commits; reading the ledger flushes first."""
 
-    def append(self, org_id: int, contact_id: int | None, record: TransitionRecord) -> None: ...
+    def append(self, org_id: int, contact_id: int | None, record: TransitionRecord,
+               mode: Mode | None = None) -> None: ...
     def append_change(self, org_id: int, contact_id: int | None, **change: Any) -> None: ...
     def flush(self) -> None: ...
     def for_contact(self, org_id: int, contact_id: int, addresses: Iterable[str] = ()) -> list[Row]: ...
@@ -214,10 +215,10 @@ class EventEndpointRepository(Protocol):
 
 class ReportQueries(Protocol):
     def consent_counts(
-        self, org_id: int, since: datetime, until: datetime
-    ) -> tuple[list[MethodCounts], dict[Channel, Counts]]:
-        """Counts per channel and method, and the conversions per channel, of entries recorded in
-        [since, until)."""
+        self, org_ids: Sequence[int], since: datetime, until: datetime
+    ) -> tuple[list[CountRow], list[ConversionRow]]:
+        """Counts per org, channel, method and recorded mode, and the conversions per org,
+        channel and recorded mode, of the entries of `org_ids` recorded in [since, until)."""
 
 
 class SuppressionRepository(Protocol):
@@ -287,5 +288,6 @@ class OverviewRepository(Protocol):
 
 
 class ReportSeriesRepository(Protocol):
-    def daily(self, org_id: int, since: datetime, until: datetime) -> list[DayCounts]:
-        """Counts per UTC day, channel and method of the entries recorded in [since, until)."""
+    def daily(self, org_ids: Sequence[int], since: datetime, until: datetime) -> list[DayCounts]:
+        """Counts per UTC day, org, channel, method and recorded mode of the entries of `org_ids`
+        recorded in [since, until)."""

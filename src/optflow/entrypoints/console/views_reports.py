@@ -1,5 +1,7 @@
 """Reports: opt-ins, opt-outs, opt-in requests and re-authorisations over time as a chart (SVG made
-on the server) with its numbers as a table, by channel, method and mode, and as CSV."""
+on the server) with its numbers as a table, by channel, method and mode, and as CSV. The chart
+and the breakdown count what the API's report counts (the org's sub-orgs included, each entry
+under the mode it was made under) and the mode selector keeps the entries made under that mode."""
 
 from __future__ import annotations
 
@@ -61,7 +63,8 @@ def register(bp: Blueprint) -> None:
             except InvalidInput as exc:
                 raise ConsoleRefusal(422, "Not a period", str(exc)) from None
             since = datetime.combine(first, time.min, tzinfo=UTC)
-            breakdown = consent_report(uow, person.org_id, since, since + timedelta(days=(last - first).days + 1))
+            breakdown = consent_report(uow, person.org_id, since, since + timedelta(days=(last - first).days + 1),
+                                       mode=mode)  # type: ignore[arg-type]
         if fmt == "csv":
             out = io.StringIO()
             csv.writer(out, lineterminator="\r\n").writerows(series.rows())
