@@ -20,7 +20,10 @@ def test_the_console_needs_a_session(server: Server) -> None:
     answer = httpx.get(server.base_url + CONSOLE + "/contacts?q=x", timeout=10)
     assert answer.status_code == 303
     assert answer.headers["location"] == "/console/sign-in?next=%2Fconsole%2Fcontacts%3Fq%3Dx"
-    assert httpx.get(server.base_url + "/", timeout=10).headers["location"] == "/console/contacts"
+    for path, to in (("/", "/console/contacts"), ("/console", "/console/contacts"), ("/console/", "/console/contacts"),
+                     ("/admin", "/console/admin/settings")):
+        answer = httpx.get(server.base_url + path, timeout=10)
+        assert (answer.status_code, answer.headers["location"]) == (303, to), path
 
 
 def test_sign_in_sets_a_safe_cookie_and_sign_out_ends_the_session(server: Server) -> None:

@@ -51,11 +51,17 @@ def console_blueprint() -> Blueprint:
 
 
 def install_console(app: Sanic) -> None:
-    """The console's routes, its static files, and `/` leading to it."""
+    """The console's routes, its static files, and `/`, `/console` and `/admin` leading to it."""
     app.static(f"{CONSOLE_PREFIX}/static", STATIC, name="console_static")
     app.blueprint(console_blueprint())
 
     @app.get("/", name="root_to_console")
+    @app.get(CONSOLE_PREFIX, name="console_root", strict_slashes=False)
     @openapi.exclude()
     async def root(request: Request) -> HTTPResponse:
         return redirect(f"{CONSOLE_PREFIX}/contacts", status=303)
+
+    @app.get("/admin", name="admin_to_console", strict_slashes=False)
+    @openapi.exclude()
+    async def admin(request: Request) -> HTTPResponse:
+        return redirect(f"{CONSOLE_PREFIX}/admin/settings", status=303)
