@@ -17,12 +17,14 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
+from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
 from e2e.conftest import ORG_NUMBER, TWILIO_TOKEN, Library, Server, _start, _stop, fresh_number
 from e2e.helpers import API, ApiOrg, api_org, error_code
 from fakes.smtp_server import SmtpSink
 from fakes.twilio_api import FakeTwilioApi
+from optflow.adapters import orm
 from optflow.bootstrap import bootstrap
 from optflow.config import Config
 from optflow.domain.signatures import sign_webhook_body
@@ -351,3 +353,51 @@ def test_webhooks_refuse_odd_input_with_a_4xx(signals_server: Server, signals_li
                                                                                                     body)})
         assert answer.status_code == 422, (body, answer.text)
     assert httpx.post(f"{signals_server.base_url}/webhooks/email/999999", content=b"{}").status_code == 404
+
+
+# ------------------------------------------------------------------------------ WhatsApp's window
+
+
+def whatsapp_send(client: httpx.Client, contact: dict[str, Any], body: str = "", purpose: str = "conversational",
+                  template: dict[str, Any] | None = None) -> httpx.Response:
+    return client.post(f"{API}/messages", json={"contact_id": contact["id"], "channel": "whatsapp", "body": body,
+                                                 "purpose": purpose, **({"template": template} if template else {})})
+
+
+def test_a_whatsapp_conversation_across_the_24_hour_window_through_the_server(server: Server,
+                                                                             library: Library) -> None:
+    """The customer writes on WhatsApp through the signed webhook and an agent answers through the
+    API. The server's clock is the real one, so the day passes in the database: the customer's
+    message is moved back 25 hours, as it would stand a day later."""
+    shop = api_org(server, library, whatsapp_templates={"appointment_reminder": "HX" + "0" * 32})
+    number = fresh_number()
+
+    def customer_writes(body: str) -> None:
+        answer = server.twilio_post({"From": f"whatsapp:{number}", "To": f"whatsapp:{shop.org.number}", "Body": body,
+                                     "MessageSid": server.next_sid(), "AccountSid": "AC" + "0" * 32})
+        assert answer.status_code == 200, answer.text
+
+    with shop.client() as agent:
+        contact = contact_opted_in(agent, "whatsapp", phones=[number])
+        never_wrote = whatsapp_send(agent, contact, "Big sale this weekend", "marketing")
+        assert never_wrote.status_code == 409 and error_code(never_wrote) == "outside_whatsapp_window"
+
+        customer_writes("When is my appointment?")
+        assert whatsapp_send(agent, contact, "Tuesday at 9").status_code == 202
+
+        inbound = (orm.messages.c.org_id == shop.org.id, orm.messages.c.channel == "whatsapp",
+                   orm.messages.c.direction == "in")
+        with library.system.engine.begin() as conn:  # a day later
+            [(message_id, written)] = conn.execute(select(orm.messages.c.id, orm.messages.c.created_at)
+                                                   .where(*inbound)).all()
+            conn.execute(orm.messages.update().where(orm.messages.c.id == message_id)
+                         .values(created_at=written - timedelta(hours=25)))
+        late = whatsapp_send(agent, contact, "Reminder: Tuesday at 9")
+        assert late.status_code == 409 and error_code(late) == "outside_whatsapp_window"
+        template = {"name": "appointment_reminder", "variables": {"1": "Tuesday", "2": "9:00"}}
+        assert whatsapp_send(agent, contact, template=template).status_code == 202
+        unknown = whatsapp_send(agent, contact, template={"name": "weekend_promo", "variables": {}})
+        assert unknown.status_code == 409 and error_code(unknown) == "template_not_approved"
+
+        customer_writes("Thanks!")  # the window opens again
+        assert whatsapp_send(agent, contact, "You're welcome").status_code == 202
