@@ -470,7 +470,7 @@ def test_a_template_over_the_source_limit_is_refused(renderer: TemplateRenderer)
 
 def test_the_cpu_time_limit_ends_a_render(template_copy: Path) -> None:
     """Steps that are each cheap but many: with a limit of no CPU time at all the render stops
-    at its first look at the clock, whatever the machine's speed."""
+    at its second look at the clock (the first starts the count), whatever the machine's speed."""
     limits = TemplateLimits(max_cpu_seconds=0.0)
     name = "customer/help"
     result = TemplateRenderer(template_copy, limits=limits).render(
