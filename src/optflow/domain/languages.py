@@ -43,6 +43,8 @@ def supported_language(code: str | None) -> str | None:
     """The supported language a code names ('es', 'ES', 'pt-BR' -> 'pt'), or None."""
     if not code:
         return None
+    if code in SUPPORTED_LANGUAGES:  # the stored and settings' form: every message and flow step asks
+        return code
     primary = code.strip().lower().replace("_", "-").split("-", 1)[0]
     return primary if primary in SUPPORTED_LANGUAGES else None
 
@@ -166,6 +168,7 @@ value the org left at its default is shown in the reply's language, a value it w
 HELP_BY_NUMBER = "call or text {}"
 """The HELP contact a new org is given (its own number in place of `{}`), until an admin words it."""
 
+_HELP_BY_NUMBER_PREFIX = HELP_BY_NUMBER.format("")
 HELP_BY_NUMBER_TEXTS: Mapping[str, str] = MappingProxyType({
     "es": "llame o escriba al {}", "fr": "appelez ou écrivez au {}", "pt": "ligue ou envie mensagem para {}",
 })
@@ -174,12 +177,13 @@ HELP_BY_NUMBER_TEXTS: Mapping[str, str] = MappingProxyType({
 def localised_setting(language: str, value: str) -> str:
     """`value` of a text setting as shown in `language`: translated if it is the setting's
     default, or the HELP contact a new org is given (`HELP_BY_NUMBER`); as written otherwise."""
-    translated = DEFAULT_SETTING_TEXTS.get(language, {}).get(value)
+    texts = DEFAULT_SETTING_TEXTS.get(language)
+    if texts is None:  # English: the settings' own language
+        return value
+    translated = texts.get(value)
     if translated is not None:
         return translated
-    prefix = HELP_BY_NUMBER.format("")
-    number = value[len(prefix):]
-    if language in HELP_BY_NUMBER_TEXTS and value.startswith(prefix) and number.startswith("+") \
-            and number[1:].isdigit():
+    number = value.removeprefix(_HELP_BY_NUMBER_PREFIX)
+    if number is not value and number.startswith("+") and number[1:].isdigit():
         return HELP_BY_NUMBER_TEXTS[language].format(number)
     return value
