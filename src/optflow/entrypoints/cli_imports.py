@@ -12,9 +12,9 @@ from __future__ import annotations
 import codecs
 import csv
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import click
 
@@ -119,17 +119,25 @@ def register(main: click.Group) -> None:
     def import_group() -> None:
         """Bulk imports from CSV files: consents and opt-outs given elsewhere, the suppression list."""
 
-    rejects_option = click.option("--rejects", type=click.Path(dir_okay=False, path_type=Path),
-                                  help="Where rejected rows go, with their line and reason "
-                                       "(default: FILE.rejects.csv beside FILE).")
+    def import_command(name: str) -> Callable[[Callable[..., None]], Any]:
+        """An `import` subcommand taking a CSV file, where its rejects go, the org and who imports."""
+        def decorate(func: Callable[..., None]) -> Any:
+            for option in reversed((
+                import_group.command(name),
+                click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path)),
+                click.option("--rejects", type=click.Path(dir_okay=False, path_type=Path),
+                             help="Where rejected rows go, with their line and reason "
+                                  "(default: FILE.rejects.csv beside FILE)."),
+                click.option("--org", type=int),
+                click.option("--as", "acting", envvar="OPTFLOW_AGENT", help=ACTING_AGENT_HELP),
+                pass_ctx,
+                friendly_errors,
+            )):
+                func = option(func)
+            return func
+        return decorate
 
-    @import_group.command("consents")
-    @click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-    @rejects_option
-    @click.option("--org", type=int)
-    @click.option("--as", "acting", envvar="OPTFLOW_AGENT", help=ACTING_AGENT_HELP)
-    @pass_ctx
-    @friendly_errors
+    @import_command("consents")
     def import_consents(obj: Ctx, csv_file: Path, rejects: Path | None, org: int | None, acting: str | None) -> None:
         """Import consents and opt-outs given elsewhere from a UTF-8 CSV file with the columns
         channel, state (opted_in / opted_out), occurred_at (when given, ISO-8601), method, phone
@@ -140,13 +148,7 @@ def register(main: click.Group) -> None:
         1 some rows rejected (see the rejects file), 2 the file refused and nothing written."""
         run_import(obj, "consents", csv_file, rejects, org, acting)
 
-    @import_group.command("suppressions")
-    @click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-    @rejects_option
-    @click.option("--org", type=int)
-    @click.option("--as", "acting", envvar="OPTFLOW_AGENT", help=ACTING_AGENT_HELP)
-    @pass_ctx
-    @friendly_errors
+    @import_command("suppressions")
     def import_suppressions(obj: Ctx, csv_file: Path, rejects: Path | None, org: int | None,
                             acting: str | None) -> None:
         """Import a suppression list (addresses never to be messaged) from a UTF-8 CSV file with
