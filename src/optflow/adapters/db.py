@@ -130,6 +130,20 @@ class WriterLock:
         self._reserved_for = threading.get_ident()
         return True
 
+    def reserve_for(self, thread_id: int) -> bool:
+        """Wait (up to the busy timeout) until the lock is free and reserve it for the next write
+        transaction that thread `thread_id` begins; False if the wait timed out. For an event
+        loop's helper thread: the loop awaits it instead of polling `try_reserve`."""
+        if not self._mutex.acquire(timeout=BUSY_TIMEOUT_S):
+            return False
+        try:
+            fcntl.flock(self._file(), fcntl.LOCK_EX)
+        except BaseException:
+            self._mutex.release()
+            raise
+        self._reserved_for = thread_id
+        return True
+
     def cancel_reservation(self) -> None:
         """Give back a reservation of this thread that no transaction took over."""
         if self._reserved_for != threading.get_ident():
