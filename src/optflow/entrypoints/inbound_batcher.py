@@ -156,8 +156,7 @@ class InboundBatcher:
                 reserved = await asyncio.shield(waiting)
             except asyncio.CancelledError:
                 # Stopping: give the lock back if the helper thread still gets it.
-                waiting.add_done_callback(lambda done: done.cancelled() or done.exception() is not None
-                                          or not done.result() or lock.cancel_reservation())
+                waiting.add_done_callback(lambda done: _give_back(lock, done))
                 raise
             if reserved:
                 return lock
@@ -227,3 +226,9 @@ class InboundBatcher:
                 log.exception("could not hand the late replies to message %s to the outbox", result.message_id)
                 continue
             done.result = dataclasses.replace(result, replies=())
+
+
+def _give_back(lock: Any, waited: asyncio.Future[bool]) -> None:
+    """A reservation the helper thread made after the batcher stopped waiting for it."""
+    if not waited.cancelled() and waited.exception() is None and waited.result():
+        lock.cancel_reservation()
