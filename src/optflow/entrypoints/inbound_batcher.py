@@ -32,7 +32,7 @@ from typing import Any
 
 from ..bootstrap import System
 from ..domain import commands as c
-from ..service_layer.handlers import InboundResult
+from ..service_layer.handlers import Ahead, InboundResult
 from ..service_layer.late_replies import REPLY_BUDGET_S, send_through_api
 from ..service_layer.messagebus import Handled
 from ..service_layer.unit_of_work import UnitOfWork
@@ -121,12 +121,12 @@ class InboundBatcher:
             self._wake.clear()
             await self._gather()
             while self._queue:
-                # Admins' templates are rendered before the write lock is waited for and taken;
-                # what arrives meanwhile joins the batch and renders in its transaction, bounded.
-                texts = self._prerender()
+                # What can be worked out before the write lock is (admins' templates, the readings of
+                # the messages' words); what arrives meanwhile joins the batch and is done in its transaction.
+                ahead = self._prerender()
                 lock = await self._writer_turn()
                 try:
-                    self._take_and_commit(texts)
+                    self._take_and_commit(ahead)
                 finally:
                     if lock is not None:
                         lock.cancel_reservation()  # only if the batch never began its transaction
@@ -171,11 +171,11 @@ class InboundBatcher:
             if len(self._queue) == before:
                 return
 
-    def _prerender(self) -> dict[tuple[str, str, str], str]:
-        """The org overrides the next batch will render, rendered now (`MessageBus.prerender`)."""
+    def _prerender(self) -> Ahead:
+        """What the next batch needs that can be worked out before its transaction (`MessageBus.prerender`)."""
         return self.bus.prerender([pending.command for pending in self._queue[:self.max_batch]])
 
-    def _take_and_commit(self, prerendered: dict[tuple[str, str, str], str]) -> None:
+    def _take_and_commit(self, prerendered: Ahead) -> None:
         batch = self._queue[:self.max_batch]
         del self._queue[:self.max_batch]
         try:
@@ -195,7 +195,7 @@ class InboundBatcher:
 
     # ------------------------------------------------------------------------------ one batch
 
-    def commit_batch(self, batch: list[_Pending], prerendered: dict[tuple[str, str, str], str] | None = None) -> None:
+    def commit_batch(self, batch: list[_Pending], prerendered: Ahead | None = None) -> None:
         """Handle `batch` in one transaction and commit it; afterwards each entry holds its
         result or its error. Synchronous: runs on the caller's thread."""
         handled = self.bus.handle_batch([pending.command for pending in batch], prerendered=prerendered,

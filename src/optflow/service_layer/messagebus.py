@@ -21,8 +21,16 @@ from ..domain.model import DomainError, Intent, NotFound
 from ..domain.records import Audience, Direction, MessageStatus
 from ..domain.redaction import mask_address
 from ..domain.text import storable
-from .handlers import HANDLERS, Services, classify_inbound, inbound_revocation, prerender_inbound, revoke
-from .handlers import prerendered as handlers_prerendered
+from .handlers import (
+    HANDLERS,
+    Ahead,
+    Services,
+    classify_inbound,
+    inbound_revocation,
+    prerender_inbound,
+    revoke,
+    worked_out_ahead,
+)
 from .unit_of_work import UnitOfWork, UnitOfWorkFactory
 
 log = logging.getLogger("optflow.bus")
@@ -88,36 +96,40 @@ class MessageBus:
             raise done.error
         return done.result
 
-    def prerender(self, commands: Sequence[c.Command], now: datetime | None = None) -> dict[tuple[str, str, str], str]:
-        """Render, in a read-only unit of work, the org overrides the batch's inbound messages will
-        need (`handlers.prerender_inbound`); `handle_batch(prerendered=...)` then uses them. On
-        SQLite a read-only unit of work takes no write lock: a web worker calls this before it
-        waits for the lock, so no admin's template runs while every other writer waits. Never
-        fails: what could not be rendered here is rendered in the transaction, as before."""
-        texts: dict[tuple[str, str, str], str] = {}
+    def prerender(self, commands: Sequence[c.Command], now: datetime | None = None) -> Ahead:
+        """Work out, in a read-only unit of work, what the batch's inbound messages will need
+        (`handlers.prerender_inbound`: what their words ask for, the org overrides they will
+        render); `handle_batch(prerendered=...)` then uses it. On SQLite a read-only unit of work
+        takes no write lock: a web worker calls this before it waits for the lock, so this work
+        is not serialised with every other writer's, and no admin's template runs while they
+        wait. Never fails: what could not be worked out here is done in the transaction."""
+        ahead = Ahead()
         inbound = [command for command in commands if isinstance(command, c.ReceiveInbound)]
         if not inbound:
-            return texts
+            return ahead
         at = now or self.clock()
         try:
             with self.uow(read_only=True) as uow:
                 for command in inbound:
-                    prerender_inbound(uow, self.services, command, at, texts)
+                    try:
+                        prerender_inbound(uow, self.services, command, at, ahead)
+                    except DomainError:
+                        continue  # refused in the transaction, where the refusal is answered
         except Exception:
-            log.exception("could not render the batch's templates ahead of its transaction")
-        return texts
+            log.exception("could not work out the batch's readings and templates ahead of its transaction")
+        return ahead
 
     def handle_batch(self, commands: Sequence[c.Command], *, now: datetime | None = None,
                      before_commit: BeforeCommit | None = None,
-                     prerendered: Mapping[tuple[str, str, str], str] | None = None) -> list[Handled]:
+                     prerendered: Ahead | None = None) -> list[Handled]:
         """Handle `commands` in one transaction and commit it; each `Handled` then holds its
         result or its error. `before_commit` runs last inside the transaction (the web workers use
-        it to send late replies through the provider's API instead); `prerendered` holds the texts
-        `prerender` made for it."""
+        it to send late replies through the provider's API instead); `prerendered` holds what
+        `prerender` worked out for it."""
         batch = [Handled(command) for command in commands]
         for attempt in range(1, RETRIES + 1):
             try:
-                with self.uow() as uow, handlers_prerendered(prerendered or {}):
+                with self.uow() as uow, worked_out_ahead(prerendered or Ahead()):
                     for done in batch:
                         self._run(uow, done, now)
                     if before_commit is not None:
