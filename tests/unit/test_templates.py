@@ -623,3 +623,41 @@ def test_template_dir_defaults_to_the_packaged_templates(monkeypatch: pytest.Mon
 def test_a_missing_template_dir_fails_at_startup_not_at_the_first_message(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=TEMPLATE_DIR_ENV):
         TemplateRenderer(tmp_path / "nowhere")
+
+
+class RunCountingRenderer(TemplateRenderer):
+    """The real renderer, counting the renders it actually runs."""
+
+    def __init__(self, template_dir: Path | None = None) -> None:
+        super().__init__(template_dir)
+        self.runs = 0
+
+    def _run(self, template: Template, variables: Mapping[str, object]) -> str:
+        self.runs += 1
+        return super()._run(template, variables)
+
+
+def test_a_packaged_text_is_rendered_once_for_the_values_it_reads() -> None:
+    renderer = RunCountingRenderer()
+    first = renderer.render("customer/help", TYPICAL).text
+    # The HELP text does not read the contact's name: the same text serves every customer.
+    assert renderer.render("customer/help", {**TYPICAL, "contact_name": "Robin"}).text == first
+    assert renderer.runs == 1
+    # It reads the org's name: another value is another text.
+    other = renderer.render("customer/help", {**TYPICAL, "org_name": "Harbour Motors"}).text
+    assert "Harbour Motors" in other and other != first
+    assert renderer.runs == 2
+    # The note to the employee reads the contact's name: each contact's is rendered.
+    renderer.render("employee/contact_opted_out", TYPICAL)
+    renderer.render("employee/contact_opted_out", {**TYPICAL, "contact_name": "Robin"})
+    assert renderer.runs == 4
+
+
+def test_a_packaged_text_decided_by_chance_is_rendered_every_time(template_copy: Path) -> None:
+    templates = template_copy
+    (templates / "customer" / "help.j2").write_text(
+        "{{ ['Hi', 'Hello', 'Hey'] | random }} from {{ org_name }}. Reply {{ stop_word }} to opt out.")
+    renderer = RunCountingRenderer(templates)
+    texts = {renderer.render("customer/help", TYPICAL).text for _ in range(30)}
+    assert renderer.runs == 30
+    assert len(texts) > 1

@@ -446,6 +446,10 @@ class TemplateRenderer:
         self._overrides: OrderedDict[tuple[str, str], Template | _Failure] = OrderedDict()
         # (name, override source) that passed check_override, least recent first
         self._checked: OrderedDict[tuple[str, str], None] = OrderedDict()
+        # packaged template -> the variables its text depends on (None: not remembered, see _memo_key)
+        self._reads: dict[Template, tuple[str, ...] | None] = {}
+        # (packaged template, its variables' values) -> its text; least recent first
+        self._texts: OrderedDict[tuple[object, ...], str] = OrderedDict()
 
     @property
     def template_dir(self) -> Path:
@@ -477,7 +481,18 @@ class TemplateRenderer:
         if packaged is None:  # not translated
             packaged, packaged_language = self._default(name, DEFAULT_LANGUAGE), DEFAULT_LANGUAGE
         assert packaged is not None  # every template has its English file, or a _Failure saying why not
-        text, failure = self._attempt(packaged, variables)
+        memo = self._memo_key(packaged, variables)
+        with self._lock:
+            remembered = self._texts.get(memo) if memo is not None else None
+        if remembered is not None:
+            text, failure = remembered, None
+        else:
+            text, failure = self._attempt(packaged, variables)
+            if memo is not None and failure is None:
+                with self._lock:
+                    self._texts[memo] = text
+                    while len(self._texts) > PACKAGED_TEXTS_REMEMBERED:
+                        self._texts.popitem(last=False)
         if failure is None:
             error = None if first is None else f"override: {first}"
             return Rendered(text=text, name=name, source=TextSource.PACKAGED, error=error, reason=reason,
@@ -579,6 +594,20 @@ class TemplateRenderer:
                 stream.close()  # type: ignore[attr-defined]
         return "".join(chunks).strip()
 
+    def _memo_key(self, template: Template | _Failure, variables: Mapping[str, object]) -> tuple[object, ...] | None:
+        """What a packaged template's text is remembered by: the template and the values of the
+        variables it reads, when they are all plain values (most customer texts read only the
+        org's: one render serves every customer). None: render it."""
+        if isinstance(template, _Failure):
+            return None
+        names = self._reads.get(template)
+        if names is None:
+            return None
+        values = tuple(variables.get(name, _MISSING) for name in names)
+        if not all(type(value) in _PLAIN for value in values):
+            return None
+        return template, values
+
     def _default(self, name: str, language: str) -> Template | _Failure | None:
         """The packaged template of `name` in `language`, compiled at its first use; None when it
         has no file in that language other than English (a missing English file is a failure)."""
@@ -591,7 +620,9 @@ class TemplateRenderer:
             template = None
         else:
             try:
-                template = self._compile(path.read_text(encoding="utf-8"), name)
+                source = path.read_text(encoding="utf-8")
+                template = self._compile(source, name)
+                self._reads[template] = _variables_read(self._env.parse(source))
             except TemplateLimitExceeded as exc:
                 template = _Failure("limit", str(exc))
             except Exception as exc:  # missing or unreadable file, syntax error
@@ -625,6 +656,25 @@ class TemplateRenderer:
     def _compile(self, source: str, name: str) -> Template:
         code = self._env.compile_metered(source, name)
         return self._env.template_class.from_code(self._env, code, self._env.make_globals(None))
+
+
+# How many packaged texts a renderer remembers (`TemplateRenderer._memo_key`).
+PACKAGED_TEXTS_REMEMBERED = 2048
+_MISSING = object()
+_PLAIN = frozenset({str, int, float, bool, type(None), type(_MISSING)})
+# Filters and globals whose output is not decided by the variables alone.
+_CHANCE_FILTERS = frozenset({"random", "shuffle"})
+_CHANCE_GLOBALS = frozenset({"lipsum", "cycler", "joiner", "namespace"})
+
+
+def _variables_read(tree: nodes.Template) -> tuple[str, ...] | None:
+    """The variables a template's text is decided by, or None if chance also decides it (a
+    `random` filter) or it keeps state of its own: such a text is rendered every time."""
+    if any(node.name in _CHANCE_FILTERS for node in tree.find_all(nodes.Filter)):
+        return None
+    if any(node.name in _CHANCE_GLOBALS for node in tree.find_all(nodes.Name)):
+        return None
+    return tuple(sorted(meta.find_undeclared_variables(tree)))
 
 
 def _require_known(name: str) -> None:
