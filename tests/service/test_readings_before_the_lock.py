@@ -68,12 +68,13 @@ async def test_the_group_commit_reads_the_messages_words_before_it_takes_the_wri
     batcher.start()
     try:
         hello = await batcher.submit(c.ReceiveInbound(Channel.TEXT, PHONE, ORG_NUMBER, "See you at 3", "SMhello1"))
-        stop = await batcher.submit(c.ReceiveInbound(Channel.TEXT, PHONE, ORG_NUMBER, "STOP", "SMstop1"))
+        stop = await batcher.submit(c.ReceiveInbound(Channel.TEXT, PHONE, ORG_NUMBER, "alto por favor", "SMstop1"))
     finally:
         await batcher.close()
     assert hello.intent is Intent.OTHER
     assert stop.state is State.OPTED_OUT
-    assert [text for text, _ in table.readings] == ["See you at 3", "STOP"]  # each read once
+    assert "se ha dado de baja" in stop.replies[0]  # the language worked out ahead, too
+    assert [text for text, _ in table.readings] == ["See you at 3", "alto por favor"]  # each read once
     assert all(free for _, free in table.readings), table.readings
 
 

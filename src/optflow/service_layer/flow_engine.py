@@ -17,6 +17,7 @@ from collections.abc import Callable, Collection, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from ..domain import commands as c
@@ -85,7 +86,12 @@ class FlowEngine:
 
     def __init__(self, flows: Mapping[str, f.Flow], services: h.Services, source: FlowSource,
                  unsubscribe_url: Callable[[int, str, Channel], str] | None = None) -> None:
-        self.flows = dict(flows)
+        self.flows: Mapping[str, f.Flow] = MappingProxyType(dict(flows))
+        # The flows each kind of happening may start, in the order `flows` gave them: most
+        # happenings (a customer's reply, a consent change) start no flow, and are not matched
+        # against every flow's trigger.
+        self._started_by: dict[f.TriggerKind, tuple[f.Flow, ...]] = {
+            kind: tuple(flow for flow in self.flows.values() if flow.trigger.kind is kind) for kind in f.TriggerKind}
         self.services = services
         services.subscribe(ev.ConsentChanged, self._on_consent_changed)
         services.subscribe(ev.ChannelsBlocked, self._on_channels_blocked)
@@ -179,8 +185,12 @@ class FlowEngine:
 
     def _trigger(self, uow: UnitOfWork, org_id: int, contact_id: int, kind: str, name: str,
                  data: Mapping[str, Any], now: datetime) -> list[int]:
+        try:
+            started_by = self._started_by[f.TriggerKind(kind)]
+        except ValueError as exc:
+            raise InvalidInput(f"unknown trigger kind {kind!r}") from exc
         enrolled = []
-        for flow in self.flows.values():
+        for flow in started_by:
             if f.trigger_matches(flow, kind, name, data):
                 enrollment_id = self.enroll(uow, org_id, contact_id, flow, {"kind": kind, "name": name, **data}, now)
                 if enrollment_id is not None:

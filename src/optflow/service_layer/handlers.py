@@ -228,7 +228,8 @@ class Ahead:
     transaction). `MessageBus.prerender` fills it; the handlers use what still applies."""
 
     texts: dict[tuple[str, str, str], str] = field(default_factory=dict)
-    readings: dict[str, tuple[KeywordTable, Classification]] = field(default_factory=dict)
+    # text -> (the table that read it, what it asks for, the language it is written in)
+    readings: dict[str, tuple[KeywordTable, Classification, str | None]] = field(default_factory=dict)
 
 
 # Set by the message bus around a batch's transaction.
@@ -283,7 +284,8 @@ def prerender_inbound(uow: UnitOfWork, svc: Services, cmd: c.ReceiveInbound, now
     country = sender_country(settings, normalize_for_channel(cmd.from_address, cmd.channel)) \
         if settings.keywords_by_country else None
     table = svc.keywords(settings, country)
-    into.readings[cmd.body] = (table, table.classify(cmd.body))
+    reading = table.classify(cmd.body)
+    into.readings[cmd.body] = (table, reading, spoken_language(reading.language, reading.matched, cmd.body))
     if not settings.templates:
         return
     address, contact = _sender(uow, org_id, cmd)
@@ -589,6 +591,16 @@ def classify_inbound(svc: Services, settings: OrgSettings, body: str, opt_out_ty
     return result
 
 
+def language_spoken(classification: Classification, body: str) -> str | None:
+    """The language of the customer's message `body` (`spoken_language`), as worked out ahead
+    with `classification` when it was."""
+    ahead = _AHEAD.get()
+    read = ahead.readings.get(body) if ahead is not None else None
+    if read is not None and read[1] is classification:
+        return read[2]
+    return spoken_language(classification.language, classification.matched, body)
+
+
 def receive_inbound(cmd: c.ReceiveInbound, uow: UnitOfWork, svc: Services, now: datetime) -> InboundResult:
     org_id = cmd.org_id
     if org_id is None:
@@ -614,7 +626,7 @@ def receive_inbound(cmd: c.ReceiveInbound, uow: UnitOfWork, svc: Services, now: 
     actor = Actor(ActorKind.CUSTOMER, address)
     source = cmd.provider_id or f"message:{message_id}"
     replies: list[str] = []
-    spoken = spoken_language(classification.language, classification.matched, cmd.body)
+    spoken = language_spoken(classification, cmd.body)
     language = customer_language(settings, contact, spoken)
     if contact is not None and spoken is not None and spoken != contact.language:
         uow.contacts.update(contact.id, now, language=spoken)  # learned from what they wrote
