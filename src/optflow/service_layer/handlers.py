@@ -475,7 +475,8 @@ def notify_employee(uow: UnitOfWork, svc: Services, org_id: int, settings: OrgSe
         for_agent = _agent_id(actor)
     if for_agent is None:
         for_agent = uow.inbox.last_agent_for(org_id, address, channel)
-    log.info("notified the employee about %s (%s)", mask_address(address), template)
+    if log.isEnabledFor(logging.INFO):  # masking costs more than the note's insert
+        log.info("notified the employee about %s (%s)", mask_address(address), template)
     return uow.messages.add(
         org_id=org_id, contact_id=contact.id if contact is not None else None, direction=Direction.OUT,
         audience=Audience.EMPLOYEE, channel=channel.value, address=address, body=body,
