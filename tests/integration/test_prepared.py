@@ -112,6 +112,31 @@ def test_savepoints_keep_or_undo_their_part_of_the_transaction(engine: Engine) -
     assert stored == ["+14155550100", "+14155550103"]
 
 
+def test_nested_savepoints_undo_only_their_own_part(engine: Engine) -> None:
+    """Savepoints are named by depth: the inner ones of two commands share a name, and each
+    release or roll back still reaches the newest one (its own)."""
+    with engine.connect() as conn:
+        with conn.begin():
+            org = _org(conn)
+            with Savepoint(conn) as outer:
+                Prepared(_INSERT_CONSENT).insert(conn, _consent_values(org, "+14155550110"))
+                with pytest.raises(RuntimeError), Savepoint(conn) as inner:
+                    Prepared(_INSERT_CONSENT).insert(conn, _consent_values(org, "+14155550111"))
+                    raise RuntimeError("undo the inner one")
+                with Savepoint(conn) as second:
+                    Prepared(_INSERT_CONSENT).insert(conn, _consent_values(org, "+14155550112"))
+                assert inner.name == second.name != outer.name
+            with pytest.raises(RuntimeError), Savepoint(conn) as again:
+                Prepared(_INSERT_CONSENT).insert(conn, _consent_values(org, "+14155550113"))
+                with Savepoint(conn):
+                    Prepared(_INSERT_CONSENT).insert(conn, _consent_values(org, "+14155550114"))
+                raise RuntimeError("undo the outer one, and the inner one kept inside it")
+            assert again.name == outer.name
+        with conn.begin():
+            stored = conn.execute(select(orm.consents.c.address).order_by(orm.consents.c.address)).scalars().all()
+    assert stored == ["+14155550110", "+14155550112"]
+
+
 def test_many_rows_in_one_driver_call(engine: Engine) -> None:
     with engine.connect() as conn, conn.begin():
         org = _org(conn)

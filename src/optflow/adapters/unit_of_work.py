@@ -29,7 +29,7 @@ from .flow_batch import (
 from .imports import ImportJobRepository, SuppressionRepository
 from .inbox import InboxRepository
 from .overviews import OverviewRepository
-from .prepared import Savepoint
+from .prepared import Savepoint, forget_savepoints
 from .report_series import ReportSeriesRepository
 from .reports import ReportQueries
 from .repository import (
@@ -92,6 +92,7 @@ class SqlUnitOfWork:
             except BaseException:  # e.g. the database stayed locked past its busy timeout
                 self.conn.close()
                 raise
+            forget_savepoints(self.conn)
         self.skip_locked = self.conn.dialect.name == "postgresql"
         self.orgs = OrgRepository(self.conn, self._org_memo)
         self.agents = AgentRepository(self.conn)
