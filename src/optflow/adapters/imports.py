@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
@@ -12,7 +13,7 @@ from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
 from ..domain.model import Channel
 from ..domain.records import ALL_CHANNELS, ImportJob, ImportReject, Suppression
 from . import orm
-from .prepared import Prepared
+from .prepared import Prepared, bind_list, bind_values
 
 # Asked by every policy decision, so built once (docs/performance.md).
 _SUPPRESSION_REASON = Prepared(select(orm.suppressions.c.reason).where(and_(
@@ -33,12 +34,15 @@ class SuppressionRepository:
         self.conn = conn
         self._known_empty: dict[int, bool] = {}  # org id -> it had no suppression when first asked
 
-    def reason_for(self, org_id: int, address: str, channel: Channel) -> str | None:
-        """Why `address` must not get messages on `channel`, or None when it is not suppressed."""
+    def _has_none(self, org_id: int) -> bool:
         empty = self._known_empty.get(org_id)
         if empty is None:
             empty = self._known_empty[org_id] = _ANY_SUPPRESSION.scalar(self.conn, {"w_org_id": org_id}) is None
-        if empty:
+        return empty
+
+    def reason_for(self, org_id: int, address: str, channel: Channel) -> str | None:
+        """Why `address` must not get messages on `channel`, or None when it is not suppressed."""
+        if self._has_none(org_id):
             return None
         reason: str | None = _SUPPRESSION_REASON.scalar(
             self.conn, {"w_org_id": org_id, "w_address": address, "w_channel": channel.value})
@@ -58,11 +62,23 @@ class SuppressionRepository:
             actor_id=actor_id, created_at=now))
 
     def for_addresses(self, org_id: int, addresses: Sequence[str]) -> list[Suppression]:
-        """The suppressions of some addresses, oldest first."""
-        table = orm.suppressions
-        query = select(table.c.address, table.c.channel, table.c.reason, table.c.created_at).where(
-            and_(table.c.org_id == org_id, table.c.address.in_(list(addresses)))).order_by(table.c.id)
-        return [Suppression(*row) for row in self.conn.execute(query)]
+        """The suppressions of some addresses, oldest first (the flow batches' preload)."""
+        if not addresses or self._has_none(org_id):
+            return []
+        params = {"w_org_id": org_id, **bind_values("w_address", addresses)}
+        return _suppressions_for_addresses(len(addresses)).records(self.conn, params, _suppression)
+
+
+def _suppression(values: Sequence[object]) -> Suppression:
+    return Suppression(*values)  # type: ignore[arg-type]
+
+
+@functools.lru_cache(maxsize=32)
+def _suppressions_for_addresses(count: int) -> Prepared:
+    table = orm.suppressions
+    return Prepared(select(table.c.address, table.c.channel, table.c.reason, table.c.created_at).where(
+        table.c.org_id == bindparam("w_org_id"), table.c.address.in_(bind_list("w_address", count)),
+    ).order_by(table.c.id))
 
 
 _JOB_COLUMNS = tuple(orm.import_jobs.c[name] for name in (
