@@ -647,10 +647,14 @@ def test_a_packaged_text_is_rendered_once_for_the_values_it_reads() -> None:
     other = renderer.render("customer/help", {**TYPICAL, "org_name": "Harbour Motors"}).text
     assert "Harbour Motors" in other and other != first
     assert renderer.runs == 2
-    # The note to the employee reads the contact's name: each contact's is rendered.
+    # A text that reads a customer's own values is rendered every time, not kept in memory:
+    # the note naming the contact, and the PIN above all.
     renderer.render("employee/contact_opted_out", TYPICAL)
-    renderer.render("employee/contact_opted_out", {**TYPICAL, "contact_name": "Robin"})
+    renderer.render("employee/contact_opted_out", TYPICAL)
     assert renderer.runs == 4
+    renderer.render("customer/pin", {**TYPICAL, "pin": "123456", "pin_valid_minutes": 10})
+    renderer.render("customer/pin", {**TYPICAL, "pin": "123456", "pin_valid_minutes": 10})
+    assert renderer.runs == 6
 
 
 def test_a_packaged_text_decided_by_chance_is_rendered_every_time(template_copy: Path) -> None:

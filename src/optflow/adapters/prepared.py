@@ -44,6 +44,14 @@ class _Compiled:
     columns: tuple[str, ...]  # result column names
     results: tuple[Processor, ...]  # result processors, one per column
     returns_id: bool  # an INSERT whose new primary key comes back as a row (RETURNING)
+    processed_results: tuple[tuple[int, Callable[[Any], Any]], ...] = ()  # (column position, processor)
+
+    def values(self, row: Sequence[Any]) -> list[Any]:
+        """A result row's values, in column order, as SQLAlchemy would give them."""
+        values = list(row)
+        for position, process in self.processed_results:
+            values[position] = process(values[position])
+        return values
 
     def args(self, params: Mapping[str, Any]) -> Any:
         """The driver's parameters: processed values in SQL order, or by name."""
@@ -69,43 +77,38 @@ class Prepared:
 
     def rows(self, conn: Connection, params: Mapping[str, Any]) -> list[Row]:
         compiled, cursor = self._run(conn, params)
-        names, processors = compiled.columns, compiled.results
+        names = compiled.columns
         try:
             fetched = cursor.fetchall()
         finally:
             cursor.close()
-        if not any(processors):
+        if not compiled.processed_results:
             return [dict(zip(names, row, strict=True)) for row in fetched]
-        return [{name: proc(value) if proc is not None else value
-                 for name, proc, value in zip(names, processors, row, strict=True)} for row in fetched]
+        return [dict(zip(names, compiled.values(row), strict=True)) for row in fetched]
 
     def first(self, conn: Connection, params: Mapping[str, Any]) -> Row | None:
         compiled, row = self._one(conn, params)
         if row is None:
             return None
-        return {name: proc(value) if proc is not None else value
-                for name, proc, value in zip(compiled.columns, compiled.results, row, strict=True)}
+        return dict(zip(compiled.columns, compiled.values(row), strict=True))
 
     def records(self, conn: Connection, params: Mapping[str, Any], reader: Callable[[Sequence[Any]], R]) -> list[R]:
         """The rows, each made into a record by `reader` from its values in column order."""
         compiled, cursor = self._run(conn, params)
-        processors = compiled.results
         try:
             fetched = cursor.fetchall()
         finally:
             cursor.close()
-        if not any(processors):
+        if not compiled.processed_results:
             return [reader(row) for row in fetched]
-        return [reader([proc(value) if proc is not None else value
-                        for proc, value in zip(processors, row, strict=True)]) for row in fetched]
+        return [reader(compiled.values(row)) for row in fetched]
 
     def record(self, conn: Connection, params: Mapping[str, Any], reader: Callable[[Sequence[Any]], R]) -> R | None:
         """The first row made into a record by `reader`, or None."""
         compiled, row = self._one(conn, params)
         if row is None:
             return None
-        return reader([proc(value) if proc is not None else value
-                       for proc, value in zip(compiled.results, row, strict=True)])
+        return reader(compiled.values(row))
 
     def scalar(self, conn: Connection, params: Mapping[str, Any]) -> Any:
         """The first column of the first row, or None."""
@@ -199,6 +202,7 @@ def _compile(statement: ClauseElement, dialect: Dialect, keys: tuple[str, ...]) 
         processed=tuple((i, processors[name]) for i, name in enumerate(names) if processors.get(name) is not None),
         defaults=defaults, columns=columns, results=results,
         returns_id=bool(getattr(compiled, "effective_returning", None)),
+        processed_results=tuple((i, proc) for i, proc in enumerate(results) if proc is not None),
     )
 
 

@@ -667,14 +667,21 @@ _CHANCE_FILTERS = frozenset({"random", "shuffle"})
 _CHANCE_GLOBALS = frozenset({"lipsum", "cycler", "joiner", "namespace"})
 
 
+# Values about one customer: a text that reads one is rather rendered every time than kept in
+# memory (a PIN above all), and would rarely be asked for again anyway.
+_CUSTOMERS_OWN = frozenset({"contact_name", "pin", "held_message", "reason", "unsubscribe_url"})
+
+
 def _variables_read(tree: nodes.Template) -> tuple[str, ...] | None:
-    """The variables a template's text is decided by, or None if chance also decides it (a
-    `random` filter) or it keeps state of its own: such a text is rendered every time."""
+    """The variables a template's text is decided by, or None if it is not to be remembered:
+    chance also decides it (a `random` filter), it keeps state of its own, or it reads a
+    customer's own values."""
     if any(node.name in _CHANCE_FILTERS for node in tree.find_all(nodes.Filter)):
         return None
     if any(node.name in _CHANCE_GLOBALS for node in tree.find_all(nodes.Name)):
         return None
-    return tuple(sorted(meta.find_undeclared_variables(tree)))
+    read = meta.find_undeclared_variables(tree)
+    return None if read & _CUSTOMERS_OWN else tuple(sorted(read))
 
 
 def _require_known(name: str) -> None:
