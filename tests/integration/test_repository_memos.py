@@ -66,3 +66,33 @@ def test_a_contacts_enrolments_reflect_every_change_in_the_same_unit_of_work(sql
         assert [r.status for r in uow.enrollments.for_contact(contact)] == ["active"]
         uow.enrollments.move(first, 3, NOW)
         assert uow.enrollments.for_contact(contact)[0].pc == 3
+
+
+def test_a_consent_save_writes_only_what_changed_since_it_was_read(engine: Engine) -> None:
+    """A consent's save writes the columns that changed since this unit of work read it (and
+    nothing when none did), so it neither rewrites the table's indexed states and dates for a
+    flag nor overwrites a column it did not change."""
+    from sqlalchemy import select, update
+
+    from optflow.adapters import orm
+    from optflow.domain.model import Channel, State
+
+    with SqlUnitOfWork(engine) as uow:
+        org = uow.orgs.create("Acme", NOW)
+        consent = uow.consents.get(org, "+14155552671", Channel.TEXT)
+        consent.state, consent.opted_out_at, consent.method = State.OPTED_OUT, NOW, "keyword"
+        uow.consents.save(consent, NOW)
+        assert consent.id is not None
+        read = uow.consents.get(org, "+14155552671", Channel.TEXT, lock=True)
+        # Another change to the row, not through this consent (the test stands in for one).
+        uow.conn.execute(update(orm.consents).where(orm.consents.c.id == read.id).values(method="imported"))
+        read.opt_out_confirmation_sent = True
+        later = datetime(2026, 11, 23, 18, 5, tzinfo=UTC)
+        uow.consents.save(read, later)
+        row = uow.conn.execute(select(orm.consents).where(orm.consents.c.id == read.id)).mappings().one()
+        assert row["opt_out_confirmation_sent"] and row["state"] == "opted_out"
+        assert row["method"] == "imported"  # not written back: this consent did not change it
+        assert row["updated_at"] == later
+        uow.consents.save(read, datetime(2026, 11, 23, 18, 9, tzinfo=UTC))  # nothing changed: nothing written
+        again = uow.conn.execute(select(orm.consents.c.updated_at).where(orm.consents.c.id == read.id)).scalar()
+        assert again == later

@@ -452,6 +452,13 @@ _CHANNELS = {channel.value: channel for channel in Channel}
 _STATES = {state.value: state for state in State}
 
 
+def _stored_values(consent: Consent) -> dict[str, Any]:
+    """The values of a consent's row that `ConsentRepository.save` writes (its key aside)."""
+    values = {name: getattr(consent, name) for name in _CONSENT_FIELDS}
+    values["state"] = State(consent.state).value
+    return values
+
+
 def consent_from_row(row: Any) -> Consent:
     return Consent(
         channel=_CHANNELS[row["channel"]], address=row["address"], state=_STATES[row["state"]],
@@ -465,8 +472,14 @@ def consent_from_row(row: Any) -> Consent:
 
 
 class ConsentRepository:
+    """Consents. `save` writes only the columns that changed since the consent was read (or last
+    saved) through this repository: an UPDATE of all of them rewrote the entries of every index
+    on the table (state and its dates) even when only a flag changed, as when an opt-out's
+    confirmation is marked sent right after the opt-out itself."""
+
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+        self._stored: dict[int, dict[str, Any]] = {}  # consent id -> its row's values as last read or written
 
     def get(self, org_id: int, address: str, channel: Channel, *, lock: bool = False) -> Consent:
         """The stored consent, or a new `unknown` one (saved by `save`)."""
@@ -474,26 +487,38 @@ class ConsentRepository:
             self.conn, {"w_org_id": org_id, "w_address": address, "w_channel": channel.value})
         if row is None:
             return Consent(channel=channel, address=address, org_id=org_id)
-        return consent_from_row(row)
+        return self._read(consent_from_row(row))
 
     def save(self, consent: Consent, now: datetime) -> None:
-        values = {name: getattr(consent, name) for name in _CONSENT_FIELDS}
-        values["state"] = State(consent.state).value
-        values["updated_at"] = now
+        values = _stored_values(consent)
         if consent.id is None:
             consent.id = _INSERT_CONSENT.insert(self.conn, {
-                "org_id": consent.org_id, "address": consent.address, "channel": consent.channel.value, **values,
+                "org_id": consent.org_id, "address": consent.address, "channel": consent.channel.value,
+                **values, "updated_at": now,
             })
         else:
-            _UPDATE_CONSENT.execute(self.conn, {"w_id": consent.id, **values})
+            stored = self._stored.get(consent.id)
+            changed = values if stored is None else {name: value for name, value in values.items()
+                                                     if stored[name] != value}
+            if not changed:
+                return
+            _UPDATE_CONSENT.execute(self.conn, {"w_id": consent.id, **changed, "updated_at": now})
+        self._stored[consent.id] = values
+
+    def _read(self, consent: Consent) -> Consent:
+        assert consent.id is not None
+        self._stored[consent.id] = _stored_values(consent)
+        return consent
 
     def for_addresses(self, org_id: int, addresses: Sequence[str]) -> list[Consent]:
         if not addresses:
             return []
         params = {"w_org_id": org_id, **bind_values("w_address", addresses)}
-        return [consent_from_row(r) for r in _consents_for_addresses(len(addresses)).rows(self.conn, params)]
+        return [self._read(consent_from_row(r))
+                for r in _consents_for_addresses(len(addresses)).rows(self.conn, params)]
 
     def attach_contact(self, org_id: int, address: str, contact_id: int) -> None:
+        self._stored.clear()  # rows changed behind the consents read: their next save writes every column
         self.conn.execute(update(orm.consents).where(and_(
             orm.consents.c.org_id == org_id, orm.consents.c.address == address
         )).values(contact_id=contact_id))
