@@ -96,3 +96,26 @@ def test_a_consent_save_writes_only_what_changed_since_it_was_read(engine: Engin
         uow.consents.save(read, datetime(2026, 11, 23, 18, 9, tzinfo=UTC))  # nothing changed: nothing written
         again = uow.conn.execute(select(orm.consents.c.updated_at).where(orm.consents.c.id == read.id)).scalar()
         assert again == later
+
+
+def test_a_consent_saved_in_a_savepoint_that_rolled_back_is_written_whole_next_time(engine: Engine) -> None:
+    from sqlalchemy import select
+
+    from optflow.adapters import orm
+    from optflow.domain.model import Channel, State
+
+    with SqlUnitOfWork(engine) as uow:
+        org = uow.orgs.create("Acme", NOW)
+        consent = uow.consents.get(org, "+14155552671", Channel.TEXT)
+        uow.consents.save(consent, NOW)
+        consent = uow.consents.get(org, "+14155552671", Channel.TEXT)
+        consent.state, consent.opted_out_at = State.OPTED_OUT, NOW
+        try:
+            with uow.savepoint():
+                uow.consents.save(consent, NOW)
+                raise RuntimeError("the command failed after the save")
+        except RuntimeError:
+            pass
+        uow.consents.save(consent, NOW)  # the same change again: the row no longer has it
+        state = uow.conn.execute(select(orm.consents.c.state).where(orm.consents.c.id == consent.id)).scalar()
+        assert state == "opted_out"

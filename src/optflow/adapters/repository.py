@@ -510,6 +510,11 @@ class ConsentRepository:
         self._stored[consent.id] = _stored_values(consent)
         return consent
 
+    def forget_reads(self) -> None:
+        """Rows may hold other values than last read or written here (a savepoint rolled back):
+        the next save of each consent writes every column."""
+        self._stored.clear()
+
     def for_addresses(self, org_id: int, addresses: Sequence[str]) -> list[Consent]:
         if not addresses:
             return []
@@ -518,7 +523,7 @@ class ConsentRepository:
                 for r in _consents_for_addresses(len(addresses)).rows(self.conn, params)]
 
     def attach_contact(self, org_id: int, address: str, contact_id: int) -> None:
-        self._stored.clear()  # rows changed behind the consents read: their next save writes every column
+        self.forget_reads()  # rows changed behind the consents read
         self.conn.execute(update(orm.consents).where(and_(
             orm.consents.c.org_id == org_id, orm.consents.c.address == address
         )).values(contact_id=contact_id))
@@ -528,14 +533,14 @@ class ConsentRepository:
             orm.consents.c.state == State.OPTED_IN.value, orm.consents.c.opted_in_at < opted_in_before,
             orm.consents.c.org_id == org_id, orm.consents.c.channel == channel.value,
         )).order_by(orm.consents.c.opted_in_at).limit(limit)
-        return [consent_from_row(r) for r in self.conn.execute(q).mappings()]
+        return [self._read(consent_from_row(r)) for r in self.conn.execute(q).mappings()]
 
     def due_for_lapse(self, org_id: int, requested_before: datetime, limit: int) -> list[Consent]:
         q = select(orm.consents).where(and_(
             orm.consents.c.state == State.REQUESTED.value, orm.consents.c.requested_at < requested_before,
             orm.consents.c.org_id == org_id,
         )).order_by(orm.consents.c.requested_at).limit(limit)
-        return [consent_from_row(r) for r in self.conn.execute(q).mappings()]
+        return [self._read(consent_from_row(r)) for r in self.conn.execute(q).mappings()]
 
 
 _LEDGER_COLUMNS = tuple(column.name for column in orm.ledger.columns if column.name != "id")

@@ -166,6 +166,7 @@ class SqlUnitOfWork:
                 yield
         except BaseException:
             del self.ledger.queue.entries[queued:]
+            self.consents.forget_reads()
             raise
 
 
