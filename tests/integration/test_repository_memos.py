@@ -119,3 +119,49 @@ def test_a_consent_saved_in_a_savepoint_that_rolled_back_is_written_whole_next_t
         uow.consents.save(consent, NOW)  # the same change again: the row no longer has it
         state = uow.conn.execute(select(orm.consents.c.state).where(orm.consents.c.id == consent.id)).scalar()
         assert state == "opted_out"
+
+
+def test_what_a_unit_of_work_reads_ahead_gives_way_to_its_own_changes(engine: Engine) -> None:
+    from optflow.domain.model import Channel, State
+
+    with SqlUnitOfWork(engine) as uow:
+        org = uow.orgs.create("Acme", NOW)
+        sam = uow.contacts.create(org, NOW, name="Sam")
+        uow.contacts.add_address(org, sam, "phone", "+14155552671")
+        uow.read_ahead([(org, "+14155552671", Channel.TEXT), (org, "+14155552672", Channel.TEXT)])
+        assert uow.contacts.at_address(org, "+14155552672") is None
+        assert uow.enrollments.for_contact(sam) == []
+        # Changes made after the read-ahead are what later reads see.
+        robin = uow.contacts.create(org, NOW, name="Robin")
+        uow.contacts.add_address(org, robin, "phone", "+14155552672")
+        found = uow.contacts.at_address(org, "+14155552672")
+        assert found is not None and found.id == robin
+        uow.contacts.update(sam, NOW, language="es")
+        sam_now = uow.contacts.at_address(org, "+14155552671")
+        assert sam_now is not None and sam_now.language == "es"
+        first = uow.enrollments.create(org, sam, "drip", "v1", {}, NOW)
+        assert [row.id for row in uow.enrollments.for_contact(sam)] == [first]
+        uow.enrollments.end_many([(first, 0)], EnrollmentStatus.CANCELLED, "opted out", NOW)
+        assert uow.enrollments.for_contact(sam) == []
+        consent = uow.consents.get(org, "+14155552671", Channel.TEXT)
+        assert consent.state is State.UNKNOWN and consent.id is None
+        consent.state = State.OPTED_OUT
+        uow.consents.save(consent, NOW)
+        assert uow.consents.get(org, "+14155552671", Channel.TEXT).state is State.OPTED_OUT
+        # A rolled-back savepoint: what was read ahead and since is read again.
+        uow.read_ahead([(org, "+14155552671", Channel.TEXT)])
+        try:
+            with uow.savepoint():
+                again = uow.consents.get(org, "+14155552671", Channel.TEXT)
+                again.state = State.OPTED_IN
+                uow.consents.save(again, NOW)
+                uow.contacts.update(sam, NOW, language="fr")
+                uow.enrollments.create(org, sam, "drip", "v1", {}, NOW)
+                assert len(uow.enrollments.for_contact(sam)) == 1
+                raise RuntimeError("undo")
+        except RuntimeError:
+            pass
+        assert uow.consents.get(org, "+14155552671", Channel.TEXT).state is State.OPTED_OUT
+        sam_after = uow.contacts.at_address(org, "+14155552671")
+        assert sam_after is not None and sam_after.language == "es"
+        assert uow.enrollments.for_contact(sam) == []  # not the enrolment that was rolled back

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -12,7 +12,7 @@ from sqlalchemy import Connection, and_, bindparam, insert, literal, select, upd
 
 from ..domain.records import RUNNING, Enrollment, EnrollmentStatus, FlowVersion
 from . import orm
-from .prepared import Prepared
+from .prepared import Prepared, bind_list, bind_values
 from .records import ENROLLMENT, FLOW_VERSION
 
 Row = dict[str, Any]
@@ -40,6 +40,17 @@ def _for_contact(statuses: tuple[EnrollmentStatus, ...]) -> Prepared:
     )).order_by(orm.enrollments.c.id))
 
 
+READ_AHEAD_CHUNK = 100  # contacts per statement of `read_ahead`
+
+
+@functools.lru_cache(maxsize=READ_AHEAD_CHUNK + 1)
+def _running_for_contacts(count: int) -> Prepared:
+    return Prepared(select(orm.enrollments).where(and_(
+        orm.enrollments.c.contact_id.in_(bind_list("w_contact_id", count)),
+        orm.enrollments.c.status.in_([literal(s.value) for s in RUNNING]),
+    )).order_by(orm.enrollments.c.id))
+
+
 @functools.lru_cache(maxsize=16)
 def _any_for(statuses: tuple[EnrollmentStatus, ...]) -> Prepared:
     return Prepared(select(orm.enrollments.c.id).where(and_(
@@ -57,8 +68,42 @@ class EnrollmentRepository:
         self.conn = conn
         self._for_contact: dict[tuple[int, tuple[EnrollmentStatus, ...]], list[Enrollment]] = {}
 
-    def _changed(self) -> None:
+    def _changed(self, contact_id: int | None = None, enrollment_ids: Iterable[int] = ()) -> None:
+        """Forget what a write may have changed: the enrolments of `contact_id`, or those lists
+        that hold one of `enrollment_ids`; everything when neither says (or an id is in no list,
+        so its contact is not known here)."""
+        if contact_id is not None:
+            for key in [key for key in self._for_contact if key[0] == contact_id]:
+                del self._for_contact[key]
+            return
+        ids = set(enrollment_ids)
+        if not ids:
+            self._for_contact.clear()
+            return
+        holding = [key for key, rows in self._for_contact.items() if any(row.id in ids for row in rows)]
+        found = {row.id for key in holding for row in self._for_contact[key]} & ids
+        if found != ids:
+            self._for_contact.clear()
+            return
+        for key in holding:
+            del self._for_contact[key]
+
+    def forget_reads(self) -> None:
+        """A savepoint rolled back: enrolments read since may no longer be as read."""
         self._for_contact.clear()
+
+    def read_ahead(self, contact_ids: Sequence[int]) -> None:
+        """Read the running enrolments of many contacts in one statement (a batch's senders),
+        kept like those `for_contact` reads one contact at a time."""
+        wanted = [contact_id for contact_id in dict.fromkeys(contact_ids)
+                  if (contact_id, RUNNING) not in self._for_contact]
+        for chunk in (wanted[i:i + READ_AHEAD_CHUNK] for i in range(0, len(wanted), READ_AHEAD_CHUNK)):
+            found: dict[int, list[Enrollment]] = {contact_id: [] for contact_id in chunk}
+            for row in _running_for_contacts(len(chunk)).records(self.conn, bind_values("w_contact_id", chunk),
+                                                                 ENROLLMENT):
+                found[row.contact_id].append(row)
+            for contact_id, rows in found.items():
+                self._for_contact[(contact_id, RUNNING)] = rows
 
     def remember_version(self, name: str, version: str, source_file: str, source: str, now: datetime) -> None:
         exists = self.conn.execute(select(orm.flow_versions.c.id).where(and_(
@@ -77,7 +122,7 @@ class EnrollmentRepository:
 
     def create(self, org_id: int, contact_id: int, flow_name: str, flow_version: str,
                event: Mapping[str, Any], now: datetime) -> int:
-        self._changed()
+        self._changed(contact_id=contact_id)
         return _INSERT_ENROLLMENT.insert(self.conn, {
             "org_id": org_id, "contact_id": contact_id, "flow_name": flow_name, "flow_version": flow_version,
             "pc": 0, "status": EnrollmentStatus.ACTIVE, "next_run_at": now,
@@ -104,11 +149,11 @@ class EnrollmentRepository:
         return statement.records(self.conn, {"w_now": now, "w_limit": limit}, ENROLLMENT)
 
     def move(self, enrollment_id: int, pc: int, next_run_at: datetime | None) -> None:
-        self._changed()
+        self._changed(enrollment_ids=(enrollment_id,))
         _UPDATE_ENROLLMENT.execute(self.conn, {"w_id": enrollment_id, "pc": pc, "next_run_at": next_run_at})
 
     def end(self, enrollment_id: int, status: EnrollmentStatus, reason: str, now: datetime) -> None:
-        self._changed()
+        self._changed(enrollment_ids=(enrollment_id,))
         _UPDATE_ENROLLMENT.execute(self.conn, {"w_id": enrollment_id, "status": status, "end_reason": reason,
                                                "ended_at": now, "next_run_at": None})
 
@@ -148,7 +193,7 @@ class EnrollmentRepository:
     def change_many(self, changes: Mapping[int, Mapping[str, Any]]) -> None:
         """Set columns of many enrolments (enrolment id -> column values), with one executemany
         per set of columns: what `move` and `end` do one row at a time."""
-        self._changed()
+        self._changed(enrollment_ids=changes)
         by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for enrollment_id, values in changes.items():
             by_columns.setdefault(tuple(sorted(values)), []).append({**values, "w_id": enrollment_id})

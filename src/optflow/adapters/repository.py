@@ -70,6 +70,17 @@ _CONTACT_BY_ADDRESS = Prepared(select(orm.addresses.c.contact_id).where(and_(
 _CONTACT_AT_ADDRESS = Prepared(select(orm.contacts).join_from(
     orm.addresses, orm.contacts, orm.addresses.c.contact_id == orm.contacts.c.id).where(and_(
         orm.addresses.c.org_id == bindparam("w_org_id"), orm.addresses.c.value == bindparam("w_value"))))
+_READ_AHEAD_CHUNK = 100  # addresses per statement of a read-ahead
+_UNREAD = object()
+
+
+@functools.lru_cache(maxsize=_READ_AHEAD_CHUNK + 1)
+def _contacts_at_addresses(count: int) -> Prepared:
+    return Prepared(select(orm.addresses.c.value, *orm.contacts.c).join_from(
+        orm.addresses, orm.contacts, orm.addresses.c.contact_id == orm.contacts.c.id).where(
+        orm.addresses.c.org_id == bindparam("w_org_id"), orm.addresses.c.value.in_(bind_list("w_value", count))))
+
+
 _ADDRESSES = Prepared(select(orm.addresses).where(orm.addresses.c.contact_id == bindparam("w_contact_id")) \
     .order_by(orm.addresses.c.id))
 _CONSENT_SELECT = select(orm.consents).where(and_(
@@ -128,7 +139,7 @@ _LAST_INBOUND = Prepared(select(func.max(orm.messages.c.created_at)).where(and_(
     orm.messages.c.channel == bindparam("w_channel"), orm.messages.c.direction == Direction.IN)))
 
 
-@functools.lru_cache(maxsize=32)
+@functools.lru_cache(maxsize=128)
 def _consents_for_addresses(count: int) -> Prepared:
     return Prepared(select(orm.consents).where(and_(
         orm.consents.c.org_id == bindparam("w_org_id"), orm.consents.c.address.in_(bind_list("w_address", count)),
@@ -365,11 +376,13 @@ class ContactRepository:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self._addresses: dict[int, list[Address]] = {}
+        self._at: dict[tuple[int, str], Contact | None] = {}  # (org id, address) -> contact, read ahead
 
     def create(self, org_id: int, now: datetime, name: str = "", time_zone: str | None = None,
                region: str | None = None, fields: Mapping[str, Any] | None = None,
                marketing_allowed: bool = True, language: str | None = None,
                external_id: str | None = None) -> int:
+        self._at.clear()  # a new contact: addresses read as nobody's may become its own
         return new_id(self.conn.execute(insert(orm.contacts).values(
             org_id=org_id, name=name, time_zone=time_zone, region=region, language=language,
             fields_json=json.dumps(dict(fields or {})), marketing_allowed=marketing_allowed,
@@ -392,6 +405,8 @@ class ContactRepository:
         return row
 
     def update(self, contact_id: int, now: datetime, **values: Any) -> None:
+        if self._at:
+            self._at = {key: found for key, found in self._at.items() if found is None or found.id != contact_id}
         if "fields" in values:
             values["fields_json"] = json.dumps(values.pop("fields"))
         _UPDATE_CONTACT.execute(self.conn, {"w_id": contact_id, "updated_at": now, **values})
@@ -405,10 +420,31 @@ class ContactRepository:
 
     def at_address(self, org_id: int, value: str) -> Contact | None:
         """The contact one of whose addresses is `value` (in normal form)."""
+        found = self._at.get((org_id, value), _UNREAD)
+        if found is not _UNREAD:
+            return found  # type: ignore[return-value]
         return _CONTACT_AT_ADDRESS.record(self.conn, {"w_org_id": org_id, "w_value": value}, CONTACT)
+
+    def read_ahead(self, org_id: int, values: Sequence[str]) -> list[int]:
+        """Find the contacts at many addresses in one statement (a batch's senders), for
+        `at_address`; the ids of those found. Kept until this repository changes the contact
+        (or adds an address, or creates a contact)."""
+        wanted = [value for value in dict.fromkeys(values) if (org_id, value) not in self._at]
+        for chunk in (wanted[i:i + _READ_AHEAD_CHUNK] for i in range(0, len(wanted), _READ_AHEAD_CHUNK)):
+            self._at.update(((org_id, value), None) for value in chunk)
+            for row in _contacts_at_addresses(len(chunk)).records(
+                    self.conn, {"w_org_id": org_id, **bind_values("w_value", chunk)}, tuple):
+                self._at[(org_id, row[0])] = CONTACT(row[1:])
+        return [contact.id for (org, _), contact in self._at.items() if org == org_id and contact is not None]
+
+    def forget_reads(self) -> None:
+        """A savepoint rolled back: contacts and addresses read since may no longer be as read."""
+        self._at.clear()
+        self._addresses.clear()
 
     def add_address(self, org_id: int, contact_id: int, kind: str, value: str) -> None:
         self._addresses.pop(contact_id, None)
+        self._at.pop((org_id, value), None)
         self.conn.execute(insert(orm.addresses).values(org_id=org_id, contact_id=contact_id, kind=kind, value=value))
 
     def set_phone_flags(self, org_id: int, value: str, *, active: bool, do_not_call: bool) -> None:
@@ -480,16 +516,37 @@ class ConsentRepository:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self._stored: dict[int, dict[str, Any]] = {}  # consent id -> its row's values as last read or written
+        self._ahead: dict[tuple[int, str, Channel], Row | None] = {}  # read ahead: the row, or None for none
 
     def get(self, org_id: int, address: str, channel: Channel, *, lock: bool = False) -> Consent:
         """The stored consent, or a new `unknown` one (saved by `save`)."""
-        row = (_CONSENT_LOCKED if lock else _CONSENT).first(
-            self.conn, {"w_org_id": org_id, "w_address": address, "w_channel": channel.value})
+        row = self._ahead.get((org_id, address, channel), _UNREAD)
+        if row is _UNREAD or (lock and self.conn.dialect.name == "postgresql"):  # a row lock: read it now
+            row = (_CONSENT_LOCKED if lock else _CONSENT).first(
+                self.conn, {"w_org_id": org_id, "w_address": address, "w_channel": channel.value})
         if row is None:
             return Consent(channel=channel, address=address, org_id=org_id)
         return self._read(consent_from_row(row))
 
+    def read_ahead(self, org_id: int, wanted: Sequence[tuple[str, Channel]]) -> None:
+        """Read the consents of many (address, channel) in one statement (a batch's senders),
+        for `get`; each is kept until it is saved. Not used for a locking `get` on PostgreSQL,
+        whose row locks must not be taken early."""
+        keys = [(org_id, address, channel) for address, channel in dict.fromkeys(wanted)
+                if (org_id, address, channel) not in self._ahead]
+        addresses = list(dict.fromkeys(address for _, address, _ in keys))
+        for chunk in (addresses[i:i + _READ_AHEAD_CHUNK] for i in range(0, len(addresses), _READ_AHEAD_CHUNK)):
+            params = {"w_org_id": org_id, **bind_values("w_address", chunk)}
+            for row in _consents_for_addresses(len(chunk)).rows(self.conn, params):
+                self._ahead[(org_id, row["address"], _CHANNELS[row["channel"]])] = row
+        for key in keys:
+            self._ahead.setdefault(key, None)
+
     def save(self, consent: Consent, now: datetime) -> None:
+        if consent.org_id is None:
+            self._ahead.clear()
+        else:
+            self._ahead.pop((consent.org_id, consent.address, consent.channel), None)
         values = _stored_values(consent)
         if consent.id is None:
             consent.id = _INSERT_CONSENT.insert(self.conn, {
@@ -512,8 +569,9 @@ class ConsentRepository:
 
     def forget_reads(self) -> None:
         """Rows may hold other values than last read or written here (a savepoint rolled back):
-        the next save of each consent writes every column."""
+        the next save of each consent writes every column, and each is read again."""
         self._stored.clear()
+        self._ahead.clear()
 
     def for_addresses(self, org_id: int, addresses: Sequence[str]) -> list[Consent]:
         if not addresses:

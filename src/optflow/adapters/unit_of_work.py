@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from ..domain.model import Channel
 from ..domain.records import Contact, Enrollment, SendWindow
 from . import db, ledger_files
 from .console_auth import ConsoleSessionRepository, SignInFailureRepository
@@ -166,8 +167,28 @@ class SqlUnitOfWork:
                 yield
         except BaseException:
             del self.ledger.queue.entries[queued:]
-            self.consents.forget_reads()
+            self.forget_reads()
             raise
+
+    def forget_reads(self) -> None:
+        """What the repositories keep of rows read (or read ahead) may no longer hold after a
+        savepoint rolled back: they read again."""
+        self.consents.forget_reads()
+        self.contacts.forget_reads()
+        self.enrollments.forget_reads()
+
+    def read_ahead(self, senders: Sequence[tuple[int, str, Channel]]) -> None:
+        """Read, in a few statements, what handling messages from `senders` (org id, address in
+        normal form, channel) reads one sender at a time: the contact at each address, its
+        consent on that channel, the contacts' running enrolments (see `MessageBus.handle_batch`)."""
+        by_org: dict[int, list[tuple[str, Channel]]] = {}
+        for org_id, address, channel in senders:
+            by_org.setdefault(org_id, []).append((address, channel))
+        contact_ids: list[int] = []
+        for org_id, wanted in by_org.items():
+            contact_ids += self.contacts.read_ahead(org_id, [address for address, _ in wanted])
+            self.consents.read_ahead(org_id, wanted)
+        self.enrollments.read_ahead(contact_ids)
 
 
 class BatchUnitOfWork(SqlUnitOfWork):

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from ..domain import commands as c
-from ..domain.addresses import normalize_for_channel
-from ..domain.model import DomainError, Intent, NotFound
+from ..domain.addresses import normalize_for_channel, written_as_e164
+from ..domain.model import Channel, DomainError, Intent, NotFound
 from ..domain.records import Audience, Direction, MessageStatus
 from ..domain.redaction import mask_address
 from ..domain.text import storable
@@ -130,6 +130,8 @@ class MessageBus:
         for attempt in range(1, RETRIES + 1):
             try:
                 with self.uow() as uow, worked_out_ahead(prerendered or Ahead()):
+                    if len(batch) > 1:
+                        uow.read_ahead(_senders(done.command for done in batch))
                     for done in batch:
                         self._run(uow, done, now)
                     if before_commit is not None:
@@ -214,6 +216,19 @@ class MessageBus:
         except Exception:
             log.exception("could not record the opt-out of %s after %r", mask_address(command.from_address), error)
             return False
+
+
+def _senders(commands: Iterable[c.Command]) -> list[tuple[int, str, Channel]]:
+    """The senders of a batch's inbound messages, as their handler will look them up, for
+    `UnitOfWork.read_ahead`: those whose org is known and whose address is written in normal
+    form (the others are looked up one by one, as they would be anyway)."""
+    senders = []
+    for command in commands:
+        if isinstance(command, c.ReceiveInbound) and command.org_id is not None:
+            address = written_as_e164(command.from_address, command.channel)
+            if address is not None:
+                senders.append((command.org_id, address, command.channel))
+    return senders
 
 
 def save_opt_out_only(uows: UnitOfWorkFactory, services: Services, command: c.ReceiveInbound, now: datetime) -> bool:

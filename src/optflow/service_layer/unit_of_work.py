@@ -9,6 +9,7 @@ from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Protocol
 
+from ..domain.model import Channel
 from ..domain.records import Contact, Enrollment, SendWindow
 from .ports import LedgerFiles
 from .repositories import (
@@ -86,6 +87,12 @@ class UnitOfWork(Protocol):
 
     def savepoint(self) -> AbstractContextManager[None]:
         """`with uow.savepoint():` undoes only the block's work, ledger entries included, when it raises."""
+
+    def read_ahead(self, senders: Sequence[tuple[int, str, Channel]]) -> None:
+        """Read at once what handling a message from each sender (org id, address in normal
+        form, channel) will read: a batch's contacts, consents and enrolments in a few
+        statements instead of several per message. What this unit of work then changes, or a
+        rolled-back savepoint, is read again."""
 
     def batched(self, enrollments: Sequence[Enrollment], send_windows: Mapping[int, SendWindow]) -> BatchUnitOfWork:
         """A unit of work inside this one for running many enrolments' steps at once: its reads
