@@ -12,7 +12,7 @@ from sqlalchemy import Connection, and_, bindparam, insert, literal, select, upd
 
 from ..domain.records import RUNNING, Enrollment, EnrollmentStatus, FlowVersion
 from . import orm
-from .prepared import Prepared, bind_list, bind_values
+from .prepared import Prepared, bind_list, bind_values, in_chunks
 from .records import ENROLLMENT, FLOW_VERSION
 
 Row = dict[str, Any]
@@ -40,10 +40,10 @@ def _for_contact(statuses: tuple[EnrollmentStatus, ...]) -> Prepared:
     )).order_by(orm.enrollments.c.id))
 
 
-READ_AHEAD_CHUNK = 100  # contacts per statement of `read_ahead`
+READ_AHEAD_CHUNK = 128  # contacts per statement of `read_ahead` (padded, see `in_chunks`)
 
 
-@functools.lru_cache(maxsize=READ_AHEAD_CHUNK + 1)
+@functools.lru_cache(maxsize=16)
 def _running_for_contacts(count: int) -> Prepared:
     return Prepared(select(orm.enrollments).where(and_(
         orm.enrollments.c.contact_id.in_(bind_list("w_contact_id", count)),
@@ -95,9 +95,8 @@ class EnrollmentRepository:
     def read_ahead(self, contact_ids: Sequence[int]) -> None:
         """Read the running enrolments of many contacts in one statement (a batch's senders),
         kept like those `for_contact` reads one contact at a time."""
-        wanted = [contact_id for contact_id in dict.fromkeys(contact_ids)
-                  if (contact_id, RUNNING) not in self._for_contact]
-        for chunk in (wanted[i:i + READ_AHEAD_CHUNK] for i in range(0, len(wanted), READ_AHEAD_CHUNK)):
+        wanted = [contact_id for contact_id in contact_ids if (contact_id, RUNNING) not in self._for_contact]
+        for chunk in in_chunks(wanted, READ_AHEAD_CHUNK):
             found: dict[int, list[Enrollment]] = {contact_id: [] for contact_id in chunk}
             for row in _running_for_contacts(len(chunk)).records(self.conn, bind_values("w_contact_id", chunk),
                                                                  ENROLLMENT):

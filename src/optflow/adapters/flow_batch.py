@@ -17,7 +17,7 @@ read). The service layer decides which enrolments may run this way (flow_engine.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -39,7 +39,7 @@ from ..domain.records import (
 from . import orm
 from .enrollments import EnrollmentRepository
 from .imports import ALL_CHANNELS, Suppression, SuppressionRepository
-from .prepared import Prepared, bind_list, bind_values
+from .prepared import Prepared, bind_list, bind_values, in_chunks
 from .records import ADDRESS, CONTACT
 from .repository import (
     ConsentRepository,
@@ -51,7 +51,6 @@ from .repository import (
 
 Row = dict[str, Any]
 
-_CHUNK = 256  # values per IN list; each chunk is padded to a power of two (a few statement shapes)
 _INSERT_MESSAGES = Prepared(insert(orm.messages))
 
 
@@ -78,16 +77,6 @@ def _sends(contacts: int, channels: int) -> Prepared:
     )))
 
 
-def _chunks(values: Iterable[Any]) -> Iterator[list[Any]]:
-    """The distinct `values` in slices of at most _CHUNK, each padded to a power of two by
-    repeating its last value (which an IN ignores), so only a few statement lengths are compiled."""
-    distinct = list(dict.fromkeys(values))
-    for first in range(0, len(distinct), _CHUNK):
-        part = distinct[first:first + _CHUNK]
-        size = 1 << (len(part) - 1).bit_length()
-        yield part + [part[-1]] * (size - len(part))
-
-
 @dataclass
 class BatchReads:
     """The rows the steps of one batch read, by the keys the repositories look them up by."""
@@ -106,11 +95,11 @@ class BatchReads:
              send_windows: Mapping[int, SendWindow]) -> BatchReads:
         reads = cls(enrollments={row.id: row for row in enrollments}, send_windows=dict(send_windows))
         contact_ids = [row.contact_id for row in enrollments]
-        for chunk in _chunks(contact_ids):
+        for chunk in in_chunks(contact_ids):
             statement = _contacts(len(chunk))
             reads.contacts.update((row.id, row) for row in statement.records(conn, bind_values("w_id", chunk), CONTACT))
         reads.addresses = {contact_id: [] for contact_id in reads.contacts}
-        for chunk in _chunks(reads.contacts):
+        for chunk in in_chunks(reads.contacts):
             for address in _addresses(len(chunk)).records(conn, bind_values("w_contact_id", chunk), ADDRESS):
                 reads.addresses[address.contact_id].append(address)
         reads._load_consents(conn, enrollments)
@@ -127,7 +116,7 @@ class BatchReads:
         for org_id, addresses in wanted.items():
             self.consents.update(((org_id, address), []) for address in addresses)
             self.suppressions.update(((org_id, address), []) for address in addresses)
-            for chunk in _chunks(addresses):  # an address is in one chunk, whose consents come in id order
+            for chunk in in_chunks(addresses):  # an address is in one chunk, whose consents come in id order
                 for consent in consents.for_addresses(org_id, chunk):
                     self.consents[(org_id, consent.address)].append(consent)
                 for suppression in suppressions.for_addresses(org_id, chunk):
@@ -138,7 +127,7 @@ class BatchReads:
             contact_ids = [row.contact_id for row in enrollments if row.org_id == org_id]
             self.sends.update(((org_id, contact_id), []) for contact_id in contact_ids)
             channels = sorted(channel.value for channel in window.channels)
-            for chunk in _chunks(contact_ids):
+            for chunk in in_chunks(contact_ids):
                 params = {"w_org_id": org_id, "w_since": window.since, **bind_values("w_contact_id", chunk),
                           **bind_values("w_channel", channels)}
                 for row in _sends(len(chunk), len(channels)).rows(conn, params):

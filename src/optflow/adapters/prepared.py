@@ -19,7 +19,7 @@ compiled: run those through `Connection.execute`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -210,6 +210,17 @@ def bind_list(name: str, count: int) -> list[BindParameter[Any]]:
     """`count` bound parameters `name_0`, `name_1`, ... for an `IN (...)` of a fixed length, which
     `Prepared` can run (an expanding parameter it cannot); build one statement per length."""
     return [bindparam(f"{name}_{i}") for i in range(count)]
+
+
+def in_chunks(values: Iterable[Any], most: int = 256) -> Iterator[list[Any]]:
+    """The distinct `values` in slices of at most `most`, each padded to a power of two by
+    repeating its last value (which an IN ignores): only a few statement lengths are compiled,
+    and they stay in the driver's statement cache."""
+    distinct = list(dict.fromkeys(values))
+    for first in range(0, len(distinct), most):
+        part = distinct[first:first + most]
+        size = 1 << (len(part) - 1).bit_length()
+        yield part + [part[-1]] * (size - len(part))
 
 
 def bind_values(name: str, values: Sequence[Any]) -> dict[str, Any]:

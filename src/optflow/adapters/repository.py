@@ -35,7 +35,7 @@ from ..domain.records import (
 )
 from ..domain.settings import OrgSettings, resolve
 from . import event_outbox, ledger_files, orm
-from .prepared import Prepared, bind_list, bind_values
+from .prepared import Prepared, bind_list, bind_values, in_chunks
 from .records import ADDRESS, AGENT, CONTACT, MESSAGE, ORG
 
 Row = dict[str, Any]
@@ -70,11 +70,11 @@ _CONTACT_BY_ADDRESS = Prepared(select(orm.addresses.c.contact_id).where(and_(
 _CONTACT_AT_ADDRESS = Prepared(select(orm.contacts).join_from(
     orm.addresses, orm.contacts, orm.addresses.c.contact_id == orm.contacts.c.id).where(and_(
         orm.addresses.c.org_id == bindparam("w_org_id"), orm.addresses.c.value == bindparam("w_value"))))
-_READ_AHEAD_CHUNK = 100  # addresses per statement of a read-ahead
+_READ_AHEAD_CHUNK = 128  # addresses per statement of a read-ahead (padded, see `in_chunks`)
 _UNREAD = object()
 
 
-@functools.lru_cache(maxsize=_READ_AHEAD_CHUNK + 1)
+@functools.lru_cache(maxsize=16)
 def _contacts_at_addresses(count: int) -> Prepared:
     return Prepared(select(orm.addresses.c.value, *orm.contacts.c).join_from(
         orm.addresses, orm.contacts, orm.addresses.c.contact_id == orm.contacts.c.id).where(
@@ -429,8 +429,8 @@ class ContactRepository:
         """Find the contacts at many addresses in one statement (a batch's senders), for
         `at_address`; the ids of those found. Kept until this repository changes the contact
         (or adds an address, or creates a contact)."""
-        wanted = [value for value in dict.fromkeys(values) if (org_id, value) not in self._at]
-        for chunk in (wanted[i:i + _READ_AHEAD_CHUNK] for i in range(0, len(wanted), _READ_AHEAD_CHUNK)):
+        wanted = [value for value in values if (org_id, value) not in self._at]
+        for chunk in in_chunks(wanted, _READ_AHEAD_CHUNK):
             self._at.update(((org_id, value), None) for value in chunk)
             for row in _contacts_at_addresses(len(chunk)).records(
                     self.conn, {"w_org_id": org_id, **bind_values("w_value", chunk)}, tuple):
@@ -534,8 +534,7 @@ class ConsentRepository:
         whose row locks must not be taken early."""
         keys = [(org_id, address, channel) for address, channel in dict.fromkeys(wanted)
                 if (org_id, address, channel) not in self._ahead]
-        addresses = list(dict.fromkeys(address for _, address, _ in keys))
-        for chunk in (addresses[i:i + _READ_AHEAD_CHUNK] for i in range(0, len(addresses), _READ_AHEAD_CHUNK)):
+        for chunk in in_chunks((address for _, address, _ in keys), _READ_AHEAD_CHUNK):
             params = {"w_org_id": org_id, **bind_values("w_address", chunk)}
             for row in _consents_for_addresses(len(chunk)).rows(self.conn, params):
                 self._ahead[(org_id, row["address"], _CHANNELS[row["channel"]])] = row
