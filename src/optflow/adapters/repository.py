@@ -495,6 +495,23 @@ def _stored_values(consent: Consent) -> dict[str, Any]:
     return values
 
 
+_CONSENT_COLUMNS = ("id", "org_id", "contact_id", "address", "channel", "state", "awaiting_pin", "opted_in_at",
+                    "requested_at", "opted_out_at", "method", "version", "opt_out_confirmation_sent", "pin_hash",
+                    "pin_expires_at", "pin_attempts", "updated_at", "do_not_contact", "do_not_contact_at")
+if tuple(orm.consents.c.keys()) != _CONSENT_COLUMNS:
+    raise TypeError(f"consents' columns changed: {tuple(orm.consents.c.keys())}; update _consent")
+
+
+def _consent(v: Sequence[Any]) -> Consent:
+    """A consent from a full row's values in column order (`_CONSENT_COLUMNS`): no dict per row."""
+    return Consent(
+        channel=_CHANNELS[v[4]], address=v[3], state=_STATES[v[5]], awaiting_pin=bool(v[6]), opted_in_at=v[7],
+        requested_at=v[8], opted_out_at=v[9], method=v[10], id=v[0], contact_id=v[2], org_id=v[1], version=v[11],
+        opt_out_confirmation_sent=bool(v[12]), pin_hash=v[13], pin_expires_at=v[14], pin_attempts=v[15],
+        do_not_contact=v[17], do_not_contact_at=v[18],
+    )
+
+
 def consent_from_row(row: Any) -> Consent:
     return Consent(
         channel=_CHANNELS[row["channel"]], address=row["address"], state=_STATES[row["state"]],
@@ -516,17 +533,18 @@ class ConsentRepository:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self._stored: dict[int, dict[str, Any]] = {}  # consent id -> its row's values as last read or written
-        self._ahead: dict[tuple[int, str, Channel], Row | None] = {}  # read ahead: the row, or None for none
+        # read ahead: the row's values (`_CONSENT_COLUMNS`), or None for no row
+        self._ahead: dict[tuple[int, str, Channel], list[Any] | None] = {}
 
     def get(self, org_id: int, address: str, channel: Channel, *, lock: bool = False) -> Consent:
         """The stored consent, or a new `unknown` one (saved by `save`)."""
-        row = self._ahead.get((org_id, address, channel), _UNREAD)
-        if row is _UNREAD or (lock and self.conn.dialect.name == "postgresql"):  # a row lock: read it now
-            row = (_CONSENT_LOCKED if lock else _CONSENT).first(
-                self.conn, {"w_org_id": org_id, "w_address": address, "w_channel": channel.value})
-        if row is None:
+        values = self._ahead.get((org_id, address, channel), _UNREAD)
+        if values is _UNREAD or (lock and self.conn.dialect.name == "postgresql"):  # a row lock: read it now
+            values = (_CONSENT_LOCKED if lock else _CONSENT).record(
+                self.conn, {"w_org_id": org_id, "w_address": address, "w_channel": channel.value}, list)
+        if values is None:
             return Consent(channel=channel, address=address, org_id=org_id)
-        return self._read(consent_from_row(row))
+        return self._read(_consent(values))  # type: ignore[arg-type]
 
     def read_ahead(self, org_id: int, wanted: Sequence[tuple[str, Channel]]) -> None:
         """Read the consents of many (address, channel) in one statement (a batch's senders),
@@ -536,8 +554,8 @@ class ConsentRepository:
                 if (org_id, address, channel) not in self._ahead]
         for chunk in in_chunks((address for _, address, _ in keys), _READ_AHEAD_CHUNK):
             params = {"w_org_id": org_id, **bind_values("w_address", chunk)}
-            for row in _consents_for_addresses(len(chunk)).rows(self.conn, params):
-                self._ahead[(org_id, row["address"], _CHANNELS[row["channel"]])] = row
+            for values in _consents_for_addresses(len(chunk)).records(self.conn, params, list):
+                self._ahead[(org_id, values[3], _CHANNELS[values[4]])] = values
         for key in keys:
             self._ahead.setdefault(key, None)
 
@@ -576,8 +594,9 @@ class ConsentRepository:
         if not addresses:
             return []
         params = {"w_org_id": org_id, **bind_values("w_address", addresses)}
-        return [self._read(consent_from_row(r))
-                for r in _consents_for_addresses(len(addresses)).rows(self.conn, params)]
+        # Not remembered for `save` (their saves write every column): the flow batches read
+        # hundreds at a time and change few.
+        return _consents_for_addresses(len(addresses)).records(self.conn, params, _consent)
 
     def attach_contact(self, org_id: int, address: str, contact_id: int) -> None:
         self.forget_reads()  # rows changed behind the consents read
@@ -590,14 +609,14 @@ class ConsentRepository:
             orm.consents.c.state == State.OPTED_IN.value, orm.consents.c.opted_in_at < opted_in_before,
             orm.consents.c.org_id == org_id, orm.consents.c.channel == channel.value,
         )).order_by(orm.consents.c.opted_in_at).limit(limit)
-        return [self._read(consent_from_row(r)) for r in self.conn.execute(q).mappings()]
+        return [consent_from_row(r) for r in self.conn.execute(q).mappings()]
 
     def due_for_lapse(self, org_id: int, requested_before: datetime, limit: int) -> list[Consent]:
         q = select(orm.consents).where(and_(
             orm.consents.c.state == State.REQUESTED.value, orm.consents.c.requested_at < requested_before,
             orm.consents.c.org_id == org_id,
         )).order_by(orm.consents.c.requested_at).limit(limit)
-        return [self._read(consent_from_row(r)) for r in self.conn.execute(q).mappings()]
+        return [consent_from_row(r) for r in self.conn.execute(q).mappings()]
 
 
 _LEDGER_COLUMNS = tuple(column.name for column in orm.ledger.columns if column.name != "id")
