@@ -197,3 +197,46 @@ async def test_a_web_worker_keeps_serving_while_it_waits_for_its_turn_to_write(
         if holder.process.poll() is None:
             holder.commit()
         await batcher.close()
+
+
+def test_waiting_until_the_lock_is_free_does_not_take_it(database: tuple[str, Engine]) -> None:
+    """What a web worker's helper thread does while its event loop serves requests: it wakes
+    when the other writer commits, and leaves the lock free for the loop (or anyone) to take."""
+    url, engine = database
+    lock = db.writer_lock(engine)
+    assert lock is not None
+    holder = OtherProcessWriter(url)
+    woke: list[bool] = []
+    waiter = threading.Thread(target=lambda: woke.append(lock.wait_until_free()))
+    waiter.start()
+    waiter.join(timeout=0.3)
+    assert woke == [], "it waits while another process writes"
+    holder.commit()
+    waiter.join(timeout=HANG_GUARD_S)
+    assert woke == [True]
+    OtherProcessWriter(url).commit()  # not kept: another process writes at once
+    assert lock.try_reserve()
+    lock.cancel_reservation()
+
+
+async def test_a_worker_stopping_while_it_waits_for_the_lock_leaves_it_free(database: tuple[str, Engine]) -> None:
+    url, engine = database
+    system = make_system(engine, Clock(START), RecordingSender())
+    new_org(system)
+    batcher = InboundBatcher(system)
+    batcher.start()
+    holder = OtherProcessWriter(url)
+    release = threading.Timer(0.2, holder.commit)  # the other process commits while the worker stops
+    release.start()
+    try:
+        pending = asyncio.ensure_future(batcher.submit(
+            c.ReceiveInbound(Channel.TEXT, "+14155550100", ORG_NUMBER, "STOP", provider_id="SMstopping")))
+        for _ in range(5):
+            await asyncio.sleep(0.01)
+        await batcher.close()  # handles what is queued, then stops waiting
+        result = await asyncio.wait_for(pending, timeout=HANG_GUARD_S)
+        assert result.intent is Intent.OPT_OUT
+    finally:
+        release.join(timeout=HANG_GUARD_S)
+    OtherProcessWriter(url).commit()  # nothing of the stopped worker's holds the lock
+    assert orgs(engine) == 3

@@ -130,18 +130,18 @@ class WriterLock:
         self._reserved_for = threading.get_ident()
         return True
 
-    def reserve_for(self, thread_id: int) -> bool:
-        """Wait (up to the busy timeout) until the lock is free and reserve it for the next write
-        transaction that thread `thread_id` begins; False if the wait timed out. For an event
-        loop's helper thread: the loop awaits it instead of polling `try_reserve`."""
+    def wait_until_free(self) -> bool:
+        """Block until no other writer holds the lock (up to the busy timeout; False if it
+        timed out), without keeping it: for a helper thread of an event loop, whose loop then
+        takes it with `try_reserve` once it is ready to write. (A lock reserved by the helper
+        would sit idle while the loop finished what it was doing, and every writer waited.)"""
         if not self._mutex.acquire(timeout=BUSY_TIMEOUT_S):
             return False
         try:
             fcntl.flock(self._file(), fcntl.LOCK_EX)
-        except BaseException:
+            fcntl.flock(self._file(), fcntl.LOCK_UN)
+        finally:
             self._mutex.release()
-            raise
-        self._reserved_for = thread_id
         return True
 
     def cancel_reservation(self) -> None:
