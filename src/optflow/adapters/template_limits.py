@@ -35,7 +35,6 @@ import string
 import time
 import types
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
-from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from itertools import chain
@@ -123,13 +122,21 @@ def current_budget() -> Budget:
     return budget
 
 
-@contextmanager
-def metered(budget: Budget) -> Iterator[Budget]:
-    token = _BUDGET.set(budget)
-    try:
-        yield budget
-    finally:
-        _BUDGET.reset(token)
+class metered:
+    """Within the block, the rewritten templates charge `budget`. A class rather than a
+    generator-based context manager: every render of every message enters one."""
+
+    __slots__ = ("budget", "token")
+
+    def __init__(self, budget: Budget) -> None:
+        self.budget = budget
+
+    def __enter__(self) -> Budget:
+        self.token = _BUDGET.set(self.budget)
+        return self.budget
+
+    def __exit__(self, *_: object) -> None:
+        _BUDGET.reset(self.token)
 
 
 def size_of(value: Any, depth: int = 0) -> int:
