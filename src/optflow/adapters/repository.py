@@ -512,18 +512,6 @@ def _consent(v: Sequence[Any]) -> Consent:
     )
 
 
-def consent_from_row(row: Any) -> Consent:
-    return Consent(
-        channel=_CHANNELS[row["channel"]], address=row["address"], state=_STATES[row["state"]],
-        awaiting_pin=bool(row["awaiting_pin"]), opted_in_at=row["opted_in_at"],
-        requested_at=row["requested_at"], opted_out_at=row["opted_out_at"], method=row["method"],
-        id=row["id"], contact_id=row["contact_id"], org_id=row["org_id"], version=row["version"],
-        opt_out_confirmation_sent=bool(row["opt_out_confirmation_sent"]), pin_hash=row["pin_hash"],
-        pin_expires_at=row["pin_expires_at"], pin_attempts=row["pin_attempts"],
-        do_not_contact=row["do_not_contact"], do_not_contact_at=row["do_not_contact_at"],
-    )
-
-
 class ConsentRepository:
     """Consents. `save` writes only the columns that changed since the consent was read (or last
     saved) through this repository: an UPDATE of all of them rewrote the entries of every index
@@ -539,7 +527,7 @@ class ConsentRepository:
     def get(self, org_id: int, address: str, channel: Channel, *, lock: bool = False) -> Consent:
         """The stored consent, or a new `unknown` one (saved by `save`)."""
         values = self._ahead.get((org_id, address, channel), _UNREAD)
-        if values is _UNREAD or (lock and self.conn.dialect.name == "postgresql"):  # a row lock: read it now
+        if values is _UNREAD:
             values = (_CONSENT_LOCKED if lock else _CONSENT).record(
                 self.conn, {"w_org_id": org_id, "w_address": address, "w_channel": channel.value}, list)
         if values is None:
@@ -549,7 +537,9 @@ class ConsentRepository:
     def read_ahead(self, org_id: int, wanted: Sequence[tuple[str, Channel]]) -> None:
         """Read the consents of many (address, channel) in one statement (a batch's senders),
         for `get`; each is kept until it is saved. Not used for a locking `get` on PostgreSQL,
-        whose row locks must not be taken early."""
+        whose row locks must not be taken early (nor is anything read ahead there)."""
+        if self.conn.dialect.name == "postgresql":
+            return
         keys = [(org_id, address, channel) for address, channel in dict.fromkeys(wanted)
                 if (org_id, address, channel) not in self._ahead]
         for chunk in in_chunks((address for _, address, _ in keys), _READ_AHEAD_CHUNK):
@@ -609,14 +599,14 @@ class ConsentRepository:
             orm.consents.c.state == State.OPTED_IN.value, orm.consents.c.opted_in_at < opted_in_before,
             orm.consents.c.org_id == org_id, orm.consents.c.channel == channel.value,
         )).order_by(orm.consents.c.opted_in_at).limit(limit)
-        return [consent_from_row(r) for r in self.conn.execute(q).mappings()]
+        return [_consent(row) for row in self.conn.execute(q)]
 
     def due_for_lapse(self, org_id: int, requested_before: datetime, limit: int) -> list[Consent]:
         q = select(orm.consents).where(and_(
             orm.consents.c.state == State.REQUESTED.value, orm.consents.c.requested_at < requested_before,
             orm.consents.c.org_id == org_id,
         )).order_by(orm.consents.c.requested_at).limit(limit)
-        return [consent_from_row(r) for r in self.conn.execute(q).mappings()]
+        return [_consent(row) for row in self.conn.execute(q)]
 
 
 _LEDGER_COLUMNS = tuple(column.name for column in orm.ledger.columns if column.name != "id")
