@@ -433,7 +433,14 @@ Label = Annotated[str, Field(max_length=200)]
 Secret = Annotated[str, Field(max_length=200)]
 # A consent method or keyword: some text that is not only spaces.
 Word = Annotated[str, Field(min_length=1, max_length=100, pattern=r"\S")]
-KeywordIntent = Literal["opt_out", "opt_in", "help"]
+class KeywordAdditions(ApiModel):
+    """One language's extra keywords, per intent; null removes the org's own for that intent.
+    (An object with these three keys rather than a map keyed by intent, so that the schema says
+    which keys there are.)"""
+
+    opt_out: list[Word] | None = None
+    opt_in: list[Word] | None = None
+    help: list[Word] | None = None
 TemplateSid = Annotated[str, Field(pattern=r"^HX[0-9A-Za-z]{1,62}$")]
 
 
@@ -463,11 +470,11 @@ class SettingsPatch(ApiModel):
     stop_applies_to_all_channels: bool | None = None
     consent_methods: Annotated[list[Word], Field(min_length=1, max_length=50)] | None = Field(
         default=None, description="The methods a manual opt-in may name.")
-    keywords: dict[str, dict[KeywordIntent, list[Word] | None] | None] | None = Field(
+    keywords: dict[str, KeywordAdditions | None] | None = Field(
         default=None, description="Per language code (e.g. `es`), per intent: extra keywords.")
     keywords_by_country: dict[
         Annotated[str, Field(pattern=r"^[A-Za-z]{2}$")],
-        dict[str, dict[KeywordIntent, list[Word] | None] | None] | None,
+        dict[str, KeywordAdditions | None] | None,
     ] | None = Field(default=None, description="Per country code (ISO 3166, e.g. `MX`), per language, per "
                                                "intent: extra keywords for senders whose number is of that "
                                                "country only.")
