@@ -4,6 +4,7 @@ clock, a recording sender, and a bootstrapped system on top of them."""
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -180,6 +181,20 @@ def new_org(system: System, name: str = "Acme", number: str = ORG_NUMBER, **sett
                                   settings={"program_name": f"{name} alerts", **settings})
         uow.commit()
     return org_id
+
+
+def another_writer_can_write(database: str) -> bool:
+    """Whether a write transaction could start now on the SQLite file `database` (no waiting):
+    False while another connection has one open ("database is locked")."""
+    probe = sqlite3.connect(database, timeout=0, isolation_level=None)
+    try:
+        probe.execute("BEGIN IMMEDIATE")
+        probe.execute("ROLLBACK")
+        return True
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        probe.close()
 
 
 def new_agent(system: System, org_id: int, role: str = "agent", name: str = "Alice") -> admin.NewAgent:

@@ -8,10 +8,9 @@ that read them: an admin's keyword change in between is honoured."""
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
-from conftest import ORG_NUMBER, new_agent, new_org
+from conftest import ORG_NUMBER, another_writer_can_write, new_agent, new_org
 from optflow.bootstrap import System
 from optflow.domain import commands as c
 from optflow.domain.keywords import Classification, KeywordTable
@@ -33,16 +32,7 @@ class LockProbeTable(KeywordTable):
         self.readings: list[tuple[str, bool]] = []
 
     def classify(self, text: str) -> Classification:
-        probe = sqlite3.connect(self.database, timeout=0, isolation_level=None)
-        try:
-            probe.execute("BEGIN IMMEDIATE")
-            probe.execute("ROLLBACK")
-            free = True
-        except sqlite3.OperationalError:  # "database is locked": a write transaction is open
-            free = False
-        finally:
-            probe.close()
-        self.readings.append((text, free))
+        self.readings.append((text, another_writer_can_write(self.database)))
         return super().classify(text)
 
 

@@ -7,11 +7,10 @@ writer can still write at the moment each override runs."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
 
-from conftest import ORG_NUMBER, new_agent, new_org
+from conftest import ORG_NUMBER, another_writer_can_write, new_agent, new_org
 from optflow.adapters.templates import Rendered, TemplateRenderer
 from optflow.bootstrap import System
 from optflow.domain import commands as c
@@ -38,16 +37,7 @@ class LockProbe(TemplateRenderer):
     def render(self, name: str, variables: Mapping[str, object], override: str | None = None,
                language: str = "en") -> Rendered:
         if override is not None:
-            probe = sqlite3.connect(self.database, timeout=0, isolation_level=None)
-            try:
-                probe.execute("BEGIN IMMEDIATE")
-                probe.execute("ROLLBACK")
-                free = True
-            except sqlite3.OperationalError:  # "database is locked": a write transaction is open
-                free = False
-            finally:
-                probe.close()
-            self.overrides.append((name, free))
+            self.overrides.append((name, another_writer_can_write(self.database)))
         return super().render(name, variables, override, language)
 
 
