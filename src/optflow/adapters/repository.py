@@ -382,7 +382,6 @@ class ContactRepository:
                region: str | None = None, fields: Mapping[str, Any] | None = None,
                marketing_allowed: bool = True, language: str | None = None,
                external_id: str | None = None) -> int:
-        self._at.clear()  # a new contact: addresses read as nobody's may become its own
         return new_id(self.conn.execute(insert(orm.contacts).values(
             org_id=org_id, name=name, time_zone=time_zone, region=region, language=language,
             fields_json=json.dumps(dict(fields or {})), marketing_allowed=marketing_allowed,
@@ -428,7 +427,7 @@ class ContactRepository:
     def read_ahead(self, org_id: int, values: Sequence[str]) -> list[int]:
         """Find the contacts at many addresses in one statement (a batch's senders), for
         `at_address`; the ids of those found. Kept until this repository changes the contact
-        (or adds an address, or creates a contact)."""
+        or gives the address to a contact (`add_address`)."""
         wanted = [value for value in values if (org_id, value) not in self._at]
         for chunk in in_chunks(wanted, _READ_AHEAD_CHUNK):
             self._at.update(((org_id, value), None) for value in chunk)
