@@ -19,9 +19,12 @@ from optflow.adapters import db
 from optflow.adapters.senders import OutboundMessage, RecipientUnsubscribed, Sender, SendResult, TransientSendError
 from optflow.bootstrap import System, bootstrap
 from optflow.config import Config
+from optflow.domain.commands import ReceiveInbound
 from optflow.domain.model import Channel
 from optflow.entrypoints.cli import main
+from optflow.entrypoints.inbound_batcher import InboundBatcher
 from optflow.service_layer import admin
+from optflow.service_layer.handlers import InboundResult
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -181,6 +184,19 @@ def new_org(system: System, name: str = "Acme", number: str = ORG_NUMBER, **sett
                                   settings={"program_name": f"{name} alerts", **settings})
         uow.commit()
     return org_id
+
+
+async def texts_through_a_worker(system: System, *texts: tuple[str, str],
+                                 phone: str = "+14155552671") -> list[InboundResult]:
+    """Each (body, MessageSid) texted by `phone` to the org's number, one after another, through
+    a web worker's group commit (`InboundBatcher`, started and stopped here): their results."""
+    batcher = InboundBatcher(system)
+    batcher.start()
+    try:
+        return [await batcher.submit(ReceiveInbound(Channel.TEXT, phone, ORG_NUMBER, body, sid))
+                for body, sid in texts]
+    finally:
+        await batcher.close()
 
 
 def another_writer_can_write(database: str) -> bool:

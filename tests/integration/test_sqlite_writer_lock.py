@@ -66,6 +66,15 @@ class OtherProcessWriter:
         return committed
 
 
+def started_worker(engine: Engine) -> InboundBatcher:
+    """A web worker's group commit, running on the test's event loop, for an org of its own."""
+    system = make_system(engine, Clock(START), RecordingSender())
+    new_org(system)
+    batcher = InboundBatcher(system)
+    batcher.start()
+    return batcher
+
+
 def orgs(engine: Engine) -> int:
     with SqlUnitOfWork(engine, read_only=True) as uow:
         return int(uow.conn.execute(select(func.count()).select_from(orm.orgs)).scalar_one())
@@ -172,10 +181,7 @@ def test_a_reservation_is_taken_only_when_the_lock_is_free_and_goes_to_the_next_
 async def test_a_web_worker_keeps_serving_while_it_waits_for_its_turn_to_write(
         database: tuple[str, Engine]) -> None:
     url, engine = database
-    system = make_system(engine, Clock(START), RecordingSender())
-    new_org(system)
-    batcher = InboundBatcher(system)
-    batcher.start()
+    batcher = started_worker(engine)
     holder = OtherProcessWriter(url)
     # Only a hang guard: the test releases the lock itself once the event loop has shown it runs.
     release = threading.Timer(HANG_GUARD_S, holder.commit)
@@ -221,10 +227,7 @@ def test_waiting_until_the_lock_is_free_does_not_take_it(database: tuple[str, En
 
 async def test_a_worker_stopping_while_it_waits_for_the_lock_leaves_it_free(database: tuple[str, Engine]) -> None:
     url, engine = database
-    system = make_system(engine, Clock(START), RecordingSender())
-    new_org(system)
-    batcher = InboundBatcher(system)
-    batcher.start()
+    batcher = started_worker(engine)
     holder = OtherProcessWriter(url)
     release = threading.Timer(0.2, holder.commit)  # the other process commits while the worker stops
     release.start()

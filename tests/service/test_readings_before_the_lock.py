@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from conftest import ORG_NUMBER, another_writer_can_write, new_agent, new_org
+from conftest import ORG_NUMBER, another_writer_can_write, new_agent, new_org, texts_through_a_worker
 from optflow.bootstrap import System
 from optflow.domain import commands as c
 from optflow.domain.keywords import Classification, KeywordTable
 from optflow.domain.model import Actor, ActorKind, Channel, Intent, State
 from optflow.domain.settings import OrgSettings
-from optflow.entrypoints.inbound_batcher import InboundBatcher
 from optflow.service_layer.admin import update_settings
 
 PHONE = "+14155552671"
@@ -54,13 +53,8 @@ async def test_the_group_commit_reads_the_messages_words_before_it_takes_the_wri
         return table
 
     system.services.keywords = keywords  # type: ignore[method-assign]
-    batcher = InboundBatcher(system)
-    batcher.start()
-    try:
-        hello = await batcher.submit(c.ReceiveInbound(Channel.TEXT, PHONE, ORG_NUMBER, "See you at 3", "SMhello1"))
-        stop = await batcher.submit(c.ReceiveInbound(Channel.TEXT, PHONE, ORG_NUMBER, "alto por favor", "SMstop1"))
-    finally:
-        await batcher.close()
+    hello, stop = await texts_through_a_worker(system, ("See you at 3", "SMhello1"), ("alto por favor", "SMstop1"),
+                                               phone=PHONE)
     assert hello.intent is Intent.OTHER
     assert stop.state is State.OPTED_OUT
     assert "se ha dado de baja" in stop.replies[0]  # the language worked out ahead, too

@@ -10,12 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from conftest import ORG_NUMBER, another_writer_can_write, new_agent, new_org
+from conftest import ORG_NUMBER, another_writer_can_write, new_agent, new_org, texts_through_a_worker
 from optflow.adapters.templates import Rendered, TemplateRenderer
 from optflow.bootstrap import System
 from optflow.domain import commands as c
 from optflow.domain.model import Actor, ActorKind, Channel, State
-from optflow.entrypoints.inbound_batcher import InboundBatcher
 
 PHONE = "+14155552671"
 OVERRIDES = {
@@ -55,13 +54,7 @@ def probed(system: System, templates: dict[str, str] = OVERRIDES) -> LockProbe:
 
 async def test_the_group_commit_renders_the_orgs_templates_before_it_takes_the_write_lock(system: System) -> None:
     probe = probed(system)
-    batcher = InboundBatcher(system)
-    batcher.start()
-    try:
-        stop = await batcher.submit(c.ReceiveInbound(Channel.TEXT, PHONE, ORG_NUMBER, "STOP", "SMstop1"))
-        help_ = await batcher.submit(c.ReceiveInbound(Channel.TEXT, PHONE, ORG_NUMBER, "HELP", "SMhelp1"))
-    finally:
-        await batcher.close()
+    stop, help_ = await texts_through_a_worker(system, ("STOP", "SMstop1"), ("HELP", "SMhelp1"), phone=PHONE)
     assert stop.state is State.OPTED_OUT
     assert stop.replies == ("Acme: no more texts. Reply START to come back.",)
     assert help_.replies[0].startswith("Acme help: call")
@@ -88,13 +81,7 @@ async def test_the_overrides_of_the_customers_language_are_rendered_before_the_w
     """The pre-render reads the language as the handler does: AYUDA and ALTO get the Spanish
     overrides, rendered before the lock; the note to the employee is in the org's language."""
     probe = probed(system, SPANISH_OVERRIDES)
-    batcher = InboundBatcher(system)
-    batcher.start()
-    try:
-        help_ = await batcher.submit(c.ReceiveInbound(Channel.TEXT, PHONE, ORG_NUMBER, "AYUDA", "SMayuda1"))
-        stop = await batcher.submit(c.ReceiveInbound(Channel.TEXT, PHONE, ORG_NUMBER, "ALTO", "SMalto1"))
-    finally:
-        await batcher.close()
+    help_, stop = await texts_through_a_worker(system, ("AYUDA", "SMayuda1"), ("ALTO", "SMalto1"), phone=PHONE)
     assert help_.replies == ("Ayuda de Acme: llame o escriba al +12025550123.",)  # the default HELP contact, in Spanish
     assert stop.replies == ("Acme: no le escribiremos más. START para volver.",)
     assert {name for name, _ in probe.overrides} == {"customer/help", "customer/opt_out_confirmation",
