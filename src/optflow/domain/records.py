@@ -155,8 +155,8 @@ class Contact:
 
     @property
     def dnd(self) -> DndSettings:
-        if not self.dnd_channels:
-            return DndSettings(all_channels=self.dnd_all)
+        if not self.dnd_channels:  # most contacts: one of two shared values, read for every message
+            return _DND_EVERYTHING if self.dnd_all else _NO_DND
         channels = frozenset(Channel(c) for c in self.dnd_channels.split(",") if c)
         return DndSettings(all_channels=self.dnd_all, channels=channels)
 
@@ -164,6 +164,10 @@ class Contact:
         """The contact's own fields (arbitrary JSON values by name)."""
         fields: dict[str, Any] = json.loads(self.fields_json or "{}")
         return fields
+
+
+_NO_DND = DndSettings()
+_DND_EVERYTHING = DndSettings(all_channels=True)
 
 
 @dataclass(slots=True, frozen=True)
