@@ -70,6 +70,8 @@ def create_app(config: Config | None = None, system: System | None = None, *, na
     `structured_logs=True` (`optflow serve`) sends this process's logs, Sanic's included, to
     stderr as redacted JSON lines."""
     from sanic_ext import Extend
+    from sanic_ext.extensions.http.extension import HTTPExtension
+    from sanic_ext.extensions.openapi.extension import OpenAPIExtension
 
     config = config or Config.from_env()
     if structured_logs:
@@ -82,7 +84,11 @@ def create_app(config: Config | None = None, system: System | None = None, *, na
     app.config.API_VERSION = "1"
     app.config.API_DESCRIPTION = "Consent and opt-in workflow engine: agent, supervisor and admin API."
     app.ctx.config = config
-    Extend(app)
+    # Only the extensions optflow uses: the API's OpenAPI document, and HEAD and OPTIONS answered
+    # for every route. The others (dependency injection, CORS with no origin allowed, templating)
+    # would each run on every request, webhooks included, for nothing.
+    app.config.CORS = False
+    Extend(app, built_in_extensions=False, extensions=[OpenAPIExtension, HTTPExtension])
     install_docs_assets(app)
     install_error_handlers(app)
     install_request_ids(app)
