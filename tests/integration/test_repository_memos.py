@@ -49,6 +49,21 @@ def test_a_contacts_addresses_include_one_added_in_the_same_unit_of_work(sqlite_
         assert [a.value for a in uow.contacts.addresses(contact)] == ["+14155552671", "sam@example.com"]
 
 
+def test_a_contacts_addresses_show_phone_flags_set_in_the_same_unit_of_work(sqlite_engine: Engine) -> None:
+    """Flags set to what they already are change no row (and keep what was read); any other
+    value is written and read back."""
+    with SqlUnitOfWork(sqlite_engine) as uow:
+        org = uow.orgs.create("Acme", NOW)
+        contact = uow.contacts.create(org, NOW, name="Sam")
+        uow.contacts.add_address(org, contact, "phone", "+14155552671")
+        flags = [(a.active, a.do_not_call) for a in uow.contacts.addresses(contact)]
+        uow.contacts.set_phone_flags(org, "+14155552671", active=flags[0][0], do_not_call=flags[0][1])
+        assert [(a.active, a.do_not_call) for a in uow.contacts.addresses(contact)] == flags
+        for active, do_not_call in ((True, False), (False, True), (False, False), (True, True)):
+            uow.contacts.set_phone_flags(org, "+14155552671", active=active, do_not_call=do_not_call)
+            assert [(a.active, a.do_not_call) for a in uow.contacts.addresses(contact)] == [(active, do_not_call)]
+
+
 def test_a_contacts_enrolments_reflect_every_change_in_the_same_unit_of_work(sqlite_engine: Engine) -> None:
     with SqlUnitOfWork(sqlite_engine) as uow:
         org = uow.orgs.create("Acme", NOW)

@@ -56,8 +56,11 @@ def _row(result: Any) -> Row | None:
 # with the column names an UPDATE takes its SET clause from (the other keys of the parameters).
 _ORG = Prepared(select(orm.orgs).where(orm.orgs.c.id == bindparam("w_id")))
 _ORG_BY_NUMBER = Prepared(select(orm.org_numbers.c.org_id).where(orm.org_numbers.c.number == bindparam("w_number")))
+# Only rows whose flags differ: most consent changes leave them as they were, and a row rewritten
+# with its own values still costs its page in the commit.
 _SET_PHONE_FLAGS = Prepared(update(orm.addresses).where(
-    orm.addresses.c.org_id == bindparam("w_org_id"), orm.addresses.c.value == bindparam("w_value")))
+    orm.addresses.c.org_id == bindparam("w_org_id"), orm.addresses.c.value == bindparam("w_value"),
+    or_(orm.addresses.c.active != bindparam("w_active"), orm.addresses.c.do_not_call != bindparam("w_do_not_call"))))
 _LINE_OWNER = Prepared(select(orm.org_numbers.c.agent_id).where(orm.org_numbers.c.number == bindparam("w_number")))
 _AGENT = Prepared(select(orm.agents).where(orm.agents.c.id == bindparam("w_id")))
 _CONTACT_SELECT = select(orm.contacts).where(and_(orm.contacts.c.id == bindparam("w_id"),
@@ -448,9 +451,10 @@ class ContactRepository:
 
     def set_phone_flags(self, org_id: int, value: str, *, active: bool, do_not_call: bool) -> None:
         """A phone record's own Active and Do-Not-Call (no row changes for a number no contact has)."""
-        self._addresses.clear()
-        _SET_PHONE_FLAGS.execute(self.conn, {"w_org_id": org_id, "w_value": value, "active": active,
-                                             "do_not_call": do_not_call})
+        if _SET_PHONE_FLAGS.execute(self.conn, {"w_org_id": org_id, "w_value": value, "active": active,
+                                                "do_not_call": do_not_call, "w_active": active,
+                                                "w_do_not_call": do_not_call}):
+            self._addresses.clear()
 
     def addresses(self, contact_id: int) -> list[Address]:
         rows = self._addresses.get(contact_id)
