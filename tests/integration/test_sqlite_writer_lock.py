@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, event, func, select
@@ -73,6 +74,12 @@ def started_worker(engine: Engine) -> InboundBatcher:
     batcher = InboundBatcher(system)
     batcher.start()
     return batcher
+
+
+def stop_submitted(batcher: InboundBatcher, sid: str) -> asyncio.Future[Any]:
+    """A customer's STOP handed to the worker as its webhook hands it; the future is the answer."""
+    return asyncio.ensure_future(batcher.submit(
+        c.ReceiveInbound(Channel.TEXT, "+14155550100", ORG_NUMBER, "STOP", provider_id=sid)))
 
 
 def orgs(engine: Engine) -> int:
@@ -187,8 +194,7 @@ async def test_a_web_worker_keeps_serving_while_it_waits_for_its_turn_to_write(
     release = threading.Timer(HANG_GUARD_S, holder.commit)
     release.start()
     try:
-        pending = asyncio.ensure_future(batcher.submit(
-            c.ReceiveInbound(Channel.TEXT, "+14155550100", ORG_NUMBER, "STOP", provider_id="SMwaiting")))
+        pending = stop_submitted(batcher, "SMwaiting")
         for _ in range(20):
             await asyncio.sleep(0.01)
         assert release.is_alive() and holder.process.poll() is None, \
@@ -232,8 +238,7 @@ async def test_a_worker_stopping_while_it_waits_for_the_lock_leaves_it_free(data
     release = threading.Timer(0.2, holder.commit)  # the other process commits while the worker stops
     release.start()
     try:
-        pending = asyncio.ensure_future(batcher.submit(
-            c.ReceiveInbound(Channel.TEXT, "+14155550100", ORG_NUMBER, "STOP", provider_id="SMstopping")))
+        pending = stop_submitted(batcher, "SMstopping")
         for _ in range(5):
             await asyncio.sleep(0.01)
         await batcher.close()  # handles what is queued, then stops waiting
