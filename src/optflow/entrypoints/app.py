@@ -85,8 +85,9 @@ def create_app(config: Config | None = None, system: System | None = None, *, na
     app.config.API_DESCRIPTION = "Consent and opt-in workflow engine: agent, supervisor and admin API."
     app.ctx.config = config
     # Only the extensions optflow uses: the API's OpenAPI document, and HEAD and OPTIONS answered
-    # for every route. The others (dependency injection, CORS with no origin allowed, templating)
-    # would each run on every request, webhooks included, for nothing.
+    # for every route. Of the others, dependency injection (a signal on every request) and CORS
+    # (middleware on every request and answer, with no origin allowed) ran on every webhook for
+    # nothing; templating is Sanic's, not the Jinja templates optflow renders itself.
     app.config.CORS = False
     Extend(app, built_in_extensions=False, extensions=[OpenAPIExtension, HTTPExtension])
     install_docs_assets(app)
