@@ -12,7 +12,7 @@ from sqlalchemy import Connection, and_, bindparam, insert, literal, select, upd
 
 from ..domain.records import RUNNING, Enrollment, EnrollmentStatus, FlowVersion
 from . import orm
-from .prepared import Prepared, bind_list, bind_values, in_chunks
+from .prepared import READ_AHEAD_CHUNK, Prepared, bind_list, bind_values, in_chunks
 from .records import ENROLLMENT, FLOW_VERSION
 
 Row = dict[str, Any]
@@ -38,9 +38,6 @@ def _for_contact(statuses: tuple[EnrollmentStatus, ...]) -> Prepared:
         orm.enrollments.c.contact_id == bindparam("w_contact_id"),
         orm.enrollments.c.status.in_([literal(s.value) for s in statuses]),
     )).order_by(orm.enrollments.c.id))
-
-
-READ_AHEAD_CHUNK = 128  # contacts per statement of `read_ahead` (padded, see `in_chunks`)
 
 
 @functools.lru_cache(maxsize=16)

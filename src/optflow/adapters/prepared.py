@@ -212,6 +212,9 @@ def bind_list(name: str, count: int) -> list[BindParameter[Any]]:
     return [bindparam(f"{name}_{i}") for i in range(count)]
 
 
+READ_AHEAD_CHUNK = 128  # keys per statement of a unit of work's read-ahead (a batch's senders)
+
+
 def in_chunks(values: Iterable[Any], most: int = 256) -> Iterator[list[Any]]:
     """The distinct `values` in slices of at most `most`, each padded to a power of two by
     repeating its last value (which an IN ignores): only a few statement lengths are compiled,

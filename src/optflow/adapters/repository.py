@@ -35,7 +35,7 @@ from ..domain.records import (
 )
 from ..domain.settings import OrgSettings, resolve
 from . import event_outbox, ledger_files, orm
-from .prepared import Prepared, bind_list, bind_values, in_chunks
+from .prepared import READ_AHEAD_CHUNK, Prepared, bind_list, bind_values, in_chunks
 from .records import ADDRESS, AGENT, CONTACT, MESSAGE, ORG
 
 Row = dict[str, Any]
@@ -73,7 +73,6 @@ _CONTACT_BY_ADDRESS = Prepared(select(orm.addresses.c.contact_id).where(and_(
 _CONTACT_AT_ADDRESS = Prepared(select(orm.contacts).join_from(
     orm.addresses, orm.contacts, orm.addresses.c.contact_id == orm.contacts.c.id).where(and_(
         orm.addresses.c.org_id == bindparam("w_org_id"), orm.addresses.c.value == bindparam("w_value"))))
-_READ_AHEAD_CHUNK = 128  # addresses per statement of a read-ahead (padded, see `in_chunks`)
 _UNREAD = object()
 
 
@@ -432,7 +431,7 @@ class ContactRepository:
         `at_address`; the ids of those found. Kept until this repository changes the contact
         or gives the address to a contact (`add_address`)."""
         wanted = [value for value in values if (org_id, value) not in self._at]
-        for chunk in in_chunks(wanted, _READ_AHEAD_CHUNK):
+        for chunk in in_chunks(wanted, READ_AHEAD_CHUNK):
             self._at.update(((org_id, value), None) for value in chunk)
             for row in _contacts_at_addresses(len(chunk)).records(
                     self.conn, {"w_org_id": org_id, **bind_values("w_value", chunk)}, tuple):
@@ -545,7 +544,7 @@ class ConsentRepository:
             return
         keys = [(org_id, address, channel) for address, channel in dict.fromkeys(wanted)
                 if (org_id, address, channel) not in self._ahead]
-        for chunk in in_chunks((address for _, address, _ in keys), _READ_AHEAD_CHUNK):
+        for chunk in in_chunks((address for _, address, _ in keys), READ_AHEAD_CHUNK):
             params = {"w_org_id": org_id, **bind_values("w_address", chunk)}
             for values in _consents_for_addresses(len(chunk)).records(self.conn, params, list):
                 self._ahead[(org_id, values[3], _CHANNELS[values[4]])] = values
