@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from optflow.adapters import db, orm
 from optflow.adapters.unit_of_work import SqlUnitOfWork
 from optflow.domain import commands as c
 from optflow.domain.model import Channel, Intent
-from optflow.entrypoints.inbound_batcher import InboundBatcher
+from optflow.entrypoints.inbound_batcher import LOCK_SPIN_S, LOCK_WAITER_THREAD, InboundBatcher
 
 HANG_GUARD_S = 60  # not a property under test: only how long a hung lock may hold the suite
 
@@ -67,11 +67,11 @@ class OtherProcessWriter:
         return committed
 
 
-def started_worker(engine: Engine) -> InboundBatcher:
+def started_worker(engine: Engine, monotonic: Callable[[], float] = time.perf_counter) -> InboundBatcher:
     """A web worker's group commit, running on the test's event loop, for an org of its own."""
     system = make_system(engine, Clock(START), RecordingSender())
     new_org(system)
-    batcher = InboundBatcher(system)
+    batcher = InboundBatcher(system, monotonic=monotonic)
     batcher.start()
     return batcher
 
@@ -199,6 +199,57 @@ async def test_a_web_worker_keeps_serving_while_it_waits_for_its_turn_to_write(
             await asyncio.sleep(0.01)
         assert release.is_alive() and holder.process.poll() is None, \
             "the event loop ran only once the other process had committed"
+        assert not pending.done(), "nothing is answered before it is committed"
+        release.cancel()
+        holder.commit()
+        result = await asyncio.wait_for(pending, timeout=HANG_GUARD_S)
+        assert result.intent is Intent.OPT_OUT
+    finally:
+        release.cancel()
+        if holder.process.poll() is None:
+            holder.commit()
+        await batcher.close()
+
+
+class StoppedClock:
+    """The worker's monotonic clock, moved only by the test."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def lock_waiters(not_among: set[threading.Thread]) -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate()
+            if thread.name.startswith(LOCK_WAITER_THREAD) and thread not in not_among]
+
+
+async def test_a_worker_tries_for_the_lock_itself_for_a_while_then_a_helper_thread_waits_for_it(
+        database: tuple[str, Engine]) -> None:
+    """Another worker's group commit passes the lock on within milliseconds: the event loop keeps
+    trying for it between requests and takes it at once. A longer write (an import) must not keep
+    the worker spinning: after `LOCK_SPIN_S` a helper thread waits until the lock is free."""
+    url, engine = database
+    clock = StoppedClock()
+    batcher = started_worker(engine, monotonic=clock)
+    earlier = set(threading.enumerate())
+    holder = OtherProcessWriter(url)
+    release = threading.Timer(HANG_GUARD_S, holder.commit)  # only a hang guard
+    release.start()
+    try:
+        pending = stop_submitted(batcher, "SMspinning")
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+        assert not lock_waiters(earlier), "within LOCK_SPIN_S the event loop itself tries for the lock"
+        assert not pending.done()
+        clock.now += LOCK_SPIN_S * 1.5
+        for _ in range(int(HANG_GUARD_S / 0.01)):
+            if lock_waiters(earlier):
+                break
+            await asyncio.sleep(0.01)
+        assert lock_waiters(earlier), "after LOCK_SPIN_S a helper thread waits for the lock"
         assert not pending.done(), "nothing is answered before it is committed"
         release.cancel()
         holder.commit()

@@ -46,6 +46,12 @@ GATHER_ROUNDS = 4
 # SQLite: how long a worker that just committed leaves the write lock to the others before it
 # tries again (it keeps serving requests meanwhile).
 HAND_OVER_S = 0.001
+# SQLite: how long a worker whose batch is ready keeps trying for the write lock between turns of
+# its event loop before a helper thread waits for it instead. Longer than another worker's group
+# commit under load (5-10 ms), so the lock changes hands at once; bounded, so that a long write
+# (an import, the scheduler's dispatch) does not keep a worker spinning.
+LOCK_SPIN_S = 0.02
+LOCK_WAITER_THREAD = "optflow-writer-wait"
 
 
 @dataclass
@@ -137,19 +143,26 @@ class InboundBatcher:
         """On SQLite, wait for the write lock without blocking the event loop and reserve it for
         the batch's transaction. Blocking in the lock, a worker could neither read nor answer
         requests while another worker's group commit ran (28% of a worker's time under load,
-        docs/performance.md). A helper thread waits until the lock is free and wakes the loop,
-        which reserves it when it gets there, if it still can; meanwhile the loop reads requests,
-        which join the batch. (Polling every half millisecond, as before, cost a loaded worker a
-        quarter of its CPU; a lock reserved by the helper itself sat idle while the loop finished
-        other work.)"""
+        docs/performance.md). So the loop tries `try_reserve` between its turns, reading requests
+        (which join the batch) meanwhile, for up to `LOCK_SPIN_S`; then a helper thread waits
+        until the lock is free and wakes the loop, which tries again. Only trying, the loop noticed
+        a free lock at once but spent a worker's CPU on it however long the other writer took;
+        only waiting in the helper thread (which needs the GIL to wake the loop), the lock sat
+        free for a fifth of the time under load (docs/performance.md, item 31). (A lock reserved by
+        the helper thread itself sat idle while the loop finished other work.)"""
         lock = self.system.writer_lock()
         if lock is None:
             return None
         loop = asyncio.get_running_loop()
+        spin_until = self.monotonic() + LOCK_SPIN_S
         while not lock.try_reserve():
+            if self.monotonic() < spin_until:
+                await asyncio.sleep(0)
+                continue
             if self._lock_waiter is None:
-                self._lock_waiter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="optflow-writer-wait")
+                self._lock_waiter = ThreadPoolExecutor(max_workers=1, thread_name_prefix=LOCK_WAITER_THREAD)
             await loop.run_in_executor(self._lock_waiter, lock.wait_until_free)
+            spin_until = self.monotonic() + LOCK_SPIN_S
         return lock
 
     async def _gather(self) -> None:
