@@ -4,11 +4,12 @@ over the moment the previous writer ends; read-only units of work never wait for
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -185,30 +186,39 @@ def test_a_reservation_is_taken_only_when_the_lock_is_free_and_goes_to_the_next_
     assert orgs(engine) == 4
 
 
-async def test_a_web_worker_keeps_serving_while_it_waits_for_its_turn_to_write(
-        database: tuple[str, Engine]) -> None:
-    url, engine = database
-    batcher = started_worker(engine)
+@contextlib.asynccontextmanager
+async def another_process_writing(url: str, batcher: InboundBatcher) -> AsyncIterator[OtherProcessWriter]:
+    """Another process in the middle of a write transaction until the test commits it; then the
+    worker stops. The timer is only a hang guard: the test commits long before it fires."""
     holder = OtherProcessWriter(url)
-    # Only a hang guard: the test releases the lock itself once the event loop has shown it runs.
     release = threading.Timer(HANG_GUARD_S, holder.commit)
     release.start()
     try:
-        pending = stop_submitted(batcher, "SMwaiting")
-        for _ in range(20):
-            await asyncio.sleep(0.01)
-        assert release.is_alive() and holder.process.poll() is None, \
-            "the event loop ran only once the other process had committed"
-        assert not pending.done(), "nothing is answered before it is committed"
-        release.cancel()
-        holder.commit()
-        result = await asyncio.wait_for(pending, timeout=HANG_GUARD_S)
-        assert result.intent is Intent.OPT_OUT
+        yield holder
     finally:
         release.cancel()
         if holder.process.poll() is None:
             holder.commit()
         await batcher.close()
+
+
+async def answered_once_committed(holder: OtherProcessWriter, pending: asyncio.Future[Any]) -> None:
+    assert not pending.done(), "nothing is answered before it is committed"
+    holder.commit()
+    result = await asyncio.wait_for(pending, timeout=HANG_GUARD_S)
+    assert result.intent is Intent.OPT_OUT
+
+
+async def test_a_web_worker_keeps_serving_while_it_waits_for_its_turn_to_write(
+        database: tuple[str, Engine]) -> None:
+    url, engine = database
+    batcher = started_worker(engine)
+    async with another_process_writing(url, batcher) as holder:
+        pending = stop_submitted(batcher, "SMwaiting")
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+        assert holder.process.poll() is None, "the event loop ran only once the other process had committed"
+        await answered_once_committed(holder, pending)
 
 
 class StoppedClock:
@@ -235,31 +245,18 @@ async def test_a_worker_tries_for_the_lock_itself_for_a_while_then_a_helper_thre
     clock = StoppedClock()
     batcher = started_worker(engine, monotonic=clock)
     earlier = set(threading.enumerate())
-    holder = OtherProcessWriter(url)
-    release = threading.Timer(HANG_GUARD_S, holder.commit)  # only a hang guard
-    release.start()
-    try:
+    async with another_process_writing(url, batcher) as holder:
         pending = stop_submitted(batcher, "SMspinning")
         for _ in range(20):
             await asyncio.sleep(0.01)
         assert not lock_waiters(earlier), "within LOCK_SPIN_S the event loop itself tries for the lock"
-        assert not pending.done()
         clock.now += LOCK_SPIN_S * 1.5
         for _ in range(int(HANG_GUARD_S / 0.01)):
             if lock_waiters(earlier):
                 break
             await asyncio.sleep(0.01)
         assert lock_waiters(earlier), "after LOCK_SPIN_S a helper thread waits for the lock"
-        assert not pending.done(), "nothing is answered before it is committed"
-        release.cancel()
-        holder.commit()
-        result = await asyncio.wait_for(pending, timeout=HANG_GUARD_S)
-        assert result.intent is Intent.OPT_OUT
-    finally:
-        release.cancel()
-        if holder.process.poll() is None:
-            holder.commit()
-        await batcher.close()
+        await answered_once_committed(holder, pending)
 
 
 def test_waiting_until_the_lock_is_free_does_not_take_it(database: tuple[str, Engine]) -> None:
