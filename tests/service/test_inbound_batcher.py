@@ -207,14 +207,15 @@ async def test_when_the_commit_fails_nothing_is_acknowledged(
 
 async def test_a_failed_group_commit_is_redone_message_by_message(
         system: System, org: int, contacts: list[str], batcher: InboundBatcher) -> None:
-    failures = iter([OSError("transient")])
+    # The batch's commit fails twice: at once, and again with a savepoint per command.
+    failures = iter([OSError("transient"), OSError("transient")])
 
-    def fail_once() -> None:
+    def fail_twice() -> None:
         error = next(failures, None)
         if error is not None:
             raise error
 
-    stop = watch_commits(system, fail_once)
+    stop = watch_commits(system, fail_twice)
     try:
         results = await submit_all(batcher, [text(contacts[1], "YES", "SMr1"), text(contacts[2], "STOP", "SMr2"),
                                              text(contacts[2], "STOP", "SMr2")])
