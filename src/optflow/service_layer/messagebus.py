@@ -62,7 +62,7 @@ class MessageBus:
 
     `handlers` maps each command type to its handler (handlers.HANDLERS and the flow engine's);
     the events a handler raises go to `services.subscribers` before the commit. A batch is one
-    database transaction. It runs first without savepoints (`_all_at_once`); if any command fails
+    database transaction. It runs first without savepoints (`_run_plainly`); if any command fails
     or is refused, that run is rolled back whole and the batch runs again with one SAVEPOINT per
     command, so each command's failure stays its own:
 
@@ -129,18 +129,17 @@ class MessageBus:
         it to send late replies through the provider's API instead); `prerendered` holds what
         `prerender` worked out for it."""
         batch = [Handled(command) for command in commands]
-        if self._all_at_once(batch, now, before_commit, prerendered):
+        try:
+            self._transaction(batch, now, before_commit, prerendered, self._run_plainly)
+        except Exception:
+            # Not a failure yet: the batch runs again below, each command in a savepoint of its own (`_run`).
+            for done in batch:
+                done.result = None
+        else:
             return batch
         for attempt in range(1, RETRIES + 1):
             try:
-                with self.uow() as uow, worked_out_ahead(prerendered or Ahead()):
-                    if len(batch) > 1:
-                        uow.read_ahead(_senders(done.command for done in batch))
-                    for done in batch:
-                        self._run(uow, done, now)
-                    if before_commit is not None:
-                        before_commit(uow, batch)
-                    uow.commit()
+                self._transaction(batch, now, before_commit, prerendered, self._run)
             except Exception as exc:
                 if len(batch) > 1:
                     log.exception("the group commit of %d commands failed; handling each on its own", len(batch))
@@ -163,32 +162,28 @@ class MessageBus:
             return batch
         raise AssertionError("unreachable")
 
-    def _all_at_once(self, batch: list[Handled], now: datetime | None, before_commit: BeforeCommit | None,
-                     prerendered: Ahead | None) -> bool:
-        """Handle the whole batch in one transaction without a savepoint per command; False,
-        with nothing written, if any command failed or was refused (or the commit failed): the
-        batch then runs again with a savepoint per command (`_run`), where each failure stays
-        its own. Why: inside a savepoint SQLite copies every page a command changes, so it may
-        undo them; that was a tenth of an inbound message's time in the transaction, which is
-        serialised between writers (docs/performance.md, item 32), while a batch in which
-        nothing fails, nearly every batch, needs no undoing."""
-        try:
-            with self.uow() as uow, worked_out_ahead(prerendered or Ahead()):
-                if len(batch) > 1:
-                    uow.read_ahead(_senders(done.command for done in batch))
-                for done in batch:
-                    handler = self._handler(done.command)
-                    at = now or self.clock()
-                    done.result = handler(done.command, uow, self.services, at)
-                    self.services.publish(uow, at)
-                if before_commit is not None:
-                    before_commit(uow, batch)
-                uow.commit()
-        except Exception:
+    def _transaction(self, batch: list[Handled], now: datetime | None, before_commit: BeforeCommit | None,
+                     prerendered: Ahead | None, run: Callable[[UnitOfWork, Handled, datetime | None], None]) -> None:
+        """The batch's transaction, each command run by `run`; committed unless something raised."""
+        with self.uow() as uow, worked_out_ahead(prerendered or Ahead()):
+            if len(batch) > 1:
+                uow.read_ahead(_senders(done.command for done in batch))
             for done in batch:
-                done.result = None
-            return False
-        return True
+                run(uow, done, now)
+            if before_commit is not None:
+                before_commit(uow, batch)
+            uow.commit()
+
+    def _run_plainly(self, uow: UnitOfWork, done: Handled, now: datetime | None) -> None:
+        """One command in the batch's transaction without a savepoint of its own: whatever it
+        raises ends the transaction, and `handle_batch` runs the batch again with `_run`. Why: inside
+        a savepoint SQLite copies every page a command changes, so that it can undo them; that was a
+        tenth of an inbound message's time in the transaction, which writers take in turns
+        (docs/performance.md, item 32), and a batch in which nothing fails, nearly every batch,
+        has nothing to undo."""
+        at = now or self.clock()
+        done.result = self._handler(done.command)(done.command, uow, self.services, at)
+        self.services.publish(uow, at)
 
     def _run(self, uow: UnitOfWork, done: Handled, now: datetime | None) -> None:
         """One command in its own savepoint of the batch's transaction (see the class)."""

@@ -1,4 +1,4 @@
-"""A batch runs first without a savepoint per command (`MessageBus._all_at_once`); when any of
+"""A batch runs first without a savepoint per command (`MessageBus._run_plainly`); when any of
 its commands fails or is refused, nothing of that first run stays, and the batch runs again with
 a savepoint per command, so each failure is still its own. On both databases."""
 
