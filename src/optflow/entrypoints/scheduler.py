@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import logging
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 
 from ..bootstrap import System, bootstrap
@@ -67,6 +69,18 @@ def _guarded(name: str, job: Any) -> Any:
     return run
 
 
+def stopper(scheduler: BaseScheduler) -> Callable[..., None]:
+    """The scheduler's SIGTERM and SIGINT handler. It may run twice: Ctrl-C signals every process
+    of the terminal's process group, and `optflow serve` passes the signal on to the scheduler
+    as well; the second finds the scheduler stopped (shutting it down again would raise)."""
+
+    def stop(*_: object) -> None:
+        if scheduler.running:
+            scheduler.shutdown(wait=False)
+
+    return stop
+
+
 def run_scheduler(config: Config, stop_after: float | None = None) -> None:
     """Block running the periodic jobs until SIGTERM/SIGINT. Runs in a process of its own
     (`optflow worker`, or beside `optflow serve`'s web workers), whose logs are JSON lines."""
@@ -87,9 +101,7 @@ def run_scheduler(config: Config, stop_after: float | None = None) -> None:
     scheduler.add_job(_guarded("ledger-checkpoint", lambda: write_checkpoints(system.uows, clock())),
                       "interval", seconds=CHECKPOINT_SECONDS, id="ledger-checkpoint")
 
-    def stop(*_: object) -> None:
-        scheduler.shutdown(wait=False)
-
+    stop = stopper(scheduler)
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     log.info("scheduler running: outbox and webhooks every %ss, flows every %ss, consent clock every %ss, ledger "
